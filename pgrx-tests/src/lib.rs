@@ -1,0 +1,4 @@
+//! Test tooling for pg_pullsync: helpers that drive a real cluster over a connection, and
+//! (in later modules) the simulators the integration tests start.
+
+pub mod db;

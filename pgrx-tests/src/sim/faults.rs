@@ -1,0 +1,225 @@
+//! Fault injection: which fault fires for a request, per account or global, a given number
+//! of times or with a probability. Pure.
+
+use super::world::hash3;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Me,
+    Threads,
+    MediaInsights,
+    AccountInsights,
+    RefreshToken,
+}
+
+impl Endpoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Me => "me",
+            Endpoint::Threads => "threads",
+            Endpoint::MediaInsights => "media_insights",
+            Endpoint::AccountInsights => "account_insights",
+            Endpoint::RefreshToken => "refresh_access_token",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// 190 / 463
+    ExpiredToken,
+    /// 190 / 467
+    InvalidToken,
+    /// 24: how an expired token sometimes surfaces
+    TokenNotFound,
+    /// Throttling code (4, 17, 32, 613) over HTTP 400 or 403.
+    Throttle { code: i64, status: u16 },
+    /// HTTP 429 with Retry-After.
+    TooManyRequests { retry_after: u64 },
+    /// HTTP 5xx with code 1 or 2.
+    ServerError { status: u16 },
+    /// Answer normally after this delay.
+    Slow { ms: u64 },
+    /// Never answer.
+    Hang,
+    MalformedJson,
+    /// The connection closes halfway through the body.
+    TruncatedBody,
+    /// The first post of the next page vanishes while the current page is served.
+    DisappearingPost,
+    /// A page after the first repeats the previous page's last item.
+    DuplicateItems,
+}
+
+impl FaultKind {
+    /// Faults that change what a listing contains rather than the response itself.
+    pub fn is_listing_fault(&self) -> bool {
+        matches!(self, FaultKind::DisappearingPost | FaultKind::DuplicateItems)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultSpec {
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    /// Threads user id; none = every account.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// none = every endpoint.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+    /// Fire at most this many times; none = unlimited.
+    #[serde(default)]
+    pub times: Option<u64>,
+    /// Chance to fire on a matching request, 0..=1; none = always.
+    #[serde(default)]
+    pub probability: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveFault {
+    pub id: u64,
+    #[serde(flatten)]
+    pub spec: FaultSpec,
+    pub fired: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    active: Vec<ActiveFault>,
+    next_id: u64,
+    draws: u64,
+    seed: u64,
+}
+
+impl Faults {
+    pub fn new(seed: u64) -> Self {
+        Faults {
+            seed,
+            ..Default::default()
+        }
+    }
+
+    pub fn add(&mut self, spec: FaultSpec) -> u64 {
+        self.next_id += 1;
+        self.active.push(ActiveFault {
+            id: self.next_id,
+            spec,
+            fired: 0,
+        });
+        self.next_id
+    }
+
+    pub fn clear(&mut self) {
+        self.active.clear();
+    }
+
+    pub fn list(&self) -> Vec<ActiveFault> {
+        self.active.clone()
+    }
+
+    /// The first fault that matches and fires for this request, counted as fired.
+    /// `wanted` selects the kinds the caller can apply at this point.
+    pub fn fire(
+        &mut self,
+        endpoint: Endpoint,
+        account: Option<&str>,
+        wanted: impl Fn(&FaultKind) -> bool,
+    ) -> Option<FaultKind> {
+        for fault in &mut self.active {
+            let spec = &fault.spec;
+            let matches = wanted(&spec.kind)
+                && spec.endpoint.is_none_or(|e| e == endpoint)
+                && spec.account.as_deref().is_none_or(|a| Some(a) == account)
+                && spec.times.is_none_or(|t| fault.fired < t);
+            if !matches {
+                continue;
+            }
+            if let Some(p) = spec.probability {
+                self.draws += 1;
+                let draw = (hash3(self.seed, fault.id, self.draws) % 1_000_000) as f64 / 1_000_000.0;
+                if draw >= p {
+                    continue;
+                }
+            }
+            fault.fired += 1;
+            return Some(fault.spec.kind.clone());
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: FaultKind) -> FaultSpec {
+        FaultSpec {
+            kind,
+            account: None,
+            endpoint: None,
+            times: None,
+            probability: None,
+        }
+    }
+
+    #[test]
+    fn fires_only_where_configured_and_only_so_often() {
+        let mut f = Faults::new(1);
+        f.add(FaultSpec {
+            account: Some("42".into()),
+            endpoint: Some(Endpoint::MediaInsights),
+            times: Some(2),
+            ..spec(FaultKind::ServerError { status: 503 })
+        });
+        let any = |_: &FaultKind| true;
+        assert_eq!(f.fire(Endpoint::Threads, Some("42"), any), None);
+        assert_eq!(f.fire(Endpoint::MediaInsights, Some("7"), any), None);
+        assert!(f.fire(Endpoint::MediaInsights, Some("42"), any).is_some());
+        assert!(f.fire(Endpoint::MediaInsights, Some("42"), any).is_some());
+        assert_eq!(f.fire(Endpoint::MediaInsights, Some("42"), any), None);
+        assert_eq!(f.list()[0].fired, 2);
+    }
+
+    #[test]
+    fn probability_fires_about_that_often_and_deterministically() {
+        let run = || {
+            let mut f = Faults::new(9);
+            f.add(FaultSpec {
+                probability: Some(0.1),
+                ..spec(FaultKind::Hang)
+            });
+            (0..10_000)
+                .filter(|_| f.fire(Endpoint::Me, None, |_| true).is_some())
+                .count()
+        };
+        let n = run();
+        assert!((800..1200).contains(&n), "{n}");
+        assert_eq!(n, run());
+    }
+
+    #[test]
+    fn listing_faults_wait_for_a_listing() {
+        let mut f = Faults::new(1);
+        f.add(spec(FaultKind::DuplicateItems));
+        assert_eq!(f.fire(Endpoint::Threads, None, |k| !k.is_listing_fault()), None);
+        assert_eq!(
+            f.fire(Endpoint::Threads, None, FaultKind::is_listing_fault),
+            Some(FaultKind::DuplicateItems)
+        );
+    }
+
+    #[test]
+    fn specs_parse_from_json() {
+        let s: FaultSpec = serde_json::from_str(
+            r#"{"type":"throttle","code":613,"status":403,"account":"1","times":1}"#,
+        )
+        .unwrap();
+        assert_eq!(s.kind, FaultKind::Throttle { code: 613, status: 403 });
+        let s: FaultSpec = serde_json::from_str(r#"{"type":"too_many_requests","retry_after":3}"#).unwrap();
+        assert_eq!(s.kind, FaultKind::TooManyRequests { retry_after: 3 });
+    }
+}

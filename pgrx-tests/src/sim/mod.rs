@@ -1,0 +1,173 @@
+//! A simulator of the Threads Graph API (facts: shared/threads-api.md) with fault
+//! injection, request counters and a simulated clock, served by axum on loopback.
+//!
+//! Use it in-process (`SimServer::start`) or as the `threads-sim` binary; tests, the demo
+//! and the benchmarks drive it through its admin API (`/admin/...`).
+
+mod admin;
+mod api;
+pub mod faults;
+pub mod world;
+
+use faults::{Endpoint, FaultKind, FaultSpec, Faults};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use world::{World, WorldConfig};
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub world: WorldConfig,
+    pub latency_ms: u64,
+    pub jitter_ms: u64,
+    pub faults: Vec<FaultSpec>,
+}
+
+impl SimConfig {
+    /// `accounts` × `posts` with seed 1, the clock at the current minute, no latency.
+    pub fn small(accounts: usize, posts: usize) -> Self {
+        SimConfig {
+            world: WorldConfig {
+                seed: 1,
+                accounts,
+                posts_per_account: posts,
+                start: chrono::Utc::now().timestamp() / 60 * 60,
+            },
+            latency_ms: 0,
+            jitter_ms: 0,
+            faults: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Counters {
+    pub total: u64,
+    pub by_endpoint: BTreeMap<String, u64>,
+    pub by_account: BTreeMap<String, u64>,
+}
+
+/// Everything the handlers share.
+pub struct Sim {
+    pub world: RwLock<World>,
+    pub faults: Mutex<Faults>,
+    pub counters: Mutex<Counters>,
+    /// (fixed, jitter) in milliseconds
+    pub latency: Mutex<(u64, u64)>,
+}
+
+impl Sim {
+    pub fn new(config: &SimConfig) -> Sim {
+        let mut faults = Faults::new(config.world.seed);
+        for spec in &config.faults {
+            faults.add(spec.clone());
+        }
+        Sim {
+            world: RwLock::new(World::generate(&config.world)),
+            faults: Mutex::new(faults),
+            counters: Mutex::new(Counters::default()),
+            latency: Mutex::new((config.latency_ms, config.jitter_ms)),
+        }
+    }
+
+    fn count(&self, endpoint: Endpoint, account: Option<&str>) {
+        let mut c = self.counters.lock().unwrap();
+        c.total += 1;
+        *c.by_endpoint.entry(endpoint.name().to_string()).or_default() += 1;
+        *c.by_account
+            .entry(account.unwrap_or("unknown").to_string())
+            .or_default() += 1;
+    }
+
+    fn fire(&self, endpoint: Endpoint, account: Option<&str>, wanted: impl Fn(&FaultKind) -> bool) -> Option<FaultKind> {
+        self.faults.lock().unwrap().fire(endpoint, account, wanted)
+    }
+}
+
+/// A simulator serving on 127.0.0.1 from its own thread and tokio runtime.
+pub struct SimServer {
+    /// e.g. `http://127.0.0.1:40123`
+    pub base_url: String,
+    pub sim: Arc<Sim>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimServer {
+    /// Starts on an ephemeral port (or `port`), with `threads` runtime worker threads.
+    pub fn start_on(config: &SimConfig, port: u16, threads: usize) -> std::io::Result<SimServer> {
+        let sim = Arc::new(Sim::new(config));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = router(sim.clone());
+        let thread = std::thread::Builder::new()
+            .name("threads-sim".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads.max(1))
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                // Not a graceful shutdown: a hanging request must not keep the server up.
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    tokio::select! {
+                        served = axum::serve(listener, app) => served.expect("serve"),
+                        _ = rx => {}
+                    }
+                });
+            })?;
+        Ok(SimServer {
+            base_url,
+            sim,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn start(config: &SimConfig) -> SimServer {
+        Self::start_on(config, 0, 2).expect("start threads simulator")
+    }
+
+    /// The versioned API base, what `pullsync.threads_api_url` points at.
+    pub fn api_url(&self) -> String {
+        format!("{}/v1.0", self.base_url)
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.sim.world.write().unwrap().advance(seconds);
+    }
+
+    pub fn add_fault(&self, spec: FaultSpec) -> u64 {
+        self.sim.faults.lock().unwrap().add(spec)
+    }
+
+    pub fn clear_faults(&self) {
+        self.sim.faults.lock().unwrap().clear();
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.sim.counters.lock().unwrap().clone()
+    }
+
+    pub fn reset_counters(&self) {
+        *self.sim.counters.lock().unwrap() = Counters::default();
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn router(sim: Arc<Sim>) -> axum::Router {
+    api::routes().merge(admin::routes()).with_state(sim)
+}

@@ -1,0 +1,184 @@
+//! The extension as a user meets it: install, remove, privileges, input errors.
+
+use pullsync_tests::db::{
+    connect_as, fresh_database, fresh_extension_database, fresh_role, sqlstate_of,
+};
+
+/// Every object outside the system schemas, as text, so two states can be compared.
+const OBJECTS: &str = "
+SELECT 'namespace ' || nspname FROM pg_namespace
+ WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
+UNION ALL SELECT 'class ' || c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
+UNION ALL SELECT 'proc ' || p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
+UNION ALL SELECT 'type ' || t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
+UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+UNION ALL SELECT 'extension ' || extname FROM pg_extension
+ORDER BY 1";
+
+#[test]
+fn create_and_drop_extension_leave_nothing_behind() {
+    let mut db = fresh_database("it_roundtrip");
+    let objects = |db: &mut postgres::Client| -> Vec<String> {
+        db.query(OBJECTS, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let before = objects(&mut db);
+    db.batch_execute("CREATE EXTENSION pg_pullsync").unwrap();
+    let installed = objects(&mut db);
+    assert!(installed.iter().any(|o| o == "namespace pullsync"));
+    assert!(installed
+        .iter()
+        .any(|o| o == "class pullsync.workspace_threads_post_metrics_deltas"));
+    assert!(installed.len() > before.len() + 40, "{installed:?}");
+    db.batch_execute("DROP EXTENSION pg_pullsync CASCADE")
+        .unwrap();
+    assert_eq!(objects(&mut db), before);
+    // And again: a second round trip is just as clean.
+    db.batch_execute("CREATE EXTENSION pg_pullsync; DROP EXTENSION pg_pullsync CASCADE")
+        .unwrap();
+    assert_eq!(objects(&mut db), before);
+}
+
+#[test]
+fn a_role_without_grants_can_neither_run_functions_nor_read_tokens() {
+    let mut db = fresh_extension_database("it_privileges");
+    fresh_role(&mut db, "it_nobody");
+    db.batch_execute(
+        "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', '42', 'alice',
+                                             'THAAtoken', now() + interval '30 days')",
+    )
+    .unwrap();
+    let mut nobody = connect_as("it_privileges", "it_nobody");
+    let denied = [
+        "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', '43', 'bob', 't', now() + interval '1 day')",
+        "SELECT * FROM pullsync.workspace_threads_tokens",
+        "SELECT * FROM pullsync.workspace_threads_posts",
+        "SHOW pullsync.encryption_key",
+    ];
+    for sql in denied {
+        assert_eq!(
+            sqlstate_of(&mut nobody, sql).as_deref(),
+            Some("42501"),
+            "{sql}"
+        );
+    }
+    let visible: i64 = nobody
+        .query_one(
+            "SELECT count(*) FROM pg_settings WHERE name = 'pullsync.encryption_key'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(visible, 0, "the key must be hidden from pg_settings");
+}
+
+#[test]
+fn the_documented_reader_role_reads_analytics_but_never_tokens() {
+    let mut db = fresh_extension_database("it_reader");
+    fresh_role(&mut db, "it_reader_role");
+    // The grants docs/SECURITY.md gives for a reader.
+    db.batch_execute(
+        "GRANT USAGE ON SCHEMA pullsync TO it_reader_role;
+         GRANT SELECT ON pullsync.workspace_threads_accounts, pullsync.workspace_threads_posts,
+                         pullsync.workspace_threads_post_metrics, pullsync.workspace_threads_post_metrics_deltas,
+                         pullsync.workspace_threads_account_insights, pullsync.workspace_threads_account_insights_deltas
+            TO it_reader_role;",
+    )
+    .unwrap();
+    let mut reader = connect_as("it_reader", "it_reader_role");
+    assert_eq!(
+        sqlstate_of(
+            &mut reader,
+            "SELECT * FROM pullsync.workspace_threads_posts"
+        ),
+        None
+    );
+    assert_eq!(
+        sqlstate_of(
+            &mut reader,
+            "SELECT * FROM pullsync.workspace_threads_tokens"
+        )
+        .as_deref(),
+        Some("42501")
+    );
+}
+
+#[test]
+fn bad_inputs_to_threads_add_account_get_clear_errors() {
+    let mut db = fresh_extension_database("it_bad_input");
+    let ws = "'11111111-1111-1111-1111-111111111111'";
+    let later = "now() + interval '60 days'";
+    let cases = [
+        (format!("NULL, '1', 'a', 't', {later}"), "22004"),
+        (format!("{ws}, NULL, 'a', 't', {later}"), "22004"),
+        (format!("{ws}, '1', NULL, 't', {later}"), "22004"),
+        (format!("{ws}, '1', 'a', NULL, {later}"), "22004"),
+        (format!("{ws}, '1', 'a', 't', NULL"), "22004"),
+        (format!("{ws}, '', 'a', 't', {later}"), "22023"),
+        (format!("{ws}, 'abc', 'a', 't', {later}"), "22023"),
+        (format!("{ws}, '1', '', 't', {later}"), "22023"),
+        (format!("{ws}, '1', 'a', '', {later}"), "22023"),
+        (format!("{ws}, '1', 'a', '   ', {later}"), "22023"),
+        (
+            format!("{ws}, '1', 'a', 't', now() - interval '1 minute'"),
+            "22023",
+        ),
+        (format!("{ws}, '1', 'a', 't', 'infinity'"), "22023"),
+    ];
+    for (args, state) in cases {
+        let sql = format!("SELECT pullsync.threads_add_account({args})");
+        assert_eq!(sqlstate_of(&mut db, &sql).as_deref(), Some(state), "{sql}");
+    }
+    let rows: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pullsync.workspace_threads_accounts",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "a refused call stores nothing");
+}
+
+#[test]
+fn a_missing_key_gets_an_error_that_says_how_to_set_one() {
+    let mut db = fresh_extension_database("it_no_key");
+    db.batch_execute("SET pullsync.encryption_key = ''")
+        .unwrap();
+    let err = db
+        .batch_execute(
+            "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', '1', 'a', 't', now() + interval '1 day')",
+        )
+        .unwrap_err();
+    let db_err = err.as_db_error().expect("a server error");
+    assert_eq!(db_err.code().code(), "55000");
+    assert!(db_err
+        .hint()
+        .unwrap_or_default()
+        .contains("pullsync.encryption_key"));
+}
+
+#[test]
+fn snapshot_rows_cannot_be_updated() {
+    let mut db = fresh_extension_database("it_snapshots");
+    db.batch_execute(
+        "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', '7', 'a', 't', now() + interval '1 day');
+         INSERT INTO pullsync.workspace_threads_account_insights
+                (workspace_threads_account_id, followers_count, views, likes, replies, reposts, quotes, clicks, captured_at)
+         SELECT id, 1, 1, 1, 1, 1, 1, 1, now() FROM pullsync.workspace_threads_accounts;",
+    )
+    .unwrap();
+    assert_eq!(
+        sqlstate_of(
+            &mut db,
+            "UPDATE pullsync.workspace_threads_account_insights SET views = 5"
+        )
+        .as_deref(),
+        Some("0A000")
+    );
+}

@@ -1,0 +1,429 @@
+-- pg_pullsync schema. Every object here, the schema included, is created by CREATE
+-- EXTENSION and so belongs to the extension: DROP EXTENSION removes all of it.
+-- Nothing is granted to PUBLIC; docs/SECURITY.md lists the grants an operator gives.
+
+CREATE SCHEMA pullsync;
+REVOKE ALL ON SCHEMA pullsync FROM PUBLIC;
+
+------------------------------------------------------------------------------------------
+-- Threads source
+------------------------------------------------------------------------------------------
+
+CREATE TABLE pullsync.workspace_threads_accounts (
+    id                      uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_id            uuid NOT NULL,
+    threads_user_id         text NOT NULL UNIQUE CHECK (threads_user_id ~ '^[0-9]+$'),
+    username                text NOT NULL CHECK (btrim(username) <> ''),
+    is_active               boolean NOT NULL DEFAULT true,
+    -- L3: latest account insight values (equal to the newest L1 snapshot)
+    current_followers_count bigint,
+    current_views           bigint,
+    current_likes           bigint,
+    current_replies         bigint,
+    current_reposts         bigint,
+    current_quotes          bigint,
+    current_clicks          bigint,
+    insights_updated_at     timestamptz,
+    last_posts_sync_at      timestamptz,
+    last_metrics_sync_at    timestamptz,
+    last_insights_sync_at   timestamptz,
+    last_sync_status        text CHECK (last_sync_status IN ('completed', 'partial', 'failed', 'skipped')),
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX workspace_threads_accounts_workspace_idx
+    ON pullsync.workspace_threads_accounts (workspace_id);
+CREATE INDEX workspace_threads_accounts_active_idx
+    ON pullsync.workspace_threads_accounts (id) WHERE is_active;
+
+-- Sealed tokens only (v1: AES-256-GCM). No role but the owner may read this table.
+CREATE TABLE pullsync.workspace_threads_tokens (
+    id                           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_threads_account_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    access_token_encrypted       text NOT NULL CHECK (access_token_encrypted LIKE 'v1:%'),
+    -- When the token was issued or last refreshed: Threads refuses a refresh before 24 h.
+    issued_at                    timestamptz NOT NULL DEFAULT now(),
+    expires_at                   timestamptz NOT NULL,
+    is_primary                   boolean NOT NULL DEFAULT true,
+    revoked_at                   timestamptz,
+    refreshed_at                 timestamptz,
+    expired_reported_at          timestamptz,
+    created_at                   timestamptz NOT NULL DEFAULT now(),
+    CHECK (expires_at > issued_at),
+    CHECK (NOT (is_primary AND revoked_at IS NOT NULL))
+);
+CREATE UNIQUE INDEX workspace_threads_tokens_one_primary
+    ON pullsync.workspace_threads_tokens (workspace_threads_account_id)
+    WHERE is_primary;
+CREATE INDEX workspace_threads_tokens_expiry_idx
+    ON pullsync.workspace_threads_tokens (expires_at) WHERE is_primary;
+
+CREATE TABLE pullsync.workspace_threads_posts (
+    id                           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    workspace_threads_account_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    threads_post_id              text NOT NULL UNIQUE,
+    media_product_type           text NOT NULL DEFAULT 'THREADS',
+    media_type                   text NOT NULL CHECK (media_type IN
+        ('TEXT_POST', 'IMAGE', 'VIDEO', 'CAROUSEL_ALBUM', 'AUDIO', 'REPOST_FACADE')),
+    media_url                    text,
+    thumbnail_url                text,
+    permalink                    text,
+    shortcode                    text,
+    text                         text,
+    children_ids                 text[],
+    is_quote_post                boolean,
+    quoted_post_id               text,
+    reposted_post_id             text,
+    alt_text                     text,
+    link_attachment_url          text,
+    gif_url                      text,
+    topic_tag                    text,
+    has_replies                  boolean,
+    reply_audience               text,
+    published_at                 timestamptz NOT NULL,
+    -- L3: latest post metrics (equal to the newest L1 snapshot)
+    current_views                bigint NOT NULL DEFAULT 0,
+    current_likes                bigint NOT NULL DEFAULT 0,
+    current_replies              bigint NOT NULL DEFAULT 0,
+    current_reposts              bigint NOT NULL DEFAULT 0,
+    current_quotes               bigint NOT NULL DEFAULT 0,
+    current_shares               bigint NOT NULL DEFAULT 0,
+    metrics_updated_at           timestamptz,
+    created_at                   timestamptz NOT NULL DEFAULT now(),
+    updated_at                   timestamptz NOT NULL DEFAULT now()
+);
+-- Newest-first listing per account and the refresh-tier planner's scan.
+CREATE INDEX workspace_threads_posts_account_published_idx
+    ON pullsync.workspace_threads_posts (workspace_threads_account_id, published_at DESC);
+CREATE INDEX workspace_threads_posts_account_refreshed_idx
+    ON pullsync.workspace_threads_posts (workspace_threads_account_id, metrics_updated_at NULLS FIRST);
+
+-- L1: one immutable row per capture.
+CREATE TABLE pullsync.workspace_threads_post_metrics (
+    id                        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workspace_threads_post_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_posts (id) ON DELETE CASCADE,
+    views                     bigint NOT NULL CHECK (views >= 0),
+    likes                     bigint NOT NULL CHECK (likes >= 0),
+    replies                   bigint NOT NULL CHECK (replies >= 0),
+    reposts                   bigint NOT NULL CHECK (reposts >= 0),
+    quotes                    bigint NOT NULL CHECK (quotes >= 0),
+    shares                    bigint NOT NULL CHECK (shares >= 0),
+    captured_at               timestamptz NOT NULL,
+    UNIQUE (workspace_threads_post_id, captured_at)
+);
+CREATE INDEX workspace_threads_post_metrics_captured_idx
+    ON pullsync.workspace_threads_post_metrics (captured_at);
+
+-- L2: change between consecutive snapshots; the first counts from zero. Negative allowed.
+CREATE TABLE pullsync.workspace_threads_post_metrics_deltas (
+    id                        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workspace_threads_post_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_posts (id) ON DELETE CASCADE,
+    period_start              timestamptz,
+    period_end                timestamptz NOT NULL,
+    views_delta               bigint NOT NULL,
+    likes_delta               bigint NOT NULL,
+    replies_delta             bigint NOT NULL,
+    reposts_delta             bigint NOT NULL,
+    quotes_delta              bigint NOT NULL,
+    shares_delta              bigint NOT NULL,
+    UNIQUE (workspace_threads_post_id, period_end),
+    CHECK (period_start IS NULL OR period_start < period_end)
+);
+CREATE INDEX workspace_threads_post_metrics_deltas_end_idx
+    ON pullsync.workspace_threads_post_metrics_deltas (period_end);
+
+CREATE TABLE pullsync.workspace_threads_account_insights (
+    id                           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workspace_threads_account_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    followers_count              bigint NOT NULL CHECK (followers_count >= 0),
+    views                        bigint NOT NULL CHECK (views >= 0),
+    likes                        bigint NOT NULL CHECK (likes >= 0),
+    replies                      bigint NOT NULL CHECK (replies >= 0),
+    reposts                      bigint NOT NULL CHECK (reposts >= 0),
+    quotes                       bigint NOT NULL CHECK (quotes >= 0),
+    clicks                       bigint NOT NULL CHECK (clicks >= 0),
+    captured_at                  timestamptz NOT NULL,
+    UNIQUE (workspace_threads_account_id, captured_at)
+);
+CREATE INDEX workspace_threads_account_insights_captured_idx
+    ON pullsync.workspace_threads_account_insights (captured_at);
+
+CREATE TABLE pullsync.workspace_threads_account_insights_deltas (
+    id                           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workspace_threads_account_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    period_start                 timestamptz,
+    period_end                   timestamptz NOT NULL,
+    followers_count_delta        bigint NOT NULL,
+    views_delta                  bigint NOT NULL,
+    likes_delta                  bigint NOT NULL,
+    replies_delta                bigint NOT NULL,
+    reposts_delta                bigint NOT NULL,
+    quotes_delta                 bigint NOT NULL,
+    clicks_delta                 bigint NOT NULL,
+    UNIQUE (workspace_threads_account_id, period_end),
+    CHECK (period_start IS NULL OR period_start < period_end)
+);
+
+-- L1 snapshots are history: never updated, deleted only by the retention path
+-- (pullsync.cleanup sets pullsync.allow_snapshot_delete locally) or together with their
+-- post or account.
+CREATE FUNCTION pullsync.guard_snapshot() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'rows of %.% are immutable snapshots', TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Insert a new snapshot instead; pg_pullsync derives deltas and current values from them.';
+    END IF;
+    IF pg_trigger_depth() > 1
+       OR coalesce(current_setting('pullsync.allow_snapshot_delete', true), 'off') = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'rows of %.% are deleted only by the retention path', TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Use pullsync.cleanup() with a snapshot retention, or delete the post or account.';
+END
+$$;
+
+CREATE TRIGGER immutable_snapshot
+    BEFORE UPDATE OR DELETE ON pullsync.workspace_threads_post_metrics
+    FOR EACH ROW EXECUTE FUNCTION pullsync.guard_snapshot();
+CREATE TRIGGER immutable_snapshot
+    BEFORE UPDATE OR DELETE ON pullsync.workspace_threads_account_insights
+    FOR EACH ROW EXECUTE FUNCTION pullsync.guard_snapshot();
+
+------------------------------------------------------------------------------------------
+-- Jobs, locks and logs (shared by every source)
+------------------------------------------------------------------------------------------
+
+CREATE TABLE pullsync.system_job_locks (
+    name         text PRIMARY KEY,
+    holder_pid   integer NOT NULL,
+    -- pid plus backend start time tell a live holder from a reused pid
+    holder_start timestamptz NOT NULL,
+    acquired_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    CHECK (expires_at > acquired_at)
+);
+
+CREATE TABLE pullsync.system_job_logs (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_type    text NOT NULL,
+    status      text NOT NULL CHECK (status IN ('running', 'completed', 'partial', 'failed', 'skipped')),
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    error       text,
+    CHECK ((status = 'running') = (finished_at IS NULL))
+);
+CREATE INDEX system_job_logs_type_started_idx ON pullsync.system_job_logs (job_type, started_at DESC);
+
+-- The queue the background workers claim (FOR UPDATE SKIP LOCKED). A run is a parent job;
+-- its units (one per account or feed stream) are child rows several workers share.
+CREATE TABLE pullsync.jobs (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    parent_id     bigint REFERENCES pullsync.jobs (id) ON DELETE CASCADE,
+    kind          text NOT NULL,
+    state         text NOT NULL DEFAULT 'queued'
+        CHECK (state IN ('queued', 'running', 'completed', 'partial', 'failed', 'cancelled')),
+    payload       jsonb NOT NULL DEFAULT '{}',
+    phase         text,
+    units_total   integer NOT NULL DEFAULT 0 CHECK (units_total >= 0),
+    units_done    integer NOT NULL DEFAULT 0 CHECK (units_done >= 0),
+    errors        jsonb NOT NULL DEFAULT '[]',
+    attempts      integer NOT NULL DEFAULT 0,
+    worker_pid    integer,
+    job_log_id    bigint REFERENCES pullsync.system_job_logs (id) ON DELETE SET NULL,
+    result        jsonb,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    claimed_at    timestamptz,
+    heartbeat_at  timestamptz,
+    finished_at   timestamptz
+);
+CREATE INDEX jobs_queued_idx ON pullsync.jobs (created_at, id) WHERE state = 'queued';
+CREATE INDEX jobs_running_idx ON pullsync.jobs (heartbeat_at) WHERE state = 'running';
+CREATE INDEX jobs_parent_idx ON pullsync.jobs (parent_id, state);
+CREATE INDEX jobs_finished_idx ON pullsync.jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+-- One row per account or feed stream per run.
+CREATE TABLE pullsync.sync_logs (
+    id                           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_log_id                   bigint REFERENCES pullsync.system_job_logs (id) ON DELETE SET NULL,
+    job_type                     text NOT NULL,
+    source                       text NOT NULL CHECK (source IN ('threads', 'feed')),
+    workspace_threads_account_id uuid REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    consumer_id                  text,
+    status                       text NOT NULL CHECK (status IN ('completed', 'partial', 'failed', 'skipped')),
+    steps_completed              text[] NOT NULL DEFAULT '{}',
+    items_new                    integer NOT NULL DEFAULT 0,
+    items_updated                integer NOT NULL DEFAULT 0,
+    snapshots                    integer NOT NULL DEFAULT 0,
+    deltas                       integer NOT NULL DEFAULT 0,
+    api_calls                    integer NOT NULL DEFAULT 0,
+    error                        text,
+    started_at                   timestamptz NOT NULL,
+    finished_at                  timestamptz NOT NULL DEFAULT now(),
+    CHECK ((source = 'threads') = (workspace_threads_account_id IS NOT NULL))
+);
+CREATE INDEX sync_logs_account_idx ON pullsync.sync_logs (workspace_threads_account_id, started_at DESC);
+CREATE INDEX sync_logs_consumer_idx ON pullsync.sync_logs (consumer_id, started_at DESC);
+CREATE INDEX sync_logs_started_idx ON pullsync.sync_logs (started_at);
+
+------------------------------------------------------------------------------------------
+-- Conversation feed (provider and consumer share the tables)
+------------------------------------------------------------------------------------------
+
+-- change_xid is the writing transaction's id, set by trigger on every insert and update.
+-- The feed serves rows in (change_xid, id) order and only below the oldest transaction
+-- still running, so a late commit is never skipped.
+CREATE TABLE pullsync.conversations (
+    id              text PRIMARY KEY CHECK (id <> ''),
+    user_id         text NOT NULL,
+    started_at      timestamptz NOT NULL,
+    ended_at        timestamptz,
+    last_message_at timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    change_xid      xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    CHECK (ended_at IS NULL OR ended_at >= started_at)
+);
+CREATE INDEX conversations_change_idx ON pullsync.conversations (change_xid, id);
+CREATE INDEX conversations_updated_idx ON pullsync.conversations (updated_at, id);
+CREATE INDEX conversations_user_idx ON pullsync.conversations (user_id, change_xid, id);
+
+-- No foreign key to conversations: the feed delivers conversations and messages as two
+-- independent streams, so a message may arrive before its conversation.
+CREATE TABLE pullsync.conversation_messages (
+    id               text PRIMARY KEY CHECK (id <> ''),
+    conversation_id  text NOT NULL,
+    role             text NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
+    content_redacted text,
+    risk_level       text NOT NULL DEFAULT 'none'
+        CHECK (risk_level IN ('none', 'low', 'medium', 'high', 'critical')),
+    risk_categories  text[] NOT NULL DEFAULT '{}',
+    created_at       timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    change_xid       xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX conversation_messages_change_idx ON pullsync.conversation_messages (change_xid, id);
+CREATE INDEX conversation_messages_conversation_idx
+    ON pullsync.conversation_messages (conversation_id, change_xid, id);
+CREATE INDEX conversation_messages_updated_idx ON pullsync.conversation_messages (updated_at, id);
+
+CREATE FUNCTION pullsync.stamp_change_xid() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    NEW.change_xid := pg_current_xact_id();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER stamp_change_xid BEFORE INSERT OR UPDATE ON pullsync.conversations
+    FOR EACH ROW EXECUTE FUNCTION pullsync.stamp_change_xid();
+CREATE TRIGGER stamp_change_xid BEFORE INSERT OR UPDATE ON pullsync.conversation_messages
+    FOR EACH ROW EXECUTE FUNCTION pullsync.stamp_change_xid();
+
+-- Provider side: who may pull, with a sealed API key.
+CREATE TABLE pullsync.feed_consumers (
+    consumer_id           text PRIMARY KEY CHECK (consumer_id ~ '^[A-Za-z0-9_.-]{1,64}$'),
+    api_key_encrypted     text NOT NULL CHECK (api_key_encrypted LIKE 'v1:%'),
+    rate_limit_per_minute integer NOT NULL DEFAULT 600 CHECK (rate_limit_per_minute > 0),
+    is_active             boolean NOT NULL DEFAULT true,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    updated_at            timestamptz NOT NULL DEFAULT now()
+);
+
+-- Provider side: each consumer's position in the feed.
+CREATE TABLE pullsync.sync_bookmarks (
+    consumer_id              text PRIMARY KEY REFERENCES pullsync.feed_consumers (consumer_id) ON DELETE CASCADE,
+    last_conversation_cursor text,
+    last_message_cursor      text,
+    last_sync_at             timestamptz,
+    sync_stats               jsonb NOT NULL DEFAULT '{}'
+);
+
+-- Consumer side: where to pull from (the seed's SyncConfig).
+CREATE TABLE pullsync.feed_sources (
+    consumer_id       text PRIMARY KEY CHECK (consumer_id ~ '^[A-Za-z0-9_.-]{1,64}$'),
+    base_url          text NOT NULL CHECK (base_url ~ '^https?://[^\s/]+'),
+    api_key_encrypted text NOT NULL CHECK (api_key_encrypted LIKE 'v1:%'),
+    batch_size        integer NOT NULL DEFAULT 500 CHECK (batch_size BETWEEN 1 AND 5000),
+    rate_limit        integer NOT NULL DEFAULT 5 CHECK (rate_limit BETWEEN 1 AND 10000),
+    timeout           interval NOT NULL DEFAULT '30 s' CHECK (timeout > '0' AND timeout <= '10 min'),
+    max_retries       integer NOT NULL DEFAULT 3 CHECK (max_retries BETWEEN 0 AND 20),
+    retry_delay       interval NOT NULL DEFAULT '5 s' CHECK (retry_delay >= '0' AND retry_delay <= '10 min'),
+    is_active         boolean NOT NULL DEFAULT true,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+
+-- Consumer side: the cursor after each committed page, written in the page's transaction.
+CREATE TABLE pullsync.sync_checkpoints (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    consumer_id  text NOT NULL REFERENCES pullsync.feed_sources (consumer_id) ON DELETE CASCADE,
+    stream       text NOT NULL CHECK (stream IN ('conversations', 'messages')),
+    mode         text NOT NULL CHECK (mode IN ('incremental', 'full', 'catch_up', 'repair')),
+    cursor       text,
+    window_start timestamptz,
+    window_end   timestamptz,
+    items        integer NOT NULL DEFAULT 0 CHECK (items >= 0),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sync_checkpoints_latest_idx
+    ON pullsync.sync_checkpoints (consumer_id, stream, id DESC);
+CREATE INDEX sync_checkpoints_created_idx ON pullsync.sync_checkpoints (created_at);
+
+CREATE TABLE pullsync.reconciliation_runs (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source        text NOT NULL CHECK (source IN ('threads', 'feed')),
+    consumer_id   text,
+    window_start  timestamptz NOT NULL,
+    window_end    timestamptz NOT NULL,
+    status        text NOT NULL CHECK (status IN ('success', 'mismatch', 'repaired', 'failed')),
+    source_counts jsonb NOT NULL DEFAULT '{}',
+    target_counts jsonb NOT NULL DEFAULT '{}',
+    discrepancies integer NOT NULL DEFAULT 0,
+    missing_ids   text[] NOT NULL DEFAULT '{}',
+    extra_ids     text[] NOT NULL DEFAULT '{}',
+    error         text,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz,
+    CHECK (window_start <= window_end)
+);
+CREATE INDEX reconciliation_runs_started_idx ON pullsync.reconciliation_runs (started_at);
+
+------------------------------------------------------------------------------------------
+-- Monitoring
+------------------------------------------------------------------------------------------
+
+CREATE TABLE pullsync.sync_metrics (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source      text NOT NULL,
+    job_type    text NOT NULL,
+    job_log_id  bigint REFERENCES pullsync.system_job_logs (id) ON DELETE SET NULL,
+    items       bigint NOT NULL DEFAULT 0 CHECK (items >= 0),
+    errors      bigint NOT NULL DEFAULT 0 CHECK (errors >= 0),
+    duration_ms bigint NOT NULL CHECK (duration_ms >= 0),
+    lag_seconds double precision,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sync_metrics_source_idx ON pullsync.sync_metrics (source, recorded_at DESC);
+
+CREATE TABLE pullsync.alerts (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alert_type  text NOT NULL CHECK (alert_type IN ('lag', 'error_rate', 'duration', 'token_expired')),
+    source      text NOT NULL,
+    severity    text NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+    message     text NOT NULL,
+    details     jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    resolved_at timestamptz,
+    CHECK (resolved_at IS NULL OR resolved_at >= created_at)
+);
+-- One open alert per type and source: a breach that persists does not flood.
+CREATE UNIQUE INDEX alerts_one_open_idx ON pullsync.alerts (alert_type, source) WHERE resolved_at IS NULL;
+CREATE INDEX alerts_resolved_idx ON pullsync.alerts (resolved_at) WHERE resolved_at IS NOT NULL;

@@ -1,0 +1,155 @@
+//! Every GUC of pg_pullsync (`pullsync.*`), in one place. Postgres checks units and ranges.
+
+use crate::crypto::SealingKey;
+use crate::error::{PullsyncError, Result};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+pub static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ENCRYPTION_KEY_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static THREADS_API_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://graph.threads.net/v1.0"));
+pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
+pub static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static LOCK_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
+pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Defines the GUCs. Server-start settings (workers, database) exist only when the
+/// library is preloaded: Postgres refuses to define them later, and without preloading
+/// there are no workers for them to configure.
+pub fn register(preloading: bool) {
+    // Superuser-only and hidden: other roles can neither read it with SHOW nor see it in
+    // pg_settings.
+    GucRegistry::define_string_guc(
+        c"pullsync.encryption_key",
+        c"Key that seals tokens and API keys (base64 of 32 bytes).",
+        c"AES-256-GCM key. Keep it in postgresql.conf or use pullsync.encryption_key_file.",
+        &ENCRYPTION_KEY,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"pullsync.encryption_key_file",
+        c"File holding the sealing key (base64 of 32 bytes); used when pullsync.encryption_key is empty.",
+        c"The file must be readable by the server's operating-system user only.",
+        &ENCRYPTION_KEY_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    // Superuser-only: whoever sets the API URL receives the tokens.
+    GucRegistry::define_string_guc(
+        c"pullsync.threads_api_url",
+        c"Base URL of the Threads Graph API, with its version.",
+        c"Point it at a simulator for demos and tests.",
+        &THREADS_API_URL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.http_timeout",
+        c"Timeout of one HTTP request.",
+        c"",
+        &HTTP_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.http_concurrency",
+        c"HTTP requests in flight at once per backend or worker.",
+        c"",
+        &HTTP_CONCURRENCY,
+        1,
+        256,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.batch_size",
+        c"Accounts synced per batch of a scheduled run.",
+        c"",
+        &BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.batch_delay",
+        c"Pause between batches of a scheduled run.",
+        c"",
+        &BATCH_DELAY_MS,
+        0,
+        600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.lock_ttl",
+        c"How long a job lock lives before another run may take it over.",
+        c"",
+        &LOCK_TTL_S,
+        10,
+        24 * 3600,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"pullsync.allow_snapshot_delete",
+        c"Lets the retention path delete L1 snapshot rows in this transaction.",
+        c"Set locally by pullsync.cleanup(); leave it off otherwise.",
+        &ALLOW_SNAPSHOT_DELETE,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
+    );
+    if preloading {
+        GucRegistry::define_int_guc(
+            c"pullsync.workers",
+            c"Number of background workers that run sync jobs.",
+            c"Needs pg_pullsync in shared_preload_libraries; takes effect at server start.",
+            &WORKERS,
+            0,
+            64,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"pullsync.database",
+            c"Database the background workers connect to.",
+            c"",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
+}
+
+fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The sealing key from `pullsync.encryption_key`, else from `pullsync.encryption_key_file`.
+pub fn sealing_key() -> Result<SealingKey> {
+    let text = match (text(&ENCRYPTION_KEY), text(&ENCRYPTION_KEY_FILE)) {
+        (Some(key), _) => key,
+        (None, Some(path)) => std::fs::read_to_string(&path).map_err(|e| {
+            PullsyncError::KeyUnusable(format!("cannot read pullsync.encryption_key_file: {e}"))
+        })?,
+        (None, None) => return Err(PullsyncError::KeyNotConfigured),
+    };
+    SealingKey::from_base64(&text).map_err(|e| PullsyncError::KeyUnusable(e.to_string()))
+}
+
+pub fn threads_api_url() -> String {
+    text(&THREADS_API_URL).unwrap_or_else(|| "https://graph.threads.net/v1.0".into())
+}

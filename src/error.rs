@@ -1,0 +1,138 @@
+//! Typed errors inside the extension. Each maps to a SQLSTATE and, where it helps, a hint
+//! that says what to do instead. Pure: the pgrx glue that raises them lives in `pg_error`.
+
+use crate::crypto::CryptoError;
+
+/// The SQLSTATEs pg_pullsync raises, named as in the PostgreSQL manual (Appendix A).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlState {
+    /// 22004
+    NullValueNotAllowed,
+    /// 22023
+    InvalidParameterValue,
+    /// 23505
+    UniqueViolation,
+    /// 42704
+    UndefinedObject,
+    /// 55000
+    ObjectNotInPrerequisiteState,
+    /// XX000
+    InternalError,
+}
+
+impl SqlState {
+    pub fn code(self) -> &'static str {
+        match self {
+            SqlState::NullValueNotAllowed => "22004",
+            SqlState::InvalidParameterValue => "22023",
+            SqlState::UniqueViolation => "23505",
+            SqlState::UndefinedObject => "42704",
+            SqlState::ObjectNotInPrerequisiteState => "55000",
+            SqlState::InternalError => "XX000",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullsyncError {
+    #[error("{name} must not be null")]
+    NullArgument { name: &'static str },
+
+    #[error("{message}")]
+    InvalidArgument { message: String, hint: String },
+
+    #[error("{message}")]
+    Conflict { message: String, hint: String },
+
+    #[error("{message}")]
+    NotFound { message: String, hint: String },
+
+    #[error("no encryption key is configured for pg_pullsync")]
+    KeyNotConfigured,
+
+    #[error("the configured pg_pullsync encryption key is unusable: {0}")]
+    KeyUnusable(String),
+
+    #[error("{what} does not open with the configured encryption key ({reason})")]
+    Unsealable { what: String, reason: CryptoError },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PullsyncError {
+    pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        PullsyncError::InvalidArgument {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            PullsyncError::NullArgument { .. } => SqlState::NullValueNotAllowed,
+            PullsyncError::InvalidArgument { .. } => SqlState::InvalidParameterValue,
+            PullsyncError::Conflict { .. } => SqlState::UniqueViolation,
+            PullsyncError::NotFound { .. } => SqlState::UndefinedObject,
+            PullsyncError::KeyNotConfigured
+            | PullsyncError::KeyUnusable(_)
+            | PullsyncError::Unsealable { .. } => SqlState::ObjectNotInPrerequisiteState,
+            PullsyncError::Internal(_) => SqlState::InternalError,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PullsyncError::NullArgument { name } => Some(format!("Pass a value for {name}.")),
+            PullsyncError::InvalidArgument { hint, .. }
+            | PullsyncError::Conflict { hint, .. }
+            | PullsyncError::NotFound { hint, .. } => Some(hint.clone()),
+            PullsyncError::KeyNotConfigured => Some(
+                "Set pullsync.encryption_key (base64 of 32 random bytes, e.g. from `openssl rand -base64 32`) \
+                 or pullsync.encryption_key_file in postgresql.conf, then reload."
+                    .into(),
+            ),
+            PullsyncError::KeyUnusable(_) => Some(
+                "pullsync.encryption_key (or the content of pullsync.encryption_key_file) must be base64 of exactly 32 bytes."
+                    .into(),
+            ),
+            PullsyncError::Unsealable { .. } => Some(
+                "The value was sealed with another key, or was altered. Configure the key it was sealed with, \
+                 or store the secret again."
+                    .into(),
+            ),
+            PullsyncError::Internal(_) => None,
+        }
+    }
+}
+
+pub type Result<T, E = PullsyncError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_sqlstate_of_five_characters() {
+        let errors = [
+            PullsyncError::NullArgument { name: "x" },
+            PullsyncError::invalid("m", "h"),
+            PullsyncError::KeyNotConfigured,
+            PullsyncError::KeyUnusable("short".into()),
+            PullsyncError::Unsealable {
+                what: "token 1".into(),
+                reason: CryptoError::WrongKeyOrTampered,
+            },
+            PullsyncError::Internal("boom".into()),
+        ];
+        for e in errors {
+            assert_eq!(e.sqlstate().code().len(), 5, "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_key_hint_says_how_to_set_one() {
+        let hint = PullsyncError::KeyNotConfigured.hint().unwrap();
+        assert!(hint.contains("pullsync.encryption_key"));
+    }
+}

@@ -1,0 +1,46 @@
+//! The SQL boundary: typed errors become Postgres ERRORs with their SQLSTATE and hint.
+
+use crate::error::{PullsyncError, SqlState};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+fn pg_code(state: SqlState) -> PgSqlErrorCode {
+    match state {
+        SqlState::NullValueNotAllowed => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        SqlState::InvalidParameterValue => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        SqlState::UniqueViolation => PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+        SqlState::UndefinedObject => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        SqlState::ObjectNotInPrerequisiteState => {
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+        }
+        SqlState::InternalError => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+    }
+}
+
+/// Raises `error` as a Postgres ERROR; never returns.
+pub fn raise(error: PullsyncError) -> ! {
+    let mut report = ErrorReport::new(pg_code(error.sqlstate()), error.to_string(), "pg_pullsync");
+    if let Some(hint) = error.hint() {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+pub trait OrRaise<T> {
+    /// The value, or a Postgres ERROR built from the typed error.
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, PullsyncError> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| raise(e))
+    }
+}
+
+impl From<pgrx::spi::SpiError> for PullsyncError {
+    fn from(e: pgrx::spi::SpiError) -> Self {
+        PullsyncError::Internal(format!("SPI: {e}"))
+    }
+}

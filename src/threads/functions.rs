@@ -1,0 +1,94 @@
+//! SQL functions of the Threads source (thin glue over the pure modules and the store).
+
+use crate::config;
+use crate::error::PullsyncError;
+use crate::pg_error::OrRaise;
+use crate::pg_time;
+use crate::threads::accounts::NewAccount;
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::Uuid;
+
+/// Creates or updates a Threads account of a workspace and stores its sealed primary
+/// token, revoking the earlier primary. Returns the account id.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn threads_add_account(
+    workspace_id: Option<Uuid>,
+    threads_user_id: Option<String>,
+    username: Option<String>,
+    access_token: Option<String>,
+    expires_at: Option<TimestampWithTimeZone>,
+) -> Uuid {
+    let workspace_id = workspace_id
+        .ok_or(PullsyncError::NullArgument {
+            name: "workspace_id",
+        })
+        .or_raise();
+    let account = NewAccount::validate(
+        threads_user_id,
+        username,
+        access_token,
+        expires_at.map(pg_time::to_chrono),
+        chrono::Utc::now(),
+    )
+    .or_raise();
+    let sealed = config::sealing_key().or_raise().seal(&account.access_token);
+    store_account(workspace_id, &account, sealed).or_raise()
+}
+
+fn store_account(
+    workspace_id: Uuid,
+    account: &NewAccount,
+    sealed: String,
+) -> Result<Uuid, PullsyncError> {
+    Spi::connect_mut(|client| {
+        let inserted = client.update(
+                "INSERT INTO pullsync.workspace_threads_accounts AS a (workspace_id, threads_user_id, username)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (threads_user_id) DO UPDATE
+                    SET username = EXCLUDED.username, is_active = true, updated_at = now()
+                    WHERE a.workspace_id = EXCLUDED.workspace_id
+                 RETURNING id",
+                None,
+                &[
+                    workspace_id.into(),
+                    account.threads_user_id.as_str().into(),
+                    account.username.as_str().into(),
+                ],
+        )?;
+        // No row back: the id exists under another workspace (the upsert's WHERE refused).
+        let account_id: Option<Uuid> = if inserted.is_empty() {
+            None
+        } else {
+            inserted.first().get_one()?
+        };
+        let account_id = account_id.ok_or_else(|| PullsyncError::Conflict {
+            message: format!(
+                "Threads user {} is already connected to another workspace",
+                account.threads_user_id
+            ),
+            hint: "Remove it from the other workspace first, or pass that workspace's id.".into(),
+        })?;
+        // Two statements, in this order, so the one-primary index never sees two primaries.
+        client.update(
+            "UPDATE pullsync.workspace_threads_tokens
+                SET is_primary = false, revoked_at = now()
+              WHERE workspace_threads_account_id = $1 AND is_primary",
+            None,
+            &[account_id.into()],
+        )?;
+        client.update(
+            "INSERT INTO pullsync.workspace_threads_tokens
+                    (workspace_threads_account_id, access_token_encrypted, expires_at)
+             VALUES ($1, $2, $3)",
+            None,
+            &[
+                account_id.into(),
+                sealed.into(),
+                pg_time::to_pg(account.expires_at).into(),
+            ],
+        )?;
+        Ok(account_id)
+    })
+}

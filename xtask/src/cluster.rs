@@ -1,0 +1,149 @@
+//! A PostgreSQL 15 cluster of the project's own, run as the postgres OS user (initdb
+//! refuses root): the demo cluster and the integration-test cluster.
+
+use crate::prereqs::PG_BIN;
+use crate::run::{cmd, Result, StatusOk};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Cluster {
+    /// Owned by postgres; holds pgdata/, the server log and the socket.
+    pub home: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn new(home: impl Into<PathBuf>, port: u16) -> Self {
+        Cluster {
+            home: home.into(),
+            port,
+        }
+    }
+
+    pub fn pgdata(&self) -> PathBuf {
+        self.home.join("pgdata")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.home.join("server.log")
+    }
+
+    fn as_postgres(&self, program: &str) -> Command {
+        let mut c = cmd("runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(Path::new(PG_BIN).join(program));
+        c
+    }
+
+    pub fn exists(&self) -> bool {
+        self.pgdata().join("PG_VERSION").exists()
+    }
+
+    /// Creates the cluster with trust authentication on loopback only, then appends
+    /// `settings` to postgresql.conf.
+    pub fn create(&self, settings: &str) -> Result<()> {
+        std::fs::create_dir_all(&self.home)?;
+        cmd("chown")
+            .arg("postgres:postgres")
+            .arg(&self.home)
+            .status_ok()?;
+        self.as_postgres("initdb")
+            .arg("-D")
+            .arg(self.pgdata())
+            .args([
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--auth=trust",
+            ])
+            .status_ok()?;
+        let conf = format!(
+            "\n# added by cargo xtask\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n{settings}\n",
+            self.port,
+            self.home.display()
+        );
+        let path = self.pgdata().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path)?;
+        text.push_str(&conf);
+        std::fs::write(&path, text)?;
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.exists()
+            && self
+                .as_postgres("pg_ctl")
+                .arg("-D")
+                .arg(self.pgdata())
+                .arg("status")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+    }
+
+    pub fn start(&self) -> Result<()> {
+        self.as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.pgdata())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", "120", "start"])
+            .status_ok()
+    }
+
+    pub fn restart(&self) -> Result<()> {
+        self.as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.pgdata())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", "120", "-m", "fast", "restart"])
+            .status_ok()
+    }
+
+    pub fn stop(&self) -> Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        self.as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.pgdata())
+            .args(["-w", "-t", "60", "-m", "fast", "stop"])
+            .status_ok()
+    }
+
+    pub fn remove(&self) -> Result<()> {
+        self.stop()?;
+        if self.home.exists() {
+            std::fs::remove_dir_all(&self.home)?;
+        }
+        Ok(())
+    }
+
+    /// Runs SQL through psql over loopback TCP, as a user would.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<()> {
+        cmd("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
+            .status_ok()
+    }
+
+    pub fn dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+}

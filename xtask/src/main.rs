@@ -1,0 +1,36 @@
+//! `cargo xtask <command>`: the project's own tooling. It installs what a fresh Debian
+//! machine lacks, builds, runs the tests, and runs the demo cluster.
+
+mod cluster;
+mod prereqs;
+mod run;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test    install what is missing, then run every test (unit, pgrx, integration)
+  demo    build and install the extension, start the demo cluster on port 28815
+  stop    stop the demo cluster
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => run::test(),
+        Some("demo") => run::demo(),
+        Some("stop") => run::stop(),
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

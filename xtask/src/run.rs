@@ -1,0 +1,249 @@
+//! The commands, and small helpers to run programs.
+
+use crate::cluster::Cluster;
+use crate::prereqs::{self, PG_CONFIG};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+pub const DEMO_PORT: u16 = 28815;
+const TEST_PORT: u16 = 28816;
+/// A throwaway key for the throwaway test cluster; the demo generates its own.
+const TEST_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+pub fn cmd(program: &str) -> Command {
+    Command::new(program)
+}
+
+pub trait StatusOk {
+    fn status_ok(&mut self) -> Result<()>;
+}
+
+impl StatusOk for Command {
+    fn status_ok(&mut self) -> Result<()> {
+        let status = self
+            .status()
+            .map_err(|e| format!("{:?}: {e}", self.get_program()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?} {:?} failed: {status}",
+                self.get_program(),
+                self.get_args().collect::<Vec<_>>()
+            )
+            .into())
+        }
+    }
+}
+
+pub fn output_of(command: &mut Command) -> Option<String> {
+    let out = command.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = cmd("cargo");
+    c.current_dir(workspace_root());
+    c
+}
+
+/// Settings every cluster of ours needs: the workers and pg_cron preloaded.
+fn cluster_settings(key: &str) -> String {
+    format!(
+        "shared_preload_libraries = 'pg_cron,pg_pullsync'\n\
+         cron.database_name = 'postgres'\n\
+         cron.use_background_workers = on\n\
+         max_worker_processes = 32\n\
+         pullsync.encryption_key = '{key}'\n"
+    )
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    failed_phases: Vec<&'static str>,
+}
+
+impl Tally {
+    /// Runs a test command, echoing its output and adding up libtest's result lines.
+    fn phase(&mut self, name: &'static str, command: &mut Command) {
+        println!("\nxtask: === {name} ===");
+        let ok = match command.stdout(Stdio::piped()).spawn() {
+            Ok(mut child) => {
+                let stdout = child.stdout.take().expect("piped stdout");
+                for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                    println!("{line}");
+                    if let Some(rest) = line.trim().strip_prefix("test result: ") {
+                        self.passed += count(rest, " passed");
+                        self.failed += count(rest, " failed");
+                    }
+                }
+                child.wait().map(|s| s.success()).unwrap_or(false)
+            }
+            Err(e) => {
+                eprintln!("xtask: cannot start {name}: {e}");
+                false
+            }
+        };
+        if !ok {
+            self.failed_phases.push(name);
+        }
+    }
+}
+
+/// "ok. 5 passed; 0 failed; …" → the number before `label`.
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            let part = part
+                .trim()
+                .trim_start_matches("ok.")
+                .trim_start_matches("FAILED.")
+                .trim();
+            part.strip_suffix(label.trim_start())
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn test() -> Result<()> {
+    prereqs::ensure()?;
+    let mut tally = Tally::default();
+
+    tally.phase(
+        "unit tests",
+        cargo().args([
+            "test",
+            "-p",
+            "threads-model",
+            "-p",
+            "xtask",
+            "-p",
+            "pullsync-tests",
+            "--lib",
+            "--bins",
+        ]),
+    );
+
+    let pgrx_home = PathBuf::from("/tmp/pullsync-pgrx");
+    std::fs::create_dir_all(&pgrx_home)?;
+    cmd("chown")
+        .arg("postgres:postgres")
+        .arg(&pgrx_home)
+        .status_ok()?;
+    tally.phase(
+        "pgrx tests (cargo pgrx test pg15)",
+        cargo()
+            .args(["pgrx", "test", "pg15", "--runas", "postgres", "--pgdata"])
+            .arg(pgrx_home.join("pgdata")),
+    );
+
+    integration(&mut tally)?;
+
+    println!(
+        "\nxtask: summary: {} passed, {} failed{}",
+        tally.passed,
+        tally.failed,
+        if tally.failed_phases.is_empty() {
+            String::new()
+        } else {
+            format!("; failing phases: {}", tally.failed_phases.join(", "))
+        }
+    );
+    if tally.failed > 0 || !tally.failed_phases.is_empty() {
+        return Err("tests failed".into());
+    }
+    Ok(())
+}
+
+fn integration(tally: &mut Tally) -> Result<()> {
+    cargo()
+        .args(["pgrx", "install", "--pg-config", PG_CONFIG])
+        .status_ok()?;
+    let cluster = Cluster::new("/tmp/pullsync-it", TEST_PORT);
+    cluster.remove()?;
+    cluster.create(&cluster_settings(TEST_KEY))?;
+    cluster.start()?;
+    tally.phase(
+        "integration tests (pgrx-tests, real cluster)",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "pullsync-tests",
+                "--tests",
+                "--",
+                "--test-threads=2",
+            ])
+            .env("PULLSYNC_TEST_DSN", cluster.dsn())
+            .env("PULLSYNC_TEST_PGDATA", cluster.pgdata()),
+    );
+    cluster.stop()
+}
+
+fn demo_cluster() -> Cluster {
+    Cluster::new(workspace_root().join("target/demo"), DEMO_PORT)
+}
+
+pub fn demo() -> Result<()> {
+    prereqs::ensure()?;
+    cargo()
+        .args(["pgrx", "install", "--release", "--pg-config", PG_CONFIG])
+        .status_ok()?;
+    let cluster = demo_cluster();
+    if !cluster.exists() {
+        let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
+            .ok_or("cannot generate an encryption key")?;
+        cluster.create(&cluster_settings(key.trim()))?;
+    }
+    if cluster.is_running() {
+        cluster.restart()?;
+    } else {
+        cluster.start()?;
+    }
+    cluster.psql(
+        "postgres",
+        "CREATE EXTENSION IF NOT EXISTS pg_cron; CREATE EXTENSION IF NOT EXISTS pg_pullsync;",
+    )?;
+    println!(
+        "\npg_pullsync demo cluster is running (data in {}).\n\
+         Connect:  psql -h 127.0.0.1 -p {DEMO_PORT} -U postgres postgres\n\
+         Stop:     cargo xtask stop",
+        cluster.pgdata().display()
+    );
+    Ok(())
+}
+
+pub fn stop() -> Result<()> {
+    demo_cluster().stop()?;
+    println!("pg_pullsync demo cluster stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_libtest_summaries() {
+        let line =
+            "ok. 5 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(count(line, " passed"), 5);
+        assert_eq!(count(line, " failed"), 2);
+        assert_eq!(count("FAILED. 1 passed; 3 failed; 0 ignored", " failed"), 3);
+    }
+}
