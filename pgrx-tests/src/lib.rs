@@ -2,3 +2,4 @@
 //! (in later modules) the simulators the integration tests start.
 
 pub mod db;
+pub mod sim;

@@ -36,13 +36,22 @@ pub enum FaultKind {
     /// 24: how an expired token sometimes surfaces
     TokenNotFound,
     /// Throttling code (4, 17, 32, 613) over HTTP 400 or 403.
-    Throttle { code: i64, status: u16 },
+    Throttle {
+        code: i64,
+        status: u16,
+    },
     /// HTTP 429 with Retry-After.
-    TooManyRequests { retry_after: u64 },
+    TooManyRequests {
+        retry_after: u64,
+    },
     /// HTTP 5xx with code 1 or 2.
-    ServerError { status: u16 },
+    ServerError {
+        status: u16,
+    },
     /// Answer normally after this delay.
-    Slow { ms: u64 },
+    Slow {
+        ms: u64,
+    },
     /// Never answer.
     Hang,
     MalformedJson,
@@ -57,7 +66,10 @@ pub enum FaultKind {
 impl FaultKind {
     /// Faults that change what a listing contains rather than the response itself.
     pub fn is_listing_fault(&self) -> bool {
-        matches!(self, FaultKind::DisappearingPost | FaultKind::DuplicateItems)
+        matches!(
+            self,
+            FaultKind::DisappearingPost | FaultKind::DuplicateItems
+        )
     }
 }
 
@@ -140,7 +152,8 @@ impl Faults {
             }
             if let Some(p) = spec.probability {
                 self.draws += 1;
-                let draw = (hash3(self.seed, fault.id, self.draws) % 1_000_000) as f64 / 1_000_000.0;
+                let draw =
+                    (hash3(self.seed, fault.id, self.draws) % 1_000_000) as f64 / 1_000_000.0;
                 if draw >= p {
                     continue;
                 }
@@ -205,7 +218,10 @@ mod tests {
     fn listing_faults_wait_for_a_listing() {
         let mut f = Faults::new(1);
         f.add(spec(FaultKind::DuplicateItems));
-        assert_eq!(f.fire(Endpoint::Threads, None, |k| !k.is_listing_fault()), None);
+        assert_eq!(
+            f.fire(Endpoint::Threads, None, |k| !k.is_listing_fault()),
+            None
+        );
         assert_eq!(
             f.fire(Endpoint::Threads, None, FaultKind::is_listing_fault),
             Some(FaultKind::DuplicateItems)
@@ -218,8 +234,15 @@ mod tests {
             r#"{"type":"throttle","code":613,"status":403,"account":"1","times":1}"#,
         )
         .unwrap();
-        assert_eq!(s.kind, FaultKind::Throttle { code: 613, status: 403 });
-        let s: FaultSpec = serde_json::from_str(r#"{"type":"too_many_requests","retry_after":3}"#).unwrap();
+        assert_eq!(
+            s.kind,
+            FaultKind::Throttle {
+                code: 613,
+                status: 403
+            }
+        );
+        let s: FaultSpec =
+            serde_json::from_str(r#"{"type":"too_many_requests","retry_after":3}"#).unwrap();
         assert_eq!(s.kind, FaultKind::TooManyRequests { retry_after: 3 });
     }
 }

@@ -73,13 +73,20 @@ impl Sim {
     fn count(&self, endpoint: Endpoint, account: Option<&str>) {
         let mut c = self.counters.lock().unwrap();
         c.total += 1;
-        *c.by_endpoint.entry(endpoint.name().to_string()).or_default() += 1;
+        *c.by_endpoint
+            .entry(endpoint.name().to_string())
+            .or_default() += 1;
         *c.by_account
             .entry(account.unwrap_or("unknown").to_string())
             .or_default() += 1;
     }
 
-    fn fire(&self, endpoint: Endpoint, account: Option<&str>, wanted: impl Fn(&FaultKind) -> bool) -> Option<FaultKind> {
+    fn fire(
+        &self,
+        endpoint: Endpoint,
+        account: Option<&str>,
+        wanted: impl Fn(&FaultKind) -> bool,
+    ) -> Option<FaultKind> {
         self.faults.lock().unwrap().fire(endpoint, account, wanted)
     }
 }

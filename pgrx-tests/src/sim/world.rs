@@ -68,7 +68,12 @@ impl SimPost {
             media_product_type: Some("THREADS".into()),
             media_type: Some(self.media_type),
             media_url: has_media.then(|| format!("https://cdn.sim.threads/{}.jpg", self.id)),
-            permalink: (!self.copyright_flagged).then(|| format!("https://www.threads.net/@{}/post/{}", owner.username, self.shortcode)),
+            permalink: (!self.copyright_flagged).then(|| {
+                format!(
+                    "https://www.threads.net/@{}/post/{}",
+                    owner.username, self.shortcode
+                )
+            }),
             owner: Some(IdRef {
                 id: owner.user_id.clone(),
             }),
@@ -79,7 +84,11 @@ impl SimPost {
             thumbnail_url: (self.media_type == MediaType::Video)
                 .then(|| format!("https://cdn.sim.threads/{}-thumb.jpg", self.id)),
             children: is_carousel.then(|| threads_model::Children {
-                data: self.children.iter().map(|id| IdRef { id: id.clone() }).collect(),
+                data: self
+                    .children
+                    .iter()
+                    .map(|id| IdRef { id: id.clone() })
+                    .collect(),
             }),
             is_quote_post: Some(self.text.starts_with("Thread")),
             quoted_post: None,
@@ -112,6 +121,8 @@ pub struct SimAccount {
     /// Newest first.
     pub posts: Vec<SimPost>,
     followers_base: i64,
+    /// The world's first day: followers grow from it.
+    start_day: i64,
     followers_per_day: i64,
     views_per_day: u64,
 }
@@ -136,7 +147,14 @@ fn generate_post(seed: u64, account: usize, p: usize, published_at: i64) -> SimP
         copyright_flagged: ph % 13 == 0,
         media_type,
         published_at,
-        rates: [rate(0, 2000), rate(1, 200), rate(2, 40), rate(3, 20), rate(4, 10), rate(5, 10)],
+        rates: [
+            rate(0, 2000),
+            rate(1, 200),
+            rate(2, 40),
+            rate(3, 20),
+            rate(4, 10),
+            rate(5, 10),
+        ],
         id,
     }
 }
@@ -152,14 +170,15 @@ impl SimAccount {
     pub fn followers_at(&self, seed: u64, now: i64) -> i64 {
         let day = now.div_euclid(DAY);
         let wobble = (hash3(seed, self.index as u64, day as u64) % 7) as i64 - 3;
-        (self.followers_base + self.followers_per_day * (day % 1000) + wobble).max(0)
+        (self.followers_base + self.followers_per_day * (day - self.start_day) + wobble).max(0)
     }
 
     /// Daily account metric `metric` (0 views, 1 likes, 2 replies, 3 reposts, 4 quotes,
     /// 5 clicks) for the day that starts at `day_start`, counted up to `until` when that
     /// day is still under way.
     pub fn daily(&self, seed: u64, metric: u64, day_start: i64, until: i64) -> i64 {
-        let full = (hash3(seed ^ metric, self.index as u64, day_start as u64) % self.views_per_day.max(1)) as i64;
+        let full = (hash3(seed ^ metric, self.index as u64, day_start as u64)
+            % self.views_per_day.max(1)) as i64;
         let full = match metric {
             0 => full,
             5 => full / 20,
@@ -207,7 +226,10 @@ impl World {
         let mut accounts = Vec::with_capacity(config.accounts);
         for index in 0..config.accounts {
             let h = hash3(seed, index as u64, 0);
-            let user_id = format!("{}", 17_841_400_000_000_000u64 + (h % 1_000_000_000) * 1000 + index as u64);
+            let user_id = format!(
+                "{}",
+                17_841_400_000_000_000u64 + (h % 1_000_000_000) * 1000 + index as u64
+            );
             let username = format!("sim_user_{index}");
             // `posts_per_account` posts over the last ~180 days, and a third as many again
             // ahead of the clock, which appear as it advances. Stored newest first.
@@ -243,7 +265,8 @@ impl World {
                 username,
                 token,
                 posts,
-                followers_base: 50 + (h % 500) as i64,
+                followers_base: 20 + (h % 600) as i64,
+                start_day: config.start.div_euclid(DAY),
                 followers_per_day: (h >> 20) as i64 % 5,
                 views_per_day: 200 + (h >> 30) % 5000,
             });
@@ -290,7 +313,9 @@ impl World {
         match self.tokens.get(token) {
             None => Err(TokenProblem::Unknown),
             Some(&(i, _)) if self.accounts[i].token.text != token => Err(TokenProblem::Replaced),
-            Some(&(i, _)) if self.accounts[i].token.expires_at <= self.now => Err(TokenProblem::Expired),
+            Some(&(i, _)) if self.accounts[i].token.expires_at <= self.now => {
+                Err(TokenProblem::Expired)
+            }
             Some(&(i, _)) => Ok(&self.accounts[i]),
         }
     }
@@ -362,7 +387,10 @@ mod tests {
         let w = world();
         let mut seen = std::collections::HashSet::new();
         for a in &w.accounts {
-            assert!(a.posts.windows(2).all(|p| p[0].published_at > p[1].published_at));
+            assert!(a
+                .posts
+                .windows(2)
+                .all(|p| p[0].published_at > p[1].published_at));
             seen.extend(a.posts.iter().map(|p| p.media_type));
         }
         assert_eq!(seen.len(), MediaType::ALL.len());
@@ -380,7 +408,7 @@ mod tests {
     #[test]
     fn metrics_grow_with_the_clock() {
         let w = world();
-        let post = &w.accounts[0].posts[0];
+        let post = &w.accounts[0].visible_posts(w.now)[0];
         let before = post.metrics_at(w.now);
         let after = post.metrics_at(w.now + DAY);
         assert!(after.views > before.views);
@@ -396,7 +424,10 @@ mod tests {
         assert_eq!(w.authenticate(&old).unwrap_err(), TokenProblem::Replaced);
         assert_eq!(w.authenticate(&new.text).unwrap().index, 1);
         w.advance(TOKEN_LIFETIME_SECS);
-        assert_eq!(w.authenticate(&new.text).unwrap_err(), TokenProblem::Expired);
+        assert_eq!(
+            w.authenticate(&new.text).unwrap_err(),
+            TokenProblem::Expired
+        );
         assert_eq!(w.authenticate("nope").unwrap_err(), TokenProblem::Unknown);
     }
 }
