@@ -13,6 +13,7 @@ commands:
   test    install what is missing, then run every test (unit, pgrx, integration)
   demo    build and install the extension, start the demo cluster on port 28815
   stop    stop the demo cluster
+  bench   run the benchmarks (simulator throughput)
 ";
 
 fn main() -> ExitCode {
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Some("test") => run::test(),
         Some("demo") => run::demo(),
         Some("stop") => run::stop(),
+        Some("bench") => run::bench(),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);
