@@ -23,7 +23,9 @@ CREATE TABLE pullsync.workspace_threads_accounts (
     current_reposts         bigint,
     current_quotes          bigint,
     current_clicks          bigint,
+    -- when insights were last fetched, and when the newest L1 snapshot was taken
     insights_updated_at     timestamptz,
+    insights_snapshot_at    timestamptz,
     last_posts_sync_at      timestamptz,
     last_metrics_sync_at    timestamptz,
     last_insights_sync_at   timestamptz,
@@ -90,7 +92,11 @@ CREATE TABLE pullsync.workspace_threads_posts (
     current_reposts              bigint NOT NULL DEFAULT 0,
     current_quotes               bigint NOT NULL DEFAULT 0,
     current_shares               bigint NOT NULL DEFAULT 0,
+    -- when metrics were last fetched, and when the newest L1 snapshot was taken
     metrics_updated_at           timestamptz,
+    metrics_snapshot_at          timestamptz,
+    -- hash of the post as the API last listed it: an unchanged post stops the paging
+    content_hash                 bigint,
     created_at                   timestamptz NOT NULL DEFAULT now(),
     updated_at                   timestamptz NOT NULL DEFAULT now()
 );
@@ -427,3 +433,67 @@ CREATE TABLE pullsync.alerts (
 -- One open alert per type and source: a breach that persists does not flood.
 CREATE UNIQUE INDEX alerts_one_open_idx ON pullsync.alerts (alert_type, source) WHERE resolved_at IS NULL;
 CREATE INDEX alerts_resolved_idx ON pullsync.alerts (resolved_at) WHERE resolved_at IS NOT NULL;
+
+------------------------------------------------------------------------------------------
+-- Views for people
+------------------------------------------------------------------------------------------
+
+-- Posts with their current metrics and the change over the last 24 hours (sum of L2).
+CREATE VIEW pullsync.threads_post_stats AS
+SELECT p.id,
+       p.workspace_threads_account_id,
+       a.workspace_id,
+       a.username,
+       p.threads_post_id,
+       p.media_type,
+       p.permalink,
+       left(p.text, 80)            AS text_preview,
+       p.published_at,
+       p.current_views             AS views,
+       p.current_likes             AS likes,
+       p.current_replies           AS replies,
+       p.current_reposts           AS reposts,
+       p.current_quotes            AS quotes,
+       p.current_shares            AS shares,
+       coalesce(d.views, 0)        AS views_24h,
+       coalesce(d.likes, 0)        AS likes_24h,
+       coalesce(d.replies, 0)      AS replies_24h,
+       coalesce(d.reposts, 0)      AS reposts_24h,
+       coalesce(d.quotes, 0)       AS quotes_24h,
+       coalesce(d.shares, 0)       AS shares_24h,
+       p.metrics_updated_at
+  FROM pullsync.workspace_threads_posts p
+  JOIN pullsync.workspace_threads_accounts a ON a.id = p.workspace_threads_account_id
+  LEFT JOIN LATERAL (
+       SELECT sum(views_delta) AS views, sum(likes_delta) AS likes, sum(replies_delta) AS replies,
+              sum(reposts_delta) AS reposts, sum(quotes_delta) AS quotes, sum(shares_delta) AS shares
+         FROM pullsync.workspace_threads_post_metrics_deltas d
+        WHERE d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours') d ON true;
+
+-- Accounts with current insights, their 24-hour change, post count and last sync.
+CREATE VIEW pullsync.threads_account_stats AS
+SELECT a.id,
+       a.workspace_id,
+       a.threads_user_id,
+       a.username,
+       a.is_active,
+       a.current_followers_count          AS followers_count,
+       coalesce(d.followers_count, 0)     AS followers_24h,
+       a.current_views                    AS views,
+       a.current_likes                    AS likes,
+       a.current_replies                  AS replies,
+       a.current_reposts                  AS reposts,
+       a.current_quotes                   AS quotes,
+       a.current_clicks                   AS clicks,
+       (SELECT count(*) FROM pullsync.workspace_threads_posts p
+         WHERE p.workspace_threads_account_id = a.id) AS posts,
+       t.expires_at                       AS token_expires_at,
+       a.last_sync_status,
+       greatest(a.last_posts_sync_at, a.last_metrics_sync_at, a.last_insights_sync_at) AS last_sync_at
+  FROM pullsync.workspace_threads_accounts a
+  LEFT JOIN pullsync.workspace_threads_tokens t
+         ON t.workspace_threads_account_id = a.id AND t.is_primary
+  LEFT JOIN LATERAL (
+       SELECT sum(followers_count_delta) AS followers_count
+         FROM pullsync.workspace_threads_account_insights_deltas d
+        WHERE d.workspace_threads_account_id = a.id AND d.period_end > now() - interval '24 hours') d ON true;

@@ -18,6 +18,13 @@ pub static LOCK_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static HTTP_MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+pub static HTTP_RETRY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
+pub static THREADS_RATE_LIMIT: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+pub static METRICS_EVERY_RUN_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+pub static METRICS_HOURLY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static METRICS_DAILY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+pub static SNAPSHOT_HEARTBEAT_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Defines the GUCs. Server-start settings (workers, database) exist only when the
@@ -101,6 +108,76 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"pullsync.http_max_retries",
+        c"Retries of a request that failed transiently (5xx, timeout, reset).",
+        c"",
+        &HTTP_MAX_RETRIES,
+        0,
+        10,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.http_retry_delay",
+        c"Base delay of the exponential backoff between retries (full jitter).",
+        c"",
+        &HTTP_RETRY_DELAY_MS,
+        0,
+        60_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_float_guc(
+        c"pullsync.threads_rate_limit",
+        c"Threads API requests per second per token; 0 means no limit beyond http_concurrency.",
+        c"",
+        &THREADS_RATE_LIMIT,
+        0.0,
+        10_000.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.metrics_every_run_age",
+        c"Posts younger than this get their metrics refreshed on every run.",
+        c"",
+        &METRICS_EVERY_RUN_AGE_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.metrics_hourly_age",
+        c"Posts younger than this (and older than metrics_every_run_age) are refreshed at most hourly.",
+        c"",
+        &METRICS_HOURLY_AGE_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.metrics_daily_age",
+        c"Posts younger than this are refreshed at most daily; older ones at most weekly.",
+        c"",
+        &METRICS_DAILY_AGE_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.snapshot_heartbeat",
+        c"An unchanged value still gets a new L1 snapshot once this much time has passed.",
+        c"",
+        &SNAPSHOT_HEARTBEAT_S,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_bool_guc(
         c"pullsync.allow_snapshot_delete",
         c"Lets the retention path delete L1 snapshot rows in this transaction.",
@@ -152,4 +229,27 @@ pub fn sealing_key() -> Result<SealingKey> {
 
 pub fn threads_api_url() -> String {
     text(&THREADS_API_URL).unwrap_or_else(|| "https://graph.threads.net/v1.0".into())
+}
+
+/// HTTP settings for the current GUC values.
+pub fn http_settings() -> crate::http::HttpSettings {
+    use std::time::Duration;
+    crate::http::HttpSettings {
+        timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get() as u64),
+        retry: crate::http::RetryPolicy {
+            max_retries: HTTP_MAX_RETRIES.get() as u32,
+            base_delay: Duration::from_millis(HTTP_RETRY_DELAY_MS.get() as u64),
+            max_delay: Duration::from_secs(30),
+        },
+        concurrency: HTTP_CONCURRENCY.get() as usize,
+    }
+}
+
+/// The metrics refresh tiers for the current GUC values.
+pub fn tiers() -> crate::threads::plan::Tiers {
+    crate::threads::plan::Tiers {
+        every_run_age: i64::from(METRICS_EVERY_RUN_AGE_S.get()),
+        hourly_age: i64::from(METRICS_HOURLY_AGE_S.get()),
+        daily_age: i64::from(METRICS_DAILY_AGE_S.get()),
+    }
 }

@@ -6,8 +6,12 @@ use pgrx::prelude::*;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod http;
+pub mod jobs;
 mod pg_error;
 mod pg_time;
+mod runtime;
+mod subxact;
 pub mod threads;
 
 ::pgrx::pg_module_magic!(name, version);

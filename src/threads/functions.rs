@@ -92,3 +92,35 @@ fn store_account(
         Ok(account_id)
     })
 }
+
+/// Syncs one account now: posts, metrics (L1→L2→L3), account insights (L1→L2→L3), and
+/// its sync_logs row. Returns a summary.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn threads_sync_account(account_id: Option<Uuid>) -> pgrx::JsonB {
+    let account_id = account_id
+        .ok_or(PullsyncError::NullArgument { name: "account_id" })
+        .or_raise();
+    pgrx::JsonB(crate::threads::sync::sync_one(account_id).or_raise())
+}
+
+/// The pg_cron entry point: syncs every active account under the `scheduled_sync` lock,
+/// or returns `{"skipped": true}` at once when another run holds it.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn threads_scheduled_sync() -> pgrx::JsonB {
+    pgrx::JsonB(crate::threads::sync::scheduled().or_raise())
+}
+
+/// Refreshes primary tokens that expire within `within` and are at least 24 hours old;
+/// reports expired ones. Never shows a token.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn threads_refresh_tokens(
+    within: default!(Option<pgrx::datum::Interval>, "'7 days'"),
+) -> pgrx::JsonB {
+    let within = within
+        .ok_or(PullsyncError::NullArgument { name: "within" })
+        .or_raise();
+    pgrx::JsonB(crate::threads::refresh::refresh_tokens(within).or_raise())
+}

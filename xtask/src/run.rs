@@ -237,12 +237,20 @@ pub fn stop() -> Result<()> {
 /// Benchmarks: figures as medians of 3 runs with min–max, from one invocation.
 pub fn bench() -> Result<()> {
     cargo()
-        .args(["build", "--release", "-p", "pullsync-tests", "--bin", "sim-bench"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "pullsync-tests",
+            "--bin",
+            "sim-bench",
+        ])
         .status_ok()?;
     let binary = workspace_root().join("target/release/sim-bench");
     let mut rates = Vec::new();
     for _ in 0..3 {
-        let out = output_of(&mut cmd(binary.to_str().expect("utf-8 path"))).ok_or("sim-bench failed")?;
+        let out =
+            output_of(&mut cmd(binary.to_str().expect("utf-8 path"))).ok_or("sim-bench failed")?;
         print!("{out}");
         let rate = out
             .split(": ")

@@ -1,0 +1,110 @@
+//! A database with pg_pullsync pointed at an in-process Threads simulator, its accounts
+//! added through `threads_add_account`, as a user would.
+
+use crate::db::fresh_extension_database;
+use crate::sim::{SimConfig, SimServer};
+use postgres::Client;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub struct ThreadsFixture {
+    pub db: Client,
+    pub sim: SimServer,
+    /// (account id in the database, Threads user id)
+    pub accounts: Vec<(Uuid, String)>,
+}
+
+/// Session settings that keep tests quick: short timeouts and retry delays.
+pub const QUICK_HTTP: &str = "SET pullsync.http_timeout = '2s'; SET pullsync.http_retry_delay = 5;";
+
+pub fn threads_fixture(database: &str, config: &SimConfig) -> ThreadsFixture {
+    let sim = SimServer::start(config);
+    let mut db = fresh_extension_database(database);
+    db.batch_execute(&format!(
+        "SET pullsync.threads_api_url = '{}'; {QUICK_HTTP}",
+        sim.api_url()
+    ))
+    .unwrap();
+    let world: Vec<(String, String, String)> = sim
+        .sim
+        .world
+        .read()
+        .unwrap()
+        .accounts
+        .iter()
+        .map(|a| (a.user_id.clone(), a.username.clone(), a.token.text.clone()))
+        .collect();
+    let mut accounts = Vec::new();
+    for (user_id, username, token) in world {
+        let id: Uuid = db
+            .query_one(
+                "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', $1, $2, $3,
+                                                     now() + interval '58 days')",
+                &[&user_id, &username, &token],
+            )
+            .unwrap()
+            .get(0);
+        accounts.push((id, user_id));
+    }
+    ThreadsFixture { db, sim, accounts }
+}
+
+impl ThreadsFixture {
+    pub fn scheduled_sync(&mut self) -> Value {
+        self.db
+            .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
+            .unwrap()
+            .get(0)
+    }
+
+    pub fn sync_account(&mut self, index: usize) -> Value {
+        let id = self.accounts[index].0;
+        self.db
+            .query_one("SELECT pullsync.threads_sync_account($1)", &[&id])
+            .unwrap()
+            .get(0)
+    }
+
+    pub fn count(&mut self, sql: &str) -> i64 {
+        self.db.query_one(sql, &[]).unwrap().get(0)
+    }
+
+    /// Violations of the three-layer invariants (must be zero): current = newest
+    /// snapshot, sum of deltas = current, one delta per snapshot.
+    pub fn layer_violations(&mut self) -> i64 {
+        self.count(
+            "SELECT
+               (SELECT count(*) FROM pullsync.workspace_threads_posts p
+                  LEFT JOIN LATERAL (SELECT * FROM pullsync.workspace_threads_post_metrics m
+                                      WHERE m.workspace_threads_post_id = p.id
+                                      ORDER BY captured_at DESC LIMIT 1) s ON true
+                 WHERE s.id IS NOT NULL AND (s.views, s.likes, s.replies, s.reposts, s.quotes, s.shares)
+                       IS DISTINCT FROM (p.current_views, p.current_likes, p.current_replies,
+                                         p.current_reposts, p.current_quotes, p.current_shares))
+             + (SELECT count(*) FROM pullsync.workspace_threads_posts p
+                  JOIN (SELECT workspace_threads_post_id, sum(views_delta) v, sum(likes_delta) l, sum(replies_delta) r,
+                               sum(reposts_delta) rp, sum(quotes_delta) q, sum(shares_delta) s, count(*) n
+                          FROM pullsync.workspace_threads_post_metrics_deltas GROUP BY 1) d
+                    ON d.workspace_threads_post_id = p.id
+                 WHERE (d.v, d.l, d.r, d.rp, d.q, d.s) IS DISTINCT FROM
+                       (p.current_views, p.current_likes, p.current_replies, p.current_reposts, p.current_quotes, p.current_shares)
+                    OR d.n <> (SELECT count(*) FROM pullsync.workspace_threads_post_metrics m WHERE m.workspace_threads_post_id = p.id))
+             + (SELECT count(*) FROM pullsync.workspace_threads_accounts a
+                  LEFT JOIN LATERAL (SELECT * FROM pullsync.workspace_threads_account_insights i
+                                      WHERE i.workspace_threads_account_id = a.id
+                                      ORDER BY captured_at DESC LIMIT 1) s ON true
+                 WHERE s.id IS NOT NULL AND (s.followers_count, s.views, s.likes, s.replies, s.reposts, s.quotes, s.clicks)
+                       IS DISTINCT FROM (a.current_followers_count, a.current_views, a.current_likes, a.current_replies,
+                                         a.current_reposts, a.current_quotes, a.current_clicks))
+             + (SELECT count(*) FROM pullsync.workspace_threads_accounts a
+                  JOIN (SELECT workspace_threads_account_id, sum(followers_count_delta) f, sum(views_delta) v,
+                               sum(likes_delta) l, sum(replies_delta) r, sum(reposts_delta) rp, sum(quotes_delta) q,
+                               sum(clicks_delta) c
+                          FROM pullsync.workspace_threads_account_insights_deltas GROUP BY 1) d
+                    ON d.workspace_threads_account_id = a.id
+                 WHERE (d.f, d.v, d.l, d.r, d.rp, d.q, d.c) IS DISTINCT FROM
+                       (a.current_followers_count, a.current_views, a.current_likes, a.current_replies,
+                        a.current_reposts, a.current_quotes, a.current_clicks))",
+        )
+    }
+}

@@ -1,0 +1,167 @@
+//! The HTTP client: bounded concurrency, timeouts, retries of transient failures.
+
+use super::{redact_url, Failure, FailureClass, RateLimiter, RetryPolicy};
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Reads a non-2xx answer of one API: its class and a message without secrets.
+pub type Classifier = fn(status: u16, body: &[u8]) -> (FailureClass, String);
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Requests in flight at once through this client.
+    pub concurrency: usize,
+}
+
+pub struct HttpClient {
+    client: reqwest::Client,
+    settings: HttpSettings,
+    permits: Arc<Semaphore>,
+    entropy: AtomicU64,
+}
+
+impl HttpClient {
+    pub fn new(settings: HttpSettings) -> Result<Self, Failure> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("pg_pullsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Failure::new(
+                    FailureClass::Refused,
+                    format!("cannot build HTTP client: {e}"),
+                )
+            })?;
+        Ok(HttpClient {
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            entropy: AtomicU64::new(seed_entropy()),
+            client,
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &HttpSettings {
+        &self.settings
+    }
+
+    /// GETs `url` and parses its JSON. Transient failures are retried per the policy;
+    /// `calls` counts every request made.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        limiter: Option<&RateLimiter>,
+        classify: Classifier,
+        calls: &AtomicU32,
+    ) -> Result<T, Failure> {
+        let mut retry = 0;
+        loop {
+            let outcome = self.attempt(url, bearer, limiter, classify, calls).await;
+            match outcome {
+                Err(mut failure)
+                    if failure.class == FailureClass::Transient
+                        && retry < self.settings.retry.max_retries =>
+                {
+                    retry += 1;
+                    failure.attempts = retry + 1;
+                    let entropy = next_entropy(&self.entropy);
+                    tokio::time::sleep(self.settings.retry.delay(retry, entropy)).await;
+                }
+                Err(mut failure) => {
+                    failure.attempts = retry + 1;
+                    return Err(failure);
+                }
+                Ok(value) => return Ok(value),
+            }
+        }
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        limiter: Option<&RateLimiter>,
+        classify: Classifier,
+        calls: &AtomicU32,
+    ) -> Result<T, Failure> {
+        if let Some(limiter) = limiter {
+            limiter.acquire().await;
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closes");
+        calls.fetch_add(1, Ordering::Relaxed);
+        let mut request = self.client.get(url);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let shown = redact_url(url);
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_failure(shown, &e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_failure(shown, &e))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| {
+                Failure::new(
+                    FailureClass::BadData,
+                    format!("GET {shown}: malformed answer: {e}"),
+                )
+            });
+        }
+        let (class, message) = classify(status, &body);
+        Err(Failure {
+            class,
+            message: format!("GET {shown}: HTTP {status}: {message}"),
+            retry_after,
+            attempts: 1,
+        })
+    }
+}
+
+fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "answer cut short"
+    } else {
+        "request failed"
+    };
+    Failure::new(FailureClass::Transient, format!("GET {url}: {what}"))
+}
+
+fn seed_entropy() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// SplitMix64 step: cheap, well-spread jitter without a shared RNG.
+fn next_entropy(state: &AtomicU64) -> u64 {
+    let mut x = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}

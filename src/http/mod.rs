@@ -1,0 +1,69 @@
+//! The one HTTP layer every source uses: client with timeouts, retries with exponential
+//! backoff and jitter, rate limiting, and classification of failures. No pgrx here: it
+//! runs on a tokio runtime and never touches Postgres.
+
+mod client;
+pub mod rate;
+pub mod retry;
+
+pub use client::{Classifier, HttpClient, HttpSettings};
+pub use rate::RateLimiter;
+pub use retry::RetryPolicy;
+
+use std::time::Duration;
+
+/// What the caller should do about a failed request (DESIGN.md, error policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Credentials expired or invalid: skip, leave it to the token refresh.
+    Auth,
+    /// Rate limited: stop calling with this credential for the run.
+    Throttled,
+    /// 5xx, timeout, connection reset: retried; failed after the retries.
+    Transient,
+    /// The request itself is refused (4xx, permissions): not retried.
+    Refused,
+    /// The answer could not be read (malformed JSON, missing fields).
+    BadData,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub class: FailureClass,
+    /// Never contains a credential: URLs lose their query strings.
+    pub message: String,
+    /// From Retry-After, when the server sent one.
+    pub retry_after: Option<Duration>,
+    /// Requests made, retries included.
+    pub attempts: u32,
+}
+
+impl Failure {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        Failure {
+            class,
+            message: message.into(),
+            retry_after: None,
+            attempts: 1,
+        }
+    }
+}
+
+/// A URL as it may appear in messages: no query string, so no token.
+pub fn redact_url(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_query_in_messages() {
+        assert_eq!(
+            redact_url("https://graph.threads.net/v1.0/me?access_token=SECRET"),
+            "https://graph.threads.net/v1.0/me"
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! `system_job_logs`: one row per job run, from running to completed / partial / failed.
+
+use crate::error::{PullsyncError, Result};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+pub fn start(job_type: &str) -> Result<i64> {
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO pullsync.system_job_logs (job_type, status) VALUES ($1, 'running') RETURNING id",
+        &[job_type.into()],
+    )?
+    .ok_or_else(|| PullsyncError::Internal("job log insert returned no id".into()))
+}
+
+pub fn finish(
+    id: i64,
+    status: &str,
+    metadata: serde_json::Value,
+    error: Option<String>,
+) -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.system_job_logs SET status = $2, metadata = $3, error = $4, finished_at = now() WHERE id = $1",
+        &[id.into(), status.into(), JsonB(metadata).into(), error.into()],
+    )?;
+    Ok(())
+}
+
+/// A job's status from its units' outcomes.
+pub fn status(successes: usize, errors: usize) -> &'static str {
+    match (successes, errors) {
+        (_, 0) => "completed",
+        (0, _) => "failed",
+        _ => "partial",
+    }
+}

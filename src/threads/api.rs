@@ -1,0 +1,202 @@
+//! The Threads Graph API client, over the shared HTTP layer. No pgrx.
+
+use crate::http::{Failure, FailureClass, HttpClient, RateLimiter};
+use chrono::{DateTime, Utc};
+use std::sync::atomic::AtomicU32;
+use threads_model::error::{classify, ErrorClass, ErrorEnvelope};
+use threads_model::insights::InsightsResponse;
+use threads_model::{AccountInsights, Page, Post, PostMetrics, TokenResponse};
+
+pub struct ThreadsApi {
+    pub http: HttpClient,
+    /// Versioned base, e.g. `https://graph.threads.net/v1.0`.
+    base: String,
+}
+
+/// One token's view of the API: its rate limiter and a count of the calls it made.
+pub struct TokenSession<'a> {
+    pub api: &'a ThreadsApi,
+    pub token: &'a str,
+    pub limiter: RateLimiter,
+    pub calls: AtomicU32,
+}
+
+/// Graph API errors → the HTTP layer's classes. Messages carry the API's text, which never
+/// contains the token.
+fn classify_threads(status: u16, body: &[u8]) -> (FailureClass, String) {
+    let envelope = serde_json::from_slice::<ErrorEnvelope>(body).ok();
+    let class = match classify(status, envelope.as_ref().map(|e| &e.error)) {
+        ErrorClass::Auth => FailureClass::Auth,
+        ErrorClass::Throttled => FailureClass::Throttled,
+        ErrorClass::Transient => FailureClass::Transient,
+        ErrorClass::Permission | ErrorClass::BadRequest => FailureClass::Refused,
+    };
+    let message = match envelope {
+        Some(e) => format!(
+            "code {}{}: {}",
+            e.error.code,
+            e.error
+                .error_subcode
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default(),
+            e.error.message
+        ),
+        None => "no error envelope".into(),
+    };
+    (class, message)
+}
+
+impl ThreadsApi {
+    pub fn new(http: HttpClient, base: &str) -> Self {
+        ThreadsApi {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Token endpoints are unversioned: the base without its `/vX.Y` segment.
+    fn root(&self) -> &str {
+        match self.base.rsplit_once('/') {
+            Some((root, version)) if version.starts_with('v') && version[1..].contains('.') => root,
+            _ => &self.base,
+        }
+    }
+
+    pub fn session<'a>(&'a self, token: &'a str, rate_per_sec: f64) -> TokenSession<'a> {
+        TokenSession {
+            api: self,
+            token,
+            limiter: RateLimiter::new(rate_per_sec, 1),
+            calls: AtomicU32::new(0),
+        }
+    }
+}
+
+impl TokenSession<'_> {
+    async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, Failure> {
+        self.api
+            .http
+            .get_json(
+                url,
+                Some(self.token),
+                Some(&self.limiter),
+                classify_threads,
+                &self.calls,
+            )
+            .await
+    }
+
+    /// One page of the account's posts, newest first.
+    pub async fn posts_page(
+        &self,
+        user_id: &str,
+        after: Option<&str>,
+    ) -> Result<Page<Post>, Failure> {
+        let mut url = format!(
+            "{}/{user_id}/threads?fields={}&limit={}",
+            self.api.base,
+            threads_model::POST_FIELDS,
+            threads_model::MAX_PAGE_LIMIT
+        );
+        if let Some(after) = after {
+            url.push_str("&after=");
+            url.push_str(&urlencode(after));
+        }
+        self.get(&url).await
+    }
+
+    /// Lifetime metrics of a post; None when the API has none (REPOST_FACADE).
+    pub async fn post_metrics(&self, media_id: &str) -> Result<Option<PostMetrics>, Failure> {
+        let url = format!(
+            "{}/{media_id}/insights?metric={}",
+            self.api.base,
+            threads_model::POST_METRICS
+        );
+        let response: InsightsResponse = self.get(&url).await?;
+        PostMetrics::from_response(&response).map_err(|e| {
+            Failure::new(
+                FailureClass::BadData,
+                format!("insights of post {media_id}: {e}"),
+            )
+        })
+    }
+
+    /// Account insights for [since, until], plus the current follower count.
+    pub async fn account_insights(
+        &self,
+        user_id: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<AccountInsights, Failure> {
+        let url = format!(
+            "{}/{user_id}/threads_insights?metric={}&since={}&until={}",
+            self.api.base,
+            threads_model::ACCOUNT_METRICS,
+            since.timestamp(),
+            until.timestamp()
+        );
+        let response: InsightsResponse = self.get(&url).await?;
+        AccountInsights::from_response(&response).map_err(|e| {
+            Failure::new(
+                FailureClass::BadData,
+                format!("account insights of {user_id}: {e}"),
+            )
+        })
+    }
+
+    pub async fn refresh(&self) -> Result<TokenResponse, Failure> {
+        let url = format!(
+            "{}/refresh_access_token?grant_type=th_refresh_token",
+            self.api.root()
+        );
+        self.get(&url).await
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_graph_errors_without_leaking() {
+        let body = br#"{"error":{"message":"Error validating access token","type":"OAuthException","code":190,"error_subcode":463}}"#;
+        let (class, message) = classify_threads(400, body);
+        assert_eq!(class, FailureClass::Auth);
+        assert_eq!(message, "code 190/463: Error validating access token");
+        assert_eq!(classify_threads(503, b"<html>").0, FailureClass::Transient);
+        assert_eq!(classify_threads(429, b"").0, FailureClass::Throttled);
+        assert_eq!(classify_threads(404, b"").0, FailureClass::Refused);
+    }
+
+    #[test]
+    fn token_endpoints_are_unversioned() {
+        let http = HttpClient::new(crate::http::HttpSettings {
+            timeout: std::time::Duration::from_secs(1),
+            retry: crate::http::RetryPolicy {
+                max_retries: 0,
+                base_delay: std::time::Duration::ZERO,
+                max_delay: std::time::Duration::ZERO,
+            },
+            concurrency: 1,
+        })
+        .unwrap();
+        let api = ThreadsApi::new(http, "https://graph.threads.net/v1.0/");
+        assert_eq!(api.root(), "https://graph.threads.net");
+    }
+
+    #[test]
+    fn cursors_are_url_encoded() {
+        assert_eq!(urlencode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
+    }
+}

@@ -1,0 +1,453 @@
+//! SPI reads and writes of the Threads source. One account's posts, three metric layers,
+//! account insights and its sync_logs row are written by `write_account`, set-based
+//! (jsonb_to_recordset), inside the caller's transaction.
+
+use super::layers::{decide, Decision, Previous};
+use super::pull::{AccountPull, KnownPost, Step};
+use crate::error::{PullsyncError, Result};
+use crate::pg_time::{to_chrono, to_pg};
+use chrono::{DateTime, Utc};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use threads_model::MediaType;
+
+/// An account the sync will pull, with its sealed primary token.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub threads_user_id: String,
+    pub token_id: Uuid,
+    pub sealed_token: String,
+}
+
+const ACCOUNT_SELECT: &str = "
+    SELECT a.id, a.threads_user_id, t.id, t.access_token_encrypted
+      FROM pullsync.workspace_threads_accounts a
+      JOIN pullsync.workspace_threads_tokens t
+        ON t.workspace_threads_account_id = a.id AND t.is_primary AND t.revoked_at IS NULL
+       AND t.expires_at > now()";
+
+fn account_rows(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<AccountRow>> {
+    Spi::connect(|client| {
+        let rows = client.select(sql, None, args)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(AccountRow {
+                id: row
+                    .get(1)?
+                    .ok_or_else(|| PullsyncError::Internal("account without id".into()))?,
+                threads_user_id: row.get(2)?.unwrap_or_default(),
+                token_id: row
+                    .get(3)?
+                    .ok_or_else(|| PullsyncError::Internal("token without id".into()))?,
+                sealed_token: row.get(4)?.unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// Active accounts with a primary, unrevoked, unexpired token.
+pub fn active_accounts() -> Result<Vec<AccountRow>> {
+    account_rows(
+        &format!("{ACCOUNT_SELECT} WHERE a.is_active ORDER BY a.id"),
+        &[],
+    )
+}
+
+/// One account, if it exists and has a usable token.
+pub fn usable_account(id: Uuid) -> Result<Option<AccountRow>> {
+    Ok(
+        account_rows(&format!("{ACCOUNT_SELECT} WHERE a.id = $1"), &[id.into()])?
+            .into_iter()
+            .next(),
+    )
+}
+
+pub fn account_exists(id: Uuid) -> Result<bool> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pullsync.workspace_threads_accounts WHERE id = $1)",
+        &[id.into()],
+    )?
+    .unwrap_or(false))
+}
+
+fn media_type(text: &str) -> Option<MediaType> {
+    serde_json::from_value(Value::String(text.to_string())).ok()
+}
+
+/// What the store knows of an account's posts, for planning the pull.
+pub fn known_posts(account_id: Uuid) -> Result<HashMap<String, KnownPost>> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT threads_post_id, media_type, published_at, metrics_updated_at, content_hash
+               FROM pullsync.workspace_threads_posts WHERE workspace_threads_account_id = $1",
+            None,
+            &[account_id.into()],
+        )?;
+        let mut known = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.get(1)?.unwrap_or_default();
+            let Some(media_type) = row.get::<String>(2)?.as_deref().and_then(media_type) else {
+                continue;
+            };
+            let Some(published_at) = row.get::<TimestampWithTimeZone>(3)?.and_then(to_chrono)
+            else {
+                continue;
+            };
+            known.insert(
+                id,
+                KnownPost {
+                    media_type,
+                    published_at,
+                    metrics_updated_at: row.get::<TimestampWithTimeZone>(4)?.and_then(to_chrono),
+                    content_hash: row.get(5)?,
+                },
+            );
+        }
+        Ok(known)
+    })
+}
+
+/// Counts of one account's write, for its sync_logs row and the caller's summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriteCounts {
+    pub posts_new: i64,
+    pub posts_updated: i64,
+    pub snapshots: i64,
+    pub deltas: i64,
+}
+
+/// Where the sync_logs row belongs.
+pub struct LogContext<'a> {
+    pub job_log_id: Option<i64>,
+    pub job_type: &'a str,
+    pub started_at: DateTime<Utc>,
+}
+
+const POST_UPSERT: &str = "
+WITH up AS (
+    INSERT INTO pullsync.workspace_threads_posts AS p
+           (workspace_threads_account_id, threads_post_id, media_product_type, media_type, media_url,
+            thumbnail_url, permalink, shortcode, text, children_ids, is_quote_post, quoted_post_id,
+            reposted_post_id, alt_text, link_attachment_url, gif_url, topic_tag, has_replies,
+            reply_audience, published_at, content_hash)
+    SELECT $1, x.threads_post_id, coalesce(x.media_product_type, 'THREADS'), x.media_type, x.media_url,
+           x.thumbnail_url, x.permalink, x.shortcode, x.text, x.children_ids, x.is_quote_post, x.quoted_post_id,
+           x.reposted_post_id, x.alt_text, x.link_attachment_url, x.gif_url, x.topic_tag, x.has_replies,
+           x.reply_audience, x.published_at, x.content_hash
+      FROM jsonb_to_recordset($2) AS x(
+           threads_post_id text, media_product_type text, media_type text, media_url text,
+           thumbnail_url text, permalink text, shortcode text, text text, children_ids text[],
+           is_quote_post boolean, quoted_post_id text, reposted_post_id text, alt_text text,
+           link_attachment_url text, gif_url text, topic_tag text, has_replies boolean,
+           reply_audience text, published_at timestamptz, content_hash bigint)
+    ON CONFLICT (threads_post_id) DO UPDATE SET
+           media_product_type = EXCLUDED.media_product_type, media_type = EXCLUDED.media_type,
+           media_url = EXCLUDED.media_url, thumbnail_url = EXCLUDED.thumbnail_url,
+           permalink = EXCLUDED.permalink, shortcode = EXCLUDED.shortcode, text = EXCLUDED.text,
+           children_ids = EXCLUDED.children_ids, is_quote_post = EXCLUDED.is_quote_post,
+           quoted_post_id = EXCLUDED.quoted_post_id, reposted_post_id = EXCLUDED.reposted_post_id,
+           alt_text = EXCLUDED.alt_text, link_attachment_url = EXCLUDED.link_attachment_url,
+           gif_url = EXCLUDED.gif_url, topic_tag = EXCLUDED.topic_tag, has_replies = EXCLUDED.has_replies,
+           reply_audience = EXCLUDED.reply_audience, published_at = EXCLUDED.published_at,
+           content_hash = EXCLUDED.content_hash, updated_at = now()
+     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+       AND p.workspace_threads_account_id = EXCLUDED.workspace_threads_account_id
+    RETURNING (xmax = 0) AS inserted)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up";
+
+const POST_LAYERS: &str = "
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset($1) AS x(
+        post_id uuid, views bigint, likes bigint, replies bigint, reposts bigint, quotes bigint, shares bigint,
+        views_delta bigint, likes_delta bigint, replies_delta bigint, reposts_delta bigint,
+        quotes_delta bigint, shares_delta bigint, period_start timestamptz)),
+snapshots AS (
+    INSERT INTO pullsync.workspace_threads_post_metrics
+           (workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
+    SELECT post_id, views, likes, replies, reposts, quotes, shares, $2 FROM x),
+deltas AS (
+    INSERT INTO pullsync.workspace_threads_post_metrics_deltas
+           (workspace_threads_post_id, period_start, period_end, views_delta, likes_delta, replies_delta,
+            reposts_delta, quotes_delta, shares_delta)
+    SELECT post_id, period_start, $2, views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta,
+           shares_delta FROM x)
+UPDATE pullsync.workspace_threads_posts p
+   SET current_views = x.views, current_likes = x.likes, current_replies = x.replies,
+       current_reposts = x.reposts, current_quotes = x.quotes, current_shares = x.shares,
+       metrics_snapshot_at = $2
+  FROM x WHERE p.id = x.post_id";
+
+const ACCOUNT_LAYERS: &str = "
+WITH snapshot AS (
+    INSERT INTO pullsync.workspace_threads_account_insights
+           (workspace_threads_account_id, followers_count, views, likes, replies, reposts, quotes, clicks, captured_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $16)),
+delta AS (
+    INSERT INTO pullsync.workspace_threads_account_insights_deltas
+           (workspace_threads_account_id, period_start, period_end, followers_count_delta, views_delta,
+            likes_delta, replies_delta, reposts_delta, quotes_delta, clicks_delta)
+    VALUES ($1, $17, $16, $9, $10, $11, $12, $13, $14, $15))
+UPDATE pullsync.workspace_threads_accounts
+   SET current_followers_count = $2, current_views = $3, current_likes = $4, current_replies = $5,
+       current_reposts = $6, current_quotes = $7, current_clicks = $8, insights_snapshot_at = $16
+ WHERE id = $1";
+
+/// Writes one account's pull: posts (L0), post metrics (L1→L2→L3), account insights
+/// (L1→L2→L3), the account's sync timestamps and its sync_logs row. Runs in the caller's
+/// transaction; the account row lock serialises concurrent writers of one account.
+pub fn write_account(
+    account_id: Uuid,
+    pull: &AccountPull,
+    captured_at: DateTime<Utc>,
+    heartbeat_secs: i64,
+    log: &LogContext,
+) -> Result<WriteCounts> {
+    let at = to_pg(captured_at);
+    Spi::connect_mut(|client| {
+        let mut counts = WriteCounts::default();
+        let account = client.update(
+            "SELECT current_followers_count, current_views, current_likes, current_replies, current_reposts,
+                    current_quotes, current_clicks, insights_snapshot_at
+               FROM pullsync.workspace_threads_accounts WHERE id = $1 FOR UPDATE",
+            Some(1),
+            &[account_id.into()],
+        )?;
+        if account.is_empty() {
+            return Err(PullsyncError::NotFound {
+                message: format!("account {account_id} no longer exists"),
+                hint: "It was deleted while the sync ran.".into(),
+            });
+        }
+        let row = account.first();
+        let previous_insights = match row.get::<TimestampWithTimeZone>(8)?.and_then(to_chrono) {
+            Some(captured) => Some(Previous {
+                values: [
+                    row.get(1)?.unwrap_or(0),
+                    row.get(2)?.unwrap_or(0),
+                    row.get(3)?.unwrap_or(0),
+                    row.get(4)?.unwrap_or(0),
+                    row.get(5)?.unwrap_or(0),
+                    row.get(6)?.unwrap_or(0),
+                    row.get(7)?.unwrap_or(0),
+                ],
+                captured_at: captured,
+            }),
+            None => None,
+        };
+
+        if !pull.posts.is_empty() {
+            let rows: Vec<Value> = pull
+                .posts
+                .iter()
+                .map(|p| post_json(&p.post, p.content_hash))
+                .collect();
+            let upserted = client.update(
+                POST_UPSERT,
+                None,
+                &[account_id.into(), JsonB(Value::Array(rows)).into()],
+            )?;
+            let (new, updated) = upserted.first().get_two::<i64, i64>()?;
+            counts.posts_new = new.unwrap_or(0);
+            counts.posts_updated = updated.unwrap_or(0);
+        }
+
+        if !pull.metrics.is_empty() {
+            let ids: Vec<String> = pull.metrics.iter().map(|(id, _)| id.clone()).collect();
+            let current = client.select(
+                "SELECT threads_post_id, id, current_views, current_likes, current_replies, current_reposts,
+                        current_quotes, current_shares, metrics_snapshot_at
+                   FROM pullsync.workspace_threads_posts
+                  WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)",
+                None,
+                &[account_id.into(), ids.into()],
+            )?;
+            let mut previous: HashMap<String, (Uuid, Option<Previous<6>>)> =
+                HashMap::with_capacity(current.len());
+            for row in current {
+                let id: String = row.get(1)?.unwrap_or_default();
+                let post_id: Uuid = row
+                    .get(2)?
+                    .ok_or_else(|| PullsyncError::Internal("post without id".into()))?;
+                let prev = match row.get::<TimestampWithTimeZone>(9)?.and_then(to_chrono) {
+                    Some(captured) => Some(Previous {
+                        values: std::array::from_fn(|i| {
+                            row.get::<i64>(i + 3).ok().flatten().unwrap_or(0)
+                        }),
+                        captured_at: captured,
+                    }),
+                    None => None,
+                };
+                previous.insert(id, (post_id, prev));
+            }
+            let mut layer_rows = Vec::new();
+            for (threads_id, m) in &pull.metrics {
+                let Some((post_id, prev)) = previous.get(threads_id) else {
+                    continue;
+                };
+                let values = [m.views, m.likes, m.replies, m.reposts, m.quotes, m.shares];
+                if let Decision::Snapshot {
+                    delta,
+                    period_start,
+                } = decide(prev.as_ref(), values, captured_at, heartbeat_secs)
+                {
+                    layer_rows.push(json!({
+                        "post_id": post_id.to_string(),
+                        "views": values[0], "likes": values[1], "replies": values[2],
+                        "reposts": values[3], "quotes": values[4], "shares": values[5],
+                        "views_delta": delta[0], "likes_delta": delta[1], "replies_delta": delta[2],
+                        "reposts_delta": delta[3], "quotes_delta": delta[4], "shares_delta": delta[5],
+                        "period_start": period_start.map(|t| t.to_rfc3339()),
+                    }));
+                }
+            }
+            if !layer_rows.is_empty() {
+                counts.snapshots += layer_rows.len() as i64;
+                counts.deltas += layer_rows.len() as i64;
+                client.update(
+                    POST_LAYERS,
+                    None,
+                    &[JsonB(Value::Array(layer_rows)).into(), at.into()],
+                )?;
+            }
+        }
+        if !pull.metrics_checked.is_empty() {
+            client.update(
+                "UPDATE pullsync.workspace_threads_posts SET metrics_updated_at = $3
+                  WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)",
+                None,
+                &[
+                    account_id.into(),
+                    pull.metrics_checked.clone().into(),
+                    at.into(),
+                ],
+            )?;
+        }
+
+        if let Some(insights) = &pull.insights {
+            let values = [
+                insights.followers_count,
+                insights.views,
+                insights.likes,
+                insights.replies,
+                insights.reposts,
+                insights.quotes,
+                insights.clicks,
+            ];
+            if let Decision::Snapshot {
+                delta,
+                period_start,
+            } = decide(
+                previous_insights.as_ref(),
+                values,
+                captured_at,
+                heartbeat_secs,
+            ) {
+                let mut args: Vec<pgrx::datum::DatumWithOid> = vec![account_id.into()];
+                args.extend(values.iter().map(|&v| v.into()));
+                args.extend(delta.iter().map(|&v| v.into()));
+                args.push(at.into());
+                args.push(period_start.map(to_pg).into());
+                client.update(ACCOUNT_LAYERS, None, &args)?;
+                counts.snapshots += 1;
+                counts.deltas += 1;
+            }
+        }
+
+        let done = |step: Step| pull.steps_completed.contains(&step);
+        client.update(
+            "UPDATE pullsync.workspace_threads_accounts
+                SET last_posts_sync_at = CASE WHEN $2 THEN $5 ELSE last_posts_sync_at END,
+                    last_metrics_sync_at = CASE WHEN $3 THEN $5 ELSE last_metrics_sync_at END,
+                    last_insights_sync_at = CASE WHEN $4 THEN $5 ELSE last_insights_sync_at END,
+                    insights_updated_at = CASE WHEN $4 THEN $5 ELSE insights_updated_at END,
+                    last_sync_status = $6, updated_at = now()
+              WHERE id = $1",
+            None,
+            &[
+                account_id.into(),
+                done(Step::Posts).into(),
+                done(Step::Metrics).into(),
+                done(Step::Insights).into(),
+                at.into(),
+                pull.outcome.as_str().into(),
+            ],
+        )?;
+        let steps: Vec<String> = pull
+            .steps_completed
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect();
+        client.update(
+            "INSERT INTO pullsync.sync_logs
+                    (job_log_id, job_type, source, workspace_threads_account_id, status, steps_completed,
+                     items_new, items_updated, snapshots, deltas, api_calls, error, started_at)
+             VALUES ($1, $2, 'threads', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            None,
+            &[
+                log.job_log_id.into(),
+                log.job_type.into(),
+                account_id.into(),
+                pull.outcome.as_str().into(),
+                steps.into(),
+                (counts.posts_new as i32).into(),
+                (counts.posts_updated as i32).into(),
+                (counts.snapshots as i32).into(),
+                (counts.deltas as i32).into(),
+                (pull.api_calls as i32).into(),
+                pull.error.clone().into(),
+                to_pg(log.started_at).into(),
+            ],
+        )?;
+        Ok(counts)
+    })
+}
+
+/// A sync_logs row for an account that could not be pulled at all.
+pub fn log_unpulled(account_id: Uuid, status: &str, error: &str, log: &LogContext) -> Result<()> {
+    Spi::connect_mut(|client| {
+        client.update(
+            "INSERT INTO pullsync.sync_logs (job_log_id, job_type, source, workspace_threads_account_id, status, error, started_at)
+             VALUES ($1, $2, 'threads', $3, $4, $5, $6)",
+            None,
+            &[
+                log.job_log_id.into(),
+                log.job_type.into(),
+                account_id.into(),
+                status.into(),
+                error.into(),
+                to_pg(log.started_at).into(),
+            ],
+        )?;
+        Ok(())
+    })
+}
+
+fn post_json(post: &threads_model::Post, content_hash: i64) -> Value {
+    json!({
+        "threads_post_id": post.id,
+        "media_product_type": post.media_product_type,
+        "media_type": post.media_type.map(MediaType::as_str),
+        "media_url": post.media_url,
+        "thumbnail_url": post.thumbnail_url,
+        "permalink": post.permalink,
+        "shortcode": post.shortcode,
+        "text": post.text,
+        "children_ids": post.children.as_ref().map(|c| c.data.iter().map(|i| i.id.clone()).collect::<Vec<_>>()),
+        "is_quote_post": post.is_quote_post,
+        "quoted_post_id": post.quoted_post.as_ref().map(|q| q.id.clone()),
+        "reposted_post_id": post.reposted_post.as_ref().map(|q| q.id.clone()),
+        "alt_text": post.alt_text,
+        "link_attachment_url": post.link_attachment_url,
+        "gif_url": post.gif_url,
+        "topic_tag": post.topic_tag,
+        "has_replies": post.has_replies,
+        "reply_audience": post.reply_audience,
+        "published_at": post.timestamp.map(|t| t.to_rfc3339()),
+        "content_hash": content_hash,
+    })
+}
