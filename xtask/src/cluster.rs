@@ -140,6 +140,25 @@ impl Cluster {
             .status_ok()
     }
 
+    /// Like `psql`, without printing results.
+    pub fn psql_quiet(&self, database: &str, sql: &str) -> Result<()> {
+        cmd("psql")
+            .args([
+                "-X",
+                "-q",
+                "-o",
+                "/dev/null",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
+            .status_ok()
+    }
+
     pub fn dsn(&self) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres",

@@ -2,6 +2,7 @@
 //! machine lacks, builds, runs the tests, and runs the demo cluster.
 
 mod cluster;
+mod demo;
 mod prereqs;
 mod run;
 
@@ -11,8 +12,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test    install what is missing, then run every test (unit, pgrx, integration)
-  demo    build and install the extension, start the demo cluster on port 28815
-  stop    stop the demo cluster
+  demo    build and install the extension, start the demo cluster on port 28815 and
+          the Threads simulator, sync it twice and print a report
+  stop    stop the demo cluster and simulator
   bench   run the benchmarks (simulator throughput)
 ";
 
@@ -20,7 +22,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => run::test(),
-        Some("demo") => run::demo(),
+        Some("demo") => demo::demo(),
         Some("stop") => run::stop(),
         Some("bench") => run::bench(),
         _ => {

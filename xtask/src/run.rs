@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-pub const DEMO_PORT: u16 = 28815;
 const TEST_PORT: u16 = 28816;
 /// A throwaway key for the throwaway test cluster; the demo generates its own.
 const TEST_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -53,14 +52,14 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut c = cmd("cargo");
     c.current_dir(workspace_root());
     c
 }
 
 /// Settings every cluster of ours needs: the workers and pg_cron preloaded.
-fn cluster_settings(key: &str) -> String {
+pub fn cluster_settings(key: &str) -> String {
     format!(
         "shared_preload_libraries = 'pg_cron,pg_pullsync'\n\
          cron.database_name = 'postgres'\n\
@@ -195,42 +194,10 @@ fn integration(tally: &mut Tally) -> Result<()> {
     cluster.stop()
 }
 
-fn demo_cluster() -> Cluster {
-    Cluster::new(workspace_root().join("target/demo"), DEMO_PORT)
-}
-
-pub fn demo() -> Result<()> {
-    prereqs::ensure()?;
-    cargo()
-        .args(["pgrx", "install", "--release", "--pg-config", PG_CONFIG])
-        .status_ok()?;
-    let cluster = demo_cluster();
-    if !cluster.exists() {
-        let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
-            .ok_or("cannot generate an encryption key")?;
-        cluster.create(&cluster_settings(key.trim()))?;
-    }
-    if cluster.is_running() {
-        cluster.restart()?;
-    } else {
-        cluster.start()?;
-    }
-    cluster.psql(
-        "postgres",
-        "CREATE EXTENSION IF NOT EXISTS pg_cron; CREATE EXTENSION IF NOT EXISTS pg_pullsync;",
-    )?;
-    println!(
-        "\npg_pullsync demo cluster is running (data in {}).\n\
-         Connect:  psql -h 127.0.0.1 -p {DEMO_PORT} -U postgres postgres\n\
-         Stop:     cargo xtask stop",
-        cluster.pgdata().display()
-    );
-    Ok(())
-}
-
 pub fn stop() -> Result<()> {
-    demo_cluster().stop()?;
-    println!("pg_pullsync demo cluster stopped");
+    crate::demo::cluster().stop()?;
+    crate::demo::stop_simulator()?;
+    println!("pg_pullsync demo cluster and simulator stopped");
     Ok(())
 }
 

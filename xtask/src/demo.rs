@@ -1,0 +1,172 @@
+//! `cargo xtask demo`: the demo cluster, the Threads simulator beside it, two syncs and a
+//! short report.
+
+use crate::cluster::Cluster;
+use crate::prereqs::{self, PG_CONFIG};
+use crate::run::{cargo, cmd, output_of, workspace_root, Result, StatusOk};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEMO_PORT: u16 = 28815;
+const SIM_PORT: u16 = 28817;
+const WORKSPACE: &str = "de300000-0000-4000-8000-000000000001";
+
+fn home() -> PathBuf {
+    workspace_root().join("target/demo")
+}
+
+pub fn cluster() -> Cluster {
+    Cluster::new(home(), DEMO_PORT)
+}
+
+/// A plain HTTP/1.1 request to the simulator on loopback; returns the body.
+fn http(method: &str, path: &str, body: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", SIM_PORT))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+fn simulator_up() -> bool {
+    http("GET", "/admin/clock", "").is_ok()
+}
+
+fn start_simulator() -> Result<()> {
+    if simulator_up() {
+        println!("xtask: threads-sim already running on port {SIM_PORT}");
+        return Ok(());
+    }
+    cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "pullsync-tests",
+            "--bin",
+            "threads-sim",
+        ])
+        .status_ok()?;
+    let log = std::fs::File::create(home().join("threads-sim.log"))?;
+    let child = cmd(workspace_root()
+        .join("target/release/threads-sim")
+        .to_str()
+        .expect("utf-8 path"))
+    .args([
+        "--port",
+        &SIM_PORT.to_string(),
+        "--accounts",
+        "20",
+        "--posts",
+        "200",
+        "--seed",
+        "42",
+    ])
+    .stdout(log.try_clone()?)
+    .stderr(log)
+    .spawn()?;
+    std::fs::write(home().join("threads-sim.pid"), child.id().to_string())?;
+    for _ in 0..100 {
+        if simulator_up() {
+            println!("xtask: threads-sim started on port {SIM_PORT} (20 accounts × 200 posts)");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("threads-sim did not start; see target/demo/threads-sim.log".into())
+}
+
+pub fn stop_simulator() -> Result<()> {
+    let pid_file = home().join("threads-sim.pid");
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = cmd("kill").arg(pid.trim()).status();
+        let _ = std::fs::remove_file(pid_file);
+    }
+    Ok(())
+}
+
+pub fn demo() -> Result<()> {
+    prereqs::ensure()?;
+    cargo()
+        .args(["pgrx", "install", "--release", "--pg-config", PG_CONFIG])
+        .status_ok()?;
+    let cluster = cluster();
+    if !cluster.exists() {
+        let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
+            .ok_or("cannot generate an encryption key")?;
+        cluster.create(&crate::run::cluster_settings(key.trim()))?;
+    }
+    if cluster.is_running() {
+        cluster.restart()?;
+    } else {
+        cluster.start()?;
+    }
+    start_simulator()?;
+    cluster.psql(
+        "postgres",
+        &format!(
+            "CREATE EXTENSION IF NOT EXISTS pg_cron; CREATE EXTENSION IF NOT EXISTS pg_pullsync;
+             ALTER SYSTEM SET pullsync.threads_api_url = 'http://127.0.0.1:{SIM_PORT}/v1.0';
+             SELECT pg_reload_conf();"
+        ),
+    )?;
+
+    let accounts: Value = serde_json::from_str(&http("GET", "/admin/accounts", "")?)?;
+    let mut adds = String::new();
+    for a in accounts
+        .as_array()
+        .ok_or("unexpected /admin/accounts answer")?
+    {
+        adds.push_str(&format!(
+            "SELECT pullsync.threads_add_account('{WORKSPACE}', '{}', '{}', '{}', now() + interval '58 days');\n",
+            a["user_id"].as_str().unwrap_or_default(),
+            a["username"].as_str().unwrap_or_default(),
+            a["token"].as_str().unwrap_or_default(),
+        ));
+    }
+    cluster.psql_quiet("postgres", &adds)?;
+    println!(
+        "\nxtask: first sync of {} simulated accounts",
+        accounts.as_array().map_or(0, Vec::len)
+    );
+    cluster.psql(
+        "postgres",
+        "SELECT jsonb_pretty(pullsync.threads_scheduled_sync()) AS first_sync",
+    )?;
+
+    http("POST", "/admin/clock/advance", r#"{"seconds":86400}"#)?;
+    println!("xtask: the simulator's clock moved one day; syncing again (every post refreshed)");
+    cluster.psql(
+        "postgres",
+        "SET pullsync.metrics_every_run_age = '400d';
+         SELECT jsonb_pretty(pullsync.threads_scheduled_sync()) AS second_sync",
+    )?;
+    cluster.psql(
+        "postgres",
+        "SELECT (SELECT count(*) FROM pullsync.workspace_threads_accounts) AS accounts,
+                (SELECT count(*) FROM pullsync.workspace_threads_posts) AS posts,
+                (SELECT count(*) FROM pullsync.workspace_threads_post_metrics) AS snapshots,
+                (SELECT count(*) FROM pullsync.workspace_threads_post_metrics_deltas) AS deltas;
+         SELECT username, media_type, text_preview, views, views_24h, likes, likes_24h
+           FROM pullsync.threads_post_stats ORDER BY views DESC LIMIT 10;",
+    )?;
+    println!(
+        "\npg_pullsync demo cluster is running (data in {}), the simulator on port {SIM_PORT}.\n\
+         Connect:  psql -h 127.0.0.1 -p {DEMO_PORT} -U postgres postgres\n\
+         Try:      SELECT * FROM pullsync.threads_account_stats;\n\
+         Stop:     cargo xtask stop",
+        cluster.pgdata().display()
+    );
+    Ok(())
+}
