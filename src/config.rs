@@ -25,6 +25,7 @@ pub static METRICS_EVERY_RUN_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(86_
 pub static METRICS_HOURLY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 pub static METRICS_DAILY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 pub static SNAPSHOT_HEARTBEAT_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+pub static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Defines the GUCs. Server-start settings (workers, database) exist only when the
@@ -175,6 +176,16 @@ pub fn register(preloading: bool) {
         &SNAPSHOT_HEARTBEAT_S,
         1,
         i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.unit_timeout",
+        c"A claimed unit whose worker is silent this long goes back to the queue.",
+        c"Units of a worker that is gone are requeued at once.",
+        &UNIT_TIMEOUT_S,
+        10,
+        24 * 3600,
         GucContext::Suset,
         GucFlags::UNIT_S,
     );

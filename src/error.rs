@@ -16,6 +16,8 @@ pub enum SqlState {
     UndefinedObject,
     /// 55000
     ObjectNotInPrerequisiteState,
+    /// 57014
+    QueryCanceled,
     /// XX000
     InternalError,
 }
@@ -28,6 +30,7 @@ impl SqlState {
             SqlState::UniqueViolation => "23505",
             SqlState::UndefinedObject => "42704",
             SqlState::ObjectNotInPrerequisiteState => "55000",
+            SqlState::QueryCanceled => "57014",
             SqlState::InternalError => "XX000",
         }
     }
@@ -56,6 +59,9 @@ pub enum PullsyncError {
     #[error("{what} does not open with the configured encryption key ({reason})")]
     Unsealable { what: String, reason: CryptoError },
 
+    #[error("interrupted: the work was stopped before it finished")]
+    Interrupted,
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -77,6 +83,7 @@ impl PullsyncError {
             PullsyncError::KeyNotConfigured
             | PullsyncError::KeyUnusable(_)
             | PullsyncError::Unsealable { .. } => SqlState::ObjectNotInPrerequisiteState,
+            PullsyncError::Interrupted => SqlState::QueryCanceled,
             PullsyncError::Internal(_) => SqlState::InternalError,
         }
     }
@@ -101,7 +108,7 @@ impl PullsyncError {
                  or store the secret again."
                     .into(),
             ),
-            PullsyncError::Internal(_) => None,
+            PullsyncError::Interrupted | PullsyncError::Internal(_) => None,
         }
     }
 }

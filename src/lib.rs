@@ -17,6 +17,7 @@ pub mod threads;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["schema"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Names schema `pullsync` for pgrx, so `#[pg_extern(schema = "pullsync")]` can refer to
@@ -28,6 +29,14 @@ mod pullsync {}
 pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     config::register(preloading);
+    if preloading {
+        jobs::worker::register(config::WORKERS.get());
+    } else {
+        log!(
+            "pg_pullsync: loaded without shared_preload_libraries, so no background workers run; \
+             queued jobs wait until run with pullsync.run_jobs() or until pg_pullsync is preloaded"
+        );
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -14,6 +14,7 @@ fn pg_code(state: SqlState) -> PgSqlErrorCode {
         SqlState::ObjectNotInPrerequisiteState => {
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
         }
+        SqlState::QueryCanceled => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
         SqlState::InternalError => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
     }
 }

@@ -20,19 +20,35 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn cancel_requested() -> bool {
-    // SAFETY: plain reads of flags that Postgres' signal handlers set.
-    unsafe { pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 }
+/// What ends a wait early.
+#[derive(Debug, Clone, Copy)]
+pub enum Cancel {
+    /// A backend: query cancel or terminate (Postgres' own flags).
+    Backend,
+    /// A background worker: SIGTERM, as pgrx's handler records it.
+    Worker,
 }
 
-/// Runs `work` to completion unless the query is cancelled or the backend told to exit;
-/// then the work is dropped (its requests abandoned) and Postgres handles the interrupt.
-pub fn block_on<F: Future>(work: F) -> Result<F::Output> {
+impl Cancel {
+    fn requested(self) -> bool {
+        match self {
+            // SAFETY: plain reads of flags that Postgres' signal handlers set.
+            Cancel::Backend => unsafe {
+                pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0
+            },
+            Cancel::Worker => crate::jobs::worker::stopping(),
+        }
+    }
+}
+
+/// Runs `work` to completion unless cancelled; then the work is dropped (its requests
+/// abandoned), a backend lets Postgres handle the interrupt, and Err is returned.
+pub fn block_on_until<F: Future>(work: F, cancel: Cancel) -> Result<F::Output> {
     let outcome = runtime().block_on(async {
         tokio::select! {
             out = work => Some(out),
             _ = async {
-                while !cancel_requested() {
+                while !cancel.requested() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             } => None,
@@ -41,10 +57,17 @@ pub fn block_on<F: Future>(work: F) -> Result<F::Output> {
     match outcome {
         Some(out) => Ok(out),
         None => {
-            pg_sys::check_for_interrupts!();
-            Err(PullsyncError::Internal("interrupted".into()))
+            if let Cancel::Backend = cancel {
+                pg_sys::check_for_interrupts!();
+            }
+            Err(PullsyncError::Interrupted)
         }
     }
+}
+
+/// `block_on_until` for a backend.
+pub fn block_on<F: Future>(work: F) -> Result<F::Output> {
+    block_on_until(work, Cancel::Backend)
 }
 
 /// Sleeps without blocking cancellation.

@@ -14,6 +14,25 @@ pub struct ThreadsFixture {
     pub accounts: Vec<(Uuid, String)>,
 }
 
+pub fn run_scheduled_sync(db: &mut Client) -> Value {
+    let queued: Value = db
+        .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
+        .unwrap()
+        .get(0);
+    let Some(job_id) = queued["job_id"]
+        .as_i64()
+        .filter(|_| queued.get("skipped").is_none())
+    else {
+        return queued;
+    };
+    db.batch_execute("SELECT pullsync.run_jobs()").unwrap();
+    let status: Value = db
+        .query_one("SELECT pullsync.job_status($1)", &[&job_id])
+        .unwrap()
+        .get(0);
+    status["result"].clone()
+}
+
 /// Session settings that keep tests quick: short timeouts and retry delays.
 pub const QUICK_HTTP: &str = "SET pullsync.http_timeout = '2s'; SET pullsync.http_retry_delay = 5;";
 
@@ -50,11 +69,10 @@ pub fn threads_fixture(database: &str, config: &SimConfig) -> ThreadsFixture {
 }
 
 impl ThreadsFixture {
+    /// Queues a run and works it in this session (`run_jobs`); returns the run's result,
+    /// or the answer when it was skipped.
     pub fn scheduled_sync(&mut self) -> Value {
-        self.db
-            .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
-            .unwrap()
-            .get(0)
+        run_scheduled_sync(&mut self.db)
     }
 
     pub fn sync_account(&mut self, index: usize) -> Value {
@@ -66,13 +84,23 @@ impl ThreadsFixture {
     }
 
     pub fn count(&mut self, sql: &str) -> i64 {
-        self.db.query_one(sql, &[]).unwrap().get(0)
+        count(&mut self.db, sql)
     }
 
-    /// Violations of the three-layer invariants (must be zero): current = newest
-    /// snapshot, sum of deltas = current, one delta per snapshot.
     pub fn layer_violations(&mut self) -> i64 {
-        self.count(
+        layer_violations(&mut self.db)
+    }
+}
+
+pub fn count(db: &mut Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Violations of the three-layer invariants (must be zero): current = newest snapshot,
+/// sum of deltas = current, one delta per snapshot.
+pub fn layer_violations(db: &mut Client) -> i64 {
+    count(
+        db,
             "SELECT
                (SELECT count(*) FROM pullsync.workspace_threads_posts p
                   LEFT JOIN LATERAL (SELECT * FROM pullsync.workspace_threads_post_metrics m
@@ -105,6 +133,5 @@ impl ThreadsFixture {
                  WHERE (d.f, d.v, d.l, d.r, d.rp, d.q, d.c) IS DISTINCT FROM
                        (a.current_followers_count, a.current_views, a.current_likes, a.current_replies,
                         a.current_reposts, a.current_quotes, a.current_clicks))",
-        )
-    }
+    )
 }

@@ -3,7 +3,7 @@
 use pullsync_tests::db::{connect, sqlstate_of};
 use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec};
 use pullsync_tests::sim::SimConfig;
-use pullsync_tests::threads::{threads_fixture, ThreadsFixture};
+use pullsync_tests::threads::{run_scheduled_sync, threads_fixture, ThreadsFixture};
 use serde_json::Value;
 use std::collections::HashMap;
 use threads_model::PostMetrics;
@@ -362,7 +362,10 @@ fn each_fault_gives_the_documented_outcome_and_leaves_the_others_synced() {
 fn two_sessions_at_once_one_runs_and_the_other_is_skipped() {
     let mut f = threads_fixture("it_threads_lock", &SimConfig::small(1, 5));
     f.db.batch_execute("BEGIN").unwrap();
-    let first = f.scheduled_sync();
+    let first: Value =
+        f.db.query_one("SELECT pullsync.threads_scheduled_sync()", &[])
+            .unwrap()
+            .get(0);
     assert!(first.get("skipped").is_none(), "{first}");
     let mut other = connect("it_threads_lock");
     other
@@ -377,11 +380,16 @@ fn two_sessions_at_once_one_runs_and_the_other_is_skipped() {
         .get(0);
     assert_eq!(second["skipped"], true, "{second}");
     f.db.batch_execute("COMMIT").unwrap();
+    // Committed and queued: a further call is skipped while the run is queued or running.
     let third: Value = other
         .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
         .unwrap()
         .get(0);
-    assert_eq!(third["status"], "completed", "{third}");
+    assert_eq!(third["skipped"], true, "{third}");
+    assert_eq!(third["job_id"], first["job_id"], "{third}");
+    other.batch_execute("SELECT pullsync.run_jobs()").unwrap();
+    let fourth = run_scheduled_sync(&mut other);
+    assert_eq!(fourth["status"], "completed", "{fourth}");
 }
 
 #[test]

@@ -104,12 +104,22 @@ fn threads_sync_account(account_id: Option<Uuid>) -> pgrx::JsonB {
     pgrx::JsonB(crate::threads::sync::sync_one(account_id).or_raise())
 }
 
-/// The pg_cron entry point: syncs every active account under the `scheduled_sync` lock,
-/// or returns `{"skipped": true}` at once when another run holds it.
+/// The pg_cron entry point: queues a run of every active account for the background
+/// workers and returns `{"job_id": …}` at once, or `{"skipped": true}` when a run is
+/// already queued or running or the `scheduled_sync` lock is held.
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn threads_scheduled_sync() -> pgrx::JsonB {
-    pgrx::JsonB(crate::threads::sync::scheduled().or_raise())
+    let mut answer = crate::jobs::queue::enqueue_threads_run().or_raise();
+    if answer.get("job_id").is_some()
+        && answer.get("skipped").is_none()
+        && !crate::jobs::worker::any_running().or_raise()
+    {
+        answer["warning"] = serde_json::json!(
+            "no pg_pullsync worker runs in this database: preload pg_pullsync with pullsync.database set to it, or run SELECT pullsync.run_jobs()"
+        );
+    }
+    pgrx::JsonB(answer)
 }
 
 /// Refreshes primary tokens that expire within `within` and are at least 24 hours old;

@@ -57,73 +57,111 @@ pub fn threads_api() -> Result<ThreadsApi> {
     Ok(ThreadsApi::new(http, &config::threads_api_url()))
 }
 
-/// Syncs `rows` in batches of `pullsync.batch_size`: the accounts of a batch are pulled
-/// concurrently, then written one by one. With `isolate`, each write is a subtransaction,
-/// so an ERROR in one account leaves the others written.
+/// An account ready to pull: its row, opened token and what the store knows.
+pub struct Ready {
+    pub row: AccountRow,
+    token: String,
+    known: std::collections::HashMap<String, super::pull::KnownPost>,
+}
+
+/// Opens tokens and loads known posts (SPI). Accounts that cannot be pulled get their
+/// sync_logs row and a failed result at once.
+pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec<AccountResult>)> {
+    let key = config::sealing_key()?;
+    let mut ready = Vec::with_capacity(rows.len());
+    let mut failed = Vec::new();
+    for row in rows {
+        let opened = key
+            .open(&row.sealed_token)
+            .map_err(|reason| PullsyncError::Unsealable {
+                what: format!("token {} of account {}", row.token_id, row.id),
+                reason,
+            });
+        match opened.and_then(|token| Ok((token, store::known_posts(row.id)?))) {
+            Ok((token, known)) => ready.push(Ready {
+                row: row.clone(),
+                token,
+                known,
+            }),
+            Err(e) => {
+                store::log_unpulled(row.id, "failed", &e.to_string(), log)?;
+                failed.push(AccountResult::unpulled(row.id, &e));
+            }
+        }
+    }
+    Ok((ready, failed))
+}
+
+/// Pulls every ready account concurrently on the runtime; no Postgres call inside.
+pub fn pull(ready: &[Ready], cancel: runtime::Cancel) -> Result<Vec<AccountPull>> {
+    let api = threads_api()?;
+    let tiers = config::tiers();
+    let rate = config::THREADS_RATE_LIMIT.get();
+    let now = Utc::now();
+    runtime::block_on_until(
+        join_all(ready.iter().map(|r| {
+            let api = &api;
+            async move {
+                let session = api.session(&r.token, rate);
+                pull_account(&session, &r.row.threads_user_id, &r.known, tiers, now).await
+            }
+        })),
+        cancel,
+    )
+}
+
+/// Writes one pulled account (SPI) and describes the result.
+pub fn write(ready: &Ready, pull: &AccountPull, log: &LogContext) -> Result<AccountResult> {
+    let heartbeat = i64::from(config::SNAPSHOT_HEARTBEAT_S.get());
+    let counts = store::write_account(ready.row.id, pull, Utc::now(), heartbeat, log)?;
+    Ok(AccountResult {
+        account_id: ready.row.id,
+        outcome: pull.outcome,
+        counts,
+        steps: pull.steps_completed.iter().map(|s| s.name()).collect(),
+        api_calls: pull.api_calls,
+        error: pull.error.clone(),
+    })
+}
+
+/// A write that failed: its sync_logs row and result.
+pub fn write_failed(
+    account_id: Uuid,
+    error: &PullsyncError,
+    log: &LogContext,
+) -> Result<AccountResult> {
+    let error = PullsyncError::Internal(format!("writing the account failed: {error}"));
+    store::log_unpulled(account_id, "failed", &error.to_string(), log)?;
+    Ok(AccountResult::unpulled(account_id, &error))
+}
+
+/// Syncs `rows` in the calling backend, in batches of `pullsync.batch_size`: a batch is
+/// pulled concurrently, then written account by account. With `isolate`, each write is a
+/// subtransaction, so an ERROR in one account leaves the others written.
 pub fn sync_accounts(
     rows: &[AccountRow],
     log: &LogContext,
     isolate: bool,
 ) -> Result<Vec<AccountResult>> {
-    let api = threads_api()?;
-    let key = config::sealing_key()?;
-    let tiers = config::tiers();
-    let heartbeat = i64::from(config::SNAPSHOT_HEARTBEAT_S.get());
-    let rate = config::THREADS_RATE_LIMIT.get();
     let batch_size = config::BATCH_SIZE.get().max(1) as usize;
     let batch_delay = Duration::from_millis(config::BATCH_DELAY_MS.get() as u64);
     let mut results = Vec::with_capacity(rows.len());
-
     for (batch_no, batch) in rows.chunks(batch_size).enumerate() {
         if batch_no > 0 && !batch_delay.is_zero() {
             runtime::sleep(batch_delay)?;
         }
-        let mut ready = Vec::with_capacity(batch.len());
-        for row in batch {
-            let opened = key
-                .open(&row.sealed_token)
-                .map_err(|reason| PullsyncError::Unsealable {
-                    what: format!("token {} of account {}", row.token_id, row.id),
-                    reason,
-                });
-            match opened.and_then(|token| Ok((token, store::known_posts(row.id)?))) {
-                Ok((token, known)) => ready.push((row, token, known)),
-                Err(e) => {
-                    store::log_unpulled(row.id, "failed", &e.to_string(), log)?;
-                    results.push(AccountResult::unpulled(row.id, &e));
-                }
-            }
-        }
-        let now = Utc::now();
-        let pulls: Vec<AccountPull> =
-            runtime::block_on(join_all(ready.iter().map(|(row, token, known)| {
-                let api = &api;
-                async move {
-                    let session = api.session(token, rate);
-                    pull_account(&session, &row.threads_user_id, known, tiers, now).await
-                }
-            })))?;
-        for ((row, _, _), pull) in ready.iter().zip(pulls) {
-            let write = || store::write_account(row.id, &pull, Utc::now(), heartbeat, log);
-            let written = if isolate {
-                subxact::run(write)
+        let (ready, failed) = prepare(batch, log)?;
+        results.extend(failed);
+        let pulls = pull(&ready, runtime::Cancel::Backend)?;
+        for (r, pulled) in ready.iter().zip(pulls) {
+            let outcome = if isolate {
+                subxact::run(|| write(r, &pulled, log))
             } else {
-                write()
+                write(r, &pulled, log)
             };
-            results.push(match written {
-                Ok(counts) => AccountResult {
-                    account_id: row.id,
-                    outcome: pull.outcome,
-                    counts,
-                    steps: pull.steps_completed.iter().map(|s| s.name()).collect(),
-                    api_calls: pull.api_calls,
-                    error: pull.error.clone(),
-                },
-                Err(e) => {
-                    let error = PullsyncError::Internal(format!("writing the account failed: {e}"));
-                    store::log_unpulled(row.id, "failed", &error.to_string(), log)?;
-                    AccountResult::unpulled(row.id, &error)
-                }
+            results.push(match outcome {
+                Ok(result) => result,
+                Err(e) => write_failed(r.row.id, &e, log)?,
             });
         }
     }
@@ -156,47 +194,4 @@ pub fn sync_one(account_id: Uuid) -> Result<Value> {
         .first()
         .map(AccountResult::to_json)
         .unwrap_or(Value::Null))
-}
-
-const LOCK_NAME: &str = "scheduled_sync";
-
-/// `threads_scheduled_sync`: every active account, under the `scheduled_sync` lock.
-pub fn scheduled() -> Result<Value> {
-    // Sessions running this call at once: the advisory lock answers at once, without
-    // waiting for the other transaction.
-    let free = pgrx::Spi::get_one::<bool>(
-        "SELECT pg_try_advisory_xact_lock(hashtext('pullsync.scheduled_sync'))",
-    )?
-    .unwrap_or(false);
-    if !free || !crate::jobs::lock::acquire(LOCK_NAME, config::LOCK_TTL_S.get())? {
-        return Ok(json!({ "skipped": true, "reason": "another scheduled sync holds the lock" }));
-    }
-    let started = std::time::Instant::now();
-    let job_log_id = crate::jobs::log::start("threads_scheduled_sync")?;
-    let rows = store::active_accounts()?;
-    let log = LogContext {
-        job_log_id: Some(job_log_id),
-        job_type: "threads_scheduled_sync",
-        started_at: Utc::now(),
-    };
-    let results = sync_accounts(&rows, &log, true)?;
-    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
-    let (success, skipped) = (count(Outcome::Completed), count(Outcome::Skipped));
-    let errors = results.len() - success - skipped;
-    let status = crate::jobs::log::status(success, errors);
-    let metadata = json!({
-        "total_accounts": rows.len(),
-        "success_count": success,
-        "error_count": errors,
-        "skipped_count": skipped,
-        "api_calls": results.iter().map(|r| u64::from(r.api_calls)).sum::<u64>(),
-        "duration_ms": started.elapsed().as_millis() as u64,
-    });
-    crate::jobs::log::finish(job_log_id, status, metadata.clone(), None)?;
-    crate::jobs::lock::release(LOCK_NAME)?;
-    let mut summary = json!({ "job_log_id": job_log_id, "status": status });
-    if let (Value::Object(s), Value::Object(m)) = (&mut summary, metadata) {
-        s.extend(m);
-    }
-    Ok(summary)
 }

@@ -9,6 +9,8 @@ use std::process::{Command, Stdio};
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const TEST_PORT: u16 = 28816;
+/// Where tests/workers.rs serves its simulator (fixed: the workers read it from the config).
+const WORKER_SIM_PORT: u16 = 28818;
 /// A throwaway key for the throwaway test cluster; the demo generates its own.
 const TEST_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -175,8 +177,21 @@ fn integration(tally: &mut Tally) -> Result<()> {
         .status_ok()?;
     let cluster = Cluster::new("/tmp/pullsync-it", TEST_PORT);
     cluster.remove()?;
-    cluster.create(&cluster_settings(TEST_KEY))?;
+    // The workers and pg_cron live in it_workers, the database of tests/workers.rs, which
+    // keeps one Threads simulator on WORKER_SIM_PORT for them.
+    let settings = format!(
+        "{}pullsync.database = 'it_workers'\n\
+         pullsync.batch_size = 2\n\
+         pullsync.http_retry_delay = 5\n\
+         pullsync.threads_api_url = 'http://127.0.0.1:{WORKER_SIM_PORT}/v1.0'\n",
+        cluster_settings(TEST_KEY).replace(
+            "cron.database_name = 'postgres'",
+            "cron.database_name = 'it_workers'"
+        )
+    );
+    cluster.create(&settings)?;
     cluster.start()?;
+    cluster.psql("postgres", "CREATE DATABASE it_workers")?;
     tally.phase(
         "integration tests (pgrx-tests, real cluster)",
         cargo()

@@ -152,7 +152,8 @@ fn token_of(params: &HashMap<String, String>, headers: &HeaderMap) -> Option<Str
 }
 
 /// What one request needs before its handler runs: latency, counting, faults, auth.
-struct Admitted {
+struct Admitted<'a> {
+    _in_flight: super::InFlight<'a>,
     account: usize,
     /// Cut the body in half and drop the connection.
     truncate: bool,
@@ -167,12 +168,13 @@ enum Target<'a> {
     TokenOwner,
 }
 
-async fn admit(
-    sim: &Sim,
+async fn admit<'a>(
+    sim: &'a Sim,
     endpoint: Endpoint,
     target: Target<'_>,
     token: Option<&str>,
-) -> Result<Admitted, Refusal> {
+) -> Result<Admitted<'a>, Refusal> {
+    let in_flight = sim.enter();
     let (fixed, jitter) = *sim.latency.lock().unwrap();
     if fixed + jitter > 0 {
         let extra = if jitter > 0 { rand_jitter(jitter) } else { 0 };
@@ -212,6 +214,7 @@ async fn admit(
     }
     let account = auth.map_err(token_refusal)?;
     Ok(Admitted {
+        _in_flight: in_flight,
         account,
         truncate: admitted_faults.0,
         malformed: admitted_faults.1,
@@ -224,7 +227,7 @@ fn rand_jitter(jitter: u64) -> u64 {
     super::world::mix(DRAWS.fetch_add(1, Ordering::Relaxed)) % (jitter + 1)
 }
 
-fn respond(admitted: &Admitted, value: &impl serde::Serialize) -> Response {
+fn respond(admitted: &Admitted<'_>, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).expect("serialize");
     if admitted.malformed {
         let mut broken = body[..body.len() / 2].to_vec();
@@ -360,7 +363,7 @@ fn list_threads(
     user: &str,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
-    admitted: &Admitted,
+    admitted: &Admitted<'_>,
 ) -> Result<Page<Value>, Refusal> {
     let limit = match params.get("limit") {
         None => DEFAULT_PAGE_LIMIT,

@@ -45,6 +45,8 @@ pub struct Counters {
     pub total: u64,
     pub by_endpoint: BTreeMap<String, u64>,
     pub by_account: BTreeMap<String, u64>,
+    /// Most API requests in flight at once since the last reset.
+    pub max_in_flight: u64,
 }
 
 /// Everything the handlers share.
@@ -54,6 +56,18 @@ pub struct Sim {
     pub counters: Mutex<Counters>,
     /// (fixed, jitter) in milliseconds
     pub latency: Mutex<(u64, u64)>,
+    in_flight: std::sync::atomic::AtomicU64,
+}
+
+/// Counts a request as in flight until dropped.
+pub(crate) struct InFlight<'a>(&'a Sim);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Sim {
@@ -67,7 +81,18 @@ impl Sim {
             faults: Mutex::new(faults),
             counters: Mutex::new(Counters::default()),
             latency: Mutex::new((config.latency_ms, config.jitter_ms)),
+            in_flight: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        let now = self
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let mut c = self.counters.lock().unwrap();
+        c.max_in_flight = c.max_in_flight.max(now);
+        InFlight(self)
     }
 
     fn count(&self, endpoint: Endpoint, account: Option<&str>) {

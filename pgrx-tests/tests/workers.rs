@@ -1,0 +1,471 @@
+//! Background workers and pg_cron, in the cluster's `it_workers` database where
+//! `cargo xtask test` points the workers and pg_cron. The tests share that database and one
+//! simulator on port 28818 (the cluster's pullsync.threads_api_url), so they run one at a time.
+
+use postgres::Client;
+use pullsync_tests::db::{connect, fresh_database, sqlstate_of};
+use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec};
+use pullsync_tests::sim::{SimConfig, SimServer};
+use pullsync_tests::threads::{count, layer_violations};
+use serde_json::Value;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+const DB: &str = "it_workers";
+const SIM_PORT: u16 = 28818;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn sim() -> &'static SimServer {
+    static SIM: OnceLock<SimServer> = OnceLock::new();
+    SIM.get_or_init(|| {
+        SimServer::start_on(&SimConfig::small(6, 40), SIM_PORT, 2).expect("simulator on 28818")
+    })
+}
+
+/// Connects, retrying while the server restarts after a crash.
+fn connect_retrying() -> Client {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match std::panic::catch_unwind(|| connect(DB)) {
+            Ok(c) => return c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    }
+}
+
+/// A clean slate in it_workers: extension present, no accounts or jobs, the simulator's
+/// accounts added, workers running.
+struct Fixture {
+    db: Client,
+    /// (account id, Threads user id)
+    accounts: Vec<(uuid::Uuid, String)>,
+}
+
+impl Fixture {
+    fn count(&mut self, sql: &str) -> i64 {
+        count(&mut self.db, sql)
+    }
+}
+
+fn setup(latency_ms: u64) -> Fixture {
+    let sim = sim();
+    sim.clear_faults();
+    *sim.sim.latency.lock().unwrap() = (latency_ms, 0);
+    let mut db = connect_retrying();
+    db.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS pg_pullsync;
+         TRUNCATE pullsync.workspace_threads_accounts, pullsync.jobs, pullsync.system_job_logs,
+                  pullsync.system_job_locks, pullsync.sync_logs CASCADE;",
+    )
+    .unwrap();
+    let world: Vec<(String, String, String)> = sim
+        .sim
+        .world
+        .read()
+        .unwrap()
+        .accounts
+        .iter()
+        .map(|a| (a.user_id.clone(), a.username.clone(), a.token.text.clone()))
+        .collect();
+    let mut accounts = Vec::new();
+    for (user_id, username, token) in world {
+        let id: uuid::Uuid = db
+            .query_one(
+                "SELECT pullsync.threads_add_account('22222222-2222-2222-2222-222222222222', $1, $2, $3, now() + interval '58 days')",
+                &[&user_id, &username, &token],
+            )
+            .unwrap()
+            .get(0);
+        accounts.push((id, user_id));
+    }
+    wait_for(
+        &mut db,
+        "two workers running",
+        Duration::from_secs(60),
+        |db| worker_pids(db).len() >= 2,
+    );
+    sim.reset_counters();
+    Fixture { db, accounts }
+}
+
+fn worker_pids(db: &mut Client) -> Vec<i32> {
+    db.query(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_pullsync worker' ORDER BY pid",
+        &[],
+    )
+    .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+    .unwrap_or_default()
+}
+
+fn wait_for(
+    db: &mut Client,
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut(&mut Client) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !done(db) {
+        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn queue(db: &mut Client) -> i64 {
+    let answer: Value = db
+        .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
+        .unwrap()
+        .get(0);
+    answer["job_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not queued: {answer}"))
+}
+
+fn status(db: &mut Client, job: i64) -> Value {
+    db.query_one("SELECT pullsync.job_status($1)", &[&job])
+        .unwrap()
+        .get(0)
+}
+
+fn finished(db: &mut Client, job: i64) -> bool {
+    db.query_one("SELECT pullsync.job_status($1)", &[&job])
+        .map(|r| {
+            let v: Value = r.get(0);
+            !matches!(v["state"].as_str(), Some("queued") | Some("running"))
+        })
+        .unwrap_or(false)
+}
+
+/// The data equal what a clean run stores: every visible post once, L3 equal to what the
+/// simulator serves, the layers consistent.
+fn assert_clean(f: &mut Fixture) {
+    let world = sim().sim.world.read().unwrap();
+    let posts: usize = world
+        .accounts
+        .iter()
+        .map(|a| a.visible_posts(world.now).len())
+        .sum();
+    let expected: std::collections::HashMap<String, (i64, i64)> = world
+        .accounts
+        .iter()
+        .flat_map(|a| a.visible_posts(world.now).iter())
+        .filter(|p| p.media_type.has_insights())
+        .map(|p| {
+            let m = p.metrics_at(world.now);
+            (p.id.clone(), (m.views, m.likes))
+        })
+        .collect();
+    drop(world);
+    assert_eq!(
+        f.count("SELECT count(*) FROM pullsync.workspace_threads_posts") as usize,
+        posts
+    );
+    let stored: std::collections::HashMap<String, (i64, i64)> = f
+        .db
+        .query(
+            "SELECT threads_post_id, current_views, current_likes FROM pullsync.workspace_threads_posts
+              WHERE media_type <> 'REPOST_FACADE'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    assert_eq!(stored, expected);
+    assert_eq!(layer_violations(&mut f.db), 0);
+    assert_eq!(
+        f.count("SELECT count(*) FROM (SELECT workspace_threads_post_id, captured_at FROM pullsync.workspace_threads_post_metrics GROUP BY 1, 2 HAVING count(*) > 1) d"),
+        0
+    );
+}
+
+#[test]
+fn the_call_returns_at_once_and_workers_share_the_run() {
+    let _serial = serial();
+    let mut f = setup(150);
+    let job = queue(&mut f.db);
+    // Returned before the work was done: the job is still queued or running.
+    let at_once = status(&mut f.db, job);
+    assert!(
+        matches!(at_once["state"].as_str(), Some("queued") | Some("running")),
+        "{at_once}"
+    );
+    // Progress is visible while the slow run is under way.
+    wait_for(
+        &mut f.db,
+        "units in progress",
+        Duration::from_secs(60),
+        |db| {
+            db.query_one(
+            "SELECT count(*) FROM pullsync.jobs_running WHERE job_id = $1 AND units_total = 6 AND units_done < 6 AND phase = 'syncing accounts'",
+            &[&job],
+        )
+        .map(|r| r.get::<_, i64>(0) == 1)
+        .unwrap_or(false)
+        },
+    );
+    let during = status(&mut f.db, job);
+    assert_eq!(during["units_total"], 6, "{during}");
+    wait_for(
+        &mut f.db,
+        "the run to finish",
+        Duration::from_secs(120),
+        |db| finished(db, job),
+    );
+    let done = status(&mut f.db, job);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["units_done"], 6);
+    assert_eq!(
+        done["worker_pids"].as_array().unwrap().len(),
+        2,
+        "both workers took units: {done}"
+    );
+    assert_eq!(done["result"]["success_count"], 6);
+    assert_eq!(
+        f.count("SELECT count(*) FROM pullsync.system_job_logs WHERE status = 'completed'"),
+        1
+    );
+    assert_clean(&mut f);
+}
+
+#[test]
+fn an_error_in_one_unit_rolls_back_that_unit_only() {
+    let _serial = serial();
+    let mut f = setup(0);
+    let victim = f.accounts[2].0;
+    f.db.batch_execute(&format!(
+        "CREATE OR REPLACE FUNCTION public.it_fail_one() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.workspace_threads_account_id = '{victim}' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER it_fail_one BEFORE INSERT ON pullsync.workspace_threads_posts
+             FOR EACH ROW EXECUTE FUNCTION public.it_fail_one();"
+    ))
+    .unwrap();
+    let job = queue(&mut f.db);
+    wait_for(
+        &mut f.db,
+        "the run to finish",
+        Duration::from_secs(120),
+        |db| finished(db, job),
+    );
+    let done = status(&mut f.db, job);
+    f.db.batch_execute("DROP TRIGGER it_fail_one ON pullsync.workspace_threads_posts; DROP FUNCTION public.it_fail_one()")
+        .unwrap();
+    assert_eq!(done["state"], "partial", "{done}");
+    assert_eq!(done["result"]["success_count"], 5, "{done}");
+    let victim_posts: i64 = f
+        .db
+        .query_one("SELECT count(*) FROM pullsync.workspace_threads_posts WHERE workspace_threads_account_id = $1", &[&victim])
+        .unwrap()
+        .get(0);
+    assert_eq!(victim_posts, 0, "the failed unit wrote nothing");
+    let logged: String = f
+        .db
+        .query_one(
+            "SELECT error FROM pullsync.sync_logs WHERE workspace_threads_account_id = $1 AND status = 'failed'",
+            &[&victim],
+        )
+        .unwrap()
+        .get(0);
+    assert!(logged.contains("injected failure"), "{logged}");
+    // The workers went on: the next run completes everything.
+    let job = queue(&mut f.db);
+    wait_for(&mut f.db, "the next run", Duration::from_secs(120), |db| {
+        finished(db, job)
+    });
+    assert_eq!(status(&mut f.db, job)["state"], "completed");
+    assert_clean(&mut f);
+}
+
+#[test]
+fn kill_9_of_a_worker_mid_run_still_ends_with_clean_data() {
+    let _serial = serial();
+    let mut f = setup(120);
+    let job = queue(&mut f.db);
+    wait_for(&mut f.db, "a unit done", Duration::from_secs(60), |db| {
+        let s = status(db, job);
+        s["units_done"].as_i64().unwrap_or(0) >= 1
+            && s["units_done"].as_i64() < s["units_total"].as_i64()
+    });
+    let victim = worker_pids(&mut f.db)[0];
+    std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    // The postmaster restarts every process; reconnect and wait for the run.
+    std::thread::sleep(Duration::from_secs(1));
+    f.db = connect_retrying();
+    wait_for(
+        &mut f.db,
+        "the run to finish after the crash",
+        Duration::from_secs(180),
+        |db| finished(db, job),
+    );
+    let done = status(&mut f.db, job);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(!worker_pids(&mut f.db).contains(&victim));
+    assert_clean(&mut f);
+}
+
+#[test]
+fn sigterm_stops_a_worker_and_its_units_are_picked_up() {
+    let _serial = serial();
+    let mut f = setup(200);
+    let job = queue(&mut f.db);
+    wait_for(&mut f.db, "a unit running", Duration::from_secs(60), |db| {
+        db.query_one(
+            "SELECT count(*) FROM pullsync.jobs WHERE parent_id = $1 AND state = 'running'",
+            &[&job],
+        )
+        .map(|r| r.get::<_, i64>(0) > 0)
+        .unwrap_or(false)
+    });
+    let victim: i32 = f
+        .db
+        .query_one("SELECT worker_pid FROM pullsync.jobs WHERE parent_id = $1 AND state = 'running' LIMIT 1", &[&job])
+        .unwrap()
+        .get(0);
+    f.db.execute("SELECT pg_terminate_backend($1)", &[&victim])
+        .unwrap();
+    wait_for(
+        &mut f.db,
+        "the worker to exit",
+        Duration::from_secs(10),
+        |db| !worker_pids(db).contains(&victim),
+    );
+    wait_for(
+        &mut f.db,
+        "the run to finish",
+        Duration::from_secs(120),
+        |db| finished(db, job),
+    );
+    assert_eq!(status(&mut f.db, job)["state"], "completed");
+    assert_clean(&mut f);
+}
+
+#[test]
+fn sighup_reloads_the_http_concurrency() {
+    let _serial = serial();
+    let mut f = setup(60);
+    let run = |f: &mut Fixture| {
+        f.db.batch_execute("TRUNCATE pullsync.workspace_threads_posts CASCADE")
+            .unwrap();
+        sim().reset_counters();
+        let job = queue(&mut f.db);
+        wait_for(
+            &mut f.db,
+            "the run to finish",
+            Duration::from_secs(120),
+            |db| finished(db, job),
+        );
+        sim().counters().max_in_flight
+    };
+    let reload = |f: &mut Fixture, sql: &str| {
+        f.db.batch_execute(sql).unwrap();
+        f.db.batch_execute("SELECT pg_reload_conf()").unwrap();
+        // Reloads are asynchronous; the workers read them at the top of their next round.
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    reload(&mut f, "ALTER SYSTEM SET pullsync.http_concurrency = 1");
+    let narrow = run(&mut f);
+    reload(&mut f, "ALTER SYSTEM SET pullsync.http_concurrency = 16");
+    let wide = run(&mut f);
+    reload(&mut f, "ALTER SYSTEM RESET pullsync.http_concurrency");
+    assert!(
+        narrow <= 2,
+        "one request per worker at concurrency 1, saw {narrow}"
+    );
+    assert!(wide > 2, "more in flight at concurrency 16, saw {wide}");
+}
+
+#[test]
+fn pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent() {
+    let _serial = serial();
+    let mut f = setup(0);
+    f.db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        .unwrap();
+    let rows =
+        f.db.query(
+            "SELECT jobname, schedule FROM pullsync.schedule_defaults()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .any(|r| r.get::<_, String>(1) == "0,15,30,45 * * * *"));
+    f.db.query("SELECT * FROM pullsync.schedule_defaults()", &[])
+        .unwrap();
+    assert_eq!(
+        f.count("SELECT count(*) FROM cron.job WHERE jobname LIKE 'pullsync-%'"),
+        2,
+        "idempotent"
+    );
+    let removed: i32 =
+        f.db.query_one("SELECT pullsync.unschedule_all()", &[])
+            .unwrap()
+            .get(0);
+    assert_eq!(removed, 2);
+    let again: i32 =
+        f.db.query_one("SELECT pullsync.unschedule_all()", &[])
+            .unwrap()
+            .get(0);
+    assert_eq!(again, 0);
+
+    // pg_cron runs the command itself, every minute, in this database.
+    f.db.batch_execute("SELECT cron.schedule_in_database('pullsync-it-every-minute', '* * * * *', 'SELECT pullsync.threads_scheduled_sync()', current_database())")
+        .unwrap();
+    wait_for(
+        &mut f.db,
+        "pg_cron to queue a run and the workers to finish it",
+        Duration::from_secs(150),
+        |db| {
+            db.query_one("SELECT count(*) FROM pullsync.jobs WHERE parent_id IS NULL AND state = 'completed'", &[])
+            .map(|r| r.get::<_, i64>(0) >= 1)
+            .unwrap_or(false)
+        },
+    );
+    f.db.batch_execute("SELECT pullsync.unschedule_all()")
+        .unwrap();
+    assert_clean(&mut f);
+
+    let mut plain = fresh_database("it_no_cron");
+    plain.batch_execute("CREATE EXTENSION pg_pullsync").unwrap();
+    assert_eq!(
+        sqlstate_of(&mut plain, "SELECT * FROM pullsync.schedule_defaults()").as_deref(),
+        Some("42704")
+    );
+    assert_eq!(
+        sqlstate_of(&mut plain, "SELECT pullsync.job_status(12345)").as_deref(),
+        Some("42704")
+    );
+}
+
+#[test]
+fn throttling_in_a_worker_run_stops_that_token_only() {
+    let _serial = serial();
+    let mut f = setup(0);
+    let throttled = f.accounts[1].1.clone();
+    sim().add_fault(FaultSpec {
+        kind: FaultKind::TooManyRequests { retry_after: 60 },
+        account: Some(throttled.clone()),
+        endpoint: Some(Endpoint::Threads),
+        times: None,
+        probability: None,
+    });
+    let job = queue(&mut f.db);
+    wait_for(
+        &mut f.db,
+        "the run to finish",
+        Duration::from_secs(120),
+        |db| finished(db, job),
+    );
+    let done = status(&mut f.db, job);
+    sim().clear_faults();
+    assert_eq!(done["state"], "partial", "{done}");
+    assert_eq!(done["result"]["success_count"], 5);
+    assert_eq!(sim().counters().by_account[&throttled], 1);
+}

@@ -1,0 +1,13 @@
+//! SQL functions of the job runner.
+
+use crate::pg_error::OrRaise;
+use pgrx::prelude::*;
+
+/// Works the job queue in this backend until it is empty (the same runner the background
+/// workers use, one subtransaction per unit). For psql, tests, and servers without workers.
+/// Returns how many steps ran.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn run_jobs() -> i32 {
+    super::runner::run_all_here().or_raise() as i32
+}

@@ -1,0 +1,241 @@
+//! The job queue (`pullsync.jobs`): a run is a parent row, its units (one per account)
+//! are child rows that workers claim with FOR UPDATE SKIP LOCKED. All SPI, in the
+//! caller's transaction.
+
+use super::{lock, log};
+use crate::config;
+use crate::error::{PullsyncError, Result};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+pub const THREADS_RUN: &str = "threads_sync";
+pub const THREADS_UNIT: &str = "threads_account";
+const LOCK_NAME: &str = "scheduled_sync";
+
+/// Queues a Threads run, or says why not: `{"job_id": …}` or `{"skipped": true, …}`.
+pub fn enqueue_threads_run() -> Result<Value> {
+    // Sessions calling at once: the advisory lock answers at once, without waiting.
+    let free = Spi::get_one::<bool>(
+        "SELECT pg_try_advisory_xact_lock(hashtext('pullsync.scheduled_sync'))",
+    )?
+    .unwrap_or(false);
+    if !free {
+        return Ok(json!({ "skipped": true, "reason": "another session is queueing a run" }));
+    }
+    abandon_stale_runs()?;
+    let active = Spi::get_one_with_args::<i64>(
+        "SELECT (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
+                  ORDER BY id LIMIT 1)",
+        &[THREADS_RUN.into()],
+    )?;
+    if let Some(job_id) = active {
+        return Ok(
+            json!({ "skipped": true, "job_id": job_id, "reason": "a run is already queued or running" }),
+        );
+    }
+    if !lock::acquire(LOCK_NAME, config::LOCK_TTL_S.get())? {
+        return Ok(json!({ "skipped": true, "reason": "the scheduled_sync lock is held" }));
+    }
+    let job_log_id = log::start("threads_scheduled_sync")?;
+    let job_id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO pullsync.jobs (kind, job_log_id, phase) VALUES ($1, $2, 'queued') RETURNING id",
+        &[THREADS_RUN.into(), job_log_id.into()],
+    )?
+    .ok_or_else(|| PullsyncError::Internal("job insert returned no id".into()))?;
+    super::worker::wake_all()?;
+    Ok(json!({ "job_id": job_id, "job_log_id": job_log_id }))
+}
+
+/// A run older than the lock TTL that never finished (no worker, or workers gone for
+/// good) is failed, so it no longer blocks new runs.
+fn abandon_stale_runs() -> Result<()> {
+    Spi::run_with_args(
+        "WITH stale AS (
+             UPDATE pullsync.jobs SET state = 'failed', finished_at = now(), phase = 'abandoned',
+                    errors = errors || jsonb_build_array('not finished within pullsync.lock_ttl')
+              WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
+                AND created_at < now() - make_interval(secs => $2)
+             RETURNING id, job_log_id),
+         units AS (
+             UPDATE pullsync.jobs SET state = 'cancelled', finished_at = now()
+              WHERE parent_id IN (SELECT id FROM stale) AND state IN ('queued', 'running'))
+         UPDATE pullsync.system_job_logs SET status = 'failed', finished_at = now(),
+                error = 'abandoned: not finished within pullsync.lock_ttl'
+          WHERE id IN (SELECT job_log_id FROM stale) AND status = 'running'",
+        &[
+            THREADS_RUN.into(),
+            f64::from(config::LOCK_TTL_S.get()).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Units whose worker is gone (crashed, killed) or silent past `pullsync.unit_timeout`
+/// go back to the queue.
+pub fn requeue_abandoned() -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.jobs SET state = 'queued', claimed_at = NULL
+          WHERE parent_id IS NOT NULL AND state = 'running'
+            AND (heartbeat_at < now() - make_interval(secs => $1)
+                 OR worker_pid IS NULL
+                 OR worker_pid NOT IN (SELECT pid FROM pg_stat_activity))",
+        &[f64::from(config::UNIT_TIMEOUT_S.get()).into()],
+    )?;
+    Ok(())
+}
+
+/// Claims a queued run and splits it into units, in one transaction. Returns its id.
+pub fn claim_and_plan_run() -> Result<Option<i64>> {
+    // The scalar subquery gives one row even when nothing was claimed.
+    let claimed = Spi::get_one::<i64>(
+        "WITH claimed AS (
+             UPDATE pullsync.jobs SET state = 'running', worker_pid = pg_backend_pid(), claimed_at = now(),
+                    heartbeat_at = now(), phase = 'planning'
+              WHERE id = (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND state = 'queued'
+                           ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+             RETURNING id)
+         SELECT (SELECT id FROM claimed)",
+    )?;
+    let Some(run) = claimed else { return Ok(None) };
+    let units = Spi::get_one_with_args::<i64>(
+        "WITH units AS (
+             INSERT INTO pullsync.jobs (parent_id, kind, payload)
+             SELECT $1, $2, jsonb_build_object('account_id', a.id)
+               FROM pullsync.workspace_threads_accounts a
+              WHERE a.is_active AND EXISTS (
+                    SELECT 1 FROM pullsync.workspace_threads_tokens t
+                     WHERE t.workspace_threads_account_id = a.id AND t.is_primary
+                       AND t.revoked_at IS NULL AND t.expires_at > now())
+              ORDER BY a.id
+             RETURNING 1)
+         SELECT count(*) FROM units",
+        &[run.into(), THREADS_UNIT.into()],
+    )?
+    .unwrap_or(0);
+    Spi::run_with_args(
+        "UPDATE pullsync.jobs SET units_total = $2, phase = 'syncing accounts' WHERE id = $1",
+        &[run.into(), (units as i32).into()],
+    )?;
+    if units == 0 {
+        finish_run(run)?;
+    } else {
+        // Every worker, not only this one, should start on the units.
+        super::worker::wake_all()?;
+    }
+    Ok(Some(run))
+}
+
+/// A claimed unit: the account to sync and where its logs belong.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub id: i64,
+    pub run_id: i64,
+    pub account_id: pgrx::Uuid,
+    pub job_log_id: Option<i64>,
+}
+
+pub fn claim_units(limit: i64) -> Result<Vec<Unit>> {
+    Spi::connect_mut(|client| {
+        let rows = client.update(
+            "UPDATE pullsync.jobs u SET state = 'running', worker_pid = pg_backend_pid(), claimed_at = now(),
+                    heartbeat_at = now(), attempts = u.attempts + 1
+               FROM pullsync.jobs r
+              WHERE u.id IN (SELECT id FROM pullsync.jobs WHERE parent_id IS NOT NULL AND state = 'queued'
+                              ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
+                AND r.id = u.parent_id
+             RETURNING u.id, u.parent_id, (u.payload->>'account_id')::uuid, r.job_log_id",
+            None,
+            &[limit.into()],
+        )?;
+        let mut units = Vec::with_capacity(rows.len());
+        for row in rows {
+            units.push(Unit {
+                id: row.get(1)?.unwrap_or_default(),
+                run_id: row.get(2)?.unwrap_or_default(),
+                account_id: row
+                    .get(3)?
+                    .ok_or_else(|| PullsyncError::Internal("unit without account".into()))?,
+                job_log_id: row.get(4)?,
+            });
+        }
+        Ok(units)
+    })
+}
+
+/// Gives claimed, unfinished units back (a worker stopping mid-run).
+pub fn release_units(ids: &[i64]) -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.jobs SET state = 'queued', claimed_at = NULL WHERE id = ANY($1) AND state = 'running'",
+        &[ids.to_vec().into()],
+    )?;
+    Ok(())
+}
+
+/// Records a unit's result and counts it on its run; the last unit finishes the run.
+pub fn complete_unit(unit: &Unit, result: &Value) -> Result<()> {
+    let status = result["status"].as_str().unwrap_or("failed");
+    let state = match status {
+        "completed" | "skipped" => "completed",
+        "partial" => "partial",
+        _ => "failed",
+    };
+    Spi::run_with_args(
+        "UPDATE pullsync.jobs SET state = $2, finished_at = now(), result = $3 WHERE id = $1",
+        &[unit.id.into(), state.into(), JsonB(result.clone()).into()],
+    )?;
+    let error = result["error"]
+        .as_str()
+        .map(|e| json!({ "account_id": result["account_id"], "error": e }));
+    let (done, total) = Spi::get_two_with_args::<i32, i32>(
+        "UPDATE pullsync.jobs SET units_done = units_done + 1, heartbeat_at = now(),
+                errors = CASE WHEN $2::jsonb IS NULL THEN errors ELSE errors || jsonb_build_array($2::jsonb) END
+          WHERE id = $1 RETURNING units_done, units_total",
+        &[unit.run_id.into(), error.map(JsonB).into()],
+    )?;
+    if done.is_some() && done >= total {
+        finish_run(unit.run_id)?;
+    }
+    Ok(())
+}
+
+/// Closes a run: its status from the units, the job log, the lock.
+fn finish_run(run: i64) -> Result<()> {
+    let counts = Spi::get_one_with_args::<JsonB>(
+        "SELECT jsonb_build_object(
+                  'total_accounts', count(*),
+                  'success_count', count(*) FILTER (WHERE result->>'status' = 'completed'),
+                  'skipped_count', count(*) FILTER (WHERE result->>'status' = 'skipped'),
+                  'error_count', count(*) FILTER (WHERE coalesce(result->>'status', 'failed') NOT IN ('completed', 'skipped')),
+                  'api_calls', coalesce(sum((result->>'api_calls')::bigint), 0),
+                  'duration_ms', (extract(epoch FROM clock_timestamp() - (SELECT created_at FROM pullsync.jobs WHERE id = $1)) * 1000)::bigint,
+                  'worker_pids', coalesce(jsonb_agg(DISTINCT worker_pid) FILTER (WHERE worker_pid IS NOT NULL), '[]'))
+           FROM pullsync.jobs WHERE parent_id = $1",
+        &[run.into()],
+    )?
+    .map(|j| j.0)
+    .unwrap_or_else(|| json!({}));
+    let success = counts["success_count"].as_u64().unwrap_or(0) as usize;
+    let errors = counts["error_count"].as_u64().unwrap_or(0) as usize;
+    let status = log::status(success, errors);
+    let job_log_id = Spi::get_one_with_args::<i64>(
+        "SELECT job_log_id FROM pullsync.jobs WHERE id = $1",
+        &[run.into()],
+    )?;
+    let mut result = counts.clone();
+    result["status"] = json!(status);
+    result["job_id"] = json!(run);
+    result["job_log_id"] = json!(job_log_id);
+    Spi::run_with_args(
+        "UPDATE pullsync.jobs SET state = $2, phase = 'done', finished_at = now(), result = $3 WHERE id = $1",
+        &[run.into(), status.into(), JsonB(result).into()],
+    )?;
+    if let Some(id) = job_log_id {
+        log::finish(id, status, counts, None)?;
+    }
+    Spi::run_with_args(
+        "DELETE FROM pullsync.system_job_locks WHERE name = $1",
+        &[LOCK_NAME.into()],
+    )?;
+    Ok(())
+}

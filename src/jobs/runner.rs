@@ -1,0 +1,107 @@
+//! The one job runner: background workers call it with real transactions, `run_jobs()`
+//! in a backend with subtransactions. It claims work, pulls over HTTP outside any
+//! transaction (in workers), and writes each account in its own (sub)transaction.
+
+use super::queue::{self, Unit};
+use crate::config;
+use crate::error::{PullsyncError, Result};
+use crate::runtime::Cancel;
+use crate::threads::store::{self, LogContext};
+use crate::threads::sync::{self, AccountResult, Ready};
+use chrono::Utc;
+use serde_json::json;
+
+/// How the runner delimits a unit of work.
+pub trait Txn {
+    fn run<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T>;
+}
+
+/// Units inside the caller's transaction, each in a subtransaction.
+pub struct Subtransactions;
+
+impl Txn for Subtransactions {
+    fn run<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        crate::subxact::run(work)
+    }
+}
+
+fn log_context(unit: &Unit) -> LogContext<'static> {
+    LogContext {
+        job_log_id: unit.job_log_id,
+        job_type: "threads_scheduled_sync",
+        started_at: Utc::now(),
+    }
+}
+
+/// One round: requeue abandoned units, plan a queued run, or claim and sync a batch of
+/// units. Returns whether there was anything to do.
+pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
+    txn.run(queue::requeue_abandoned)?;
+    if txn.run(queue::claim_and_plan_run)?.is_some() {
+        return Ok(true);
+    }
+    let batch = i64::from(config::BATCH_SIZE.get().max(1));
+    let claimed: Vec<(Unit, Ready)> = txn.run(|| {
+        let mut ready = Vec::new();
+        for unit in queue::claim_units(batch)? {
+            let log = log_context(&unit);
+            let Some(row) = store::usable_account(unit.account_id)? else {
+                let error = "the account has no usable token any more";
+                store::log_unpulled(unit.account_id, "skipped", error, &log)?;
+                let result = json!({ "account_id": unit.account_id.to_string(), "status": "skipped", "error": error });
+                queue::complete_unit(&unit, &result)?;
+                continue;
+            };
+            let (mut prepared, failed) = sync::prepare(&[row], &log)?;
+            match prepared.pop() {
+                Some(r) => ready.push((unit, r)),
+                None => {
+                    for f in failed {
+                        queue::complete_unit(&unit, &f.to_json())?;
+                    }
+                }
+            }
+        }
+        Ok(ready)
+    })?;
+    if claimed.is_empty() {
+        return Ok(false);
+    }
+    let (units, ready): (Vec<Unit>, Vec<Ready>) = claimed.into_iter().unzip();
+    let pulls = match sync::pull(&ready, cancel) {
+        Ok(pulls) => pulls,
+        Err(e) => {
+            let ids: Vec<i64> = units.iter().map(|u| u.id).collect();
+            txn.run(|| queue::release_units(&ids))?;
+            return Err(e);
+        }
+    };
+    for ((unit, r), pulled) in units.iter().zip(&ready).zip(pulls) {
+        let log = log_context(unit);
+        let written = txn.run(|| {
+            let result = sync::write(r, &pulled, &log)?;
+            queue::complete_unit(unit, &result.to_json())?;
+            Ok(result)
+        });
+        if let Err(e) = written {
+            // The unit's writes rolled back; record the failure in a fresh unit of work.
+            txn.run(|| {
+                let result: AccountResult = sync::write_failed(r.row.id, &e, &log)?;
+                queue::complete_unit(unit, &result.to_json())
+            })?;
+        }
+    }
+    Ok(true)
+}
+
+/// `run_jobs()`: works the queue in this backend until it is empty.
+pub fn run_all_here() -> Result<u32> {
+    let mut rounds = 0;
+    while step(&Subtransactions, Cancel::Backend)? {
+        rounds += 1;
+        if rounds > 1_000_000 {
+            return Err(PullsyncError::Internal("the queue did not drain".into()));
+        }
+    }
+    Ok(rounds)
+}

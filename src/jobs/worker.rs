@@ -1,0 +1,172 @@
+//! The static background workers: each connects to `pullsync.database`, owns one tokio
+//! runtime for HTTP, and works the job queue with one short transaction per step.
+
+use super::runner::{self, Txn};
+use crate::config;
+use crate::error::{PullsyncError, Result};
+use crate::runtime::Cancel;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use pgrx::{PgTryBuilder, PgXactCallbackEvent};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// `backend_type` of the workers in pg_stat_activity.
+pub const WORKER_TYPE: &str = "pg_pullsync worker";
+/// How long an idle worker sleeps when nothing wakes it.
+const IDLE_WAIT: Duration = Duration::from_secs(5);
+
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this worker was told to stop (SIGTERM or postmaster death). Sticky: pgrx's
+/// own flag resets when read.
+pub fn stopping() -> bool {
+    if BackgroundWorker::sigterm_received() {
+        STOPPING.store(true, Ordering::SeqCst);
+    }
+    STOPPING.load(Ordering::SeqCst)
+}
+
+pub fn register(count: i32) {
+    for n in 0..count {
+        BackgroundWorkerBuilder::new(&format!("pg_pullsync worker {n}"))
+            .set_type(WORKER_TYPE)
+            .set_library("pg_pullsync")
+            .set_function("pullsync_worker_main")
+            .enable_spi_access()
+            .set_restart_time(Some(Duration::from_secs(5)))
+            .load();
+    }
+}
+
+/// A real transaction per unit of work: committed when the work returns Ok, aborted on
+/// Err, ERROR or panic, so nothing escapes to become FATAL.
+pub struct Transactions;
+
+impl Txn for Transactions {
+    fn run<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        // SAFETY: the worker's main thread, outside any transaction.
+        unsafe {
+            pg_sys::SetCurrentStatementStartTimestamp();
+            pg_sys::StartTransactionCommand();
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        let work = std::panic::AssertUnwindSafe(work);
+        let result = PgTryBuilder::new(move || {
+            let work = work;
+            (work.0)()
+        })
+        .catch_others(|caught| Err(PullsyncError::Internal(message(&caught))))
+        .execute();
+        // SAFETY: ends the transaction started above.
+        unsafe {
+            if result.is_ok() {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            } else {
+                pg_sys::AbortCurrentTransaction();
+            }
+        }
+        result
+    }
+}
+
+fn message(caught: &CaughtError) -> String {
+    match caught {
+        CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => e.message().to_string(),
+        CaughtError::RustPanic { ereport, .. } => format!("panic: {}", ereport.message()),
+    }
+}
+
+fn extension_installed() -> Result<bool> {
+    Ok(Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_pullsync')",
+    )?
+    .unwrap_or(false))
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pullsync_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = config::DATABASE
+        .get()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".into());
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!(
+        "{}: started in database \"{database}\"",
+        BackgroundWorker::get_name()
+    );
+
+    while !stopping() {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the documented way for a worker to reload its configuration.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let installed = Transactions.run(extension_installed).unwrap_or(false);
+        let busy = installed
+            && match runner::step(&Transactions, Cancel::Worker) {
+                Ok(busy) => busy,
+                Err(PullsyncError::Interrupted) => break,
+                Err(e) => {
+                    warning!("{}: {e}", BackgroundWorker::get_name());
+                    false
+                }
+            };
+        if !busy {
+            let wait = if installed { IDLE_WAIT } else { IDLE_WAIT * 6 };
+            if !BackgroundWorker::wait_latch(Some(wait)) {
+                STOPPING.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    log!("{}: stopping", BackgroundWorker::get_name());
+    // Exit code 1: the postmaster starts the worker again after its restart time, unless
+    // the server is shutting down.
+    // SAFETY: ends this worker process.
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Wakes every worker when the current transaction commits, so a queued job starts at
+/// once instead of after the idle wait.
+pub fn wake_all() -> Result<()> {
+    let pids: Vec<i32> = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = $1",
+            None,
+            &[WORKER_TYPE.into()],
+        )?;
+        let mut pids = Vec::new();
+        for row in rows {
+            if let Some(pid) = row.get::<i32>(1)? {
+                pids.push(pid);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(pids)
+    })?;
+    if !pids.is_empty() {
+        pgrx::register_xact_callback(PgXactCallbackEvent::Commit, move || {
+            for pid in pids {
+                // SAFETY: BackendPidGetProc returns null for a pid that is gone.
+                unsafe {
+                    let proc = pg_sys::BackendPidGetProc(pid);
+                    if !proc.is_null() {
+                        pg_sys::SetLatch(&mut (*proc).procLatch);
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Whether any worker is running (for a hint when nothing will pick a job up).
+pub fn any_running() -> Result<bool> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = $1 AND datname = current_database())",
+        &[WORKER_TYPE.into()],
+    )?
+    .unwrap_or(false))
+}
