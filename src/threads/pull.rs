@@ -22,6 +22,9 @@ pub struct KnownPost {
     pub content_hash: Option<i64>,
 }
 
+/// What the tier planner needs of a post: media type, published, metrics last fetched.
+type Candidate = (MediaType, DateTime<Utc>, Option<DateTime<Utc>>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Posts,
@@ -171,7 +174,7 @@ pub async fn pull_account(
     }
 
     // 2. Metrics of the posts that are due, concurrently (the HTTP layer bounds it).
-    let mut candidates: HashMap<&str, (MediaType, DateTime<Utc>, Option<DateTime<Utc>>)> = known
+    let mut candidates: HashMap<&str, Candidate> = known
         .iter()
         .map(|(id, k)| {
             (

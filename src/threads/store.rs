@@ -273,15 +273,15 @@ pub fn write_account(
                 let post_id: Uuid = row
                     .get(2)?
                     .ok_or_else(|| PullsyncError::Internal("post without id".into()))?;
-                let prev = match row.get::<TimestampWithTimeZone>(9)?.and_then(to_chrono) {
-                    Some(captured) => Some(Previous {
+                let prev = row
+                    .get::<TimestampWithTimeZone>(9)?
+                    .and_then(to_chrono)
+                    .map(|captured_at| Previous {
                         values: std::array::from_fn(|i| {
                             row.get::<i64>(i + 3).ok().flatten().unwrap_or(0)
                         }),
-                        captured_at: captured,
-                    }),
-                    None => None,
-                };
+                        captured_at,
+                    });
                 previous.insert(id, (post_id, prev));
             }
             let mut layer_rows = Vec::new();

@@ -144,7 +144,7 @@ fn generate_post(seed: u64, account: usize, p: usize, published_at: i64) -> SimP
         shortcode: format!("C{:x}", ph & 0xFFFF_FFFF),
         text: TEXTS[(ph >> 8) as usize % TEXTS.len()].to_string(),
         children,
-        copyright_flagged: ph % 13 == 0,
+        copyright_flagged: ph.is_multiple_of(13),
         media_type,
         published_at,
         rates: [
