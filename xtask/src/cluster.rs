@@ -3,6 +3,7 @@
 
 use crate::prereqs::PG_BIN;
 use crate::run::{cmd, Result, StatusOk};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -123,40 +124,27 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs SQL through psql over loopback TCP, as a user would.
+    fn psql_command(&self, database: &str) -> Command {
+        let mut c = cmd("psql");
+        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", database]);
+        c
+    }
+
+    /// Runs SQL through psql over loopback TCP, as a user would; each statement in its
+    /// own transaction (psql -f), so ALTER SYSTEM and friends work.
     pub fn psql(&self, database: &str, sql: &str) -> Result<()> {
-        cmd("psql")
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
-            .status_ok()
+        run_with_stdin(self.psql_command(database).args(["-f", "-"]), sql)
     }
 
     /// Like `psql`, without printing results.
     pub fn psql_quiet(&self, database: &str, sql: &str) -> Result<()> {
-        cmd("psql")
-            .args([
-                "-X",
-                "-q",
-                "-o",
-                "/dev/null",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
-            .status_ok()
+        run_with_stdin(self.psql_command(database).args(["-o", "/dev/null", "-f", "-"]), sql)
+    }
+
+    /// The unaligned, tuples-only output of one query.
+    pub fn query(&self, database: &str, sql: &str) -> Option<String> {
+        crate::run::output_of(self.psql_command(database).args(["-At", "-c", sql])).map(|s| s.trim().to_string())
     }
 
     pub fn dsn(&self) -> String {
@@ -164,5 +152,20 @@ impl Cluster {
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
         )
+    }
+}
+
+fn run_with_stdin(command: &mut Command, input: &str) -> Result<()> {
+    let mut child = command.stdin(std::process::Stdio::piped()).spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())?;
+    let status = child.wait()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("psql failed: {status}").into())
     }
 }

@@ -87,6 +87,25 @@ fn start_simulator() -> Result<()> {
     Err("threads-sim did not start; see target/demo/threads-sim.log".into())
 }
 
+/// Queues a Threads run, waits for the workers to finish it, prints its result.
+fn run_and_wait(cluster: &Cluster) -> Result<()> {
+    let job = cluster
+        .query("postgres", "SELECT pullsync.threads_scheduled_sync()->>'job_id'")
+        .filter(|j| !j.is_empty())
+        .ok_or("the run was not queued (is another one running?)")?;
+    for _ in 0..1200 {
+        let state = cluster.query("postgres", &format!("SELECT pullsync.job_status({job})->>'state'"));
+        if !matches!(state.as_deref(), Some("queued") | Some("running")) {
+            return cluster.psql(
+                "postgres",
+                &format!("SELECT jsonb_pretty(pullsync.job_status({job})->'result') AS run;"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(format!("job {job} did not finish in 5 minutes; see SELECT * FROM pullsync.jobs_running").into())
+}
+
 pub fn stop_simulator() -> Result<()> {
     let pid_file = home().join("threads-sim.pid");
     if let Ok(pid) = std::fs::read_to_string(&pid_file) {
@@ -137,21 +156,24 @@ pub fn demo() -> Result<()> {
     }
     cluster.psql_quiet("postgres", &adds)?;
     println!(
-        "\nxtask: first sync of {} simulated accounts",
+        "\nxtask: first sync of {} simulated accounts (queued; the background workers run it)",
         accounts.as_array().map_or(0, Vec::len)
     );
-    cluster.psql(
-        "postgres",
-        "SELECT jsonb_pretty(pullsync.threads_scheduled_sync()) AS first_sync",
-    )?;
+    run_and_wait(&cluster)?;
 
     http("POST", "/admin/clock/advance", r#"{"seconds":86400}"#)?;
-    println!("xtask: the simulator's clock moved one day; syncing again (every post refreshed)");
+    println!("xtask: the simulator's clock moved one day; syncing again with every post due");
     cluster.psql(
         "postgres",
-        "SET pullsync.metrics_every_run_age = '400d';
-         SELECT jsonb_pretty(pullsync.threads_scheduled_sync()) AS second_sync",
+        "ALTER SYSTEM SET pullsync.metrics_every_run_age = '400d'; SELECT pg_reload_conf();",
     )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let second = run_and_wait(&cluster);
+    cluster.psql(
+        "postgres",
+        "ALTER SYSTEM RESET pullsync.metrics_every_run_age; SELECT pg_reload_conf();",
+    )?;
+    second?;
     cluster.psql(
         "postgres",
         "SELECT (SELECT count(*) FROM pullsync.workspace_threads_accounts) AS accounts,

@@ -1,0 +1,178 @@
+//! Opaque feed cursors: base64url (no padding) of a JSON object holding the position, the
+//! stream it belongs to, when it was issued, a random salt and a MAC. Pure.
+//!
+//! The position is (change_xid, id): the writing transaction's id and the row id. Pages are
+//! served in that order and only below the oldest running transaction, so a transaction
+//! that commits late still lands after every position already handed out.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Cursors older than this are refused: the consumer should start over.
+pub const MAX_AGE_SECS: i64 = 30 * 24 * 3600;
+/// Clock skew tolerated before a cursor counts as "from the future".
+const FUTURE_SKEW_SECS: i64 = 300;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub xid: u64,
+    pub id: String,
+}
+
+impl Position {
+    pub fn start() -> Self {
+        Position { xid: 0, id: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub position: Position,
+    /// Which stream it belongs to, e.g. `conversations` or `messages:<conversation id>`.
+    pub stream: String,
+    /// Unix seconds when issued.
+    pub issued_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    #[error("the cursor is not a pg_pullsync cursor")]
+    Malformed,
+    #[error("the cursor was altered")]
+    Tampered,
+    #[error("the cursor belongs to another stream")]
+    WrongStream,
+    #[error("the cursor was issued in the future")]
+    FromTheFuture,
+    #[error("the cursor is older than 30 days")]
+    Expired,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    v: u8,
+    x: u64,
+    i: String,
+    s: String,
+    t: i64,
+    n: u64,
+    m: String,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(key: &[u8], w: &Wire) -> String {
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(format!("{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}", w.v, w.x, w.i, w.s, w.t, w.n).as_bytes());
+    let bytes = m.finalize().into_bytes();
+    bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn encode(cursor: &Cursor, key: &[u8], salt: u64) -> String {
+    let mut wire = Wire {
+        v: 1,
+        x: cursor.position.xid,
+        i: cursor.position.id.clone(),
+        s: cursor.stream.clone(),
+        t: cursor.issued_at,
+        n: salt,
+        m: String::new(),
+    };
+    wire.m = mac(key, &wire);
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).expect("a cursor serializes"))
+}
+
+/// Decodes and checks a cursor for `stream` at time `now` (Unix seconds).
+pub fn decode(text: &str, key: &[u8], stream: &str, now: i64) -> Result<Cursor, CursorError> {
+    if text.len() > 4096 {
+        return Err(CursorError::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| CursorError::Malformed)?;
+    let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| CursorError::Malformed)?;
+    if wire.v != 1 {
+        return Err(CursorError::Malformed);
+    }
+    let expected = mac(key, &wire);
+    if !constant_time_eq(expected.as_bytes(), wire.m.as_bytes()) {
+        return Err(CursorError::Tampered);
+    }
+    if wire.s != stream {
+        return Err(CursorError::WrongStream);
+    }
+    if wire.t > now + FUTURE_SKEW_SECS {
+        return Err(CursorError::FromTheFuture);
+    }
+    if now - wire.t > MAX_AGE_SECS {
+        return Err(CursorError::Expired);
+    }
+    Ok(Cursor {
+        position: Position { xid: wire.x, id: wire.i },
+        stream: wire.s,
+        issued_at: wire.t,
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const NOW: i64 = 1_800_000_000;
+
+    fn cursor(xid: u64, id: &str) -> Cursor {
+        Cursor {
+            position: Position { xid, id: id.into() },
+            stream: "conversations".into(),
+            issued_at: NOW,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_refuses_what_it_should() {
+        let c = cursor(42, "conv-7");
+        let text = encode(&c, KEY, 1);
+        assert!(!text.contains('='), "no padding");
+        assert_eq!(decode(&text, KEY, "conversations", NOW).unwrap(), c);
+        assert_ne!(encode(&c, KEY, 1), encode(&c, KEY, 2), "the salt makes each cursor unique");
+        assert_eq!(decode(&text, KEY, "messages", NOW), Err(CursorError::WrongStream));
+        assert_eq!(decode(&text, b"another key", "conversations", NOW), Err(CursorError::Tampered));
+        assert_eq!(decode(&text, KEY, "conversations", NOW - 3600), Err(CursorError::FromTheFuture));
+        assert_eq!(decode(&text, KEY, "conversations", NOW + MAX_AGE_SECS + 1), Err(CursorError::Expired));
+        assert_eq!(decode("", KEY, "conversations", NOW), Err(CursorError::Malformed));
+        assert_eq!(decode("!!!", KEY, "conversations", NOW), Err(CursorError::Malformed));
+    }
+
+    #[test]
+    fn an_edited_position_is_detected() {
+        let text = encode(&cursor(42, "a"), KEY, 9);
+        let json = String::from_utf8(URL_SAFE_NO_PAD.decode(&text).unwrap()).unwrap();
+        let forged = URL_SAFE_NO_PAD.encode(json.replace("\"x\":42", "\"x\":41"));
+        assert_eq!(decode(&forged, KEY, "conversations", NOW), Err(CursorError::Tampered));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_of_encode_is_identity(xid in any::<u64>(), id in ".{0,40}", salt in any::<u64>(), t in 0i64..2_000_000_000) {
+            let c = Cursor { position: Position { xid, id }, stream: "messages:c1".into(), issued_at: t };
+            prop_assert_eq!(decode(&encode(&c, KEY, salt), KEY, "messages:c1", t).unwrap(), c);
+        }
+
+        #[test]
+        fn garbage_never_panics(text in ".{0,200}") {
+            let _ = decode(&text, KEY, "conversations", NOW);
+        }
+
+        #[test]
+        fn base64_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&URL_SAFE_NO_PAD.encode(bytes), KEY, "conversations", NOW);
+        }
+    }
+}
