@@ -301,6 +301,7 @@ CREATE TABLE pullsync.conversations (
 CREATE INDEX conversations_change_idx ON pullsync.conversations (change_xid, id);
 CREATE INDEX conversations_updated_idx ON pullsync.conversations (updated_at, id);
 CREATE INDEX conversations_user_idx ON pullsync.conversations (user_id, change_xid, id);
+CREATE INDEX conversations_started_idx ON pullsync.conversations (started_at, id);
 
 -- No foreign key to conversations: the feed delivers conversations and messages as two
 -- independent streams, so a message may arrive before its conversation.
@@ -320,6 +321,7 @@ CREATE INDEX conversation_messages_change_idx ON pullsync.conversation_messages 
 CREATE INDEX conversation_messages_conversation_idx
     ON pullsync.conversation_messages (conversation_id, change_xid, id);
 CREATE INDEX conversation_messages_updated_idx ON pullsync.conversation_messages (updated_at, id);
+CREATE INDEX conversation_messages_created_idx ON pullsync.conversation_messages (created_at, id);
 
 CREATE FUNCTION pullsync.stamp_change_xid() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$

@@ -25,6 +25,7 @@ pub static METRICS_EVERY_RUN_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(86_
 pub static METRICS_HOURLY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 pub static METRICS_DAILY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 pub static SNAPSHOT_HEARTBEAT_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+pub static FEED_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
@@ -209,6 +210,14 @@ pub fn register(preloading: bool) {
             GucFlags::default(),
         );
         GucRegistry::define_string_guc(
+            c"pullsync.feed_listen",
+            c"Address of the built-in HTTP feed server, e.g. 127.0.0.1:8787; empty = off.",
+            c"Serves pullsync.database's conversation feed to consumers with API keys.",
+            &FEED_LISTEN,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
             c"pullsync.database",
             c"Database the background workers connect to.",
             c"",
@@ -236,6 +245,10 @@ pub fn sealing_key() -> Result<SealingKey> {
         (None, None) => return Err(PullsyncError::KeyNotConfigured),
     };
     SealingKey::from_base64(&text).map_err(|e| PullsyncError::KeyUnusable(e.to_string()))
+}
+
+pub fn feed_listen() -> Option<String> {
+    text(&FEED_LISTEN)
 }
 
 pub fn threads_api_url() -> String {

@@ -25,7 +25,10 @@ pub enum CryptoError {
 
 /// A 256-bit key. Its Debug output never shows the key bytes.
 #[derive(Clone)]
-pub struct SealingKey(Aes256Gcm);
+pub struct SealingKey {
+    cipher: Aes256Gcm,
+    raw: [u8; 32],
+}
 
 impl std::fmt::Debug for SealingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,8 +43,11 @@ impl SealingKey {
         let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(trimmed)
             .map_err(|_| CryptoError::BadKey)?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadKey)?;
-        Ok(SealingKey(Aes256Gcm::new(&key.into())))
+        let raw: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadKey)?;
+        Ok(SealingKey {
+            cipher: Aes256Gcm::new(&raw.into()),
+            raw,
+        })
     }
 
     /// A fresh random key in the text form `from_base64` accepts.
@@ -55,13 +61,23 @@ impl SealingKey {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = self
-            .0
+            .cipher
             .encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes())
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut blob = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&ciphertext);
         format!("{PREFIX}{}", STANDARD.encode(blob))
+    }
+
+    /// A separate key for another purpose (e.g. signing cursors), derived with
+    /// HMAC-SHA256 so the sealing key itself is never used twice.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.raw)
+            .expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     pub fn open(&self, sealed: &str) -> Result<String, CryptoError> {
@@ -72,7 +88,7 @@ impl SealingKey {
         }
         let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
         let plain = self
-            .0
+            .cipher
             .decrypt(Nonce::from_slice(nonce), ciphertext)
             .map_err(|_| CryptoError::WrongKeyOrTampered)?;
         String::from_utf8(plain).map_err(|_| CryptoError::WrongKeyOrTampered)
@@ -131,6 +147,14 @@ mod tests {
         );
         let text = SealingKey::generate_base64();
         assert!(SealingKey::from_base64(&format!("  {text}\n")).is_ok());
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_are_stable() {
+        let k = key();
+        assert_eq!(k.derive("cursor"), k.derive("cursor"));
+        assert_ne!(k.derive("cursor"), k.derive("other"));
+        assert_ne!(k.derive("cursor"), k.raw);
     }
 
     #[test]

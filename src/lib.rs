@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod jobs;
 mod pg_error;
@@ -18,6 +19,7 @@ pub mod threads;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["schema"]);
+extension_sql_file!("../sql/feed.sql", name = "feed", requires = ["schema"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Names schema `pullsync` for pgrx, so `#[pg_extern(schema = "pullsync")]` can refer to
@@ -31,6 +33,9 @@ pub extern "C-unwind" fn _PG_init() {
     config::register(preloading);
     if preloading {
         jobs::worker::register(config::WORKERS.get());
+        if config::feed_listen().is_some() {
+            feed::server::register();
+        }
     } else {
         log!(
             "pg_pullsync: loaded without shared_preload_libraries, so no background workers run; \

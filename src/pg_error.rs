@@ -40,6 +40,13 @@ impl<T> OrRaise<T> for Result<T, PullsyncError> {
     }
 }
 
+impl PullsyncError {
+    /// Raises this error as a Postgres ERROR.
+    pub fn raise_now(self) -> ! {
+        raise(self)
+    }
+}
+
 impl From<pgrx::spi::SpiError> for PullsyncError {
     fn from(e: pgrx::spi::SpiError) -> Self {
         PullsyncError::Internal(format!("SPI: {e}"))

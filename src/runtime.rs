@@ -30,7 +30,12 @@ pub enum Cancel {
 }
 
 impl Cancel {
+    /// Also answers what Postgres asks of every process while it waits: a worker must
+    /// absorb procsignal barriers (DROP DATABASE waits for them) even mid-HTTP.
     fn requested(self) -> bool {
+        if let Cancel::Worker = self {
+            crate::jobs::worker::absorb_barriers();
+        }
         match self {
             // SAFETY: plain reads of flags that Postgres' signal handlers set.
             Cancel::Backend => unsafe {
@@ -72,5 +77,6 @@ pub fn block_on<F: Future>(work: F) -> Result<F::Output> {
 
 /// Sleeps without blocking cancellation.
 pub fn sleep(duration: Duration) -> Result<()> {
-    block_on(tokio::time::sleep(duration))
+    // The timer must be created inside the runtime.
+    block_on(async move { tokio::time::sleep(duration).await })
 }

@@ -24,7 +24,10 @@ pub struct Position {
 
 impl Position {
     pub fn start() -> Self {
-        Position { xid: 0, id: String::new() }
+        Position {
+            xid: 0,
+            id: String::new(),
+        }
     }
 }
 
@@ -66,7 +69,13 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn mac(key: &[u8], w: &Wire) -> String {
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(format!("{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}", w.v, w.x, w.i, w.s, w.t, w.n).as_bytes());
+    m.update(
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            w.v, w.x, w.i, w.s, w.t, w.n
+        )
+        .as_bytes(),
+    );
     let bytes = m.finalize().into_bytes();
     bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -90,7 +99,9 @@ pub fn decode(text: &str, key: &[u8], stream: &str, now: i64) -> Result<Cursor, 
     if text.len() > 4096 {
         return Err(CursorError::Malformed);
     }
-    let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| CursorError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .map_err(|_| CursorError::Malformed)?;
     let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| CursorError::Malformed)?;
     if wire.v != 1 {
         return Err(CursorError::Malformed);
@@ -109,7 +120,10 @@ pub fn decode(text: &str, key: &[u8], stream: &str, now: i64) -> Result<Cursor, 
         return Err(CursorError::Expired);
     }
     Ok(Cursor {
-        position: Position { xid: wire.x, id: wire.i },
+        position: Position {
+            xid: wire.x,
+            id: wire.i,
+        },
         stream: wire.s,
         issued_at: wire.t,
     })
@@ -141,13 +155,35 @@ mod tests {
         let text = encode(&c, KEY, 1);
         assert!(!text.contains('='), "no padding");
         assert_eq!(decode(&text, KEY, "conversations", NOW).unwrap(), c);
-        assert_ne!(encode(&c, KEY, 1), encode(&c, KEY, 2), "the salt makes each cursor unique");
-        assert_eq!(decode(&text, KEY, "messages", NOW), Err(CursorError::WrongStream));
-        assert_eq!(decode(&text, b"another key", "conversations", NOW), Err(CursorError::Tampered));
-        assert_eq!(decode(&text, KEY, "conversations", NOW - 3600), Err(CursorError::FromTheFuture));
-        assert_eq!(decode(&text, KEY, "conversations", NOW + MAX_AGE_SECS + 1), Err(CursorError::Expired));
-        assert_eq!(decode("", KEY, "conversations", NOW), Err(CursorError::Malformed));
-        assert_eq!(decode("!!!", KEY, "conversations", NOW), Err(CursorError::Malformed));
+        assert_ne!(
+            encode(&c, KEY, 1),
+            encode(&c, KEY, 2),
+            "the salt makes each cursor unique"
+        );
+        assert_eq!(
+            decode(&text, KEY, "messages", NOW),
+            Err(CursorError::WrongStream)
+        );
+        assert_eq!(
+            decode(&text, b"another key", "conversations", NOW),
+            Err(CursorError::Tampered)
+        );
+        assert_eq!(
+            decode(&text, KEY, "conversations", NOW - 3600),
+            Err(CursorError::FromTheFuture)
+        );
+        assert_eq!(
+            decode(&text, KEY, "conversations", NOW + MAX_AGE_SECS + 1),
+            Err(CursorError::Expired)
+        );
+        assert_eq!(
+            decode("", KEY, "conversations", NOW),
+            Err(CursorError::Malformed)
+        );
+        assert_eq!(
+            decode("!!!", KEY, "conversations", NOW),
+            Err(CursorError::Malformed)
+        );
     }
 
     #[test]
@@ -155,7 +191,10 @@ mod tests {
         let text = encode(&cursor(42, "a"), KEY, 9);
         let json = String::from_utf8(URL_SAFE_NO_PAD.decode(&text).unwrap()).unwrap();
         let forged = URL_SAFE_NO_PAD.encode(json.replace("\"x\":42", "\"x\":41"));
-        assert_eq!(decode(&forged, KEY, "conversations", NOW), Err(CursorError::Tampered));
+        assert_eq!(
+            decode(&forged, KEY, "conversations", NOW),
+            Err(CursorError::Tampered)
+        );
     }
 
     proptest! {

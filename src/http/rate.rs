@@ -40,6 +40,24 @@ impl RateLimiter {
         }
     }
 
+    /// Takes a token only if one is free at `now`; otherwise says how long until one is.
+    pub fn try_take(&self, now: Instant) -> Result<(), Duration> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let mut state = self.state.lock().expect("rate limiter lock");
+        let (tokens, last) = *state;
+        let refilled = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate)
+            .min(self.burst);
+        if refilled >= 1.0 {
+            *state = (refilled - 1.0, now);
+            Ok(())
+        } else {
+            *state = (refilled, now);
+            Err(Duration::from_secs_f64((1.0 - refilled) / self.rate))
+        }
+    }
+
     pub async fn acquire(&self) {
         let wait = self.reserve(Instant::now());
         if !wait.is_zero() {
@@ -64,6 +82,16 @@ mod tests {
         assert!((fourth.as_secs_f64() - 0.2).abs() < 1e-6, "{fourth:?}");
         // After a second the bucket is full again (capped at the burst).
         assert_eq!(limiter.reserve(t0 + Duration::from_secs(2)), Duration::ZERO);
+    }
+
+    #[test]
+    fn try_take_refuses_without_going_into_debt() {
+        let limiter = RateLimiter::new(1.0, 1);
+        let t0 = Instant::now();
+        assert_eq!(limiter.try_take(t0), Ok(()));
+        assert!(limiter.try_take(t0).is_err());
+        assert!(limiter.try_take(t0).is_err());
+        assert_eq!(limiter.try_take(t0 + Duration::from_secs(1)), Ok(()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 pub const THREADS_RUN: &str = "threads_sync";
 pub const THREADS_UNIT: &str = "threads_account";
+pub const FEED_PULL: &str = "feed_pull";
 const LOCK_NAME: &str = "scheduled_sync";
 
 /// Queues a Threads run, or says why not: `{"job_id": …}` or `{"skipped": true, …}`.
@@ -45,6 +46,52 @@ pub fn enqueue_threads_run() -> Result<Value> {
     .ok_or_else(|| PullsyncError::Internal("job insert returned no id".into()))?;
     super::worker::wake_all()?;
     Ok(json!({ "job_id": job_id, "job_log_id": job_log_id }))
+}
+
+/// Queues a feed pull: `{"job_id": …}`, or `{"skipped": true}` when one is already
+/// queued or running for that consumer.
+pub fn enqueue_feed_pull(consumer_id: &str, mode: &str) -> Result<Value> {
+    let active = Spi::get_one_with_args::<i64>(
+        "SELECT (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
+                    AND payload->>'consumer_id' = $2 LIMIT 1)",
+        &[FEED_PULL.into(), consumer_id.into()],
+    )?;
+    if let Some(job_id) = active {
+        return Ok(
+            json!({ "skipped": true, "job_id": job_id, "reason": "a pull of this source is already queued or running" }),
+        );
+    }
+    let job_id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO pullsync.jobs (kind, payload, phase) VALUES ($1, jsonb_build_object('consumer_id', $2::text, 'mode', $3::text), 'queued')
+         RETURNING id",
+        &[FEED_PULL.into(), consumer_id.into(), mode.into()],
+    )?
+    .ok_or_else(|| PullsyncError::Internal("job insert returned no id".into()))?;
+    super::worker::wake_all()?;
+    Ok(json!({ "job_id": job_id }))
+}
+
+/// Puts a claimed top-level job back in the queue (its worker is stopping).
+pub fn requeue_job(job: i64) -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.jobs SET state = 'queued', claimed_at = NULL, phase = 'queued' WHERE id = $1",
+        &[job.into()],
+    )?;
+    Ok(())
+}
+
+/// Closes a job that has no units (a feed pull) with its result.
+pub fn finish_single(job: i64, result: &Value) -> Result<()> {
+    let state = match result["status"].as_str() {
+        Some("completed") => "completed",
+        Some("partial") => "partial",
+        _ => "failed",
+    };
+    Spi::run_with_args(
+        "UPDATE pullsync.jobs SET state = $2, phase = 'done', finished_at = now(), result = $3 WHERE id = $1",
+        &[job.into(), state.into(), JsonB(result.clone()).into()],
+    )?;
+    Ok(())
 }
 
 /// A run older than the lock TTL that never finished (no worker, or workers gone for
@@ -85,19 +132,41 @@ pub fn requeue_abandoned() -> Result<()> {
     Ok(())
 }
 
-/// Claims a queued run and splits it into units, in one transaction. Returns its id.
-pub fn claim_and_plan_run() -> Result<Option<i64>> {
+/// A claimed top-level job.
+pub struct Claimed {
+    pub id: i64,
+    pub kind: String,
+    pub payload: Value,
+}
+
+/// Claims a queued job; a Threads run is split into units in the same transaction.
+pub fn claim_and_plan_run() -> Result<Option<Claimed>> {
     // The scalar subquery gives one row even when nothing was claimed.
-    let claimed = Spi::get_one::<i64>(
+    let claimed = Spi::get_one::<JsonB>(
         "WITH claimed AS (
              UPDATE pullsync.jobs SET state = 'running', worker_pid = pg_backend_pid(), claimed_at = now(),
                     heartbeat_at = now(), phase = 'planning'
               WHERE id = (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND state = 'queued'
                            ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
-             RETURNING id)
-         SELECT (SELECT id FROM claimed)",
+             RETURNING id, kind, payload)
+         SELECT (SELECT jsonb_build_object('id', id, 'kind', kind, 'payload', payload) FROM claimed)",
     )?;
-    let Some(run) = claimed else { return Ok(None) };
+    let Some(JsonB(claimed)) = claimed else {
+        return Ok(None);
+    };
+    let job = Claimed {
+        id: claimed["id"].as_i64().unwrap_or_default(),
+        kind: claimed["kind"].as_str().unwrap_or_default().to_string(),
+        payload: claimed["payload"].clone(),
+    };
+    if job.kind != THREADS_RUN {
+        Spi::run_with_args(
+            "UPDATE pullsync.jobs SET phase = 'pulling' WHERE id = $1",
+            &[job.id.into()],
+        )?;
+        return Ok(Some(job));
+    }
+    let run = job.id;
     let units = Spi::get_one_with_args::<i64>(
         "WITH units AS (
              INSERT INTO pullsync.jobs (parent_id, kind, payload)
@@ -123,7 +192,7 @@ pub fn claim_and_plan_run() -> Result<Option<i64>> {
         // Every worker, not only this one, should start on the units.
         super::worker::wake_all()?;
     }
-    Ok(Some(run))
+    Ok(Some(job))
 }
 
 /// A claimed unit: the account to sync and where its logs belong.

@@ -37,7 +37,29 @@ fn log_context(unit: &Unit) -> LogContext<'static> {
 /// units. Returns whether there was anything to do.
 pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
     txn.run(queue::requeue_abandoned)?;
-    if txn.run(queue::claim_and_plan_run)?.is_some() {
+    if let Some(job) = txn.run(queue::claim_and_plan_run)? {
+        if job.kind == queue::FEED_PULL {
+            let consumer = job.payload["consumer_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mode = job.payload["mode"]
+                .as_str()
+                .unwrap_or("incremental")
+                .to_string();
+            let result = match crate::feed::pull::pull(&consumer, &mode, None, txn, cancel) {
+                Ok(result) => result,
+                Err(PullsyncError::Interrupted) => {
+                    // Pages committed so far stay; the job goes back to the queue.
+                    txn.run(|| queue::requeue_job(job.id))?;
+                    return Err(PullsyncError::Interrupted);
+                }
+                Err(e) => {
+                    json!({ "consumer_id": consumer, "status": "failed", "error": e.to_string() })
+                }
+            };
+            txn.run(|| queue::finish_single(job.id, &result))?;
+        }
         return Ok(true);
     }
     let batch = i64::from(config::BATCH_SIZE.get().max(1));

@@ -28,6 +28,18 @@ pub fn stopping() -> bool {
     STOPPING.load(Ordering::SeqCst)
 }
 
+/// Processes pending procsignal barriers (from the main thread only). Workers call it in
+/// every wait, since they do not pass through Postgres' own CHECK_FOR_INTERRUPTS.
+pub fn absorb_barriers() {
+    // SAFETY: a read of a flag Postgres' signal handler sets, then the function Postgres
+    // itself calls for it.
+    unsafe {
+        if pg_sys::ProcSignalBarrierPending != 0 {
+            pg_sys::ProcessProcSignalBarrier();
+        }
+    }
+}
+
 pub fn register(count: i32) {
     for n in 0..count {
         BackgroundWorkerBuilder::new(&format!("pg_pullsync worker {n}"))
@@ -101,6 +113,7 @@ pub extern "C-unwind" fn pullsync_worker_main(_arg: pg_sys::Datum) {
     );
 
     while !stopping() {
+        absorb_barriers();
         if BackgroundWorker::sighup_received() {
             // SAFETY: the documented way for a worker to reload its configuration.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };

@@ -126,8 +126,17 @@ impl Cluster {
 
     fn psql_command(&self, database: &str) -> Command {
         let mut c = cmd("psql");
-        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
-            .args(["-p", &self.port.to_string(), "-d", database]);
+        c.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &self.port.to_string(), "-d", database]);
         c
     }
 
@@ -139,12 +148,17 @@ impl Cluster {
 
     /// Like `psql`, without printing results.
     pub fn psql_quiet(&self, database: &str, sql: &str) -> Result<()> {
-        run_with_stdin(self.psql_command(database).args(["-o", "/dev/null", "-f", "-"]), sql)
+        run_with_stdin(
+            self.psql_command(database)
+                .args(["-o", "/dev/null", "-f", "-"]),
+            sql,
+        )
     }
 
     /// The unaligned, tuples-only output of one query.
     pub fn query(&self, database: &str, sql: &str) -> Option<String> {
-        crate::run::output_of(self.psql_command(database).args(["-At", "-c", sql])).map(|s| s.trim().to_string())
+        crate::run::output_of(self.psql_command(database).args(["-At", "-c", sql]))
+            .map(|s| s.trim().to_string())
     }
 
     pub fn dsn(&self) -> String {

@@ -90,11 +90,17 @@ fn start_simulator() -> Result<()> {
 /// Queues a Threads run, waits for the workers to finish it, prints its result.
 fn run_and_wait(cluster: &Cluster) -> Result<()> {
     let job = cluster
-        .query("postgres", "SELECT pullsync.threads_scheduled_sync()->>'job_id'")
+        .query(
+            "postgres",
+            "SELECT pullsync.threads_scheduled_sync()->>'job_id'",
+        )
         .filter(|j| !j.is_empty())
         .ok_or("the run was not queued (is another one running?)")?;
     for _ in 0..1200 {
-        let state = cluster.query("postgres", &format!("SELECT pullsync.job_status({job})->>'state'"));
+        let state = cluster.query(
+            "postgres",
+            &format!("SELECT pullsync.job_status({job})->>'state'"),
+        );
         if !matches!(state.as_deref(), Some("queued") | Some("running")) {
             return cluster.psql(
                 "postgres",
@@ -103,7 +109,10 @@ fn run_and_wait(cluster: &Cluster) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    Err(format!("job {job} did not finish in 5 minutes; see SELECT * FROM pullsync.jobs_running").into())
+    Err(
+        format!("job {job} did not finish in 5 minutes; see SELECT * FROM pullsync.jobs_running")
+            .into(),
+    )
 }
 
 pub fn stop_simulator() -> Result<()> {

@@ -11,6 +11,8 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 const TEST_PORT: u16 = 28816;
 /// Where tests/workers.rs serves its simulator (fixed: the workers read it from the config).
 const WORKER_SIM_PORT: u16 = 28818;
+/// The feed server of it_workers, for tests/feed.rs.
+const FEED_PORT: u16 = 28819;
 /// A throwaway key for the throwaway test cluster; the demo generates its own.
 const TEST_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -183,6 +185,7 @@ fn integration(tally: &mut Tally) -> Result<()> {
         "{}pullsync.database = 'it_workers'\n\
          pullsync.batch_size = 2\n\
          pullsync.http_retry_delay = 5\n\
+         pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n\
          pullsync.threads_api_url = 'http://127.0.0.1:{WORKER_SIM_PORT}/v1.0'\n",
         cluster_settings(TEST_KEY).replace(
             "cron.database_name = 'postgres'",

@@ -1,0 +1,410 @@
+//! The conversation feed end to end: the provider is the cluster's `it_workers` database,
+//! served by the built-in feed server on 127.0.0.1:28819 (set up by `cargo xtask test`);
+//! consumers are fresh databases pulling over HTTP. Tests share the provider, so they run
+//! one at a time.
+
+use postgres::Client;
+use pullsync_tests::db::{connect, fresh_extension_database, sqlstate_of};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+const PROVIDER: &str = "it_workers";
+const FEED_URL: &str = "http://127.0.0.1:28819";
+const KEY: &str = "feed-key-0123456789abcdef";
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The provider with `conversations` conversations and `messages` messages; half the rows
+/// share one timestamp, all share one writing transaction.
+fn provider(conversations: i32, messages: i32) -> Client {
+    let mut p = connect(PROVIDER);
+    p.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_pullsync")
+        .unwrap();
+    p.batch_execute(
+        "TRUNCATE pullsync.conversations, pullsync.conversation_messages, pullsync.feed_consumers CASCADE",
+    )
+    .unwrap();
+    // A generous rate: these tests pull hundreds of pages at once.
+    p.execute(
+        "SELECT pullsync.feed_add_consumer('partner', $1, 1000000)",
+        &[&KEY],
+    )
+    .unwrap();
+    p.execute(
+        "INSERT INTO pullsync.conversations (id, user_id, started_at, ended_at, last_message_at, updated_at)
+         SELECT 'c' || g, 'u' || (g % 50), t, t + interval '5 min', t + interval '4 min', t
+           FROM generate_series(1, $1) g,
+                LATERAL (SELECT CASE WHEN g % 2 = 0 THEN timestamptz '2026-06-01 12:00:00+00'
+                                     ELSE timestamptz '2026-06-01 12:00:00+00' + g * interval '1 s' END AS t) ts",
+        &[&conversations],
+    )
+    .unwrap();
+    p.execute(
+        "INSERT INTO pullsync.conversation_messages
+                (id, conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)
+         SELECT 'm' || g, 'c' || (g % $2 + 1), (ARRAY['user', 'assistant'])[g % 2 + 1], 'redacted text ' || g || ' 🙂',
+                (ARRAY['none', 'low', 'high'])[g % 3 + 1], CASE WHEN g % 3 = 2 THEN ARRAY['pii', 'self_harm'] ELSE '{}' END,
+                t, t
+           FROM generate_series(1, $1) g,
+                LATERAL (SELECT CASE WHEN g % 2 = 0 THEN timestamptz '2026-06-01 12:00:00+00'
+                                     ELSE timestamptz '2026-06-01 12:00:00+00' + g * interval '1 ms' END AS t) ts",
+        &[&messages, &conversations],
+    )
+    .unwrap();
+    p
+}
+
+fn consumer(name: &str, batch: i32) -> Client {
+    let mut c = fresh_extension_database(name);
+    c.execute(
+        "SELECT pullsync.feed_add_source('partner', $1, $2, batch_size => $3, rate_limit => 10000, timeout => '10 s',
+                                         max_retries => 2, retry_delay => '10 ms')",
+        &[&FEED_URL, &KEY, &batch],
+    )
+    .unwrap();
+    c
+}
+
+/// Every row of both tables as (id → hash of its content).
+fn snapshot(db: &mut Client) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let rows = |db: &mut Client, sql: &str| -> BTreeMap<String, String> {
+        db.query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    (
+        rows(
+            db,
+            "SELECT id, md5(row(user_id, started_at, ended_at, last_message_at, updated_at)::text) FROM pullsync.conversations",
+        ),
+        rows(
+            db,
+            "SELECT id, md5(row(conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)::text)
+               FROM pullsync.conversation_messages",
+        ),
+    )
+}
+
+fn pull(c: &mut Client, max_pages: Option<i32>) -> Value {
+    c.query_one(
+        "SELECT pullsync.feed_pull('partner', 'incremental', $1)",
+        &[&max_pages],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn two_databases_end_to_end_with_writers_and_a_late_commit() {
+    let _serial = serial();
+    let mut p = provider(2_000, 100_000);
+    let mut c = consumer("it_feed_consumer", 1000);
+
+    // A transaction that writes, then stays open across the first pulls.
+    let mut late = connect(PROVIDER);
+    late.batch_execute(
+        "BEGIN;
+         INSERT INTO pullsync.conversation_messages (id, conversation_id, role, content_redacted, created_at)
+         VALUES ('late-1', 'c1', 'user', 'committed late', now());",
+    )
+    .unwrap();
+
+    // Writers change and add rows while the consumer pulls.
+    let writer = std::thread::spawn(|| {
+        let mut w = connect(PROVIDER);
+        for i in 0..300 {
+            w.execute(
+                "UPDATE pullsync.conversation_messages SET content_redacted = 'edited ' || ($1::int)::text, updated_at = now()
+                  WHERE id = 'm' || (($1 * 331) % 100000 + 1)",
+                &[&i],
+            )
+            .unwrap();
+            w.execute(
+                "INSERT INTO pullsync.conversation_messages (id, conversation_id, role, content_redacted, created_at)
+                 VALUES ('new-' || ($1::int)::text, 'c2', 'assistant', 'new', now())",
+                &[&i],
+            )
+            .unwrap();
+            if i % 50 == 0 {
+                w.execute("UPDATE pullsync.conversations SET ended_at = now(), updated_at = now() WHERE id = 'c' || ($1 + 1)", &[&i])
+                    .unwrap();
+            }
+        }
+    });
+    let first = pull(&mut c, Some(40));
+    assert_eq!(first["status"], "completed", "{first}");
+    let second = pull(&mut c, None);
+    assert_eq!(second["status"], "completed", "{second}");
+    writer.join().unwrap();
+    late.batch_execute("COMMIT").unwrap();
+    let third = pull(&mut c, None);
+    assert_eq!(third["status"], "completed", "{third}");
+
+    let (source_conversations, source_messages) = snapshot(&mut p);
+    let (target_conversations, target_messages) = snapshot(&mut c);
+    assert_eq!(source_messages.len(), 100_000 + 300 + 1);
+    assert!(
+        target_messages.contains_key("late-1"),
+        "the late commit reached the consumer"
+    );
+    assert_eq!(
+        target_conversations, source_conversations,
+        "conversations equal, row by row"
+    );
+    assert_eq!(
+        target_messages, source_messages,
+        "messages equal, row by row"
+    );
+
+    // Bookmarks and status on both ends.
+    let bookmark: i64 = p
+        .query_one("SELECT (sync_stats->>'messages_served')::bigint FROM pullsync.sync_bookmarks WHERE consumer_id = 'partner'", &[])
+        .unwrap()
+        .get(0);
+    assert!(bookmark >= 100_301);
+    let state: String = c
+        .query_one(
+            "SELECT state FROM pullsync.sync_status WHERE consumer_id = 'partner'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "completed");
+    let total: i64 = c
+        .query_one("SELECT total_items FROM pullsync.sync_status", &[])
+        .unwrap()
+        .get(0);
+    assert!(total >= 102_301, "{total}");
+}
+
+#[test]
+fn killing_the_consumer_mid_pull_resumes_without_loss_or_duplicates() {
+    let _serial = serial();
+    let mut p = provider(500, 40_000);
+    let mut c = consumer("it_feed_kill", 100);
+    // Some pages committed in an earlier call.
+    let partial = pull(&mut c, Some(10));
+    assert_eq!(partial["pages"], 10);
+    let committed: i64 = c
+        .query_one("SELECT count(*) FROM pullsync.sync_checkpoints", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(committed, 10);
+    // A second call is killed while it pulls.
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut admin = connect("it_feed_kill");
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
+    });
+    let killed = c.query_one("SELECT pullsync.feed_pull('partner')", &[]);
+    killer.join().unwrap();
+    assert!(killed.is_err(), "the pull was killed");
+    // Resume in a new session.
+    let mut c = connect("it_feed_kill");
+    let resumed = pull(&mut c, None);
+    assert_eq!(resumed["status"], "completed", "{resumed}");
+    assert_eq!(snapshot(&mut c), snapshot(&mut p));
+    let per_page: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pullsync.sync_checkpoints WHERE items > 100",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(per_page, 0, "no page larger than the batch");
+}
+
+#[test]
+fn any_page_size_yields_every_row_exactly_once() {
+    let _serial = serial();
+    let mut p = provider(300, 3_000);
+    for lim in [1, 7, 100, 999, 5000] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: Value = p
+                .query_one(
+                    "SELECT pullsync.feed_all_messages('partner', NULL, $1, $2)",
+                    &[&cursor, &lim],
+                )
+                .unwrap()
+                .get(0);
+            for item in page["items"].as_array().unwrap() {
+                seen.push(item["id"].as_str().unwrap().to_string());
+                assert!(item["risk"]["level"].is_string() && item["risk"]["categories"].is_array());
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+            if lim == 1 && seen.len() > 200 {
+                // A page size of one proves the point without 3,000 round trips.
+                break;
+            }
+        }
+        let unique: std::collections::HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "lim {lim}: no row twice");
+        if lim > 1 {
+            assert_eq!(seen.len(), 3_000, "lim {lim}: every row");
+        }
+    }
+    // One conversation's messages, and conversations filtered by user.
+    let page: Value = p
+        .query_one(
+            "SELECT pullsync.feed_messages('partner', 'c7', NULL, 5000)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(page["items"].as_array().unwrap().len(), 10);
+    let page: Value = p
+        .query_one(
+            "SELECT pullsync.feed_conversations('partner', NULL, NULL, 5000, 'u3')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(page["items"].as_array().unwrap().len(), 6);
+    let stats: Value = p
+        .query_one(
+            "SELECT pullsync.feed_stats('2026-01-01', '2027-01-01')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (stats["conversations"].as_i64(), stats["messages"].as_i64()),
+        (Some(300), Some(3_000))
+    );
+    let ids: Value = p
+        .query_one(
+            "SELECT pullsync.feed_ids('conversations', '2026-01-01', '2027-01-01')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ids["ids"].as_array().unwrap().len(), 300);
+    assert!(ids["next_cursor"].is_null());
+}
+
+#[test]
+fn bad_arguments_and_cursors_get_clear_errors() {
+    let _serial = serial();
+    let mut p = provider(10, 10);
+    let good: Value = p
+        .query_one(
+            "SELECT pullsync.feed_conversations('partner', NULL, NULL, 5)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let cursor = good["checkpoint"].as_str().unwrap().to_string();
+    let mut tampered = cursor.clone().into_bytes();
+    let mid = tampered.len() / 2;
+    tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let cases = [
+        ("SELECT pullsync.feed_conversations(NULL, NULL)".to_string(), "22004"),
+        ("SELECT pullsync.feed_conversations('nobody', NULL)".to_string(), "42704"),
+        ("SELECT pullsync.feed_conversations('partner', NULL, NULL, 0)".to_string(), "22023"),
+        ("SELECT pullsync.feed_conversations('partner', NULL, NULL, 5001)".to_string(), "22023"),
+        ("SELECT pullsync.feed_conversations('partner', NULL, 'garbage')".to_string(), "22023"),
+        (format!("SELECT pullsync.feed_conversations('partner', NULL, '{tampered}')"), "22023"),
+        (format!("SELECT pullsync.feed_all_messages('partner', NULL, '{cursor}')"), "22023"),
+        ("SELECT pullsync.feed_stats('2027-01-01', '2026-01-01')".to_string(), "22023"),
+        ("SELECT pullsync.feed_ids('users', '2026-01-01', '2027-01-01')".to_string(), "22023"),
+        ("SELECT pullsync.feed_add_consumer('bad id', 'feed-key-0123456789abcdef')".to_string(), "22023"),
+        ("SELECT pullsync.feed_add_consumer('x', 'short')".to_string(), "22023"),
+        ("SELECT pullsync.feed_add_source('x', 'ftp://host', 'feed-key-0123456789abcdef')".to_string(), "22023"),
+        ("SELECT pullsync.feed_add_source('x', 'http://h', 'feed-key-0123456789abcdef', batch_size => 0)".to_string(), "22023"),
+        ("SELECT pullsync.feed_add_source('x', 'http://h', 'feed-key-0123456789abcdef', timeout => '0 s')".to_string(), "22023"),
+        ("SELECT pullsync.feed_pull('nobody')".to_string(), "42704"),
+        ("SELECT pullsync.feed_pull('partner', 'sometimes')".to_string(), "22023"),
+    ];
+    for (sql, state) in cases {
+        assert_eq!(sqlstate_of(&mut p, &sql).as_deref(), Some(state), "{sql}");
+    }
+    let err = p
+        .batch_execute("SELECT pullsync.feed_conversations('partner', NULL, 'garbage')")
+        .unwrap_err();
+    let hint = err
+        .as_db_error()
+        .unwrap()
+        .hint()
+        .unwrap_or_default()
+        .to_string();
+    assert!(hint.contains("null cursor"), "{hint}");
+}
+
+#[test]
+fn the_feed_server_checks_keys_rate_limits_and_answers_json_errors() {
+    let _serial = serial();
+    let mut p = provider(20, 20);
+    p.execute("SELECT pullsync.feed_add_consumer('slow', $1, 6)", &[&KEY])
+        .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str, consumer: &str, key: &str| {
+        let r = http
+            .get(format!("{FEED_URL}{path}"))
+            .query(&[("consumer_id", consumer)])
+            .bearer_auth(key)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, r.json::<Value>().unwrap(), retry)
+    };
+    let (status, body, _) = get("/conversations?limit=5", "partner", KEY);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 5);
+    let (status, body, _) = get("/conversations", "partner", "wrong-key-0123456789");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, body, _) = get("/conversations?cursor=nonsense", "partner", KEY);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_cursor"))
+    );
+    let (status, _, _) = get("/nowhere", "partner", KEY);
+    assert_eq!(status, 404);
+    let (status, body, _) = get(
+        "/stats?start=2026-01-01T00:00:00Z&end=2027-01-01T00:00:00Z",
+        "partner",
+        KEY,
+    );
+    assert_eq!((status, body["messages"].as_i64()), (200, Some(20)));
+    let (status, body, _) = get("/conversations/c3/messages", "partner", KEY);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        get(
+            "/ids?kind=messages&start=2026-01-01T00:00:00Z&end=2027-01-01T00:00:00Z",
+            "partner",
+            KEY
+        )
+        .0,
+        200
+    );
+    // 6 per minute: the first passes, the next is refused with Retry-After.
+    assert_eq!(get("/messages", "slow", KEY).0, 200);
+    let (status, body, retry) = get("/messages", "slow", KEY);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(retry.is_some());
+}

@@ -1,0 +1,220 @@
+//! SQL functions of the conversation feed (thin glue).
+
+use super::{pull, serve, validate};
+use crate::error::PullsyncError;
+use crate::jobs::runner::Subtransactions;
+use crate::pg_error::OrRaise;
+use crate::pg_time::to_chrono;
+use crate::runtime::Cancel;
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+fn required<T>(value: Option<T>, name: &'static str) -> T {
+    value.ok_or(PullsyncError::NullArgument { name }).or_raise()
+}
+
+fn time(value: Option<TimestampWithTimeZone>, name: &'static str) -> chrono::DateTime<chrono::Utc> {
+    to_chrono(required(value, name))
+        .ok_or_else(|| {
+            PullsyncError::invalid(format!("{name} must be finite"), "Pass a real timestamp.")
+        })
+        .or_raise()
+}
+
+/// Optional lower bound; -infinity or null means no bound.
+fn bound(value: Option<TimestampWithTimeZone>) -> Option<chrono::DateTime<chrono::Utc>> {
+    value.and_then(to_chrono)
+}
+
+/// One page of conversations for a consumer, in commit-safe order:
+/// `{"items": [...], "next_cursor": …, "checkpoint": …}`.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_conversations(
+    consumer_id: Option<String>,
+    updated_after: Option<TimestampWithTimeZone>,
+    cursor: default!(Option<String>, "NULL"),
+    lim: default!(Option<i32>, 500),
+    user_id: default!(Option<String>, "NULL"),
+) -> JsonB {
+    let consumer_id = required(consumer_id, "consumer_id");
+    let stream = serve::Stream::Conversations {
+        updated_after: bound(updated_after),
+        user_id: user_id.as_deref(),
+    };
+    JsonB(
+        serve::page(
+            &consumer_id,
+            stream,
+            cursor.as_deref(),
+            required(lim, "lim"),
+        )
+        .or_raise(),
+    )
+}
+
+/// One page of one conversation's messages.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_messages(
+    consumer_id: Option<String>,
+    conversation_id: Option<String>,
+    cursor: default!(Option<String>, "NULL"),
+    lim: default!(Option<i32>, 500),
+) -> JsonB {
+    let consumer_id = required(consumer_id, "consumer_id");
+    let conversation_id = required(conversation_id, "conversation_id");
+    let stream = serve::Stream::ConversationMessages {
+        conversation_id: &conversation_id,
+    };
+    JsonB(
+        serve::page(
+            &consumer_id,
+            stream,
+            cursor.as_deref(),
+            required(lim, "lim"),
+        )
+        .or_raise(),
+    )
+}
+
+/// One page of all messages.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_all_messages(
+    consumer_id: Option<String>,
+    updated_after: Option<TimestampWithTimeZone>,
+    cursor: default!(Option<String>, "NULL"),
+    lim: default!(Option<i32>, 500),
+) -> JsonB {
+    let consumer_id = required(consumer_id, "consumer_id");
+    let stream = serve::Stream::AllMessages {
+        updated_after: bound(updated_after),
+    };
+    JsonB(
+        serve::page(
+            &consumer_id,
+            stream,
+            cursor.as_deref(),
+            required(lim, "lim"),
+        )
+        .or_raise(),
+    )
+}
+
+/// Counts in [start, end) for reconciliation.
+#[pg_extern(schema = "pullsync", security_definer, stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_stats(start: Option<TimestampWithTimeZone>, end: Option<TimestampWithTimeZone>) -> JsonB {
+    JsonB(serve::stats(time(start, "start"), time(end, "end")).or_raise())
+}
+
+/// Ids in [start, end), 1000 per page, for finding missing records.
+#[pg_extern(schema = "pullsync", security_definer, stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_ids(
+    kind: Option<String>,
+    start: Option<TimestampWithTimeZone>,
+    end: Option<TimestampWithTimeZone>,
+    cursor: default!(Option<String>, "NULL"),
+) -> JsonB {
+    let kind = required(kind, "kind");
+    JsonB(
+        serve::ids(
+            &kind,
+            time(start, "start"),
+            time(end, "end"),
+            cursor.as_deref(),
+        )
+        .or_raise(),
+    )
+}
+
+/// Lets a consumer pull this database's feed with `api_key` (sealed at once).
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_add_consumer(
+    consumer_id: Option<String>,
+    api_key: Option<String>,
+    rate_limit_per_minute: default!(Option<i32>, 600),
+) {
+    serve::add_consumer(
+        &required(consumer_id, "consumer_id"),
+        &required(api_key, "api_key"),
+        required(rate_limit_per_minute, "rate_limit_per_minute"),
+    )
+    .or_raise()
+}
+
+/// Defines a provider to pull from (the seed's SyncConfig).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_add_source(
+    consumer_id: Option<String>,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    batch_size: default!(Option<i32>, 500),
+    rate_limit: default!(Option<i32>, 5),
+    timeout: default!(Option<Interval>, "'30 s'"),
+    max_retries: default!(Option<i32>, 3),
+    retry_delay: default!(Option<Interval>, "'5 s'"),
+) {
+    pull::add_source(
+        &required(consumer_id, "consumer_id"),
+        &required(base_url, "base_url"),
+        &required(api_key, "api_key"),
+        required(batch_size, "batch_size"),
+        required(rate_limit, "rate_limit"),
+        required(timeout, "timeout"),
+        required(max_retries, "max_retries"),
+        required(retry_delay, "retry_delay"),
+    )
+    .or_raise()
+}
+
+/// Pulls a source now, in this session: every page and its checkpoint in a subtransaction.
+/// `max_pages` stops early (the next incremental pull resumes from the last checkpoint).
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_pull(
+    consumer_id: Option<String>,
+    mode: default!(Option<String>, "'incremental'"),
+    max_pages: default!(Option<i32>, "NULL"),
+) -> JsonB {
+    let consumer_id = required(consumer_id, "consumer_id");
+    let mode = required(mode, "mode");
+    let max_pages = match max_pages {
+        Some(m) if m < 1 => PullsyncError::invalid(
+            "max_pages must be at least 1",
+            "Pass a positive number or null.",
+        )
+        .raise_now(),
+        m => m.map(|m| m as u32),
+    };
+    JsonB(
+        pull::pull(
+            &consumer_id,
+            &mode,
+            max_pages,
+            &Subtransactions,
+            Cancel::Backend,
+        )
+        .or_raise(),
+    )
+}
+
+/// Queues a pull for the background workers; returns `{"job_id": …}`.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_enqueue(
+    consumer_id: Option<String>,
+    mode: default!(Option<String>, "'incremental'"),
+) -> JsonB {
+    let consumer_id = required(consumer_id, "consumer_id");
+    let mode = required(mode, "mode");
+    validate::mode(&mode).or_raise();
+    pull::load_source(&consumer_id).or_raise();
+    JsonB(crate::jobs::queue::enqueue_feed_pull(&consumer_id, &mode).or_raise())
+}

@@ -1,0 +1,391 @@
+//! The consumer end of the feed: pulls pages from a provider over the shared HTTP layer and
+//! writes each page's rows together with its cursor checkpoint, so a crash resumes from
+//! the last committed page. Pages are written as they arrive; nothing accumulates.
+
+use crate::error::{PullsyncError, Result};
+use crate::http::{Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, RetryPolicy};
+use crate::jobs::runner::Txn;
+use crate::runtime::{self, Cancel};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A configured source (the seed's SyncConfig), its key opened.
+pub struct Source {
+    pub consumer_id: String,
+    pub base_url: String,
+    api_key: String,
+    pub batch_size: i32,
+    pub rate_limit: i32,
+    pub timeout: Duration,
+    pub max_retries: i32,
+    pub retry_delay: Duration,
+}
+
+/// What a provider page carries.
+#[derive(Debug, Deserialize)]
+pub struct FeedPage {
+    pub items: Vec<Value>,
+    pub next_cursor: Option<String>,
+    pub checkpoint: String,
+}
+
+const STREAMS: [(&str, &str); 2] = [
+    ("conversations", "/conversations"),
+    ("messages", "/messages"),
+];
+/// A full pull reaches this far back.
+const FULL_WINDOW_DAYS: i64 = 90;
+
+pub fn load_source(consumer_id: &str) -> Result<Source> {
+    let row = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT base_url, api_key_encrypted, batch_size, rate_limit,
+                    (extract(epoch FROM timeout) * 1000)::bigint, max_retries,
+                    (extract(epoch FROM retry_delay) * 1000)::bigint
+               FROM pullsync.feed_sources WHERE consumer_id = $1",
+            Some(1),
+            &[consumer_id.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok::<_, PullsyncError>(None);
+        }
+        let r = rows.first();
+        Ok(Some((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+            r.get::<i32>(3)?.unwrap_or(500),
+            r.get::<i32>(4)?.unwrap_or(5),
+            r.get::<i64>(5)?.unwrap_or(30_000),
+            r.get::<i32>(6)?.unwrap_or(3),
+            r.get::<i64>(7)?.unwrap_or(5_000),
+        )))
+    })?;
+    let Some((base_url, sealed, batch_size, rate_limit, timeout_ms, max_retries, retry_ms)) = row
+    else {
+        return Err(PullsyncError::NotFound {
+            message: format!("feed source {consumer_id} does not exist"),
+            hint: "Add it with pullsync.feed_add_source(consumer_id, base_url, api_key).".into(),
+        });
+    };
+    let api_key = crate::config::sealing_key()?
+        .open(&sealed)
+        .map_err(|reason| PullsyncError::Unsealable {
+            what: format!("API key of feed source {consumer_id}"),
+            reason,
+        })?;
+    Ok(Source {
+        consumer_id: consumer_id.to_string(),
+        base_url,
+        api_key,
+        batch_size,
+        rate_limit,
+        timeout: Duration::from_millis(timeout_ms.max(1) as u64),
+        max_retries,
+        retry_delay: Duration::from_millis(retry_ms.max(0) as u64),
+    })
+}
+
+fn latest_checkpoint(consumer_id: &str, stream: &str) -> Result<Option<String>> {
+    Ok(Spi::get_one_with_args::<String>(
+        "SELECT (SELECT cursor FROM pullsync.sync_checkpoints WHERE consumer_id = $1 AND stream = $2
+                  ORDER BY id DESC LIMIT 1)",
+        &[consumer_id.into(), stream.into()],
+    )?)
+}
+
+/// The provider's JSON errors → the HTTP layer's classes.
+fn classify_feed(status: u16, body: &[u8]) -> (FailureClass, String) {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "no error message".into());
+    let class = match status {
+        401 | 403 => FailureClass::Auth,
+        429 => FailureClass::Throttled,
+        500..=599 => FailureClass::Transient,
+        _ => FailureClass::Refused,
+    };
+    (class, message)
+}
+
+fn page_url(
+    source: &Source,
+    path: &str,
+    cursor: Option<&str>,
+    updated_after: Option<DateTime<Utc>>,
+) -> String {
+    let mut url = format!(
+        "{}{path}?consumer_id={}&limit={}",
+        source.base_url, source.consumer_id, source.batch_size
+    );
+    if let Some(c) = cursor {
+        url.push_str("&cursor=");
+        url.push_str(c);
+    }
+    if let Some(t) = updated_after {
+        url.push_str(&format!("&updated_after={}", t.timestamp_micros()));
+    }
+    url
+}
+
+const CONVERSATIONS_UPSERT: &str = "
+INSERT INTO pullsync.conversations AS c (id, user_id, started_at, ended_at, last_message_at, updated_at)
+SELECT x.id, x.user_id, x.started_at, x.ended_at, x.last_message_at, x.updated_at
+  FROM jsonb_to_recordset($1) AS x(id text, user_id text, started_at timestamptz, ended_at timestamptz,
+                                   last_message_at timestamptz, updated_at timestamptz)
+ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, started_at = EXCLUDED.started_at,
+       ended_at = EXCLUDED.ended_at, last_message_at = EXCLUDED.last_message_at, updated_at = EXCLUDED.updated_at
+ WHERE c.updated_at <= EXCLUDED.updated_at";
+
+const MESSAGES_UPSERT: &str = "
+INSERT INTO pullsync.conversation_messages AS m
+       (id, conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)
+SELECT x.id, x.conversation_id, x.role, x.content_redacted, coalesce(x.risk->>'level', 'none'),
+       coalesce(ARRAY(SELECT jsonb_array_elements_text(x.risk->'categories')), '{}'), x.created_at, x.updated_at
+  FROM jsonb_to_recordset($1) AS x(id text, conversation_id text, role text, content_redacted text, risk jsonb,
+                                   created_at timestamptz, updated_at timestamptz)
+ON CONFLICT (id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, role = EXCLUDED.role,
+       content_redacted = EXCLUDED.content_redacted, risk_level = EXCLUDED.risk_level,
+       risk_categories = EXCLUDED.risk_categories, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
+ WHERE m.updated_at <= EXCLUDED.updated_at";
+
+/// Upserts a page's rows and records its checkpoint, in the caller's transaction.
+pub fn write_page(consumer_id: &str, stream: &str, mode: &str, page: FeedPage) -> Result<usize> {
+    let n = page.items.len();
+    if n > 0 {
+        let sql = if stream == "conversations" {
+            CONVERSATIONS_UPSERT
+        } else {
+            MESSAGES_UPSERT
+        };
+        Spi::run_with_args(sql, &[JsonB(Value::Array(page.items)).into()])?;
+    }
+    Spi::run_with_args(
+        "INSERT INTO pullsync.sync_checkpoints (consumer_id, stream, mode, cursor, items) VALUES ($1, $2, $3, $4, $5)",
+        &[consumer_id.into(), stream.into(), mode.into(), page.checkpoint.into(), (n as i32).into()],
+    )?;
+    Ok(n)
+}
+
+fn log_run(
+    consumer_id: &str,
+    mode: &str,
+    status: &str,
+    items: i64,
+    calls: u32,
+    error: Option<&str>,
+    started: DateTime<Utc>,
+) -> Result<()> {
+    Spi::run_with_args(
+        "INSERT INTO pullsync.sync_logs (job_type, source, consumer_id, status, steps_completed, items_new, api_calls, error, started_at)
+         VALUES ($1, 'feed', $2, $3, '{}', $4, $5, $6, $7)",
+        &[
+            format!("feed_{mode}").into(),
+            consumer_id.into(),
+            status.into(),
+            (items.min(i64::from(i32::MAX)) as i32).into(),
+            (calls as i32).into(),
+            error.into(),
+            crate::pg_time::to_pg(started).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Pulls every stream of a source to its end (or for at most `max_pages` pages): each page
+/// in its own unit of work.
+pub fn pull(
+    consumer_id: &str,
+    mode: &str,
+    max_pages: Option<u32>,
+    txn: &impl Txn,
+    cancel: Cancel,
+) -> Result<Value> {
+    super::validate::mode(mode)?;
+    let started = Utc::now();
+    let source = txn.run(|| load_source(consumer_id))?;
+    let http = HttpClient::new(HttpSettings {
+        timeout: source.timeout,
+        retry: RetryPolicy {
+            max_retries: source.max_retries.max(0) as u32,
+            base_delay: source.retry_delay,
+            max_delay: source.retry_delay.max(Duration::from_secs(1)) * 8,
+        },
+        concurrency: 1,
+    })
+    .map_err(|e| PullsyncError::Internal(e.message))?;
+    let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
+    let calls = AtomicU32::new(0);
+    let mut totals = serde_json::Map::new();
+    let mut pages = 0u32;
+    let mut error: Option<String> = None;
+
+    'streams: for (stream, path) in STREAMS {
+        let resume = match mode {
+            "full" => None,
+            _ => txn.run(|| latest_checkpoint(consumer_id, stream))?,
+        };
+        // A full pull starts over within its window; otherwise resume from the checkpoint
+        // (or, the first time, from the beginning).
+        let mut updated_after =
+            (mode == "full").then(|| started - ChronoDuration::days(FULL_WINDOW_DAYS));
+        let mut cursor = resume;
+        let mut restarted = false;
+        let mut throttled = 0;
+        let mut count = 0usize;
+        loop {
+            if max_pages.is_some_and(|m| pages >= m) {
+                break 'streams;
+            }
+            let url = page_url(&source, path, cursor.as_deref(), updated_after);
+            let fetched = runtime::block_on_until(
+                http.get_json::<FeedPage>(
+                    &url,
+                    Some(&source.api_key),
+                    Some(&limiter),
+                    classify_feed,
+                    &calls,
+                ),
+                cancel,
+            )?;
+            let page = match fetched {
+                Ok(page) => page,
+                Err(f)
+                    if f.class == FailureClass::Refused
+                        && f.message.contains("invalid cursor")
+                        && !restarted =>
+                {
+                    // An expired or foreign checkpoint: start this stream over.
+                    restarted = true;
+                    cursor = None;
+                    updated_after = Some(started - ChronoDuration::days(FULL_WINDOW_DAYS));
+                    continue;
+                }
+                Err(Failure {
+                    class: FailureClass::Throttled,
+                    retry_after,
+                    ..
+                }) if throttled < 3 => {
+                    throttled += 1;
+                    // Honour Retry-After (capped); the timer is created inside the runtime.
+                    let wait = retry_after
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(30));
+                    runtime::block_on_until(async move { tokio::time::sleep(wait).await }, cancel)?;
+                    continue;
+                }
+                Err(f) => {
+                    error = Some(f.message);
+                    break 'streams;
+                }
+            };
+            let next = page.next_cursor.clone();
+            count += txn.run(|| write_page(consumer_id, stream, mode, page))?;
+            totals.insert(stream.to_string(), json!(count));
+            pages += 1;
+            match next {
+                // Later pages continue from the cursor, which carries the position.
+                Some(next) => {
+                    cursor = Some(next);
+                    updated_after = None;
+                }
+                None => break,
+            }
+        }
+        totals.insert(stream.to_string(), json!(count));
+    }
+    let items: i64 = totals.values().filter_map(Value::as_i64).sum();
+    let status = if error.is_none() {
+        "completed"
+    } else if items > 0 {
+        "partial"
+    } else {
+        "failed"
+    };
+    let api_calls = calls.load(Ordering::Relaxed);
+    txn.run(|| {
+        log_run(
+            consumer_id,
+            mode,
+            status,
+            items,
+            api_calls,
+            error.as_deref(),
+            started,
+        )
+    })?;
+    Ok(json!({
+        "consumer_id": consumer_id,
+        "mode": mode,
+        "status": status,
+        "pages": pages,
+        "items": totals,
+        "api_calls": api_calls,
+        "error": error,
+    }))
+}
+
+/// Creates or updates a source to pull from.
+#[allow(clippy::too_many_arguments)]
+pub fn add_source(
+    consumer_id: &str,
+    base_url: &str,
+    api_key: &str,
+    batch_size: i32,
+    rate_limit: i32,
+    timeout: pgrx::datum::Interval,
+    max_retries: i32,
+    retry_delay: pgrx::datum::Interval,
+) -> Result<()> {
+    super::validate::consumer_id(consumer_id)?;
+    let base_url = super::validate::base_url(base_url)?;
+    super::validate::api_key(api_key)?;
+    let bounds = [
+        (batch_size, 1, super::serve::MAX_PAGE, "batch_size"),
+        (rate_limit, 1, 10_000, "rate_limit"),
+        (max_retries, 0, 20, "max_retries"),
+    ];
+    for (value, low, high, name) in bounds {
+        if !(low..=high).contains(&value) {
+            return Err(PullsyncError::invalid(
+                format!("{name} must be between {low} and {high}, not {value}"),
+                format!("Pass {name} within {low}..{high}."),
+            ));
+        }
+    }
+    let sealed = crate::config::sealing_key()?.seal(api_key);
+    let ok = Spi::get_one_with_args::<bool>(
+        "SELECT $1::interval > '0' AND $1::interval <= '10 min' AND $2::interval >= '0' AND $2::interval <= '10 min'",
+        &[timeout.into(), retry_delay.into()],
+    )?
+    .unwrap_or(false);
+    if !ok {
+        return Err(PullsyncError::invalid(
+            "timeout must be in (0, 10 min] and retry_delay in [0, 10 min]",
+            "Pass intervals such as '30 s' and '5 s'.",
+        ));
+    }
+    Spi::run_with_args(
+        "INSERT INTO pullsync.feed_sources (consumer_id, base_url, api_key_encrypted, batch_size, rate_limit, timeout, max_retries, retry_delay)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (consumer_id) DO UPDATE SET base_url = EXCLUDED.base_url, api_key_encrypted = EXCLUDED.api_key_encrypted,
+                batch_size = EXCLUDED.batch_size, rate_limit = EXCLUDED.rate_limit, timeout = EXCLUDED.timeout,
+                max_retries = EXCLUDED.max_retries, retry_delay = EXCLUDED.retry_delay, is_active = true, updated_at = now()",
+        &[
+            consumer_id.into(),
+            base_url.into(),
+            sealed.into(),
+            batch_size.into(),
+            rate_limit.into(),
+            timeout.into(),
+            max_retries.into(),
+            retry_delay.into(),
+        ],
+    )?;
+    Ok(())
+}

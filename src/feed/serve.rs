@@ -1,0 +1,330 @@
+//! The provider end of the conversation feed: pages of conversations and messages in
+//! (change_xid, id) order with opaque cursors, per-consumer bookmarks, counts and ids for
+//! reconciliation. SPI; the SQL functions and the HTTP feed server both call these.
+
+use super::cursor::{self, Cursor, CursorError, Position};
+use crate::config;
+use crate::error::{PullsyncError, Result};
+use crate::pg_time::to_pg;
+use chrono::{DateTime, Utc};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+pub const MAX_PAGE: i32 = 5000;
+const IDS_PAGE: i64 = 1000;
+
+fn bad_cursor(e: CursorError) -> PullsyncError {
+    PullsyncError::invalid(
+        format!("invalid cursor: {e}"),
+        "Start over with a null cursor (and an updated_after bound); cursors live 30 days and belong to one stream.",
+    )
+}
+
+fn cursor_key() -> Result<[u8; 32]> {
+    Ok(config::sealing_key()?.derive("pg_pullsync feed cursor v1"))
+}
+
+fn salt() -> u64 {
+    use rand::RngCore;
+    rand::rngs::OsRng.next_u64()
+}
+
+/// Checks that the consumer exists and is active.
+pub fn require_consumer(consumer_id: &str) -> Result<()> {
+    let active = Spi::get_one_with_args::<bool>(
+        "SELECT (SELECT is_active FROM pullsync.feed_consumers WHERE consumer_id = $1)",
+        &[consumer_id.into()],
+    )?;
+    match active {
+        Some(true) => Ok(()),
+        Some(false) => Err(PullsyncError::invalid(
+            format!("feed consumer {consumer_id} is disabled"),
+            "Enable it again: UPDATE pullsync.feed_consumers SET is_active = true …",
+        )),
+        None => Err(PullsyncError::NotFound {
+            message: format!("feed consumer {consumer_id} does not exist"),
+            hint: "Add it with pullsync.feed_add_consumer(consumer_id, api_key).".into(),
+        }),
+    }
+}
+
+fn check_limit(lim: i32) -> Result<i64> {
+    if !(1..=MAX_PAGE).contains(&lim) {
+        return Err(PullsyncError::invalid(
+            format!("lim must be between 1 and {MAX_PAGE}, not {lim}"),
+            "Pass a page size such as 500.",
+        ));
+    }
+    Ok(i64::from(lim))
+}
+
+/// Which rows a page reads.
+pub enum Stream<'a> {
+    Conversations {
+        updated_after: Option<DateTime<Utc>>,
+        user_id: Option<&'a str>,
+    },
+    ConversationMessages {
+        conversation_id: &'a str,
+    },
+    AllMessages {
+        updated_after: Option<DateTime<Utc>>,
+    },
+}
+
+impl Stream<'_> {
+    fn name(&self) -> String {
+        match self {
+            Stream::Conversations { .. } => "conversations".into(),
+            Stream::ConversationMessages { conversation_id } => {
+                format!("messages:{conversation_id}")
+            }
+            Stream::AllMessages { .. } => "messages".into(),
+        }
+    }
+}
+
+const CONVERSATION_JSON: &str =
+    "jsonb_build_object('id', id, 'user_id', user_id, 'started_at', started_at,
+    'ended_at', ended_at, 'last_message_at', last_message_at, 'updated_at', updated_at)";
+const MESSAGE_JSON: &str = "jsonb_build_object('id', id, 'conversation_id', conversation_id, 'role', role,
+    'content_redacted', content_redacted, 'risk', jsonb_build_object('level', risk_level, 'categories', to_jsonb(risk_categories)),
+    'created_at', created_at, 'updated_at', updated_at)";
+
+/// One page of a stream for a consumer: `{"items": […], "next_cursor": …, "checkpoint": …}`.
+/// `next_cursor` is null on the last page; `checkpoint` always marks where the page ended,
+/// for resuming later.
+pub fn page(
+    consumer_id: &str,
+    stream: Stream,
+    cursor_text: Option<&str>,
+    lim: i32,
+) -> Result<Value> {
+    require_consumer(consumer_id)?;
+    let limit = check_limit(lim)?;
+    let key = cursor_key()?;
+    let name = stream.name();
+    let now = Utc::now().timestamp();
+    let from = match cursor_text {
+        Some(text) => {
+            cursor::decode(text, &key, &name, now)
+                .map_err(bad_cursor)?
+                .position
+        }
+        None => Position::start(),
+    };
+    // Rows written by transactions still running are not served yet: everything below the
+    // oldest running transaction is final, so nothing can appear behind a cursor later.
+    let (sql, filter_arg, user_arg): (String, Option<pgrx::datum::TimestampWithTimeZone>, Option<String>) = match &stream {
+        Stream::Conversations { updated_after, user_id } => (
+            format!(
+                "SELECT {CONVERSATION_JSON}, change_xid::text, id FROM pullsync.conversations
+                  WHERE (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
+                    AND ($4::timestamptz IS NULL OR updated_at > $4) {}
+                  ORDER BY change_xid, id LIMIT $3",
+                if user_id.is_some() { "AND user_id = $5" } else { "AND $5::text IS NULL" }
+            ),
+            updated_after.map(to_pg),
+            user_id.map(str::to_string),
+        ),
+        Stream::ConversationMessages { conversation_id } => (
+            format!(
+                "SELECT {MESSAGE_JSON}, change_xid::text, id FROM pullsync.conversation_messages
+                  WHERE conversation_id = $5 AND (change_xid, id) > ($1::text::xid8, $2)
+                    AND change_xid < pg_snapshot_xmin(pg_current_snapshot()) AND $4::timestamptz IS NULL
+                  ORDER BY change_xid, id LIMIT $3"
+            ),
+            None,
+            Some(conversation_id.to_string()),
+        ),
+        Stream::AllMessages { updated_after } => (
+            format!(
+                "SELECT {MESSAGE_JSON}, change_xid::text, id FROM pullsync.conversation_messages
+                  WHERE (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
+                    AND ($4::timestamptz IS NULL OR updated_at > $4) AND $5::text IS NULL
+                  ORDER BY change_xid, id LIMIT $3"
+            ),
+            updated_after.map(to_pg),
+            None,
+        ),
+    };
+    let (items, last, more) = Spi::connect(|client| {
+        let rows = client.select(
+            &sql,
+            None,
+            &[
+                from.xid.to_string().into(),
+                from.id.clone().into(),
+                (limit + 1).into(),
+                filter_arg.into(),
+                user_arg.into(),
+            ],
+        )?;
+        let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut last: Option<Position> = None;
+        let mut more = false;
+        for row in rows {
+            if items.len() as i64 == limit {
+                more = true;
+                break;
+            }
+            let item: Option<JsonB> = row.get(1)?;
+            let xid: Option<String> = row.get(2)?;
+            let id: Option<String> = row.get(3)?;
+            items.push(item.map(|j| j.0).unwrap_or(Value::Null));
+            last = Some(Position {
+                xid: xid.and_then(|x| x.parse().ok()).unwrap_or(0),
+                id: id.unwrap_or_default(),
+            });
+        }
+        Ok::<_, PullsyncError>((items, last, more))
+    })?;
+    let end = last.unwrap_or(from);
+    let checkpoint = cursor::encode(
+        &Cursor {
+            position: end,
+            stream: name.clone(),
+            issued_at: now,
+        },
+        &key,
+        salt(),
+    );
+    let served = items.len() as i64;
+    if !matches!(stream, Stream::ConversationMessages { .. }) {
+        record_bookmark(consumer_id, &name, &checkpoint, served)?;
+    }
+    Ok(json!({
+        "items": items,
+        "next_cursor": if more { Some(checkpoint.clone()) } else { None },
+        "checkpoint": checkpoint,
+    }))
+}
+
+fn record_bookmark(consumer_id: &str, stream: &str, checkpoint: &str, served: i64) -> Result<()> {
+    let column = if stream == "conversations" {
+        "last_conversation_cursor"
+    } else {
+        "last_message_cursor"
+    };
+    Spi::run_with_args(
+        &format!(
+            "INSERT INTO pullsync.sync_bookmarks AS b (consumer_id, {column}, last_sync_at, sync_stats)
+             VALUES ($1, $2, now(), jsonb_build_object($3::text, $4::bigint))
+             ON CONFLICT (consumer_id) DO UPDATE SET {column} = EXCLUDED.{column}, last_sync_at = now(),
+                    sync_stats = b.sync_stats || jsonb_build_object($3::text, coalesce((b.sync_stats->>$3)::bigint, 0) + $4)"
+        ),
+        &[consumer_id.into(), checkpoint.into(), format!("{stream}_served").into(), served.into()],
+    )?;
+    Ok(())
+}
+
+pub fn check_window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
+    if start > end {
+        return Err(PullsyncError::invalid(
+            "start is after end",
+            "Pass a window with start <= end.",
+        ));
+    }
+    Ok(())
+}
+
+/// Counts for reconciliation: conversations by started_at, messages by created_at, in
+/// [start, end).
+pub fn stats(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Value> {
+    check_window(start, end)?;
+    let (conversations, messages) = Spi::get_two_with_args::<i64, i64>(
+        "SELECT (SELECT count(*) FROM pullsync.conversations WHERE started_at >= $1 AND started_at < $2),
+                (SELECT count(*) FROM pullsync.conversation_messages WHERE created_at >= $1 AND created_at < $2)",
+        &[to_pg(start).into(), to_pg(end).into()],
+    )?;
+    Ok(json!({
+        "start": start.to_rfc3339(),
+        "end": end.to_rfc3339(),
+        "conversations": conversations.unwrap_or(0),
+        "messages": messages.unwrap_or(0),
+    }))
+}
+
+/// Ids in [start, end) for finding missing records, 1000 per page, by id.
+pub fn ids(
+    kind: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    cursor_text: Option<&str>,
+) -> Result<Value> {
+    check_window(start, end)?;
+    let (table, column) = match kind {
+        "conversations" => ("pullsync.conversations", "started_at"),
+        "messages" => ("pullsync.conversation_messages", "created_at"),
+        other => {
+            return Err(PullsyncError::invalid(
+                format!("unknown kind {other:?}"),
+                "Pass 'conversations' or 'messages'.",
+            ))
+        }
+    };
+    let key = cursor_key()?;
+    let name = format!(
+        "ids:{kind}:{}:{}",
+        start.timestamp_micros(),
+        end.timestamp_micros()
+    );
+    let now = Utc::now().timestamp();
+    let after = match cursor_text {
+        Some(text) => {
+            cursor::decode(text, &key, &name, now)
+                .map_err(bad_cursor)?
+                .position
+                .id
+        }
+        None => String::new(),
+    };
+    let mut ids: Vec<String> = Spi::connect(|client| {
+        let rows = client.select(
+            &format!("SELECT id FROM {table} WHERE {column} >= $1 AND {column} < $2 AND id > $3 ORDER BY id LIMIT $4"),
+            None,
+            &[to_pg(start).into(), to_pg(end).into(), after.into(), (IDS_PAGE + 1).into()],
+        )?;
+        let mut ids = Vec::new();
+        for row in rows {
+            ids.push(row.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok::<_, PullsyncError>(ids)
+    })?;
+    let more = ids.len() as i64 > IDS_PAGE;
+    ids.truncate(IDS_PAGE as usize);
+    let next = (more).then(|| ids.last().cloned()).flatten().map(|id| {
+        cursor::encode(
+            &Cursor {
+                position: Position { xid: 0, id },
+                stream: name,
+                issued_at: now,
+            },
+            &key,
+            salt(),
+        )
+    });
+    Ok(json!({ "ids": ids, "next_cursor": next }))
+}
+
+/// Creates or updates a consumer allowed to pull, with its sealed API key.
+pub fn add_consumer(consumer_id: &str, api_key: &str, rate_limit_per_minute: i32) -> Result<()> {
+    super::validate::consumer_id(consumer_id)?;
+    super::validate::api_key(api_key)?;
+    if rate_limit_per_minute < 1 {
+        return Err(PullsyncError::invalid(
+            "rate_limit_per_minute must be at least 1",
+            "Pass requests per minute, e.g. 600.",
+        ));
+    }
+    let sealed = config::sealing_key()?.seal(api_key);
+    Spi::run_with_args(
+        "INSERT INTO pullsync.feed_consumers (consumer_id, api_key_encrypted, rate_limit_per_minute)
+         VALUES ($1, $2, $3)
+         ON CONFLICT (consumer_id) DO UPDATE SET api_key_encrypted = EXCLUDED.api_key_encrypted,
+                rate_limit_per_minute = EXCLUDED.rate_limit_per_minute, is_active = true, updated_at = now()",
+        &[consumer_id.into(), sealed.into(), rate_limit_per_minute.into()],
+    )?;
+    Ok(())
+}
