@@ -408,3 +408,46 @@ fn the_feed_server_checks_keys_rate_limits_and_answers_json_errors() {
     );
     assert!(retry.is_some());
 }
+
+#[test]
+fn a_queued_pull_runs_through_the_job_runner() {
+    let _serial = serial();
+    let mut p = provider(100, 2_000);
+    let mut c = consumer("it_feed_queue", 300);
+    let queued: Value = c
+        .query_one(
+            "SELECT pullsync.feed_enqueue('partner', 'incremental')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let job = queued["job_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{queued}"));
+    let again: Value = c
+        .query_one("SELECT pullsync.feed_enqueue('partner')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        again["skipped"], true,
+        "one pull per source at a time: {again}"
+    );
+    let state: String = c
+        .query_one("SELECT state FROM pullsync.sync_status", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "running");
+    // This database has no workers: run the queue here, with the same runner.
+    c.batch_execute("SELECT pullsync.run_jobs()").unwrap();
+    let status: Value = c
+        .query_one("SELECT pullsync.job_status($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(status["result"]["items"]["messages"], 2_000);
+    assert_eq!(snapshot(&mut c), snapshot(&mut p));
+    assert_eq!(
+        sqlstate_of(&mut c, "SELECT pullsync.feed_enqueue('nobody')").as_deref(),
+        Some("42704")
+    );
+}
