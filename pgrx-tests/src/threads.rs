@@ -14,6 +14,34 @@ pub struct ThreadsFixture {
     pub accounts: Vec<(Uuid, String)>,
 }
 
+/// Adds every account of the simulator's world through `threads_add_account`, as a user
+/// would; returns (account id, Threads user id) in world order.
+pub fn add_sim_accounts(db: &mut Client, sim: &SimServer, workspace: &str) -> Vec<(Uuid, String)> {
+    let world: Vec<(String, String, String)> = sim
+        .sim
+        .world
+        .read()
+        .unwrap()
+        .accounts
+        .iter()
+        .map(|a| (a.user_id.clone(), a.username.clone(), a.token.text.clone()))
+        .collect();
+    let workspace: Uuid = workspace.parse().expect("a workspace uuid");
+    world
+        .into_iter()
+        .map(|(user_id, username, token)| {
+            let id: Uuid = db
+                .query_one(
+                    "SELECT pullsync.threads_add_account($1, $2, $3, $4, now() + interval '58 days')",
+                    &[&workspace, &user_id, &username, &token],
+                )
+                .unwrap()
+                .get(0);
+            (id, user_id)
+        })
+        .collect()
+}
+
 pub fn run_scheduled_sync(db: &mut Client) -> Value {
     let queued: Value = db
         .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
@@ -44,27 +72,7 @@ pub fn threads_fixture(database: &str, config: &SimConfig) -> ThreadsFixture {
         sim.api_url()
     ))
     .unwrap();
-    let world: Vec<(String, String, String)> = sim
-        .sim
-        .world
-        .read()
-        .unwrap()
-        .accounts
-        .iter()
-        .map(|a| (a.user_id.clone(), a.username.clone(), a.token.text.clone()))
-        .collect();
-    let mut accounts = Vec::new();
-    for (user_id, username, token) in world {
-        let id: Uuid = db
-            .query_one(
-                "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', $1, $2, $3,
-                                                     now() + interval '58 days')",
-                &[&user_id, &username, &token],
-            )
-            .unwrap()
-            .get(0);
-        accounts.push((id, user_id));
-    }
+    let accounts = add_sim_accounts(&mut db, &sim, "11111111-1111-1111-1111-111111111111");
     ThreadsFixture { db, sim, accounts }
 }
 

@@ -6,7 +6,7 @@ use postgres::Client;
 use pullsync_tests::db::{connect, fresh_database, sqlstate_of};
 use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec};
 use pullsync_tests::sim::{SimConfig, SimServer};
-use pullsync_tests::threads::{count, layer_violations};
+use pullsync_tests::threads::{add_sim_accounts, count, layer_violations};
 use serde_json::Value;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -63,26 +63,7 @@ fn setup(latency_ms: u64) -> Fixture {
                   pullsync.system_job_locks, pullsync.sync_logs CASCADE;",
     )
     .unwrap();
-    let world: Vec<(String, String, String)> = sim
-        .sim
-        .world
-        .read()
-        .unwrap()
-        .accounts
-        .iter()
-        .map(|a| (a.user_id.clone(), a.username.clone(), a.token.text.clone()))
-        .collect();
-    let mut accounts = Vec::new();
-    for (user_id, username, token) in world {
-        let id: uuid::Uuid = db
-            .query_one(
-                "SELECT pullsync.threads_add_account('22222222-2222-2222-2222-222222222222', $1, $2, $3, now() + interval '58 days')",
-                &[&user_id, &username, &token],
-            )
-            .unwrap()
-            .get(0);
-        accounts.push((id, user_id));
-    }
+    let accounts = add_sim_accounts(&mut db, sim, "22222222-2222-2222-2222-222222222222");
     wait_for(
         &mut db,
         "two workers running",

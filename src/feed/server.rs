@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::{DateTime, Utc};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -337,12 +337,7 @@ fn spawn_http(listener: std::net::TcpListener, calls: mpsc::Sender<Call>) -> std
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = config::DATABASE
-        .get()
-        .map(|d| d.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "postgres".into());
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    let database = crate::jobs::worker::start_background_process();
     let listen = config::feed_listen().unwrap_or_default();
     let listener = match std::net::TcpListener::bind(&listen)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))

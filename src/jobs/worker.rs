@@ -98,15 +98,22 @@ fn extension_installed() -> Result<bool> {
     .unwrap_or(false))
 }
 
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn pullsync_worker_main(_arg: pg_sys::Datum) {
+/// What every pg_pullsync background process does first: take SIGHUP and SIGTERM, and
+/// connect to `pullsync.database`. Returns the database name.
+pub fn start_background_process() -> String {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = config::DATABASE
         .get()
         .map(|d| d.to_string_lossy().into_owned())
         .unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    database
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pullsync_worker_main(_arg: pg_sys::Datum) {
+    let database = start_background_process();
     log!(
         "{}: started in database \"{database}\"",
         BackgroundWorker::get_name()
