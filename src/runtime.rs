@@ -10,11 +10,23 @@ use std::time::Duration;
 /// Built on first use in each process: never in _PG_init, whose process forks afterwards.
 /// Current-thread: the futures run on the calling (main) thread, and Postgres is never
 /// called from them.
+fn block_signals() {
+    // SAFETY: changes only the calling thread's signal mask.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            // Threads tokio starts (DNS lookups) must not take Postgres' signals: their
+            // handlers may only run on the main thread.
+            .on_thread_start(block_signals)
             .build()
             .expect("a tokio runtime can be built")
     })

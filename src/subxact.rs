@@ -15,24 +15,39 @@ pub fn run<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(context);
         let work = std::panic::AssertUnwindSafe(work);
-        let result = PgTryBuilder::new(move || {
-            // Bind the whole wrapper so the closure captures it, not its field.
-            let work = work;
-            (work.0)()
-        })
-        .catch_others(|caught| Err(PullsyncError::Internal(caught_message(&caught))))
-        .execute();
-        match result {
-            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
-            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        let outcome: std::result::Result<Result<T>, Box<CaughtError>> =
+            PgTryBuilder::new(move || {
+                // Bind the whole wrapper so the closure captures it, not its field.
+                let work = work;
+                Ok((work.0)())
+            })
+            .catch_others(|caught| Err(Box::new(caught)))
+            .execute();
+        match &outcome {
+            Ok(Ok(_)) => pg_sys::ReleaseCurrentSubTransaction(),
+            _ => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
         }
         pg_sys::MemoryContextSwitchTo(context);
         pg_sys::CurrentResourceOwner = owner;
-        result
+        match outcome {
+            Ok(result) => result,
+            // A cancel or statement timeout ends the whole call, as in PL/pgSQL.
+            Err(caught) if is_cancel(&caught) => caught.rethrow(),
+            Err(caught) => Err(PullsyncError::Internal(caught_message(&caught))),
+        }
     }
 }
 
-fn caught_message(caught: &CaughtError) -> String {
+fn is_cancel(caught: &CaughtError) -> bool {
+    match caught {
+        CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => {
+            e.sql_error_code() == pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED
+        }
+        CaughtError::RustPanic { .. } => false,
+    }
+}
+
+pub fn caught_message(caught: &CaughtError) -> String {
     match caught {
         CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => e.message().to_string(),
         CaughtError::RustPanic { ereport, .. } => format!("panic: {}", ereport.message()),

@@ -104,14 +104,14 @@ fn feed_all_messages(
 }
 
 /// Counts in [start, end) for reconciliation.
-#[pg_extern(schema = "pullsync", security_definer, stable, parallel_safe)]
+#[pg_extern(schema = "pullsync", security_definer, stable, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn feed_stats(start: Option<TimestampWithTimeZone>, end: Option<TimestampWithTimeZone>) -> JsonB {
     JsonB(serve::stats(time(start, "start"), time(end, "end")).or_raise())
 }
 
 /// Ids in [start, end), 1000 per page, for finding missing records.
-#[pg_extern(schema = "pullsync", security_definer, stable, parallel_safe)]
+#[pg_extern(schema = "pullsync", security_definer, stable, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn feed_ids(
     kind: Option<String>,

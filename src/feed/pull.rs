@@ -90,9 +90,12 @@ pub fn load_source(consumer_id: &str) -> Result<Source> {
     })
 }
 
+/// Where an incremental pull resumes: the newest checkpoint of an unfiltered pull (a full
+/// pull's positions belong to its filtered order and are not resumed from).
 fn latest_checkpoint(consumer_id: &str, stream: &str) -> Result<Option<String>> {
     Ok(Spi::get_one_with_args::<String>(
         "SELECT (SELECT cursor FROM pullsync.sync_checkpoints WHERE consumer_id = $1 AND stream = $2
+                    AND mode IN ('incremental', 'catch_up')
                   ORDER BY id DESC LIMIT 1)",
         &[consumer_id.into(), stream.into()],
     )?)
@@ -261,9 +264,11 @@ pub fn pull(
                         && !restarted =>
                 {
                     // An expired or foreign checkpoint: start this stream over.
+                    // Unfiltered, so its checkpoints can be resumed from: everything again,
+                    // upserts make that harmless.
                     restarted = true;
                     cursor = None;
-                    updated_after = Some(started - ChronoDuration::days(FULL_WINDOW_DAYS));
+                    updated_after = None;
                     continue;
                 }
                 Err(Failure {
@@ -289,11 +294,8 @@ pub fn pull(
             totals.insert(stream.to_string(), json!(count));
             pages += 1;
             match next {
-                // Later pages continue from the cursor, which carries the position.
-                Some(next) => {
-                    cursor = Some(next);
-                    updated_after = None;
-                }
+                // Later pages continue from the cursor, with the same filter.
+                Some(next) => cursor = Some(next),
                 None => break,
             }
         }

@@ -74,14 +74,42 @@ pub enum Stream<'a> {
 }
 
 impl Stream<'_> {
+    /// The stream a cursor belongs to. Filters are part of it: a position within a
+    /// filtered order must not be resumed without the filter, or rows would be skipped.
     fn name(&self) -> String {
+        let filtered = |base: &str, after: &Option<DateTime<Utc>>, user: Option<&str>| {
+            let mut name = base.to_string();
+            if let Some(t) = after {
+                name.push_str(&format!("?updated_after={}", t.timestamp_micros()));
+            }
+            if let Some(u) = user {
+                name.push_str(&format!("?user_id={u}"));
+            }
+            name
+        };
         match self {
-            Stream::Conversations { .. } => "conversations".into(),
+            Stream::Conversations {
+                updated_after,
+                user_id,
+            } => filtered("conversations", updated_after, *user_id),
             Stream::ConversationMessages { conversation_id } => {
                 format!("messages:{conversation_id}")
             }
-            Stream::AllMessages { .. } => "messages".into(),
+            Stream::AllMessages { updated_after } => filtered("messages", updated_after, None),
         }
+    }
+
+    /// Only the unfiltered whole streams move a consumer's bookmark.
+    fn is_whole(&self) -> bool {
+        matches!(
+            self,
+            Stream::Conversations {
+                updated_after: None,
+                user_id: None
+            } | Stream::AllMessages {
+                updated_after: None
+            }
+        )
     }
 }
 
@@ -191,7 +219,7 @@ pub fn page(
         salt(),
     );
     let served = items.len() as i64;
-    if !matches!(stream, Stream::ConversationMessages { .. }) {
+    if stream.is_whole() {
         record_bookmark(consumer_id, &name, &checkpoint, served)?;
     }
     Ok(json!({
@@ -233,11 +261,16 @@ pub fn check_window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
 /// [start, end).
 pub fn stats(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Value> {
     check_window(start, end)?;
-    let (conversations, messages) = Spi::get_two_with_args::<i64, i64>(
-        "SELECT (SELECT count(*) FROM pullsync.conversations WHERE started_at >= $1 AND started_at < $2),
-                (SELECT count(*) FROM pullsync.conversation_messages WHERE created_at >= $1 AND created_at < $2)",
-        &[to_pg(start).into(), to_pg(end).into()],
-    )?;
+    // `select`, not Spi::get_*: a read must not assign a transaction id.
+    let (conversations, messages) = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT (SELECT count(*) FROM pullsync.conversations WHERE started_at >= $1 AND started_at < $2),
+                    (SELECT count(*) FROM pullsync.conversation_messages WHERE created_at >= $1 AND created_at < $2)",
+            Some(1),
+            &[to_pg(start).into(), to_pg(end).into()],
+        )?;
+        rows.first().get_two::<i64, i64>()
+    })?;
     Ok(json!({
         "start": start.to_rfc3339(),
         "end": end.to_rfc3339(),

@@ -119,8 +119,15 @@ fn abandon_stale_runs() -> Result<()> {
 }
 
 /// Units whose worker is gone (crashed, killed) or silent past `pullsync.unit_timeout`
-/// go back to the queue.
+/// go back to the queue, and so do feed pulls whose worker is gone (their committed
+/// pages stay; the pull resumes from its checkpoint).
 pub fn requeue_abandoned() -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.jobs SET state = 'queued', claimed_at = NULL, phase = 'queued'
+          WHERE parent_id IS NULL AND kind = $1 AND state = 'running'
+            AND (worker_pid IS NULL OR worker_pid NOT IN (SELECT pid FROM pg_stat_activity))",
+        &[FEED_PULL.into()],
+    )?;
     Spi::run_with_args(
         "UPDATE pullsync.jobs SET state = 'queued', claimed_at = NULL
           WHERE parent_id IS NOT NULL AND state = 'running'
@@ -199,6 +206,9 @@ pub fn claim_and_plan_run() -> Result<Option<Claimed>> {
 #[derive(Debug, Clone)]
 pub struct Unit {
     pub id: i64,
+    /// The claim: `attempts` after this claim. A unit requeued and claimed again by
+    /// another worker has a higher one, and this claim can no longer complete it.
+    pub claim: i32,
     pub run_id: i64,
     pub account_id: pgrx::Uuid,
     pub job_log_id: Option<i64>,
@@ -213,7 +223,7 @@ pub fn claim_units(limit: i64) -> Result<Vec<Unit>> {
               WHERE u.id IN (SELECT id FROM pullsync.jobs WHERE parent_id IS NOT NULL AND state = 'queued'
                               ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
                 AND r.id = u.parent_id
-             RETURNING u.id, u.parent_id, (u.payload->>'account_id')::uuid, r.job_log_id",
+             RETURNING u.id, u.parent_id, (u.payload->>'account_id')::uuid, r.job_log_id, u.attempts",
             None,
             &[limit.into()],
         )?;
@@ -226,6 +236,7 @@ pub fn claim_units(limit: i64) -> Result<Vec<Unit>> {
                     .get(3)?
                     .ok_or_else(|| PullsyncError::Internal("unit without account".into()))?,
                 job_log_id: row.get(4)?,
+                claim: row.get(5)?.unwrap_or_default(),
             });
         }
         Ok(units)
@@ -241,7 +252,20 @@ pub fn release_units(ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
+/// Whether this claim still owns the unit; locks the unit row until the transaction ends,
+/// so a requeue cannot slip in between this check and the unit's completion.
+pub fn still_claimed(unit: &Unit) -> Result<bool> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "WITH mine AS (SELECT 1 FROM pullsync.jobs WHERE id = $1 AND state = 'running'
+                          AND worker_pid = pg_backend_pid() AND attempts = $2 FOR UPDATE)
+         SELECT EXISTS (SELECT 1 FROM mine)",
+        &[unit.id.into(), unit.claim.into()],
+    )?
+    .unwrap_or(false))
+}
+
 /// Records a unit's result and counts it on its run; the last unit finishes the run.
+/// A claim that lost the unit (requeued, reclaimed, cancelled) changes nothing.
 pub fn complete_unit(unit: &Unit, result: &Value) -> Result<()> {
     let status = result["status"].as_str().unwrap_or("failed");
     let state = match status {
@@ -249,20 +273,32 @@ pub fn complete_unit(unit: &Unit, result: &Value) -> Result<()> {
         "partial" => "partial",
         _ => "failed",
     };
-    Spi::run_with_args(
-        "UPDATE pullsync.jobs SET state = $2, finished_at = now(), result = $3 WHERE id = $1",
-        &[unit.id.into(), state.into(), JsonB(result.clone()).into()],
-    )?;
     let error = result["error"]
         .as_str()
         .map(|e| json!({ "account_id": result["account_id"], "error": e }));
-    let (done, total) = Spi::get_two_with_args::<i32, i32>(
-        "UPDATE pullsync.jobs SET units_done = units_done + 1, heartbeat_at = now(),
-                errors = CASE WHEN $2::jsonb IS NULL THEN errors ELSE errors || jsonb_build_array($2::jsonb) END
-          WHERE id = $1 RETURNING units_done, units_total",
-        &[unit.run_id.into(), error.map(JsonB).into()],
-    )?;
-    if done.is_some() && done >= total {
+    // One statement: the unit changes only if this claim holds it, and only then is it
+    // counted; the run row's lock serialises the count across workers.
+    let finished_run = Spi::get_one_with_args::<bool>(
+        "WITH unit AS (
+             UPDATE pullsync.jobs SET state = $3, finished_at = now(), result = $4
+              WHERE id = $1 AND state = 'running' AND worker_pid = pg_backend_pid() AND attempts = $2
+             RETURNING parent_id),
+         run AS (
+             UPDATE pullsync.jobs r SET units_done = r.units_done + 1, heartbeat_at = now(),
+                    errors = CASE WHEN $5::jsonb IS NULL THEN r.errors ELSE r.errors || jsonb_build_array($5::jsonb) END
+               FROM unit WHERE r.id = unit.parent_id AND r.state = 'running'
+             RETURNING r.units_done >= r.units_total AS last)
+         SELECT coalesce((SELECT last FROM run), false)",
+        &[
+            unit.id.into(),
+            unit.claim.into(),
+            state.into(),
+            JsonB(result.clone()).into(),
+            error.map(JsonB).into(),
+        ],
+    )?
+    .unwrap_or(false);
+    if finished_run {
         finish_run(unit.run_id)?;
     }
     Ok(())
@@ -288,17 +324,25 @@ fn finish_run(run: i64) -> Result<()> {
     let errors = counts["error_count"].as_u64().unwrap_or(0) as usize;
     let status = log::status(success, errors);
     let job_log_id = Spi::get_one_with_args::<i64>(
-        "SELECT job_log_id FROM pullsync.jobs WHERE id = $1",
+        "SELECT (SELECT job_log_id FROM pullsync.jobs WHERE id = $1)",
         &[run.into()],
     )?;
     let mut result = counts.clone();
     result["status"] = json!(status);
     result["job_id"] = json!(run);
     result["job_log_id"] = json!(job_log_id);
-    Spi::run_with_args(
-        "UPDATE pullsync.jobs SET state = $2, phase = 'done', finished_at = now(), result = $3 WHERE id = $1",
+    // Only the transaction that moves the run out of 'running' closes it.
+    let closed = Spi::get_one_with_args::<bool>(
+        "WITH closed AS (
+             UPDATE pullsync.jobs SET state = $2, phase = 'done', finished_at = now(), result = $3
+              WHERE id = $1 AND state = 'running' RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM closed)",
         &[run.into(), status.into(), JsonB(result).into()],
-    )?;
+    )?
+    .unwrap_or(false);
+    if !closed {
+        return Ok(());
+    }
     if let Some(id) = job_log_id {
         log::finish(id, status, counts, None)?;
     }

@@ -101,13 +101,19 @@ pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
     for ((unit, r), pulled) in units.iter().zip(&ready).zip(pulls) {
         let log = log_context(unit);
         let written = txn.run(|| {
+            // A claim that lost its unit (requeued after unit_timeout) writes nothing.
+            if !queue::still_claimed(unit)? {
+                return Ok(());
+            }
             let result = sync::write(r, &pulled, &log)?;
-            queue::complete_unit(unit, &result.to_json())?;
-            Ok(result)
+            queue::complete_unit(unit, &result.to_json())
         });
         if let Err(e) = written {
             // The unit's writes rolled back; record the failure in a fresh unit of work.
             txn.run(|| {
+                if !queue::still_claimed(unit)? {
+                    return Ok(());
+                }
                 let result: AccountResult = sync::write_failed(r.row.id, &e, &log)?;
                 queue::complete_unit(unit, &result.to_json())
             })?;

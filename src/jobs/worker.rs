@@ -6,7 +6,6 @@ use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::runtime::Cancel;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::{PgTryBuilder, PgXactCallbackEvent};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,44 +57,54 @@ pub struct Transactions;
 
 impl Txn for Transactions {
     fn run<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
-        // SAFETY: the worker's main thread, outside any transaction.
-        unsafe {
-            pg_sys::SetCurrentStatementStartTimestamp();
-            pg_sys::StartTransactionCommand();
-            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-        }
         let work = std::panic::AssertUnwindSafe(work);
-        let result = PgTryBuilder::new(move || {
+        // Start and commit are inside the guard too: an ERROR at commit (deferred
+        // constraint, serialization failure) must abort, not escape as FATAL.
+        let outcome = PgTryBuilder::new(move || {
             let work = work;
-            (work.0)()
-        })
-        .catch_others(|caught| Err(PullsyncError::Internal(message(&caught))))
-        .execute();
-        // SAFETY: ends the transaction started above.
-        unsafe {
+            // SAFETY: the worker's main thread, outside any transaction.
+            unsafe {
+                pg_sys::SetCurrentStatementStartTimestamp();
+                pg_sys::StartTransactionCommand();
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            }
+            let result = (work.0)();
             if result.is_ok() {
-                pg_sys::PopActiveSnapshot();
-                pg_sys::CommitTransactionCommand();
-            } else {
+                // SAFETY: ends the transaction started above.
+                unsafe {
+                    pg_sys::PopActiveSnapshot();
+                    pg_sys::CommitTransactionCommand();
+                }
+            }
+            result
+        })
+        .catch_others(|caught| {
+            Err(PullsyncError::Internal(crate::subxact::caught_message(
+                &caught,
+            )))
+        })
+        .execute();
+        // SAFETY: aborts whatever transaction is still open; a no-op when none is.
+        unsafe {
+            if pg_sys::IsTransactionOrTransactionBlock() {
                 pg_sys::AbortCurrentTransaction();
             }
         }
-        result
+        outcome
     }
 }
 
-fn message(caught: &CaughtError) -> String {
-    match caught {
-        CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => e.message().to_string(),
-        CaughtError::RustPanic { ereport, .. } => format!("panic: {}", ereport.message()),
-    }
-}
-
+/// A read through `select`, which (unlike `Spi::get_one`) assigns no transaction id: the
+/// idle loop must not burn xids.
 fn extension_installed() -> Result<bool> {
-    Ok(Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_pullsync')",
-    )?
-    .unwrap_or(false))
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_pullsync')",
+            Some(1),
+            &[],
+        )?;
+        Ok(rows.first().get_one::<bool>()?.unwrap_or(false))
+    })
 }
 
 /// What every pg_pullsync background process does first: take SIGHUP and SIGTERM, and
