@@ -121,6 +121,13 @@ fn finished(db: &mut Client, job: i64) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits (up to two minutes) until the workers have finished the run.
+fn wait_finished(db: &mut Client, job: i64) {
+    wait_for(db, "the run to finish", Duration::from_secs(120), |db| {
+        finished(db, job)
+    });
+}
+
 /// The data equal what a clean run stores: every visible post once, L3 equal to what the
 /// simulator serves, the layers consistent.
 fn assert_clean(f: &mut Fixture) {
@@ -191,12 +198,7 @@ fn the_call_returns_at_once_and_workers_share_the_run() {
     );
     let during = status(&mut f.db, job);
     assert_eq!(during["units_total"], 6, "{during}");
-    wait_for(
-        &mut f.db,
-        "the run to finish",
-        Duration::from_secs(120),
-        |db| finished(db, job),
-    );
+    wait_finished(&mut f.db, job);
     let done = status(&mut f.db, job);
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["units_done"], 6);
@@ -226,12 +228,7 @@ fn an_error_in_one_unit_rolls_back_that_unit_only() {
     ))
     .unwrap();
     let job = queue(&mut f.db);
-    wait_for(
-        &mut f.db,
-        "the run to finish",
-        Duration::from_secs(120),
-        |db| finished(db, job),
-    );
+    wait_finished(&mut f.db, job);
     let done = status(&mut f.db, job);
     f.db.batch_execute("DROP TRIGGER it_fail_one ON pullsync.workspace_threads_posts; DROP FUNCTION public.it_fail_one()")
         .unwrap();
@@ -254,9 +251,7 @@ fn an_error_in_one_unit_rolls_back_that_unit_only() {
     assert!(logged.contains("injected failure"), "{logged}");
     // The workers went on: the next run completes everything.
     let job = queue(&mut f.db);
-    wait_for(&mut f.db, "the next run", Duration::from_secs(120), |db| {
-        finished(db, job)
-    });
+    wait_finished(&mut f.db, job);
     assert_eq!(status(&mut f.db, job)["state"], "completed");
     assert_clean(&mut f);
 }
@@ -317,12 +312,7 @@ fn sigterm_stops_a_worker_and_its_units_are_picked_up() {
         Duration::from_secs(10),
         |db| !worker_pids(db).contains(&victim),
     );
-    wait_for(
-        &mut f.db,
-        "the run to finish",
-        Duration::from_secs(120),
-        |db| finished(db, job),
-    );
+    wait_finished(&mut f.db, job);
     assert_eq!(status(&mut f.db, job)["state"], "completed");
     assert_clean(&mut f);
 }
@@ -336,12 +326,7 @@ fn sighup_reloads_the_http_concurrency() {
             .unwrap();
         sim().reset_counters();
         let job = queue(&mut f.db);
-        wait_for(
-            &mut f.db,
-            "the run to finish",
-            Duration::from_secs(120),
-            |db| finished(db, job),
-        );
+        wait_finished(&mut f.db, job);
         sim().counters().max_in_flight
     };
     let reload = |f: &mut Fixture, sql: &str| {
@@ -438,12 +423,7 @@ fn throttling_in_a_worker_run_stops_that_token_only() {
         probability: None,
     });
     let job = queue(&mut f.db);
-    wait_for(
-        &mut f.db,
-        "the run to finish",
-        Duration::from_secs(120),
-        |db| finished(db, job),
-    );
+    wait_finished(&mut f.db, job);
     let done = status(&mut f.db, job);
     sim().clear_faults();
     assert_eq!(done["state"], "partial", "{done}");
