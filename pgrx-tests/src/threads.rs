@@ -17,15 +17,7 @@ pub struct ThreadsFixture {
 /// Adds every account of the simulator's world through `threads_add_account`, as a user
 /// would; returns (account id, Threads user id) in world order.
 pub fn add_sim_accounts(db: &mut Client, sim: &SimServer, workspace: &str) -> Vec<(Uuid, String)> {
-    let world: Vec<(String, String, String)> = sim
-        .sim
-        .world
-        .read()
-        .unwrap()
-        .accounts
-        .iter()
-        .map(|a| (a.user_id.clone(), a.username.clone(), a.token.text.clone()))
-        .collect();
+    let world = sim.accounts();
     let workspace: Uuid = workspace.parse().expect("a workspace uuid");
     world
         .into_iter()

@@ -23,13 +23,9 @@ struct Fixture {
 fn fixture(accounts: usize, posts: usize) -> Fixture {
     let server = SimServer::start(&SimConfig::small(accounts, posts));
     let accounts = server
-        .sim
-        .world
-        .read()
-        .unwrap()
-        .accounts
-        .iter()
-        .map(|a| (a.user_id.clone(), a.token.text.clone()))
+        .accounts()
+        .into_iter()
+        .map(|(user_id, _, token)| (user_id, token))
         .collect();
     let http = Client::builder()
         .timeout(Duration::from_secs(10))

@@ -48,16 +48,7 @@ fn start_simulator() -> Result<()> {
         println!("xtask: threads-sim already running on port {SIM_PORT}");
         return Ok(());
     }
-    cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "pullsync-tests",
-            "--bin",
-            "threads-sim",
-        ])
-        .status_ok()?;
+    crate::run::build_release_bin("threads-sim")?;
     let log = std::fs::File::create(home().join("threads-sim.log"))?;
     let child = cmd(workspace_root()
         .join("target/release/threads-sim")

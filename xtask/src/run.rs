@@ -219,18 +219,16 @@ pub fn stop() -> Result<()> {
     Ok(())
 }
 
+/// Builds one of the test-tooling binaries (the simulator, its benchmark) in release mode.
+pub fn build_release_bin(name: &str) -> Result<()> {
+    cargo()
+        .args(["build", "--release", "-p", "pullsync-tests", "--bin", name])
+        .status_ok()
+}
+
 /// Benchmarks: figures as medians of 3 runs with min–max, from one invocation.
 pub fn bench() -> Result<()> {
-    cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "pullsync-tests",
-            "--bin",
-            "sim-bench",
-        ])
-        .status_ok()?;
+    build_release_bin("sim-bench")?;
     let binary = workspace_root().join("target/release/sim-bench");
     let mut rates = Vec::new();
     for _ in 0..3 {

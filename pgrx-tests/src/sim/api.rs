@@ -33,6 +33,9 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/access_token", get(exchange_token))
 }
 
+/// What a handler answers: axum turns either side into the response.
+type Answer = Result<Response, Refusal>;
+
 /// An API error as the Graph API sends it.
 struct Refusal {
     status: StatusCode,
@@ -299,12 +302,9 @@ fn time_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64
         .transpose()
 }
 
-async fn me(State(sim): State<Arc<Sim>>, Query(params): Params, headers: HeaderMap) -> Response {
+async fn me(State(sim): State<Arc<Sim>>, Query(params): Params, headers: HeaderMap) -> Answer {
     let token = token_of(&params, &headers);
-    let admitted = match admit(&sim, Endpoint::Me, Target::TokenOwner, token.as_deref()).await {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
+    let admitted = admit(&sim, Endpoint::Me, Target::TokenOwner, token.as_deref()).await?;
     let profile = {
         let world = sim.world.read().unwrap();
         let a = &world.accounts[admitted.account];
@@ -321,7 +321,7 @@ async fn me(State(sim): State<Arc<Sim>>, Query(params): Params, headers: HeaderM
         serde_json::to_value(profile).expect("profile"),
         params.get("fields"),
     );
-    respond(&admitted, &value)
+    Ok(respond(&admitted, &value))
 }
 
 fn encode_cursor(post_time: i64, id: &str) -> String {
@@ -339,23 +339,17 @@ async fn threads(
     Path(user): Path<String>,
     Query(params): Params,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     let token = token_of(&params, &headers);
-    let admitted = match admit(
+    let admitted = admit(
         &sim,
         Endpoint::Threads,
         Target::User(&user),
         token.as_deref(),
     )
-    .await
-    {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    match list_threads(&sim, &user, &params, &headers, &admitted) {
-        Ok(page) => respond(&admitted, &page),
-        Err(r) => r.into_response(),
-    }
+    .await?;
+    let page = list_threads(&sim, &user, &params, &headers, &admitted)?;
+    Ok(respond(&admitted, &page))
 }
 
 fn list_threads(
@@ -517,19 +511,15 @@ async fn media_insights(
     Path(media): Path<String>,
     Query(params): Params,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     let token = token_of(&params, &headers);
-    let admitted = match admit(
+    let admitted = admit(
         &sim,
         Endpoint::MediaInsights,
         Target::Media(&media),
         token.as_deref(),
     )
-    .await
-    {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
+    .await?;
     let result = (|| {
         let metrics = metric_list(&params)?;
         let world = sim.world.read().unwrap();
@@ -586,11 +576,8 @@ async fn media_insights(
             })
             .collect();
         Ok(json!({ "data": data }))
-    })();
-    match result {
-        Ok(v) => respond(&admitted, &v),
-        Err(r) => r.into_response(),
-    }
+    })()?;
+    Ok(respond(&admitted, &result))
 }
 
 fn title_case(name: &str) -> String {
@@ -623,24 +610,18 @@ async fn account_insights(
     Path(user): Path<String>,
     Query(params): Params,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     let token = token_of(&params, &headers);
-    let admitted = match admit(
+    let admitted = admit(
         &sim,
         Endpoint::AccountInsights,
         Target::User(&user),
         token.as_deref(),
     )
-    .await
-    {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
+    .await?;
     let world = sim.world.read().unwrap();
-    match account_insights_body(&world, &user, &params, admitted.account) {
-        Ok(v) => respond(&admitted, &v),
-        Err(r) => r.into_response(),
-    }
+    let body = account_insights_body(&world, &user, &params, admitted.account)?;
+    Ok(respond(&admitted, &body))
 }
 
 fn account_insights_body(
@@ -760,7 +741,7 @@ async fn refresh_access_token(
     State(sim): State<Arc<Sim>>,
     Query(params): Params,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     token_grant(&sim, &params, &headers, "th_refresh_token", true).await
 }
 
@@ -768,7 +749,7 @@ async fn exchange_token(
     State(sim): State<Arc<Sim>>,
     Query(params): Params,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     token_grant(&sim, &params, &headers, "th_exchange_token", false).await
 }
 
@@ -780,32 +761,27 @@ async fn token_grant(
     headers: &HeaderMap,
     grant: &str,
     check_age: bool,
-) -> Response {
+) -> Answer {
     let token = token_of(params, headers);
-    let admitted = match admit(
+    let admitted = admit(
         sim,
         Endpoint::RefreshToken,
         Target::TokenOwner,
         token.as_deref(),
     )
-    .await
-    {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
+    .await?;
     if params.get("grant_type").map(String::as_str) != Some(grant) {
-        return bad_param(&format!("(#100) grant_type must be {grant}")).into_response();
+        return Err(bad_param(&format!("(#100) grant_type must be {grant}")));
     }
     if !check_age && !params.contains_key("client_secret") {
-        return bad_param("(#100) client_secret is required").into_response();
+        return Err(bad_param("(#100) client_secret is required"));
     }
     let mut world = sim.world.write().unwrap();
     let current = &world.accounts[admitted.account].token;
     if check_age && world.now - current.issued_at < TOKEN_MIN_AGE_SECS {
-        return bad_param(
+        return Err(bad_param(
             "(#100) A long-lived token can be refreshed only when it is at least 24 hours old",
-        )
-        .into_response();
+        ));
     }
     let new = world.issue_token(admitted.account, 0, TOKEN_LIFETIME_SECS);
     let body = TokenResponse {
@@ -814,5 +790,5 @@ async fn token_grant(
         expires_in: new.expires_at - world.now,
         user_id: None,
     };
-    respond(&admitted, &body)
+    Ok(respond(&admitted, &body))
 }

@@ -168,6 +168,18 @@ impl SimServer {
         format!("{}/v1.0", self.base_url)
     }
 
+    /// Every account as (user id, username, current token), in world order.
+    pub fn accounts(&self) -> Vec<(String, String, String)> {
+        self.sim
+            .world
+            .read()
+            .unwrap()
+            .accounts
+            .iter()
+            .map(|a| (a.user_id.clone(), a.username.clone(), a.token.text.clone()))
+            .collect()
+    }
+
     pub fn advance(&self, seconds: i64) {
         self.sim.world.write().unwrap().advance(seconds);
     }
