@@ -56,7 +56,15 @@ BEGIN
     END IF;
     FOR d IN SELECT * FROM (VALUES
             ('pullsync-threads-sync', '0,15,30,45 * * * *', 'SELECT pullsync.threads_scheduled_sync()'),
-            ('pullsync-token-refresh', '17 3 * * *', 'SELECT pullsync.threads_refresh_tokens(''7 days'')')
+            ('pullsync-token-refresh', '17 3 * * *', 'SELECT pullsync.threads_refresh_tokens(''7 days'')'),
+            ('pullsync-feed-incremental', '*/5 * * * *', 'SELECT pullsync.feed_scheduled_sync(''incremental'')'),
+            ('pullsync-feed-full', '0 2 * * *', 'SELECT pullsync.feed_scheduled_sync(''full'')'),
+            -- The last day up to an hour ago: newer rows may still be on their way.
+            ('pullsync-reconcile', '40 * * * *',
+             'SELECT pullsync.sync_reconcile(now() - interval ''25 hours'', now() - interval ''1 hour'', repair => true) '
+             || 'WHERE EXISTS (SELECT 1 FROM pullsync.feed_sources WHERE is_active)'),
+            ('pullsync-alerts', '*/5 * * * *', 'SELECT pullsync.check_alerts()'),
+            ('pullsync-cleanup', '0 3 * * 0', 'SELECT pullsync.cleanup()')
         ) AS v(jobname, schedule, command)
     LOOP
         jobname := d.jobname;

@@ -385,22 +385,30 @@ CREATE INDEX sync_checkpoints_latest_idx
     ON pullsync.sync_checkpoints (consumer_id, stream, id DESC);
 CREATE INDEX sync_checkpoints_created_idx ON pullsync.sync_checkpoints (created_at);
 
+-- One row per reconciliation call and source: what differed and what was repaired.
+-- missing_ids / extra_ids name records as '<stream>:<id>'; details has them per stream and
+-- the narrowed windows that differed.
 CREATE TABLE pullsync.reconciliation_runs (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     source        text NOT NULL CHECK (source IN ('threads', 'feed')),
-    consumer_id   text,
+    consumer_id   text REFERENCES pullsync.feed_sources (consumer_id) ON DELETE CASCADE,
+    workspace_threads_account_id uuid REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
     window_start  timestamptz NOT NULL,
     window_end    timestamptz NOT NULL,
     status        text NOT NULL CHECK (status IN ('success', 'mismatch', 'repaired', 'failed')),
     source_counts jsonb NOT NULL DEFAULT '{}',
     target_counts jsonb NOT NULL DEFAULT '{}',
-    discrepancies integer NOT NULL DEFAULT 0,
+    discrepancies integer NOT NULL DEFAULT 0 CHECK (discrepancies >= 0),
     missing_ids   text[] NOT NULL DEFAULT '{}',
     extra_ids     text[] NOT NULL DEFAULT '{}',
+    repaired      integer NOT NULL DEFAULT 0 CHECK (repaired >= 0),
+    details       jsonb NOT NULL DEFAULT '{}',
     error         text,
     started_at    timestamptz NOT NULL DEFAULT now(),
-    finished_at   timestamptz,
-    CHECK (window_start <= window_end)
+    finished_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK (window_start <= window_end),
+    CHECK ((source = 'feed') = (consumer_id IS NOT NULL)),
+    CHECK ((source = 'threads') = (workspace_threads_account_id IS NOT NULL))
 );
 CREATE INDEX reconciliation_runs_started_idx ON pullsync.reconciliation_runs (started_at);
 
@@ -408,18 +416,37 @@ CREATE INDEX reconciliation_runs_started_idx ON pullsync.reconciliation_runs (st
 -- Monitoring
 ------------------------------------------------------------------------------------------
 
+-- One row per job run. source is 'threads', 'feed:<consumer_id>' or 'maintenance';
+-- attempts is the work tried (accounts, pages, windows) and errors the part that failed,
+-- so errors / attempts over the last runs is the error rate alerts watch.
 CREATE TABLE pullsync.sync_metrics (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     source      text NOT NULL,
     job_type    text NOT NULL,
     job_log_id  bigint REFERENCES pullsync.system_job_logs (id) ON DELETE SET NULL,
+    status      text NOT NULL CHECK (status IN ('completed', 'partial', 'failed')),
     items       bigint NOT NULL DEFAULT 0 CHECK (items >= 0),
-    errors      bigint NOT NULL DEFAULT 0 CHECK (errors >= 0),
+    attempts    bigint NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    errors      bigint NOT NULL DEFAULT 0 CHECK (errors >= 0 AND errors <= greatest(attempts, 1)),
     duration_ms bigint NOT NULL CHECK (duration_ms >= 0),
-    lag_seconds double precision,
+    lag_seconds double precision CHECK (lag_seconds >= 0),
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX sync_metrics_source_idx ON pullsync.sync_metrics (source, recorded_at DESC);
+CREATE INDEX sync_metrics_source_idx ON pullsync.sync_metrics (source, recorded_at DESC, id DESC);
+CREATE INDEX sync_metrics_recorded_idx ON pullsync.sync_metrics (recorded_at);
+
+-- Running totals per source, kept apart from sync_metrics so retention never makes a
+-- Prometheus counter go backwards.
+CREATE TABLE pullsync.sync_metric_totals (
+    source           text PRIMARY KEY,
+    runs             bigint NOT NULL DEFAULT 0,
+    items            bigint NOT NULL DEFAULT 0,
+    attempts         bigint NOT NULL DEFAULT 0,
+    errors           bigint NOT NULL DEFAULT 0,
+    last_run_at      timestamptz,
+    last_success_at  timestamptz,
+    last_duration_ms bigint
+);
 
 CREATE TABLE pullsync.alerts (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -28,6 +28,15 @@ pub static SNAPSHOT_HEARTBEAT_S: GucSetting<i32> = GucSetting::<i32>::new(86_400
 pub static FEED_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static ALERT_LAG_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static ALERT_ERROR_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.10);
+pub static ALERT_ERROR_RUNS: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static ALERT_DURATION_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static RECONCILE_MAX_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(90 * 86_400);
+pub static RECONCILE_MAX_IDS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+pub static CHECKPOINT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static SNAPSHOT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Defines the GUCs. Server-start settings (workers, database) exist only when the
 /// library is preloaded: Postgres refuses to define them later, and without preloading
@@ -198,6 +207,8 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
     );
+    register_monitoring();
+    register_retention();
     if preloading {
         GucRegistry::define_int_guc(
             c"pullsync.workers",
@@ -226,6 +237,102 @@ pub fn register(preloading: bool) {
             GucFlags::default(),
         );
     }
+}
+
+fn register_monitoring() {
+    GucRegistry::define_int_guc(
+        c"pullsync.alert_lag",
+        c"A source whose last successful pull is older than this opens a lag alert.",
+        c"Four times this makes the alert critical.",
+        &ALERT_LAG_S,
+        60,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_float_guc(
+        c"pullsync.alert_error_rate",
+        c"Share of failed work over a source's last runs that opens an error-rate alert.",
+        c"Work is accounts for Threads and pages for a feed; see pullsync.alert_error_runs.",
+        &ALERT_ERROR_RATE,
+        0.0,
+        1.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.alert_error_runs",
+        c"How many of a source's latest runs the error rate is taken over.",
+        c"",
+        &ALERT_ERROR_RUNS,
+        1,
+        1000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.alert_duration",
+        c"A run that takes longer than this opens a duration alert.",
+        c"",
+        &ALERT_DURATION_S,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.reconcile_max_window",
+        c"The widest window one reconciliation call may cover.",
+        c"",
+        &RECONCILE_MAX_WINDOW_S,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.reconcile_max_ids",
+        c"At most this many missing or extra ids are listed (and repaired) per reconciliation.",
+        c"",
+        &RECONCILE_MAX_IDS,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+fn register_retention() {
+    GucRegistry::define_int_guc(
+        c"pullsync.log_retention",
+        c"pullsync.cleanup() removes logs, finished jobs, metrics, reconciliation runs and resolved alerts older than this.",
+        c"",
+        &LOG_RETENTION_S,
+        3600,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.checkpoint_retention",
+        c"pullsync.cleanup() removes feed checkpoints older than this, keeping each stream's newest.",
+        c"",
+        &CHECKPOINT_RETENTION_S,
+        3600,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.snapshot_retention",
+        c"pullsync.cleanup() removes L1 snapshots older than this, keeping each post's and account's newest; 0 keeps them forever.",
+        c"Deltas and current values stay, so their invariants hold.",
+        &SNAPSHOT_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
 }
 
 fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {

@@ -9,8 +9,11 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod jobs;
+pub mod monitor;
 mod pg_error;
 mod pg_time;
+pub mod reconcile;
+mod retention;
 mod runtime;
 mod subxact;
 pub mod threads;
@@ -20,6 +23,11 @@ pub mod threads;
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["schema"]);
 extension_sql_file!("../sql/feed.sql", name = "feed", requires = ["schema"]);
+extension_sql_file!(
+    "../sql/monitor.sql",
+    name = "monitor",
+    requires = ["schema"]
+);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Names schema `pullsync` for pgrx, so `#[pg_extern(schema = "pullsync")]` can refer to

@@ -451,3 +451,109 @@ fn a_queued_pull_runs_through_the_job_runner() {
         Some("42704")
     );
 }
+
+fn reconcile(c: &mut Client, repair: bool) -> Value {
+    let answer: Value = c
+        .query_one(
+            "SELECT pullsync.sync_reconcile('2026-06-01', '2026-06-02', 'partner', repair => $1)",
+            &[&repair],
+        )
+        .unwrap()
+        .get(0);
+    answer["runs"][0].clone()
+}
+
+fn ids(run: &Value, stream: &str, side: &str) -> Vec<String> {
+    serde_json::from_value(run["streams"][stream][side].clone()).unwrap()
+}
+
+#[test]
+fn reconcile_names_exactly_the_missing_and_extra_rows_and_repair_restores_equality() {
+    let _serial = serial();
+    let mut p = provider(300, 6_000);
+    let mut c = consumer("it_feed_reconcile", 1000);
+    assert_eq!(pull(&mut c, None)["status"], "completed");
+    let clean = reconcile(&mut c, false);
+    assert_eq!(clean["status"], "success", "{clean}");
+    assert_eq!(clean["source_counts"], clean["target_counts"]);
+
+    // Rows lost on the consumer, among them ones that share a timestamp with thousands of
+    // others, and one row the provider never had.
+    c.batch_execute(
+        "DELETE FROM pullsync.conversation_messages WHERE id IN ('m2', 'm17', 'm3000', 'm5999');
+         DELETE FROM pullsync.conversations WHERE id IN ('c5', 'c300');
+         INSERT INTO pullsync.conversation_messages (id, conversation_id, role, created_at)
+         VALUES ('stray', 'c1', 'user', '2026-06-01 13:00:00+00');",
+    )
+    .unwrap();
+    let found = reconcile(&mut c, false);
+    assert_eq!(found["status"], "mismatch", "{found}");
+    assert_eq!(
+        ids(&found, "messages", "missing"),
+        ["m17", "m2", "m3000", "m5999"]
+    );
+    assert_eq!(ids(&found, "messages", "extra"), ["stray"]);
+    assert_eq!(ids(&found, "conversations", "missing"), ["c300", "c5"]);
+    assert!(ids(&found, "conversations", "extra").is_empty());
+    let run_id = found["run_id"].as_i64().unwrap();
+    let row = c
+        .query_one(
+            "SELECT status, discrepancies, missing_ids, extra_ids FROM pullsync.reconciliation_runs WHERE id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "mismatch");
+    assert_eq!(row.get::<_, i32>(1), 7);
+    assert_eq!(row.get::<_, Vec<String>>(3), ["messages:stray"]);
+    assert_eq!(row.get::<_, Vec<String>>(2).len(), 6);
+
+    let repaired = reconcile(&mut c, true);
+    assert_eq!(repaired["repaired"], 6, "{repaired}");
+    assert_eq!(
+        repaired["status"], "mismatch",
+        "the stray row is reported, not deleted"
+    );
+    c.batch_execute("DELETE FROM pullsync.conversation_messages WHERE id = 'stray'")
+        .unwrap();
+    assert_eq!(reconcile(&mut c, true)["status"], "success");
+    assert_eq!(snapshot(&mut p), snapshot(&mut c), "equal row by row");
+
+    c.batch_execute("DELETE FROM pullsync.conversation_messages WHERE id = 'm9'")
+        .unwrap();
+    let fixed = reconcile(&mut c, true);
+    assert_eq!(fixed["status"], "repaired", "{fixed}");
+    assert_eq!(snapshot(&mut p), snapshot(&mut c));
+
+    for (sql, state) in [
+        (
+            "SELECT pullsync.sync_reconcile('2026-06-02', '2026-06-01', 'partner')",
+            "22023",
+        ),
+        (
+            "SELECT pullsync.sync_reconcile('2026-01-01', '2026-06-01', 'partner')",
+            "22023",
+        ),
+        (
+            "SELECT pullsync.sync_reconcile('2026-06-01', '2026-06-02', 'nobody')",
+            "42704",
+        ),
+        (
+            "SELECT pullsync.sync_reconcile(NULL, '2026-06-02', 'partner')",
+            "22004",
+        ),
+        (
+            "SELECT pullsync.sync_reconcile('-infinity', '2026-06-02', 'partner')",
+            "22023",
+        ),
+    ] {
+        assert_eq!(sqlstate_of(&mut c, sql).as_deref(), Some(state), "{sql}");
+    }
+    let provider_ids: Value = p
+        .query_one(
+            "SELECT pullsync.feed_items('partner', 'messages', ARRAY['m1', 'm2', 'nope'])",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(provider_ids["items"].as_array().unwrap().len(), 2);
+}

@@ -542,3 +542,89 @@ fn sync_account_arguments_are_checked() {
     assert_eq!(summary["posts_new"], 2);
     assert!(summary["api_calls"].as_i64().unwrap() >= 3);
 }
+
+#[test]
+fn reconcile_finds_exactly_the_deleted_posts_and_writes_them_back() {
+    let mut f = threads_fixture("it_threads_reconcile", &SimConfig::small(2, 40));
+    assert_eq!(f.scheduled_sync()["status"], "completed");
+    let account = f.accounts[0].0;
+    for (sql, state) in [
+        (
+            "SELECT pullsync.threads_reconcile(NULL, now() - interval '1 day', now())",
+            "22004",
+        ),
+        (
+            "SELECT pullsync.threads_reconcile(gen_random_uuid(), now() - interval '1 day', now())",
+            "42704",
+        ),
+    ] {
+        assert_eq!(sqlstate_of(&mut f.db, sql).as_deref(), Some(state), "{sql}");
+    }
+    let reversed =
+        format!("SELECT pullsync.threads_reconcile('{account}', now(), now() - interval '1 day')");
+    assert_eq!(sqlstate_of(&mut f.db, &reversed).as_deref(), Some("22023"));
+    let too_wide = format!(
+        "SELECT pullsync.threads_reconcile('{account}', now() - interval '91 days', now())"
+    );
+    assert_eq!(sqlstate_of(&mut f.db, &too_wide).as_deref(), Some("22023"));
+    // The simulator's posts span 180 days.
+    f.db.batch_execute("SET pullsync.reconcile_max_window = '400d'")
+        .unwrap();
+    let window = |db: &mut postgres::Client| -> Value {
+        db.query_one(
+            "SELECT pullsync.threads_reconcile($1, now() - interval '400 days', now())",
+            &[&account],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let clean = window(&mut f.db);
+    assert_eq!(clean["status"], "success", "{clean}");
+    let before = stored_metrics(&mut f);
+
+    let deleted: Vec<String> =
+        f.db.query(
+            "DELETE FROM pullsync.workspace_threads_posts WHERE id IN (
+                 SELECT id FROM pullsync.workspace_threads_posts
+                  WHERE workspace_threads_account_id = $1 AND metrics_snapshot_at IS NOT NULL
+                  ORDER BY threads_post_id LIMIT 3)
+             RETURNING threads_post_id",
+            &[&account],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(deleted.len(), 3);
+    let mut expected = deleted.clone();
+    expected.sort();
+
+    let repaired = window(&mut f.db);
+    assert_eq!(repaired["status"], "repaired", "{repaired}");
+    let missing: Vec<String> =
+        serde_json::from_value(repaired["streams"]["posts"]["missing"].clone()).unwrap();
+    assert_eq!(missing, expected);
+    assert_eq!(repaired["streams"]["posts"]["extra"], serde_json::json!([]));
+    assert_eq!(stored_metrics(&mut f), before, "metrics written back too");
+    assert_eq!(f.layer_violations(), 0);
+    let recorded: (String, i32, Vec<String>) = {
+        let r =
+            f.db.query_one(
+                "SELECT status, discrepancies, missing_ids FROM pullsync.reconciliation_runs
+                  WHERE workspace_threads_account_id = $1 ORDER BY id DESC LIMIT 1",
+                &[&account],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(recorded.0, "repaired");
+    assert_eq!(recorded.1, 3);
+    assert_eq!(
+        recorded.2,
+        expected
+            .iter()
+            .map(|id| format!("posts:{id}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(window(&mut f.db)["status"], "success");
+}

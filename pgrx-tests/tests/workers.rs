@@ -359,22 +359,48 @@ fn pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent() {
             &[],
         )
         .unwrap();
-    assert_eq!(rows.len(), 2);
-    assert!(rows
-        .iter()
-        .any(|r| r.get::<_, String>(1) == "0,15,30,45 * * * *"));
+    let schedules: std::collections::BTreeMap<String, String> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let expected = [
+        ("pullsync-threads-sync", "0,15,30,45 * * * *"),
+        ("pullsync-token-refresh", "17 3 * * *"),
+        ("pullsync-feed-incremental", "*/5 * * * *"),
+        ("pullsync-feed-full", "0 2 * * *"),
+        ("pullsync-reconcile", "40 * * * *"),
+        ("pullsync-alerts", "*/5 * * * *"),
+        ("pullsync-cleanup", "0 3 * * 0"),
+    ];
+    assert_eq!(
+        schedules,
+        expected
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect()
+    );
     f.db.query("SELECT * FROM pullsync.schedule_defaults()", &[])
         .unwrap();
     assert_eq!(
         f.count("SELECT count(*) FROM cron.job WHERE jobname LIKE 'pullsync-%'"),
-        2,
+        expected.len() as i64,
         "idempotent"
     );
+    // Every registered command is valid SQL here (explained, not run).
+    for row in
+        f.db.query(
+            "SELECT command FROM cron.job WHERE jobname LIKE 'pullsync-%'",
+            &[],
+        )
+        .unwrap()
+    {
+        let command: String = row.get(0);
+        f.db.batch_execute(&format!("EXPLAIN {command}"))
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+    }
     let removed: i32 =
         f.db.query_one("SELECT pullsync.unschedule_all()", &[])
             .unwrap()
             .get(0);
-    assert_eq!(removed, 2);
+    assert_eq!(removed, expected.len() as i32);
     let again: i32 =
         f.db.query_one("SELECT pullsync.unschedule_all()", &[])
             .unwrap()

@@ -131,6 +131,33 @@ fn feed_ids(
     )
 }
 
+/// The rows with these ids (at most 500), for repairing a consumer.
+#[pg_extern(schema = "pullsync", security_definer, stable, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_items(
+    consumer_id: Option<String>,
+    kind: Option<String>,
+    ids: Option<Vec<Option<String>>>,
+) -> JsonB {
+    let ids: Vec<String> = required(ids, "ids")
+        .into_iter()
+        .map(|id| {
+            id.ok_or(PullsyncError::NullArgument {
+                name: "ids element",
+            })
+        })
+        .collect::<Result<_, _>>()
+        .or_raise();
+    JsonB(
+        serve::items(
+            &required(consumer_id, "consumer_id"),
+            &required(kind, "kind"),
+            &ids,
+        )
+        .or_raise(),
+    )
+}
+
 /// Lets a consumer pull this database's feed with `api_key` (sealed at once).
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
@@ -217,4 +244,23 @@ fn feed_enqueue(
     validate::mode(&mode).or_raise();
     pull::load_source(&consumer_id).or_raise();
     JsonB(crate::jobs::queue::enqueue_feed_pull(&consumer_id, &mode).or_raise())
+}
+
+/// Queues a pull of every active source (pg_cron calls this); returns
+/// `{"queued": [{"consumer_id", "job_id" | "skipped"}…]}`.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_scheduled_sync(mode: default!(Option<String>, "'incremental'")) -> JsonB {
+    let mode = required(mode, "mode");
+    validate::mode(&mode).or_raise();
+    let queued: Vec<serde_json::Value> = crate::reconcile::feed::active_sources()
+        .or_raise()
+        .into_iter()
+        .map(|consumer_id| {
+            let mut job = crate::jobs::queue::enqueue_feed_pull(&consumer_id, &mode).or_raise();
+            job["consumer_id"] = serde_json::json!(consumer_id);
+            job
+        })
+        .collect();
+    JsonB(serde_json::json!({ "mode": mode, "queued": queued }))
 }

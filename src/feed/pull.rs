@@ -5,6 +5,7 @@
 use crate::error::{PullsyncError, Result};
 use crate::http::{Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, RetryPolicy};
 use crate::jobs::runner::Txn;
+use crate::monitor::record::{self, Run};
 use crate::runtime::{self, Cancel};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use pgrx::prelude::*;
@@ -116,24 +117,81 @@ fn classify_feed(status: u16, body: &[u8]) -> (FailureClass, String) {
     (class, message)
 }
 
-fn page_url(
-    source: &Source,
-    path: &str,
+/// A source's provider over the shared HTTP layer: its timeouts, retries and rate.
+pub struct Provider {
+    pub source: Source,
+    http: HttpClient,
+    limiter: RateLimiter,
+    calls: AtomicU32,
+    cancel: Cancel,
+}
+
+impl Provider {
+    pub fn new(source: Source, cancel: Cancel) -> Result<Self> {
+        let http = HttpClient::new(HttpSettings {
+            timeout: source.timeout,
+            retry: RetryPolicy {
+                max_retries: source.max_retries.max(0) as u32,
+                base_delay: source.retry_delay,
+                max_delay: source.retry_delay.max(Duration::from_secs(1)) * 8,
+            },
+            concurrency: 1,
+        })
+        .map_err(|e| PullsyncError::Internal(e.message))?;
+        let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
+        Ok(Provider {
+            source,
+            http,
+            limiter,
+            calls: AtomicU32::new(0),
+            cancel,
+        })
+    }
+
+    /// GET `path` with `query` (already encoded, without consumer_id). The outer error is
+    /// an interrupt; the inner one the request's failure.
+    pub fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &str,
+    ) -> Result<std::result::Result<T, Failure>> {
+        let url = format!(
+            "{}{path}?consumer_id={}{}{query}",
+            self.source.base_url,
+            self.source.consumer_id,
+            if query.is_empty() { "" } else { "&" }
+        );
+        runtime::block_on_until(
+            self.http.get_json::<T>(
+                &url,
+                Some(&self.source.api_key),
+                Some(&self.limiter),
+                classify_feed,
+                &self.calls,
+            ),
+            self.cancel,
+        )
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+fn page_query(
+    batch_size: i32,
     cursor: Option<&str>,
     updated_after: Option<DateTime<Utc>>,
 ) -> String {
-    let mut url = format!(
-        "{}{path}?consumer_id={}&limit={}",
-        source.base_url, source.consumer_id, source.batch_size
-    );
+    let mut query = format!("limit={batch_size}");
     if let Some(c) = cursor {
-        url.push_str("&cursor=");
-        url.push_str(c);
+        query.push_str("&cursor=");
+        query.push_str(&crate::http::urlencode(c));
     }
     if let Some(t) = updated_after {
-        url.push_str(&format!("&updated_after={}", t.timestamp_micros()));
+        query.push_str(&format!("&updated_after={}", t.timestamp_micros()));
     }
-    url
+    query
 }
 
 const CONVERSATIONS_UPSERT: &str = "
@@ -157,17 +215,23 @@ ON CONFLICT (id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, role 
        risk_categories = EXCLUDED.risk_categories, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
  WHERE m.updated_at <= EXCLUDED.updated_at";
 
-/// Upserts a page's rows and records its checkpoint, in the caller's transaction.
-pub fn write_page(consumer_id: &str, stream: &str, mode: &str, page: FeedPage) -> Result<usize> {
-    let n = page.items.len();
+/// Upserts rows of a stream; an older version never overwrites a newer one.
+pub fn upsert_items(stream: &str, items: Vec<Value>) -> Result<usize> {
+    let n = items.len();
     if n > 0 {
         let sql = if stream == "conversations" {
             CONVERSATIONS_UPSERT
         } else {
             MESSAGES_UPSERT
         };
-        Spi::run_with_args(sql, &[JsonB(Value::Array(page.items)).into()])?;
+        Spi::run_with_args(sql, &[JsonB(Value::Array(items)).into()])?;
     }
+    Ok(n)
+}
+
+/// Upserts a page's rows and records its checkpoint, in the caller's transaction.
+pub fn write_page(consumer_id: &str, stream: &str, mode: &str, page: FeedPage) -> Result<usize> {
+    let n = upsert_items(stream, page.items)?;
     Spi::run_with_args(
         "INSERT INTO pullsync.sync_checkpoints (consumer_id, stream, mode, cursor, items) VALUES ($1, $2, $3, $4, $5)",
         &[consumer_id.into(), stream.into(), mode.into(), page.checkpoint.into(), (n as i32).into()],
@@ -211,19 +275,8 @@ pub fn pull(
 ) -> Result<Value> {
     super::validate::mode(mode)?;
     let started = Utc::now();
-    let source = txn.run(|| load_source(consumer_id))?;
-    let http = HttpClient::new(HttpSettings {
-        timeout: source.timeout,
-        retry: RetryPolicy {
-            max_retries: source.max_retries.max(0) as u32,
-            base_delay: source.retry_delay,
-            max_delay: source.retry_delay.max(Duration::from_secs(1)) * 8,
-        },
-        concurrency: 1,
-    })
-    .map_err(|e| PullsyncError::Internal(e.message))?;
-    let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
-    let calls = AtomicU32::new(0);
+    let provider = Provider::new(txn.run(|| load_source(consumer_id))?, cancel)?;
+    let batch_size = provider.source.batch_size;
     let mut totals = serde_json::Map::new();
     let mut pages = 0u32;
     let mut error: Option<String> = None;
@@ -245,17 +298,8 @@ pub fn pull(
             if max_pages.is_some_and(|m| pages >= m) {
                 break 'streams;
             }
-            let url = page_url(&source, path, cursor.as_deref(), updated_after);
-            let fetched = runtime::block_on_until(
-                http.get_json::<FeedPage>(
-                    &url,
-                    Some(&source.api_key),
-                    Some(&limiter),
-                    classify_feed,
-                    &calls,
-                ),
-                cancel,
-            )?;
+            let query = page_query(batch_size, cursor.as_deref(), updated_after);
+            let fetched = provider.get::<FeedPage>(path, &query)?;
             let page = match fetched {
                 Ok(page) => page,
                 Err(f)
@@ -309,7 +353,7 @@ pub fn pull(
     } else {
         "failed"
     };
-    let api_calls = calls.load(Ordering::Relaxed);
+    let api_calls = provider.calls();
     txn.run(|| {
         log_run(
             consumer_id,
@@ -319,7 +363,19 @@ pub fn pull(
             api_calls,
             error.as_deref(),
             started,
-        )
+        )?;
+        let failed = i64::from(error.is_some());
+        record::record(&Run {
+            source: &record::feed_source(consumer_id),
+            job_type: &format!("feed_{mode}"),
+            job_log_id: None,
+            status,
+            items,
+            attempts: i64::from(pages) + failed,
+            errors: failed,
+            duration_ms: (Utc::now() - started).num_milliseconds(),
+            pulls_data: true,
+        })
     })?;
     Ok(json!({
         "consumer_id": consumer_id,

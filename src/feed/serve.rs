@@ -341,6 +341,45 @@ pub fn ids(
     Ok(json!({ "ids": ids, "next_cursor": next }))
 }
 
+/// At most this many ids per `items` call.
+pub const MAX_ITEM_IDS: usize = 500;
+
+/// The rows with these ids, in the page shapes, for repairing a consumer: `{"items": […]}`.
+/// Ids that do not exist are left out.
+pub fn items(consumer_id: &str, kind: &str, ids: &[String]) -> Result<Value> {
+    require_consumer(consumer_id)?;
+    let (table, shape) = match kind {
+        "conversations" => ("pullsync.conversations", CONVERSATION_JSON),
+        "messages" => ("pullsync.conversation_messages", MESSAGE_JSON),
+        other => {
+            return Err(PullsyncError::invalid(
+                format!("unknown kind {other:?}"),
+                "Pass 'conversations' or 'messages'.",
+            ))
+        }
+    };
+    if ids.len() > MAX_ITEM_IDS {
+        return Err(PullsyncError::invalid(
+            format!("at most {MAX_ITEM_IDS} ids per call, not {}", ids.len()),
+            "Ask in several calls.",
+        ));
+    }
+    let items = Spi::connect(|client| {
+        let rows = client.select(
+            &format!("SELECT {shape} FROM {table} WHERE id = ANY($1) ORDER BY id"),
+            None,
+            &[ids.to_vec().into()],
+        )?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let item: Option<JsonB> = row.get(1)?;
+            items.extend(item.map(|j| j.0));
+        }
+        Ok::<_, PullsyncError>(items)
+    })?;
+    Ok(json!({ "items": items }))
+}
+
 /// Creates or updates a consumer allowed to pull, with its sealed API key.
 pub fn add_consumer(consumer_id: &str, api_key: &str, rate_limit_per_minute: i32) -> Result<()> {
     super::validate::consumer_id(consumer_id)?;

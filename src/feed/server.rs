@@ -40,6 +40,7 @@ enum Route {
     Messages,
     Stats,
     Ids,
+    Items,
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -52,6 +53,7 @@ fn route(path: &str) -> Option<Route> {
         ["messages"] => Some(Route::Messages),
         ["stats"] => Some(Route::Stats),
         ["ids"] => Some(Route::Ids),
+        ["items"] => Some(Route::Items),
         _ => None,
     }
 }
@@ -214,6 +216,20 @@ fn serve_call(consumer_id: &str, call: &Call) -> Result<Value, PullsyncError> {
             required_time(p, "end")?,
             cursor,
         ),
+        Route::Items => {
+            let ids: Vec<String> = serde_json::from_str(p.get("ids").map_or("[]", String::as_str))
+                .map_err(|_| {
+                    PullsyncError::invalid(
+                        "ids is not a JSON array of strings",
+                        "Pass ids as a URL-encoded JSON array, e.g. [\"c1\",\"c2\"].",
+                    )
+                })?;
+            serve::items(
+                consumer_id,
+                p.get("kind").map(String::as_str).unwrap_or(""),
+                &ids,
+            )
+        }
     }
 }
 
@@ -392,6 +408,7 @@ mod tests {
         assert_eq!(route("/messages/"), Some(Route::Messages));
         assert_eq!(route("/stats"), Some(Route::Stats));
         assert_eq!(route("/ids"), Some(Route::Ids));
+        assert_eq!(route("/items"), Some(Route::Items));
         assert_eq!(route("/conversations//messages"), None);
         assert_eq!(route("/admin"), None);
     }

@@ -55,9 +55,27 @@ pub fn redact_url(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
+/// Percent-encodes a query parameter value (RFC 3986 unreserved characters stay).
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(urlencode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
+        assert_eq!(urlencode("[\"c 1\"]"), "%5B%22c%201%22%5D");
+    }
 
     #[test]
     fn urls_lose_their_query_in_messages() {

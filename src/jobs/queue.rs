@@ -313,6 +313,8 @@ fn finish_run(run: i64) -> Result<()> {
                   'skipped_count', count(*) FILTER (WHERE result->>'status' = 'skipped'),
                   'error_count', count(*) FILTER (WHERE coalesce(result->>'status', 'failed') NOT IN ('completed', 'skipped')),
                   'api_calls', coalesce(sum((result->>'api_calls')::bigint), 0),
+                  'items', coalesce(sum((result->>'posts_new')::bigint + (result->>'posts_updated')::bigint
+                                        + (result->>'snapshots')::bigint), 0),
                   'duration_ms', (extract(epoch FROM clock_timestamp() - (SELECT created_at FROM pullsync.jobs WHERE id = $1)) * 1000)::bigint,
                   'worker_pids', coalesce(jsonb_agg(DISTINCT worker_pid) FILTER (WHERE worker_pid IS NOT NULL), '[]'))
            FROM pullsync.jobs WHERE parent_id = $1",
@@ -343,6 +345,18 @@ fn finish_run(run: i64) -> Result<()> {
     if !closed {
         return Ok(());
     }
+    let number = |key: &str| counts[key].as_i64().unwrap_or(0);
+    crate::monitor::record::record(&crate::monitor::record::Run {
+        source: "threads",
+        job_type: "threads_scheduled_sync",
+        job_log_id,
+        status,
+        items: number("items"),
+        attempts: number("total_accounts"),
+        errors: number("error_count"),
+        duration_ms: number("duration_ms"),
+        pulls_data: true,
+    })?;
     if let Some(id) = job_log_id {
         log::finish(id, status, counts, None)?;
     }

@@ -92,15 +92,28 @@ impl TokenSession<'_> {
         user_id: &str,
         after: Option<&str>,
     ) -> Result<Page<Post>, Failure> {
+        self.posts_page_within(user_id, None, after).await
+    }
+
+    /// One page of the account's posts published in [since, until] (Unix seconds).
+    pub async fn posts_page_within(
+        &self,
+        user_id: &str,
+        window: Option<(i64, i64)>,
+        after: Option<&str>,
+    ) -> Result<Page<Post>, Failure> {
         let mut url = format!(
             "{}/{user_id}/threads?fields={}&limit={}",
             self.api.base,
             threads_model::POST_FIELDS,
             threads_model::MAX_PAGE_LIMIT
         );
+        if let Some((since, until)) = window {
+            url.push_str(&format!("&since={since}&until={until}"));
+        }
         if let Some(after) = after {
             url.push_str("&after=");
-            url.push_str(&urlencode(after));
+            url.push_str(&crate::http::urlencode(after));
         }
         self.get(&url).await
     }
@@ -153,17 +166,6 @@ impl TokenSession<'_> {
     }
 }
 
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,10 +195,5 @@ mod tests {
         .unwrap();
         let api = ThreadsApi::new(http, "https://graph.threads.net/v1.0/");
         assert_eq!(api.root(), "https://graph.threads.net");
-    }
-
-    #[test]
-    fn cursors_are_url_encoded() {
-        assert_eq!(urlencode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
     }
 }

@@ -365,7 +365,7 @@ pub fn write_account(
                     last_metrics_sync_at = CASE WHEN $3 THEN $5 ELSE last_metrics_sync_at END,
                     last_insights_sync_at = CASE WHEN $4 THEN $5 ELSE last_insights_sync_at END,
                     insights_updated_at = CASE WHEN $4 THEN $5 ELSE insights_updated_at END,
-                    last_sync_status = $6, updated_at = now()
+                    last_sync_status = CASE WHEN $7 THEN $6 ELSE last_sync_status END, updated_at = now()
               WHERE id = $1",
             None,
             &[
@@ -375,6 +375,8 @@ pub fn write_account(
                 done(Step::Insights).into(),
                 at.into(),
                 pull.outcome.as_str().into(),
+                // A repair (no step, no failure) leaves the account's sync status alone.
+                (!pull.steps_completed.is_empty() || pull.error.is_some()).into(),
             ],
         )?;
         let steps: Vec<String> = pull

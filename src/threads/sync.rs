@@ -190,8 +190,27 @@ pub fn sync_one(account_id: Uuid) -> Result<Value> {
         );
     };
     let results = sync_accounts(&[row], &log, false)?;
-    Ok(results
+    let result = results
         .first()
         .map(AccountResult::to_json)
-        .unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    let status = match result["status"].as_str() {
+        Some("completed" | "skipped") => "completed",
+        Some("partial") => "partial",
+        _ => "failed",
+    };
+    let number = |key: &str| result[key].as_i64().unwrap_or(0);
+    crate::monitor::record::record(&crate::monitor::record::Run {
+        source: "threads",
+        job_type: "threads_sync_account",
+        job_log_id: None,
+        status,
+        items: number("posts_new") + number("posts_updated") + number("snapshots"),
+        attempts: 1,
+        errors: i64::from(status != "completed"),
+        duration_ms: (Utc::now() - log.started_at).num_milliseconds(),
+        // One account says little about the source's lag.
+        pulls_data: false,
+    })?;
+    Ok(result)
 }

@@ -1,0 +1,260 @@
+//! Reconciling a feed source: the provider's counts (`/stats`) against this database's,
+//! narrowed by bisection, ids listed (`/ids`) where they differ, missing rows re-pulled
+//! (`/items`) through the feed's upsert.
+
+use super::narrow::{self, Window};
+use super::runs::Outcome;
+use crate::config;
+use crate::error::{PullsyncError, Result};
+use crate::feed::pull::{self, Provider};
+use crate::feed::serve::MAX_ITEM_IDS;
+use crate::http::urlencode;
+use crate::monitor::record::{self, Run};
+use crate::pg_time::to_pg;
+use crate::runtime::Cancel;
+use chrono::{DateTime, Utc};
+use pgrx::prelude::*;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// (stream, table, time column): conversations by start, messages by creation, as the
+/// provider counts them.
+const STREAMS: [(&str, &str, &str); 2] = [
+    ("conversations", "pullsync.conversations", "started_at"),
+    ("messages", "pullsync.conversation_messages", "created_at"),
+];
+/// A differing window with at most this many rows is listed rather than halved (the
+/// provider's id page size).
+const LEAF_ROWS: i64 = 1000;
+const MAX_PROBES: usize = 2000;
+
+#[derive(Deserialize)]
+struct Stats {
+    conversations: i64,
+    messages: i64,
+}
+
+#[derive(Deserialize)]
+struct IdPage {
+    ids: Vec<String>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Items {
+    items: Vec<Value>,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time(m: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(m).unwrap_or_default()
+}
+
+fn refused(what: &str, f: crate::http::Failure) -> PullsyncError {
+    PullsyncError::Internal(format!("{what}: {}", f.message))
+}
+
+fn source_counts(p: &Provider, w: Window) -> Result<[i64; 2]> {
+    let stats: Stats = p
+        .get("/stats", &format!("start={}&end={}", w.start, w.end))?
+        .map_err(|f| refused("counting on the provider", f))?;
+    Ok([stats.conversations, stats.messages])
+}
+
+fn target_counts(w: Window) -> Result<[i64; 2]> {
+    let mut counts = [0; 2];
+    for (i, (_, table, column)) in STREAMS.iter().enumerate() {
+        counts[i] = Spi::connect(|client| {
+            client
+                .select(
+                    &format!("SELECT count(*) FROM {table} WHERE {column} >= $1 AND {column} < $2"),
+                    Some(1),
+                    &[to_pg(time(w.start)).into(), to_pg(time(w.end)).into()],
+                )?
+                .first()
+                .get_one::<i64>()
+        })?
+        .unwrap_or(0);
+    }
+    Ok(counts)
+}
+
+fn source_ids(p: &Provider, stream: &str, w: Window) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = format!("kind={stream}&start={}&end={}", w.start, w.end);
+        if let Some(c) = &cursor {
+            query.push_str(&format!("&cursor={}", urlencode(c)));
+        }
+        let page: IdPage = p
+            .get("/ids", &query)?
+            .map_err(|f| refused("listing ids on the provider", f))?;
+        ids.extend(page.ids);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(ids),
+        }
+    }
+}
+
+fn target_ids(table: &str, column: &str, w: Window) -> Result<Vec<String>> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            &format!("SELECT id FROM {table} WHERE {column} >= $1 AND {column} < $2"),
+            None,
+            &[to_pg(time(w.start)).into(), to_pg(time(w.end)).into()],
+        )?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            ids.extend(row.get::<String>(1)?);
+        }
+        Ok(ids)
+    })
+}
+
+/// Re-pulls `ids` of a stream and upserts them; returns how many rows came back.
+fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
+    let mut written = 0;
+    for chunk in ids.chunks(MAX_ITEM_IDS) {
+        let list =
+            serde_json::to_string(chunk).map_err(|e| PullsyncError::Internal(e.to_string()))?;
+        let items: Items = p
+            .get("/items", &format!("kind={stream}&ids={}", urlencode(&list)))?
+            .map_err(|f| refused("fetching missing rows from the provider", f))?;
+        written += crate::subxact::run(|| pull::upsert_items(stream, items.items))? as i64;
+    }
+    Ok(written)
+}
+
+fn present(table: &str, ids: &[String]) -> Result<i64> {
+    Ok(Spi::connect(|client| {
+        client
+            .select(
+                &format!("SELECT count(*) FROM {table} WHERE id = ANY($1)"),
+                Some(1),
+                &[ids.to_vec().into()],
+            )?
+            .first()
+            .get_one::<i64>()
+    })?
+    .unwrap_or(0))
+}
+
+fn counts_json(c: [i64; 2]) -> Value {
+    json!({ "conversations": c[0], "messages": c[1] })
+}
+
+/// What one reconciliation found, filled in as far as it got.
+fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
+    let max_ids = config::RECONCILE_MAX_IDS.get().max(1) as usize;
+    let narrowed = narrow::narrow(window, LEAF_ROWS, MAX_PROBES, |w| {
+        Ok::<_, PullsyncError>((source_counts(p, w)?, target_counts(w)?))
+    })?;
+    out.source_counts = counts_json(narrowed.whole.0);
+    out.target_counts = counts_json(narrowed.whole.1);
+    let mut listed = 0usize;
+    for (i, (stream, table, column)) in STREAMS.iter().enumerate() {
+        let mut missing = Vec::new();
+        let mut extra = Vec::new();
+        for w in &narrowed.leaves[i] {
+            out.windows.push(json!({ "stream": stream, "start": time(w.start).to_rfc3339(), "end": time(w.end).to_rfc3339() }));
+            let (m, e) = narrow::diff(&source_ids(p, stream, *w)?, &target_ids(table, column, *w)?);
+            missing.extend(m);
+            extra.extend(e);
+        }
+        let room = max_ids.saturating_sub(listed);
+        if missing.len() + extra.len() > room {
+            out.truncated = true;
+            missing.truncate(room);
+            extra.truncate(room - missing.len());
+        }
+        listed += missing.len() + extra.len();
+        let mut repaired = 0;
+        if out.repair && !missing.is_empty() {
+            repaired = repair(p, stream, &missing)?;
+            out.repaired += repaired;
+            out.still_missing += missing.len() as i64 - present(table, &missing)?;
+        } else {
+            out.still_missing += missing.len() as i64;
+        }
+        out.streams.insert(
+            stream.to_string(),
+            json!({ "missing": missing, "extra": extra, "repaired": repaired }),
+        );
+    }
+    Ok(())
+}
+
+/// Reconciles one feed source over [start, end); records the run and its metrics.
+/// Failures of the provider are a `failed` run, not an ERROR.
+pub fn reconcile(
+    consumer_id: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    repair: bool,
+) -> Result<Value> {
+    let started_at = Utc::now();
+    let provider = Provider::new(pull::load_source(consumer_id)?, Cancel::Backend)?;
+    let mut out = Outcome {
+        consumer_id: Some(consumer_id.to_string()),
+        account_id: None,
+        start,
+        end,
+        started_at,
+        source_counts: json!({}),
+        target_counts: json!({}),
+        streams: Map::new(),
+        windows: Vec::new(),
+        repair,
+        repaired: 0,
+        still_missing: 0,
+        truncated: false,
+        error: None,
+    };
+    let window = Window {
+        start: micros(start),
+        end: micros(end),
+    };
+    match compare(&provider, &mut out, window) {
+        Ok(()) => {}
+        Err(PullsyncError::Interrupted) => return Err(PullsyncError::Interrupted),
+        Err(e) => out.error = Some(e.to_string()),
+    }
+    let result = out.record()?;
+    record::record(&Run {
+        source: &record::feed_source(consumer_id),
+        job_type: "reconcile",
+        job_log_id: None,
+        status: if out.error.is_some() {
+            "failed"
+        } else {
+            "completed"
+        },
+        items: out.repaired,
+        attempts: 1,
+        errors: i64::from(out.error.is_some()),
+        duration_ms: (Utc::now() - started_at).num_milliseconds(),
+        pulls_data: false,
+    })?;
+    Ok(result)
+}
+
+/// The active feed sources, for reconciling all of them.
+pub fn active_sources() -> Result<Vec<String>> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT consumer_id FROM pullsync.feed_sources WHERE is_active ORDER BY consumer_id",
+            None,
+            &[],
+        )?;
+        let mut ids = Vec::new();
+        for row in rows {
+            ids.extend(row.get::<String>(1)?);
+        }
+        Ok(ids)
+    })
+}

@@ -1,0 +1,133 @@
+//! `pullsync.reconciliation_runs`: one row per reconciliation of a source and window.
+
+use crate::error::{PullsyncError, Result};
+use crate::pg_time::to_pg;
+use chrono::{DateTime, Utc};
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Value};
+
+/// The outcome of one reconciliation, as recorded and returned.
+pub struct Outcome {
+    pub consumer_id: Option<String>,
+    pub account_id: Option<Uuid>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub source_counts: Value,
+    pub target_counts: Value,
+    /// Per stream: {"missing": [...], "extra": [...], "repaired": n}.
+    pub streams: serde_json::Map<String, Value>,
+    pub windows: Vec<Value>,
+    pub repair: bool,
+    pub repaired: i64,
+    /// Missing records still absent after the repair (all of them without one).
+    pub still_missing: i64,
+    pub truncated: bool,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    fn ids(&self, side: &str) -> Vec<String> {
+        self.streams
+            .iter()
+            .flat_map(|(stream, v)| {
+                v[side]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(move |id| format!("{stream}:{id}"))
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> &'static str {
+        let missing = self.ids("missing").len();
+        let extra = self.ids("extra").len();
+        if self.error.is_some() {
+            "failed"
+        } else if missing == 0 && extra == 0 && !self.truncated {
+            "success"
+        } else if self.repair
+            && missing > 0
+            && self.still_missing == 0
+            && extra == 0
+            && !self.truncated
+        {
+            "repaired"
+        } else {
+            "mismatch"
+        }
+    }
+
+    /// Inserts the run row; returns the run as JSON with its id.
+    pub fn record(&self) -> Result<Value> {
+        let missing = self.ids("missing");
+        let extra = self.ids("extra");
+        let status = self.status();
+        let details = json!({ "streams": self.streams, "windows": self.windows, "truncated": self.truncated });
+        let id = Spi::get_one_with_args::<i64>(
+            "INSERT INTO pullsync.reconciliation_runs
+                    (source, consumer_id, workspace_threads_account_id, window_start, window_end, status,
+                     source_counts, target_counts, discrepancies, missing_ids, extra_ids, repaired, details,
+                     error, started_at)
+             VALUES (CASE WHEN $1::text IS NULL THEN 'threads' ELSE 'feed' END, $1, $2, $3, $4, $5, $6, $7, $8,
+                     $9, $10, $11, $12, $13, $14)
+             RETURNING id",
+            &[
+                self.consumer_id.clone().into(),
+                self.account_id.into(),
+                to_pg(self.start).into(),
+                to_pg(self.end).into(),
+                status.into(),
+                JsonB(self.source_counts.clone()).into(),
+                JsonB(self.target_counts.clone()).into(),
+                ((missing.len() + extra.len()) as i32).into(),
+                missing.into(),
+                extra.into(),
+                (self.repaired as i32).into(),
+                JsonB(details).into(),
+                self.error.clone().into(),
+                to_pg(self.started_at).into(),
+            ],
+        )?
+        .ok_or_else(|| PullsyncError::Internal("reconciliation run insert returned no id".into()))?;
+        Ok(json!({
+            "run_id": id,
+            "consumer_id": self.consumer_id,
+            "account_id": self.account_id.map(|a| a.to_string()),
+            "start": self.start.to_rfc3339(),
+            "end": self.end.to_rfc3339(),
+            "status": status,
+            "source_counts": self.source_counts,
+            "target_counts": self.target_counts,
+            "streams": self.streams,
+            "windows": self.windows,
+            "repaired": self.repaired,
+            "truncated": self.truncated,
+            "error": self.error,
+        }))
+    }
+}
+
+/// Checks a window against `pullsync.reconcile_max_window`.
+pub fn check_window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
+    if start > end {
+        return Err(PullsyncError::invalid(
+            format!("start ({start}) is after end ({end})"),
+            "Pass a window with start <= end.",
+        ));
+    }
+    let max = i64::from(crate::config::RECONCILE_MAX_WINDOW_S.get());
+    if (end - start).num_seconds() > max {
+        return Err(PullsyncError::invalid(
+            format!(
+                "the window is {} s wide, more than pullsync.reconcile_max_window ({max} s)",
+                (end - start).num_seconds()
+            ),
+            "Reconcile a narrower window, or raise pullsync.reconcile_max_window.",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! Reconciling a Threads account: the API's listing of posts published in a window
+//! against the stored posts; missing posts are written with their metrics through the
+//! normal account write (posts, L1/L2/L3).
+
+use super::runs::Outcome;
+use crate::config;
+use crate::error::{PullsyncError, Result};
+use crate::http::Failure;
+use crate::monitor::record::{self, Run};
+use crate::pg_time::to_pg;
+use crate::runtime::{self, Cancel};
+use crate::threads::plan::content_hash;
+use crate::threads::pull::{AccountPull, Outcome as PullOutcome, PulledPost};
+use crate::threads::store::{self, LogContext};
+use crate::threads::sync;
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use pgrx::prelude::*;
+use pgrx::Uuid;
+use serde_json::{json, Map};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use threads_model::{Post, PostMetrics, EARLIEST_POSTS_SINCE};
+
+/// Everything the API lists for the account in [start, end), and the metrics of the posts
+/// the store lacks.
+struct Listing {
+    posts: Vec<Post>,
+    metrics: Vec<(String, PostMetrics)>,
+    first_failure: Option<Failure>,
+    api_calls: u32,
+}
+
+fn list(
+    token: &str,
+    user_id: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    stored: &HashSet<String>,
+) -> Result<std::result::Result<Listing, Failure>> {
+    let api = sync::threads_api()?;
+    let session = api.session(token, config::THREADS_RATE_LIMIT.get());
+    // The API's window is whole seconds, both ends included, and starts no earlier than
+    // its first accepted `since`; the exact bounds are applied here.
+    let since = start.timestamp().max(EARLIEST_POSTS_SINCE);
+    let until = (end.timestamp() + 1).min(Utc::now().timestamp());
+    runtime::block_on_until(
+        async {
+            let mut posts = Vec::new();
+            let mut seen = HashSet::new();
+            let mut after: Option<String> = None;
+            if since <= until {
+                loop {
+                    let page = match session
+                        .posts_page_within(user_id, Some((since, until)), after.as_deref())
+                        .await
+                    {
+                        Ok(page) => page,
+                        Err(f) => return Err(f),
+                    };
+                    let next = page.next_after().map(str::to_string);
+                    for post in page.data {
+                        let inside = post.timestamp.is_some_and(|t| t >= start && t < end);
+                        if inside && post.media_type.is_some() && seen.insert(post.id.clone()) {
+                            posts.push(post);
+                        }
+                    }
+                    match next {
+                        Some(cursor) => after = Some(cursor),
+                        None => break,
+                    }
+                }
+            }
+            let missing: Vec<&str> = posts
+                .iter()
+                .filter(|p| !stored.contains(&p.id))
+                .map(|p| p.id.as_str())
+                .collect();
+            let concurrency = session.api.http.settings().concurrency.max(1);
+            let fetched: Vec<(String, std::result::Result<Option<PostMetrics>, Failure>)> =
+                stream::iter(missing)
+                    .map(|id| {
+                        let session = &session;
+                        async move { (id.to_string(), session.post_metrics(id).await) }
+                    })
+                    .buffer_unordered(concurrency)
+                    .collect()
+                    .await;
+            let mut metrics = Vec::new();
+            let mut first_failure = None;
+            for (id, result) in fetched {
+                match result {
+                    Ok(Some(values)) => metrics.push((id, values)),
+                    Ok(None) => {}
+                    Err(f) => {
+                        first_failure.get_or_insert(f);
+                    }
+                }
+            }
+            Ok(Listing {
+                posts,
+                metrics,
+                first_failure,
+                api_calls: session.calls.load(Ordering::Relaxed),
+            })
+        },
+        Cancel::Backend,
+    )
+}
+
+fn stored_posts(account_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<String>> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT threads_post_id FROM pullsync.workspace_threads_posts
+              WHERE workspace_threads_account_id = $1 AND published_at >= $2 AND published_at < $3",
+            None,
+            &[account_id.into(), to_pg(start).into(), to_pg(end).into()],
+        )?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            ids.extend(row.get::<String>(1)?);
+        }
+        Ok(ids)
+    })
+}
+
+/// Reconciles one account over [start, end) and re-fetches the posts the store lacks.
+pub fn reconcile(
+    account_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<serde_json::Value> {
+    let started_at = Utc::now();
+    if !store::account_exists(account_id)? {
+        return Err(PullsyncError::NotFound {
+            message: format!("Threads account {account_id} does not exist"),
+            hint: "Pass an id from pullsync.workspace_threads_accounts.".into(),
+        });
+    }
+    let Some(row) = store::usable_account(account_id)? else {
+        return Err(PullsyncError::invalid(
+            format!("Threads account {account_id} has no usable token"),
+            "Refresh its token or add a new one with pullsync.threads_add_account().",
+        ));
+    };
+    let token = config::sealing_key()?
+        .open(&row.sealed_token)
+        .map_err(|reason| PullsyncError::Unsealable {
+            what: format!("token {} of account {account_id}", row.token_id),
+            reason,
+        })?;
+    let stored: Vec<String> = stored_posts(account_id, start, end)?;
+    let stored_set: HashSet<String> = stored.iter().cloned().collect();
+    let mut out = Outcome {
+        consumer_id: None,
+        account_id: Some(account_id),
+        start,
+        end,
+        started_at,
+        source_counts: json!({}),
+        target_counts: json!({ "posts": stored.len() }),
+        streams: Map::new(),
+        windows: Vec::new(),
+        repair: true,
+        repaired: 0,
+        still_missing: 0,
+        truncated: false,
+        error: None,
+    };
+    match list(&token, &row.threads_user_id, start, end, &stored_set)? {
+        Err(f) => out.error = Some(f.message),
+        Ok(listing) => {
+            let api_calls = listing.api_calls;
+            out.source_counts = json!({ "posts": listing.posts.len() });
+            let listed: Vec<String> = listing.posts.iter().map(|p| p.id.clone()).collect();
+            let (missing, extra) = super::narrow::diff(&listed, &stored);
+            let to_write: Vec<PulledPost> = listing
+                .posts
+                .into_iter()
+                .filter(|p| !stored_set.contains(&p.id))
+                .map(|post| PulledPost {
+                    content_hash: content_hash(&post),
+                    post,
+                })
+                .collect();
+            if !to_write.is_empty() {
+                let checked = listing.metrics.iter().map(|(id, _)| id.clone()).collect();
+                let pull = AccountPull {
+                    posts: to_write,
+                    metrics: listing.metrics,
+                    metrics_checked: checked,
+                    insights: None,
+                    steps_completed: Vec::new(),
+                    outcome: PullOutcome::Completed,
+                    error: None,
+                    api_calls,
+                    retry_after: None,
+                };
+                let log = LogContext {
+                    job_log_id: None,
+                    job_type: "threads_reconcile",
+                    started_at,
+                };
+                let heartbeat = i64::from(config::SNAPSHOT_HEARTBEAT_S.get());
+                let counts = store::write_account(account_id, &pull, Utc::now(), heartbeat, &log)?;
+                out.repaired = counts.posts_new;
+            }
+            out.still_missing = missing.len() as i64 - out.repaired;
+            // Posts written without their metrics get them from the next sync.
+            let metrics_error = listing.first_failure.map(|f| f.message);
+            out.streams.insert(
+                "posts".into(),
+                json!({ "missing": missing, "extra": extra, "repaired": out.repaired, "metrics_error": metrics_error }),
+            );
+        }
+    }
+    let result = out.record()?;
+    record::record(&Run {
+        source: "threads",
+        job_type: "threads_reconcile",
+        job_log_id: None,
+        status: if out.error.is_some() {
+            "failed"
+        } else {
+            "completed"
+        },
+        items: out.repaired,
+        attempts: 1,
+        errors: i64::from(out.error.is_some()),
+        duration_ms: (Utc::now() - started_at).num_milliseconds(),
+        pulls_data: false,
+    })?;
+    Ok(result)
+}
