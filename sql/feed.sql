@@ -5,7 +5,8 @@ SELECT s.consumer_id,
        s.is_active,
        cp.last_sync_at,
        now() - cp.last_sync_at                  AS lag,
-       coalesce(cp.items, 0)                    AS total_items,
+       -- Totals survive retention; pages are those whose checkpoints are still kept.
+       coalesce(t.items, 0)                     AS total_items,
        coalesce(cp.pages, 0)                    AS total_pages,
        coalesce(l.errors_24h, 0)                AS errors_24h,
        CASE
@@ -18,7 +19,8 @@ SELECT s.consumer_id,
        END                                      AS state,
        last.error                               AS last_error
   FROM pullsync.feed_sources s
-  LEFT JOIN LATERAL (SELECT max(created_at) AS last_sync_at, sum(items) AS items, count(*) AS pages
+  LEFT JOIN pullsync.sync_metric_totals t ON t.source = 'feed:' || s.consumer_id
+  LEFT JOIN LATERAL (SELECT max(created_at) AS last_sync_at, count(*) AS pages
                        FROM pullsync.sync_checkpoints c WHERE c.consumer_id = s.consumer_id) cp ON true
   LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE status = 'failed' AND started_at > now() - interval '24 hours') AS errors_24h
                        FROM pullsync.sync_logs g WHERE g.consumer_id = s.consumer_id) l ON true
