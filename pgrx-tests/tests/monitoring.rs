@@ -102,7 +102,7 @@ fn alerts_open_once_notify_listeners_and_resolve_when_healthy() {
 
     // The source is fixed; three good pulls bring the error rate back to zero.
     db.execute(
-        "SELECT pullsync.feed_add_source('monitor', $1, $2, max_retries => 0)",
+        "SELECT pullsync.feed_add_source('monitor', $1, $2, batch_size => 5000, max_retries => 0)",
         &[&FEED_URL, &KEY],
     )
     .unwrap();

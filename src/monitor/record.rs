@@ -118,6 +118,9 @@ pub fn current_breaches() -> Result<(Vec<SourceState>, Vec<Breach>)> {
 /// Opens an alert per new breach, refreshes the open ones, resolves those no longer
 /// breached; each opening and resolution is a NOTIFY on `pullsync_alerts` (sent at commit).
 pub fn check_alerts() -> Result<Value> {
+    // One checker at a time: two jobs ending together would otherwise lock the same alert
+    // rows in different orders.
+    Spi::run("SELECT pg_advisory_xact_lock(hashtext('pullsync.check_alerts'))")?;
     let (_, breaches) = current_breaches()?;
     let mut opened = 0i64;
     for b in &breaches {

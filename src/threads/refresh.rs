@@ -21,6 +21,7 @@ struct Candidate {
 }
 
 pub fn refresh_tokens(within: Interval) -> Result<Value> {
+    let started = Utc::now();
     let candidates: Vec<Candidate> = Spi::connect(|client| {
         let rows = client.select(
             "SELECT t.id, t.workspace_threads_account_id, t.access_token_encrypted,
@@ -121,6 +122,18 @@ pub fn refresh_tokens(within: Interval) -> Result<Value> {
                 .push(json!({ "account_id": c.account_id.to_string(), "error": failure.message })),
         }
     }
+    let tried = (refreshed.len() + failed.len()) as i64;
+    crate::monitor::record::record(&crate::monitor::record::Run {
+        source: "threads",
+        job_type: "token_refresh",
+        job_log_id: None,
+        status: crate::jobs::log::status(refreshed.len(), failed.len()),
+        items: refreshed.len() as i64,
+        attempts: tried,
+        errors: failed.len() as i64,
+        duration_ms: (Utc::now() - started).num_milliseconds(),
+        pulls_data: false,
+    })?;
     Ok(json!({
         "refreshed": refreshed,
         "expired": expired,
