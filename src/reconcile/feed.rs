@@ -9,7 +9,7 @@ use crate::error::{PullsyncError, Result};
 use crate::feed::pull::{self, Provider};
 use crate::feed::serve::MAX_ITEM_IDS;
 use crate::http::urlencode;
-use crate::monitor::record::{self, Run};
+use crate::monitor::record;
 use crate::pg_time::to_pg;
 use crate::runtime::Cancel;
 use chrono::{DateTime, Utc};
@@ -224,23 +224,7 @@ pub fn reconcile(
         Err(PullsyncError::Interrupted) => return Err(PullsyncError::Interrupted),
         Err(e) => out.error = Some(e.to_string()),
     }
-    let result = out.record()?;
-    record::record(&Run {
-        source: &record::feed_source(consumer_id),
-        job_type: "reconcile",
-        job_log_id: None,
-        status: if out.error.is_some() {
-            "failed"
-        } else {
-            "completed"
-        },
-        items: out.repaired,
-        attempts: 1,
-        errors: i64::from(out.error.is_some()),
-        duration_ms: (Utc::now() - started_at).num_milliseconds(),
-        pulls_data: false,
-    })?;
-    Ok(result)
+    out.record(&record::feed_source(consumer_id), "reconcile")
 }
 
 /// The active feed sources, for reconciling all of them.

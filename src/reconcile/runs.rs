@@ -61,8 +61,21 @@ impl Outcome {
         }
     }
 
-    /// Inserts the run row; returns the run as JSON with its id.
-    pub fn record(&self) -> Result<Value> {
+    /// Inserts the run row and the job's metrics (`source` / `job_type` as in
+    /// `sync_metrics`); returns the run as JSON with its id.
+    pub fn record(&self, source: &str, job_type: &str) -> Result<Value> {
+        let failed = self.error.is_some();
+        crate::monitor::record::record(&crate::monitor::record::Run {
+            source,
+            job_type,
+            job_log_id: None,
+            status: if failed { "failed" } else { "completed" },
+            items: self.repaired,
+            attempts: 1,
+            errors: i64::from(failed),
+            duration_ms: (Utc::now() - self.started_at).num_milliseconds(),
+            pulls_data: false,
+        })?;
         let missing = self.ids("missing");
         let extra = self.ids("extra");
         let status = self.status();

@@ -6,7 +6,6 @@ use super::runs::Outcome;
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::http::Failure;
-use crate::monitor::record::{self, Run};
 use crate::pg_time::to_pg;
 use crate::runtime::{self, Cancel};
 use crate::threads::plan::content_hash;
@@ -214,21 +213,5 @@ pub fn reconcile(
             );
         }
     }
-    let result = out.record()?;
-    record::record(&Run {
-        source: "threads",
-        job_type: "threads_reconcile",
-        job_log_id: None,
-        status: if out.error.is_some() {
-            "failed"
-        } else {
-            "completed"
-        },
-        items: out.repaired,
-        attempts: 1,
-        errors: i64::from(out.error.is_some()),
-        duration_ms: (Utc::now() - started_at).num_milliseconds(),
-        pulls_data: false,
-    })?;
-    Ok(result)
+    out.record("threads", "threads_reconcile")
 }
