@@ -14,6 +14,7 @@ pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
 pub static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static ACCOUNT_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static LOCK_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static DATABASE: GucSetting<Option<CString>> =
@@ -101,13 +102,23 @@ pub fn register(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"pullsync.batch_delay",
-        c"Pause between batches of a scheduled run.",
+        c"Pause after each batch of a scheduled run, in every worker.",
         c"",
         &BATCH_DELAY_MS,
         0,
         600_000,
         GucContext::Suset,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.account_concurrency",
+        c"Metrics requests in flight at once for one account; 0 means up to http_concurrency.",
+        c"",
+        &ACCOUNT_CONCURRENCY,
+        0,
+        256,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"pullsync.lock_ttl",

@@ -88,7 +88,7 @@ pub fn block_on<F: Future>(work: F) -> Result<F::Output> {
 }
 
 /// Sleeps without blocking cancellation.
-pub fn sleep(duration: Duration) -> Result<()> {
+pub fn sleep(duration: Duration, cancel: Cancel) -> Result<()> {
     // The timer must be created inside the runtime.
-    block_on(async move { tokio::time::sleep(duration).await })
+    block_on_until(async move { tokio::time::sleep(duration).await }, cancel)
 }

@@ -167,6 +167,41 @@ fn a_second_run_without_clock_change_calls_far_less() {
     );
 }
 
+#[test]
+fn seed_style_settings_call_one_post_at_a_time_and_pause_between_batches() {
+    let config = SimConfig {
+        latency_ms: 20,
+        ..SimConfig::small(4, 30)
+    };
+    let mut f = threads_fixture("it_threads_pacing", &config);
+    f.db.batch_execute(
+        "SET pullsync.http_concurrency = 8; SET pullsync.batch_size = 2;
+         SET pullsync.account_concurrency = 1; SET pullsync.batch_delay = '300ms';",
+    )
+    .unwrap();
+    f.sim.reset_counters();
+    let started = std::time::Instant::now();
+    assert_eq!(f.scheduled_sync()["status"], "completed");
+    // Two batches of two accounts, each account one request at a time.
+    assert!(
+        f.sim.counters().max_in_flight <= 2,
+        "{:?}",
+        f.sim.counters()
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+
+    // A day later, with every post due: the default lets an account's calls overlap.
+    f.db.batch_execute(
+        "RESET pullsync.account_concurrency; RESET pullsync.batch_delay; SET pullsync.batch_size = 4;
+         SET pullsync.metrics_every_run_age = '400d';",
+    )
+    .unwrap();
+    f.sim.advance(86_400);
+    f.sim.reset_counters();
+    assert_eq!(f.scheduled_sync()["status"], "completed");
+    assert!(f.sim.counters().max_in_flight > 2, "{:?}", f.sim.counters());
+}
+
 fn fault(
     kind: FaultKind,
     account: &str,

@@ -119,6 +119,11 @@ pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
             })?;
         }
     }
+    // The pause spreads a run's calls over time (the seed's 2 s between batches).
+    let pause = std::time::Duration::from_millis(config::BATCH_DELAY_MS.get() as u64);
+    if !pause.is_zero() {
+        crate::runtime::sleep(pause, cancel)?;
+    }
     Ok(true)
 }
 

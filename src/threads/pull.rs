@@ -127,6 +127,7 @@ pub async fn pull_account(
     known: &HashMap<String, KnownPost>,
     tiers: Tiers,
     now: DateTime<Utc>,
+    concurrency: usize,
 ) -> AccountPull {
     let trouble = Trouble::default();
     let mut steps = Vec::new();
@@ -173,7 +174,8 @@ pub async fn pull_account(
         steps.push(Step::Posts);
     }
 
-    // 2. Metrics of the posts that are due, concurrently (the HTTP layer bounds it).
+    // 2. Metrics of the posts that are due, `concurrency` at a time (the HTTP layer also
+    // bounds all accounts together).
     let mut candidates: HashMap<&str, Candidate> = known
         .iter()
         .map(|(id, k)| {
@@ -200,7 +202,6 @@ pub async fn pull_account(
     let mut metrics_checked = Vec::new();
     let mut metrics_ok = !trouble.stopped();
     if metrics_ok {
-        let concurrency = session.api.http.settings().concurrency.max(1);
         let results: Vec<(&str, Result<Option<PostMetrics>, Failure>)> = stream::iter(due)
             .map(|id| {
                 let trouble = &trouble;
@@ -217,7 +218,7 @@ pub async fn pull_account(
                     (id, session.post_metrics(id).await)
                 }
             })
-            .buffer_unordered(concurrency)
+            .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
         for (id, result) in results {

@@ -98,12 +98,24 @@ pub fn pull(ready: &[Ready], cancel: runtime::Cancel) -> Result<Vec<AccountPull>
     let tiers = config::tiers();
     let rate = config::THREADS_RATE_LIMIT.get();
     let now = Utc::now();
+    let per_account = match config::ACCOUNT_CONCURRENCY.get() {
+        0 => api.http.settings().concurrency,
+        n => n as usize,
+    };
     runtime::block_on_until(
         join_all(ready.iter().map(|r| {
             let api = &api;
             async move {
                 let session = api.session(&r.token, rate);
-                pull_account(&session, &r.row.threads_user_id, &r.known, tiers, now).await
+                pull_account(
+                    &session,
+                    &r.row.threads_user_id,
+                    &r.known,
+                    tiers,
+                    now,
+                    per_account,
+                )
+                .await
             }
         })),
         cancel,
@@ -148,7 +160,7 @@ pub fn sync_accounts(
     let mut results = Vec::with_capacity(rows.len());
     for (batch_no, batch) in rows.chunks(batch_size).enumerate() {
         if batch_no > 0 && !batch_delay.is_zero() {
-            runtime::sleep(batch_delay)?;
+            runtime::sleep(batch_delay, runtime::Cancel::Backend)?;
         }
         let (ready, failed) = prepare(batch, log)?;
         results.extend(failed);

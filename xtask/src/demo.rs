@@ -5,8 +5,6 @@ use crate::cluster::Cluster;
 use crate::prereqs::{self, PG_CONFIG};
 use crate::run::{cargo, cmd, output_of, workspace_root, Result, StatusOk};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,60 +20,21 @@ pub fn cluster() -> Cluster {
     Cluster::new(home(), DEMO_PORT)
 }
 
-/// A plain HTTP/1.1 request to the simulator on loopback; returns the body.
 fn http(method: &str, path: &str, body: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", SIM_PORT))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
-}
-
-fn simulator_up() -> bool {
-    http("GET", "/admin/clock", "").is_ok()
+    crate::simulator::http(SIM_PORT, method, path, body)
 }
 
 fn start_simulator() -> Result<()> {
-    if simulator_up() {
+    if crate::simulator::is_up(SIM_PORT) {
         println!("xtask: threads-sim already running on port {SIM_PORT}");
         return Ok(());
     }
     crate::run::build_release_bin("threads-sim")?;
-    let log = std::fs::File::create(home().join("threads-sim.log"))?;
-    let child = cmd(workspace_root()
-        .join("target/release/threads-sim")
-        .to_str()
-        .expect("utf-8 path"))
-    .args([
-        "--port",
-        &SIM_PORT.to_string(),
-        "--accounts",
-        "20",
-        "--posts",
-        "200",
-        "--seed",
-        "42",
-    ])
-    .stdout(log.try_clone()?)
-    .stderr(log)
-    .spawn()?;
+    let args = ["--accounts", "20", "--posts", "200", "--seed", "42"].map(String::from);
+    let child = crate::simulator::spawn(SIM_PORT, &args, &home().join("threads-sim.log"))?;
     std::fs::write(home().join("threads-sim.pid"), child.id().to_string())?;
-    for _ in 0..100 {
-        if simulator_up() {
-            println!("xtask: threads-sim started on port {SIM_PORT} (20 accounts × 200 posts)");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err("threads-sim did not start; see target/demo/threads-sim.log".into())
+    println!("xtask: threads-sim started on port {SIM_PORT} (20 accounts × 200 posts)");
+    Ok(())
 }
 
 /// Queues a Threads run, waits for the workers to finish it, prints its result.

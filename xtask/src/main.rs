@@ -1,10 +1,12 @@
 //! `cargo xtask <command>`: the project's own tooling. It installs what a fresh Debian
 //! machine lacks, builds, runs the tests, and runs the demo cluster.
 
+mod bench;
 mod cluster;
 mod demo;
 mod prereqs;
 mod run;
+mod simulator;
 
 use std::process::ExitCode;
 
@@ -15,7 +17,8 @@ commands:
   demo    build and install the extension, start the demo cluster on port 28815 and
           the Threads simulator, sync it twice and print a report
   stop    stop the demo cluster and simulator
-  bench   run the benchmarks (simulator throughput)
+  bench   run the benchmarks (about an hour) and write docs/BENCHMARKS.md and its chart;
+          --quick: small sizes, written under target/bench/
 ";
 
 fn main() -> ExitCode {
@@ -24,7 +27,7 @@ fn main() -> ExitCode {
         Some("test") => run::test(),
         Some("demo") => demo::demo(),
         Some("stop") => run::stop(),
-        Some("bench") => run::bench(),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);

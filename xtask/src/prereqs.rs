@@ -24,23 +24,27 @@ fn is_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub fn ensure() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+fn install_missing(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !is_installed(p))
         .collect();
     if missing.is_empty() {
         println!("xtask: Debian packages present");
-    } else {
-        println!("xtask: installing {}", missing.join(" "));
-        cmd("apt-get").arg("update").arg("-q").status_ok()?;
-        cmd("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .status_ok()?;
+        return Ok(());
     }
+    println!("xtask: installing {}", missing.join(" "));
+    cmd("apt-get").arg("update").arg("-q").status_ok()?;
+    cmd("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .status_ok()
+}
+
+pub fn ensure() -> Result<()> {
+    install_missing(DEBIAN_PACKAGES)?;
 
     let pgrx = output_of(cmd("cargo").args(["pgrx", "--version"])).unwrap_or_default();
     if pgrx.contains(PGRX_VERSION) {
@@ -70,6 +74,11 @@ pub fn ensure() -> Result<()> {
             .status_ok()?;
     }
     Ok(())
+}
+
+/// What `cargo xtask bench` needs beyond the tests: the chart's font and Python's venv.
+pub fn ensure_bench() -> Result<()> {
+    install_missing(&["fonts-dejavu-core", "python3-venv"])
 }
 
 fn pgrx_home() -> PathBuf {

@@ -226,31 +226,6 @@ pub fn build_release_bin(name: &str) -> Result<()> {
         .status_ok()
 }
 
-/// Benchmarks: figures as medians of 3 runs with min–max, from one invocation.
-pub fn bench() -> Result<()> {
-    build_release_bin("sim-bench")?;
-    let binary = workspace_root().join("target/release/sim-bench");
-    let mut rates = Vec::new();
-    for _ in 0..3 {
-        let out =
-            output_of(&mut cmd(binary.to_str().expect("utf-8 path"))).ok_or("sim-bench failed")?;
-        print!("{out}");
-        let rate = out
-            .split(": ")
-            .nth(2)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|n| n.parse::<f64>().ok())
-            .ok_or("cannot read sim-bench output")?;
-        rates.push(rate);
-    }
-    rates.sort_by(f64::total_cmp);
-    println!(
-        "xtask: simulator /{{media-id}}/insights on one server thread: median {:.0} requests/s (min {:.0}, max {:.0})",
-        rates[1], rates[0], rates[2]
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::count;

@@ -1,0 +1,121 @@
+//! The scaling chart: time against accounts and against messages, both axes logarithmic,
+//! with a dashed line of slope 1 through the smallest size for reference.
+
+use super::report::{feed_points, threads_points, Results};
+use crate::run::Result;
+use plotters::prelude::*;
+use std::path::Path;
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+pub fn draw(results: &Results, path: &Path) -> Result<()> {
+    // plotters draws text with the font registered under this family name.
+    let font: &'static [u8] = Box::leak(std::fs::read(FONT)?.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| format!("{FONT} is not a usable font"))?;
+
+    let root = BitMapBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(600);
+
+    let threads = threads_points(results);
+    panel(
+        &left,
+        "Threads: first sync (50 ms API latency)",
+        "accounts (100 posts each)",
+        &[("pg_pullsync", BLUE, threads.clone())],
+    )?;
+    let feed = feed_points(results);
+    panel(
+        &right,
+        "Feed: provider → HTTP → consumer",
+        "messages",
+        &[
+            ("feed pull", BLUE, feed.iter().map(|p| (p.0, p.1)).collect()),
+            (
+                "COPY (ceiling)",
+                GREEN,
+                feed.iter().map(|p| (p.0, p.2)).collect(),
+            ),
+        ],
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x_label: &str,
+    series: &[Series],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.2.iter().copied()).collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    let (x_min, x_max) = bounds(all.iter().map(|p| p.0));
+    let (y_min, y_max) = bounds(all.iter().map(|p| p.1));
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (x_min / 2.0..x_max * 2.0).log_scale(),
+            (y_min / 2.0..y_max * 2.0).log_scale(),
+        )
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc("seconds (median)")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (name, color, points) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(&(x0, y0)) = series.first().and_then(|s| s.2.first()) {
+        // y = y0 · x / x0: what proportional growth looks like.
+        let reference: Vec<(f64, f64)> = [x0, x_max].iter().map(|&x| (x, y0 * x / x0)).collect();
+        chart
+            .draw_series(DashedLineSeries::new(
+                reference,
+                6,
+                4,
+                BLACK.mix(0.5).stroke_width(1),
+            ))
+            .map_err(|e| e.to_string())?
+            .label("slope 1")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}

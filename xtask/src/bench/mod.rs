@@ -1,0 +1,186 @@
+//! `cargo xtask bench`: pg_pullsync against the machine's limit, the seed's design and a
+//! peer (dlt), on one cluster of its own. Every figure is the median of `reps` runs with
+//! min–max; comparisons pair runs made side by side. Writes docs/BENCHMARKS.md and the
+//! scaling chart (with `--quick`: small sizes, written under target/bench/ only).
+
+mod chart;
+mod feed;
+mod memory;
+mod peer;
+mod report;
+mod stats;
+mod threads;
+
+use crate::cluster::Cluster;
+use crate::prereqs::{self, PG_CONFIG};
+use crate::run::{build_release_bin, cargo, cmd, output_of, workspace_root, Result, StatusOk};
+use std::path::PathBuf;
+
+const BENCH_PORT: u16 = 28820;
+const SIM_PORT: u16 = 28821;
+const FEED_PORT: u16 = 28822;
+/// The database the workers and the feed server serve; the Threads runs and the feed
+/// provider live here.
+const DB: &str = "bench";
+/// The feed consumer's database.
+const CONSUMER_DB: &str = "bench_consumer";
+
+/// What one invocation measures.
+pub struct Plan {
+    pub reps: usize,
+    pub threads_accounts: Vec<usize>,
+    pub posts_per_account: usize,
+    /// Accounts of the side-by-side runs against the seed's settings and against dlt,
+    /// which are slow by design.
+    pub seed_accounts: usize,
+    pub peer_accounts: usize,
+    pub feed_messages: Vec<usize>,
+    pub quick: bool,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            reps: 3,
+            threads_accounts: vec![100, 1_000, 10_000],
+            posts_per_account: 100,
+            seed_accounts: 100,
+            peer_accounts: 20,
+            feed_messages: vec![10_000, 100_000, 1_000_000],
+            quick: false,
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            reps: 3,
+            threads_accounts: vec![10, 100],
+            posts_per_account: 100,
+            seed_accounts: 10,
+            peer_accounts: 5,
+            feed_messages: vec![1_000, 10_000],
+            quick: true,
+        }
+    }
+}
+
+/// The bench cluster and where results go.
+pub struct Bench {
+    pub cluster: Cluster,
+    pub home: PathBuf,
+}
+
+impl Bench {
+    fn create() -> Result<Bench> {
+        let home = workspace_root().join("target/bench");
+        std::fs::create_dir_all(&home)?;
+        let cluster = Cluster::new(home.join("cluster"), BENCH_PORT);
+        cluster.remove()?;
+        let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
+            .ok_or("cannot generate an encryption key")?;
+        // Room for the runs: the data of 10,000 accounts stays in memory, checkpoints are
+        // rare. The pullsync settings each run uses are set by ALTER SYSTEM.
+        let settings = format!(
+            "{}pullsync.database = '{DB}'\n\
+             pullsync.threads_api_url = 'http://127.0.0.1:{SIM_PORT}/v1.0'\n\
+             pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n\
+             shared_buffers = '2GB'\n\
+             max_wal_size = '16GB'\n\
+             checkpoint_timeout = '30min'\n",
+            crate::run::cluster_settings(key.trim())
+        );
+        cluster.create(&settings)?;
+        cluster.start()?;
+        cluster.psql(
+            "postgres",
+            &format!("CREATE DATABASE {DB}; CREATE DATABASE {CONSUMER_DB};"),
+        )?;
+        Ok(Bench { cluster, home })
+    }
+
+    /// Sets `settings` (name, value) by ALTER SYSTEM and restarts, so the workers start
+    /// fresh (their memory peaks belong to one run) and read the settings.
+    fn configure(&self, settings: &[(&str, &str)]) -> Result<()> {
+        let sql: String = settings
+            .iter()
+            .map(|(name, value)| format!("ALTER SYSTEM SET {name} = '{value}';\n"))
+            .collect();
+        self.cluster.psql_quiet("postgres", &sql)?;
+        self.cluster.restart()
+    }
+
+    fn query(&self, database: &str, sql: &str) -> Result<String> {
+        self.cluster
+            .query(database, sql)
+            .ok_or_else(|| format!("query failed in {database}: {sql}").into())
+    }
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    let plan = if args.iter().any(|a| a == "--quick") {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    prereqs::ensure()?;
+    prereqs::ensure_bench()?;
+    cargo()
+        .args(["pgrx", "install", "--release", "--pg-config", PG_CONFIG])
+        .status_ok()?;
+    build_release_bin("threads-sim")?;
+    build_release_bin("sim-bench")?;
+    peer::prepare(&workspace_root().join("target/bench"))?;
+
+    let bench = Bench::create()?;
+    let simulator = simulator_throughput(plan.reps)?;
+    let threads = threads::measure(&bench, &plan)?;
+    let feed = feed::measure(&bench, &plan)?;
+    bench.cluster.stop()?;
+
+    let results = report::Results {
+        simulator,
+        threads,
+        feed,
+    };
+    let (markdown, chart) = if plan.quick {
+        (
+            bench.home.join("BENCHMARKS.md"),
+            bench.home.join("scaling.png"),
+        )
+    } else {
+        let docs = workspace_root().join("docs");
+        (
+            docs.join("BENCHMARKS.md"),
+            docs.join("benchmarks-scaling.png"),
+        )
+    };
+    chart::draw(&results, &chart)?;
+    let existing = std::fs::read_to_string(&markdown).unwrap_or_default();
+    let text = report::markdown(&results, &plan, &chart) + report::kept_part(&existing);
+    std::fs::write(&markdown, text)?;
+    println!(
+        "\nxtask: wrote {} and {}",
+        markdown.display(),
+        chart.display()
+    );
+    Ok(())
+}
+
+/// The simulator alone on one server thread: requests/s, one figure per run.
+fn simulator_throughput(reps: usize) -> Result<stats::Summary> {
+    let binary = workspace_root().join("target/release/sim-bench");
+    let mut rates = Vec::new();
+    for _ in 0..reps {
+        let out =
+            output_of(&mut cmd(binary.to_str().expect("utf-8 path"))).ok_or("sim-bench failed")?;
+        print!("{out}");
+        let rate = out
+            .split(": ")
+            .nth(2)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .ok_or("cannot read sim-bench output")?;
+        rates.push(rate);
+    }
+    Ok(stats::Summary::of(&rates))
+}

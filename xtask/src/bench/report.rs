@@ -1,0 +1,318 @@
+//! docs/BENCHMARKS.md from one invocation's results. Everything above the marker line is
+//! written anew each time; what follows it (the profile notes) is kept.
+
+use super::feed;
+use super::stats::{log_log_slope, Summary};
+use super::threads::{self, Cycle, Pair, Run};
+use super::Plan;
+use crate::run::{cmd, output_of};
+use std::fmt::Write;
+use std::path::Path;
+
+pub const KEEP_MARKER: &str =
+    "<!-- Written by hand below this line; cargo xtask bench keeps it. -->";
+
+pub struct Results {
+    pub simulator: Summary,
+    pub threads: threads::Results,
+    pub feed: Vec<feed::Size>,
+}
+
+fn summary(runs: &[Run], figure: impl Fn(&Run) -> f64) -> Summary {
+    Summary::of(&runs.iter().map(figure).collect::<Vec<_>>())
+}
+
+fn first(runs: &[Run], figure: impl Fn(&Cycle) -> f64) -> Summary {
+    summary(runs, |r| figure(&r.first))
+}
+
+/// Theirs ÷ ours of a cycle's seconds, pair by pair: how many times faster we are.
+fn speedup(pair: &Pair, cycle: impl Fn(&Run) -> &Cycle) -> Summary {
+    let ours: Vec<f64> = pair.ours.iter().map(|r| cycle(r).seconds).collect();
+    let theirs: Vec<f64> = pair.theirs.iter().map(|r| cycle(r).seconds).collect();
+    Summary::of_ratios(&theirs, &ours)
+}
+
+/// (accounts, median first-cycle seconds) per size.
+pub fn threads_points(results: &Results) -> Vec<(f64, f64)> {
+    results
+        .threads
+        .scaling
+        .iter()
+        .map(|(a, runs)| (*a as f64, first(runs, |c| c.seconds).median))
+        .collect()
+}
+
+/// (messages, median pull seconds, median COPY seconds) per size.
+pub fn feed_points(results: &Results) -> Vec<(f64, f64, f64)> {
+    results
+        .feed
+        .iter()
+        .map(|s| {
+            (
+                s.messages as f64,
+                Summary::of(&s.pull_seconds).median,
+                Summary::of(&s.copy_seconds).median,
+            )
+        })
+        .collect()
+}
+
+fn mib(kib: f64) -> f64 {
+    kib / 1024.0
+}
+
+fn machine() -> String {
+    let text = |program: &str, args: &[&str]| {
+        output_of(cmd(program).args(args))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "{} cores, {} memory, `{}`; commit `{}`; {}",
+        text("nproc", &[]),
+        text("sh", &["-c", "free -h | awk '/Mem:/ {print $2}'"]),
+        text("uname", &["-sr"]),
+        text("git", &["rev-parse", "--short", "HEAD"]),
+        text("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    )
+}
+
+pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
+    let mut md = String::new();
+    let t = &results.threads;
+    let largest = t.scaling.iter().next_back();
+    let fraction_at_largest = results.feed.last().map(|s| s.fraction_of_copy());
+    let slope_threads = log_log_slope(&threads_points(results));
+    let slope_feed = log_log_slope(
+        &feed_points(results)
+            .iter()
+            .map(|p| (p.0, p.1))
+            .collect::<Vec<_>>(),
+    );
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Written by `cargo xtask bench`{} on this project's 2-core build machine. Every figure is the \
+         median of {} runs, with the minimum and maximum in parentheses; every comparison is a ratio \
+         of two runs made side by side, and the median of those ratios. The machine is shared, so \
+         compare ratios, not absolute times across runs.\n\nMachine: {}.\n",
+        if plan.quick { " --quick (small sizes)" } else { "" },
+        plan.reps,
+        machine()
+    );
+
+    let _ = writeln!(md, "## Headlines\n");
+    let _ = writeln!(md, "| what | figure |\n|---|---|");
+    if let Some((accounts, runs)) = largest {
+        let seconds = first(runs, |c| c.seconds);
+        let _ = writeln!(
+            md,
+            "| first sync of {accounts} accounts × {} posts (50 ms API latency) | {} s — {} the 15-minute cron interval |",
+            plan.posts_per_account,
+            seconds.show(0),
+            if seconds.max < 900.0 { "inside" } else { "**outside**" }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| pg_pullsync vs dlt, first sync of {} accounts | **{}× faster** |",
+        t.peer.accounts,
+        speedup(&t.peer, |r| &r.first).show(1)
+    );
+    let _ = writeln!(
+        md,
+        "| pg_pullsync vs the seed's design, first sync of {} accounts | **{}× faster** |",
+        t.seed.accounts,
+        speedup(&t.seed, |r| &r.first).show(1)
+    );
+    if let (Some(size), Some(fraction)) = (results.feed.last(), fraction_at_largest) {
+        let _ = writeln!(
+            md,
+            "| feed end to end, {} messages, as a fraction of COPY | **{:.0}%** ({:.0}–{:.0}%) |",
+            size.messages,
+            fraction.median * 100.0,
+            fraction.min * 100.0,
+            fraction.max * 100.0
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| log-log slope of time against accounts / against messages | {} / {} |\n",
+        slope_threads.map_or("—".into(), |s| format!("{s:.2}")),
+        slope_feed.map_or("—".into(), |s| format!("{s:.2}"))
+    );
+
+    let _ = writeln!(md, "## 1. Threads cycle scaling\n");
+    let _ = writeln!(
+        md,
+        "The simulator (`threads-sim`, 2 threads, on the same machine) answers every API call after \
+         50 ms plus 0–20 ms of jitter. Each run starts a fresh simulator from the same seed and a \
+         fresh extension, adds the accounts, queues `threads_scheduled_sync()` and waits for the \
+         background workers; then the simulated clock moves 15 minutes and the second, incremental \
+         cycle runs. Settings: {}. Rows are rows added to posts, metric snapshots, deltas and account \
+         insights. Worker memory: the largest `RssAnon` (the worker's own memory) and `VmHWM` (its \
+         peak RSS, which also counts shared buffers it touched) over the two workers, sampled every \
+         100 ms.\n",
+        settings(threads::PULLSYNC)
+    );
+    let _ = writeln!(
+        md,
+        "| accounts | cycle | seconds | API requests | requests/s | rows | rows/s | worker own memory, MiB | worker peak RSS, MiB |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (accounts, runs) in &t.scaling {
+        for (name, pick) in [
+            ("first", (|r: &Run| r.first) as fn(&Run) -> Cycle),
+            ("incremental", |r: &Run| r.incremental),
+        ] {
+            let of = |f: fn(&Cycle) -> f64| summary(runs, |r| f(&pick(r)));
+            let _ = writeln!(
+                md,
+                "| {accounts} | {name} | {} | {} | {} | {} | {} | {} | {} |",
+                of(|c| c.seconds).show(1),
+                of(|c| c.requests as f64).show(0),
+                of(Cycle::requests_per_second).show(0),
+                of(|c| c.rows as f64).show(0),
+                of(Cycle::rows_per_second).show(0),
+                of(|c| mib(c.peak.anon_kib as f64)).show(1),
+                of(|c| mib(c.peak.hwm_kib as f64)).show(0),
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nTime against accounts, log-log: slope {} (1 = proportional).\n",
+        slope_threads.map_or("—".into(), |s| format!("{s:.2}"))
+    );
+
+    for (title, pair, them, how) in [
+        (
+            "## 2. Peer: dlt",
+            &t.peer,
+            "dlt",
+            "A dlt pipeline (`xtask/peer/dlt_threads.py`, dlt 1.31 in a virtualenv under target/bench) \
+             pulls the same simulated accounts into the same Postgres: dlt's REST client with cursor \
+             pagination over each account's posts, an incremental cursor on `timestamp`, a transformer \
+             fetching each post's insights, the account's insights, all merged (`write_disposition=merge`). \
+             Its time includes starting Python, as a scheduled job would.",
+        ),
+        (
+            "## 3. The seed's design",
+            &t.seed,
+            "seed settings",
+            &*format!(
+                "pg_pullsync itself with the seed's parameters: {}.",
+                settings(threads::SEED)
+            ),
+        ),
+    ] {
+        let _ = writeln!(md, "{title}\n\n{how}\n");
+        let _ = writeln!(
+            md,
+            "| {} accounts | pg_pullsync, s | {them}, s | {them} requests | pg_pullsync is faster by |\n|---|---:|---:|---:|---:|",
+            pair.accounts
+        );
+        for (name, pick) in [
+            ("first sync", (|r: &Run| &r.first) as fn(&Run) -> &Cycle),
+            ("incremental", |r: &Run| &r.incremental),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {}× |",
+                summary(&pair.ours, |r| pick(r).seconds).show(1),
+                summary(&pair.theirs, |r| pick(r).seconds).show(1),
+                summary(&pair.theirs, |r| pick(r).requests as f64).show(0),
+                speedup(pair, pick).show(1)
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    let _ = writeln!(md, "## 4. Feed: end to end against COPY\n");
+    let _ = writeln!(
+        md,
+        "The provider's rows (one conversation per 50 messages) are served by the feed server \
+         (`pullsync.feed_listen`) from the bench database and pulled by `feed_pull('bench', \
+         'incremental')` in a second database of the same cluster, 5,000 rows a page, each page \
+         upserted with its checkpoint. The ceiling is COPY of the same rows from a file into the \
+         same emptied tables (same indexes and triggers), measured right after each pull.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| messages | rows | pull, s | pull rows/s | COPY, s | COPY rows/s | pull as a fraction of COPY |\n|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for size in &results.feed {
+        let fraction = size.fraction_of_copy();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.0}% ({:.0}–{:.0}%) |",
+            size.messages,
+            size.rows,
+            Summary::of(&size.pull_seconds).show(2),
+            size.pull_rows_per_second().show(0),
+            Summary::of(&size.copy_seconds).show(2),
+            size.copy_rows_per_second().show(0),
+            fraction.median * 100.0,
+            fraction.min * 100.0,
+            fraction.max * 100.0
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nTime against messages, log-log: slope {}.\n",
+        slope_feed.map_or("—".into(), |s| format!("{s:.2}"))
+    );
+
+    let _ = writeln!(md, "## 5. Scaling chart\n");
+    let _ = writeln!(
+        md,
+        "![time against accounts and against messages, log-log]({})\n",
+        chart
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let _ = writeln!(md, "## The simulator's own ceiling\n");
+    let _ = writeln!(
+        md,
+        "`sim-bench`: `/{{media-id}}/insights` with no latency, the server on one thread and 64 \
+         connections from another: {} requests/s. The Threads figures above are far below it, so \
+         the simulator is not what limits them.\n",
+        results.simulator.show(0)
+    );
+    let _ = writeln!(
+        md,
+        "## Reproduce\n\n```sh\ncargo xtask bench          # everything above, about an hour\ncargo xtask bench --quick  # small sizes, written under target/bench/\n```\n"
+    );
+    md.push_str(KEEP_MARKER);
+    md.push('\n');
+    md
+}
+
+/// The hand-written part of an existing file, after the marker.
+pub fn kept_part(existing: &str) -> &str {
+    existing
+        .split_once(KEEP_MARKER)
+        .map(|(_, rest)| rest.strip_prefix('\n').unwrap_or(rest))
+        .unwrap_or("")
+}
+
+fn settings(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("`{k} = {v}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hand_written_part_survives_a_rewrite() {
+        let existing = format!("# Benchmarks\nold figures\n{KEEP_MARKER}\n## Profile\nnotes\n");
+        assert_eq!(kept_part(&existing), "## Profile\nnotes\n");
+        assert_eq!(kept_part("no marker yet"), "");
+    }
+}

@@ -1,0 +1,274 @@
+//! Threads cycles: a first full sync and the incremental cycle 15 simulated minutes later,
+//! for pg_pullsync with its bench settings, with the seed's settings, and for dlt.
+
+use super::memory::{Peak, Sampler};
+use super::{peer, Bench, Plan, DB, SIM_PORT};
+use crate::run::Result;
+use crate::simulator::http;
+use std::collections::BTreeMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// pg_pullsync as the bench runs it: two workers, 64 requests in flight each.
+pub const PULLSYNC: &[(&str, &str)] = &[
+    ("pullsync.workers", "2"),
+    ("pullsync.http_concurrency", "64"),
+    ("pullsync.batch_size", "50"),
+    ("pullsync.batch_delay", "0"),
+    ("pullsync.account_concurrency", "0"),
+];
+
+/// The seed's design: one process, 5 accounts per batch, 2 s between batches, an account's
+/// calls one after another.
+pub const SEED: &[(&str, &str)] = &[
+    ("pullsync.workers", "1"),
+    ("pullsync.http_concurrency", "64"),
+    ("pullsync.batch_size", "5"),
+    ("pullsync.batch_delay", "2000"),
+    ("pullsync.account_concurrency", "1"),
+];
+
+/// The simulated API's latency: 50 ms plus 0–20 ms.
+const LATENCY: [&str; 4] = ["--latency-ms", "50", "--jitter-ms", "20"];
+/// One cron interval of simulated time between the two cycles.
+const INTERVAL_SECS: u32 = 900;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Cycle {
+    pub seconds: f64,
+    pub requests: u64,
+    pub rows: u64,
+    pub peak: Peak,
+}
+
+impl Cycle {
+    pub fn requests_per_second(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    pub fn rows_per_second(&self) -> f64 {
+        self.rows as f64 / self.seconds
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub first: Cycle,
+    pub incremental: Cycle,
+}
+
+/// Runs of two designs on the same workload, index i of each made side by side.
+pub struct Pair {
+    pub accounts: usize,
+    pub ours: Vec<Run>,
+    pub theirs: Vec<Run>,
+}
+
+pub struct Results {
+    /// accounts → pg_pullsync's runs
+    pub scaling: BTreeMap<usize, Vec<Run>>,
+    pub seed: Pair,
+    pub peer: Pair,
+}
+
+pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
+    let mut sizes: Vec<usize> = plan.threads_accounts.clone();
+    sizes.extend([plan.seed_accounts, plan.peer_accounts]);
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut ours: BTreeMap<usize, Vec<Run>> = BTreeMap::new();
+    let (mut seed, mut dlt) = (Vec::new(), Vec::new());
+    for rep in 1..=plan.reps {
+        for &accounts in &sizes {
+            let world = World::start(bench, accounts, plan.posts_per_account)?;
+            println!("\nxtask: bench run {rep}: pg_pullsync, {accounts} accounts");
+            ours.entry(accounts)
+                .or_default()
+                .push(world.pullsync_run(bench, PULLSYNC)?);
+            if accounts == plan.seed_accounts {
+                println!("xtask: bench run {rep}: the seed's settings, {accounts} accounts");
+                seed.push(world.pullsync_run(bench, SEED)?);
+            }
+            if accounts == plan.peer_accounts {
+                println!("xtask: bench run {rep}: dlt, {accounts} accounts");
+                dlt.push(world.dlt_run(bench)?);
+            }
+        }
+    }
+    let pair = |accounts: usize, theirs: Vec<Run>| Pair {
+        accounts,
+        ours: ours[&accounts].clone(),
+        theirs,
+    };
+    Ok(Results {
+        seed: pair(plan.seed_accounts, seed),
+        peer: pair(plan.peer_accounts, dlt),
+        scaling: ours
+            .iter()
+            .filter(|(a, _)| plan.threads_accounts.contains(a))
+            .map(|(a, runs)| (*a, runs.clone()))
+            .collect(),
+    })
+}
+
+/// A simulated world of `accounts` × `posts`, the same for every run of one size: each
+/// run starts its own simulator from the same seed.
+struct World {
+    accounts: usize,
+    args: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl World {
+    fn start(bench: &Bench, accounts: usize, posts: usize) -> Result<World> {
+        let mut args: Vec<String> = [
+            "--accounts",
+            &accounts.to_string(),
+            "--posts",
+            &posts.to_string(),
+            "--seed",
+            "7",
+            "--threads",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(LATENCY.map(String::from));
+        Ok(World {
+            accounts,
+            args,
+            log: bench.home.join("threads-sim.log"),
+        })
+    }
+
+    fn simulator(&self) -> Result<Simulator> {
+        Ok(Simulator(crate::simulator::spawn(
+            SIM_PORT, &self.args, &self.log,
+        )?))
+    }
+
+    fn pullsync_run(&self, bench: &Bench, settings: &[(&str, &str)]) -> Result<Run> {
+        bench.configure(settings)?;
+        let _sim = self.simulator()?;
+        bench.cluster.psql_quiet(
+            DB,
+            "DROP EXTENSION IF EXISTS pg_pullsync CASCADE; CREATE EXTENSION pg_pullsync;",
+        )?;
+        let accounts = http(SIM_PORT, "GET", "/admin/accounts", "")?;
+        bench.cluster.psql_quiet(
+            DB,
+            &format!(
+                "SELECT count(pullsync.threads_add_account('b0000000-0000-4000-8000-000000000001',
+                        a->>'user_id', a->>'username', a->>'token', now() + interval '58 days'))
+                   FROM jsonb_array_elements($accounts${accounts}$accounts$::jsonb) a;"
+            ),
+        )?;
+        let first = pullsync_cycle(bench)?;
+        advance_clock()?;
+        let incremental = pullsync_cycle(bench)?;
+        report("pg_pullsync", self.accounts, &first, &incremental);
+        Ok(Run { first, incremental })
+    }
+
+    fn dlt_run(&self, bench: &Bench) -> Result<Run> {
+        let _sim = self.simulator()?;
+        let pipeline = peer::Pipeline::fresh(bench)?;
+        let first = timed_cycle(|| pipeline.run(), || pipeline.rows())?;
+        advance_clock()?;
+        let incremental = timed_cycle(|| pipeline.run(), || pipeline.rows())?;
+        report("dlt", self.accounts, &first, &incremental);
+        Ok(Run { first, incremental })
+    }
+}
+
+/// Kills the simulator when the run ends, however it ends.
+struct Simulator(Child);
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn advance_clock() -> Result<()> {
+    http(
+        SIM_PORT,
+        "POST",
+        "/admin/clock/advance",
+        &format!("{{\"seconds\":{INTERVAL_SECS}}}"),
+    )
+    .map(drop)
+}
+
+fn report(who: &str, accounts: usize, first: &Cycle, incremental: &Cycle) {
+    for (name, c) in [("first", first), ("incremental", incremental)] {
+        println!(
+            "xtask: {who} {accounts} accounts, {name} cycle: {:.1} s, {} requests ({:.0}/s), {} rows ({:.0}/s), worker peak {} KiB own / {} KiB RSS",
+            c.seconds,
+            c.requests,
+            c.requests_per_second(),
+            c.rows,
+            c.rows_per_second(),
+            c.peak.anon_kib,
+            c.peak.hwm_kib
+        );
+    }
+}
+
+/// Measures one cycle of `work`: wall time, API requests the simulator answered, rows
+/// added (by `rows`) and the workers' memory peak.
+fn timed_cycle(work: impl FnOnce() -> Result<()>, rows: impl Fn() -> Result<u64>) -> Result<Cycle> {
+    let before = rows()?;
+    http(SIM_PORT, "POST", "/admin/counters/reset", "")?;
+    let sampler = Sampler::start();
+    let started = Instant::now();
+    work()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let peak = sampler.finish();
+    let counters: serde_json::Value =
+        serde_json::from_str(&http(SIM_PORT, "GET", "/admin/counters", "")?)?;
+    Ok(Cycle {
+        seconds,
+        requests: counters["total"].as_u64().ok_or("no request count")?,
+        rows: rows()? - before,
+        peak,
+    })
+}
+
+const THREADS_ROWS: &str = "SELECT (SELECT count(*) FROM pullsync.workspace_threads_posts)
+     + (SELECT count(*) FROM pullsync.workspace_threads_post_metrics)
+     + (SELECT count(*) FROM pullsync.workspace_threads_post_metrics_deltas)
+     + (SELECT count(*) FROM pullsync.workspace_threads_account_insights)
+     + (SELECT count(*) FROM pullsync.workspace_threads_account_insights_deltas)";
+
+/// Queues a scheduled run and waits for the workers to finish it.
+fn pullsync_cycle(bench: &Bench) -> Result<Cycle> {
+    let rows = || -> Result<u64> { Ok(bench.query(DB, THREADS_ROWS)?.parse()?) };
+    timed_cycle(
+        || {
+            let job = bench.query(DB, "SELECT pullsync.threads_scheduled_sync()->>'job_id'")?;
+            if job.is_empty() {
+                return Err("the run was not queued".into());
+            }
+            loop {
+                let state =
+                    bench.query(DB, &format!("SELECT pullsync.job_status({job})->>'state'"))?;
+                if state != "queued" && state != "running" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let status = bench.query(
+                DB,
+                &format!("SELECT pullsync.job_status({job})->'result'->>'status'"),
+            )?;
+            if status == "completed" {
+                Ok(())
+            } else {
+                let result = bench.query(DB, &format!("SELECT pullsync.job_status({job})"))?;
+                Err(format!("the run ended {status}: {result}").into())
+            }
+        },
+        rows,
+    )
+}
