@@ -297,6 +297,71 @@ fn any_page_size_yields_every_row_exactly_once() {
     assert!(ids["next_cursor"].is_null());
 }
 
+/// Writing transaction ids that gain a digit ('9999' → '10000') sort differently as text;
+/// the feed must page in numeric order or it skips rows.
+#[test]
+fn rows_written_on_both_sides_of_an_xid_digit_boundary_are_all_served() {
+    let _serial = serial();
+    let mut p = provider(0, 0);
+    let next_xid = |p: &mut Client| -> i64 {
+        p.query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+            .unwrap()
+            .get(0)
+    };
+    let xid = next_xid(&mut p);
+    let boundary = 10_i64.pow(xid.to_string().len() as u32);
+    let burn = boundary - xid - 20;
+    if burn > 0 {
+        p.batch_execute(&format!(
+            "DO $$ BEGIN FOR i IN 1..{burn} LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$"
+        ))
+        .unwrap();
+    }
+    // One message per transaction until they straddle the boundary.
+    let mut written = 0;
+    while next_xid(&mut p) <= boundary + 5 {
+        written += 1;
+        p.execute(
+            "INSERT INTO pullsync.conversation_messages (id, conversation_id, role, created_at)
+             VALUES ('m' || $1::int, 'c1', 'user', now())",
+            &[&written],
+        )
+        .unwrap();
+    }
+    let (low, high): (i64, i64) = {
+        let row = p
+            .query_one(
+                "SELECT min(change_xid::text::bigint), max(change_xid::text::bigint) FROM pullsync.conversation_messages",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(low < boundary && high >= boundary, "{low}..{high} around {boundary}");
+    for lim in [1, 3] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: Value = p
+                .query_one(
+                    "SELECT pullsync.feed_all_messages('partner', NULL, $1, $2)",
+                    &[&cursor, &lim],
+                )
+                .unwrap()
+                .get(0);
+            for item in page["items"].as_array().unwrap() {
+                seen.push(item["id"].as_str().unwrap().to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (1..=written).map(|n| format!("m{n}")).collect();
+        assert_eq!(seen, expected, "lim {lim}: every row once, in writing order");
+    }
+}
+
 #[test]
 fn bad_arguments_and_cursors_get_clear_errors() {
     let _serial = serial();

@@ -144,10 +144,12 @@ pub fn page(
     };
     // Rows written by transactions still running are not served yet: everything below the
     // oldest running transaction is final, so nothing can appear behind a cursor later.
+    // The text copy of change_xid has its own name: ORDER BY change_xid must mean the xid8
+    // column (numeric order, the index), not the text ('10000' < '9999').
     let (sql, filter_arg, user_arg): (String, Option<pgrx::datum::TimestampWithTimeZone>, Option<String>) = match &stream {
         Stream::Conversations { updated_after, user_id } => (
             format!(
-                "SELECT {CONVERSATION_JSON}, change_xid::text, id FROM pullsync.conversations
+                "SELECT {CONVERSATION_JSON}, change_xid::text AS position_xid, id FROM pullsync.conversations
                   WHERE (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
                     AND ($4::timestamptz IS NULL OR updated_at > $4) {}
                   ORDER BY change_xid, id LIMIT $3",
@@ -158,7 +160,7 @@ pub fn page(
         ),
         Stream::ConversationMessages { conversation_id } => (
             format!(
-                "SELECT {MESSAGE_JSON}, change_xid::text, id FROM pullsync.conversation_messages
+                "SELECT {MESSAGE_JSON}, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
                   WHERE conversation_id = $5 AND (change_xid, id) > ($1::text::xid8, $2)
                     AND change_xid < pg_snapshot_xmin(pg_current_snapshot()) AND $4::timestamptz IS NULL
                   ORDER BY change_xid, id LIMIT $3"
@@ -168,7 +170,7 @@ pub fn page(
         ),
         Stream::AllMessages { updated_after } => (
             format!(
-                "SELECT {MESSAGE_JSON}, change_xid::text, id FROM pullsync.conversation_messages
+                "SELECT {MESSAGE_JSON}, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
                   WHERE (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
                     AND ($4::timestamptz IS NULL OR updated_at > $4) AND $5::text IS NULL
                   ORDER BY change_xid, id LIMIT $3"

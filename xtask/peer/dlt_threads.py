@@ -55,8 +55,10 @@ def threads(base_url, accounts):
 
     @dlt.resource(primary_key="id", write_disposition="merge")
     def posts(
+        # No row_order: with several accounts in one resource, "desc" would close the
+        # resource at the first account's old posts and skip the other accounts.
         timestamp=dlt.sources.incremental(
-            "timestamp", initial_value="1970-01-01T00:00:00+0000", row_order="desc"
+            "timestamp", initial_value="1970-01-01T00:00:00+0000"
         ),
     ):
         for account in accounts:

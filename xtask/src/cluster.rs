@@ -136,7 +136,9 @@ impl Cluster {
             "-U",
             "postgres",
         ])
-        .args(["-p", &self.port.to_string(), "-d", database]);
+        .args(["-p", &self.port.to_string(), "-d", database])
+        // NOTICEs (drop cascades to …) would bury the output that matters.
+        .env("PGOPTIONS", "-c client_min_messages=warning");
         c
     }
 

@@ -74,6 +74,8 @@ where
         .configure_mesh()
         .x_desc(x_label)
         .y_desc("seconds (median)")
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .draw()
         .map_err(|e| e.to_string())?;
     for (name, color, points) in series {
@@ -114,6 +116,16 @@ where
         .draw()
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// 1000 → "1k", 0.25 → "0.25": short labels for log axes.
+fn tick(value: f64) -> String {
+    match value {
+        v if v >= 1e6 => format!("{}M", v / 1e6),
+        v if v >= 1e3 => format!("{}k", v / 1e3),
+        v if v >= 1.0 => format!("{v:.0}"),
+        v => format!("{}", (v * 100.0).round() / 100.0),
+    }
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {

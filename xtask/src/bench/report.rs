@@ -93,11 +93,11 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "Written by `cargo xtask bench`{} on this project's 2-core build machine. Every figure is the \
+        "Written by `cargo xtask bench{} on this project's 2-core build machine. Every figure is the \
          median of {} runs, with the minimum and maximum in parentheses; every comparison is a ratio \
          of two runs made side by side, and the median of those ratios. The machine is shared, so \
          compare ratios, not absolute times across runs.\n\nMachine: {}.\n",
-        if plan.quick { " --quick (small sizes)" } else { "" },
+        if plan.quick { " --quick` (small sizes)" } else { "`" },
         plan.reps,
         machine()
     );
@@ -110,7 +110,7 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
             md,
             "| first sync of {accounts} accounts × {} posts (50 ms API latency) | {} s — {} the 15-minute cron interval |",
             plan.posts_per_account,
-            seconds.show(0),
+            seconds.show(1),
             if seconds.max < 900.0 { "inside" } else { "**outside**" }
         );
     }
