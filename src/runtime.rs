@@ -82,6 +82,48 @@ pub fn block_on_until<F: Future>(work: F, cancel: Cancel) -> Result<F::Output> {
     }
 }
 
+/// A second runtime with one worker thread of its own: work spawned on it makes progress
+/// while the main thread is busy in Postgres (a feed pull fetches its next page while it
+/// writes the current one). Lazily built, like the first.
+fn background() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pullsync-http")
+            .enable_all()
+            .on_thread_start(block_signals)
+            .build()
+            .expect("a tokio runtime can be built")
+    })
+}
+
+/// Work running on the background runtime; dropping it before it ends aborts it.
+pub struct Background<T>(tokio::task::JoinHandle<T>);
+
+/// Starts `work` on the background runtime. It must not call Postgres.
+pub fn spawn<F>(work: F) -> Background<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Background(background().spawn(work))
+}
+
+impl<T> Background<T> {
+    /// Waits for the work's result without losing cancel and terminate requests.
+    pub fn wait(mut self, cancel: Cancel) -> Result<T> {
+        block_on_until(&mut self.0, cancel)?
+            .map_err(|e| PullsyncError::Internal(format!("background HTTP work failed: {e}")))
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// `block_on_until` for a backend.
 pub fn block_on<F: Future>(work: F) -> Result<F::Output> {
     block_on_until(work, Cancel::Backend)

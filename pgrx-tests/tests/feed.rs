@@ -337,7 +337,10 @@ fn rows_written_on_both_sides_of_an_xid_digit_boundary_are_all_served() {
             .unwrap();
         (row.get(0), row.get(1))
     };
-    assert!(low < boundary && high >= boundary, "{low}..{high} around {boundary}");
+    assert!(
+        low < boundary && high >= boundary,
+        "{low}..{high} around {boundary}"
+    );
     for lim in [1, 3] {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
@@ -358,7 +361,10 @@ fn rows_written_on_both_sides_of_an_xid_digit_boundary_are_all_served() {
             }
         }
         let expected: Vec<String> = (1..=written).map(|n| format!("m{n}")).collect();
-        assert_eq!(seen, expected, "lim {lim}: every row once, in writing order");
+        assert_eq!(
+            seen, expected,
+            "lim {lim}: every row once, in writing order"
+        );
     }
 }
 

@@ -6,13 +6,14 @@ use crate::error::{PullsyncError, Result};
 use crate::http::{Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, RetryPolicy};
 use crate::jobs::runner::Txn;
 use crate::monitor::record::{self, Run};
-use crate::runtime::{self, Cancel};
+use crate::runtime::{self, Background, Cancel};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A configured source (the seed's SyncConfig), its key opened.
@@ -118,11 +119,13 @@ fn classify_feed(status: u16, body: &[u8]) -> (FailureClass, String) {
 }
 
 /// A source's provider over the shared HTTP layer: its timeouts, retries and rate.
+/// Requests run on the background runtime, so one can be under way while this process
+/// writes.
 pub struct Provider {
     pub source: Source,
-    http: HttpClient,
-    limiter: RateLimiter,
-    calls: AtomicU32,
+    http: Arc<HttpClient>,
+    limiter: Arc<RateLimiter>,
+    calls: Arc<AtomicU32>,
     cancel: Cancel,
 }
 
@@ -141,36 +144,41 @@ impl Provider {
         let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
         Ok(Provider {
             source,
-            http,
-            limiter,
-            calls: AtomicU32::new(0),
+            http: Arc::new(http),
+            limiter: Arc::new(limiter),
+            calls: Arc::new(AtomicU32::new(0)),
             cancel,
         })
     }
 
     /// GET `path` with `query` (already encoded, without consumer_id). The outer error is
     /// an interrupt; the inner one the request's failure.
-    pub fn get<T: serde::de::DeserializeOwned>(
+    pub fn get<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
         query: &str,
     ) -> Result<std::result::Result<T, Failure>> {
+        self.start(path, query).wait(self.cancel)
+    }
+
+    /// Starts the GET of `get` and returns at once; `wait` on the result.
+    pub fn start<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        path: &str,
+        query: &str,
+    ) -> Background<std::result::Result<T, Failure>> {
         let url = format!(
             "{}{path}?consumer_id={}{}{query}",
             self.source.base_url,
             self.source.consumer_id,
             if query.is_empty() { "" } else { "&" }
         );
-        runtime::block_on_until(
-            self.http.get_json::<T>(
-                &url,
-                Some(&self.source.api_key),
-                Some(&self.limiter),
-                classify_feed,
-                &self.calls,
-            ),
-            self.cancel,
-        )
+        let key = self.source.api_key.clone();
+        let (http, limiter, calls) = (self.http.clone(), self.limiter.clone(), self.calls.clone());
+        runtime::spawn(async move {
+            http.get_json::<T>(&url, Some(&key), Some(&limiter), classify_feed, &calls)
+                .await
+        })
     }
 
     pub fn calls(&self) -> u32 {
@@ -294,12 +302,18 @@ pub fn pull(
         let mut restarted = false;
         let mut throttled = 0;
         let mut count = 0usize;
+        // The next page's request, started before this page is written.
+        let mut next_page: Option<(String, Background<std::result::Result<FeedPage, Failure>>)> =
+            None;
         loop {
             if max_pages.is_some_and(|m| pages >= m) {
                 break 'streams;
             }
             let query = page_query(batch_size, cursor.as_deref(), updated_after);
-            let fetched = provider.get::<FeedPage>(path, &query)?;
+            let fetched = match next_page.take() {
+                Some((started, request)) if started == query => request.wait(cancel)?,
+                _ => provider.get::<FeedPage>(path, &query)?,
+            };
             let page = match fetched {
                 Ok(page) => page,
                 Err(f)
@@ -334,6 +348,14 @@ pub fn pull(
                 }
             };
             let next = page.next_cursor.clone();
+            // The provider serves the next page while this process writes this one. If the
+            // write fails, the request is dropped (aborted) and the page fetched again later.
+            if let Some(next) = &next {
+                if max_pages.is_none_or(|m| pages + 1 < m) {
+                    let query = page_query(batch_size, Some(next), updated_after);
+                    next_page = Some((query.clone(), provider.start(path, &query)));
+                }
+            }
             count += txn.run(|| write_page(consumer_id, stream, mode, page))?;
             totals.insert(stream.to_string(), json!(count));
             pages += 1;
