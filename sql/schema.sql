@@ -464,8 +464,65 @@ CREATE UNIQUE INDEX alerts_one_open_idx ON pullsync.alerts (alert_type, source) 
 CREATE INDEX alerts_resolved_idx ON pullsync.alerts (resolved_at) WHERE resolved_at IS NOT NULL;
 
 ------------------------------------------------------------------------------------------
+-- Tenants: row level security by workspace
+------------------------------------------------------------------------------------------
+
+-- Which roles read which workspace's Threads data; a null workspace_id means every
+-- workspace. A role reads the workspaces mapped to any role it is a member of.
+-- Superusers, roles with BYPASSRLS and the extension itself (its SECURITY DEFINER
+-- functions and background workers run as the owner) are not filtered. docs/SECURITY.md.
+CREATE TABLE pullsync.workspace_roles (
+    role_name    name NOT NULL,
+    workspace_id uuid,
+    UNIQUE NULLS NOT DISTINCT (role_name, workspace_id)
+);
+
+-- Whether the current role may read `workspace`. Roles that no longer exist match nothing.
+CREATE FUNCTION pullsync.workspace_visible(workspace uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user), false)
+        OR EXISTS (SELECT 1
+                     FROM pullsync.workspace_roles r
+                     JOIN pg_roles g ON g.rolname = r.role_name
+                    WHERE (r.workspace_id IS NULL OR r.workspace_id = workspace)
+                      AND pg_has_role(current_user, g.oid, 'USAGE'))
+$$;
+
+ALTER TABLE pullsync.workspace_roles ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_mappings ON pullsync.workspace_roles FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_roles g
+                    WHERE g.rolname = role_name AND pg_has_role(current_user, g.oid, 'USAGE')));
+
+-- Readers only (SELECT policies): writes go through the extension's functions.
+ALTER TABLE pullsync.workspace_threads_accounts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_accounts FOR SELECT
+    USING (pullsync.workspace_visible(workspace_id));
+-- The other tables follow their account (or post), itself filtered by the policy above.
+ALTER TABLE pullsync.workspace_threads_tokens ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_tokens FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_posts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_posts FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_account_insights ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_account_insights FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_account_insights_deltas ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_account_insights_deltas FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_post_metrics ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_post_metrics FOR SELECT
+    USING (workspace_threads_post_id IN (SELECT id FROM pullsync.workspace_threads_posts));
+ALTER TABLE pullsync.workspace_threads_post_metrics_deltas ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_post_metrics_deltas FOR SELECT
+    USING (workspace_threads_post_id IN (SELECT id FROM pullsync.workspace_threads_posts));
+
+------------------------------------------------------------------------------------------
 -- Views for people
 ------------------------------------------------------------------------------------------
+
+-- The views read with their owner's rights (a reader needs no grant on the tables, and
+-- never on tokens), so each filters by workspace itself.
 
 -- Posts with their current metrics and the change over the last 24 hours (sum of L2).
 CREATE VIEW pullsync.threads_post_stats AS
@@ -497,7 +554,8 @@ SELECT p.id,
        SELECT sum(views_delta) AS views, sum(likes_delta) AS likes, sum(replies_delta) AS replies,
               sum(reposts_delta) AS reposts, sum(quotes_delta) AS quotes, sum(shares_delta) AS shares
          FROM pullsync.workspace_threads_post_metrics_deltas d
-        WHERE d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours') d ON true;
+        WHERE d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours') d ON true
+ WHERE pullsync.workspace_visible(a.workspace_id);
 
 -- Accounts with current insights, their 24-hour change, post count and last sync.
 CREATE VIEW pullsync.threads_account_stats AS
@@ -525,4 +583,5 @@ SELECT a.id,
   LEFT JOIN LATERAL (
        SELECT sum(followers_count_delta) AS followers_count
          FROM pullsync.workspace_threads_account_insights_deltas d
-        WHERE d.workspace_threads_account_id = a.id AND d.period_end > now() - interval '24 hours') d ON true;
+        WHERE d.workspace_threads_account_id = a.id AND d.period_end > now() - interval '24 hours') d ON true
+ WHERE pullsync.workspace_visible(a.workspace_id);

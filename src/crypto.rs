@@ -80,6 +80,15 @@ impl SealingKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// Opens `sealed` and seals it again under `to`: what key rotation does to each value.
+    pub fn reseal(&self, sealed: &str, to: &SealingKey) -> Result<String, CryptoError> {
+        Ok(to.seal(&self.open(sealed)?))
+    }
+
+    pub fn is_same_key(&self, other: &SealingKey) -> bool {
+        self.raw == other.raw
+    }
+
     pub fn open(&self, sealed: &str) -> Result<String, CryptoError> {
         let body = sealed.strip_prefix(PREFIX).ok_or(CryptoError::BadFormat)?;
         let blob = STANDARD.decode(body).map_err(|_| CryptoError::BadFormat)?;
@@ -101,6 +110,20 @@ mod tests {
 
     fn key() -> SealingKey {
         SealingKey::from_base64(&SealingKey::generate_base64()).unwrap()
+    }
+
+    #[test]
+    fn reseal_moves_a_value_to_the_new_key_only() {
+        let (old, new) = (key(), key());
+        let sealed = old.seal("THAAsecret");
+        let moved = old.reseal(&sealed, &new).unwrap();
+        assert_eq!(new.open(&moved).unwrap(), "THAAsecret");
+        assert!(old.open(&moved).is_err());
+        assert!(
+            new.reseal(&sealed, &old).is_err(),
+            "only the sealing key opens a value"
+        );
+        assert!(old.is_same_key(&old.clone()) && !old.is_same_key(&new));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod jobs;
+mod key_rotation;
 pub mod monitor;
 mod pg_error;
 mod pg_time;

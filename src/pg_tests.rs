@@ -129,6 +129,101 @@ mod tests {
         );
     }
 
+    #[pg_test]
+    fn rotation_reseals_every_value_and_the_old_key_opens_none() {
+        const NEW_KEY: &str = "bmV3LWtleS1uZXcta2V5LW5ldy1rZXktbmV3LWtleSE=";
+        let account = add_account("1009", "THAArotate-me");
+        Spi::run(
+            "SELECT pullsync.feed_add_consumer('partner', 'consumer-key-0123456789');
+             SELECT pullsync.feed_add_source('upstream', 'http://127.0.0.1:9', 'source-key-0123456789');",
+        )
+        .unwrap();
+        let sealed = || {
+            Spi::get_one::<String>(
+                "SELECT string_agg(v, ',' ORDER BY v) FROM (
+                   SELECT access_token_encrypted AS v FROM pullsync.workspace_threads_tokens
+                   UNION ALL SELECT api_key_encrypted FROM pullsync.feed_consumers
+                   UNION ALL SELECT api_key_encrypted FROM pullsync.feed_sources) s",
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let before = sealed();
+        let result = Spi::get_one::<pgrx::JsonB>(&format!(
+            "SELECT pullsync.rotate_encryption_key('{NEW_KEY}')"
+        ))
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(result["resealed"]["workspace_threads_tokens"], 1);
+        assert_eq!(result["resealed"]["feed_consumers"], 1);
+        assert_eq!(result["resealed"]["feed_sources"], 1);
+        assert!(!result.to_string().contains(NEW_KEY));
+        let after = sealed();
+        assert!(
+            before.split(',').all(|v| !after.contains(v)),
+            "every value changed"
+        );
+        // This session now holds the new key: everything opens.
+        assert_eq!(open_primary_token(account).unwrap(), "THAArotate-me");
+        assert!(crate::feed::pull::load_source("upstream").is_ok());
+        // With the old key nothing opens any more.
+        Spi::run("SET pullsync.encryption_key = 'MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY='")
+            .unwrap();
+        assert!(open_primary_token(account).is_err());
+        assert!(crate::feed::pull::load_source("upstream").is_err());
+    }
+
+    #[pg_test(error = "new_key is the key already in use")]
+    fn rotating_to_the_same_key_is_refused() {
+        Spi::run(
+            "SELECT pullsync.rotate_encryption_key('MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')",
+        )
+        .unwrap();
+    }
+
+    /// A correctly signed conversations cursor issued `age_secs` ago (negative: ahead).
+    fn signed_cursor(age_secs: i64) -> String {
+        use crate::feed::cursor::{encode, Cursor, Position};
+        Spi::run("SELECT pullsync.feed_add_consumer('partner', 'cursor-test-key-0123456789')")
+            .unwrap();
+        let cursor = Cursor {
+            position: Position::start(),
+            stream: "conversations".into(),
+            issued_at: chrono::Utc::now().timestamp() - age_secs,
+        };
+        encode(&cursor, &crate::feed::serve::cursor_key().unwrap(), 7)
+    }
+
+    #[pg_test(error = "invalid cursor: the cursor is older than 30 days")]
+    fn an_expired_cursor_is_refused() {
+        let cursor = signed_cursor(31 * 86_400);
+        Spi::run(&format!(
+            "SELECT pullsync.feed_conversations('partner', NULL, '{cursor}')"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test(error = "invalid cursor: the cursor was issued in the future")]
+    fn a_cursor_from_the_future_is_refused() {
+        let cursor = signed_cursor(-3_600);
+        Spi::run(&format!(
+            "SELECT pullsync.feed_conversations('partner', NULL, '{cursor}')"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn a_fresh_signed_cursor_is_accepted() {
+        let cursor = signed_cursor(60);
+        let page = Spi::get_one::<pgrx::JsonB>(&format!(
+            "SELECT pullsync.feed_conversations('partner', NULL, '{cursor}')"
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(page.0["items"].is_array());
+    }
+
     #[pg_test(error = "Threads user 1008 is already connected to another workspace")]
     fn an_account_cannot_silently_move_workspaces() {
         add_account("1008", "t");

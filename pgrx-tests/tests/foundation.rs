@@ -78,6 +78,43 @@ fn a_role_without_grants_can_neither_run_functions_nor_read_tokens() {
     assert_eq!(visible, 0, "the key must be hidden from pg_settings");
 }
 
+/// A SECURITY DEFINER function that resolves names through the caller's search_path can be
+/// made to run the caller's objects with the owner's rights.
+#[test]
+fn every_security_definer_function_pins_a_safe_search_path() {
+    let mut db = fresh_extension_database("it_definer");
+    let rows = db
+        .query(
+            "SELECT p.oid::regprocedure::text,
+                    (SELECT c FROM unnest(p.proconfig) c WHERE c LIKE 'search\\_path=%')
+               FROM pg_proc p
+              WHERE p.pronamespace = 'pullsync'::regnamespace AND p.prosecdef",
+            &[],
+        )
+        .unwrap();
+    assert!(rows.len() >= 10, "the API functions are SECURITY DEFINER");
+    for row in rows {
+        let (function, setting): (String, Option<String>) = (row.get(0), row.get(1));
+        let setting = setting.unwrap_or_else(|| panic!("{function} has no search_path"));
+        let schemas: Vec<&str> = setting["search_path=".len()..]
+            .split(',')
+            .map(|s| s.trim().trim_matches('"'))
+            .collect();
+        assert!(
+            schemas
+                .iter()
+                .all(|s| ["pg_catalog", "pg_temp", "pullsync"].contains(s)),
+            "{function}: {setting}"
+        );
+        // pg_temp must come last, or a temporary object could shadow a catalog one.
+        if let Some(i) = schemas.iter().position(|s| *s == "pg_temp") {
+            assert_eq!(i, schemas.len() - 1, "{function}: {setting}");
+        } else {
+            panic!("{function}: {setting} leaves pg_temp first by default");
+        }
+    }
+}
+
 #[test]
 fn the_documented_reader_role_reads_analytics_but_never_tokens() {
     let mut db = fresh_extension_database("it_reader");
@@ -87,8 +124,11 @@ fn the_documented_reader_role_reads_analytics_but_never_tokens() {
         "GRANT USAGE ON SCHEMA pullsync TO it_reader_role;
          GRANT SELECT ON pullsync.workspace_threads_accounts, pullsync.workspace_threads_posts,
                          pullsync.workspace_threads_post_metrics, pullsync.workspace_threads_post_metrics_deltas,
-                         pullsync.workspace_threads_account_insights, pullsync.workspace_threads_account_insights_deltas
-            TO it_reader_role;",
+                         pullsync.workspace_threads_account_insights, pullsync.workspace_threads_account_insights_deltas,
+                         pullsync.workspace_roles
+            TO it_reader_role;
+         GRANT EXECUTE ON FUNCTION pullsync.workspace_visible(uuid) TO it_reader_role;
+         INSERT INTO pullsync.workspace_roles VALUES ('it_reader_role', NULL);",
     )
     .unwrap();
     let mut reader = connect_as("it_reader", "it_reader_role");

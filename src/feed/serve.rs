@@ -21,7 +21,7 @@ fn bad_cursor(e: CursorError) -> PullsyncError {
     )
 }
 
-fn cursor_key() -> Result<[u8; 32]> {
+pub(crate) fn cursor_key() -> Result<[u8; 32]> {
     Ok(config::sealing_key()?.derive("pg_pullsync feed cursor v1"))
 }
 

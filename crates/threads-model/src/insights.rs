@@ -73,30 +73,45 @@ pub enum InsightsError {
     NoValue(&'static str),
     #[error("metric {0} is negative")]
     Negative(&'static str),
+    #[error("metric {0} adds up beyond the range of a bigint")]
+    OutOfRange(&'static str),
 }
 
 impl Metric {
     /// A single value: the first of `values`, else `total_value.value` (some answers carry
     /// one shape, some the other), else the sum of `link_total_values`.
-    fn scalar(&self) -> Option<i64> {
+    fn scalar(&self, name: &'static str) -> Result<Option<i64>, InsightsError> {
         if let Some(v) = self.values.as_ref().and_then(|v| v.first()) {
-            return Some(v.value);
+            return Ok(Some(v.value));
         }
         if let Some(v) = self.total_value.as_ref().and_then(|t| t.value) {
-            return Some(v);
+            return Ok(Some(v));
         }
         self.link_total_values
             .as_ref()
-            .map(|links| links.iter().map(|l| l.value).sum())
+            .map(|links| checked_sum(links.iter().map(|l| l.value), name))
+            .transpose()
     }
 
     /// A window's total: the sum of a time series, else the scalar.
-    fn window_total(&self) -> Option<i64> {
+    fn window_total(&self, name: &'static str) -> Result<Option<i64>, InsightsError> {
         match &self.values {
-            Some(values) if !values.is_empty() => Some(values.iter().map(|v| v.value).sum()),
-            _ => self.scalar(),
+            Some(values) if !values.is_empty() => {
+                checked_sum(values.iter().map(|v| v.value), name).map(Some)
+            }
+            _ => self.scalar(name),
         }
     }
+}
+
+/// A sum the API cannot make overflow: a hostile or broken answer is bad data, not a panic.
+fn checked_sum(
+    mut values: impl Iterator<Item = i64>,
+    name: &'static str,
+) -> Result<i64, InsightsError> {
+    values.try_fold(0i64, |total, v| {
+        total.checked_add(v).ok_or(InsightsError::OutOfRange(name))
+    })
 }
 
 fn find<'a>(
@@ -135,7 +150,7 @@ impl PostMetrics {
         if response.data.is_empty() {
             return Ok(None);
         }
-        let get = |name| find(response, name).and_then(|m| non_negative(m.scalar(), name));
+        let get = |name| find(response, name).and_then(|m| non_negative(m.scalar(name)?, name));
         Ok(Some(PostMetrics {
             views: get("views")?,
             likes: get("likes")?,
@@ -163,9 +178,10 @@ impl AccountInsights {
     /// `views` sums its daily series; `clicks` sums its links; a metric the API leaves out
     /// of a window with no activity (clicks) counts as zero.
     pub fn from_response(response: &InsightsResponse) -> Result<Self, InsightsError> {
-        let total = |name| find(response, name).and_then(|m| non_negative(m.window_total(), name));
+        let total =
+            |name| find(response, name).and_then(|m| non_negative(m.window_total(name)?, name));
         let clicks = match find(response, "clicks") {
-            Ok(m) => non_negative(m.window_total().or(Some(0)), "clicks")?,
+            Ok(m) => non_negative(m.window_total("clicks")?.or(Some(0)), "clicks")?,
             Err(_) => 0,
         };
         Ok(AccountInsights {

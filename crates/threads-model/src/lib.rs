@@ -7,6 +7,9 @@ pub mod error;
 pub mod insights;
 pub mod time;
 
+#[cfg(test)]
+mod fuzz;
+
 use serde::{Deserialize, Serialize};
 
 pub use error::{ApiError, ErrorClass, ErrorEnvelope};

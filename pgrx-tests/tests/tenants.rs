@@ -1,0 +1,180 @@
+//! Row level security: a role mapped to one workspace reads only that workspace's accounts,
+//! posts, metrics and insights — in the tables and in the views.
+
+use postgres::Client;
+use pullsync_tests::db::{connect_as, fresh_extension_database, fresh_role, sqlstate_of};
+
+const DB: &str = "it_tenants";
+const WS_A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const WS_B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+/// (table or view, what a workspace owns there)
+const READABLE: [(&str, i64); 8] = [
+    ("pullsync.workspace_threads_accounts", 2),
+    ("pullsync.workspace_threads_posts", 6),
+    ("pullsync.workspace_threads_post_metrics", 6),
+    ("pullsync.workspace_threads_post_metrics_deltas", 6),
+    ("pullsync.workspace_threads_account_insights", 2),
+    ("pullsync.workspace_threads_account_insights_deltas", 2),
+    ("pullsync.threads_post_stats", 6),
+    ("pullsync.threads_account_stats", 2),
+];
+
+/// Two accounts per workspace, three posts each, one snapshot and delta per post and account.
+fn seed(db: &mut Client) {
+    for (n, workspace) in [WS_A, WS_B].iter().enumerate() {
+        for a in 0..2 {
+            let user = format!("{}{a}", n + 1);
+            db.execute(
+                "SELECT pullsync.threads_add_account($1::text::uuid, $2, 'user', 'token', now() + interval '30 days')",
+                &[&workspace.to_string(), &user],
+            )
+            .unwrap();
+        }
+    }
+    db.batch_execute(
+        "INSERT INTO pullsync.workspace_threads_posts (workspace_threads_account_id, threads_post_id, media_type, published_at)
+         SELECT a.id, a.threads_user_id || '-' || g, 'TEXT_POST', now() - interval '2 days'
+           FROM pullsync.workspace_threads_accounts a, generate_series(1, 3) g;
+         INSERT INTO pullsync.workspace_threads_post_metrics
+                (workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
+         SELECT id, 1, 1, 1, 1, 1, 1, now() FROM pullsync.workspace_threads_posts;
+         INSERT INTO pullsync.workspace_threads_post_metrics_deltas
+                (workspace_threads_post_id, views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta,
+                 shares_delta, period_start, period_end)
+         SELECT id, 1, 1, 1, 1, 1, 1, now() - interval '1 hour', now() FROM pullsync.workspace_threads_posts;
+         INSERT INTO pullsync.workspace_threads_account_insights
+                (workspace_threads_account_id, followers_count, views, likes, replies, reposts, quotes, clicks, captured_at)
+         SELECT id, 1, 1, 1, 1, 1, 1, 1, now() FROM pullsync.workspace_threads_accounts;
+         INSERT INTO pullsync.workspace_threads_account_insights_deltas
+                (workspace_threads_account_id, followers_count_delta, views_delta, likes_delta, replies_delta,
+                 reposts_delta, quotes_delta, clicks_delta, period_start, period_end)
+         SELECT id, 1, 1, 1, 1, 1, 1, 1, now() - interval '1 hour', now() FROM pullsync.workspace_threads_accounts;",
+    )
+    .unwrap();
+}
+
+/// The grants docs/SECURITY.md gives a tenant's role.
+fn tenant_role(db: &mut Client, role: &str, workspace: Option<&str>) {
+    fresh_role(db, role);
+    db.batch_execute(&format!(
+        "GRANT USAGE ON SCHEMA pullsync TO {role};
+         GRANT SELECT ON pullsync.workspace_threads_accounts, pullsync.workspace_threads_posts,
+                         pullsync.workspace_threads_post_metrics, pullsync.workspace_threads_post_metrics_deltas,
+                         pullsync.workspace_threads_account_insights, pullsync.workspace_threads_account_insights_deltas,
+                         pullsync.threads_post_stats, pullsync.threads_account_stats, pullsync.workspace_roles
+            TO {role};
+         GRANT EXECUTE ON FUNCTION pullsync.workspace_visible(uuid) TO {role};"
+    ))
+    .unwrap();
+    if let Some(workspace) = workspace {
+        db.execute(
+            "INSERT INTO pullsync.workspace_roles (role_name, workspace_id) VALUES ($1, $2::text::uuid)",
+            &[&role, &workspace.to_string()],
+        )
+        .unwrap();
+    }
+}
+
+/// What `role` counts in each readable table or view, and the workspaces it sees.
+fn seen_by(role: &str) -> (Vec<i64>, Vec<String>) {
+    let mut c = connect_as(DB, role);
+    let counts = READABLE
+        .iter()
+        .map(|(t, _)| {
+            c.query_one(&format!("SELECT count(*) FROM {t}"), &[])
+                .unwrap()
+                .get(0)
+        })
+        .collect();
+    let workspaces = c
+        .query(
+            "SELECT DISTINCT workspace_id::text FROM pullsync.workspace_threads_accounts ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (counts, workspaces)
+}
+
+#[test]
+fn a_tenant_role_reads_only_its_workspace() {
+    let mut db = fresh_extension_database(DB);
+    seed(&mut db);
+    tenant_role(&mut db, "it_tenant_a", Some(WS_A));
+    tenant_role(&mut db, "it_tenant_b", Some(WS_B));
+    tenant_role(&mut db, "it_unmapped", None);
+    tenant_role(&mut db, "it_analyst", None);
+    db.execute(
+        "INSERT INTO pullsync.workspace_roles (role_name, workspace_id) VALUES ('it_analyst', NULL)",
+        &[],
+    )
+    .unwrap();
+    let one: Vec<i64> = READABLE.iter().map(|(_, n)| *n).collect();
+    let both: Vec<i64> = one.iter().map(|n| n * 2).collect();
+
+    assert_eq!(
+        seen_by("it_tenant_a"),
+        (one.clone(), vec![WS_A.to_string()])
+    );
+    assert_eq!(seen_by("it_tenant_b"), (one, vec![WS_B.to_string()]));
+    assert_eq!(seen_by("it_unmapped"), (vec![0; READABLE.len()], vec![]));
+    assert_eq!(
+        seen_by("it_analyst"),
+        (both.clone(), vec![WS_A.to_string(), WS_B.to_string()])
+    );
+    // The superuser (and the extension's own functions and workers) see everything.
+    let counts: Vec<i64> = READABLE
+        .iter()
+        .map(|(t, _)| {
+            db.query_one(&format!("SELECT count(*) FROM {t}"), &[])
+                .unwrap()
+                .get(0)
+        })
+        .collect();
+    assert_eq!(counts, both);
+
+    // A tenant sees only its own mapping and cannot map itself elsewhere, nor read tokens.
+    let mut a = connect_as(DB, "it_tenant_a");
+    let mappings: i64 = a
+        .query_one("SELECT count(*) FROM pullsync.workspace_roles", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(mappings, 1);
+    for sql in [
+        format!("INSERT INTO pullsync.workspace_roles VALUES ('it_tenant_a', '{WS_B}')"),
+        "UPDATE pullsync.workspace_roles SET workspace_id = NULL".to_string(),
+        "SELECT * FROM pullsync.workspace_threads_tokens".to_string(),
+    ] {
+        assert_eq!(sqlstate_of(&mut a, &sql).as_deref(), Some("42501"), "{sql}");
+    }
+
+    // An application maps its users by switching to the tenant's role per transaction.
+    fresh_role(&mut db, "it_app");
+    db.batch_execute("ALTER ROLE it_app NOINHERIT; GRANT it_tenant_a, it_tenant_b TO it_app")
+        .unwrap();
+    let mut app = connect_as(DB, "it_app");
+    // NOINHERIT: as itself the application role reads nothing.
+    assert_eq!(
+        sqlstate_of(
+            &mut app,
+            "SELECT 1 FROM pullsync.workspace_threads_accounts"
+        )
+        .as_deref(),
+        Some("42501")
+    );
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute("SET LOCAL ROLE it_tenant_b").unwrap();
+    let workspaces: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT workspace_id::text FROM pullsync.threads_account_stats",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(workspaces, vec![WS_B.to_string()]);
+    tx.rollback().unwrap();
+}

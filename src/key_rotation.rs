@@ -1,0 +1,100 @@
+//! `pullsync.rotate_encryption_key(new_key)`: every sealed value — Threads tokens, feed
+//! consumer keys, feed source keys — opened with the key in use and sealed again with the
+//! new one, in one transaction. Afterwards the old key opens nothing.
+
+use crate::config;
+use crate::crypto::SealingKey;
+use crate::error::{PullsyncError, Result};
+use crate::pg_error::OrRaise;
+use pgrx::prelude::*;
+use serde_json::{json, Map, Value};
+
+/// (table, sealed column, what a row is called in errors)
+const SEALED: [(&str, &str, &str); 3] = [
+    (
+        "pullsync.workspace_threads_tokens",
+        "access_token_encrypted",
+        "token",
+    ),
+    (
+        "pullsync.feed_consumers",
+        "api_key_encrypted",
+        "feed consumer key",
+    ),
+    (
+        "pullsync.feed_sources",
+        "api_key_encrypted",
+        "feed source key",
+    ),
+];
+
+fn rotate(new_key: &str) -> Result<Value> {
+    let new = SealingKey::from_base64(new_key).map_err(|_| {
+        PullsyncError::invalid(
+            "new_key is not a key: it must be base64 of 32 bytes",
+            "Generate one with: openssl rand -base64 32",
+        )
+    })?;
+    let old = config::sealing_key()?;
+    if old.is_same_key(&new) {
+        return Err(PullsyncError::invalid(
+            "new_key is the key already in use",
+            "Pass a newly generated key.",
+        ));
+    }
+    let mut counts = Map::new();
+    Spi::connect_mut(|client| {
+        for (table, column, what) in SEALED {
+            // Locked, so no writer can seal a value with the old key behind this loop.
+            let rows = client.update(
+                &format!("SELECT ctid::text, {column} FROM {table} FOR UPDATE"),
+                None,
+                &[],
+            )?;
+            let mut resealed = Vec::with_capacity(rows.len());
+            for row in rows {
+                let ctid: String = row.get(1)?.unwrap_or_default();
+                let sealed: String = row.get(2)?.unwrap_or_default();
+                let moved =
+                    old.reseal(&sealed, &new)
+                        .map_err(|reason| PullsyncError::Unsealable {
+                            what: format!("{what} at {table} {ctid}"),
+                            reason,
+                        })?;
+                resealed.push((ctid, moved));
+            }
+            for (ctid, moved) in &resealed {
+                client.update(
+                    &format!("UPDATE {table} SET {column} = $1 WHERE ctid = $2::tid"),
+                    None,
+                    &[moved.as_str().into(), ctid.as_str().into()],
+                )?;
+            }
+            counts.insert(
+                table.trim_start_matches("pullsync.").to_string(),
+                json!(resealed.len()),
+            );
+        }
+        // The rest of this session already uses the new key.
+        client.update(
+            "SELECT set_config('pullsync.encryption_key', $1, false)",
+            None,
+            &[new_key.into()],
+        )?;
+        Ok::<_, PullsyncError>(())
+    })?;
+    Ok(json!({
+        "resealed": counts,
+        "next": "Set pullsync.encryption_key to the new key in postgresql.conf (or ALTER SYSTEM) and reload now: until then the workers cannot open the resealed values.",
+    }))
+}
+
+/// Re-seals every sealed value under `new_key`. Superuser only (like the key setting).
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn rotate_encryption_key(new_key: Option<String>) -> pgrx::JsonB {
+    let new_key = new_key
+        .ok_or(PullsyncError::NullArgument { name: "new_key" })
+        .or_raise();
+    pgrx::JsonB(rotate(&new_key).or_raise())
+}
