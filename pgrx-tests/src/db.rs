@@ -23,8 +23,13 @@ pub fn connect(database: &str) -> Client {
 }
 
 pub fn connect_as(database: &str, user: &str) -> Client {
-    Client::connect(&dsn_for(database, user), NoTls)
+    try_connect_as(database, user)
         .unwrap_or_else(|e| panic!("connect to {database} as {user}: {e}"))
+}
+
+/// A connection, or why there is none (the server may be restarting).
+pub fn try_connect_as(database: &str, user: &str) -> Result<Client, postgres::Error> {
+    Client::connect(&dsn_for(database, user), NoTls)
 }
 
 /// Drops and recreates `name`, so each test owns its database and tests run in parallel.

@@ -4,3 +4,4 @@
 pub mod db;
 pub mod sim;
 pub mod threads;
+pub mod workers;

@@ -3,16 +3,16 @@
 //! simulator on port 28818 (the cluster's pullsync.threads_api_url), so they run one at a time.
 
 use postgres::Client;
-use pullsync_tests::db::{connect, fresh_database, sqlstate_of};
+use pullsync_tests::db::{fresh_database, sqlstate_of};
 use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec};
 use pullsync_tests::sim::{SimConfig, SimServer};
-use pullsync_tests::threads::{add_sim_accounts, count, layer_violations};
-use serde_json::Value;
+use pullsync_tests::threads::{add_sim_accounts, count};
+use pullsync_tests::workers::{
+    connect_retrying, differences, finished, queue, status, wait_finished, wait_for, worker_pids,
+    SIM_PORT,
+};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
-
-const DB: &str = "it_workers";
-const SIM_PORT: u16 = 28818;
+use std::time::Duration;
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -24,18 +24,6 @@ fn sim() -> &'static SimServer {
     SIM.get_or_init(|| {
         SimServer::start_on(&SimConfig::small(6, 40), SIM_PORT, 2).expect("simulator on 28818")
     })
-}
-
-/// Connects, retrying while the server restarts after a crash.
-fn connect_retrying() -> Client {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match std::panic::catch_unwind(|| connect(DB)) {
-            Ok(c) => return c,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
-            Err(e) => std::panic::resume_unwind(e),
-        }
-    }
 }
 
 /// A clean slate in it_workers: extension present, no accounts or jobs, the simulator's
@@ -74,101 +62,10 @@ fn setup(latency_ms: u64) -> Fixture {
     Fixture { db, accounts }
 }
 
-fn worker_pids(db: &mut Client) -> Vec<i32> {
-    db.query(
-        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_pullsync worker' ORDER BY pid",
-        &[],
-    )
-    .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-    .unwrap_or_default()
-}
-
-fn wait_for(
-    db: &mut Client,
-    what: &str,
-    limit: Duration,
-    mut done: impl FnMut(&mut Client) -> bool,
-) {
-    let deadline = Instant::now() + limit;
-    while !done(db) {
-        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn queue(db: &mut Client) -> i64 {
-    let answer: Value = db
-        .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
-        .unwrap()
-        .get(0);
-    answer["job_id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("not queued: {answer}"))
-}
-
-fn status(db: &mut Client, job: i64) -> Value {
-    db.query_one("SELECT pullsync.job_status($1)", &[&job])
-        .unwrap()
-        .get(0)
-}
-
-fn finished(db: &mut Client, job: i64) -> bool {
-    db.query_one("SELECT pullsync.job_status($1)", &[&job])
-        .map(|r| {
-            let v: Value = r.get(0);
-            !matches!(v["state"].as_str(), Some("queued") | Some("running"))
-        })
-        .unwrap_or(false)
-}
-
-/// Waits (up to two minutes) until the workers have finished the run.
-fn wait_finished(db: &mut Client, job: i64) {
-    wait_for(db, "the run to finish", Duration::from_secs(120), |db| {
-        finished(db, job)
-    });
-}
-
 /// The data equal what a clean run stores: every visible post once, L3 equal to what the
 /// simulator serves, the layers consistent.
 fn assert_clean(f: &mut Fixture) {
-    let world = sim().sim.world.read().unwrap();
-    let posts: usize = world
-        .accounts
-        .iter()
-        .map(|a| a.visible_posts(world.now).len())
-        .sum();
-    let expected: std::collections::HashMap<String, (i64, i64)> = world
-        .accounts
-        .iter()
-        .flat_map(|a| a.visible_posts(world.now).iter())
-        .filter(|p| p.media_type.has_insights())
-        .map(|p| {
-            let m = p.metrics_at(world.now);
-            (p.id.clone(), (m.views, m.likes))
-        })
-        .collect();
-    drop(world);
-    assert_eq!(
-        f.count("SELECT count(*) FROM pullsync.workspace_threads_posts") as usize,
-        posts
-    );
-    let stored: std::collections::HashMap<String, (i64, i64)> = f
-        .db
-        .query(
-            "SELECT threads_post_id, current_views, current_likes FROM pullsync.workspace_threads_posts
-              WHERE media_type <> 'REPOST_FACADE'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
-    assert_eq!(stored, expected);
-    assert_eq!(layer_violations(&mut f.db), 0);
-    assert_eq!(
-        f.count("SELECT count(*) FROM (SELECT workspace_threads_post_id, captured_at FROM pullsync.workspace_threads_post_metrics GROUP BY 1, 2 HAVING count(*) > 1) d"),
-        0
-    );
+    assert_eq!(differences(&mut f.db, sim()), Vec::<String>::new());
 }
 
 #[test]

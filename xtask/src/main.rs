@@ -17,6 +17,7 @@ commands:
   demo    build and install the extension, start the demo cluster on port 28815 and
           the Threads simulator, sync it twice and print a report
   stop    stop the demo cluster and simulator
+  soak    the long fault soak: 50 seeded runs with API faults, kill -9 and restarts
   bench   run the benchmarks (about an hour) and write docs/BENCHMARKS.md and its chart;
           --quick: small sizes, written under target/bench/
 ";
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Some("test") => run::test(),
         Some("demo") => demo::demo(),
         Some("stop") => run::stop(),
+        Some("soak") => run::soak(),
         Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprint!("{USAGE}");

@@ -173,7 +173,8 @@ pub fn test() -> Result<()> {
     Ok(())
 }
 
-fn integration(tally: &mut Tally) -> Result<()> {
+/// Installs the extension and starts the integration-test cluster afresh.
+fn test_cluster() -> Result<Cluster> {
     cargo()
         .args(["pgrx", "install", "--pg-config", PG_CONFIG])
         .status_ok()?;
@@ -195,6 +196,11 @@ fn integration(tally: &mut Tally) -> Result<()> {
     cluster.create(&settings)?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE it_workers")?;
+    Ok(cluster)
+}
+
+fn integration(tally: &mut Tally) -> Result<()> {
+    let cluster = test_cluster()?;
     tally.phase(
         "integration tests (pgrx-tests, real cluster)",
         cargo()
@@ -209,7 +215,38 @@ fn integration(tally: &mut Tally) -> Result<()> {
             .env("PULLSYNC_TEST_DSN", cluster.dsn())
             .env("PULLSYNC_TEST_PGDATA", cluster.pgdata()),
     );
+    soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
     cluster.stop()
+}
+
+/// Seeded runs of the short soak inside `cargo xtask test`; `cargo xtask soak` runs more.
+const SHORT_SOAK_RUNS: u32 = 3;
+const SOAK_RUNS: u32 = 50;
+
+/// The fault soak restarts the server, so it runs after the other tests, alone.
+fn soak_phase(tally: &mut Tally, cluster: &Cluster, runs: u32) {
+    tally.phase(
+        "fault soak (tests/soak.rs)",
+        cargo()
+            .args(["test", "-p", "pullsync-tests", "--test", "soak", "--"])
+            .args(["--ignored", "--test-threads=1", "--nocapture"])
+            .env("PULLSYNC_TEST_DSN", cluster.dsn())
+            .env("PULLSYNC_TEST_PGDATA", cluster.pgdata())
+            .env("PULLSYNC_SOAK_RUNS", runs.to_string()),
+    );
+}
+
+/// `cargo xtask soak`: the long fault soak on a fresh test cluster.
+pub fn soak() -> Result<()> {
+    prereqs::ensure()?;
+    let cluster = test_cluster()?;
+    let mut tally = Tally::default();
+    soak_phase(&mut tally, &cluster, SOAK_RUNS);
+    cluster.stop()?;
+    if tally.failed > 0 || !tally.failed_phases.is_empty() {
+        return Err("the soak failed".into());
+    }
+    Ok(())
 }
 
 pub fn stop() -> Result<()> {
