@@ -2,6 +2,7 @@
 //! (in later modules) the simulators the integration tests start.
 
 pub mod db;
+pub mod fault_proxy;
 pub mod sim;
 pub mod threads;
 pub mod workers;

@@ -1,5 +1,6 @@
 //! The fault soak: seeded runs of a Threads sync by the background workers and a feed pull,
-//! through 5xx answers, throttling, hangs past the timeout and malformed or cut bodies, with
+//! through 5xx answers, throttling, hangs past the timeout and malformed or cut bodies (the
+//! simulator for Threads, a fault proxy in front of the feed server for the feed), with
 //! kill -9 of a worker and two immediate restarts of the server per run. Afterwards the data
 //! equal a clean run's: Threads posts and latest metrics as the simulator serves them, with
 //! the layer invariants; feed rows exactly the provider's.
@@ -9,6 +10,7 @@
 
 use postgres::Client;
 use pullsync_tests::db::{connect, fresh_extension_database, try_connect_as};
+use pullsync_tests::fault_proxy::{FaultProxy, FeedFaults};
 use pullsync_tests::sim::faults::{FaultKind, FaultSpec, Faults};
 use pullsync_tests::sim::world::{World, WorldConfig};
 use pullsync_tests::sim::{SimConfig, SimServer};
@@ -55,6 +57,7 @@ fn api_fault(kind: FaultKind, probability: f64) -> FaultSpec {
 #[derive(Default, Debug)]
 struct Tally {
     api_faults: u64,
+    feed_faults: u64,
     kills: u64,
     restarts: u64,
     /// Kills and restarts that hit while the Threads run was still going.
@@ -167,12 +170,23 @@ fn one_run(seed: u64, sim: &SimServer, pgdata: &str, tally: &mut Tally) {
         &[&messages],
     )
     .unwrap();
+    // The consumer reaches the feed server through a proxy that injects the same faults.
+    let proxy = FaultProxy::start(
+        FEED_URL,
+        FeedFaults {
+            server_error: 0.05,
+            throttled: 0.02,
+            hang: 0.01,
+            malformed: 0.01,
+        },
+        seed,
+    );
     let mut consumer = fresh_extension_database(CONSUMER_DB);
     consumer
         .execute(
             "SELECT pullsync.feed_add_source('soak', $1, $2, batch_size => 25, rate_limit => 10000,
                                              timeout => '2 s', max_retries => 2, retry_delay => '10 ms')",
-            &[&FEED_URL, &KEY],
+            &[&proxy.url, &KEY],
         )
         .unwrap();
     drop(consumer);
@@ -259,6 +273,7 @@ fn one_run(seed: u64, sim: &SimServer, pgdata: &str, tally: &mut Tally) {
     );
 
     feed.join().expect("the feed thread");
+    tally.feed_faults += proxy.fired();
     let provided = feed_rows(&mut db);
     let pulled = feed_rows(&mut connect_retrying_to(CONSUMER_DB));
     if provided != pulled {
@@ -309,8 +324,9 @@ fn seeded_fault_runs_end_with_the_data_of_a_clean_run() {
         .unwrap();
     admin.batch_execute("SELECT pg_reload_conf()").unwrap();
     println!(
-        "soak: {runs} runs, {} API faults, {} kill -9, {} immediate restarts ({} during a sync), {} recovery cycles, {} differences",
+        "soak: {runs} runs, {} Threads API faults, {} feed HTTP faults, {} kill -9, {} immediate restarts ({} during a sync), {} recovery cycles, {} differences",
         tally.api_faults,
+        tally.feed_faults,
         tally.kills,
         tally.restarts,
         tally.mid_run,

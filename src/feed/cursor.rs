@@ -113,10 +113,10 @@ pub fn decode(text: &str, key: &[u8], stream: &str, now: i64) -> Result<Cursor, 
     if wire.s != stream {
         return Err(CursorError::WrongStream);
     }
-    if wire.t > now + FUTURE_SKEW_SECS {
+    if wire.t > now.saturating_add(FUTURE_SKEW_SECS) {
         return Err(CursorError::FromTheFuture);
     }
-    if now - wire.t > MAX_AGE_SECS {
+    if now.saturating_sub(wire.t) > MAX_AGE_SECS {
         return Err(CursorError::Expired);
     }
     Ok(Cursor {
@@ -212,6 +212,32 @@ mod tests {
         #[test]
         fn base64_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode(&URL_SAFE_NO_PAD.encode(bytes), KEY, "conversations", NOW);
+        }
+
+        /// Signed cursors with any issue time and position: checked, never a panic.
+        #[test]
+        fn any_signed_cursor_is_checked_without_panic(xid in any::<u64>(), t in any::<i64>(), now in any::<i64>()) {
+            let c = Cursor { position: Position { xid, id: "m1".into() }, stream: "conversations".into(), issued_at: t };
+            let _ = decode(&encode(&c, KEY, 1), KEY, "conversations", now);
+        }
+
+        /// Changing any one character of a cursor makes it unusable.
+        #[test]
+        fn any_altered_character_is_refused(xid in any::<u64>(), id in "[a-z0-9]{1,20}", at in any::<prop::sample::Index>(), to in "[A-Za-z0-9_-]") {
+            let c = Cursor { position: Position { xid, id }, stream: "conversations".into(), issued_at: NOW };
+            let text = encode(&c, KEY, 9);
+            let i = at.index(text.len());
+            prop_assume!(text[i..i + 1] != to);
+            let altered = format!("{}{}{}", &text[..i], to, &text[i + 1..]);
+            prop_assert!(decode(&altered, KEY, "conversations", NOW).is_err());
+        }
+
+        /// Well-formed JSON in the cursor's shape with arbitrary values, unsigned: refused.
+        #[test]
+        fn forged_wire_values_are_refused(v in any::<u8>(), x in any::<u64>(), i in ".{0,20}", s in ".{0,20}", t in any::<i64>(), n in any::<u64>(), m in "[0-9a-f]{0,40}") {
+            let wire = Wire { v, x, i, s, t, n, m };
+            let text = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap());
+            prop_assert!(decode(&text, KEY, "conversations", NOW).is_err());
         }
     }
 }
