@@ -60,6 +60,14 @@ fn a_role_without_grants_can_neither_run_functions_nor_read_tokens() {
         "SELECT * FROM pullsync.workspace_threads_tokens",
         "SELECT * FROM pullsync.workspace_threads_posts",
         "SHOW pullsync.encryption_key",
+        "SELECT pullsync.threads_scheduled_sync()",
+        "SELECT pullsync.threads_sync_account('00000000-0000-0000-0000-000000000000')",
+        "SELECT pullsync.run_jobs()",
+        "SELECT pullsync.feed_pull('partner', 'incremental')",
+        "SELECT pullsync.threads_refresh_tokens('7 days')",
+        "SELECT pullsync.rotate_encryption_key('MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')",
+        "SELECT * FROM pullsync.feed_sources",
+        "SELECT * FROM pullsync.feed_consumers",
     ];
     for sql in denied {
         assert_eq!(
