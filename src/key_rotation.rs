@@ -63,17 +63,18 @@ fn rotate(new_key: &str) -> Result<Value> {
                         })?;
                 resealed.push((ctid, moved));
             }
-            for (ctid, moved) in &resealed {
-                client.update(
-                    &format!("UPDATE {table} SET {column} = $1 WHERE ctid = $2::tid"),
-                    None,
-                    &[moved.as_str().into(), ctid.as_str().into()],
-                )?;
-            }
-            counts.insert(
-                table.trim_start_matches("pullsync.").to_string(),
-                json!(resealed.len()),
-            );
+            let n = resealed.len();
+            let (ctids, moved): (Vec<String>, Vec<String>) = resealed.into_iter().unzip();
+            client.update(
+                &format!(
+                    "UPDATE {table} t SET {column} = v.sealed
+                       FROM unnest($1::text[], $2::text[]) AS v(ctid, sealed)
+                      WHERE t.ctid = v.ctid::tid"
+                ),
+                None,
+                &[ctids.into(), moved.into()],
+            )?;
+            counts.insert(table.trim_start_matches("pullsync.").to_string(), json!(n));
         }
         // The rest of this session already uses the new key.
         client.update(

@@ -2,6 +2,7 @@
 //! answers some requests itself — a 5xx, a 429 with Retry-After, a hang past the consumer's
 //! timeout, a malformed body — by a seeded draw, and passes the others through.
 
+use crate::local_server::LocalServer;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -31,8 +32,7 @@ pub struct FaultProxy {
     /// e.g. `http://127.0.0.1:40123`
     pub url: String,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: LocalServer,
 }
 
 /// A draw in [0, 1) from the seed and the request's number.
@@ -113,49 +113,20 @@ impl FaultProxy {
             fired: AtomicU64::new(0),
             client: reqwest::Client::new(),
         });
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("a free port");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                tokio::select! {
-                    served = axum::serve(listener, app) => served.expect("serve"),
-                    _ = rx => {}
-                }
-            });
-        });
+        let server = LocalServer::start(app, 0, 1, "fault-proxy").expect("a free port");
         FaultProxy {
-            url,
+            url: server.base_url.clone(),
             shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
     /// Requests answered with a fault so far.
     pub fn fired(&self) -> u64 {
         self.shared.fired.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

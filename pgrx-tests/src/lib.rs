@@ -3,6 +3,8 @@
 
 pub mod db;
 pub mod fault_proxy;
+pub mod feed;
+pub mod local_server;
 pub mod sim;
 pub mod threads;
 pub mod workers;

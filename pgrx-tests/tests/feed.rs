@@ -5,8 +5,8 @@
 
 use postgres::Client;
 use pullsync_tests::db::{connect, fresh_extension_database, sqlstate_of};
+use pullsync_tests::feed::rows;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -70,28 +70,6 @@ fn consumer(name: &str, batch: i32) -> Client {
     c
 }
 
-/// Every row of both tables as (id → hash of its content).
-fn snapshot(db: &mut Client) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let rows = |db: &mut Client, sql: &str| -> BTreeMap<String, String> {
-        db.query(sql, &[])
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
-    };
-    (
-        rows(
-            db,
-            "SELECT id, md5(row(user_id, started_at, ended_at, last_message_at, updated_at)::text) FROM pullsync.conversations",
-        ),
-        rows(
-            db,
-            "SELECT id, md5(row(conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)::text)
-               FROM pullsync.conversation_messages",
-        ),
-    )
-}
-
 fn pull(c: &mut Client, max_pages: Option<i32>) -> Value {
     c.query_one(
         "SELECT pullsync.feed_pull('partner', 'incremental', $1)",
@@ -147,8 +125,8 @@ fn two_databases_end_to_end_with_writers_and_a_late_commit() {
     let third = pull(&mut c, None);
     assert_eq!(third["status"], "completed", "{third}");
 
-    let (source_conversations, source_messages) = snapshot(&mut p);
-    let (target_conversations, target_messages) = snapshot(&mut c);
+    let (source_conversations, source_messages) = rows(&mut p);
+    let (target_conversations, target_messages) = rows(&mut c);
     assert_eq!(source_messages.len(), 100_000 + 300 + 1);
     assert!(
         target_messages.contains_key("late-1"),
@@ -213,7 +191,7 @@ fn killing_the_consumer_mid_pull_resumes_without_loss_or_duplicates() {
     let mut c = connect("it_feed_kill");
     let resumed = pull(&mut c, None);
     assert_eq!(resumed["status"], "completed", "{resumed}");
-    assert_eq!(snapshot(&mut c), snapshot(&mut p));
+    assert_eq!(rows(&mut c), rows(&mut p));
     let per_page: i64 = c
         .query_one(
             "SELECT count(*) FROM pullsync.sync_checkpoints WHERE items > 100",
@@ -224,34 +202,44 @@ fn killing_the_consumer_mid_pull_resumes_without_loss_or_duplicates() {
     assert_eq!(per_page, 0, "no page larger than the batch");
 }
 
+/// Walks `feed_all_messages` page by page with `lim` rows a page, until the last page or
+/// until `enough` rows; returns the items.
+fn all_messages(p: &mut Client, lim: i32, enough: Option<usize>) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page: Value = p
+            .query_one(
+                "SELECT pullsync.feed_all_messages('partner', NULL, $1, $2)",
+                &[&cursor, &lim],
+            )
+            .unwrap()
+            .get(0);
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) if enough.is_none_or(|n| items.len() <= n) => {
+                cursor = Some(next.to_string())
+            }
+            _ => return items,
+        }
+    }
+}
+
 #[test]
 fn any_page_size_yields_every_row_exactly_once() {
     let _serial = serial();
     let mut p = provider(300, 3_000);
     for lim in [1, 7, 100, 999, 5000] {
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page: Value = p
-                .query_one(
-                    "SELECT pullsync.feed_all_messages('partner', NULL, $1, $2)",
-                    &[&cursor, &lim],
-                )
-                .unwrap()
-                .get(0);
-            for item in page["items"].as_array().unwrap() {
-                seen.push(item["id"].as_str().unwrap().to_string());
-                assert!(item["risk"]["level"].is_string() && item["risk"]["categories"].is_array());
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_string()),
-                None => break,
-            }
-            if lim == 1 && seen.len() > 200 {
-                // A page size of one proves the point without 3,000 round trips.
-                break;
-            }
-        }
+        // A page size of one proves the point without 3,000 round trips.
+        let enough = (lim == 1).then_some(200);
+        let items = all_messages(&mut p, lim, enough);
+        assert!(items
+            .iter()
+            .all(|i| i["risk"]["level"].is_string() && i["risk"]["categories"].is_array()));
+        let seen: Vec<String> = items
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
         let unique: std::collections::HashSet<&String> = seen.iter().collect();
         assert_eq!(unique.len(), seen.len(), "lim {lim}: no row twice");
         if lim > 1 {
@@ -344,24 +332,10 @@ fn rows_written_on_both_sides_of_an_xid_digit_boundary_are_all_served() {
         "{low}..{high} around {boundary}"
     );
     for lim in [1, 3] {
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page: Value = p
-                .query_one(
-                    "SELECT pullsync.feed_all_messages('partner', NULL, $1, $2)",
-                    &[&cursor, &lim],
-                )
-                .unwrap()
-                .get(0);
-            for item in page["items"].as_array().unwrap() {
-                seen.push(item["id"].as_str().unwrap().to_string());
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_string()),
-                None => break,
-            }
-        }
+        let seen: Vec<String> = all_messages(&mut p, lim, None)
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
         let expected: Vec<String> = (1..=written).map(|n| format!("m{n}")).collect();
         assert_eq!(
             seen, expected,
@@ -518,7 +492,7 @@ fn a_queued_pull_runs_through_the_job_runner() {
         .get(0);
     assert_eq!(status["state"], "completed", "{status}");
     assert_eq!(status["result"]["items"]["messages"], 2_000);
-    assert_eq!(snapshot(&mut c), snapshot(&mut p));
+    assert_eq!(rows(&mut c), rows(&mut p));
     assert_eq!(
         sqlstate_of(&mut c, "SELECT pullsync.feed_enqueue('nobody')").as_deref(),
         Some("42704")
@@ -589,13 +563,13 @@ fn reconcile_names_exactly_the_missing_and_extra_rows_and_repair_restores_equali
     c.batch_execute("DELETE FROM pullsync.conversation_messages WHERE id = 'stray'")
         .unwrap();
     assert_eq!(reconcile(&mut c, true)["status"], "success");
-    assert_eq!(snapshot(&mut p), snapshot(&mut c), "equal row by row");
+    assert_eq!(rows(&mut p), rows(&mut c), "equal row by row");
 
     c.batch_execute("DELETE FROM pullsync.conversation_messages WHERE id = 'm9'")
         .unwrap();
     let fixed = reconcile(&mut c, true);
     assert_eq!(fixed["status"], "repaired", "{fixed}");
-    assert_eq!(snapshot(&mut p), snapshot(&mut c));
+    assert_eq!(rows(&mut p), rows(&mut c));
 
     for (sql, state) in [
         (

@@ -15,16 +15,6 @@ const PROVIDER: &str = "it_workers";
 const CONSUMER_KEY: &str = "secret-consumer-key-71d3a9";
 const WRONG_KEY: &str = "secret-wrong-key-0c55e2";
 
-fn fault(kind: FaultKind, probability: f64) -> FaultSpec {
-    FaultSpec {
-        kind,
-        account: None,
-        endpoint: None,
-        times: None,
-        probability: Some(probability),
-    }
-}
-
 /// Every row of every table of the database's own schemas, as text.
 fn all_rows(db: &mut Client) -> String {
     let tables: Vec<String> = db
@@ -62,9 +52,9 @@ fn error_text(e: postgres::Error) -> String {
 fn no_plaintext_secret_reaches_logs_tables_errors_or_activity() {
     let mut config = SimConfig::small(4, 40);
     config.faults = vec![
-        fault(FaultKind::ServerError { status: 500 }, 0.05),
-        fault(FaultKind::MalformedJson, 0.02),
-        fault(FaultKind::TooManyRequests { retry_after: 1 }, 0.02),
+        FaultSpec::everywhere(FaultKind::ServerError { status: 500 }, 0.05),
+        FaultSpec::everywhere(FaultKind::MalformedJson, 0.02),
+        FaultSpec::everywhere(FaultKind::TooManyRequests { retry_after: 1 }, 0.02),
     ];
     let mut f = threads_fixture("it_secrets", &config);
     f.sim.add_fault(FaultSpec {

@@ -8,9 +8,9 @@
 //! It restarts the cluster, so it runs alone: `cargo xtask test` runs a few seeds after the
 //! other tests, `cargo xtask soak` runs 50 (PULLSYNC_SOAK_RUNS, PULLSYNC_SOAK_SEED).
 
-use postgres::Client;
 use pullsync_tests::db::{connect, fresh_extension_database, try_connect_as};
 use pullsync_tests::fault_proxy::{FaultProxy, FeedFaults};
+use pullsync_tests::feed;
 use pullsync_tests::sim::faults::{FaultKind, FaultSpec, Faults};
 use pullsync_tests::sim::world::{World, WorldConfig};
 use pullsync_tests::sim::{SimConfig, SimServer};
@@ -19,7 +19,6 @@ use pullsync_tests::workers::{
     connect_retrying, connect_retrying_to, differences, finished, queue, wait_finished, wait_for,
     worker_pids, DB, SIM_PORT,
 };
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,16 +43,6 @@ impl Seeded {
     }
 }
 
-fn api_fault(kind: FaultKind, probability: f64) -> FaultSpec {
-    FaultSpec {
-        kind,
-        account: None,
-        endpoint: None,
-        times: None,
-        probability: Some(probability),
-    }
-}
-
 #[derive(Default, Debug)]
 struct Tally {
     api_faults: u64,
@@ -64,23 +53,6 @@ struct Tally {
     mid_run: u64,
     recovery_cycles: u64,
     differences: Vec<String>,
-}
-
-/// Every feed row as (id → digest of its content).
-fn feed_rows(db: &mut Client) -> BTreeMap<String, String> {
-    db.query(
-        "SELECT 'c:' || id, md5(row(user_id, started_at, ended_at, last_message_at, updated_at)::text)
-           FROM pullsync.conversations
-         UNION ALL
-         SELECT 'm:' || id, md5(row(conversation_id, role, content_redacted, risk_level, risk_categories,
-                                    created_at, updated_at)::text)
-           FROM pullsync.conversation_messages",
-        &[],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
 }
 
 fn restart_immediately(pgdata: &str) {
@@ -136,11 +108,11 @@ fn one_run(seed: u64, sim: &SimServer, pgdata: &str, tally: &mut Tally) {
         let mut faults = sim.sim.faults.lock().unwrap();
         *faults = Faults::new(seed);
         for spec in [
-            api_fault(FaultKind::ServerError { status: 500 }, 0.05),
-            api_fault(FaultKind::TooManyRequests { retry_after: 1 }, 0.02),
-            api_fault(FaultKind::Hang, 0.01),
-            api_fault(FaultKind::MalformedJson, 0.01),
-            api_fault(FaultKind::TruncatedBody, 0.01),
+            FaultSpec::everywhere(FaultKind::ServerError { status: 500 }, 0.05),
+            FaultSpec::everywhere(FaultKind::TooManyRequests { retry_after: 1 }, 0.02),
+            FaultSpec::everywhere(FaultKind::Hang, 0.01),
+            FaultSpec::everywhere(FaultKind::MalformedJson, 0.01),
+            FaultSpec::everywhere(FaultKind::TruncatedBody, 0.01),
         ] {
             faults.add(spec);
         }
@@ -274,9 +246,15 @@ fn one_run(seed: u64, sim: &SimServer, pgdata: &str, tally: &mut Tally) {
 
     feed.join().expect("the feed thread");
     tally.feed_faults += proxy.fired();
-    let provided = feed_rows(&mut db);
-    let pulled = feed_rows(&mut connect_retrying_to(CONSUMER_DB));
-    if provided != pulled {
+    let provided = feed::rows(&mut db);
+    let pulled = feed::rows(&mut connect_retrying_to(CONSUMER_DB));
+    for (stream, provided, pulled) in [
+        ("conversations", &provided.0, &pulled.0),
+        ("messages", &provided.1, &pulled.1),
+    ] {
+        if provided == pulled {
+            continue;
+        }
         let missing = provided.keys().filter(|k| !pulled.contains_key(*k)).count();
         let differ = provided
             .iter()
@@ -284,7 +262,7 @@ fn one_run(seed: u64, sim: &SimServer, pgdata: &str, tally: &mut Tally) {
             .count();
         let extra = pulled.keys().filter(|k| !provided.contains_key(*k)).count();
         tally.differences.push(format!(
-            "seed {seed}, feed: {missing} missing, {differ} differ, {extra} extra of {}",
+            "seed {seed}, feed {stream}: {missing} missing, {differ} differ, {extra} extra of {}",
             provided.len()
         ));
     }

@@ -75,17 +75,22 @@ fn tenant_role(db: &mut Client, role: &str, workspace: Option<&str>) {
     }
 }
 
-/// What `role` counts in each readable table or view, and the workspaces it sees.
-fn seen_by(role: &str) -> (Vec<i64>, Vec<String>) {
-    let mut c = connect_as(DB, role);
-    let counts = READABLE
+/// The rows `c` counts in each readable table or view.
+fn counts(c: &mut Client) -> Vec<i64> {
+    READABLE
         .iter()
         .map(|(t, _)| {
             c.query_one(&format!("SELECT count(*) FROM {t}"), &[])
                 .unwrap()
                 .get(0)
         })
-        .collect();
+        .collect()
+}
+
+/// What `role` counts in each readable table or view, and the workspaces it sees.
+fn seen_by(role: &str) -> (Vec<i64>, Vec<String>) {
+    let mut c = connect_as(DB, role);
+    let counts = counts(&mut c);
     let workspaces = c
         .query(
             "SELECT DISTINCT workspace_id::text FROM pullsync.workspace_threads_accounts ORDER BY 1",
@@ -125,15 +130,7 @@ fn a_tenant_role_reads_only_its_workspace() {
         (both.clone(), vec![WS_A.to_string(), WS_B.to_string()])
     );
     // The superuser (and the extension's own functions and workers) see everything.
-    let counts: Vec<i64> = READABLE
-        .iter()
-        .map(|(t, _)| {
-            db.query_one(&format!("SELECT count(*) FROM {t}"), &[])
-                .unwrap()
-                .get(0)
-        })
-        .collect();
-    assert_eq!(counts, both);
+    assert_eq!(counts(&mut db), both);
 
     // A tenant sees only its own mapping and cannot map itself elsewhere, nor read tokens.
     let mut a = connect_as(DB, "it_tenant_a");

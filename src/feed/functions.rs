@@ -27,6 +27,16 @@ fn bound(value: Option<TimestampWithTimeZone>) -> Option<chrono::DateTime<chrono
     value.and_then(to_chrono)
 }
 
+/// A page of `stream` for the SQL functions below.
+fn page(
+    consumer_id: &str,
+    stream: serve::Stream,
+    cursor: Option<String>,
+    lim: Option<i32>,
+) -> JsonB {
+    JsonB(serve::page(consumer_id, stream, cursor.as_deref(), required(lim, "lim")).or_raise())
+}
+
 /// One page of conversations for a consumer, in commit-safe order:
 /// `{"items": [...], "next_cursor": …, "checkpoint": …}`.
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
@@ -43,15 +53,7 @@ fn feed_conversations(
         updated_after: bound(updated_after),
         user_id: user_id.as_deref(),
     };
-    JsonB(
-        serve::page(
-            &consumer_id,
-            stream,
-            cursor.as_deref(),
-            required(lim, "lim"),
-        )
-        .or_raise(),
-    )
+    page(&consumer_id, stream, cursor, lim)
 }
 
 /// One page of one conversation's messages.
@@ -68,15 +70,7 @@ fn feed_messages(
     let stream = serve::Stream::ConversationMessages {
         conversation_id: &conversation_id,
     };
-    JsonB(
-        serve::page(
-            &consumer_id,
-            stream,
-            cursor.as_deref(),
-            required(lim, "lim"),
-        )
-        .or_raise(),
-    )
+    page(&consumer_id, stream, cursor, lim)
 }
 
 /// One page of all messages.
@@ -92,15 +86,7 @@ fn feed_all_messages(
     let stream = serve::Stream::AllMessages {
         updated_after: bound(updated_after),
     };
-    JsonB(
-        serve::page(
-            &consumer_id,
-            stream,
-            cursor.as_deref(),
-            required(lim, "lim"),
-        )
-        .or_raise(),
-    )
+    page(&consumer_id, stream, cursor, lim)
 }
 
 /// Counts in [start, end) for reconciliation.

@@ -7,12 +7,11 @@ use super::store::{self, AccountRow, LogContext, WriteCounts};
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::http::HttpClient;
-use crate::{runtime, subxact};
+use crate::runtime;
 use chrono::Utc;
 use futures_util::future::join_all;
 use pgrx::Uuid;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 #[derive(Debug)]
 pub struct AccountResult {
@@ -147,37 +146,18 @@ pub fn write_failed(
     Ok(AccountResult::unpulled(account_id, &error))
 }
 
-/// Syncs `rows` in the calling backend, in batches of `pullsync.batch_size`: a batch is
-/// pulled concurrently, then written account by account. With `isolate`, each write is a
-/// subtransaction, so an ERROR in one account leaves the others written.
-pub fn sync_accounts(
-    rows: &[AccountRow],
-    log: &LogContext,
-    isolate: bool,
-) -> Result<Vec<AccountResult>> {
-    let batch_size = config::BATCH_SIZE.get().max(1) as usize;
-    let batch_delay = Duration::from_millis(config::BATCH_DELAY_MS.get() as u64);
-    let mut results = Vec::with_capacity(rows.len());
-    for (batch_no, batch) in rows.chunks(batch_size).enumerate() {
-        if batch_no > 0 && !batch_delay.is_zero() {
-            runtime::sleep(batch_delay, runtime::Cancel::Backend)?;
-        }
-        let (ready, failed) = prepare(batch, log)?;
-        results.extend(failed);
-        let pulls = pull(&ready, runtime::Cancel::Backend)?;
-        for (r, pulled) in ready.iter().zip(pulls) {
-            let outcome = if isolate {
-                subxact::run(|| write(r, &pulled, log))
-            } else {
-                write(r, &pulled, log)
-            };
-            results.push(match outcome {
-                Ok(result) => result,
-                Err(e) => write_failed(r.row.id, &e, log)?,
-            });
-        }
-    }
-    Ok(results)
+/// One account in the calling backend and transaction: open, pull, write.
+fn sync_here(row: AccountRow, log: &LogContext) -> Result<AccountResult> {
+    let (mut ready, mut failed) = prepare(&[row], log)?;
+    let Some(r) = ready.pop() else {
+        return failed.pop().ok_or_else(|| {
+            PullsyncError::Internal("the account was neither opened nor failed".into())
+        });
+    };
+    let pulled = pull(std::slice::from_ref(&r), runtime::Cancel::Backend)?
+        .pop()
+        .ok_or_else(|| PullsyncError::Internal("the pull returned no account".into()))?;
+    write(&r, &pulled, log).or_else(|e| write_failed(r.row.id, &e, log))
 }
 
 /// `threads_sync_account`: one account, synchronously, in the caller's transaction.
@@ -201,11 +181,7 @@ pub fn sync_one(account_id: Uuid) -> Result<Value> {
             json!({ "account_id": account_id.to_string(), "status": "skipped", "error": error }),
         );
     };
-    let results = sync_accounts(&[row], &log, false)?;
-    let result = results
-        .first()
-        .map(AccountResult::to_json)
-        .unwrap_or(Value::Null);
+    let result = sync_here(row, &log)?.to_json();
     let status = match result["status"].as_str() {
         Some("completed" | "skipped") => "completed",
         Some("partial") => "partial",

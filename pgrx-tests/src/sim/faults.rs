@@ -91,6 +91,19 @@ pub struct FaultSpec {
     pub probability: Option<f64>,
 }
 
+impl FaultSpec {
+    /// `kind` on every account and endpoint, with `probability` per request.
+    pub fn everywhere(kind: FaultKind, probability: f64) -> FaultSpec {
+        FaultSpec {
+            kind,
+            account: None,
+            endpoint: None,
+            times: None,
+            probability: Some(probability),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ActiveFault {
     pub id: u64,

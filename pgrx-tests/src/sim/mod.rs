@@ -9,6 +9,7 @@ mod api;
 pub mod faults;
 pub mod world;
 
+use crate::local_server::LocalServer;
 use faults::{Endpoint, FaultKind, FaultSpec, Faults};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -121,41 +122,18 @@ pub struct SimServer {
     /// e.g. `http://127.0.0.1:40123`
     pub base_url: String,
     pub sim: Arc<Sim>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: LocalServer,
 }
 
 impl SimServer {
     /// Starts on an ephemeral port (or `port`), with `threads` runtime worker threads.
     pub fn start_on(config: &SimConfig, port: u16, threads: usize) -> std::io::Result<SimServer> {
         let sim = Arc::new(Sim::new(config));
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
-        listener.set_nonblocking(true)?;
-        let base_url = format!("http://{}", listener.local_addr()?);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(sim.clone());
-        let thread = std::thread::Builder::new()
-            .name("threads-sim".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads.max(1))
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                // Not a graceful shutdown: a hanging request must not keep the server up.
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    tokio::select! {
-                        served = axum::serve(listener, app) => served.expect("serve"),
-                        _ = rx => {}
-                    }
-                });
-            })?;
+        let server = LocalServer::start(router(sim.clone()), port, threads, "threads-sim")?;
         Ok(SimServer {
-            base_url,
+            base_url: server.base_url.clone(),
             sim,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -198,17 +176,6 @@ impl SimServer {
 
     pub fn reset_counters(&self) {
         *self.sim.counters.lock().unwrap() = Counters::default();
-    }
-}
-
-impl Drop for SimServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

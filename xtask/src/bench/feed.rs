@@ -23,21 +23,15 @@ pub struct Size {
 }
 
 impl Size {
-    pub fn pull_rows_per_second(&self) -> Summary {
-        let rates: Vec<f64> = self
-            .pull_seconds
-            .iter()
-            .map(|s| self.rows as f64 / s)
-            .collect();
+    fn rows_per_second(&self, seconds: &[f64]) -> Summary {
+        let rates: Vec<f64> = seconds.iter().map(|s| self.rows as f64 / s).collect();
         Summary::of(&rates)
     }
+    pub fn pull_rows_per_second(&self) -> Summary {
+        self.rows_per_second(&self.pull_seconds)
+    }
     pub fn copy_rows_per_second(&self) -> Summary {
-        let rates: Vec<f64> = self
-            .copy_seconds
-            .iter()
-            .map(|s| self.rows as f64 / s)
-            .collect();
-        Summary::of(&rates)
+        self.rows_per_second(&self.copy_seconds)
     }
     /// The pull's speed as a fraction of COPY's, pair by pair.
     pub fn fraction_of_copy(&self) -> Summary {

@@ -80,7 +80,7 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
     let (mut seed, mut dlt) = (Vec::new(), Vec::new());
     for rep in 1..=plan.reps {
         for &accounts in &sizes {
-            let world = World::start(bench, accounts, plan.posts_per_account)?;
+            let world = World::new(bench, accounts, plan.posts_per_account);
             println!("\nxtask: bench run {rep}: pg_pullsync, {accounts} accounts");
             ours.entry(accounts)
                 .or_default()
@@ -120,7 +120,7 @@ struct World {
 }
 
 impl World {
-    fn start(bench: &Bench, accounts: usize, posts: usize) -> Result<World> {
+    fn new(bench: &Bench, accounts: usize, posts: usize) -> World {
         let mut args: Vec<String> = [
             "--accounts",
             &accounts.to_string(),
@@ -134,11 +134,11 @@ impl World {
         .map(String::from)
         .to_vec();
         args.extend(LATENCY.map(String::from));
-        Ok(World {
+        World {
             accounts,
             args,
             log: bench.home.join("threads-sim.log"),
-        })
+        }
     }
 
     fn simulator(&self) -> Result<Simulator> {
