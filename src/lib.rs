@@ -16,6 +16,7 @@ mod pg_time;
 pub mod reconcile;
 mod retention;
 mod runtime;
+pub mod schema_version;
 mod subxact;
 pub mod threads;
 
@@ -29,6 +30,7 @@ extension_sql_file!(
     name = "monitor",
     requires = ["schema"]
 );
+extension_sql_file!("../sql/backup.sql", name = "backup", requires = ["schema"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Names schema `pullsync` for pgrx, so `#[pg_extern(schema = "pullsync")]` can refer to

@@ -1,10 +1,12 @@
 //! Test tooling for pg_pullsync: helpers that drive a real cluster over a connection, and
 //! (in later modules) the simulators the integration tests start.
 
+pub mod catalog;
 pub mod db;
 pub mod fault_proxy;
 pub mod feed;
 pub mod local_server;
+pub mod server;
 pub mod sim;
 pub mod threads;
 pub mod workers;

@@ -55,26 +55,6 @@ struct Tally {
     differences: Vec<String>,
 }
 
-fn restart_immediately(pgdata: &str) {
-    let log = std::path::Path::new(pgdata).with_file_name("server.log");
-    let status = std::process::Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "/usr/lib/postgresql/15/bin/pg_ctl",
-            "-D",
-            pgdata,
-            "-l",
-        ])
-        .arg(log)
-        .args(["-m", "immediate", "-w", "-t", "120", "restart"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("pg_ctl");
-    assert!(status.success(), "pg_ctl restart -m immediate failed");
-}
-
 /// Pulls the feed into the consumer until a pull completes after `chaos_over` is set;
 /// connections lost to crashes are simply made again.
 fn pull_until_complete(chaos_over: Arc<AtomicBool>) -> u64 {
@@ -94,7 +74,7 @@ fn pull_until_complete(chaos_over: Arc<AtomicBool>) -> u64 {
     }
 }
 
-fn one_run(seed: u64, sim: &SimServer, pgdata: &str, tally: &mut Tally) {
+fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     let mut rng = Seeded(seed);
     *sim.sim.world.write().unwrap() = World::generate(&WorldConfig {
         seed,
@@ -203,7 +183,7 @@ fn one_run(seed: u64, sim: &SimServer, pgdata: &str, tally: &mut Tally) {
                 }
             }
             _ => {
-                restart_immediately(pgdata);
+                pullsync_tests::server::restart("immediate");
                 tally.restarts += 1;
             }
         }
@@ -278,7 +258,6 @@ fn seeded_fault_runs_end_with_the_data_of_a_clean_run() {
             .unwrap_or(default)
     };
     let (runs, first_seed) = (env("PULLSYNC_SOAK_RUNS", 3), env("PULLSYNC_SOAK_SEED", 1));
-    let pgdata = std::env::var("PULLSYNC_TEST_PGDATA").expect("PULLSYNC_TEST_PGDATA");
     let sim =
         SimServer::start_on(&SimConfig::small(1, 1), SIM_PORT, 2).expect("simulator on 28818");
     // A hang costs one second, not the default thirty.
@@ -290,7 +269,7 @@ fn seeded_fault_runs_end_with_the_data_of_a_clean_run() {
     let mut tally = Tally::default();
     for seed in first_seed..first_seed + runs {
         let started = std::time::Instant::now();
-        one_run(seed, &sim, &pgdata, &mut tally);
+        one_run(seed, &sim, &mut tally);
         println!(
             "soak: seed {seed} done in {:.1} s; so far {tally:?}",
             started.elapsed().as_secs_f64()

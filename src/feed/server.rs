@@ -373,6 +373,7 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
     }
     log!("{SERVER_TYPE}: serving database \"{database}\" on http://{listen}");
     let mut limiters: HashMap<String, (i32, RateLimiter)> = HashMap::new();
+    let mut schema = crate::jobs::worker::SchemaWatch::default();
     while !stopping() {
         crate::jobs::worker::absorb_barriers();
         if BackgroundWorker::sighup_received() {
@@ -382,7 +383,17 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
         }
         match requests.recv_timeout(Duration::from_millis(100)) {
             Ok(call) => {
-                let reply = answer(&call, &mut limiters);
+                let reply = if schema.ready(&database) {
+                    answer(&call, &mut limiters)
+                } else {
+                    let mut a = error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        "pg_pullsync is not installed or not yet updated in the provider database; retry later",
+                    );
+                    a.retry_after = Some(30);
+                    a
+                };
                 let _ = call.reply.send(reply);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -5,6 +5,7 @@ use super::runner::{self, Txn};
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::runtime::Cancel;
+use crate::schema_version::SchemaState;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::{PgTryBuilder, PgXactCallbackEvent};
@@ -94,17 +95,45 @@ impl Txn for Transactions {
     }
 }
 
-/// A read through `select`, which (unlike `Spi::get_one`) assigns no transaction id: the
-/// idle loop must not burn xids.
-fn extension_installed() -> Result<bool> {
+/// The state of this database's pg_pullsync schema. A read through `select`, which
+/// (unlike `Spi::get_one`) assigns no transaction id: the idle loop must not burn xids.
+fn schema_state() -> Result<SchemaState> {
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_pullsync')",
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_pullsync'",
             Some(1),
             &[],
         )?;
-        Ok(rows.first().get_one::<bool>()?.unwrap_or(false))
+        let installed = if rows.is_empty() {
+            None
+        } else {
+            rows.first().get_one::<String>()?
+        };
+        Ok(SchemaState::of(installed.as_deref()))
     })
+}
+
+/// The schema's state, logged whenever it changes into one the process waits in.
+#[derive(Default)]
+pub struct SchemaWatch {
+    last: Option<SchemaState>,
+}
+
+impl SchemaWatch {
+    /// Whether this version's SQL may run now.
+    pub fn ready(&mut self, database: &str) -> bool {
+        let state = Transactions
+            .run(schema_state)
+            .unwrap_or(SchemaState::NotInstalled);
+        if self.last.as_ref() != Some(&state) {
+            if let Some(line) = state.wait_message(&BackgroundWorker::get_name(), database) {
+                log!("{line}");
+            }
+        }
+        let ready = state == SchemaState::Current;
+        self.last = Some(state);
+        ready
+    }
 }
 
 /// What every pg_pullsync background process does first: take SIGHUP and SIGTERM, and
@@ -128,13 +157,14 @@ pub extern "C-unwind" fn pullsync_worker_main(_arg: pg_sys::Datum) {
         BackgroundWorker::get_name()
     );
 
+    let mut schema = SchemaWatch::default();
     while !stopping() {
         absorb_barriers();
         if BackgroundWorker::sighup_received() {
             // SAFETY: the documented way for a worker to reload its configuration.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let installed = Transactions.run(extension_installed).unwrap_or(false);
+        let installed = schema.ready(&database);
         let busy = installed
             && match runner::step(&Transactions, Cancel::Worker) {
                 Ok(busy) => busy,

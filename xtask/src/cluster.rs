@@ -1,23 +1,27 @@
 //! A PostgreSQL 15 cluster of the project's own, run as the postgres OS user (initdb
-//! refuses root): the demo cluster and the integration-test cluster.
+//! refuses root) from one installation tree: the demo cluster (the system installation),
+//! the test and benchmark clusters (private trees).
 
-use crate::prereqs::PG_BIN;
+use crate::pg_tree::PgTree;
 use crate::run::{cmd, Result, StatusOk};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 pub struct Cluster {
     /// Owned by postgres; holds pgdata/, the server log and the socket.
     pub home: PathBuf,
     pub port: u16,
+    /// The installation its server runs from.
+    pub tree: PgTree,
 }
 
 impl Cluster {
-    pub fn new(home: impl Into<PathBuf>, port: u16) -> Self {
+    pub fn new(home: impl Into<PathBuf>, port: u16, tree: PgTree) -> Self {
         Cluster {
             home: home.into(),
             port,
+            tree,
         }
     }
 
@@ -25,14 +29,14 @@ impl Cluster {
         self.home.join("pgdata")
     }
 
-    fn log_file(&self) -> PathBuf {
+    pub fn log_file(&self) -> PathBuf {
         self.home.join("server.log")
     }
 
     fn as_postgres(&self, program: &str) -> Command {
         let mut c = cmd("runuser");
         c.args(["-u", "postgres", "--"])
-            .arg(Path::new(PG_BIN).join(program));
+            .arg(self.tree.bin().join(program));
         c
     }
 

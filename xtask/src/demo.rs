@@ -2,9 +2,10 @@
 //! short report.
 
 use crate::cluster::Cluster;
-use crate::prereqs::{self, PG_CONFIG};
-use crate::run::{cargo, cmd, output_of, workspace_root, Result, StatusOk};
-use serde_json::Value;
+use crate::install::{build_and_install, Profile};
+use crate::pg_tree::PgTree;
+use crate::prereqs;
+use crate::run::{cmd, output_of, workspace_root, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ fn home() -> PathBuf {
 }
 
 pub fn cluster() -> Cluster {
-    Cluster::new(home(), DEMO_PORT)
+    Cluster::new(home(), DEMO_PORT, PgTree::system())
 }
 
 fn http(method: &str, path: &str, body: &str) -> Result<String> {
@@ -31,7 +32,7 @@ fn start_simulator() -> Result<()> {
     }
     crate::run::build_release_bin("threads-sim")?;
     let args = ["--accounts", "20", "--posts", "200", "--seed", "42"].map(String::from);
-    let child = crate::simulator::spawn(SIM_PORT, &args, &home().join("threads-sim.log"))?;
+    let child = crate::simulator::spawn("release", SIM_PORT, &args, &home().join("threads-sim.log"))?;
     std::fs::write(home().join("threads-sim.pid"), child.id().to_string())?;
     println!("xtask: threads-sim started on port {SIM_PORT} (20 accounts × 200 posts)");
     Ok(())
@@ -76,9 +77,9 @@ pub fn stop_simulator() -> Result<()> {
 
 pub fn demo() -> Result<()> {
     prereqs::ensure()?;
-    cargo()
-        .args(["pgrx", "install", "--release", "--pg-config", PG_CONFIG])
-        .status_ok()?;
+    // The demo is the one install into the system PostgreSQL: renamed into place, so a
+    // server running the previous build keeps running until the restart below.
+    build_and_install(&PgTree::system(), Profile::Release)?;
     let cluster = cluster();
     if !cluster.exists() {
         let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
@@ -100,23 +101,9 @@ pub fn demo() -> Result<()> {
         ),
     )?;
 
-    let accounts: Value = serde_json::from_str(&http("GET", "/admin/accounts", "")?)?;
-    let mut adds = String::new();
-    for a in accounts
-        .as_array()
-        .ok_or("unexpected /admin/accounts answer")?
-    {
-        adds.push_str(&format!(
-            "SELECT pullsync.threads_add_account('{WORKSPACE}', '{}', '{}', '{}', now() + interval '58 days');\n",
-            a["user_id"].as_str().unwrap_or_default(),
-            a["username"].as_str().unwrap_or_default(),
-            a["token"].as_str().unwrap_or_default(),
-        ));
-    }
-    cluster.psql_quiet("postgres", &adds)?;
+    let added = crate::simulator::add_accounts(&cluster, "postgres", SIM_PORT, WORKSPACE)?;
     println!(
-        "\nxtask: first sync of {} simulated accounts (queued; the background workers run it)",
-        accounts.as_array().map_or(0, Vec::len)
+        "\nxtask: first sync of {added} simulated accounts (queued; the background workers run it)"
     );
     run_and_wait(&cluster)?;
 

@@ -4,19 +4,28 @@
 mod bench;
 mod cluster;
 mod demo;
+mod install;
+mod package;
+mod pg_tree;
 mod prereqs;
 mod run;
+mod sentinel;
 mod simulator;
+mod upgrade;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test    install what is missing, then run every test (unit, pgrx, integration)
+  test    install what is missing, then run every test (unit, pgrx, integration,
+          upgrade, package) against private PostgreSQL trees under target/pg/;
+          --only <name>: just pgrx-tests/tests/<name>.rs on a fresh test cluster
+          (upgrade, soak and package run their own phase)
   demo    build and install the extension, start the demo cluster on port 28815 and
           the Threads simulator, sync it twice and print a report
   stop    stop the demo cluster and simulator
+  package build the Debian package of the extension (target/*.deb); --pg 15
   soak    the long fault soak: 50 seeded runs with API faults, kill -9 and restarts
   bench   run the benchmarks (about an hour) and write docs/BENCHMARKS.md and its chart;
           --quick: small sizes, written under target/bench/
@@ -25,10 +34,11 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("test") => run::test(),
+        Some("test") => run::test(&args[1..]),
         Some("demo") => demo::demo(),
         Some("stop") => run::stop(),
         Some("soak") => run::soak(),
+        Some("package") => package::package(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprint!("{USAGE}");

@@ -1,10 +1,9 @@
 //! Installs what a fresh Debian machine lacks, and skips what is present.
 
-use crate::run::{cmd, output_of, Result, StatusOk};
+use crate::install::build_tree;
+use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
 use std::path::PathBuf;
 
-pub const PG_CONFIG: &str = "/usr/lib/postgresql/15/bin/pg_config";
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PGRX_VERSION: &str = "0.18.1";
 
 /// The Debian packages DEVELOPERS.md names.
@@ -62,15 +61,22 @@ pub fn ensure() -> Result<()> {
             .status_ok()?;
     }
 
+    // Every build compiles against the private copy, which is also where the tests
+    // install: the system installation is only ever written by `cargo xtask demo`.
+    let tree = build_tree();
+    tree.ensure_copied()?;
+    let pg_config = tree.pg_config();
     let config = pgrx_home().join("config.toml");
     let initialised = std::fs::read_to_string(&config)
-        .map(|c| c.contains(PG_CONFIG))
+        .map(|c| c.contains(pg_config.to_str().expect("utf-8 path")))
         .unwrap_or(false);
     if initialised {
-        println!("xtask: pgrx knows the system PostgreSQL 15");
+        println!("xtask: pgrx knows the private PostgreSQL 15 tree");
     } else {
-        cmd("cargo")
-            .args(["pgrx", "init", "--pg15", PG_CONFIG])
+        std::fs::create_dir_all(pgrx_home())?;
+        crate::run::cargo()
+            .args(["pgrx", "init", "--pg15"])
+            .arg(&pg_config)
             .status_ok()?;
     }
     Ok(())
@@ -81,10 +87,8 @@ pub fn ensure_bench() -> Result<()> {
     install_missing(&["fonts-dejavu-core", "python3-venv"])
 }
 
-fn pgrx_home() -> PathBuf {
-    std::env::var_os("PGRX_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pgrx")
-        })
+/// pgrx's home for every cargo command of xtask: its own, so `~/.pgrx` (a developer's
+/// other pgrx projects) is neither read nor changed.
+pub fn pgrx_home() -> PathBuf {
+    workspace_root().join("target/pgrx-home")
 }

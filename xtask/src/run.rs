@@ -1,7 +1,9 @@
 //! The commands, and small helpers to run programs.
 
 use crate::cluster::Cluster;
-use crate::prereqs::{self, PG_CONFIG};
+use crate::install::{build_and_install, build_tree, install_atomically, Package, Profile};
+use crate::prereqs;
+use crate::sentinel::Sentinel;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -58,7 +60,8 @@ pub fn workspace_root() -> PathBuf {
 
 pub fn cargo() -> Command {
     let mut c = cmd("cargo");
-    c.current_dir(workspace_root());
+    c.current_dir(workspace_root())
+        .env("PGRX_HOME", prereqs::pgrx_home());
     c
 }
 
@@ -105,6 +108,38 @@ impl Tally {
             self.failed_phases.push(name);
         }
     }
+
+    /// A check of xtask's own: passes when it found no problem.
+    fn check(&mut self, name: &'static str, problems: &[String]) {
+        println!("\nxtask: === {name} ===");
+        if problems.is_empty() {
+            println!("ok");
+            self.passed += 1;
+        } else {
+            for p in problems {
+                println!("FAILED: {p}");
+            }
+            self.failed += 1;
+            self.failed_phases.push(name);
+        }
+    }
+
+    fn summary(&self) -> Result<()> {
+        println!(
+            "\nxtask: summary: {} passed, {} failed{}",
+            self.passed,
+            self.failed,
+            if self.failed_phases.is_empty() {
+                String::new()
+            } else {
+                format!("; failing phases: {}", self.failed_phases.join(", "))
+            }
+        );
+        if self.failed > 0 || !self.failed_phases.is_empty() {
+            return Err("tests failed".into());
+        }
+        Ok(())
+    }
 }
 
 /// "ok. 5 passed; 0 failed; …" → the number before `label`.
@@ -123,9 +158,40 @@ fn count(summary: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn test() -> Result<()> {
+/// `cargo xtask test [--only <integration test>]`.
+pub fn test(args: &[String]) -> Result<()> {
     prereqs::ensure()?;
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).cloned().ok_or("--only needs a test name, e.g. --only backup"))
+        .transpose()?;
+    let tree = build_tree();
+    // A cluster left by an interrupted run runs from the tree this run installs into.
+    integration_cluster().stop()?;
     let mut tally = Tally::default();
+
+    let package = build_and_install(&tree, Profile::Debug)?;
+    if let Some(name) = only {
+        match name.as_str() {
+            "upgrade" => upgrade_phase(&mut tally, &package)?,
+            "package" => package_phase(&mut tally)?,
+            _ => {
+                let cluster = test_cluster()?;
+                if name == "soak" {
+                    soak_phase(&mut tally, &cluster, SHORT_SOAK_RUNS);
+                } else {
+                    tally.phase(
+                        "integration test (--only)",
+                        integration_command(&cluster).args(["--test", &name, "--", "--test-threads=2"]),
+                    );
+                }
+                cluster.stop()?;
+            }
+        }
+        return tally.summary();
+    }
+    let sentinel = Sentinel::start(&package)?;
 
     tally.phase(
         "unit tests",
@@ -155,30 +221,24 @@ pub fn test() -> Result<()> {
             .arg(pgrx_home.join("pgdata")),
     );
 
+    // `cargo pgrx test` installed its pg_test build; the integration tests use the package.
+    install_atomically(&package, &tree)?;
     integration(&mut tally)?;
+    upgrade_phase(&mut tally, &package)?;
+    package_phase(&mut tally)?;
 
-    println!(
-        "\nxtask: summary: {} passed, {} failed{}",
-        tally.passed,
-        tally.failed,
-        if tally.failed_phases.is_empty() {
-            String::new()
-        } else {
-            format!("; failing phases: {}", tally.failed_phases.join(", "))
-        }
-    );
-    if tally.failed > 0 || !tally.failed_phases.is_empty() {
-        return Err("tests failed".into());
-    }
-    Ok(())
+    let problems = sentinel.check();
+    tally.check("live servers survive the run (sentinel, demo, system files)", &problems);
+    tally.summary()
 }
 
-/// Installs the extension and starts the integration-test cluster afresh.
+fn integration_cluster() -> Cluster {
+    Cluster::new("/tmp/pullsync-it", TEST_PORT, build_tree())
+}
+
+/// Starts the integration-test cluster afresh on the installed package.
 fn test_cluster() -> Result<Cluster> {
-    cargo()
-        .args(["pgrx", "install", "--pg-config", PG_CONFIG])
-        .status_ok()?;
-    let cluster = Cluster::new("/tmp/pullsync-it", TEST_PORT);
+    let cluster = integration_cluster();
     cluster.remove()?;
     // The workers and pg_cron live in it_workers, the database of tests/workers.rs, which
     // keeps one Threads simulator on WORKER_SIM_PORT for them.
@@ -199,24 +259,43 @@ fn test_cluster() -> Result<Cluster> {
     Ok(cluster)
 }
 
+/// `cargo test -p pullsync-tests` pointed at `cluster`.
+fn integration_command(cluster: &Cluster) -> Command {
+    let mut command = cargo();
+    command
+        .args(["test", "-p", "pullsync-tests"])
+        .env("PULLSYNC_TEST_DSN", cluster.dsn())
+        .env("PULLSYNC_TEST_PGDATA", cluster.pgdata())
+        .env("PULLSYNC_TEST_PG_BIN", cluster.tree.bin());
+    command
+}
+
 fn integration(tally: &mut Tally) -> Result<()> {
     let cluster = test_cluster()?;
     tally.phase(
         "integration tests (pgrx-tests, real cluster)",
-        cargo()
-            .args([
-                "test",
-                "-p",
-                "pullsync-tests",
-                "--tests",
-                "--",
-                "--test-threads=2",
-            ])
-            .env("PULLSYNC_TEST_DSN", cluster.dsn())
-            .env("PULLSYNC_TEST_PGDATA", cluster.pgdata()),
+        integration_command(&cluster).args(["--tests", "--", "--test-threads=2"]),
     );
     soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
     cluster.stop()
+}
+
+fn upgrade_phase(tally: &mut Tally, package: &Package) -> Result<()> {
+    let (cluster, env) = crate::upgrade::prepare(package)?;
+    let mut command = cargo();
+    command
+        .args(["test", "-p", "pullsync-tests", "--test", "upgrade", "--"])
+        .args(["--ignored", "--test-threads=1", "--nocapture"])
+        .envs(env);
+    tally.phase("upgrade test (0.1.0 as it landed → this build)", &mut command);
+    cluster.stop()
+}
+
+fn package_phase(tally: &mut Tally) -> Result<()> {
+    let deb = crate::package::build_deb(Profile::Debug)?;
+    let problems = crate::package::check_deb(&deb)?;
+    tally.check("Debian package (cargo xtask package)", &problems);
+    Ok(())
 }
 
 /// Seeded runs of the short soak inside `cargo xtask test`; `cargo xtask soak` runs more.
@@ -227,11 +306,9 @@ const SOAK_RUNS: u32 = 50;
 fn soak_phase(tally: &mut Tally, cluster: &Cluster, runs: u32) {
     tally.phase(
         "fault soak (tests/soak.rs)",
-        cargo()
-            .args(["test", "-p", "pullsync-tests", "--test", "soak", "--"])
+        integration_command(cluster)
+            .args(["--test", "soak", "--"])
             .args(["--ignored", "--test-threads=1", "--nocapture"])
-            .env("PULLSYNC_TEST_DSN", cluster.dsn())
-            .env("PULLSYNC_TEST_PGDATA", cluster.pgdata())
             .env("PULLSYNC_SOAK_RUNS", runs.to_string()),
     );
 }
@@ -239,6 +316,8 @@ fn soak_phase(tally: &mut Tally, cluster: &Cluster, runs: u32) {
 /// `cargo xtask soak`: the long fault soak on a fresh test cluster.
 pub fn soak() -> Result<()> {
     prereqs::ensure()?;
+    integration_cluster().stop()?;
+    build_and_install(&build_tree(), Profile::Debug)?;
     let cluster = test_cluster()?;
     let mut tally = Tally::default();
     soak_phase(&mut tally, &cluster, SOAK_RUNS);
@@ -260,6 +339,13 @@ pub fn stop() -> Result<()> {
 pub fn build_release_bin(name: &str) -> Result<()> {
     cargo()
         .args(["build", "--release", "-p", "pullsync-tests", "--bin", name])
+        .status_ok()
+}
+
+/// The same in debug mode, which shares the integration tests' build.
+pub fn build_debug_bin(name: &str) -> Result<()> {
+    cargo()
+        .args(["build", "-p", "pullsync-tests", "--bin", name])
         .status_ok()
 }
 

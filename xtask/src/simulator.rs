@@ -1,6 +1,8 @@
 //! The Threads simulator as a separate process, and plain HTTP/1.1 to its admin API.
 
+use crate::cluster::Cluster;
 use crate::run::{cmd, workspace_root, Result};
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -28,12 +30,14 @@ pub fn is_up(port: u16) -> bool {
     http(port, "GET", "/admin/clock", "").is_ok()
 }
 
-/// Starts the release threads-sim with `args` on `port`, its output to `log`, and waits
-/// until it answers.
-pub fn spawn(port: u16, args: &[String], log: &Path) -> Result<Child> {
+/// Starts threads-sim of `profile` ("release" or "debug") with `args` on `port`, its
+/// output to `log`, and waits until it answers.
+pub fn spawn(profile: &str, port: u16, args: &[String], log: &Path) -> Result<Child> {
     let log = std::fs::File::create(log)?;
     let mut child = cmd(workspace_root()
-        .join("target/release/threads-sim")
+        .join("target")
+        .join(profile)
+        .join("threads-sim")
         .to_str()
         .expect("utf-8 path"))
     .arg("--port")
@@ -54,4 +58,24 @@ pub fn spawn(port: u16, args: &[String], log: &Path) -> Result<Child> {
     }
     let _ = child.kill();
     Err("threads-sim did not start within a minute".into())
+}
+
+/// Adds every account of the simulator on `port` to `database` with
+/// `threads_add_account`, as a user would; returns how many.
+pub fn add_accounts(cluster: &Cluster, database: &str, port: u16, workspace: &str) -> Result<usize> {
+    let accounts: Value = serde_json::from_str(&http(port, "GET", "/admin/accounts", "")?)?;
+    let accounts = accounts
+        .as_array()
+        .ok_or("unexpected /admin/accounts answer")?;
+    let mut adds = String::new();
+    for a in accounts {
+        adds.push_str(&format!(
+            "SELECT pullsync.threads_add_account('{workspace}', '{}', '{}', '{}', now() + interval '58 days');\n",
+            a["user_id"].as_str().unwrap_or_default(),
+            a["username"].as_str().unwrap_or_default(),
+            a["token"].as_str().unwrap_or_default(),
+        ));
+    }
+    cluster.psql_quiet(database, &adds)?;
+    Ok(accounts.len())
 }

@@ -12,8 +12,10 @@ mod stats;
 mod threads;
 
 use crate::cluster::Cluster;
-use crate::prereqs::{self, PG_CONFIG};
-use crate::run::{build_release_bin, cargo, cmd, output_of, workspace_root, Result, StatusOk};
+use crate::install::{build_and_install, Profile};
+use crate::pg_tree::PgTree;
+use crate::prereqs;
+use crate::run::{build_release_bin, cmd, output_of, workspace_root, Result};
 use std::path::PathBuf;
 
 const BENCH_PORT: u16 = 28820;
@@ -74,7 +76,7 @@ impl Bench {
     fn create() -> Result<Bench> {
         let home = workspace_root().join("target/bench");
         std::fs::create_dir_all(&home)?;
-        let cluster = Cluster::new(home.join("cluster"), BENCH_PORT);
+        let cluster = Cluster::new(home.join("cluster"), BENCH_PORT, bench_tree());
         cluster.remove()?;
         let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
             .ok_or("cannot generate an encryption key")?;
@@ -116,6 +118,11 @@ impl Bench {
     }
 }
 
+/// The benchmarks' own installation: a release build, apart from the tests' debug one.
+fn bench_tree() -> PgTree {
+    PgTree::private("15-bench")
+}
+
 pub fn bench(args: &[String]) -> Result<()> {
     let plan = if args.iter().any(|a| a == "--quick") {
         Plan::quick()
@@ -124,9 +131,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     };
     prereqs::ensure()?;
     prereqs::ensure_bench()?;
-    cargo()
-        .args(["pgrx", "install", "--release", "--pg-config", PG_CONFIG])
-        .status_ok()?;
+    let tree = bench_tree();
+    tree.ensure_copied()?;
+    build_and_install(&tree, Profile::Release)?;
     build_release_bin("threads-sim")?;
     build_release_bin("sim-bench")?;
     peer::prepare(&workspace_root().join("target/bench"))?;

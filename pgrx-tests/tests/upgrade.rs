@@ -1,0 +1,249 @@
+//! Upgrade from the previous version as it landed: `cargo xtask test` builds it from its
+//! commit and starts a cluster on it (xtask/src/upgrade.rs). This test fills every table
+//! through real syncs, installs this build's package over the running server, restarts,
+//! sees the workers wait for the update, runs `ALTER EXTENSION pg_pullsync UPDATE`, and
+//! checks that the upgraded catalog equals a fresh install, that no row changed, and that
+//! syncs go on.
+
+use postgres::Client;
+use pullsync_tests::catalog::{describe, differences, sequence_values, table_digests};
+use pullsync_tests::db::{connect, fresh_extension_database};
+use pullsync_tests::server;
+use pullsync_tests::sim::SimConfig;
+use pullsync_tests::threads::{threads_fixture, QUICK_HTTP};
+use pullsync_tests::workers::wait_for;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const PROVIDER: &str = "upgrade_provider";
+const DATA: &str = "upgrade_data";
+const KEY: &str = "upgrade-feed-key-0123456789";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run with `cargo xtask test`"))
+}
+
+fn version(db: &mut Client) -> String {
+    db.query_one(
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_pullsync'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn json(db: &mut Client, sql: &str) -> Value {
+    db.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn count(db: &mut Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Provider rows `first..first+n` (conversations and two messages each).
+fn add_provider_rows(provider: &mut Client, first: i32, n: i32) {
+    provider
+        .execute(
+            "INSERT INTO pullsync.conversations (id, user_id, started_at, updated_at)
+             SELECT 'uc' || g, 'u' || (g % 7), timestamptz '2026-06-01 12:00+00' + g * interval '1 s',
+                    timestamptz '2026-06-01 12:00+00' + g * interval '1 s'
+               FROM generate_series($1::int, $1 + $2 - 1) g",
+            &[&first, &n],
+        )
+        .unwrap();
+    provider
+        .execute(
+            "INSERT INTO pullsync.conversation_messages (id, conversation_id, role, content_redacted, created_at, updated_at)
+             SELECT 'um' || g || '-' || k, 'uc' || g, (ARRAY['user', 'assistant'])[k], 'text ' || g,
+                    timestamptz '2026-06-01 12:00+00' + g * interval '1 s', timestamptz '2026-06-01 12:00+00' + g * interval '1 s'
+               FROM generate_series($1::int, $1 + $2 - 1) g, generate_series(1, 2) k",
+            &[&first, &n],
+        )
+        .unwrap();
+}
+
+fn pull(db: &mut Client) -> Value {
+    json(db, "SELECT pullsync.feed_pull('partner', 'incremental')")
+}
+
+fn log_contains(needle: &str) -> bool {
+    std::fs::read_to_string(server::server_log()).is_ok_and(|log| log.contains(needle))
+}
+
+#[test]
+#[ignore = "needs the cluster of the previous version that `cargo xtask test` prepares"]
+fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install() {
+    let from = env("PULLSYNC_UPGRADE_FROM");
+    let feed_url = env("PULLSYNC_UPGRADE_FEED_URL");
+
+    // The previous version, filled as a user would fill it: demo-sized Threads data synced
+    // twice a day apart, a feed consumer with checkpoints, reconciliation, an alert.
+    let mut provider = connect(PROVIDER);
+    provider
+        .batch_execute("CREATE EXTENSION pg_pullsync")
+        .unwrap();
+    assert_eq!(version(&mut provider), from, "the cluster runs the previous version");
+    provider
+        .execute(
+            "SELECT pullsync.feed_add_consumer('partner', $1, 1000000)",
+            &[&KEY],
+        )
+        .unwrap();
+    add_provider_rows(&mut provider, 1, 300);
+
+    let mut fx = threads_fixture(DATA, &SimConfig::small(20, 200));
+    assert_eq!(version(&mut fx.db), from);
+    assert_eq!(fx.scheduled_sync()["status"], "completed");
+    fx.sim.advance(86_400);
+    fx.db
+        .batch_execute("SET pullsync.metrics_every_run_age = '400d'")
+        .unwrap();
+    assert_eq!(fx.scheduled_sync()["status"], "completed");
+    fx.db
+        .execute(
+            "SELECT pullsync.feed_add_source('partner', $1, $2, batch_size => 50, rate_limit => 10000,
+                                             timeout => '10 s', max_retries => 2, retry_delay => '10 ms')",
+            &[&feed_url, &KEY],
+        )
+        .unwrap();
+    let pulled = pull(&mut fx.db);
+    assert_eq!(pulled["status"], "completed", "{pulled}");
+    json(
+        &mut fx.db,
+        "SELECT pullsync.sync_reconcile('2026-06-01', '2026-06-02', 'partner')",
+    );
+    fx.db
+        .execute(
+            "SELECT pullsync.feed_add_source('unreachable', 'http://127.0.0.1:9', $1, max_retries => 0, timeout => '1 s')",
+            &[&KEY],
+        )
+        .unwrap();
+    fx.db
+        .batch_execute("SET pullsync.alert_error_runs = 1")
+        .unwrap();
+    json(
+        &mut fx.db,
+        "SELECT pullsync.feed_pull('unreachable', 'incremental')",
+    );
+    fx.db
+        .execute(
+            "INSERT INTO pullsync.workspace_roles (workspace_id, role_name)
+             VALUES ('11111111-1111-1111-1111-111111111111', 'postgres')",
+            &[],
+        )
+        .unwrap();
+    let before = table_digests(&mut fx.db, &[]);
+    let provider_before = table_digests(&mut provider, &[]);
+    // Provider tables (consumers, bookmarks) fill in the provider's database.
+    let empty: Vec<&String> = before
+        .iter()
+        .filter(|(table, (rows, _))| {
+            *rows == 0 && provider_before[*table].0 == 0 && table.as_str() != "system_job_locks"
+        })
+        .map(|(table, _)| table)
+        .collect();
+    assert!(empty.is_empty(), "tables the fill left empty: {empty:?}");
+    let sequences_before = sequence_values(&mut fx.db);
+    let rows: i64 = before
+        .values()
+        .chain(provider_before.values())
+        .map(|(n, _)| n)
+        .sum();
+
+    // The new library, installed while the old one runs: the server stays up.
+    let installed = server::install_package(
+        &PathBuf::from(env("PULLSYNC_UPGRADE_PACKAGE")),
+        &PathBuf::from(env("PULLSYNC_UPGRADE_TREE")),
+    );
+    assert!(installed >= 3, "the package holds library, control and SQL");
+    assert_eq!(count(&mut connect("postgres"), "SELECT 1::bigint"), 1);
+    drop(fx.db);
+    drop(provider);
+    server::restart("fast");
+
+    // Workers on the new library wait, saying why, until the update has run.
+    let mut provider = connect(PROVIDER);
+    wait_for(&mut provider, "the workers' wait for the update", Duration::from_secs(60), |_| {
+        log_contains("waiting for ALTER EXTENSION pg_pullsync UPDATE")
+    });
+    let mut data = connect(DATA);
+    let target: String = data
+        .query_one(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_pullsync'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_ne!(target, from);
+
+    let started = Instant::now();
+    data.batch_execute("ALTER EXTENSION pg_pullsync UPDATE")
+        .unwrap();
+    let data_took = started.elapsed();
+    provider
+        .batch_execute("ALTER EXTENSION pg_pullsync UPDATE")
+        .unwrap();
+    assert_eq!(version(&mut data), target);
+    assert_eq!(version(&mut provider), target);
+    println!(
+        "upgrade: ALTER EXTENSION pg_pullsync UPDATE ({from} → {target}) took {} ms on {rows} rows",
+        data_took.as_millis()
+    );
+
+    // (a) The upgraded catalog is a fresh install's, object for object.
+    let mut fresh = fresh_extension_database("upgrade_fresh");
+    let fresh_catalog = describe(&mut fresh);
+    for (name, db) in [("upgrade_data", &mut data), ("upgrade_provider", &mut provider)] {
+        let upgraded = describe(db);
+        let (only_upgraded, only_fresh) = differences(&upgraded, &fresh_catalog);
+        assert!(
+            only_upgraded.is_empty() && only_fresh.is_empty(),
+            "{name}: the upgraded catalog differs from a fresh install\n only after the upgrade:\n  {}\n only in a fresh install:\n  {}",
+            only_upgraded.join("\n  "),
+            only_fresh.join("\n  ")
+        );
+    }
+    println!(
+        "upgrade: {} catalog objects equal a fresh install's",
+        fresh_catalog.len()
+    );
+
+    // (b) No row lost or changed.
+    assert_eq!(table_digests(&mut data, &[]), before);
+    assert_eq!(table_digests(&mut provider, &[]), provider_before);
+    assert_eq!(sequence_values(&mut data), sequences_before);
+    println!("upgrade: {rows} rows unchanged");
+
+    // (c) Syncs go on: an incremental Threads run, the feed from its checkpoint, and the
+    // provider's worker back at work.
+    data.batch_execute(&format!(
+        "SET pullsync.threads_api_url = '{}'; {QUICK_HTTP}",
+        fx.sim.api_url()
+    ))
+    .unwrap();
+    let posts_before = count(&mut data, "SELECT count(*) FROM pullsync.workspace_threads_posts");
+    fx.db = data;
+    assert_eq!(fx.scheduled_sync()["status"], "completed");
+    assert_eq!(
+        count(&mut fx.db, "SELECT count(*) FROM pullsync.workspace_threads_posts"),
+        posts_before
+    );
+    assert_eq!(fx.layer_violations(), 0);
+    add_provider_rows(&mut provider, 301, 20);
+    let pulled = pull(&mut fx.db);
+    assert_eq!(pulled["status"], "completed", "{pulled}");
+    assert_eq!(
+        count(&mut fx.db, "SELECT count(*) FROM pullsync.conversations"),
+        320
+    );
+    assert_eq!(
+        count(&mut fx.db, "SELECT count(*) FROM pullsync.conversation_messages"),
+        640
+    );
+    let queued = json(&mut provider, "SELECT pullsync.threads_scheduled_sync()");
+    let job = queued["job_id"].as_i64().expect("a queued run");
+    wait_for(&mut provider, "the provider's worker runs a job", Duration::from_secs(60), |p| {
+        pullsync_tests::workers::finished(p, job)
+    });
+}

@@ -1,0 +1,39 @@
+-- pg_pullsync 0.1.0 → 0.2.0. Every schema change of 0.2.0 goes here and into the fresh
+-- install (sql/*.sql); the upgrade test compares the two catalogs object by object.
+\echo Use "ALTER EXTENSION pg_pullsync UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Backups keep pg_pullsync's rows (sql/backup.sql).
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_posts', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_post_metrics', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_post_metrics_deltas', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_insights', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_insights_deltas', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.system_job_logs', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_logs', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.conversations', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.conversation_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_consumers', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_bookmarks', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_sources', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_checkpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.reconciliation_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_metrics', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_metric_totals', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.alerts', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_roles', '');
+
+-- The identity sequences, so restored tables go on numbering after their last row.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_post_metrics', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_post_metrics_deltas', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_insights', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_insights_deltas', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.system_job_logs', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.jobs', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_logs', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_checkpoints', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.reconciliation_runs', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_metrics', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.alerts', 'id')::regclass, '');

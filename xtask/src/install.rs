@@ -1,0 +1,146 @@
+//! Builds the extension into a package directory and installs packages atomically.
+//!
+//! `cargo pgrx install` copies the library over the installed one in place; a server that
+//! has it mapped then crashes (SIGSEGV) on its next page fault into it. Here every file is
+//! written beside its destination and renamed over it, so a running server keeps the
+//! library it loaded and new backends load the new one.
+
+use crate::pg_tree::PgTree;
+use crate::run::{cmd, workspace_root, Result, StatusOk};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
+}
+
+/// The tree every build compiles against: PGRX_HOME's pg15. Its files equal the system's,
+/// and its layout mirrors the system's under another root, so a package built against it
+/// installs into any tree by swapping the root.
+pub fn build_tree() -> PgTree {
+    PgTree::private("15")
+}
+
+/// An extension package: files laid out as below a filesystem root.
+pub struct Package {
+    pub root: PathBuf,
+}
+
+impl Package {
+    /// Every file, relative to the root (`usr/lib/postgresql/15/lib/pg_pullsync.so`, …).
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        collect_files(&self.root, Path::new(""), &mut files)?;
+        files.sort();
+        Ok(files)
+    }
+}
+
+fn collect_files(root: &Path, relative: &Path, into: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(root.join(relative))? {
+        let entry = entry?;
+        let path = relative.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            collect_files(root, &path, into)?;
+        } else {
+            into.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Builds the extension of the workspace at `source` (this one, or an older version's
+/// sources) with `cargo pgrx package` into `target/xtask/<label>/`, compiling in
+/// `target_dir`. Another version's sources need a target directory of their own: both
+/// link the same `libpg_pullsync.so`, and cargo would take the other's for fresh.
+pub fn build_package(
+    source: &Path,
+    target_dir: &Path,
+    label: &str,
+    profile: Profile,
+) -> Result<Package> {
+    let out = workspace_root().join("target/xtask").join(label);
+    if out.exists() {
+        // Files of an earlier build (an older version's SQL) must not ship again.
+        std::fs::remove_dir_all(&out)?;
+    }
+    let mut build = crate::run::cargo();
+    build
+        .current_dir(source)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args(["pgrx", "package", "--pg-config"])
+        .arg(build_tree().pg_config())
+        .arg("--out-dir")
+        .arg(&out);
+    if profile == Profile::Debug {
+        build.arg("--debug");
+    }
+    println!(
+        "xtask: building the {} package of {} ({label})",
+        profile.name(),
+        source.display()
+    );
+    build.status_ok()?;
+    let relative = build_tree()
+        .root
+        .strip_prefix("/")
+        .expect("an absolute path")
+        .to_path_buf();
+    Ok(Package {
+        root: out.join(relative),
+    })
+}
+
+/// Installs `package` into `tree`, each file renamed over its destination.
+pub fn install_atomically(package: &Package, tree: &PgTree) -> Result<()> {
+    let files = package.files()?;
+    for file in &files {
+        let destination = tree.root.join(file);
+        let directory = destination.parent().expect("a file inside a directory");
+        std::fs::create_dir_all(directory)?;
+        let name = destination
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy();
+        let staged = directory.join(format!(".{name}.xtask-{}", std::process::id()));
+        let bytes = std::fs::read(package.root.join(file))?;
+        let mut out = std::fs::File::create(&staged)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
+        drop(out);
+        cmd("chmod")
+            .arg(if name.ends_with(".so") { "755" } else { "644" })
+            .arg(&staged)
+            .status_ok()?;
+        std::fs::rename(&staged, &destination)?;
+    }
+    println!(
+        "xtask: installed {} files into {} (each renamed into place)",
+        files.len(),
+        tree.root.display()
+    );
+    Ok(())
+}
+
+/// Builds this workspace's extension and installs it into `tree`.
+pub fn build_and_install(tree: &PgTree, profile: Profile) -> Result<Package> {
+    let package = build_package(
+        &workspace_root(),
+        &workspace_root().join("target"),
+        &format!("package-{}", profile.name()),
+        profile,
+    )?;
+    install_atomically(&package, tree)?;
+    Ok(package)
+}

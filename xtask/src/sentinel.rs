@@ -1,0 +1,150 @@
+//! The proof that a test run leaves live servers alone: a cluster started before the suites
+//! on an installed build (its own tree, standing in for a production server) must still
+//! be the same postmaster afterwards and answer a sync; a running demo cluster must
+//! survive too; and the system installation's pg_pullsync files must be byte for byte
+//! what they were.
+
+use crate::cluster::Cluster;
+use crate::install::{install_atomically, Package};
+use crate::pg_tree::PgTree;
+use crate::run::{workspace_root, Result};
+use std::path::PathBuf;
+use std::process::Child;
+
+const PORT: u16 = 28822;
+const SIM_PORT: u16 = 28823;
+const WORKSPACE: &str = "5e000000-0000-4000-8000-000000000001";
+const KEY: &str = "c2VudGluZWwta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTI=";
+
+pub struct Sentinel {
+    cluster: Cluster,
+    postmaster: String,
+    simulator: Child,
+    demo: Option<(Cluster, String)>,
+    system_files: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+fn postmaster_pid(cluster: &Cluster) -> Option<String> {
+    std::fs::read_to_string(cluster.pgdata().join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+}
+
+/// The pg_pullsync files of the system installation, with their bytes (None: absent).
+fn system_files() -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let tree = PgTree::system();
+    let mut paths = vec![tree.libdir().join("pg_pullsync.so")];
+    if let Ok(dir) = std::fs::read_dir("/usr/share/postgresql/15/extension") {
+        paths.extend(
+            dir.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().contains("pg_pullsync")),
+        );
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).ok();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// Syncs every account of the sentinel's database; Ok when posts arrived.
+fn sync(cluster: &Cluster) -> Result<i64> {
+    let posts = cluster
+        .query(
+            "postgres",
+            "SELECT count(*) FILTER (WHERE r->>'status' = 'completed')
+               FROM pullsync.workspace_threads_accounts a,
+                    LATERAL pullsync.threads_sync_account(a.id) r;
+             ",
+        )
+        .ok_or("the sentinel cluster did not answer a sync")?;
+    let completed: i64 = posts.parse()?;
+    let stored: i64 = cluster
+        .query("postgres", "SELECT count(*) FROM pullsync.workspace_threads_posts")
+        .ok_or("the sentinel cluster did not answer")?
+        .parse()?;
+    if completed == 0 || stored == 0 {
+        return Err(format!("sentinel sync: {completed} accounts completed, {stored} posts").into());
+    }
+    Ok(stored)
+}
+
+impl Sentinel {
+    /// Starts the sentinel on `package` (installed into its own tree) and notes the demo
+    /// cluster and the system files.
+    pub fn start(package: &Package) -> Result<Sentinel> {
+        let tree = PgTree::private("15-sentinel");
+        tree.ensure_copied()?;
+        install_atomically(package, &tree)?;
+        let home = workspace_root().join("target/xtask/sentinel");
+        let cluster = Cluster::new(&home, PORT, tree);
+        cluster.remove()?;
+        cluster.create(&format!(
+            "{}pullsync.threads_api_url = 'http://127.0.0.1:{SIM_PORT}/v1.0'\n",
+            crate::run::cluster_settings(KEY)
+        ))?;
+        cluster.start()?;
+        crate::run::build_debug_bin("threads-sim")?;
+        let args = ["--accounts", "3", "--posts", "30", "--seed", "7"].map(String::from);
+        let simulator =
+            crate::simulator::spawn("debug", SIM_PORT, &args, &home.join("threads-sim.log"))?;
+        cluster.psql_quiet("postgres", "CREATE EXTENSION pg_pullsync")?;
+        crate::simulator::add_accounts(&cluster, "postgres", SIM_PORT, WORKSPACE)?;
+        let posts = sync(&cluster)?;
+        println!("xtask: sentinel cluster on port {PORT} is up and synced {posts} posts");
+        let demo = crate::demo::cluster();
+        let demo = if demo.is_running() {
+            postmaster_pid(&demo).map(|pid| {
+                println!("xtask: the demo cluster (postmaster {pid}) is running; it must survive");
+                (demo, pid)
+            })
+        } else {
+            None
+        };
+        Ok(Sentinel {
+            postmaster: postmaster_pid(&cluster).ok_or("the sentinel has no postmaster.pid")?,
+            cluster,
+            simulator,
+            demo,
+            system_files: system_files(),
+        })
+    }
+
+    /// What went wrong for the live servers during the run (empty when nothing did).
+    pub fn check(mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if postmaster_pid(&self.cluster).as_deref() != Some(self.postmaster.as_str())
+            || !self.cluster.is_running()
+        {
+            problems.push("the sentinel cluster did not survive the test run".to_string());
+        } else if let Err(e) = sync(&self.cluster) {
+            problems.push(format!("the sentinel cluster no longer syncs: {e}"));
+        }
+        if let Some((demo, pid)) = &self.demo {
+            let alive = demo.is_running()
+                && postmaster_pid(demo).as_deref() == Some(pid.as_str())
+                && demo.query("postgres", "SELECT 1").as_deref() == Some("1");
+            if !alive {
+                problems.push("the demo cluster did not survive the test run".to_string());
+            }
+        }
+        for ((path, before), (_, after)) in self.system_files.iter().zip(system_files()) {
+            if *before != after {
+                problems.push(format!("the test run changed {}", path.display()));
+            }
+        }
+        if self.system_files.len() != system_files().len() {
+            problems.push("the test run added or removed pg_pullsync files of the system installation".into());
+        }
+        let _ = self.simulator.kill();
+        let _ = self.simulator.wait();
+        if let Err(e) = self.cluster.stop() {
+            problems.push(format!("cannot stop the sentinel cluster: {e}"));
+        }
+        problems
+    }
+}
