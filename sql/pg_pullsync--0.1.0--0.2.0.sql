@@ -37,3 +37,80 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pu
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.reconciliation_runs', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_metrics', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.alerts', 'id')::regclass, '');
+
+-- A run's units go with it through a trigger, not a self-referencing foreign key: pg_dump
+-- warns about that on every dump, and a --inserts dump can fail to restore.
+ALTER TABLE pullsync.jobs DROP CONSTRAINT jobs_parent_id_fkey;
+CREATE FUNCTION pullsync.delete_units() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    DELETE FROM pullsync.jobs WHERE parent_id = OLD.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER delete_units AFTER DELETE ON pullsync.jobs
+    FOR EACH ROW WHEN (OLD.parent_id IS NULL) EXECUTE FUNCTION pullsync.delete_units();
+REVOKE ALL ON FUNCTION pullsync.delete_units() FROM PUBLIC;
+
+-- Without pg_cron on the server (PostgreSQL 18 here) scheduling explains how to schedule
+-- from outside.
+-- The default pg_cron jobs, named pullsync-…, in this database. Idempotent: pg_cron
+-- replaces a job of the same name. Runs with the caller's rights (pg_cron's own checks).
+CREATE OR REPLACE FUNCTION pullsync.schedule_defaults(OUT jobname text, OUT schedule text, OUT command text, OUT jobid bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING ERRCODE = 'undefined_object',
+                  HINT = CASE WHEN EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron')
+                         THEN 'Add pg_cron to shared_preload_libraries, set cron.database_name, then CREATE EXTENSION pg_cron.'
+                         ELSE 'pg_cron is not available on this server: call the same functions from any scheduler '
+                              '(cron, a systemd timer, a Kubernetes CronJob); see docs/OPERATIONS.md, Scheduling without pg_cron.'
+                         END;
+    END IF;
+    FOR d IN SELECT * FROM (VALUES
+            ('pullsync-threads-sync', '0,15,30,45 * * * *', 'SELECT pullsync.threads_scheduled_sync()'),
+            ('pullsync-token-refresh', '17 3 * * *', 'SELECT pullsync.threads_refresh_tokens(''7 days'')'),
+            ('pullsync-feed-incremental', '*/5 * * * *', 'SELECT pullsync.feed_scheduled_sync(''incremental'')'),
+            ('pullsync-feed-full', '0 2 * * *', 'SELECT pullsync.feed_scheduled_sync(''full'')'),
+            -- The last day up to an hour ago: newer rows may still be on their way.
+            ('pullsync-reconcile', '40 * * * *',
+             'SELECT pullsync.sync_reconcile(now() - interval ''25 hours'', now() - interval ''1 hour'', repair => true) '
+             || 'WHERE EXISTS (SELECT 1 FROM pullsync.feed_sources WHERE is_active)'),
+            ('pullsync-alerts', '*/5 * * * *', 'SELECT pullsync.check_alerts()'),
+            ('pullsync-cleanup', '0 3 * * 0', 'SELECT pullsync.cleanup()')
+        ) AS v(jobname, schedule, command)
+    LOOP
+        jobname := d.jobname;
+        schedule := d.schedule;
+        command := d.command;
+        EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, current_database())'
+           INTO jobid USING d.jobname, d.schedule, d.command;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Removes every pg_cron job named pullsync-…; returns how many. Idempotent.
+CREATE OR REPLACE FUNCTION pullsync.unschedule_all() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    removed integer := 0;
+    id bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Nothing to unschedule: pg_pullsync jobs live in pg_cron.';
+    END IF;
+    FOR id IN EXECUTE 'SELECT jobid FROM cron.job WHERE jobname LIKE ''pullsync-%'' AND database = current_database()'
+    LOOP
+        EXECUTE 'SELECT cron.unschedule($1)' USING id;
+        removed := removed + 1;
+    END LOOP;
+    RETURN removed;
+END
+$$;

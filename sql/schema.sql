@@ -234,7 +234,8 @@ CREATE INDEX system_job_logs_type_started_idx ON pullsync.system_job_logs (job_t
 -- its units (one per account or feed stream) are child rows several workers share.
 CREATE TABLE pullsync.jobs (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    parent_id     bigint REFERENCES pullsync.jobs (id) ON DELETE CASCADE,
+    -- the run of a unit; no foreign key (see delete_units below)
+    parent_id     bigint,
     kind          text NOT NULL,
     state         text NOT NULL DEFAULT 'queued'
         CHECK (state IN ('queued', 'running', 'completed', 'partial', 'failed', 'cancelled')),
@@ -256,6 +257,19 @@ CREATE INDEX jobs_queued_idx ON pullsync.jobs (created_at, id) WHERE state = 'qu
 CREATE INDEX jobs_running_idx ON pullsync.jobs (heartbeat_at) WHERE state = 'running';
 CREATE INDEX jobs_parent_idx ON pullsync.jobs (parent_id, state);
 CREATE INDEX jobs_finished_idx ON pullsync.jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+-- A run's units go with it. A trigger, not a foreign key: pg_dump warns on every dump that
+-- an extension table referencing itself may not restore, and with --inserts a unit can
+-- come before its run and fail.
+CREATE FUNCTION pullsync.delete_units() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    DELETE FROM pullsync.jobs WHERE parent_id = OLD.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER delete_units AFTER DELETE ON pullsync.jobs
+    FOR EACH ROW WHEN (OLD.parent_id IS NULL) EXECUTE FUNCTION pullsync.delete_units();
 
 -- One row per account or feed stream per run.
 CREATE TABLE pullsync.sync_logs (

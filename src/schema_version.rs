@@ -56,7 +56,13 @@ mod tests {
         let line = SchemaState::of(Some("0.1.0"))
             .wait_message("pg_pullsync worker 0", "app")
             .unwrap();
-        assert!(line.contains("ALTER EXTENSION pg_pullsync UPDATE"), "{line}");
-        assert!(line.contains("0.1.0") && line.contains(LIBRARY_VERSION), "{line}");
+        assert!(
+            line.contains("ALTER EXTENSION pg_pullsync UPDATE"),
+            "{line}"
+        );
+        assert!(
+            line.contains("0.1.0") && line.contains(LIBRARY_VERSION),
+            "{line}"
+        );
     }
 }

@@ -18,6 +18,12 @@ fn dsn_for(database: &str, user: &str) -> String {
     format!("{} dbname={database} user={user}", base.join(" "))
 }
 
+/// The superuser connection string for `database`, for the client programs (pg_dump,
+/// pg_restore, psql), which take one wherever they take a database name.
+pub fn conninfo(database: &str) -> String {
+    dsn_for(database, "postgres")
+}
+
 pub fn connect(database: &str) -> Client {
     connect_as(database, "postgres")
 }

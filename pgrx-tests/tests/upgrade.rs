@@ -83,7 +83,11 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     provider
         .batch_execute("CREATE EXTENSION pg_pullsync")
         .unwrap();
-    assert_eq!(version(&mut provider), from, "the cluster runs the previous version");
+    assert_eq!(
+        version(&mut provider),
+        from,
+        "the cluster runs the previous version"
+    );
     provider
         .execute(
             "SELECT pullsync.feed_add_consumer('partner', $1, 1000000)",
@@ -164,9 +168,12 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
 
     // Workers on the new library wait, saying why, until the update has run.
     let mut provider = connect(PROVIDER);
-    wait_for(&mut provider, "the workers' wait for the update", Duration::from_secs(60), |_| {
-        log_contains("waiting for ALTER EXTENSION pg_pullsync UPDATE")
-    });
+    wait_for(
+        &mut provider,
+        "the workers' wait for the update",
+        Duration::from_secs(60),
+        |_| log_contains("waiting for ALTER EXTENSION pg_pullsync UPDATE"),
+    );
     let mut data = connect(DATA);
     let target: String = data
         .query_one(
@@ -194,7 +201,10 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     // (a) The upgraded catalog is a fresh install's, object for object.
     let mut fresh = fresh_extension_database("upgrade_fresh");
     let fresh_catalog = describe(&mut fresh);
-    for (name, db) in [("upgrade_data", &mut data), ("upgrade_provider", &mut provider)] {
+    for (name, db) in [
+        ("upgrade_data", &mut data),
+        ("upgrade_provider", &mut provider),
+    ] {
         let upgraded = describe(db);
         let (only_upgraded, only_fresh) = differences(&upgraded, &fresh_catalog);
         assert!(
@@ -222,11 +232,17 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         fx.sim.api_url()
     ))
     .unwrap();
-    let posts_before = count(&mut data, "SELECT count(*) FROM pullsync.workspace_threads_posts");
+    let posts_before = count(
+        &mut data,
+        "SELECT count(*) FROM pullsync.workspace_threads_posts",
+    );
     fx.db = data;
     assert_eq!(fx.scheduled_sync()["status"], "completed");
     assert_eq!(
-        count(&mut fx.db, "SELECT count(*) FROM pullsync.workspace_threads_posts"),
+        count(
+            &mut fx.db,
+            "SELECT count(*) FROM pullsync.workspace_threads_posts"
+        ),
         posts_before
     );
     assert_eq!(fx.layer_violations(), 0);
@@ -238,12 +254,18 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         320
     );
     assert_eq!(
-        count(&mut fx.db, "SELECT count(*) FROM pullsync.conversation_messages"),
+        count(
+            &mut fx.db,
+            "SELECT count(*) FROM pullsync.conversation_messages"
+        ),
         640
     );
     let queued = json(&mut provider, "SELECT pullsync.threads_scheduled_sync()");
     let job = queued["job_id"].as_i64().expect("a queued run");
-    wait_for(&mut provider, "the provider's worker runs a job", Duration::from_secs(60), |p| {
-        pullsync_tests::workers::finished(p, job)
-    });
+    wait_for(
+        &mut provider,
+        "the provider's worker runs a job",
+        Duration::from_secs(60),
+        |p| pullsync_tests::workers::finished(p, job),
+    );
 }

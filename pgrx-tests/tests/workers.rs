@@ -320,17 +320,49 @@ fn pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent() {
     f.db.batch_execute("SELECT pullsync.unschedule_all()")
         .unwrap();
     assert_clean(&mut f);
+}
 
+/// Where pg_cron is not installed in the database (or not on the server at all, as on
+/// PostgreSQL 18 here), scheduling says so and how to schedule instead; the rest works.
+#[test]
+fn without_pg_cron_schedule_defaults_explains_and_the_rest_works() {
     let mut plain = fresh_database("it_no_cron");
     plain.batch_execute("CREATE EXTENSION pg_pullsync").unwrap();
+    let error = plain
+        .query("SELECT * FROM pullsync.schedule_defaults()", &[])
+        .unwrap_err();
+    let db_error = error.as_db_error().expect("an ERROR");
+    assert_eq!(db_error.code().code(), "42704");
+    let hint = db_error.hint().unwrap_or_default();
+    let available = plain
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron')",
+            &[],
+        )
+        .unwrap()
+        .get::<_, bool>(0);
+    if available {
+        assert!(hint.contains("CREATE EXTENSION pg_cron"), "{hint}");
+    } else {
+        assert!(
+            hint.contains("any scheduler") && hint.contains("OPERATIONS.md"),
+            "{hint}"
+        );
+    }
     assert_eq!(
-        sqlstate_of(&mut plain, "SELECT * FROM pullsync.schedule_defaults()").as_deref(),
+        sqlstate_of(&mut plain, "SELECT pullsync.unschedule_all()").as_deref(),
         Some("42704")
     );
     assert_eq!(
         sqlstate_of(&mut plain, "SELECT pullsync.job_status(12345)").as_deref(),
         Some("42704")
     );
+    let queued: serde_json::Value = plain
+        .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
+        .unwrap()
+        .get(0);
+    assert!(queued["job_id"].is_i64(), "{queued}");
+    plain.batch_execute("SELECT pullsync.run_jobs()").unwrap();
 }
 
 #[test]

@@ -3,22 +3,31 @@
 
 use crate::cluster::Cluster;
 use crate::install::{build_and_install, Profile};
-use crate::pg_tree::PgTree;
+use crate::pg_tree::{Major, PgTree};
 use crate::prereqs;
 use crate::run::{cmd, output_of, workspace_root, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const DEMO_PORT: u16 = 28815;
 const SIM_PORT: u16 = 28817;
 const WORKSPACE: &str = "de300000-0000-4000-8000-000000000001";
 
+/// The simulator's files (one simulator serves either demo).
 fn home() -> PathBuf {
     workspace_root().join("target/demo")
 }
 
-pub fn cluster() -> Cluster {
-    Cluster::new(home(), DEMO_PORT, PgTree::system())
+/// The demo cluster of `major`: on 15 the system PostgreSQL, the machine's own server
+/// installation; on 18, which has no system package here, a private tree.
+pub fn cluster(major: Major) -> Cluster {
+    match major {
+        Major::Pg15 => Cluster::new(home(), 28815, PgTree::system()),
+        Major::Pg18 => Cluster::new(
+            workspace_root().join("target/demo-18"),
+            28915,
+            PgTree::private(major, "18-demo"),
+        ),
+    }
 }
 
 fn http(method: &str, path: &str, body: &str) -> Result<String> {
@@ -32,7 +41,8 @@ fn start_simulator() -> Result<()> {
     }
     crate::run::build_release_bin("threads-sim")?;
     let args = ["--accounts", "20", "--posts", "200", "--seed", "42"].map(String::from);
-    let child = crate::simulator::spawn("release", SIM_PORT, &args, &home().join("threads-sim.log"))?;
+    let child =
+        crate::simulator::spawn("release", SIM_PORT, &args, &home().join("threads-sim.log"))?;
     std::fs::write(home().join("threads-sim.pid"), child.id().to_string())?;
     println!("xtask: threads-sim started on port {SIM_PORT} (20 accounts × 200 posts)");
     Ok(())
@@ -75,16 +85,25 @@ pub fn stop_simulator() -> Result<()> {
     Ok(())
 }
 
-pub fn demo() -> Result<()> {
+/// `cargo xtask demo [--pg 15|18]` (15 when not given).
+pub fn demo(args: &[String]) -> Result<()> {
+    let major = match crate::run::flag_value(args, "--pg")? {
+        Some(v) => Major::parse(v)?,
+        None => Major::Pg15,
+    };
     prereqs::ensure()?;
-    // The demo is the one install into the system PostgreSQL: renamed into place, so a
-    // server running the previous build keeps running until the restart below.
-    build_and_install(&PgTree::system(), Profile::Release)?;
-    let cluster = cluster();
+    let cluster = cluster(major);
+    if !cluster.tree.is_system() {
+        cluster.tree.ensure_copied()?;
+    }
+    // On 15 the demo is the one install into the system PostgreSQL: renamed into place, so
+    // a server running the previous build keeps running until the restart below.
+    build_and_install(&cluster.tree, Profile::Release)?;
+    std::fs::create_dir_all(home())?;
     if !cluster.exists() {
         let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
             .ok_or("cannot generate an encryption key")?;
-        cluster.create(&crate::run::cluster_settings(key.trim()))?;
+        cluster.create(&crate::run::cluster_settings(key.trim(), major))?;
     }
     if cluster.is_running() {
         cluster.restart()?;
@@ -92,10 +111,13 @@ pub fn demo() -> Result<()> {
         cluster.start()?;
     }
     start_simulator()?;
+    if major.has_pg_cron() {
+        cluster.psql("postgres", "CREATE EXTENSION IF NOT EXISTS pg_cron")?;
+    }
     cluster.psql(
         "postgres",
         &format!(
-            "CREATE EXTENSION IF NOT EXISTS pg_cron; CREATE EXTENSION IF NOT EXISTS pg_pullsync;
+            "CREATE EXTENSION IF NOT EXISTS pg_pullsync;
              ALTER SYSTEM SET pullsync.threads_api_url = 'http://127.0.0.1:{SIM_PORT}/v1.0';
              SELECT pg_reload_conf();"
         ),
@@ -131,10 +153,11 @@ pub fn demo() -> Result<()> {
     )?;
     println!(
         "\npg_pullsync demo cluster is running (data in {}), the simulator on port {SIM_PORT}.\n\
-         Connect:  psql -h 127.0.0.1 -p {DEMO_PORT} -U postgres postgres\n\
+         Connect:  psql -h 127.0.0.1 -p {} -U postgres postgres\n\
          Try:      SELECT * FROM pullsync.threads_account_stats;\n\
          Stop:     cargo xtask stop",
-        cluster.pgdata().display()
+        cluster.pgdata().display(),
+        cluster.port
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! written beside its destination and renamed over it, so a running server keeps the
 //! library it loaded and new backends load the new one.
 
-use crate::pg_tree::PgTree;
+use crate::pg_tree::{Major, PgTree};
 use crate::run::{cmd, workspace_root, Result, StatusOk};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,26 +25,26 @@ impl Profile {
     }
 }
 
-/// The tree every build compiles against: PGRX_HOME's pg15. Its files equal the system's,
-/// and its layout mirrors the system's under another root, so a package built against it
-/// installs into any tree by swapping the root.
-pub fn build_tree() -> PgTree {
-    PgTree::private("15")
-}
-
-/// An extension package: files laid out as below a filesystem root.
+/// An extension package for one PostgreSQL version: files laid out as below the root of
+/// one of that version's trees.
 pub struct Package {
+    pub major: Major,
     pub root: PathBuf,
 }
 
 impl Package {
     /// Every file, relative to the root (`usr/lib/postgresql/15/lib/pg_pullsync.so`, …).
     pub fn files(&self) -> Result<Vec<PathBuf>> {
-        let mut files = Vec::new();
-        collect_files(&self.root, Path::new(""), &mut files)?;
-        files.sort();
-        Ok(files)
+        files_below(&self.root)
     }
+}
+
+/// Every file below `root`, relative to it, sorted.
+pub fn files_below(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect_files(root, Path::new(""), &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect_files(root: &Path, relative: &Path, into: &mut Vec<PathBuf>) -> Result<()> {
@@ -61,12 +61,16 @@ fn collect_files(root: &Path, relative: &Path, into: &mut Vec<PathBuf>) -> Resul
 }
 
 /// Builds the extension of the workspace at `source` (this one, or an older version's
-/// sources) with `cargo pgrx package` into `target/xtask/<label>/`, compiling in
-/// `target_dir`. Another version's sources need a target directory of their own: both
+/// sources) for `major` with `cargo pgrx package` into `target/xtask/<label>/`, compiling
+/// in `target_dir`. Another version's sources need a target directory of their own: both
 /// link the same `libpg_pullsync.so`, and cargo would take the other's for fresh.
+///
+/// The build compiles against the version's build tree, whose layout every tree of that
+/// version shares, so the package installs into any of them by swapping the root.
 pub fn build_package(
     source: &Path,
     target_dir: &Path,
+    major: Major,
     label: &str,
     profile: Profile,
 ) -> Result<Package> {
@@ -80,7 +84,7 @@ pub fn build_package(
         .current_dir(source)
         .env("CARGO_TARGET_DIR", target_dir)
         .args(["pgrx", "package", "--pg-config"])
-        .arg(build_tree().pg_config())
+        .arg(major.build_tree().pg_config())
         .arg("--out-dir")
         .arg(&out);
     if profile == Profile::Debug {
@@ -92,18 +96,24 @@ pub fn build_package(
         source.display()
     );
     build.status_ok()?;
-    let relative = build_tree()
+    let relative = major
+        .build_tree()
         .root
         .strip_prefix("/")
         .expect("an absolute path")
         .to_path_buf();
     Ok(Package {
+        major,
         root: out.join(relative),
     })
 }
 
 /// Installs `package` into `tree`, each file renamed over its destination.
 pub fn install_atomically(package: &Package, tree: &PgTree) -> Result<()> {
+    assert_eq!(
+        package.major, tree.major,
+        "a package installs into its own version"
+    );
     let files = package.files()?;
     for file in &files {
         let destination = tree.root.join(file);
@@ -133,12 +143,13 @@ pub fn install_atomically(package: &Package, tree: &PgTree) -> Result<()> {
     Ok(())
 }
 
-/// Builds this workspace's extension and installs it into `tree`.
+/// Builds this workspace's extension for the tree's version and installs it there.
 pub fn build_and_install(tree: &PgTree, profile: Profile) -> Result<Package> {
     let package = build_package(
         &workspace_root(),
-        &workspace_root().join("target"),
-        &format!("package-{}", profile.name()),
+        &tree.major.target_dir(),
+        tree.major,
+        &format!("package-{}-{}", tree.major.pgrx_name(), profile.name()),
         profile,
     )?;
     install_atomically(&package, tree)?;

@@ -18,15 +18,16 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test    install what is missing, then run every test (unit, pgrx, integration,
-          upgrade, package) against private PostgreSQL trees under target/pg/;
-          --only <name>: just pgrx-tests/tests/<name>.rs on a fresh test cluster
-          (upgrade, soak and package run their own phase)
-  demo    build and install the extension, start the demo cluster on port 28815 and
-          the Threads simulator, sync it twice and print a report
-  stop    stop the demo cluster and simulator
-  package build the Debian package of the extension (target/*.deb); --pg 15
-  soak    the long fault soak: 50 seeded runs with API faults, kill -9 and restarts
+  test    install what is missing, then run every test (unit, pgrx, integration, soak,
+          upgrade, package) on PostgreSQL 15 and 18, against private trees under target/pg/;
+          --pg 15|18: one version; --only <name>: just pgrx-tests/tests/<name>.rs on a
+          fresh test cluster (upgrade, soak and package run their own phase)
+  demo    build and install the extension, start the demo cluster (port 28815; with
+          --pg 18 port 28915, a private tree, no pg_cron) and the Threads simulator, sync it
+          twice and print a report
+  stop    stop the demo clusters and the simulator
+  package build the Debian package of the extension (target/*.deb); --pg 15|18
+  soak    the long fault soak: 50 seeded runs with API faults, kill -9 and restarts; --pg
   bench   run the benchmarks (about an hour) and write docs/BENCHMARKS.md and its chart;
           --quick: small sizes, written under target/bench/
 ";
@@ -35,9 +36,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => run::test(&args[1..]),
-        Some("demo") => demo::demo(),
+        Some("demo") => demo::demo(&args[1..]),
         Some("stop") => run::stop(),
-        Some("soak") => run::soak(),
+        Some("soak") => run::soak(&args[1..]),
         Some("package") => package::package(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         _ => {

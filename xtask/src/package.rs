@@ -1,61 +1,104 @@
-//! `cargo xtask package`: a Debian package of the extension for PostgreSQL 15, built with
-//! dpkg-deb from the files `cargo pgrx package` lays out in pg_config's paths.
+//! `cargo xtask package [--pg 15|18]`: a Debian package of the extension, built with
+//! dpkg-deb from the files `cargo pgrx package` lays out in pg_config's paths, placed where
+//! Debian's (and PGDG's) PostgreSQL of that version looks for them.
 
 use crate::install::{build_package, Profile};
-use crate::pg_tree::MAJOR;
+use crate::pg_tree::Major;
 use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
 use std::path::{Path, PathBuf};
 
-pub const EXTENSION_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-pub fn package_name() -> String {
-    format!("postgresql-{MAJOR}-pg-pullsync")
+/// The extension's version: the root crate's, read from its manifest (xtask's own
+/// version is another crate's).
+pub fn extension_version() -> Result<String> {
+    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?;
+    let package = manifest
+        .split("\n[package]\n")
+        .nth(1)
+        .ok_or("no [package] in Cargo.toml")?;
+    package
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .map(str::to_string)
+        .ok_or_else(|| "no version in Cargo.toml's [package]".into())
 }
 
-fn control_file(installed_kib: u64) -> String {
+pub fn package_name(major: Major) -> String {
+    format!("postgresql-{}-pg-pullsync", major.number())
+}
+
+/// Where a file of the version's build tree goes in a Debian system.
+fn debian_path(major: Major, file: &Path) -> Result<PathBuf> {
+    let tree = major.build_tree();
+    let pg = major.number();
+    for (dir, debian) in [
+        (tree.libdir(), format!("usr/lib/postgresql/{pg}/lib")),
+        (
+            tree.extension_dir(),
+            format!("usr/share/postgresql/{pg}/extension"),
+        ),
+    ] {
+        let relative = dir.strip_prefix(&tree.root)?;
+        if let Ok(rest) = file.strip_prefix(relative) {
+            return Ok(Path::new(&debian).join(rest));
+        }
+    }
+    Err(format!(
+        "{} is neither a library nor an extension file",
+        file.display()
+    )
+    .into())
+}
+
+fn control_file(major: Major, version: &str, installed_kib: u64) -> String {
+    let pg = major.number();
     format!(
         "Package: {}\n\
-         Version: {EXTENSION_VERSION}\n\
+         Version: {version}\n\
          Architecture: amd64\n\
          Maintainer: pg_pullsync developers <pg_pullsync@localhost>\n\
-         Depends: postgresql-{MAJOR}, libc6\n\
-         Recommends: postgresql-{MAJOR}-cron\n\
+         Depends: postgresql-{pg}, libc6\n\
+         Recommends: postgresql-{pg}-cron\n\
          Section: database\n\
          Priority: optional\n\
          Installed-Size: {installed_kib}\n\
-         Description: pull data from HTTP APIs into PostgreSQL {MAJOR}\n \
+         Description: pull data from HTTP APIs into PostgreSQL {pg}\n \
          pg_pullsync syncs Threads analytics and conversation feeds into the database it\n \
          runs in, with background workers and pg_cron, complete and correct.\n",
-        package_name()
+        package_name(major)
     )
 }
 
 /// Builds the .deb from a fresh `cargo pgrx package`; returns its path.
-pub fn build_deb(profile: Profile) -> Result<PathBuf> {
+pub fn build_deb(major: Major, profile: Profile) -> Result<PathBuf> {
+    let pg = major.pgrx_name();
     let package = build_package(
         &workspace_root(),
-        &workspace_root().join("target"),
-        "deb-files",
+        &major.target_dir(),
+        major,
+        &format!("deb-files-{pg}"),
         profile,
     )?;
-    let staging = workspace_root().join("target/xtask/deb-root");
+    let version = extension_version()?;
+    let staging = workspace_root().join(format!("target/xtask/deb-root-{pg}"));
     if staging.exists() {
         std::fs::remove_dir_all(&staging)?;
     }
     std::fs::create_dir_all(staging.join("DEBIAN"))?;
     let mut bytes = 0;
     for file in package.files()? {
-        let to = staging.join(&file);
+        let to = staging.join(debian_path(major, &file)?);
         std::fs::create_dir_all(to.parent().expect("a file inside a directory"))?;
         bytes += std::fs::copy(package.root.join(&file), &to)?;
     }
     std::fs::write(
         staging.join("DEBIAN/control"),
-        control_file(bytes.div_ceil(1024)),
+        control_file(major, &version, bytes.div_ceil(1024)),
     )?;
     let deb = workspace_root().join(format!(
-        "target/{}_{EXTENSION_VERSION}_amd64.deb",
-        package_name()
+        "target/{}_{version}_amd64.deb",
+        package_name(major)
     ));
     cmd("dpkg-deb")
         .args(["--root-owner-group", "--build"])
@@ -67,12 +110,13 @@ pub fn build_deb(profile: Profile) -> Result<PathBuf> {
 }
 
 /// The files the package must hold, relative to the root.
-fn expected_files() -> Vec<String> {
-    let ext = format!("usr/share/postgresql/{MAJOR}/extension");
+fn expected_files(major: Major, version: &str) -> Vec<String> {
+    let pg = major.number();
+    let ext = format!("usr/share/postgresql/{pg}/extension");
     let mut files = vec![
-        format!("usr/lib/postgresql/{MAJOR}/lib/pg_pullsync.so"),
+        format!("usr/lib/postgresql/{pg}/lib/pg_pullsync.so"),
         format!("{ext}/pg_pullsync.control"),
-        format!("{ext}/pg_pullsync--{EXTENSION_VERSION}.sql"),
+        format!("{ext}/pg_pullsync--{version}.sql"),
     ];
     for script in upgrade_scripts() {
         files.push(format!("{ext}/{script}"));
@@ -97,78 +141,80 @@ pub fn upgrade_scripts() -> Vec<String> {
 /// Extracts `deb` into a scratch root and checks what it holds: the control fields, every
 /// expected file at pg_config's paths, nothing else, a shared object, the right
 /// default_version. Returns the problems found (none when it is right).
-pub fn check_deb(deb: &Path) -> Result<Vec<String>> {
-    let scratch = workspace_root().join("target/xtask/deb-check");
+pub fn check_deb(major: Major, deb: &Path) -> Result<Vec<String>> {
+    let pg = major.number();
+    let version = extension_version()?;
+    let scratch = workspace_root().join(format!("target/xtask/deb-check-{pg}"));
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)?;
     }
-    cmd("dpkg-deb").arg("-x").arg(deb).arg(&scratch).status_ok()?;
+    cmd("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(&scratch)
+        .status_ok()?;
     let mut problems = Vec::new();
     let field = |name: &str| {
         output_of(cmd("dpkg-deb").arg("-f").arg(deb).arg(name)).map(|v| v.trim().to_string())
     };
     for (name, wanted) in [
-        ("Package", package_name()),
-        ("Version", EXTENSION_VERSION.to_string()),
+        ("Package", package_name(major)),
+        ("Version", version.clone()),
         ("Architecture", "amd64".to_string()),
     ] {
         if field(name).as_deref() != Some(wanted.as_str()) {
-            problems.push(format!("control field {name} is {:?}, not {wanted}", field(name)));
+            problems.push(format!(
+                "control field {name} is {:?}, not {wanted}",
+                field(name)
+            ));
         }
     }
-    let listed = crate::install::Package {
-        root: scratch.clone(),
-    }
-    .files()?;
+    let listed = crate::install::files_below(&scratch)?;
     let listed: Vec<String> = listed
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    for file in expected_files() {
+    for file in expected_files(major, &version) {
         if !listed.contains(&file) {
             problems.push(format!("missing {file}"));
         }
     }
     for file in &listed {
-        if !expected_files().contains(file) {
+        if !expected_files(major, &version).contains(file) {
             problems.push(format!("unexpected {file}"));
         }
     }
-    let library = scratch.join(format!("usr/lib/postgresql/{MAJOR}/lib/pg_pullsync.so"));
-    let kind = output_of(cmd("file").arg("-b").arg(&library)).unwrap_or_default();
-    if !kind.contains("ELF 64-bit LSB shared object") {
-        problems.push(format!("pg_pullsync.so is not a shared object: {kind}"));
+    let library = scratch.join(format!("usr/lib/postgresql/{pg}/lib/pg_pullsync.so"));
+    // ELF magic, 64-bit, little-endian, and e_type ET_DYN: a shared object.
+    let head: Vec<u8> = std::fs::read(&library)
+        .unwrap_or_default()
+        .into_iter()
+        .take(18)
+        .collect();
+    if head.len() < 18 || &head[..6] != b"\x7fELF\x02\x01" || head[16..18] != [3, 0] {
+        problems.push("pg_pullsync.so is not a 64-bit shared object".into());
     }
-    let control = std::fs::read_to_string(
-        scratch.join(format!("usr/share/postgresql/{MAJOR}/extension/pg_pullsync.control")),
-    )
+    let control = std::fs::read_to_string(scratch.join(format!(
+        "usr/share/postgresql/{pg}/extension/pg_pullsync.control"
+    )))
     .unwrap_or_default();
-    if !control.contains(&format!("default_version = '{EXTENSION_VERSION}'")) {
+    if !control.contains(&format!("default_version = '{version}'")) {
         problems.push("pg_pullsync.control does not name this version".into());
     }
     Ok(problems)
 }
 
-/// `cargo xtask package [--pg 15]`.
+/// `cargo xtask package [--pg 15|18]`.
 pub fn package(args: &[String]) -> Result<()> {
-    if let Some(pg) = args
-        .iter()
-        .position(|a| a == "--pg")
-        .and_then(|i| args.get(i + 1))
-    {
-        if pg != MAJOR {
-            return Err(format!("this machine packages for PostgreSQL {MAJOR}, not {pg}").into());
-        }
-    }
+    let majors = crate::run::versions(args)?;
     crate::prereqs::ensure()?;
-    let deb = build_deb(Profile::Release)?;
-    let problems = check_deb(&deb)?;
-    if !problems.is_empty() {
-        return Err(format!("the package is wrong: {}", problems.join("; ")).into());
+    for major in majors {
+        let deb = build_deb(major, Profile::Release)?;
+        let problems = check_deb(major, &deb)?;
+        if !problems.is_empty() {
+            return Err(format!("the package is wrong: {}", problems.join("; ")).into());
+        }
+        println!("Install it with: apt install {}", deb.display());
     }
-    println!(
-        "Install it with: apt install {}  (then see README: Install on your own server)",
-        deb.display()
-    );
     Ok(())
 }

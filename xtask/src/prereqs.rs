@@ -1,6 +1,6 @@
 //! Installs what a fresh Debian machine lacks, and skips what is present.
 
-use crate::install::build_tree;
+use crate::pg_tree::Major;
 use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
 use std::path::PathBuf;
 
@@ -61,23 +61,24 @@ pub fn ensure() -> Result<()> {
             .status_ok()?;
     }
 
-    // Every build compiles against the private copy, which is also where the tests
-    // install: the system installation is only ever written by `cargo xtask demo`.
-    let tree = build_tree();
-    tree.ensure_copied()?;
-    let pg_config = tree.pg_config();
-    let config = pgrx_home().join("config.toml");
-    let initialised = std::fs::read_to_string(&config)
-        .map(|c| c.contains(pg_config.to_str().expect("utf-8 path")))
-        .unwrap_or(false);
+    // Every build compiles against a private tree per version, which is also where the
+    // tests install: the system installation is only ever written by `cargo xtask demo`.
+    let mut init = crate::run::cargo();
+    init.args(["pgrx", "init"]);
+    let mut initialised = true;
+    let config = std::fs::read_to_string(pgrx_home().join("config.toml")).unwrap_or_default();
+    for major in Major::ALL {
+        let tree = major.build_tree();
+        tree.ensure_copied()?;
+        let pg_config = tree.pg_config();
+        initialised &= config.contains(pg_config.to_str().expect("utf-8 path"));
+        init.arg(format!("--{}", major.pgrx_name())).arg(pg_config);
+    }
     if initialised {
-        println!("xtask: pgrx knows the private PostgreSQL 15 tree");
+        println!("xtask: pgrx knows the private PostgreSQL trees");
     } else {
         std::fs::create_dir_all(pgrx_home())?;
-        crate::run::cargo()
-            .args(["pgrx", "init", "--pg15"])
-            .arg(&pg_config)
-            .status_ok()?;
+        init.status_ok()?;
     }
     Ok(())
 }

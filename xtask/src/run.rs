@@ -1,7 +1,8 @@
 //! The commands, and small helpers to run programs.
 
 use crate::cluster::Cluster;
-use crate::install::{build_and_install, build_tree, install_atomically, Package, Profile};
+use crate::install::{build_and_install, install_atomically, Package, Profile};
+use crate::pg_tree::Major;
 use crate::prereqs;
 use crate::sentinel::Sentinel;
 use std::io::{BufRead, BufReader};
@@ -65,27 +66,38 @@ pub fn cargo() -> Command {
     c
 }
 
-/// Settings every cluster of ours needs: the workers and pg_cron preloaded.
-pub fn cluster_settings(key: &str) -> String {
-    format!(
-        "shared_preload_libraries = 'pg_cron,pg_pullsync'\n\
-         cron.database_name = 'postgres'\n\
-         cron.use_background_workers = on\n\
-         max_worker_processes = 32\n\
-         pullsync.encryption_key = '{key}'\n"
-    )
+/// Settings every cluster of ours needs: the workers preloaded, and pg_cron where the
+/// version has it.
+pub fn cluster_settings(key: &str, major: Major) -> String {
+    let common = format!("max_worker_processes = 32\npullsync.encryption_key = '{key}'\n");
+    if major.has_pg_cron() {
+        format!(
+            "shared_preload_libraries = 'pg_cron,pg_pullsync'\n\
+             cron.database_name = 'postgres'\n\
+             cron.use_background_workers = on\n{common}"
+        )
+    } else {
+        format!("shared_preload_libraries = 'pg_pullsync'\n{common}")
+    }
 }
+
+/// The integration tests that need pg_cron: on a version without it they are skipped,
+/// and the summary says so.
+const PG_CRON_TESTS: &[&str] = &["pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent"];
 
 #[derive(Default)]
 struct Tally {
     passed: u64,
     failed: u64,
-    failed_phases: Vec<&'static str>,
+    failed_phases: Vec<String>,
+    /// (version, passed, failed) per version, in order.
+    per_version: Vec<(Major, u64, u64)>,
+    skipped: Vec<String>,
 }
 
 impl Tally {
     /// Runs a test command, echoing its output and adding up libtest's result lines.
-    fn phase(&mut self, name: &'static str, command: &mut Command) {
+    fn phase(&mut self, name: &str, command: &mut Command) {
         println!("\nxtask: === {name} ===");
         let ok = match command.stdout(Stdio::piped()).spawn() {
             Ok(mut child) => {
@@ -93,8 +105,7 @@ impl Tally {
                 for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
                     println!("{line}");
                     if let Some(rest) = line.trim().strip_prefix("test result: ") {
-                        self.passed += count(rest, " passed");
-                        self.failed += count(rest, " failed");
+                        self.add(count(rest, " passed"), count(rest, " failed"));
                     }
                 }
                 child.wait().map(|s| s.success()).unwrap_or(false)
@@ -105,26 +116,49 @@ impl Tally {
             }
         };
         if !ok {
-            self.failed_phases.push(name);
+            self.failed_phases.push(name.to_string());
         }
     }
 
+    fn add(&mut self, passed: u64, failed: u64) {
+        self.passed += passed;
+        self.failed += failed;
+        if let Some((_, p, f)) = self.per_version.last_mut() {
+            *p += passed;
+            *f += failed;
+        }
+    }
+
+    /// Counts what follows as `major`'s.
+    fn version(&mut self, major: Major) {
+        self.per_version.push((major, 0, 0));
+    }
+
     /// A check of xtask's own: passes when it found no problem.
-    fn check(&mut self, name: &'static str, problems: &[String]) {
+    fn check(&mut self, name: &str, problems: &[String]) {
         println!("\nxtask: === {name} ===");
         if problems.is_empty() {
             println!("ok");
-            self.passed += 1;
+            self.add(1, 0);
         } else {
             for p in problems {
                 println!("FAILED: {p}");
             }
-            self.failed += 1;
-            self.failed_phases.push(name);
+            self.add(0, 1);
+            self.failed_phases.push(name.to_string());
         }
     }
 
     fn summary(&self) -> Result<()> {
+        for (major, passed, failed) in &self.per_version {
+            println!(
+                "xtask: PostgreSQL {}: {passed} passed, {failed} failed",
+                major.number()
+            );
+        }
+        for skipped in &self.skipped {
+            println!("xtask: skipped {skipped}");
+        }
         println!(
             "\nxtask: summary: {} passed, {} failed{}",
             self.passed,
@@ -158,41 +192,50 @@ fn count(summary: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `cargo xtask test [--only <integration test>]`.
-pub fn test(args: &[String]) -> Result<()> {
-    prereqs::ensure()?;
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .map(|i| args.get(i + 1).cloned().ok_or("--only needs a test name, e.g. --only backup"))
-        .transpose()?;
-    let tree = build_tree();
-    // A cluster left by an interrupted run runs from the tree this run installs into.
-    integration_cluster().stop()?;
-    let mut tally = Tally::default();
+/// The value after `flag` in `args`, if the flag is there.
+pub fn flag_value<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>> {
+    match args.iter().position(|a| a == flag) {
+        None => Ok(None),
+        Some(i) => args
+            .get(i + 1)
+            .map(|v| Some(v.as_str()))
+            .ok_or_else(|| format!("{flag} needs a value").into()),
+    }
+}
 
-    let package = build_and_install(&tree, Profile::Debug)?;
+/// The versions `--pg 15|18` selects (every version without it).
+pub fn versions(args: &[String]) -> Result<Vec<Major>> {
+    Ok(match flag_value(args, "--pg")? {
+        Some(v) => vec![Major::parse(v)?],
+        None => Major::ALL.to_vec(),
+    })
+}
+
+/// `cargo xtask test [--pg 15|18] [--only <integration test>]`.
+pub fn test(args: &[String]) -> Result<()> {
+    let majors = versions(args)?;
+    let only = flag_value(args, "--only")?;
+    prereqs::ensure()?;
+    // A cluster left by an interrupted run runs from the tree this run installs into.
+    for major in &majors {
+        integration_cluster(*major).stop()?;
+    }
+    let mut tally = Tally::default();
+    let mut packages = Vec::new();
+    for major in &majors {
+        packages.push(build_and_install(&major.build_tree(), Profile::Debug)?);
+    }
+
     if let Some(name) = only {
-        match name.as_str() {
-            "upgrade" => upgrade_phase(&mut tally, &package)?,
-            "package" => package_phase(&mut tally)?,
-            _ => {
-                let cluster = test_cluster()?;
-                if name == "soak" {
-                    soak_phase(&mut tally, &cluster, SHORT_SOAK_RUNS);
-                } else {
-                    tally.phase(
-                        "integration test (--only)",
-                        integration_command(&cluster).args(["--test", &name, "--", "--test-threads=2"]),
-                    );
-                }
-                cluster.stop()?;
-            }
+        for (major, package) in majors.iter().zip(&packages) {
+            tally.version(*major);
+            only_phase(&mut tally, *major, package, name)?;
         }
         return tally.summary();
     }
-    let sentinel = Sentinel::start(&package)?;
+    let sentinel = Sentinel::start(&packages[0])?;
 
+    tally.version(majors[0]);
     tally.phase(
         "unit tests",
         cargo().args([
@@ -207,38 +250,89 @@ pub fn test(args: &[String]) -> Result<()> {
             "--bins",
         ]),
     );
-
-    let pgrx_home = PathBuf::from("/tmp/pullsync-pgrx");
-    std::fs::create_dir_all(&pgrx_home)?;
-    cmd("chown")
-        .arg("postgres:postgres")
-        .arg(&pgrx_home)
-        .status_ok()?;
-    tally.phase(
-        "pgrx tests (cargo pgrx test pg15)",
-        cargo()
-            .args(["pgrx", "test", "pg15", "--runas", "postgres", "--pgdata"])
-            .arg(pgrx_home.join("pgdata")),
-    );
-
-    // `cargo pgrx test` installed its pg_test build; the integration tests use the package.
-    install_atomically(&package, &tree)?;
-    integration(&mut tally)?;
-    upgrade_phase(&mut tally, &package)?;
-    package_phase(&mut tally)?;
+    for (i, (major, package)) in majors.iter().zip(&packages).enumerate() {
+        if i > 0 {
+            tally.version(*major);
+        }
+        let started = std::time::Instant::now();
+        version_phases(&mut tally, *major, package)?;
+        println!(
+            "xtask: PostgreSQL {} phases took {} s",
+            major.number(),
+            started.elapsed().as_secs()
+        );
+    }
 
     let problems = sentinel.check();
-    tally.check("live servers survive the run (sentinel, demo, system files)", &problems);
+    tally.check(
+        "live servers survive the run (sentinel, demo, system files)",
+        &problems,
+    );
     tally.summary()
 }
 
-fn integration_cluster() -> Cluster {
-    Cluster::new("/tmp/pullsync-it", TEST_PORT, build_tree())
+/// Everything that runs once per PostgreSQL version.
+fn version_phases(tally: &mut Tally, major: Major, package: &Package) -> Result<()> {
+    let pg = major.number();
+    let pgrx_data = PathBuf::from(format!("/tmp/pullsync-pgrx{pg}"));
+    std::fs::create_dir_all(&pgrx_data)?;
+    cmd("chown")
+        .arg("postgres:postgres")
+        .arg(&pgrx_data)
+        .status_ok()?;
+    tally.phase(
+        &format!("pgrx tests (cargo pgrx test pg{pg})"),
+        cargo()
+            .env("CARGO_TARGET_DIR", major.target_dir())
+            .args([
+                "pgrx",
+                "test",
+                &major.pgrx_name(),
+                "--runas",
+                "postgres",
+                "--pgdata",
+            ])
+            .arg(pgrx_data.join("pgdata")),
+    );
+    // `cargo pgrx test` installed its pg_test build; the integration tests use the package.
+    install_atomically(package, &major.build_tree())?;
+    integration(tally, major)?;
+    upgrade_phase(tally, major, package)?;
+    package_phase(tally, major)
+}
+
+fn only_phase(tally: &mut Tally, major: Major, package: &Package, name: &str) -> Result<()> {
+    match name {
+        "upgrade" => upgrade_phase(tally, major, package),
+        "package" => package_phase(tally, major),
+        _ => {
+            let cluster = test_cluster(major)?;
+            if name == "soak" {
+                soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
+            } else {
+                tally.phase(
+                    &format!("integration test {name} (PostgreSQL {})", major.number()),
+                    integration_command(&cluster).args([
+                        "--test",
+                        name,
+                        "--",
+                        "--test-threads=2",
+                        "--nocapture",
+                    ]),
+                );
+            }
+            cluster.stop()
+        }
+    }
+}
+
+fn integration_cluster(major: Major) -> Cluster {
+    Cluster::new("/tmp/pullsync-it", TEST_PORT, major.build_tree())
 }
 
 /// Starts the integration-test cluster afresh on the installed package.
-fn test_cluster() -> Result<Cluster> {
-    let cluster = integration_cluster();
+fn test_cluster(major: Major) -> Result<Cluster> {
+    let cluster = integration_cluster(major);
     cluster.remove()?;
     // The workers and pg_cron live in it_workers, the database of tests/workers.rs, which
     // keeps one Threads simulator on WORKER_SIM_PORT for them.
@@ -248,7 +342,7 @@ fn test_cluster() -> Result<Cluster> {
          pullsync.http_retry_delay = 5\n\
          pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n\
          pullsync.threads_api_url = 'http://127.0.0.1:{WORKER_SIM_PORT}/v1.0'\n",
-        cluster_settings(TEST_KEY).replace(
+        cluster_settings(TEST_KEY, major).replace(
             "cron.database_name = 'postgres'",
             "cron.database_name = 'it_workers'"
         )
@@ -256,7 +350,22 @@ fn test_cluster() -> Result<Cluster> {
     cluster.create(&settings)?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE it_workers")?;
+    // The workers and the feed server started before it_workers existed; they come back
+    // after their restart time, and tests must not start before that.
+    wait_for_listener(FEED_PORT, "the test cluster's feed server")?;
     Ok(cluster)
+}
+
+/// Waits up to a minute until something accepts connections on `port`.
+pub fn wait_for_listener(port: u16, what: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{what} did not start listening on port {port}").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 /// `cargo test -p pullsync-tests` pointed at `cluster`.
@@ -270,31 +379,58 @@ fn integration_command(cluster: &Cluster) -> Command {
     command
 }
 
-fn integration(tally: &mut Tally) -> Result<()> {
-    let cluster = test_cluster()?;
+fn integration(tally: &mut Tally, major: Major) -> Result<()> {
+    let cluster = test_cluster(major)?;
+    let mut command = integration_command(&cluster);
+    command.args(["--tests", "--", "--test-threads=2"]);
+    if !major.has_pg_cron() {
+        for test in PG_CRON_TESTS {
+            command.args(["--skip", test]);
+            tally.skipped.push(format!(
+                "{test} on PostgreSQL {} (needs pg_cron, which has no package for it here)",
+                major.number()
+            ));
+        }
+    }
     tally.phase(
-        "integration tests (pgrx-tests, real cluster)",
-        integration_command(&cluster).args(["--tests", "--", "--test-threads=2"]),
+        &format!(
+            "integration tests (pgrx-tests, PostgreSQL {})",
+            major.number()
+        ),
+        &mut command,
     );
     soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
     cluster.stop()
 }
 
-fn upgrade_phase(tally: &mut Tally, package: &Package) -> Result<()> {
-    let (cluster, env) = crate::upgrade::prepare(package)?;
+fn upgrade_phase(tally: &mut Tally, major: Major, package: &Package) -> Result<()> {
+    let (cluster, env) = crate::upgrade::prepare(major, package)?;
     let mut command = cargo();
     command
         .args(["test", "-p", "pullsync-tests", "--test", "upgrade", "--"])
         .args(["--ignored", "--test-threads=1", "--nocapture"])
         .envs(env);
-    tally.phase("upgrade test (0.1.0 as it landed → this build)", &mut command);
+    tally.phase(
+        &format!(
+            "upgrade test (PostgreSQL {}: {} as it landed → this build)",
+            major.number(),
+            crate::upgrade::BASE_VERSION
+        ),
+        &mut command,
+    );
     cluster.stop()
 }
 
-fn package_phase(tally: &mut Tally) -> Result<()> {
-    let deb = crate::package::build_deb(Profile::Debug)?;
-    let problems = crate::package::check_deb(&deb)?;
-    tally.check("Debian package (cargo xtask package)", &problems);
+fn package_phase(tally: &mut Tally, major: Major) -> Result<()> {
+    let deb = crate::package::build_deb(major, Profile::Debug)?;
+    let problems = crate::package::check_deb(major, &deb)?;
+    tally.check(
+        &format!(
+            "Debian package (cargo xtask package --pg {})",
+            major.number()
+        ),
+        &problems,
+    );
     Ok(())
 }
 
@@ -305,7 +441,10 @@ const SOAK_RUNS: u32 = 50;
 /// The fault soak restarts the server, so it runs after the other tests, alone.
 fn soak_phase(tally: &mut Tally, cluster: &Cluster, runs: u32) {
     tally.phase(
-        "fault soak (tests/soak.rs)",
+        &format!(
+            "fault soak (tests/soak.rs, PostgreSQL {})",
+            cluster.tree.major.number()
+        ),
         integration_command(cluster)
             .args(["--test", "soak", "--"])
             .args(["--ignored", "--test-threads=1", "--nocapture"])
@@ -313,15 +452,18 @@ fn soak_phase(tally: &mut Tally, cluster: &Cluster, runs: u32) {
     );
 }
 
-/// `cargo xtask soak`: the long fault soak on a fresh test cluster.
-pub fn soak() -> Result<()> {
+/// `cargo xtask soak [--pg 15|18]`: the long fault soak on a fresh test cluster.
+pub fn soak(args: &[String]) -> Result<()> {
+    let majors = versions(args)?;
     prereqs::ensure()?;
-    integration_cluster().stop()?;
-    build_and_install(&build_tree(), Profile::Debug)?;
-    let cluster = test_cluster()?;
     let mut tally = Tally::default();
-    soak_phase(&mut tally, &cluster, SOAK_RUNS);
-    cluster.stop()?;
+    for major in majors {
+        integration_cluster(major).stop()?;
+        build_and_install(&major.build_tree(), Profile::Debug)?;
+        let cluster = test_cluster(major)?;
+        soak_phase(&mut tally, &cluster, SOAK_RUNS);
+        cluster.stop()?;
+    }
     if tally.failed > 0 || !tally.failed_phases.is_empty() {
         return Err("the soak failed".into());
     }
@@ -329,7 +471,9 @@ pub fn soak() -> Result<()> {
 }
 
 pub fn stop() -> Result<()> {
-    crate::demo::cluster().stop()?;
+    for major in Major::ALL {
+        crate::demo::cluster(major).stop()?;
+    }
     crate::demo::stop_simulator()?;
     println!("pg_pullsync demo cluster and simulator stopped");
     Ok(())

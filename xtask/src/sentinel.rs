@@ -6,7 +6,7 @@
 
 use crate::cluster::Cluster;
 use crate::install::{install_atomically, Package};
-use crate::pg_tree::PgTree;
+use crate::pg_tree::{Major, PgTree};
 use crate::run::{workspace_root, Result};
 use std::path::PathBuf;
 use std::process::Child;
@@ -20,7 +20,8 @@ pub struct Sentinel {
     cluster: Cluster,
     postmaster: String,
     simulator: Child,
-    demo: Option<(Cluster, String)>,
+    /// Running demo clusters and their postmaster pids.
+    demos: Vec<(Cluster, String)>,
     system_files: Vec<(PathBuf, Option<Vec<u8>>)>,
 }
 
@@ -34,7 +35,7 @@ fn postmaster_pid(cluster: &Cluster) -> Option<String> {
 fn system_files() -> Vec<(PathBuf, Option<Vec<u8>>)> {
     let tree = PgTree::system();
     let mut paths = vec![tree.libdir().join("pg_pullsync.so")];
-    if let Ok(dir) = std::fs::read_dir("/usr/share/postgresql/15/extension") {
+    if let Ok(dir) = std::fs::read_dir(tree.extension_dir()) {
         paths.extend(
             dir.flatten()
                 .map(|e| e.path())
@@ -64,11 +65,16 @@ fn sync(cluster: &Cluster) -> Result<i64> {
         .ok_or("the sentinel cluster did not answer a sync")?;
     let completed: i64 = posts.parse()?;
     let stored: i64 = cluster
-        .query("postgres", "SELECT count(*) FROM pullsync.workspace_threads_posts")
+        .query(
+            "postgres",
+            "SELECT count(*) FROM pullsync.workspace_threads_posts",
+        )
         .ok_or("the sentinel cluster did not answer")?
         .parse()?;
     if completed == 0 || stored == 0 {
-        return Err(format!("sentinel sync: {completed} accounts completed, {stored} posts").into());
+        return Err(
+            format!("sentinel sync: {completed} accounts completed, {stored} posts").into(),
+        );
     }
     Ok(stored)
 }
@@ -77,7 +83,8 @@ impl Sentinel {
     /// Starts the sentinel on `package` (installed into its own tree) and notes the demo
     /// cluster and the system files.
     pub fn start(package: &Package) -> Result<Sentinel> {
-        let tree = PgTree::private("15-sentinel");
+        let major = package.major;
+        let tree = PgTree::private(major, &format!("{}-sentinel", major.number()));
         tree.ensure_copied()?;
         install_atomically(package, &tree)?;
         let home = workspace_root().join("target/xtask/sentinel");
@@ -85,7 +92,7 @@ impl Sentinel {
         cluster.remove()?;
         cluster.create(&format!(
             "{}pullsync.threads_api_url = 'http://127.0.0.1:{SIM_PORT}/v1.0'\n",
-            crate::run::cluster_settings(KEY)
+            crate::run::cluster_settings(KEY, major)
         ))?;
         cluster.start()?;
         crate::run::build_debug_bin("threads-sim")?;
@@ -96,20 +103,25 @@ impl Sentinel {
         crate::simulator::add_accounts(&cluster, "postgres", SIM_PORT, WORKSPACE)?;
         let posts = sync(&cluster)?;
         println!("xtask: sentinel cluster on port {PORT} is up and synced {posts} posts");
-        let demo = crate::demo::cluster();
-        let demo = if demo.is_running() {
-            postmaster_pid(&demo).map(|pid| {
-                println!("xtask: the demo cluster (postmaster {pid}) is running; it must survive");
-                (demo, pid)
+        let demos = Major::ALL
+            .into_iter()
+            .map(crate::demo::cluster)
+            .filter(Cluster::is_running)
+            .filter_map(|demo| {
+                postmaster_pid(&demo).map(|pid| {
+                    println!(
+                        "xtask: the demo cluster on port {} (postmaster {pid}) is running; it must survive",
+                        demo.port
+                    );
+                    (demo, pid)
+                })
             })
-        } else {
-            None
-        };
+            .collect();
         Ok(Sentinel {
             postmaster: postmaster_pid(&cluster).ok_or("the sentinel has no postmaster.pid")?,
             cluster,
             simulator,
-            demo,
+            demos,
             system_files: system_files(),
         })
     }
@@ -124,12 +136,15 @@ impl Sentinel {
         } else if let Err(e) = sync(&self.cluster) {
             problems.push(format!("the sentinel cluster no longer syncs: {e}"));
         }
-        if let Some((demo, pid)) = &self.demo {
+        for (demo, pid) in &self.demos {
             let alive = demo.is_running()
                 && postmaster_pid(demo).as_deref() == Some(pid.as_str())
                 && demo.query("postgres", "SELECT 1").as_deref() == Some("1");
             if !alive {
-                problems.push("the demo cluster did not survive the test run".to_string());
+                problems.push(format!(
+                    "the demo cluster on port {} did not survive the test run",
+                    demo.port
+                ));
             }
         }
         for ((path, before), (_, after)) in self.system_files.iter().zip(system_files()) {
@@ -138,7 +153,9 @@ impl Sentinel {
             }
         }
         if self.system_files.len() != system_files().len() {
-            problems.push("the test run added or removed pg_pullsync files of the system installation".into());
+            problems.push(
+                "the test run added or removed pg_pullsync files of the system installation".into(),
+            );
         }
         let _ = self.simulator.kill();
         let _ = self.simulator.wait();

@@ -62,7 +62,12 @@ pub fn spawn(profile: &str, port: u16, args: &[String], log: &Path) -> Result<Ch
 
 /// Adds every account of the simulator on `port` to `database` with
 /// `threads_add_account`, as a user would; returns how many.
-pub fn add_accounts(cluster: &Cluster, database: &str, port: u16, workspace: &str) -> Result<usize> {
+pub fn add_accounts(
+    cluster: &Cluster,
+    database: &str,
+    port: u16,
+    workspace: &str,
+) -> Result<usize> {
     let accounts: Value = serde_json::from_str(&http(port, "GET", "/admin/accounts", "")?)?;
     let accounts = accounts
         .as_array()

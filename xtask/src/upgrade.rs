@@ -4,7 +4,7 @@
 
 use crate::cluster::Cluster;
 use crate::install::{build_package, install_atomically, Package, Profile};
-use crate::pg_tree::PgTree;
+use crate::pg_tree::{Major, PgTree};
 use crate::run::{cmd, workspace_root, Result, StatusOk};
 use std::path::PathBuf;
 
@@ -38,19 +38,32 @@ fn base_sources() -> Result<PathBuf> {
         .arg("-C")
         .arg(&dir)
         .status_ok()?;
+    // 0.1.0 named only the pg15 feature; its code builds for 18 with pgrx's own feature.
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)?;
+    if !text.contains("\npg18 = ") {
+        let text = text.replacen(
+            "\npg15 = [\"pgrx/pg15\", \"pgrx-tests/pg15\"]\n",
+            "\npg15 = [\"pgrx/pg15\", \"pgrx-tests/pg15\"]\npg18 = [\"pgrx/pg18\", \"pgrx-tests/pg18\"]\n",
+            1,
+        );
+        std::fs::write(&manifest, text)?;
+    }
     Ok(dir)
 }
 
-/// Builds the base version, installs it into a fresh upgrade tree and starts its cluster.
-/// Returns the cluster and the environment the upgrade test reads.
-pub fn prepare(new_package: &Package) -> Result<(Cluster, Vec<(String, String)>)> {
+/// Builds the base version for `major`, installs it into a fresh upgrade tree and starts
+/// its cluster. Returns the cluster and the environment the upgrade test reads.
+pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(String, String)>)> {
+    let pg = major.pgrx_name();
     let old = build_package(
         &base_sources()?,
-        &workspace_root().join(format!("target/xtask/target-{BASE_VERSION}")),
-        &format!("package-{BASE_VERSION}"),
+        &workspace_root().join(format!("target/xtask/target-{BASE_VERSION}-{pg}")),
+        major,
+        &format!("package-{BASE_VERSION}-{pg}"),
         Profile::Debug,
     )?;
-    let tree = PgTree::private("15-upgrade");
+    let tree = PgTree::private(major, &format!("{}-upgrade", major.number()));
     let cluster = Cluster::new("/tmp/pullsync-up", PORT, tree.clone());
     cluster.remove()?;
     // A fresh copy: the last run left the new version in it.
@@ -63,10 +76,13 @@ pub fn prepare(new_package: &Package) -> Result<(Cluster, Vec<(String, String)>)
         "{}pullsync.database = 'upgrade_provider'\n\
          pullsync.http_retry_delay = 5\n\
          pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n",
-        crate::run::cluster_settings(KEY)
+        crate::run::cluster_settings(KEY, major)
     ))?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE upgrade_provider")?;
+    // Its feed server started before the database existed and comes back after its
+    // restart time.
+    crate::run::wait_for_listener(FEED_PORT, "the upgrade cluster's feed server")?;
     let env = vec![
         ("PULLSYNC_TEST_DSN".into(), cluster.dsn()),
         (

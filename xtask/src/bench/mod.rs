@@ -89,7 +89,7 @@ impl Bench {
              shared_buffers = '2GB'\n\
              max_wal_size = '16GB'\n\
              checkpoint_timeout = '30min'\n",
-            crate::run::cluster_settings(key.trim())
+            crate::run::cluster_settings(key.trim(), crate::pg_tree::Major::Pg15)
         );
         cluster.create(&settings)?;
         cluster.start()?;
@@ -120,7 +120,7 @@ impl Bench {
 
 /// The benchmarks' own installation: a release build, apart from the tests' debug one.
 fn bench_tree() -> PgTree {
-    PgTree::private("15-bench")
+    PgTree::private(crate::pg_tree::Major::Pg15, "15-bench")
 }
 
 pub fn bench(args: &[String]) -> Result<()> {

@@ -143,8 +143,7 @@ impl World {
 
     fn simulator(&self) -> Result<Simulator> {
         Ok(Simulator(crate::simulator::spawn(
-            "release",
-            SIM_PORT, &self.args, &self.log,
+            "release", SIM_PORT, &self.args, &self.log,
         )?))
     }
 
