@@ -11,6 +11,7 @@ pub mod http;
 pub mod jobs;
 mod key_rotation;
 pub mod monitor;
+mod pg_compat;
 mod pg_error;
 mod pg_time;
 pub mod reconcile;

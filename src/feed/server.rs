@@ -361,15 +361,14 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
         Ok(l) => l,
         Err(e) => {
             warning!("{SERVER_TYPE}: cannot listen on {listen}: {e}");
-            // SAFETY: ends this worker; the postmaster retries after the restart time.
-            unsafe { pg_sys::proc_exit(1) };
+            // The postmaster retries after the restart time.
+            crate::pg_compat::exit_process(1);
         }
     };
     let (calls, requests) = mpsc::channel::<Call>();
     if let Err(e) = spawn_http(listener, calls) {
         warning!("{SERVER_TYPE}: cannot start: {e}");
-        // SAFETY: as above.
-        unsafe { pg_sys::proc_exit(1) };
+        crate::pg_compat::exit_process(1);
     }
     log!("{SERVER_TYPE}: serving database \"{database}\" on http://{listen}");
     let mut limiters: HashMap<String, (i32, RateLimiter)> = HashMap::new();
@@ -401,8 +400,8 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
         }
     }
     log!("{SERVER_TYPE}: stopping");
-    // SAFETY: ends this worker; restarted after its restart time unless the server stops.
-    unsafe { pg_sys::proc_exit(1) };
+    // Restarted after its restart time unless the server stops.
+    crate::pg_compat::exit_process(1);
 }
 
 #[cfg(test)]

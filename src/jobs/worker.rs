@@ -126,7 +126,7 @@ impl SchemaWatch {
             .run(schema_state)
             .unwrap_or(SchemaState::NotInstalled);
         if self.last.as_ref() != Some(&state) {
-            if let Some(line) = state.wait_message(&BackgroundWorker::get_name(), database) {
+            if let Some(line) = state.wait_message(BackgroundWorker::get_name(), database) {
                 log!("{line}");
             }
         }
@@ -184,8 +184,7 @@ pub extern "C-unwind" fn pullsync_worker_main(_arg: pg_sys::Datum) {
     log!("{}: stopping", BackgroundWorker::get_name());
     // Exit code 1: the postmaster starts the worker again after its restart time, unless
     // the server is shutting down.
-    // SAFETY: ends this worker process.
-    unsafe { pg_sys::proc_exit(1) };
+    crate::pg_compat::exit_process(1);
 }
 
 /// Wakes every worker when the current transaction commits, so a queued job starts at

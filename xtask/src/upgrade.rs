@@ -6,7 +6,7 @@ use crate::cluster::Cluster;
 use crate::install::{build_package, install_atomically, Package, Profile};
 use crate::pg_tree::{Major, PgTree};
 use crate::run::{cmd, workspace_root, Result, StatusOk};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The version every upgrade starts from, and the commit it landed as.
 pub const BASE_VERSION: &str = "0.1.0";
@@ -15,9 +15,16 @@ const PORT: u16 = 28824;
 const FEED_PORT: u16 = 28825;
 const KEY: &str = "dXBncmFkZS10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
 
-/// The sources of the base version, exported from git (once).
-fn base_sources() -> Result<PathBuf> {
-    let dir = workspace_root().join(format!("target/xtask/src-{BASE_VERSION}"));
+/// The sources of the base version for `major`, exported from git (once). 0.1.0 was
+/// released for PostgreSQL 15 only: for 18 its manifest gains the `pg18` feature and its
+/// calls of `proc_exit`, which PostgreSQL 18's binding no longer marks as not returning,
+/// are followed by `unreachable!()` (what src/pg_compat.rs does since). Nothing else
+/// changes.
+fn base_sources(major: Major) -> Result<PathBuf> {
+    let dir = workspace_root().join(format!(
+        "target/xtask/src-{BASE_VERSION}-{}",
+        major.pgrx_name()
+    ));
     if dir.join("Cargo.toml").exists() {
         return Ok(dir);
     }
@@ -38,18 +45,31 @@ fn base_sources() -> Result<PathBuf> {
         .arg("-C")
         .arg(&dir)
         .status_ok()?;
-    // 0.1.0 named only the pg15 feature; its code builds for 18 with pgrx's own feature.
-    let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)?;
-    if !text.contains("\npg18 = ") {
-        let text = text.replacen(
+    if major == Major::Pg18 {
+        patch(
+            &dir.join("Cargo.toml"),
             "\npg15 = [\"pgrx/pg15\", \"pgrx-tests/pg15\"]\n",
             "\npg15 = [\"pgrx/pg15\", \"pgrx-tests/pg15\"]\npg18 = [\"pgrx/pg18\", \"pgrx-tests/pg18\"]\n",
-            1,
-        );
-        std::fs::write(&manifest, text)?;
+        )?;
+        for file in ["src/feed/server.rs", "src/jobs/worker.rs"] {
+            patch(
+                &dir.join(file),
+                "unsafe { pg_sys::proc_exit(1) };",
+                "unsafe { pg_sys::proc_exit(1) };\nunreachable!();",
+            )?;
+        }
     }
     Ok(dir)
+}
+
+/// Replaces every `from` in `file` with `to`; an error when there is none.
+fn patch(file: &Path, from: &str, to: &str) -> Result<()> {
+    let text = std::fs::read_to_string(file)?;
+    if !text.contains(from) {
+        return Err(format!("{} has no {from:?} to patch", file.display()).into());
+    }
+    std::fs::write(file, text.replace(from, to))?;
+    Ok(())
 }
 
 /// Builds the base version for `major`, installs it into a fresh upgrade tree and starts
@@ -57,7 +77,7 @@ fn base_sources() -> Result<PathBuf> {
 pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(String, String)>)> {
     let pg = major.pgrx_name();
     let old = build_package(
-        &base_sources()?,
+        &base_sources(major)?,
         &workspace_root().join(format!("target/xtask/target-{BASE_VERSION}-{pg}")),
         major,
         &format!("package-{BASE_VERSION}-{pg}"),
