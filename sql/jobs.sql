@@ -16,8 +16,10 @@ SELECT r.id                              AS job_id,
   FROM pullsync.jobs r
  WHERE r.parent_id IS NULL AND r.state IN ('queued', 'running');
 
+-- With the owner's rights: an operator granted EXECUTE reads a run's status without a grant
+-- on pullsync.jobs.
 CREATE FUNCTION pullsync.job_status(job_id bigint) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r pullsync.jobs;
 BEGIN

@@ -52,8 +52,7 @@ CREATE TRIGGER delete_units AFTER DELETE ON pullsync.jobs
     FOR EACH ROW WHEN (OLD.parent_id IS NULL) EXECUTE FUNCTION pullsync.delete_units();
 REVOKE ALL ON FUNCTION pullsync.delete_units() FROM PUBLIC;
 
--- Without pg_cron on the server (PostgreSQL 18 here) scheduling explains how to schedule
--- from outside.
+-- Where the server has no pg_cron, schedule_defaults() says how to schedule from outside.
 -- The default pg_cron jobs, named pullsync-…, in this database. Idempotent: pg_cron
 -- replaces a job of the same name. Runs with the caller's rights (pg_cron's own checks).
 CREATE OR REPLACE FUNCTION pullsync.schedule_defaults(OUT jobname text, OUT schedule text, OUT command text, OUT jobid bigint)
@@ -94,23 +93,10 @@ BEGIN
 END
 $$;
 
--- Removes every pg_cron job named pullsync-…; returns how many. Idempotent.
-CREATE OR REPLACE FUNCTION pullsync.unschedule_all() RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    removed integer := 0;
-    id bigint;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-        RAISE EXCEPTION 'pg_cron is not installed in this database'
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Nothing to unschedule: pg_pullsync jobs live in pg_cron.';
-    END IF;
-    FOR id IN EXECUTE 'SELECT jobid FROM cron.job WHERE jobname LIKE ''pullsync-%'' AND database = current_database()'
-    LOOP
-        EXECUTE 'SELECT cron.unschedule($1)' USING id;
-        removed := removed + 1;
-    END LOOP;
-    RETURN removed;
-END
-$$;
+-- The workspace views are security barriers: a reader's own function in a query over them
+-- runs only on rows of the reader's workspaces.
+ALTER VIEW pullsync.threads_post_stats SET (security_barrier = true);
+ALTER VIEW pullsync.threads_account_stats SET (security_barrier = true);
+
+-- job_status() runs with the owner's rights, so the documented operator grants suffice.
+ALTER FUNCTION pullsync.job_status(bigint) SECURITY DEFINER;

@@ -536,10 +536,12 @@ CREATE POLICY workspace_member ON pullsync.workspace_threads_post_metrics_deltas
 ------------------------------------------------------------------------------------------
 
 -- The views read with their owner's rights (a reader needs no grant on the tables, and
--- never on tokens), so each filters by workspace itself.
+-- never on tokens), so each filters by workspace itself, as a security barrier: the planner
+-- must not run a reader's function (which could print or fail on what it sees) on rows
+-- before the workspace filter has dropped them.
 
 -- Posts with their current metrics and the change over the last 24 hours (sum of L2).
-CREATE VIEW pullsync.threads_post_stats AS
+CREATE VIEW pullsync.threads_post_stats WITH (security_barrier) AS
 SELECT p.id,
        p.workspace_threads_account_id,
        a.workspace_id,
@@ -572,7 +574,7 @@ SELECT p.id,
  WHERE pullsync.workspace_visible(a.workspace_id);
 
 -- Accounts with current insights, their 24-hour change, post count and last sync.
-CREATE VIEW pullsync.threads_account_stats AS
+CREATE VIEW pullsync.threads_account_stats WITH (security_barrier) AS
 SELECT a.id,
        a.workspace_id,
        a.threads_user_id,

@@ -4,8 +4,9 @@
 use pgrx::pg_sys;
 
 /// Ends this background process with `code` (1: the postmaster restarts it after its
-/// restart time). PostgreSQL 18's headers no longer mark `proc_exit` as not returning, so
-/// its binding returns `()` there; this never returns on any version.
+/// restart time). pgrx binds PostgreSQL 18's `proc_exit` as returning `()` (its headers
+/// spell "does not return" in a way bindgen does not carry over); this never returns on
+/// any version.
 pub fn exit_process(code: i32) -> ! {
     // SAFETY: called from a background process's main thread, outside any transaction.
     #[cfg(feature = "pg15")]

@@ -24,6 +24,11 @@ pub fn conninfo(database: &str) -> String {
     dsn_for(database, "postgres")
 }
 
+/// The connection string for `user` on `database`, for a `postgres::Config` of one's own.
+pub fn conninfo_as(database: &str, user: &str) -> String {
+    dsn_for(database, user)
+}
+
 pub fn connect(database: &str) -> Client {
     connect_as(database, "postgres")
 }

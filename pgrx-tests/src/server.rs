@@ -1,6 +1,5 @@
 //! The test cluster's server process: its binaries (PULLSYNC_TEST_PG_BIN, the private
-//! installation `cargo xtask test` runs it from), restarts, and installing a package into
-//! its installation tree the way xtask does (each file renamed into place).
+//! installation `cargo xtask test` runs it from), its log, restarts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,28 +34,4 @@ pub fn restart(mode: &str) {
         .status()
         .expect("pg_ctl");
     assert!(status.success(), "pg_ctl restart -m {mode} failed");
-}
-
-/// Copies every file below `package` to the same path below `tree`, each written beside
-/// its destination and renamed over it, so the running server keeps its mapped library.
-pub fn install_package(package: &Path, tree: &Path) -> usize {
-    let mut installed = 0;
-    let mut pending = vec![PathBuf::new()];
-    while let Some(relative) = pending.pop() {
-        for entry in std::fs::read_dir(package.join(&relative)).expect("read the package") {
-            let entry = entry.expect("a package entry");
-            let path = relative.join(entry.file_name());
-            if entry.file_type().expect("a file type").is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let destination = tree.join(&path);
-            std::fs::create_dir_all(destination.parent().expect("a parent")).expect("mkdir");
-            let staged = destination.with_extension("pullsync-test-new");
-            std::fs::copy(entry.path(), &staged).expect("stage a file");
-            std::fs::rename(&staged, &destination).expect("rename into place");
-            installed += 1;
-        }
-    }
-    installed
 }

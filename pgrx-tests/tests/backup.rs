@@ -5,7 +5,7 @@
 //! table; then each restore goes on syncing from where the original stopped.
 
 use postgres::Client;
-use pullsync_tests::catalog::{sequence_values, table_digests};
+use pullsync_tests::catalog::{sequence_values, table_digests, tables};
 use pullsync_tests::db::{connect, connect_as, conninfo, fresh_database};
 use pullsync_tests::feed::rows;
 use pullsync_tests::sim::{Counters, SimConfig, SimServer};
@@ -306,11 +306,7 @@ fn a_dump_restores_every_row_and_the_restore_goes_on_syncing() {
     let full = fill(&mut f.db, &f.sim, &mut provider);
     let db = &mut f.db;
 
-    let tables = names(
-        db,
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'pullsync' AND c.relkind IN ('r', 'p') ORDER BY 1",
-    );
+    let tables = tables(db);
     let empty: Vec<&String> = tables
         .iter()
         .filter(|t| {

@@ -230,3 +230,76 @@ fn snapshot_rows_cannot_be_updated() {
         Some("0A000")
     );
 }
+
+/// The SQL block of docs/SECURITY.md that starts with `CREATE ROLE <role>;`, for `as_role`:
+/// the test runs the grants the documentation gives, not a copy of them.
+fn documented_grants(role: &str, as_role: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/SECURITY.md"))
+        .expect("docs/SECURITY.md");
+    let start = doc
+        .find(&format!("CREATE ROLE {role};"))
+        .unwrap_or_else(|| panic!("docs/SECURITY.md has no CREATE ROLE {role};"));
+    let block = &doc[start..];
+    let block = &block[..block.find("```").expect("the end of the block")];
+    block
+        .replacen(&format!("CREATE ROLE {role};"), "", 1)
+        .replace(role, as_role)
+}
+
+#[test]
+fn the_documented_operator_role_runs_everything_it_is_granted() {
+    let mut db = fresh_extension_database("it_operator");
+    fresh_role(&mut db, "it_operator_role");
+    db.batch_execute(&documented_grants("pullsync_operator", "it_operator_role"))
+        .expect("the documented operator grants apply");
+    // Superuser-only settings: short HTTP waits for the calls below that reach nothing.
+    db.batch_execute(
+        "ALTER DATABASE it_operator SET pullsync.http_timeout = '1s';
+         ALTER DATABASE it_operator SET pullsync.http_max_retries = 0;",
+    )
+    .unwrap();
+    let mut op = connect_as("it_operator", "it_operator_role");
+    let queued: serde_json::Value = op
+        .query_one("SELECT pullsync.threads_scheduled_sync()", &[])
+        .expect("threads_scheduled_sync as the operator")
+        .get(0);
+    let job = queued["job_id"].as_i64().expect("a queued run");
+    for sql in [
+        format!("SELECT pullsync.job_status({job})"),
+        "SELECT * FROM pullsync.jobs_running".into(),
+        "SELECT pullsync.run_jobs()".into(),
+        format!("SELECT pullsync.job_status({job})"),
+        "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', '1', 'op', 'token', now() + interval '30 days')".into(),
+        "SELECT pullsync.threads_refresh_tokens('1 day')".into(),
+        "SELECT pullsync.feed_add_consumer('op-partner', 'op-key-0123456789abcdef', 100)".into(),
+        "SELECT pullsync.feed_add_source('op-source', 'http://127.0.0.1:9', 'op-key-0123456789abcdef', max_retries => 0, timeout => '1 s')".into(),
+        "SELECT pullsync.feed_pull('op-source', 'incremental')".into(),
+        "SELECT pullsync.feed_enqueue('op-source', 'incremental')".into(),
+        "SELECT pullsync.feed_scheduled_sync('incremental')".into(),
+        "SELECT * FROM pullsync.sync_status".into(),
+        "SELECT pullsync.check_alerts()".into(),
+        "SELECT pullsync.cleanup()".into(),
+    ] {
+        assert_eq!(sqlstate_of(&mut op, &sql), None, "as the operator: {sql}");
+    }
+    let account: uuid::Uuid = db
+        .query_one("SELECT id FROM pullsync.workspace_threads_accounts", &[])
+        .unwrap()
+        .get(0);
+    for sql in [
+        format!("SELECT pullsync.threads_sync_account('{account}')"),
+        format!("SELECT pullsync.threads_reconcile('{account}', now() - interval '1 day', now())"),
+        "SELECT pullsync.sync_reconcile(now() - interval '1 hour', now(), 'op-source')".into(),
+    ] {
+        // The Threads API is out of reach here: the call may fail, but not for privileges.
+        assert_ne!(
+            sqlstate_of(&mut op, &sql).as_deref(),
+            Some("42501"),
+            "as the operator: {sql}"
+        );
+    }
+    assert_eq!(
+        sqlstate_of(&mut op, "SELECT * FROM pullsync.workspace_threads_tokens").as_deref(),
+        Some("42501")
+    );
+}

@@ -2,7 +2,9 @@
 //! posts, metrics and insights — in the tables and in the views.
 
 use postgres::Client;
-use pullsync_tests::db::{connect_as, fresh_extension_database, fresh_role, sqlstate_of};
+use pullsync_tests::db::{
+    connect_as, conninfo_as, fresh_extension_database, fresh_role, sqlstate_of,
+};
 
 const DB: &str = "it_tenants";
 const WS_A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -174,4 +176,66 @@ fn a_tenant_role_reads_only_its_workspace() {
         .collect();
     assert_eq!(workspaces, vec![WS_B.to_string()]);
     tx.rollback().unwrap();
+}
+
+/// A tenant's own function in a query over the views runs only on the tenant's rows: the
+/// views are security barriers, so the planner does not run it before the workspace
+/// filter. Tried with a function that prints what it sees, and with a division-by-zero
+/// oracle that would fail on another workspace's row.
+#[test]
+fn a_tenant_function_sees_no_other_workspace_through_the_views() {
+    let mut db = fresh_extension_database("it_tenant_leak");
+    seed(&mut db);
+    tenant_role(&mut db, "it_leak_a", Some(WS_A));
+    db.batch_execute("GRANT TEMPORARY ON DATABASE it_tenant_leak TO it_leak_a")
+        .unwrap();
+    let foreign: Vec<String> = db
+        .query(
+            "SELECT threads_user_id FROM pullsync.workspace_threads_accounts WHERE workspace_id = $1::text::uuid",
+            &[&WS_B.to_string()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(foreign.len(), 2);
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let mut config: postgres::Config = conninfo_as("it_tenant_leak", "it_leak_a").parse().unwrap();
+    config.notice_callback(move |notice| sink.lock().unwrap().push(notice.message().to_string()));
+    let mut tenant = config.connect(postgres::NoTls).unwrap();
+    tenant
+        .batch_execute(
+            "CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS
+             $$ BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$;",
+        )
+        .unwrap();
+    for sql in [
+        "SELECT count(*) FROM pullsync.threads_post_stats WHERE pg_temp.leak(threads_post_id)",
+        "SELECT count(*) FROM pullsync.threads_account_stats WHERE pg_temp.leak(threads_user_id)",
+        "SELECT count(*) FROM pullsync.threads_post_stats WHERE pg_temp.leak(username || workspace_id::text)",
+    ] {
+        let rows: i64 = tenant.query_one(sql, &[]).unwrap().get(0);
+        assert!(rows > 0, "{sql}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the function ran");
+    let leaked: Vec<&String> = seen
+        .iter()
+        .filter(|line| foreign.iter().any(|id| line.contains(id.as_str())) || line.contains(WS_B))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "another workspace's rows reached the tenant's function: {leaked:?}"
+    );
+
+    for id in &foreign {
+        for sql in [
+            format!("SELECT count(*) FROM pullsync.threads_account_stats WHERE 1 / (CASE WHEN threads_user_id = '{id}' THEN 0 ELSE 1 END) = 1"),
+            format!("SELECT count(*) FROM pullsync.threads_post_stats WHERE 1 / (CASE WHEN threads_post_id LIKE '{id}-%' THEN 0 ELSE 1 END) = 1"),
+        ] {
+            assert_eq!(sqlstate_of(&mut tenant, &sql), None, "the oracle answered: {sql}");
+        }
+    }
 }

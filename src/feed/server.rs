@@ -382,7 +382,7 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
         }
         match requests.recv_timeout(Duration::from_millis(100)) {
             Ok(call) => {
-                let reply = if schema.ready(&database) {
+                let reply = if schema.ready_within(&database, Duration::from_secs(1)) {
                     answer(&call, &mut limiters)
                 } else {
                     let mut a = error(

@@ -117,14 +117,23 @@ fn schema_state() -> Result<SchemaState> {
 #[derive(Default)]
 pub struct SchemaWatch {
     last: Option<SchemaState>,
+    checked_at: Option<std::time::Instant>,
 }
 
 impl SchemaWatch {
-    /// Whether this version's SQL may run now.
+    /// Whether this version's SQL may run now. A failed check keeps the last state and
+    /// says why.
     pub fn ready(&mut self, database: &str) -> bool {
-        let state = Transactions
-            .run(schema_state)
-            .unwrap_or(SchemaState::NotInstalled);
+        let state = match Transactions.run(schema_state) {
+            Ok(state) => state,
+            Err(e) => {
+                warning!(
+                    "{}: cannot read the installed pg_pullsync version: {e}",
+                    BackgroundWorker::get_name()
+                );
+                return self.last == Some(SchemaState::Current);
+            }
+        };
         if self.last.as_ref() != Some(&state) {
             if let Some(line) = state.wait_message(BackgroundWorker::get_name(), database) {
                 log!("{line}");
@@ -132,7 +141,17 @@ impl SchemaWatch {
         }
         let ready = state == SchemaState::Current;
         self.last = Some(state);
+        self.checked_at = Some(std::time::Instant::now());
         ready
+    }
+
+    /// Like `ready`, reading the catalog at most once per `interval` (the feed server asks
+    /// for every request).
+    pub fn ready_within(&mut self, database: &str, interval: Duration) -> bool {
+        match (&self.last, self.checked_at) {
+            (Some(state), Some(at)) if at.elapsed() < interval => *state == SchemaState::Current,
+            _ => self.ready(database),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! A PostgreSQL 15 cluster of the project's own, run as the postgres OS user (initdb
+//! A PostgreSQL cluster of the project's own, run as the postgres OS user (initdb
 //! refuses root) from one installation tree: the demo cluster (the system installation),
 //! the test and benchmark clusters (private trees).
 
@@ -76,17 +76,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// The postmaster's pid while it runs. Read from postmaster.pid rather than asked of
+    /// pg_ctl, which a re-copied or removed tree may no longer have.
+    fn postmaster(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.pgdata().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()?;
+        let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (command.trim() == "postgres").then_some(pid)
+    }
+
     pub fn is_running(&self) -> bool {
-        self.exists()
-            && self
-                .as_postgres("pg_ctl")
-                .arg("-D")
-                .arg(self.pgdata())
-                .arg("status")
-                .stdout(std::process::Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
+        self.postmaster().is_some()
     }
 
     pub fn start(&self) -> Result<()> {
@@ -110,14 +115,30 @@ impl Cluster {
     }
 
     pub fn stop(&self) -> Result<()> {
-        if !self.is_running() {
+        let Some(pid) = self.postmaster() else {
             return Ok(());
+        };
+        if self.tree.bin().join("pg_ctl").exists() {
+            return self
+                .as_postgres("pg_ctl")
+                .arg("-D")
+                .arg(self.pgdata())
+                .args(["-w", "-t", "60", "-m", "fast", "stop"])
+                .status_ok();
         }
-        self.as_postgres("pg_ctl")
-            .arg("-D")
-            .arg(self.pgdata())
-            .args(["-w", "-t", "60", "-m", "fast", "stop"])
-            .status_ok()
+        // Its tree is gone: SIGINT is a fast shutdown.
+        cmd("kill").args(["-INT", &pid.to_string()]).status_ok()?;
+        for _ in 0..600 {
+            if self.postmaster().is_none() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err(format!(
+            "the postmaster {pid} of {} did not stop",
+            self.pgdata().display()
+        )
+        .into())
     }
 
     pub fn remove(&self) -> Result<()> {

@@ -91,7 +91,7 @@ pub fn demo(args: &[String]) -> Result<()> {
         Some(v) => Major::parse(v)?,
         None => Major::Pg15,
     };
-    prereqs::ensure()?;
+    prereqs::ensure(&[major])?;
     let cluster = cluster(major);
     if !cluster.tree.is_system() {
         cluster.tree.ensure_copied()?;

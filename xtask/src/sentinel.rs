@@ -7,7 +7,7 @@
 use crate::cluster::Cluster;
 use crate::install::{install_atomically, Package};
 use crate::pg_tree::{Major, PgTree};
-use crate::run::{workspace_root, Result};
+use crate::run::Result;
 use std::path::PathBuf;
 use std::process::Child;
 
@@ -87,7 +87,7 @@ impl Sentinel {
         let tree = PgTree::private(major, &format!("{}-sentinel", major.number()));
         tree.ensure_copied()?;
         install_atomically(package, &tree)?;
-        let home = workspace_root().join("target/xtask/sentinel");
+        let home = PathBuf::from("/tmp/pullsync-sentinel");
         let cluster = Cluster::new(&home, PORT, tree);
         cluster.remove()?;
         cluster.create(&format!(
@@ -103,7 +103,7 @@ impl Sentinel {
         crate::simulator::add_accounts(&cluster, "postgres", SIM_PORT, WORKSPACE)?;
         let posts = sync(&cluster)?;
         println!("xtask: sentinel cluster on port {PORT} is up and synced {posts} posts");
-        let demos = Major::ALL
+        let demos: Vec<(Cluster, String)> = Major::ALL
             .into_iter()
             .map(crate::demo::cluster)
             .filter(Cluster::is_running)
@@ -117,6 +117,9 @@ impl Sentinel {
                 })
             })
             .collect();
+        if demos.is_empty() {
+            println!("xtask: no demo cluster is running, so none is checked");
+        }
         Ok(Sentinel {
             postmaster: postmaster_pid(&cluster).ok_or("the sentinel has no postmaster.pid")?,
             cluster,
@@ -127,7 +130,7 @@ impl Sentinel {
     }
 
     /// What went wrong for the live servers during the run (empty when nothing did).
-    pub fn check(mut self) -> Vec<String> {
+    pub fn check(self) -> Vec<String> {
         let mut problems = Vec::new();
         if postmaster_pid(&self.cluster).as_deref() != Some(self.postmaster.as_str())
             || !self.cluster.is_running()
@@ -157,11 +160,18 @@ impl Sentinel {
                 "the test run added or removed pg_pullsync files of the system installation".into(),
             );
         }
-        let _ = self.simulator.kill();
-        let _ = self.simulator.wait();
         if let Err(e) = self.cluster.stop() {
             problems.push(format!("cannot stop the sentinel cluster: {e}"));
         }
         problems
+    }
+}
+
+/// The simulator and the cluster stop with the sentinel, also when a run ends early.
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.simulator.kill();
+        let _ = self.simulator.wait();
+        let _ = self.cluster.stop();
     }
 }

@@ -25,10 +25,18 @@ fn base_sources(major: Major) -> Result<PathBuf> {
         "target/xtask/src-{BASE_VERSION}-{}",
         major.pgrx_name()
     ));
-    if dir.join("Cargo.toml").exists() {
+    let stamp = dir.join(".xtask-exported-from");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == BASE_COMMIT) {
         return Ok(dir);
     }
-    std::fs::create_dir_all(&dir)?;
+    // Exported and patched beside, then renamed: a half-done export is never reused.
+    let partial = dir.with_extension("partial");
+    for stale in [&dir, &partial] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)?;
+        }
+    }
+    std::fs::create_dir_all(&partial)?;
     let archive = workspace_root().join(format!("target/xtask/src-{BASE_VERSION}.tar"));
     cmd("git")
         .current_dir(workspace_root())
@@ -43,23 +51,55 @@ fn base_sources(major: Major) -> Result<PathBuf> {
         .arg("-xf")
         .arg(&archive)
         .arg("-C")
-        .arg(&dir)
+        .arg(&partial)
         .status_ok()?;
     if major == Major::Pg18 {
         patch(
-            &dir.join("Cargo.toml"),
+            &partial.join("Cargo.toml"),
             "\npg15 = [\"pgrx/pg15\", \"pgrx-tests/pg15\"]\n",
             "\npg15 = [\"pgrx/pg15\", \"pgrx-tests/pg15\"]\npg18 = [\"pgrx/pg18\", \"pgrx-tests/pg18\"]\n",
         )?;
         for file in ["src/feed/server.rs", "src/jobs/worker.rs"] {
             patch(
-                &dir.join(file),
+                &partial.join(file),
                 "unsafe { pg_sys::proc_exit(1) };",
                 "unsafe { pg_sys::proc_exit(1) };\nunreachable!();",
             )?;
         }
     }
+    std::fs::write(partial.join(".xtask-exported-from"), BASE_COMMIT)?;
+    std::fs::rename(&partial, &dir)?;
     Ok(dir)
+}
+
+/// The command that installs `package` into `tree` the way xtask installs (by rename):
+/// this xtask binary, for the test to run while the old version's server runs.
+fn install_command(package: &Package, tree: &PgTree) -> Result<String> {
+    Ok(format!(
+        "{} install-package {} {} {}",
+        std::env::current_exe()?.display(),
+        package.major.number(),
+        package.root.display(),
+        tree.root.display()
+    ))
+}
+
+/// `cargo xtask install-package <major> <package root> <tree root>`.
+pub fn install_package(args: &[String]) -> Result<()> {
+    let [major, package, tree] = args else {
+        return Err("usage: install-package <15|18> <package root> <tree root>".into());
+    };
+    let major = Major::parse(major)?;
+    install_atomically(
+        &Package {
+            major,
+            root: package.into(),
+        },
+        &PgTree {
+            major,
+            root: tree.into(),
+        },
+    )
 }
 
 /// Replaces every `from` in `file` with `to`; an error when there is none.
@@ -78,7 +118,6 @@ pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(Str
     let pg = major.pgrx_name();
     let old = build_package(
         &base_sources(major)?,
-        &workspace_root().join(format!("target/xtask/target-{BASE_VERSION}-{pg}")),
         major,
         &format!("package-{BASE_VERSION}-{pg}"),
         Profile::Debug,
@@ -114,12 +153,8 @@ pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(Str
             tree.bin().display().to_string(),
         ),
         (
-            "PULLSYNC_UPGRADE_PACKAGE".into(),
-            new_package.root.display().to_string(),
-        ),
-        (
-            "PULLSYNC_UPGRADE_TREE".into(),
-            tree.root.display().to_string(),
+            "PULLSYNC_UPGRADE_INSTALL".into(),
+            install_command(new_package, &tree)?,
         ),
         (
             "PULLSYNC_UPGRADE_FEED_URL".into(),

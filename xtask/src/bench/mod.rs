@@ -129,7 +129,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     } else {
         Plan::full()
     };
-    prereqs::ensure()?;
+    prereqs::ensure(&[crate::pg_tree::Major::Pg15])?;
     prereqs::ensure_bench()?;
     let tree = bench_tree();
     tree.ensure_copied()?;
