@@ -328,15 +328,12 @@ fn only_phase(tally: &mut Tally, major: Major, package: &Package, name: &str) ->
             if name == "soak" {
                 soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
             } else {
+                let mut command = integration_command(&cluster);
+                command.args(["--test", name, "--", "--test-threads=2", "--nocapture"]);
+                skip_pg_cron_tests(tally, major, &mut command);
                 tally.phase(
                     &format!("integration test {name} (PostgreSQL {})", major.number()),
-                    integration_command(&cluster).args([
-                        "--test",
-                        name,
-                        "--",
-                        "--test-threads=2",
-                        "--nocapture",
-                    ]),
+                    &mut command,
                 );
             }
             cluster.stop()
@@ -401,15 +398,7 @@ fn integration(tally: &mut Tally, major: Major) -> Result<()> {
     let cluster = test_cluster(major)?;
     let mut command = integration_command(&cluster);
     command.args(["--tests", "--", "--test-threads=2"]);
-    if !major.has_pg_cron() {
-        for test in PG_CRON_TESTS {
-            command.args(["--skip", test]);
-            tally.skipped.push(format!(
-                "{test} on PostgreSQL {} (needs pg_cron, which has no package for it here)",
-                major.number()
-            ));
-        }
-    }
+    skip_pg_cron_tests(tally, major, &mut command);
     tally.phase(
         &format!(
             "integration tests (pgrx-tests, PostgreSQL {})",
@@ -419,6 +408,20 @@ fn integration(tally: &mut Tally, major: Major) -> Result<()> {
     );
     soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
     cluster.stop()
+}
+
+/// On a version without pg_cron, the tests that need it are skipped, and the summary says so.
+fn skip_pg_cron_tests(tally: &mut Tally, major: Major, command: &mut Command) {
+    if major.has_pg_cron() {
+        return;
+    }
+    for test in PG_CRON_TESTS {
+        command.args(["--skip", test]);
+        tally.skipped.push(format!(
+            "{test} on PostgreSQL {} (needs pg_cron, which has no package for it here)",
+            major.number()
+        ));
+    }
 }
 
 fn upgrade_phase(tally: &mut Tally, major: Major, package: &Package) -> Result<()> {
