@@ -1,6 +1,6 @@
 //! PostgreSQL installation trees: the system's PostgreSQL 15, and private trees under
-//! target/pg/ that test runs and benchmarks install their builds into, so no server started
-//! from the system installation ever sees a library change under it.
+//! target/pg/ (see `trees_root`) that test runs and benchmarks install their builds into,
+//! so no server started from the system installation ever sees a library change under it.
 //!
 //! PostgreSQL 15 comes from Debian; its binaries find the share, lib and include
 //! directories relative to themselves, so a copy of the three directories under a new
@@ -82,11 +82,11 @@ impl PgTree {
         }
     }
 
-    /// A private tree named `name` (`target/pg/<name>`); `ensure_copied` fills it.
+    /// A private tree named `name` (`<trees root>/<name>`); `ensure_copied` fills it.
     pub fn private(major: Major, name: &str) -> PgTree {
         PgTree {
             major,
-            root: workspace_root().join("target/pg").join(name),
+            root: trees_root().join(name),
         }
     }
 
@@ -161,8 +161,8 @@ impl PgTree {
             .is_ok_and(|s| s.success());
         if !reachable {
             return Err(format!(
-                "the postgres OS user cannot run {}: every directory above the checkout must be \
-                 readable and searchable by other users (chmod o+rx), or clone it elsewhere",
+                "the postgres OS user cannot run {}: every directory above it must be \
+                 searchable by other users (chmod o+x)",
                 self.bin().join("postgres").display()
             )
             .into());
@@ -170,6 +170,35 @@ impl PgTree {
         std::fs::write(stamp, wanted)?;
         Ok(())
     }
+}
+
+/// Where the private trees live: `target/pg/`, or, when the postgres OS user (which runs
+/// their servers) cannot reach the checkout, say a clone under a private home directory,
+/// a directory of /tmp named after the checkout.
+pub fn trees_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let target = workspace_root().join("target");
+        let _ = std::fs::create_dir_all(&target);
+        let reachable = cmd("runuser")
+            .args(["-u", "postgres", "--", "test", "-x"])
+            .arg(&target)
+            .status()
+            .is_ok_and(|s| s.success());
+        if reachable {
+            target.join("pg")
+        } else {
+            // FNV-1a of the checkout's path: one directory per checkout.
+            let hash = workspace_root()
+                .to_string_lossy()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                });
+            PathBuf::from(format!("/tmp/pullsync-pg-{hash:016x}"))
+        }
+    })
+    .clone()
 }
 
 fn system_version() -> Result<String> {
