@@ -78,7 +78,7 @@ impl Cluster {
 
     /// The postmaster's pid while it runs. Read from postmaster.pid rather than asked of
     /// pg_ctl, which a re-copied or removed tree may no longer have.
-    fn postmaster(&self) -> Option<u32> {
+    pub fn postmaster(&self) -> Option<u32> {
         let pid: u32 = std::fs::read_to_string(self.pgdata().join("postmaster.pid"))
             .ok()?
             .lines()

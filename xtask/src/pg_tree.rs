@@ -154,12 +154,7 @@ impl PgTree {
                 .status_ok()?;
         }
         // The clusters run as the postgres OS user, which must reach the tree's binaries.
-        let reachable = cmd("runuser")
-            .args(["-u", "postgres", "--", "test", "-x"])
-            .arg(self.bin().join("postgres"))
-            .status()
-            .is_ok_and(|s| s.success());
-        if !reachable {
+        if !postgres_can_run(&self.bin().join("postgres")) {
             return Err(format!(
                 "the postgres OS user cannot run {}: every directory above it must be \
                  searchable by other users (chmod o+x)",
@@ -180,12 +175,7 @@ pub fn trees_root() -> PathBuf {
     ROOT.get_or_init(|| {
         let target = workspace_root().join("target");
         let _ = std::fs::create_dir_all(&target);
-        let reachable = cmd("runuser")
-            .args(["-u", "postgres", "--", "test", "-x"])
-            .arg(&target)
-            .status()
-            .is_ok_and(|s| s.success());
-        if reachable {
+        if postgres_can_run(&target) {
             target.join("pg")
         } else {
             // FNV-1a of the checkout's path: one directory per checkout.
@@ -199,6 +189,15 @@ pub fn trees_root() -> PathBuf {
         }
     })
     .clone()
+}
+
+/// Whether the postgres OS user may execute `path` (a program, or search a directory).
+fn postgres_can_run(path: &Path) -> bool {
+    cmd("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn system_version() -> Result<String> {

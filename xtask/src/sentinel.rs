@@ -18,17 +18,11 @@ const KEY: &str = "c2VudGluZWwta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTI=";
 
 pub struct Sentinel {
     cluster: Cluster,
-    postmaster: String,
+    postmaster: u32,
     simulator: Child,
     /// Running demo clusters and their postmaster pids.
-    demos: Vec<(Cluster, String)>,
+    demos: Vec<(Cluster, u32)>,
     system_files: Vec<(PathBuf, Option<Vec<u8>>)>,
-}
-
-fn postmaster_pid(cluster: &Cluster) -> Option<String> {
-    std::fs::read_to_string(cluster.pgdata().join("postmaster.pid"))
-        .ok()
-        .and_then(|s| s.lines().next().map(str::to_string))
 }
 
 /// The pg_pullsync files of the system installation, with their bytes (None: absent).
@@ -103,12 +97,11 @@ impl Sentinel {
         crate::simulator::add_accounts(&cluster, "postgres", SIM_PORT, WORKSPACE)?;
         let posts = sync(&cluster)?;
         println!("xtask: sentinel cluster on port {PORT} is up and synced {posts} posts");
-        let demos: Vec<(Cluster, String)> = Major::ALL
+        let demos: Vec<(Cluster, u32)> = Major::ALL
             .into_iter()
             .map(crate::demo::cluster)
-            .filter(Cluster::is_running)
             .filter_map(|demo| {
-                postmaster_pid(&demo).map(|pid| {
+                demo.postmaster().map(|pid| {
                     println!(
                         "xtask: the demo cluster on port {} (postmaster {pid}) is running; it must survive",
                         demo.port
@@ -121,7 +114,9 @@ impl Sentinel {
             println!("xtask: no demo cluster is running, so none is checked");
         }
         Ok(Sentinel {
-            postmaster: postmaster_pid(&cluster).ok_or("the sentinel has no postmaster.pid")?,
+            postmaster: cluster
+                .postmaster()
+                .ok_or("the sentinel's postmaster is not running")?,
             cluster,
             simulator,
             demos,
@@ -132,16 +127,13 @@ impl Sentinel {
     /// What went wrong for the live servers during the run (empty when nothing did).
     pub fn check(self) -> Vec<String> {
         let mut problems = Vec::new();
-        if postmaster_pid(&self.cluster).as_deref() != Some(self.postmaster.as_str())
-            || !self.cluster.is_running()
-        {
+        if self.cluster.postmaster() != Some(self.postmaster) {
             problems.push("the sentinel cluster did not survive the test run".to_string());
         } else if let Err(e) = sync(&self.cluster) {
             problems.push(format!("the sentinel cluster no longer syncs: {e}"));
         }
         for (demo, pid) in &self.demos {
-            let alive = demo.is_running()
-                && postmaster_pid(demo).as_deref() == Some(pid.as_str())
+            let alive = demo.postmaster() == Some(*pid)
                 && demo.query("postgres", "SELECT 1").as_deref() == Some("1");
             if !alive {
                 problems.push(format!(
