@@ -3,6 +3,7 @@
 use crate::crypto::SealingKey;
 use crate::error::{PullsyncError, Result};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_guard, pg_sys};
 use std::ffi::CString;
 
 pub static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -27,6 +28,14 @@ pub static METRICS_HOURLY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86
 pub static METRICS_DAILY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 pub static SNAPSHOT_HEARTBEAT_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static FEED_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static FEED_TLS_CERT_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static FEED_TLS_KEY_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static FEED_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(256);
+pub static FEED_HEADER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static FEED_IDLE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+pub static HTTP_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static ALERT_LAG_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
@@ -43,22 +52,30 @@ pub static SNAPSHOT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// library is preloaded: Postgres refuses to define them later, and without preloading
 /// there are no workers for them to configure.
 pub fn register(preloading: bool) {
-    // Superuser-only and hidden: other roles can neither read it with SHOW nor see it in
-    // pg_settings.
-    GucRegistry::define_string_guc(
-        c"pullsync.encryption_key",
-        c"Key that seals tokens and API keys (base64 of 32 bytes).",
-        c"AES-256-GCM key. Keep it in postgresql.conf or use pullsync.encryption_key_file.",
-        &ENCRYPTION_KEY,
-        GucContext::Suset,
-        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL,
-    );
+    // 0.1.0 took the key itself as a setting. Any value is refused now, so the key can no
+    // longer sit where pg_read_all_settings (and so pg_monitor) reads it.
+    // SAFETY: the check hook is guarded and only reads its argument.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pullsync.encryption_key",
+            c"No longer accepted: use pullsync.encryption_key_file.",
+            c"Settings are readable by members of pg_read_all_settings; the key belongs in a private file.",
+            &ENCRYPTION_KEY,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL,
+            Some(refuse_literal_key),
+            None,
+            None,
+        );
+    }
+    // Superuser-settable, so a superuser session can point at another file (key rotation
+    // checks, tests); the path itself is no secret.
     GucRegistry::define_string_guc(
         c"pullsync.encryption_key_file",
-        c"File holding the sealing key (base64 of 32 bytes); used when pullsync.encryption_key is empty.",
-        c"The file must be readable by the server's operating-system user only.",
+        c"File holding the sealing key (base64 of 32 bytes).",
+        c"Only the server's operating-system user may read it (mode 0600), or root-owned with mode 0640.",
         &ENCRYPTION_KEY_FILE,
-        GucContext::Sighup,
+        GucContext::Suset,
         GucFlags::SUPERUSER_ONLY,
     );
     // Superuser-only: whoever sets the API URL receives the tokens.
@@ -218,8 +235,17 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
     );
+    GucRegistry::define_string_guc(
+        c"pullsync.http_ca_file",
+        c"PEM file of CA certificates trusted besides the public roots, e.g. a feed provider's private CA.",
+        c"",
+        &HTTP_CA_FILE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     register_monitoring();
     register_retention();
+    register_feed_server();
     if preloading {
         GucRegistry::define_int_guc(
             c"pullsync.workers",
@@ -313,6 +339,57 @@ fn register_monitoring() {
     );
 }
 
+/// The feed server reads these at start and restarts itself when one changes on reload,
+/// except a renewed certificate in the same files, which it takes in place.
+fn register_feed_server() {
+    GucRegistry::define_string_guc(
+        c"pullsync.feed_tls_cert_file",
+        c"PEM certificate chain of the feed server; with pullsync.feed_tls_key_file it serves HTTPS only.",
+        c"",
+        &FEED_TLS_CERT_FILE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pullsync.feed_tls_key_file",
+        c"PEM private key of the feed server's certificate.",
+        c"Only the server's operating-system user may read it (mode 0600), or root-owned with mode 0640.",
+        &FEED_TLS_KEY_FILE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.feed_max_connections",
+        c"Connections the feed server holds at once; more are answered 503 and closed.",
+        c"",
+        &FEED_MAX_CONNECTIONS,
+        1,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.feed_header_timeout",
+        c"A feed client must send its request headers (and finish the TLS handshake) within this time.",
+        c"",
+        &FEED_HEADER_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.feed_idle_timeout",
+        c"A feed connection that moves no byte for this long is closed.",
+        c"",
+        &FEED_IDLE_TIMEOUT_MS,
+        100,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+}
+
 fn register_retention() {
     GucRegistry::define_int_guc(
         c"pullsync.log_retention",
@@ -353,20 +430,67 @@ fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
-/// The sealing key from `pullsync.encryption_key`, else from `pullsync.encryption_key_file`.
-pub fn sealing_key() -> Result<SealingKey> {
-    let text = match (text(&ENCRYPTION_KEY), text(&ENCRYPTION_KEY_FILE)) {
-        (Some(key), _) => key,
-        (None, Some(path)) => std::fs::read_to_string(&path).map_err(|e| {
-            PullsyncError::KeyUnusable(format!("cannot read pullsync.encryption_key_file: {e}"))
-        })?,
-        (None, None) => return Err(PullsyncError::KeyNotConfigured),
+/// Refuses every non-empty `pullsync.encryption_key`, from any source, with the way out.
+#[pg_guard]
+unsafe extern "C-unwind" fn refuse_literal_key(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: Postgres passes a valid pointer to the proposed value (NULL or a C string).
+    let empty = unsafe { (*newval).is_null() || **newval == 0 };
+    if empty {
+        return true;
+    }
+    let say = |text: &str| {
+        let text = CString::new(text).expect("no NUL in a constant");
+        // SAFETY: pstrdup copies into the current memory context, where Postgres expects it.
+        unsafe { pg_sys::pstrdup(text.as_ptr()) }
     };
+    // SAFETY: the documented way for a check hook to explain a refusal.
+    unsafe {
+        pg_sys::GUC_check_errmsg_string =
+            say("pullsync.encryption_key is no longer accepted: the key must not be a setting");
+        pg_sys::GUC_check_errdetail_string =
+            say("Members of pg_read_all_settings, such as pg_monitor, can read every setting.");
+        pg_sys::GUC_check_errhint_string = say(
+            "Write the key into a file only the server's operating-system user can read (mode 0600), \
+             set pullsync.encryption_key_file to its path and remove pullsync.encryption_key.",
+        );
+    }
+    false
+}
+
+/// The sealing key, from the private file `pullsync.encryption_key_file`.
+pub fn sealing_key() -> Result<SealingKey> {
+    let path = text(&ENCRYPTION_KEY_FILE).ok_or(PullsyncError::KeyNotConfigured)?;
+    let text = crate::key_file::read("pullsync.encryption_key_file", &path)?;
     SealingKey::from_base64(&text).map_err(|e| PullsyncError::KeyUnusable(e.to_string()))
 }
 
 pub fn feed_listen() -> Option<String> {
     text(&FEED_LISTEN)
+}
+
+pub fn feed_tls_cert_file() -> Option<String> {
+    text(&FEED_TLS_CERT_FILE)
+}
+
+pub fn feed_tls_key_file() -> Option<String> {
+    text(&FEED_TLS_KEY_FILE)
+}
+
+pub fn http_ca_file() -> Option<String> {
+    text(&HTTP_CA_FILE)
+}
+
+pub fn feed_front_settings() -> crate::feed::front::FrontSettings {
+    use std::time::Duration;
+    crate::feed::front::FrontSettings {
+        max_connections: FEED_MAX_CONNECTIONS.get() as usize,
+        header_timeout: Duration::from_millis(FEED_HEADER_TIMEOUT_MS.get() as u64),
+        idle_timeout: Duration::from_millis(FEED_IDLE_TIMEOUT_MS.get() as u64),
+    }
 }
 
 pub fn threads_api_url() -> String {
@@ -384,7 +508,18 @@ pub fn http_settings() -> crate::http::HttpSettings {
             max_delay: Duration::from_secs(30),
         },
         concurrency: HTTP_CONCURRENCY.get() as usize,
+        ca_file: http_ca_file(),
     }
+}
+
+/// The one way an HTTP client is made: a bad CA file is a setting to fix, not an internal error.
+pub fn http_client(settings: crate::http::HttpSettings) -> Result<crate::http::HttpClient> {
+    crate::http::HttpClient::new(settings).map_err(|e| {
+        PullsyncError::invalid(
+            e.message,
+            "pullsync.http_ca_file must name a readable PEM file of CA certificates, or be empty.",
+        )
+    })
 }
 
 /// The metrics refresh tiers for the current GUC values.

@@ -56,6 +56,9 @@ pub enum PullsyncError {
     #[error("the configured pg_pullsync encryption key is unusable: {0}")]
     KeyUnusable(String),
 
+    #[error(transparent)]
+    KeyFile(#[from] crate::key_file::KeyFileError),
+
     #[error("{what} does not open with the configured encryption key ({reason})")]
     Unsealable { what: String, reason: CryptoError },
 
@@ -82,6 +85,7 @@ impl PullsyncError {
             PullsyncError::NotFound { .. } => SqlState::UndefinedObject,
             PullsyncError::KeyNotConfigured
             | PullsyncError::KeyUnusable(_)
+            | PullsyncError::KeyFile(_)
             | PullsyncError::Unsealable { .. } => SqlState::ObjectNotInPrerequisiteState,
             PullsyncError::Interrupted => SqlState::QueryCanceled,
             PullsyncError::Internal(_) => SqlState::InternalError,
@@ -95,12 +99,17 @@ impl PullsyncError {
             | PullsyncError::Conflict { hint, .. }
             | PullsyncError::NotFound { hint, .. } => Some(hint.clone()),
             PullsyncError::KeyNotConfigured => Some(
-                "Set pullsync.encryption_key (base64 of 32 random bytes, e.g. from `openssl rand -base64 32`) \
-                 or pullsync.encryption_key_file in postgresql.conf, then reload."
+                "Write base64 of 32 random bytes (e.g. `openssl rand -base64 32`) into a file only the server's \
+                 operating-system user can read (mode 0600), set pullsync.encryption_key_file to its path in \
+                 postgresql.conf, then reload."
                     .into(),
             ),
             PullsyncError::KeyUnusable(_) => Some(
-                "pullsync.encryption_key (or the content of pullsync.encryption_key_file) must be base64 of exactly 32 bytes."
+                "The content of pullsync.encryption_key_file must be base64 of exactly 32 bytes.".into(),
+            ),
+            PullsyncError::KeyFile(_) => Some(
+                "Make the file private to the server, e.g. `chown postgres: FILE && chmod 0600 FILE`, \
+                 then retry; no reload is needed."
                     .into(),
             ),
             PullsyncError::Unsealable { .. } => Some(
@@ -140,6 +149,6 @@ mod tests {
     #[test]
     fn missing_key_hint_says_how_to_set_one() {
         let hint = PullsyncError::KeyNotConfigured.hint().unwrap();
-        assert!(hint.contains("pullsync.encryption_key"));
+        assert!(hint.contains("pullsync.encryption_key_file"));
     }
 }

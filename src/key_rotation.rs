@@ -76,21 +76,15 @@ fn rotate(new_key: &str) -> Result<Value> {
             )?;
             counts.insert(table.trim_start_matches("pullsync.").to_string(), json!(n));
         }
-        // The rest of this session already uses the new key.
-        client.update(
-            "SELECT set_config('pullsync.encryption_key', $1, false)",
-            None,
-            &[new_key.into()],
-        )?;
         Ok::<_, PullsyncError>(())
     })?;
     Ok(json!({
         "resealed": counts,
-        "next": "Set pullsync.encryption_key to the new key in postgresql.conf (or ALTER SYSTEM) and reload now: until then the workers cannot open the resealed values.",
+        "next": "Write the new key into the file named by pullsync.encryption_key_file now (mode 0600): until then nothing can open the resealed values. No reload is needed; the file is read at each use.",
     }))
 }
 
-/// Re-seals every sealed value under `new_key`. Superuser only (like the key setting).
+/// Re-seals every sealed value under `new_key`. Superuser only.
 #[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rotate_encryption_key(new_key: Option<String>) -> pgrx::JsonB {

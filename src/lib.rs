@@ -9,6 +9,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod jobs;
+pub mod key_file;
 mod key_rotation;
 pub mod monitor;
 mod pg_compat;
@@ -62,14 +63,45 @@ mod pg_tests;
 /// Required by `cargo pgrx test`.
 #[cfg(test)]
 pub mod pg_test {
-    pub fn setup(_options: Vec<&str>) {}
+    macro_rules! key_file {
+        () => {
+            "/tmp/pg_pullsync-pg_test.key"
+        };
+    }
+    /// Where the test cluster's key file is; written before each test starts the cluster.
+    pub const KEY_FILE: &str = key_file!();
+    /// A fixed test key: never used outside the throwaway test cluster.
+    pub const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    /// Writes the key file, private to the user the cluster runs as (postgres when the
+    /// tests run as root with `--runas postgres`).
+    pub fn setup(_options: Vec<&str>) {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::read_to_string(KEY_FILE).is_ok_and(|k| k == KEY) {
+            return;
+        }
+        let staged = format!("{KEY_FILE}.{}", std::process::id());
+        std::fs::write(&staged, KEY).expect("write the test key file");
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the test key file");
+        // SAFETY: plain libc lookups; the passwd entry is read before any other call.
+        unsafe {
+            if libc::geteuid() == 0 {
+                let pw = libc::getpwnam(c"postgres".as_ptr());
+                if !pw.is_null() {
+                    let path = std::ffi::CString::new(staged.clone()).expect("no NUL");
+                    libc::chown(path.as_ptr(), (*pw).pw_uid, (*pw).pw_gid);
+                }
+            }
+        }
+        std::fs::rename(&staged, KEY_FILE).expect("install the test key file");
+    }
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![
             "shared_preload_libraries = 'pg_pullsync'",
-            // A fixed test key: never used outside the throwaway test cluster.
-            "pullsync.encryption_key = 'MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY='",
+            concat!("pullsync.encryption_key_file = '", key_file!(), "'"),
         ]
     }
 }

@@ -11,6 +11,20 @@ mod tests {
 
     const WORKSPACE: &str = "11111111-1111-1111-1111-111111111111";
 
+    /// Points this session at a private key file holding `key`.
+    fn use_key(key: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path =
+            std::env::temp_dir().join(format!("pullsync-session-{}.key", std::process::id()));
+        std::fs::write(&path, key).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Spi::run(&format!(
+            "SET pullsync.encryption_key_file = '{}'",
+            path.display()
+        ))
+        .unwrap();
+    }
+
     fn add_account(user_id: &str, token: &str) -> Uuid {
         Spi::get_one::<Uuid>(&format!(
             "SELECT pullsync.threads_add_account('{WORKSPACE}', '{user_id}', 'alice', '{token}', now() + interval '60 days')"
@@ -49,8 +63,7 @@ mod tests {
     #[pg_test]
     fn a_token_sealed_with_another_key_fails_cleanly_naming_the_row() {
         let account = add_account("1003", "THAAsecret-xyz");
-        Spi::run("SET pullsync.encryption_key = 'ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY='")
-            .unwrap();
+        use_key("ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=");
         let err = open_primary_token(account).unwrap_err().to_string();
         assert!(err.contains(&account.to_string()), "{err}");
         assert!(err.contains("does not open"), "{err}");
@@ -164,14 +177,26 @@ mod tests {
             before.split(',').all(|v| !after.contains(v)),
             "every value changed"
         );
-        // This session now holds the new key: everything opens.
+        // With the new key in the key file everything opens.
+        use_key(NEW_KEY);
         assert_eq!(open_primary_token(account).unwrap(), "THAArotate-me");
         assert!(crate::feed::pull::load_source("upstream").is_ok());
         // With the old key nothing opens any more.
-        Spi::run("SET pullsync.encryption_key = 'MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY='")
-            .unwrap();
+        Spi::run(&format!(
+            "SET pullsync.encryption_key_file = '{}'",
+            crate::pg_test::KEY_FILE
+        ))
+        .unwrap();
         assert!(open_primary_token(account).is_err());
         assert!(crate::feed::pull::load_source("upstream").is_err());
+    }
+
+    #[pg_test(
+        error = "pullsync.encryption_key is no longer accepted: the key must not be a setting"
+    )]
+    fn the_key_itself_is_refused_as_a_setting() {
+        Spi::run("SET pullsync.encryption_key = 'MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY='")
+            .unwrap();
     }
 
     #[pg_test(error = "new_key is the key already in use")]

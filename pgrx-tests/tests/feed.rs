@@ -4,14 +4,13 @@
 //! one at a time.
 
 use postgres::Client;
-use pullsync_tests::db::{connect, fresh_extension_database, sqlstate_of};
+use pullsync_tests::db::{connect, sqlstate_of};
 use pullsync_tests::feed::rows;
 use serde_json::Value;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-const PROVIDER: &str = "it_workers";
-const FEED_URL: &str = "http://127.0.0.1:28819";
+use pullsync_tests::feed::{FEED_URL, PROVIDER};
 const KEY: &str = "feed-key-0123456789abcdef";
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -19,55 +18,12 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The provider with `conversations` conversations and `messages` messages; half the rows
-/// share one timestamp, all share one writing transaction.
 fn provider(conversations: i32, messages: i32) -> Client {
-    let mut p = connect(PROVIDER);
-    p.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_pullsync")
-        .unwrap();
-    p.batch_execute(
-        "TRUNCATE pullsync.conversations, pullsync.conversation_messages, pullsync.feed_consumers CASCADE",
-    )
-    .unwrap();
-    // A generous rate: these tests pull hundreds of pages at once.
-    p.execute(
-        "SELECT pullsync.feed_add_consumer('partner', $1, 1000000)",
-        &[&KEY],
-    )
-    .unwrap();
-    p.execute(
-        "INSERT INTO pullsync.conversations (id, user_id, started_at, ended_at, last_message_at, updated_at)
-         SELECT 'c' || g, 'u' || (g % 50), t, t + interval '5 min', t + interval '4 min', t
-           FROM generate_series(1, $1) g,
-                LATERAL (SELECT CASE WHEN g % 2 = 0 THEN timestamptz '2026-06-01 12:00:00+00'
-                                     ELSE timestamptz '2026-06-01 12:00:00+00' + g * interval '1 s' END AS t) ts",
-        &[&conversations],
-    )
-    .unwrap();
-    p.execute(
-        "INSERT INTO pullsync.conversation_messages
-                (id, conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)
-         SELECT 'm' || g, 'c' || (g % $2 + 1), (ARRAY['user', 'assistant'])[g % 2 + 1], 'redacted text ' || g || ' 🙂',
-                (ARRAY['none', 'low', 'high'])[g % 3 + 1], CASE WHEN g % 3 = 2 THEN ARRAY['pii', 'self_harm'] ELSE '{}' END,
-                t, t
-           FROM generate_series(1, $1) g,
-                LATERAL (SELECT CASE WHEN g % 2 = 0 THEN timestamptz '2026-06-01 12:00:00+00'
-                                     ELSE timestamptz '2026-06-01 12:00:00+00' + g * interval '1 ms' END AS t) ts",
-        &[&messages, &conversations],
-    )
-    .unwrap();
-    p
+    pullsync_tests::feed::provider(conversations, messages, KEY)
 }
 
 fn consumer(name: &str, batch: i32) -> Client {
-    let mut c = fresh_extension_database(name);
-    c.execute(
-        "SELECT pullsync.feed_add_source('partner', $1, $2, batch_size => $3, rate_limit => 10000, timeout => '10 s',
-                                         max_retries => 2, retry_delay => '10 ms')",
-        &[&FEED_URL, &KEY, &batch],
-    )
-    .unwrap();
-    c
+    pullsync_tests::feed::consumer(name, FEED_URL, KEY, batch)
 }
 
 fn pull(c: &mut Client, max_pages: Option<i32>) -> Value {

@@ -196,7 +196,7 @@ fn bad_inputs_to_threads_add_account_get_clear_errors() {
 #[test]
 fn a_missing_key_gets_an_error_that_says_how_to_set_one() {
     let mut db = fresh_extension_database("it_no_key");
-    db.batch_execute("SET pullsync.encryption_key = ''")
+    db.batch_execute("SET pullsync.encryption_key_file = ''")
         .unwrap();
     let err = db
         .batch_execute(

@@ -181,3 +181,138 @@ fn no_plaintext_secret_reaches_logs_tables_errors_or_activity() {
     assert!(activity.len() > 10, "pg_stat_activity was sampled");
     assert!(hits.is_empty(), "{hits:?}");
 }
+
+/// The cluster's sealing key, read from its key file beside pgdata (as root, like an
+/// operator would).
+fn sealing_key_text() -> String {
+    let path =
+        std::path::Path::new(&pullsync_tests::server::pgdata()).with_file_name("pullsync.key");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// Everything a role can learn about settings and files through SQL, each answer as text
+/// (an error counts as its message).
+fn key_probes(db: &mut Client) -> Vec<(String, String)> {
+    let probes = [
+        "SHOW pullsync.encryption_key",
+        "SHOW pullsync.encryption_key_file",
+        "SELECT current_setting('pullsync.encryption_key', true)",
+        "SELECT string_agg(name || '=' || coalesce(setting, '') || coalesce(reset_val, '') || coalesce(boot_val, ''), ',') FROM pg_settings",
+        "SELECT string_agg(name || '=' || coalesce(setting, ''), ',') FROM pg_file_settings",
+        "SELECT pg_read_file(current_setting('pullsync.encryption_key_file'))",
+        "SELECT pg_read_file(current_setting('config_file'))",
+        "SELECT pg_read_file(current_setting('data_directory') || '/postgresql.auto.conf')",
+        "SELECT pg_read_file('postgresql.conf')",
+        "SELECT pullsync.health()::text",
+        "SELECT pullsync.metrics()::text",
+        "SELECT pullsync.rotate_encryption_key('MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=')::text",
+    ];
+    probes
+        .iter()
+        .map(|sql| {
+            let answer = match db.query_one(*sql, &[]) {
+                Ok(row) => row
+                    .try_get::<_, Option<String>>(0)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+                Err(e) => error_text(e),
+            };
+            (sql.to_string(), answer)
+        })
+        .collect()
+}
+
+#[test]
+fn monitoring_and_settings_roles_get_no_key_material() {
+    let key = sealing_key_text();
+    assert_eq!(key.len(), 44, "a base64 key of 32 bytes");
+    let database = "it_key_readers";
+    let mut admin = pullsync_tests::db::fresh_extension_database(database);
+    for (role, grant) in [
+        ("it_monitor", "pg_monitor"),
+        ("it_settings_reader", "pg_read_all_settings"),
+        ("it_stats_reader", "pg_read_all_stats"),
+    ] {
+        pullsync_tests::db::fresh_role(&mut admin, role);
+        admin
+            .batch_execute(&format!("GRANT {grant} TO {role}"))
+            .unwrap();
+        let mut db = pullsync_tests::db::connect_as(database, role);
+        let answers = key_probes(&mut db);
+        for (sql, answer) in &answers {
+            assert!(
+                !answer.contains(&key) && !answer.contains(key.trim_end_matches('=')),
+                "{role} ({grant}) reads key material with: {sql}"
+            );
+        }
+        // The paths exist and answer: the probes are not vacuous.
+        let settings = &answers[3].1;
+        assert!(
+            settings.contains("pullsync.http_timeout="),
+            "{role}: {settings}"
+        );
+        let file_read = &answers[5].1;
+        assert!(
+            file_read.contains("permission denied"),
+            "{role}: {file_read}"
+        );
+    }
+}
+
+#[test]
+fn the_key_cannot_be_a_setting_and_its_file_must_be_private() {
+    let mut db = pullsync_tests::db::fresh_extension_database("it_key_file");
+    let key = sealing_key_text();
+    let err = db
+        .batch_execute(&format!("SET pullsync.encryption_key = '{key}'"))
+        .unwrap_err();
+    let db_err = err.as_db_error().expect("a server error");
+    assert_eq!(db_err.code().code(), "22023");
+    assert!(db_err
+        .hint()
+        .unwrap_or_default()
+        .contains("pullsync.encryption_key_file"));
+    assert!(!error_text(err).contains(key.trim_end_matches('=')));
+
+    // A copy of the key file that the group may read is refused, naming the file and mode.
+    let open_copy = std::env::temp_dir().join("pullsync-open-key");
+    std::fs::write(&open_copy, &key).unwrap();
+    std::process::Command::new("chmod")
+        .arg("0644")
+        .arg(&open_copy)
+        .status()
+        .unwrap();
+    std::process::Command::new("chown")
+        .arg("postgres:postgres")
+        .arg(&open_copy)
+        .status()
+        .unwrap();
+    db.batch_execute(&format!(
+        "SET pullsync.encryption_key_file = '{}'",
+        open_copy.display()
+    ))
+    .unwrap();
+    let err = db
+        .batch_execute(
+            "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', '1', 'a', 't', now() + interval '1 day')",
+        )
+        .unwrap_err();
+    let db_err = err.as_db_error().expect("a server error");
+    assert_eq!(db_err.code().code(), "55000");
+    assert!(db_err.message().contains("0644"), "{}", db_err.message());
+    assert!(!db_err.message().contains(&key));
+    std::process::Command::new("chmod")
+        .arg("0600")
+        .arg(&open_copy)
+        .status()
+        .unwrap();
+    db.batch_execute(
+        "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', '1', 'a', 't', now() + interval '1 day')",
+    )
+    .unwrap();
+    std::fs::remove_file(&open_copy).unwrap();
+}

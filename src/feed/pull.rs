@@ -131,7 +131,7 @@ pub struct Provider {
 
 impl Provider {
     pub fn new(source: Source, cancel: Cancel) -> Result<Self> {
-        let http = HttpClient::new(HttpSettings {
+        let http = crate::config::http_client(HttpSettings {
             timeout: source.timeout,
             retry: RetryPolicy {
                 max_retries: source.max_retries.max(0) as u32,
@@ -139,8 +139,8 @@ impl Provider {
                 max_delay: source.retry_delay.max(Duration::from_secs(1)) * 8,
             },
             concurrency: 1,
-        })
-        .map_err(|e| PullsyncError::Internal(e.message))?;
+            ca_file: crate::config::http_ca_file(),
+        })?;
         let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
         Ok(Provider {
             source,

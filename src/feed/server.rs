@@ -1,24 +1,23 @@
 //! The built-in HTTP feed server: a background worker, started only when
-//! `pullsync.feed_listen` is set. HTTP (axum) runs on its own thread and never touches
-//! Postgres; each request is handed to the worker's main thread, which authenticates the
-//! consumer, applies its rate limit and serves the page in one short transaction.
+//! `pullsync.feed_listen` is set. The network side (`front`) runs on its own thread and
+//! never touches Postgres; each request that passes it is handed to the worker's main
+//! thread, which authenticates the consumer, applies its rate limit and serves the page in
+//! one short transaction.
 
+use super::front::{self, error, Answer, Call, FrontSettings, Route, TlsConfig};
 use super::serve::{self, Stream};
 use crate::config;
 use crate::error::PullsyncError;
 use crate::http::RateLimiter;
 use crate::jobs::runner::Txn;
 use crate::jobs::worker::{stopping, Transactions};
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub const SERVER_TYPE: &str = "pg_pullsync feed server";
@@ -31,112 +30,6 @@ pub fn register() {
         .enable_spi_access()
         .set_restart_time(Some(Duration::from_secs(5)))
         .load();
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
-    Conversations,
-    ConversationMessages(String),
-    Messages,
-    Stats,
-    Ids,
-    Items,
-}
-
-fn route(path: &str) -> Option<Route> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["conversations"] => Some(Route::Conversations),
-        ["conversations", id, "messages"] if !id.is_empty() => {
-            Some(Route::ConversationMessages(id.to_string()))
-        }
-        ["messages"] => Some(Route::Messages),
-        ["stats"] => Some(Route::Stats),
-        ["ids"] => Some(Route::Ids),
-        ["items"] => Some(Route::Items),
-        _ => None,
-    }
-}
-
-struct Call {
-    route: Route,
-    consumer_id: Option<String>,
-    api_key: Option<String>,
-    params: HashMap<String, String>,
-    reply: tokio::sync::oneshot::Sender<Answer>,
-}
-
-struct Answer {
-    status: StatusCode,
-    body: Value,
-    retry_after: Option<u64>,
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
-    Answer {
-        status,
-        body: json!({ "error": { "code": code, "message": message.into() } }),
-        retry_after: None,
-    }
-}
-
-async fn handle(
-    State(calls): State<mpsc::Sender<Call>>,
-    Query(params): Query<HashMap<String, String>>,
-    request: Request,
-) -> Response {
-    let answer = match route(request.uri().path()) {
-        None => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-        Some(_) if request.method() != axum::http::Method::GET => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-        ),
-        Some(route) => {
-            let headers: &HeaderMap = request.headers();
-            let api_key = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(|k| k.trim().to_string());
-            let consumer_id = params.get("consumer_id").cloned().or_else(|| {
-                headers
-                    .get("x-consumer-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            });
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let call = Call {
-                route,
-                consumer_id,
-                api_key,
-                params,
-                reply,
-            };
-            if calls.send(call).is_err() {
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the feed server is stopping",
-                )
-            } else {
-                answer.await.unwrap_or_else(|_| {
-                    error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the feed server is stopping",
-                    )
-                })
-            }
-        }
-    };
-    let mut response = (answer.status, axum::Json(answer.body)).into_response();
-    if let Some(secs) = answer.retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
 }
 
 /// `updated_after`, `start`, `end`: RFC 3339, or microseconds since the Unix epoch.
@@ -233,53 +126,93 @@ fn serve_call(consumer_id: &str, call: &Call) -> Result<Value, PullsyncError> {
     }
 }
 
-/// The consumer's rate (requests per minute) when its key matches.
+/// The consumer's rate (requests per minute) when its key matches. The work is the same
+/// whether the consumer exists or not, and the comparison of keys (as HMAC tags of one
+/// length) takes the same time wherever they differ: timing reveals neither.
 fn authenticate(consumer_id: &str, api_key: &str) -> Result<Option<i32>, PullsyncError> {
+    use hmac::{Hmac, Mac};
     let row = Spi::get_two_with_args::<String, i32>(
-        "SELECT (SELECT api_key_encrypted FROM pullsync.feed_consumers WHERE consumer_id = $1 AND is_active),
-                (SELECT rate_limit_per_minute FROM pullsync.feed_consumers WHERE consumer_id = $1 AND is_active)",
+        "SELECT api_key_encrypted, rate_limit_per_minute FROM pullsync.feed_consumers
+          WHERE consumer_id = $1 AND is_active",
         &[consumer_id.into()],
-    )?;
-    let (Some(sealed), Some(rate)) = row else {
-        return Ok(None);
+    );
+    let found = match row {
+        Ok((Some(sealed), Some(rate))) => Some((sealed, rate)),
+        Ok(_) | Err(pgrx::spi::SpiError::InvalidPosition) => None,
+        Err(e) => return Err(e.into()),
     };
-    let stored =
-        config::sealing_key()?
-            .open(&sealed)
-            .map_err(|reason| PullsyncError::Unsealable {
-                what: format!("API key of feed consumer {consumer_id}"),
-                reason,
-            })?;
-    let same = stored.len() == api_key.len()
-        && stored
-            .bytes()
-            .zip(api_key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    Ok(same.then_some(rate))
+    let key = config::sealing_key()?;
+    let (sealed, rate) = match &found {
+        Some((sealed, rate)) => (sealed.clone(), *rate),
+        None => (stand_in_sealed(&key), 0),
+    };
+    let stored = key
+        .open(&sealed)
+        .map_err(|reason| PullsyncError::Unsealable {
+            what: format!("API key of feed consumer {consumer_id}"),
+            reason,
+        })?;
+    let compare_key = key.derive("feed api key comparison");
+    let tag = |text: &str| {
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&compare_key)
+            .expect("HMAC takes any key length");
+        mac.update(text.as_bytes());
+        mac
+    };
+    let stored_tag = tag(&stored).finalize().into_bytes();
+    let same = tag(api_key).verify_slice(&stored_tag).is_ok();
+    Ok((same && found.is_some()).then_some(rate))
+}
+
+/// A sealed value of a typical key's length, opened in place of a missing consumer's key.
+fn stand_in_sealed(key: &crate::crypto::SealingKey) -> String {
+    thread_local! {
+        static STAND_IN: std::cell::RefCell<Option<([u8; 32], String)>> = const { std::cell::RefCell::new(None) };
+    }
+    let id = key.derive("feed stand-in key");
+    STAND_IN.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        match &*cell {
+            Some((seen, sealed)) if *seen == id => sealed.clone(),
+            _ => {
+                let sealed = key.seal("stand-in-api-key-of-typical-length-00");
+                *cell = Some((id, sealed.clone()));
+                sealed
+            }
+        }
+    })
 }
 
 fn answer(call: &Call, limiters: &mut HashMap<String, (i32, RateLimiter)>) -> Answer {
-    let (Some(consumer_id), Some(api_key)) = (&call.consumer_id, &call.api_key) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "pass consumer_id and Authorization: Bearer <api key>",
-        );
-    };
-    let rate = match Transactions.run(|| authenticate(consumer_id, api_key)) {
+    let consumer_id = &call.consumer_id;
+    let rate = match Transactions.run(|| authenticate(consumer_id, &call.api_key)) {
         Ok(Some(rate)) => rate,
         Ok(None) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "unknown consumer or wrong API key",
-            )
+            return Answer {
+                authenticated: Some(false),
+                ..error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "unknown consumer or wrong API key",
+                )
+            }
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
+    Answer {
+        authenticated: Some(true),
+        ..serve_authenticated(call, consumer_id, rate, limiters)
+    }
+}
+
+fn serve_authenticated(
+    call: &Call,
+    consumer_id: &str,
+    rate: i32,
+    limiters: &mut HashMap<String, (i32, RateLimiter)>,
+) -> Answer {
     // One bucket per consumer, replaced when its configured rate changes.
-    let (limit, limiter) = limiters.entry(consumer_id.clone()).or_insert_with(|| {
+    let (limit, limiter) = limiters.entry(consumer_id.to_string()).or_insert_with(|| {
         (
             rate,
             RateLimiter::new(f64::from(rate) / 60.0, (rate / 10).max(1) as u32),
@@ -303,6 +236,7 @@ fn answer(call: &Call, limiters: &mut HashMap<String, (i32, RateLimiter)>) -> An
             status: StatusCode::OK,
             body,
             retry_after: None,
+            authenticated: None,
         },
         Err(e @ (PullsyncError::InvalidArgument { .. } | PullsyncError::NullArgument { .. })) => {
             let code = if e.to_string().starts_with("invalid cursor") {
@@ -325,7 +259,12 @@ fn answer(call: &Call, limiters: &mut HashMap<String, (i32, RateLimiter)>) -> An
 
 /// Starts the HTTP thread with every signal blocked, so Postgres' handlers run only on the
 /// main thread.
-fn spawn_http(listener: std::net::TcpListener, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+fn spawn_http(
+    listener: std::net::TcpListener,
+    settings: FrontSettings,
+    tls: Option<TlsConfig>,
+    calls: mpsc::SyncSender<Call>,
+) -> std::io::Result<()> {
     // SAFETY: plain signal-mask calls around the thread spawn.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -341,12 +280,63 @@ fn spawn_http(listener: std::net::TcpListener, calls: mpsc::Sender<Call>) -> std
                     .expect("runtime");
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let app = Router::new().fallback(handle).with_state(calls);
-                    let _ = axum::serve(listener, app).await;
+                    front::serve(listener, settings, tls, calls).await;
                 });
             });
         libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
         spawned.map(|_| ())
+    }
+}
+
+/// What the server was started with: a change of any of it restarts the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Startup {
+    front: FrontSettings,
+    tls_files: Option<(String, String)>,
+}
+
+impl Startup {
+    fn from_settings() -> Result<Startup, String> {
+        let tls_files = match (config::feed_tls_cert_file(), config::feed_tls_key_file()) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(
+                "set both pullsync.feed_tls_cert_file and pullsync.feed_tls_key_file, or neither"
+                    .into(),
+            ),
+        };
+        Ok(Startup {
+            front: config::feed_front_settings(),
+            tls_files,
+        })
+    }
+}
+
+fn fail_start(message: &str) -> ! {
+    warning!("{SERVER_TYPE}: {message}");
+    // The postmaster retries after the restart time.
+    crate::pg_compat::exit_process(1);
+}
+
+/// On reload: a new certificate in the same files is taken in place; any other change
+/// restarts the server (the postmaster starts it again after its restart time).
+fn reload(startup: &Startup, tls: Option<&TlsConfig>) {
+    match Startup::from_settings() {
+        Ok(now) if now == *startup => {
+            if let (Some((cert, key)), Some(cell)) = (&startup.tls_files, tls) {
+                match front::load_tls(cert, key) {
+                    Ok(config) => {
+                        *cell.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                    }
+                    Err(e) => warning!("{SERVER_TYPE}: keeping the current certificate: {e}"),
+                }
+            }
+        }
+        Ok(_) => {
+            log!("{SERVER_TYPE}: settings changed; restarting to apply them");
+            crate::pg_compat::exit_process(1);
+        }
+        Err(e) => warning!("{SERVER_TYPE}: keeping the current settings: {e}"),
     }
 }
 
@@ -355,22 +345,25 @@ fn spawn_http(listener: std::net::TcpListener, calls: mpsc::Sender<Call>) -> std
 pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
     let database = crate::jobs::worker::start_background_process();
     let listen = config::feed_listen().unwrap_or_default();
-    let listener = match std::net::TcpListener::bind(&listen)
+    let startup = Startup::from_settings().unwrap_or_else(|e| fail_start(&e));
+    let tls: Option<TlsConfig> = startup.tls_files.as_ref().map(|(cert, key)| {
+        let config = front::load_tls(cert, key).unwrap_or_else(|e| fail_start(&e));
+        Arc::new(RwLock::new(Arc::new(config)))
+    });
+    let listener = std::net::TcpListener::bind(&listen)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))
-    {
-        Ok(l) => l,
-        Err(e) => {
-            warning!("{SERVER_TYPE}: cannot listen on {listen}: {e}");
-            // The postmaster retries after the restart time.
-            crate::pg_compat::exit_process(1);
-        }
-    };
-    let (calls, requests) = mpsc::channel::<Call>();
-    if let Err(e) = spawn_http(listener, calls) {
-        warning!("{SERVER_TYPE}: cannot start: {e}");
-        crate::pg_compat::exit_process(1);
+        .unwrap_or_else(|e| fail_start(&format!("cannot listen on {listen}: {e}")));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+        warning!(
+            "{SERVER_TYPE}: listening on {listen} without TLS: API keys and rows cross the network in clear"
+        );
     }
-    log!("{SERVER_TYPE}: serving database \"{database}\" on http://{listen}");
+    let (calls, requests) = mpsc::sync_channel::<Call>(front::QUEUE_CAPACITY);
+    if let Err(e) = spawn_http(listener, startup.front.clone(), tls.clone(), calls) {
+        fail_start(&format!("cannot start: {e}"));
+    }
+    log!("{SERVER_TYPE}: serving database \"{database}\" on {scheme}://{listen}");
     let mut limiters: HashMap<String, (i32, RateLimiter)> = HashMap::new();
     let mut schema = crate::jobs::worker::SchemaWatch::default();
     while !stopping() {
@@ -379,6 +372,7 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
             // SAFETY: the documented way for a worker to reload its configuration.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             limiters.clear();
+            reload(&startup, tls.as_ref());
         }
         match requests.recv_timeout(Duration::from_millis(100)) {
             Ok(call) => {
@@ -407,21 +401,6 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes() {
-        assert_eq!(route("/conversations"), Some(Route::Conversations));
-        assert_eq!(
-            route("/conversations/c-1/messages"),
-            Some(Route::ConversationMessages("c-1".into()))
-        );
-        assert_eq!(route("/messages/"), Some(Route::Messages));
-        assert_eq!(route("/stats"), Some(Route::Stats));
-        assert_eq!(route("/ids"), Some(Route::Ids));
-        assert_eq!(route("/items"), Some(Route::Items));
-        assert_eq!(route("/conversations//messages"), None);
-        assert_eq!(route("/admin"), None);
-    }
 
     #[test]
     fn time_params_take_rfc3339_or_micros() {

@@ -16,6 +16,8 @@ pub struct HttpSettings {
     pub retry: RetryPolicy,
     /// Requests in flight at once through this client.
     pub concurrency: usize,
+    /// PEM file of CA certificates trusted besides the public roots.
+    pub ca_file: Option<String>,
 }
 
 pub struct HttpClient {
@@ -27,17 +29,21 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(settings: HttpSettings) -> Result<Self, Failure> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("pg_pullsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                Failure::new(
-                    FailureClass::Refused,
-                    format!("cannot build HTTP client: {e}"),
-                )
-            })?;
+            .user_agent(concat!("pg_pullsync/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.ca_file {
+            for certificate in extra_roots(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder.build().map_err(|e| {
+            Failure::new(
+                FailureClass::Refused,
+                format!("cannot build HTTP client: {e}"),
+            )
+        })?;
         Ok(HttpClient {
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             entropy: AtomicU64::new(seed_entropy()),
@@ -137,6 +143,22 @@ impl HttpClient {
     }
 }
 
+fn extra_roots(path: &str) -> Result<Vec<reqwest::Certificate>, Failure> {
+    let refused = |why: String| {
+        Failure::new(
+            FailureClass::Refused,
+            format!("pullsync.http_ca_file \"{path}\": {why}"),
+        )
+    };
+    let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| refused("not a PEM file of certificates".into()))?;
+    if roots.is_empty() {
+        return Err(refused("holds no certificate".into()));
+    }
+    Ok(roots)
+}
+
 fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
     let what = if e.is_timeout() {
         "timed out"
@@ -147,7 +169,23 @@ fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
     } else {
         "request failed"
     };
-    Failure::new(FailureClass::Transient, format!("GET {url}: {what}"))
+    // The innermost cause says why (refused, certificate not trusted, reset); it never
+    // holds the URL, whose query may carry a token.
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let message = if std::ptr::addr_eq(cause, e as &dyn std::error::Error) {
+        format!("GET {url}: {what}")
+    } else {
+        format!("GET {url}: {what}: {cause}")
+    };
+    let class = if cause.to_string().contains("certificate") {
+        FailureClass::Refused
+    } else {
+        FailureClass::Transient
+    };
+    Failure::new(class, message)
 }
 
 fn seed_entropy() -> u64 {

@@ -191,6 +191,7 @@ mod tests {
                 max_delay: std::time::Duration::ZERO,
             },
             concurrency: 1,
+            ca_file: None,
         })
         .unwrap();
         let api = ThreadsApi::new(http, "https://graph.threads.net/v1.0/");

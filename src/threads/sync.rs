@@ -6,7 +6,6 @@ use super::pull::{pull_account, AccountPull, Outcome};
 use super::store::{self, AccountRow, LogContext, WriteCounts};
 use crate::config;
 use crate::error::{PullsyncError, Result};
-use crate::http::HttpClient;
 use crate::runtime;
 use chrono::Utc;
 use futures_util::future::join_all;
@@ -51,8 +50,7 @@ impl AccountResult {
 }
 
 pub fn threads_api() -> Result<ThreadsApi> {
-    let http =
-        HttpClient::new(config::http_settings()).map_err(|e| PullsyncError::Internal(e.message))?;
+    let http = config::http_client(config::http_settings())?;
     Ok(ThreadsApi::new(http, &config::threads_api_url()))
 }
 

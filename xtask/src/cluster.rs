@@ -44,13 +44,25 @@ impl Cluster {
         self.pgdata().join("PG_VERSION").exists()
     }
 
-    /// Creates the cluster with trust authentication on loopback only, then appends
-    /// `settings` to postgresql.conf.
-    pub fn create(&self, settings: &str) -> Result<()> {
+    /// The sealing key's file: beside pgdata, private to the postgres OS user.
+    pub fn key_file(&self) -> PathBuf {
+        self.home.join("pullsync.key")
+    }
+
+    /// Creates the cluster with trust authentication on loopback only, writes `key` into
+    /// its key file, then appends `settings` and the key file's path to postgresql.conf.
+    pub fn create(&self, key: &str, settings: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&self.home)?;
         cmd("chown")
             .arg("postgres:postgres")
             .arg(&self.home)
+            .status_ok()?;
+        std::fs::write(self.key_file(), key)?;
+        std::fs::set_permissions(self.key_file(), std::fs::Permissions::from_mode(0o600))?;
+        cmd("chown")
+            .arg("postgres:postgres")
+            .arg(self.key_file())
             .status_ok()?;
         self.as_postgres("initdb")
             .arg("-D")
@@ -65,9 +77,11 @@ impl Cluster {
             ])
             .status_ok()?;
         let conf = format!(
-            "\n# added by cargo xtask\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n{settings}\n",
+            "\n# added by cargo xtask\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+             pullsync.encryption_key_file = '{}'\n{settings}\n",
             self.port,
-            self.home.display()
+            self.home.display(),
+            self.key_file().display()
         );
         let path = self.pgdata().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&path)?;

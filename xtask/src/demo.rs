@@ -5,7 +5,7 @@ use crate::cluster::Cluster;
 use crate::install::{build_and_install, Profile};
 use crate::pg_tree::{Major, PgTree};
 use crate::prereqs;
-use crate::run::{cmd, output_of, workspace_root, Result};
+use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,6 +85,42 @@ pub fn stop_simulator() -> Result<()> {
     Ok(())
 }
 
+/// A demo cluster made by 0.1.0 holds its key as a setting, which 0.2.0 refuses: the key
+/// moves into the cluster's key file, the step docs/OPERATIONS.md asks of operators.
+fn move_literal_key_to_file(cluster: &Cluster) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let conf_path = cluster.pgdata().join("postgresql.conf");
+    let conf = std::fs::read_to_string(&conf_path)?;
+    let literal = |line: &str| {
+        let (name, value) = line.split_once('=')?;
+        (name.trim() == "pullsync.encryption_key")
+            .then(|| value.trim().trim_matches('\'').to_string())
+    };
+    let Some(key) = conf.lines().find_map(literal) else {
+        return Ok(());
+    };
+    let key_file = cluster.key_file();
+    std::fs::write(&key_file, &key)?;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+    cmd("chown")
+        .arg("postgres:postgres")
+        .arg(&key_file)
+        .status_ok()?;
+    let rewritten: Vec<String> = conf
+        .lines()
+        .map(|line| match literal(line) {
+            Some(_) => format!("pullsync.encryption_key_file = '{}'", key_file.display()),
+            None => line.to_string(),
+        })
+        .collect();
+    std::fs::write(&conf_path, rewritten.join("\n") + "\n")?;
+    println!(
+        "moved the demo's encryption key into {}",
+        key_file.display()
+    );
+    Ok(())
+}
+
 /// `cargo xtask demo [--pg 15|18]` (15 when not given).
 pub fn demo(args: &[String]) -> Result<()> {
     let major = match crate::run::flag_value(args, "--pg")? {
@@ -103,8 +139,9 @@ pub fn demo(args: &[String]) -> Result<()> {
     if !cluster.exists() {
         let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
             .ok_or("cannot generate an encryption key")?;
-        cluster.create(&crate::run::cluster_settings(key.trim(), major))?;
+        cluster.create(key.trim(), &crate::run::cluster_settings(major))?;
     }
+    move_literal_key_to_file(&cluster)?;
     if cluster.is_running() {
         cluster.restart()?;
     } else {
@@ -118,6 +155,7 @@ pub fn demo(args: &[String]) -> Result<()> {
         "postgres",
         &format!(
             "CREATE EXTENSION IF NOT EXISTS pg_pullsync;
+             ALTER EXTENSION pg_pullsync UPDATE;
              ALTER SYSTEM SET pullsync.threads_api_url = 'http://127.0.0.1:{SIM_PORT}/v1.0';
              SELECT pg_reload_conf();"
         ),

@@ -68,8 +68,8 @@ pub fn cargo() -> Command {
 
 /// Settings every cluster of ours needs: the workers preloaded, and pg_cron where the
 /// version has it.
-pub fn cluster_settings(key: &str, major: Major) -> String {
-    let common = format!("max_worker_processes = 32\npullsync.encryption_key = '{key}'\n");
+pub fn cluster_settings(major: Major) -> String {
+    let common = "max_worker_processes = 32\n";
     if major.has_pg_cron() {
         format!(
             "shared_preload_libraries = 'pg_cron,pg_pullsync'\n\
@@ -357,12 +357,12 @@ fn test_cluster(major: Major) -> Result<Cluster> {
          pullsync.http_retry_delay = 5\n\
          pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n\
          pullsync.threads_api_url = 'http://127.0.0.1:{WORKER_SIM_PORT}/v1.0'\n",
-        cluster_settings(TEST_KEY, major).replace(
+        cluster_settings(major).replace(
             "cron.database_name = 'postgres'",
             "cron.database_name = 'it_workers'"
         )
     );
-    cluster.create(&settings)?;
+    cluster.create(TEST_KEY, &settings)?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE it_workers")?;
     // The workers and the feed server started before it_workers existed; they come back

@@ -84,10 +84,13 @@ impl Sentinel {
         let home = PathBuf::from("/tmp/pullsync-sentinel");
         let cluster = Cluster::new(&home, PORT, tree);
         cluster.remove()?;
-        cluster.create(&format!(
-            "{}pullsync.threads_api_url = 'http://127.0.0.1:{SIM_PORT}/v1.0'\n",
-            crate::run::cluster_settings(KEY, major)
-        ))?;
+        cluster.create(
+            KEY,
+            &format!(
+                "{}pullsync.threads_api_url = 'http://127.0.0.1:{SIM_PORT}/v1.0'\n",
+                crate::run::cluster_settings(major)
+            ),
+        )?;
         cluster.start()?;
         crate::run::build_debug_bin("threads-sim")?;
         let args = ["--accounts", "3", "--posts", "30", "--seed", "7"].map(String::from);

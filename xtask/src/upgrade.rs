@@ -131,12 +131,15 @@ pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(Str
     }
     tree.ensure_copied()?;
     install_atomically(&old, &tree)?;
-    cluster.create(&format!(
-        "{}pullsync.database = 'upgrade_provider'\n\
-         pullsync.http_retry_delay = 5\n\
-         pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n",
-        crate::run::cluster_settings(KEY, major)
-    ))?;
+    cluster.create(
+        KEY,
+        &format!(
+            "{}pullsync.database = 'upgrade_provider'\n\
+             pullsync.http_retry_delay = 5\n\
+             pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n",
+            crate::run::cluster_settings(major)
+        ),
+    )?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE upgrade_provider")?;
     // Its feed server started before the database existed and comes back after its

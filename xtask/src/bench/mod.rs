@@ -89,9 +89,9 @@ impl Bench {
              shared_buffers = '2GB'\n\
              max_wal_size = '16GB'\n\
              checkpoint_timeout = '30min'\n",
-            crate::run::cluster_settings(key.trim(), crate::pg_tree::Major::Pg15)
+            crate::run::cluster_settings(crate::pg_tree::Major::Pg15)
         );
-        cluster.create(&settings)?;
+        cluster.create(key.trim(), &settings)?;
         cluster.start()?;
         cluster.psql(
             "postgres",
