@@ -74,7 +74,11 @@ async fn wrong_key_flood(source: IpAddr, stop: Arc<AtomicBool>) -> (u64, u64, u6
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let consumer = if n.is_multiple_of(2) { "partner" } else { "nobody" };
+        let consumer = if n.is_multiple_of(2) {
+            "partner"
+        } else {
+            "nobody"
+        };
         let r = http
             .get(format!("{FEED_URL}/conversations"))
             .query(&[("consumer_id", consumer)])

@@ -127,34 +127,74 @@ fn every_security_definer_function_pins_a_safe_search_path() {
 fn the_documented_reader_role_reads_analytics_but_never_tokens() {
     let mut db = fresh_extension_database("it_reader");
     fresh_role(&mut db, "it_reader_role");
-    // The grants docs/SECURITY.md gives for a reader.
-    db.batch_execute(
-        "GRANT USAGE ON SCHEMA pullsync TO it_reader_role;
-         GRANT SELECT ON pullsync.workspace_threads_accounts, pullsync.workspace_threads_posts,
-                         pullsync.workspace_threads_post_metrics, pullsync.workspace_threads_post_metrics_deltas,
-                         pullsync.workspace_threads_account_insights, pullsync.workspace_threads_account_insights_deltas,
-                         pullsync.workspace_roles
-            TO it_reader_role;
-         GRANT EXECUTE ON FUNCTION pullsync.workspace_visible(uuid) TO it_reader_role;
-         INSERT INTO pullsync.workspace_roles VALUES ('it_reader_role', NULL);",
-    )
-    .unwrap();
+    db.batch_execute(&documented_grants("pullsync_reader", "it_reader_role"))
+        .expect("the documented reader grants apply");
     let mut reader = connect_as("it_reader", "it_reader_role");
+    for relation in [
+        "workspace_threads_accounts",
+        "workspace_threads_posts",
+        "workspace_threads_post_metrics",
+        "workspace_threads_post_metrics_deltas",
+        "workspace_threads_account_insights",
+        "workspace_threads_account_insights_deltas",
+        "threads_post_stats",
+        "threads_account_stats",
+        "workspace_roles",
+    ] {
+        let sql = format!("SELECT * FROM pullsync.{relation}");
+        assert_eq!(sqlstate_of(&mut reader, &sql), None, "as the reader: {sql}");
+    }
     assert_eq!(
         sqlstate_of(
             &mut reader,
-            "SELECT * FROM pullsync.workspace_threads_posts"
+            "SELECT pullsync.workspace_visible('11111111-1111-1111-1111-111111111111')"
         ),
         None
     );
-    assert_eq!(
-        sqlstate_of(
-            &mut reader,
-            "SELECT * FROM pullsync.workspace_threads_tokens"
-        )
-        .as_deref(),
-        Some("42501")
-    );
+    for sql in [
+        "SELECT * FROM pullsync.workspace_threads_tokens",
+        "SELECT * FROM pullsync.feed_consumers",
+        "SELECT pullsync.threads_scheduled_sync()",
+    ] {
+        assert_eq!(
+            sqlstate_of(&mut reader, sql).as_deref(),
+            Some("42501"),
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn the_documented_monitor_role_reads_health_and_metrics_but_no_rows() {
+    let mut db = fresh_extension_database("it_monitor_grants");
+    fresh_role(&mut db, "it_monitor_role");
+    db.batch_execute(&documented_grants("pullsync_monitor", "it_monitor_role"))
+        .expect("the documented monitor grants apply");
+    let mut monitor = connect_as("it_monitor_grants", "it_monitor_role");
+    for sql in [
+        "SELECT pullsync.health()",
+        "SELECT pullsync.metrics()",
+        "SELECT * FROM pullsync.source_metrics",
+        "SELECT * FROM pullsync.alerts",
+    ] {
+        assert_eq!(
+            sqlstate_of(&mut monitor, sql),
+            None,
+            "as the monitor: {sql}"
+        );
+    }
+    for sql in [
+        "SELECT * FROM pullsync.workspace_threads_posts",
+        "SELECT * FROM pullsync.threads_post_stats",
+        "SELECT * FROM pullsync.workspace_threads_tokens",
+        "SELECT pullsync.run_jobs()",
+    ] {
+        assert_eq!(
+            sqlstate_of(&mut monitor, sql).as_deref(),
+            Some("42501"),
+            "{sql}"
+        );
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::{Bench, Plan, CONSUMER_DB, DB, FEED_PORT};
 use crate::run::Result;
 use std::time::Instant;
 
-const KEY: &str = "bench-consumer-key-0123456789";
+pub const KEY: &str = "bench-consumer-key-0123456789";
 /// Messages per conversation in the generated data.
 const MESSAGES_PER_CONVERSATION: usize = 50;
 const COLUMNS_CONVERSATIONS: &str =

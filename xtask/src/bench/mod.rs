@@ -3,6 +3,7 @@
 //! min–max; comparisons pair runs made side by side. Writes docs/BENCHMARKS.md and the
 //! scaling chart (with `--quick`: small sizes, written under target/bench/ only).
 
+mod attack;
 mod chart;
 mod feed;
 mod memory;
@@ -142,12 +143,14 @@ pub fn bench(args: &[String]) -> Result<()> {
     let simulator = simulator_throughput(plan.reps)?;
     let threads = threads::measure(&bench, &plan)?;
     let feed = feed::measure(&bench, &plan)?;
+    let attack = attack::measure(&plan, feed::KEY)?;
     bench.cluster.stop()?;
 
     let results = report::Results {
         simulator,
         threads,
         feed,
+        attack,
     };
     let (markdown, chart) = if plan.quick {
         (

@@ -1,10 +1,10 @@
 //! docs/BENCHMARKS.md from one invocation's results. Everything above the marker line is
 //! written anew each time; what follows it (the profile notes) is kept.
 
-use super::feed;
 use super::stats::{log_log_slope, Summary};
 use super::threads::{self, Cycle, Pair, Run};
 use super::Plan;
+use super::{attack, feed};
 use crate::run::{cmd, output_of};
 use std::fmt::Write;
 use std::path::Path;
@@ -16,6 +16,7 @@ pub struct Results {
     pub simulator: Summary,
     pub threads: threads::Results,
     pub feed: Vec<feed::Size>,
+    pub attack: attack::Latency,
 }
 
 fn summary(runs: &[Run], figure: impl Fn(&Run) -> f64) -> Summary {
@@ -136,6 +137,11 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
             fraction.max * 100.0
         );
     }
+    let _ = writeln!(
+        md,
+        "| feed page latency under attack (200 slow clients + wrong-key flood) over idle | {}× |",
+        results.attack.slowdown().show(2)
+    );
     let _ = writeln!(
         md,
         "| log-log slope of time against accounts / against messages | {} / {} |\n",
@@ -261,6 +267,25 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
         md,
         "\nTime against messages, log-log: slope {}.\n",
         slope_feed.map_or("—".into(), |s| format!("{s:.2}"))
+    );
+
+    let a = &results.attack;
+    let _ = writeln!(md, "## 4b. Feed server under attack\n");
+    let _ = writeln!(
+        md,
+        "A consumer's page (`/messages`, 500 rows, keep-alive) timed {} times in a row on the idle \
+         feed server, then again while 200 slow clients hold connections without finishing their \
+         headers and 4 connections send wrong keys as fast as they are answered (from the \
+         consumer's own address, so only its recently accepted key lets it past the throttle). \
+         Median page latency: {} ms idle, {} ms under attack; **{}× slower** (median of the \
+         per-run ratios, min–max in parentheses). The flood sent {} requests, {} of them \
+         throttled before any key check.\n",
+        attack::SAMPLES,
+        Summary::of(&a.idle_ms).show(2),
+        Summary::of(&a.attacked_ms).show(2),
+        a.slowdown().show(2),
+        a.flood_requests,
+        a.flood_throttled
     );
 
     let _ = writeln!(md, "## 5. Scaling chart\n");
