@@ -60,8 +60,8 @@ pub extern "C-unwind" fn _PG_init() {
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
 
-/// Required by `cargo pgrx test`.
-#[cfg(test)]
+/// Required by `cargo pgrx test`; the in-database tests read its key file's path.
+#[cfg(any(test, feature = "pg_test"))]
 pub mod pg_test {
     macro_rules! key_file {
         () => {

@@ -397,7 +397,8 @@ fn integration_command(cluster: &Cluster) -> Command {
 fn integration(tally: &mut Tally, major: Major) -> Result<()> {
     let cluster = test_cluster(major)?;
     let mut command = integration_command(&cluster);
-    command.args(["--tests", "--", "--test-threads=2"]);
+    // Every test file runs even after one fails, so a run reports all failures.
+    command.args(["--tests", "--no-fail-fast", "--", "--test-threads=2"]);
     skip_pg_cron_tests(tally, major, &mut command);
     tally.phase(
         &format!(
