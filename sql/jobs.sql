@@ -69,6 +69,13 @@ BEGIN
             ('pullsync-reconcile', '40 * * * *',
              'SELECT pullsync.sync_reconcile(now() - interval ''25 hours'', now() - interval ''1 hour'', repair => true) '
              || 'WHERE EXISTS (SELECT 1 FROM pullsync.feed_sources WHERE is_active)'),
+            -- The safety net of the Threads listing: the last 30 days of every account
+            -- with a usable token, missing posts written, vanished ones marked deleted.
+            ('pullsync-threads-reconcile', '23 4 * * *',
+             'SELECT pullsync.threads_reconcile(a.id, now() - interval ''30 days'', now()) '
+             || 'FROM pullsync.workspace_threads_accounts a WHERE a.is_active AND EXISTS ('
+             || 'SELECT 1 FROM pullsync.workspace_threads_tokens t WHERE t.workspace_threads_account_id = a.id '
+             || 'AND t.is_primary AND t.revoked_at IS NULL AND t.invalidated_at IS NULL AND t.expires_at > now())'),
             ('pullsync-alerts', '*/5 * * * *', 'SELECT pullsync.check_alerts()'),
             ('pullsync-cleanup', '0 3 * * 0', 'SELECT pullsync.cleanup()')
         ) AS v(jobname, schedule, command)

@@ -38,8 +38,17 @@ SELECT s.source,
               WHERE a.is_active AND NOT EXISTS (
                     SELECT 1 FROM pullsync.workspace_threads_tokens k
                      WHERE k.workspace_threads_account_id = a.id AND k.is_primary
-                       AND k.revoked_at IS NULL AND k.expires_at > now()))
-       END                                            AS accounts_without_token
+                       AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now()))
+       END                                            AS accounts_without_token,
+       -- Who must authorise the app again: their token expired or Threads refused it.
+       CASE WHEN s.source = 'threads' THEN
+            (SELECT coalesce(array_agg(a.username ORDER BY a.username), '{}')
+               FROM pullsync.workspace_threads_accounts a
+              WHERE a.is_active AND NOT EXISTS (
+                    SELECT 1 FROM pullsync.workspace_threads_tokens k
+                     WHERE k.workspace_threads_account_id = a.id AND k.is_primary
+                       AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now()))
+       END                                            AS accounts_needing_reauthorization
   FROM sources s
   LEFT JOIN configured c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);

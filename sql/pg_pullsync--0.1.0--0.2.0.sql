@@ -79,6 +79,13 @@ BEGIN
             ('pullsync-reconcile', '40 * * * *',
              'SELECT pullsync.sync_reconcile(now() - interval ''25 hours'', now() - interval ''1 hour'', repair => true) '
              || 'WHERE EXISTS (SELECT 1 FROM pullsync.feed_sources WHERE is_active)'),
+            -- The safety net of the Threads listing: the last 30 days of every account
+            -- with a usable token, missing posts written, vanished ones marked deleted.
+            ('pullsync-threads-reconcile', '23 4 * * *',
+             'SELECT pullsync.threads_reconcile(a.id, now() - interval ''30 days'', now()) '
+             || 'FROM pullsync.workspace_threads_accounts a WHERE a.is_active AND EXISTS ('
+             || 'SELECT 1 FROM pullsync.workspace_threads_tokens t WHERE t.workspace_threads_account_id = a.id '
+             || 'AND t.is_primary AND t.revoked_at IS NULL AND t.invalidated_at IS NULL AND t.expires_at > now())'),
             ('pullsync-alerts', '*/5 * * * *', 'SELECT pullsync.check_alerts()'),
             ('pullsync-cleanup', '0 3 * * 0', 'SELECT pullsync.cleanup()')
         ) AS v(jobname, schedule, command)
@@ -100,3 +107,141 @@ ALTER VIEW pullsync.threads_account_stats SET (security_barrier = true);
 
 -- job_status() runs with the owner's rights, so the documented operator grants suffice.
 ALTER FUNCTION pullsync.job_status(bigint) SECURITY DEFINER;
+
+-- Threads: a listing cut short resumes (its state is committed with its posts); posts
+-- deleted on Threads are marked, not failed on; media types Meta adds are stored as sent;
+-- tokens Threads refuses are marked; values this version does not know are noted.
+-- Accounts start with no listing state: each lists its posts to the end once, which also
+-- recovers posts 0.1.0 lost to a listing cut short.
+ALTER TABLE pullsync.workspace_threads_accounts
+    ADD COLUMN posts_listing_resume_after text,
+    ADD COLUMN posts_listing_completed_at timestamptz;
+ALTER TABLE pullsync.workspace_threads_tokens ADD COLUMN invalidated_at timestamptz;
+ALTER TABLE pullsync.workspace_threads_posts
+    DROP CONSTRAINT workspace_threads_posts_media_type_check,
+    ADD COLUMN deleted_at timestamptz;
+COMMENT ON COLUMN pullsync.workspace_threads_posts.media_type IS
+    'As Threads sends it. Documented today: TEXT_POST, IMAGE, VIDEO, CAROUSEL_ALBUM, AUDIO, REPOST_FACADE; a type Meta adds later is stored as sent.';
+ALTER TABLE pullsync.sync_logs ADD COLUMN notes text[] NOT NULL DEFAULT '{}';
+
+-- Posts with their current metrics and the change over the last 24 hours (sum of L2).
+-- Posts deleted on Threads are left out (their rows and history stay in the tables). A
+-- first snapshot counts from zero, so it is the last 24 hours only for a post published
+-- within them: a newly connected account's older posts start with nothing in *_24h.
+CREATE OR REPLACE VIEW pullsync.threads_post_stats WITH (security_barrier) AS
+SELECT p.id,
+       p.workspace_threads_account_id,
+       a.workspace_id,
+       a.username,
+       p.threads_post_id,
+       p.media_type,
+       p.permalink,
+       left(p.text, 80)            AS text_preview,
+       p.published_at,
+       p.current_views             AS views,
+       p.current_likes             AS likes,
+       p.current_replies           AS replies,
+       p.current_reposts           AS reposts,
+       p.current_quotes            AS quotes,
+       p.current_shares            AS shares,
+       coalesce(d.views, 0)        AS views_24h,
+       coalesce(d.likes, 0)        AS likes_24h,
+       coalesce(d.replies, 0)      AS replies_24h,
+       coalesce(d.reposts, 0)      AS reposts_24h,
+       coalesce(d.quotes, 0)       AS quotes_24h,
+       coalesce(d.shares, 0)       AS shares_24h,
+       p.metrics_updated_at
+  FROM pullsync.workspace_threads_posts p
+  JOIN pullsync.workspace_threads_accounts a ON a.id = p.workspace_threads_account_id
+  LEFT JOIN LATERAL (
+       SELECT sum(views_delta) AS views, sum(likes_delta) AS likes, sum(replies_delta) AS replies,
+              sum(reposts_delta) AS reposts, sum(quotes_delta) AS quotes, sum(shares_delta) AS shares
+         FROM pullsync.workspace_threads_post_metrics_deltas d
+        WHERE d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours'
+          AND (d.period_start IS NOT NULL OR p.published_at > now() - interval '24 hours')) d ON true
+ WHERE p.deleted_at IS NULL AND pullsync.workspace_visible(a.workspace_id);
+
+-- Accounts with current insights, their 24-hour change (the first snapshot, which counts
+-- from zero, is no change), post count, last sync and whether the token needs
+-- re-authorisation.
+CREATE OR REPLACE VIEW pullsync.threads_account_stats WITH (security_barrier) AS
+SELECT a.id,
+       a.workspace_id,
+       a.threads_user_id,
+       a.username,
+       a.is_active,
+       a.current_followers_count          AS followers_count,
+       coalesce(d.followers_count, 0)     AS followers_24h,
+       a.current_views                    AS views,
+       a.current_likes                    AS likes,
+       a.current_replies                  AS replies,
+       a.current_reposts                  AS reposts,
+       a.current_quotes                   AS quotes,
+       a.current_clicks                   AS clicks,
+       (SELECT count(*) FROM pullsync.workspace_threads_posts p
+         WHERE p.workspace_threads_account_id = a.id AND p.deleted_at IS NULL) AS posts,
+       t.expires_at                       AS token_expires_at,
+       a.last_sync_status,
+       greatest(a.last_posts_sync_at, a.last_metrics_sync_at, a.last_insights_sync_at) AS last_sync_at,
+       t.invalidated_at                   AS token_invalidated_at
+  FROM pullsync.workspace_threads_accounts a
+  LEFT JOIN pullsync.workspace_threads_tokens t
+         ON t.workspace_threads_account_id = a.id AND t.is_primary
+  LEFT JOIN LATERAL (
+       SELECT sum(followers_count_delta) AS followers_count
+         FROM pullsync.workspace_threads_account_insights_deltas d
+        WHERE d.workspace_threads_account_id = a.id AND d.period_end > now() - interval '24 hours'
+          AND d.period_start IS NOT NULL) d ON true
+ WHERE pullsync.workspace_visible(a.workspace_id);
+
+CREATE OR REPLACE VIEW pullsync.source_metrics AS
+WITH configured AS (
+    SELECT 'threads'::text AS source, min(created_at) AS configured_at
+      FROM pullsync.workspace_threads_accounts WHERE is_active
+    HAVING count(*) > 0
+    UNION ALL
+    SELECT 'feed:' || consumer_id, created_at FROM pullsync.feed_sources WHERE is_active),
+sources AS (
+    SELECT source FROM configured
+    UNION
+    SELECT source FROM pullsync.sync_metric_totals)
+SELECT s.source,
+       c.source IS NOT NULL OR s.source = 'maintenance' AS active,
+       coalesce(t.runs, 0)                            AS runs_total,
+       coalesce(t.items, 0)                           AS items_total,
+       coalesce(t.attempts, 0)                        AS attempts_total,
+       coalesce(t.errors, 0)                          AS errors_total,
+       t.last_run_at,
+       t.last_success_at,
+       t.last_duration_ms / 1000.0                    AS last_duration_seconds,
+       -- Lag: time since the last successful pull, or since the source was configured
+       -- when it never had one. Only configured sources have a lag.
+       CASE WHEN c.source IS NOT NULL
+            THEN extract(epoch FROM now() - coalesce(t.last_success_at, c.configured_at))::float8
+       END                                            AS lag_seconds,
+       (SELECT count(*) FROM pullsync.jobs j
+         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running')
+           AND CASE WHEN s.source = 'threads' THEN j.kind = 'threads_sync'
+                    ELSE j.kind = 'feed_pull' AND 'feed:' || (j.payload->>'consumer_id') = s.source
+               END)                                   AS jobs_running,
+       (SELECT count(*) FROM pullsync.alerts a
+         WHERE a.source = s.source AND a.resolved_at IS NULL) AS alerts_open,
+       CASE WHEN s.source = 'threads' THEN
+            (SELECT count(*) FROM pullsync.workspace_threads_accounts a
+              WHERE a.is_active AND NOT EXISTS (
+                    SELECT 1 FROM pullsync.workspace_threads_tokens k
+                     WHERE k.workspace_threads_account_id = a.id AND k.is_primary
+                       AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now()))
+       END                                            AS accounts_without_token,
+       -- Who must authorise the app again: their token expired or Threads refused it.
+       CASE WHEN s.source = 'threads' THEN
+            (SELECT coalesce(array_agg(a.username ORDER BY a.username), '{}')
+               FROM pullsync.workspace_threads_accounts a
+              WHERE a.is_active AND NOT EXISTS (
+                    SELECT 1 FROM pullsync.workspace_threads_tokens k
+                     WHERE k.workspace_threads_account_id = a.id AND k.is_primary
+                       AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now()))
+       END                                            AS accounts_needing_reauthorization
+  FROM sources s
+  LEFT JOIN configured c USING (source)
+  LEFT JOIN pullsync.sync_metric_totals t USING (source);

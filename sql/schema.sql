@@ -31,7 +31,13 @@ CREATE TABLE pullsync.workspace_threads_accounts (
     last_insights_sync_at   timestamptz,
     last_sync_status        text CHECK (last_sync_status IN ('completed', 'partial', 'failed', 'skipped')),
     created_at              timestamptz NOT NULL DEFAULT now(),
-    updated_at              timestamptz NOT NULL DEFAULT now()
+    updated_at              timestamptz NOT NULL DEFAULT now(),
+    -- How far the posts listing got, committed with the posts it produced: the cursor of
+    -- the first page not yet stored (a gap below the newest stored posts), and when the
+    -- posts below it were last known to reach the end of the listing. Until then a listing
+    -- does not stop at a stored post.
+    posts_listing_resume_after text,
+    posts_listing_completed_at timestamptz
 );
 CREATE INDEX workspace_threads_accounts_workspace_idx
     ON pullsync.workspace_threads_accounts (workspace_id);
@@ -52,6 +58,9 @@ CREATE TABLE pullsync.workspace_threads_tokens (
     refreshed_at                 timestamptz,
     expired_reported_at          timestamptz,
     created_at                   timestamptz NOT NULL DEFAULT now(),
+    -- Threads refused the token (revoked, password changed, expired early): never used
+    -- again; the account needs re-authorisation.
+    invalidated_at               timestamptz,
     CHECK (expires_at > issued_at),
     CHECK (NOT (is_primary AND revoked_at IS NOT NULL))
 );
@@ -67,8 +76,7 @@ CREATE TABLE pullsync.workspace_threads_posts (
         REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
     threads_post_id              text NOT NULL UNIQUE,
     media_product_type           text NOT NULL DEFAULT 'THREADS',
-    media_type                   text NOT NULL CHECK (media_type IN
-        ('TEXT_POST', 'IMAGE', 'VIDEO', 'CAROUSEL_ALBUM', 'AUDIO', 'REPOST_FACADE')),
+    media_type                   text NOT NULL,
     media_url                    text,
     thumbnail_url                text,
     permalink                    text,
@@ -98,8 +106,12 @@ CREATE TABLE pullsync.workspace_threads_posts (
     -- hash of the post as the API last listed it: an unchanged post stops the paging
     content_hash                 bigint,
     created_at                   timestamptz NOT NULL DEFAULT now(),
-    updated_at                   timestamptz NOT NULL DEFAULT now()
+    updated_at                   timestamptz NOT NULL DEFAULT now(),
+    -- when Threads said the post does not exist (any more); it keeps its history
+    deleted_at                   timestamptz
 );
+COMMENT ON COLUMN pullsync.workspace_threads_posts.media_type IS
+    'As Threads sends it. Documented today: TEXT_POST, IMAGE, VIDEO, CAROUSEL_ALBUM, AUDIO, REPOST_FACADE; a type Meta adds later is stored as sent.';
 -- Newest-first listing per account and the refresh-tier planner's scan.
 CREATE INDEX workspace_threads_posts_account_published_idx
     ON pullsync.workspace_threads_posts (workspace_threads_account_id, published_at DESC);
@@ -289,6 +301,8 @@ CREATE TABLE pullsync.sync_logs (
     error                        text,
     started_at                   timestamptz NOT NULL,
     finished_at                  timestamptz NOT NULL DEFAULT now(),
+    -- what the API answered that this version does not know (stored as sent), each once
+    notes                        text[] NOT NULL DEFAULT '{}',
     CHECK ((source = 'threads') = (workspace_threads_account_id IS NOT NULL))
 );
 CREATE INDEX sync_logs_account_idx ON pullsync.sync_logs (workspace_threads_account_id, started_at DESC);
@@ -541,6 +555,9 @@ CREATE POLICY workspace_member ON pullsync.workspace_threads_post_metrics_deltas
 -- before the workspace filter has dropped them.
 
 -- Posts with their current metrics and the change over the last 24 hours (sum of L2).
+-- Posts deleted on Threads are left out (their rows and history stay in the tables). A
+-- first snapshot counts from zero, so it is the last 24 hours only for a post published
+-- within them: a newly connected account's older posts start with nothing in *_24h.
 CREATE VIEW pullsync.threads_post_stats WITH (security_barrier) AS
 SELECT p.id,
        p.workspace_threads_account_id,
@@ -570,10 +587,13 @@ SELECT p.id,
        SELECT sum(views_delta) AS views, sum(likes_delta) AS likes, sum(replies_delta) AS replies,
               sum(reposts_delta) AS reposts, sum(quotes_delta) AS quotes, sum(shares_delta) AS shares
          FROM pullsync.workspace_threads_post_metrics_deltas d
-        WHERE d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours') d ON true
- WHERE pullsync.workspace_visible(a.workspace_id);
+        WHERE d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours'
+          AND (d.period_start IS NOT NULL OR p.published_at > now() - interval '24 hours')) d ON true
+ WHERE p.deleted_at IS NULL AND pullsync.workspace_visible(a.workspace_id);
 
--- Accounts with current insights, their 24-hour change, post count and last sync.
+-- Accounts with current insights, their 24-hour change (the first snapshot, which counts
+-- from zero, is no change), post count, last sync and whether the token needs
+-- re-authorisation.
 CREATE VIEW pullsync.threads_account_stats WITH (security_barrier) AS
 SELECT a.id,
        a.workspace_id,
@@ -589,15 +609,17 @@ SELECT a.id,
        a.current_quotes                   AS quotes,
        a.current_clicks                   AS clicks,
        (SELECT count(*) FROM pullsync.workspace_threads_posts p
-         WHERE p.workspace_threads_account_id = a.id) AS posts,
+         WHERE p.workspace_threads_account_id = a.id AND p.deleted_at IS NULL) AS posts,
        t.expires_at                       AS token_expires_at,
        a.last_sync_status,
-       greatest(a.last_posts_sync_at, a.last_metrics_sync_at, a.last_insights_sync_at) AS last_sync_at
+       greatest(a.last_posts_sync_at, a.last_metrics_sync_at, a.last_insights_sync_at) AS last_sync_at,
+       t.invalidated_at                   AS token_invalidated_at
   FROM pullsync.workspace_threads_accounts a
   LEFT JOIN pullsync.workspace_threads_tokens t
          ON t.workspace_threads_account_id = a.id AND t.is_primary
   LEFT JOIN LATERAL (
        SELECT sum(followers_count_delta) AS followers_count
          FROM pullsync.workspace_threads_account_insights_deltas d
-        WHERE d.workspace_threads_account_id = a.id AND d.period_end > now() - interval '24 hours') d ON true
+        WHERE d.workspace_threads_account_id = a.id AND d.period_end > now() - interval '24 hours'
+          AND d.period_start IS NOT NULL) d ON true
  WHERE pullsync.workspace_visible(a.workspace_id);

@@ -37,6 +37,7 @@ pub static FEED_HEADER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_0
 pub static FEED_IDLE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 pub static HTTP_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
+pub static UNIT_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static ALERT_LAG_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static ALERT_ERROR_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.10);
@@ -226,6 +227,16 @@ pub fn register(preloading: bool) {
         24 * 3600,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.unit_max_attempts",
+        c"Claims of one account's unit that may end without a result before the unit is failed.",
+        c"A unit whose worker stops, crashes or goes silent is retried up to this many times in all.",
+        &UNIT_MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"pullsync.allow_snapshot_delete",

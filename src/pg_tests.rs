@@ -34,6 +34,64 @@ mod tests {
     }
 
     #[pg_test]
+    fn an_older_answer_never_replaces_newer_values() {
+        use crate::threads::pull::{AccountPull, Reading};
+        use crate::threads::store::{write_account, LogContext};
+        let account = add_account("1010", "THAAordering");
+        Spi::run(&format!(
+            "INSERT INTO pullsync.workspace_threads_posts (workspace_threads_account_id, threads_post_id, media_type, published_at)
+             VALUES ('{account}', '555', 'TEXT_POST', now() - interval '1 day')"
+        ))
+        .unwrap();
+        let log = LogContext {
+            job_log_id: None,
+            job_type: "test",
+            started_at: chrono::Utc::now(),
+        };
+        let answered = chrono::Utc::now();
+        let write = |views: i64, fetched_at| {
+            let pull = AccountPull {
+                metrics: vec![(
+                    "555".to_string(),
+                    Reading {
+                        values: [Some(views), Some(1), Some(1), Some(1), Some(1), Some(1)],
+                        fetched_at,
+                    },
+                )],
+                ..AccountPull::default()
+            };
+            write_account(account, &pull, chrono::Utc::now(), 86_400, &log).unwrap()
+        };
+        // A worker's answer, then a manual sync's older answer written after it.
+        write(10, answered);
+        let late = write(7, answered - chrono::Duration::seconds(30));
+        assert_eq!(late.snapshots, 0, "the older answer writes no snapshot");
+        let (views, snapshots) = Spi::get_two::<i64, i64>(
+            "SELECT current_views, (SELECT count(*) FROM pullsync.workspace_threads_post_metrics)
+               FROM pullsync.workspace_threads_posts WHERE threads_post_id = '555'",
+        )
+        .unwrap();
+        assert_eq!((views, snapshots), (Some(10), Some(1)));
+        // A metric the answer left out keeps its value: no false delta.
+        let pull = AccountPull {
+            metrics: vec![(
+                "555".to_string(),
+                Reading {
+                    values: [None, Some(2), Some(1), Some(1), Some(1), Some(1)],
+                    fetched_at: answered + chrono::Duration::seconds(30),
+                },
+            )],
+            ..AccountPull::default()
+        };
+        write_account(account, &pull, chrono::Utc::now(), 86_400, &log).unwrap();
+        let views_delta = Spi::get_one::<i64>(
+            "SELECT views_delta FROM pullsync.workspace_threads_post_metrics_deltas ORDER BY period_end DESC LIMIT 1",
+        )
+        .unwrap();
+        assert_eq!(views_delta, Some(0));
+    }
+
+    #[pg_test]
     fn sealed_token_round_trips_and_hides_the_plaintext() {
         let account = add_account("1001", "THAAplaintext-token");
         let sealed = Spi::get_one::<String>(

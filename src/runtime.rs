@@ -82,6 +82,24 @@ pub fn block_on_until<F: Future>(work: F, cancel: Cancel) -> Result<F::Output> {
     }
 }
 
+/// `block_on_until`, calling `beat` on this (the main) thread every `every` while the
+/// work runs: a worker keeps its claims alive through a long pull.
+pub fn block_on_beating<F: Future>(
+    work: F,
+    cancel: Cancel,
+    every: Duration,
+    mut beat: impl FnMut() -> Result<()>,
+) -> Result<F::Output> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        let slice = async { tokio::time::timeout(every, work.as_mut()).await };
+        match block_on_until(slice, cancel)? {
+            Ok(out) => return Ok(out),
+            Err(_elapsed) => beat()?,
+        }
+    }
+}
+
 /// A second runtime with one worker thread of its own: work spawned on it makes progress
 /// while the main thread is busy in Postgres (a feed pull fetches its next page while it
 /// writes the current one). Lazily built, like the first.

@@ -53,6 +53,21 @@ pub fn run_scheduled_sync(db: &mut Client) -> Value {
     status["result"].clone()
 }
 
+/// Queues a token refresh, runs it in this backend (`run_jobs()`) and returns its result.
+pub fn run_token_refresh(db: &mut Client) -> Value {
+    let queued: Value = db
+        .query_one("SELECT pullsync.threads_refresh_tokens()", &[])
+        .unwrap()
+        .get(0);
+    let job_id = queued["job_id"].as_i64().expect("a queued refresh");
+    db.batch_execute("SELECT pullsync.run_jobs()").unwrap();
+    let status: Value = db
+        .query_one("SELECT pullsync.job_status($1)", &[&job_id])
+        .unwrap()
+        .get(0);
+    status["result"].clone()
+}
+
 /// Session settings that keep tests quick: short timeouts and retry delays.
 pub const QUICK_HTTP: &str = "SET pullsync.http_timeout = '2s'; SET pullsync.http_retry_delay = 5;";
 

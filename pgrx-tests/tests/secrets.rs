@@ -63,6 +63,7 @@ fn no_plaintext_secret_reaches_logs_tables_errors_or_activity() {
         endpoint: None,
         times: None,
         probability: None,
+        page: None,
     });
     let tokens: Vec<String> = f.sim.accounts().into_iter().map(|a| a.2).collect();
 

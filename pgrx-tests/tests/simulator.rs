@@ -99,7 +99,7 @@ fn every_documented_shape_parses_with_the_shared_models() {
 
     let posts = f.all_posts(user, token, 100, "");
     assert_eq!(posts.len(), 40);
-    let types: HashSet<MediaType> = posts.iter().filter_map(|p| p.media_type).collect();
+    let types: HashSet<MediaType> = posts.iter().filter_map(|p| p.media_type.clone()).collect();
     assert!(types.contains(&MediaType::RepostFacade) && types.contains(&MediaType::CarouselAlbum));
     assert!(posts
         .iter()
@@ -374,6 +374,22 @@ fn token_refresh_rules() {
         Some(467)
     );
     assert_eq!(f.get("/v1.0/me", &t.access_token).status().as_u16(), 200);
+    // Only the documented form works: the token as the access_token query parameter.
+    let bearer: ErrorEnvelope = f
+        .http
+        .get(format!(
+            "{}/refresh_access_token?grant_type=th_refresh_token",
+            f.server.base_url
+        ))
+        .bearer_auth(&t.access_token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (bearer.error.code, bearer.error.error_subcode),
+        (190, Some(467))
+    );
     // Past its 60 days the token is expired (190/463) and cannot be refreshed.
     f.server.advance(threads_model::TOKEN_LIFETIME_SECS + 60);
     let (status, e) = f.api_error("/v1.0/me", &t.access_token);
@@ -456,6 +472,7 @@ fn once(kind: FaultKind, account: &str, endpoint: Endpoint) -> FaultSpec {
         endpoint: Some(endpoint),
         times: Some(1),
         probability: None,
+        page: None,
     }
 }
 

@@ -214,6 +214,7 @@ fn fault(
         endpoint,
         times,
         probability: None,
+        page: None,
     }
 }
 
@@ -496,10 +497,7 @@ fn token_refresh_respects_age_and_expiry_and_reseals() {
         .token
         .text
         .clone();
-    let report: Value =
-        f.db.query_one("SELECT pullsync.threads_refresh_tokens()", &[])
-            .unwrap()
-            .get(0);
+    let report = pullsync_tests::threads::run_token_refresh(&mut f.db);
     assert_eq!(
         report["refreshed"],
         serde_json::json!([due.to_string()]),

@@ -376,6 +376,7 @@ fn throttling_in_a_worker_run_stops_that_token_only() {
         endpoint: Some(Endpoint::Threads),
         times: None,
         probability: None,
+        page: None,
     });
     let job = queue(&mut f.db);
     wait_finished(&mut f.db, job);
@@ -384,4 +385,238 @@ fn throttling_in_a_worker_run_stops_that_token_only() {
     assert_eq!(done["state"], "partial", "{done}");
     assert_eq!(done["result"]["success_count"], 5);
     assert_eq!(sim().counters().by_account[&throttled], 1);
+}
+
+/// Worker settings set by ALTER SYSTEM for one test, reset when dropped.
+struct WorkerSettings(Vec<&'static str>);
+
+impl WorkerSettings {
+    fn apply(db: &mut Client, settings: &[(&'static str, &str)]) -> WorkerSettings {
+        for (name, value) in settings {
+            db.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+                .unwrap();
+        }
+        db.batch_execute("SELECT pg_reload_conf()").unwrap();
+        // Reloads are asynchronous; the workers read them at the top of their next round.
+        std::thread::sleep(Duration::from_secs(2));
+        WorkerSettings(settings.iter().map(|(n, _)| *n).collect())
+    }
+}
+
+impl Drop for WorkerSettings {
+    fn drop(&mut self) {
+        let mut db = connect_retrying();
+        for name in &self.0 {
+            db.batch_execute(&format!("ALTER SYSTEM RESET {name}"))
+                .unwrap();
+        }
+        db.batch_execute("SELECT pg_reload_conf()").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn fault_on(account: &str, endpoint: Endpoint, kind: FaultKind, times: Option<u64>) {
+    sim().add_fault(FaultSpec {
+        kind,
+        account: Some(account.to_string()),
+        endpoint: Some(endpoint),
+        times,
+        probability: None,
+        page: None,
+    });
+}
+
+/// The worker holding the account's unit, once it is claimed.
+fn unit_worker(db: &mut Client, account: uuid::Uuid) -> Option<(i32, i32)> {
+    db.query_opt(
+        "SELECT worker_pid, attempts FROM pullsync.jobs
+          WHERE parent_id IS NOT NULL AND state = 'running' AND payload->>'account_id' = $1::text",
+        &[&account.to_string()],
+    )
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1)))
+}
+
+#[test]
+fn a_unit_that_outlives_unit_timeout_is_not_pulled_twice() {
+    let _serial = serial();
+    let mut f = setup(0);
+    let _settings = WorkerSettings::apply(&mut f.db, &[("pullsync.unit_timeout", "10s")]);
+    let (slow_id, slow) = f.accounts[0].clone();
+    // Its listing answers after 15 s: longer than the unit timeout.
+    fault_on(
+        &slow,
+        Endpoint::Threads,
+        FaultKind::Slow { ms: 15_000 },
+        Some(1),
+    );
+    let job = queue(&mut f.db);
+    wait_finished(&mut f.db, job);
+    let done = status(&mut f.db, job);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(
+        sim().calls(Endpoint::Threads, &slow),
+        1,
+        "the heartbeat kept the unit claimed: one listing request, not two"
+    );
+    let attempts: i32 = f
+        .db
+        .query_one(
+            "SELECT attempts FROM pullsync.jobs WHERE parent_id = $1 AND payload->>'account_id' = $2::text",
+            &[&job, &slow_id.to_string()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 1);
+    assert_clean(&mut f);
+}
+
+#[test]
+fn a_fleet_that_needs_more_than_the_lock_ttl_is_synced_in_turn() {
+    let _serial = serial();
+    let mut f = setup(0);
+    // One account per batch and a pause after each: the run takes longer than the lock
+    // TTL, as a large fleet does.
+    let _settings = WorkerSettings::apply(
+        &mut f.db,
+        &[
+            ("pullsync.lock_ttl", "10s"),
+            ("pullsync.batch_size", "1"),
+            ("pullsync.batch_delay", "5s"),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let first = queue(&mut f.db);
+    // The schedule fires every 4 s; a run that still makes progress is never abandoned.
+    let mut queued_later = Vec::new();
+    while !finished(&mut f.db, first) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run never ended"
+        );
+        std::thread::sleep(Duration::from_secs(4));
+        let answer: serde_json::Value =
+            f.db.query_one("SELECT pullsync.threads_scheduled_sync()", &[])
+                .unwrap()
+                .get(0);
+        queued_later.push(answer);
+    }
+    let done = status(&mut f.db, first);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(
+        started.elapsed() > Duration::from_secs(10),
+        "the run outlived the TTL"
+    );
+    assert!(
+        queued_later
+            .iter()
+            .all(|a| a["skipped"] == true || a["job_id"].as_i64() != Some(first)),
+        "{queued_later:?}"
+    );
+    let synced = f.count(
+        "SELECT count(*) FROM pullsync.workspace_threads_accounts WHERE last_posts_sync_at IS NOT NULL",
+    );
+    assert_eq!(synced, 6, "every account synced by the one run");
+    let abandoned = f.count("SELECT count(*) FROM pullsync.jobs WHERE phase = 'abandoned'");
+    assert_eq!(abandoned, 0);
+    // The next run starts with the account synced longest ago.
+    let oldest: uuid::Uuid = f
+        .db
+        .query_one(
+            "SELECT id FROM pullsync.workspace_threads_accounts ORDER BY last_posts_sync_at LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let next = queue(&mut f.db);
+    let first_unit: String = f
+        .db
+        .query_one(
+            "SELECT payload->>'account_id' FROM pullsync.jobs WHERE parent_id = $1 ORDER BY id LIMIT 1",
+            &[&next],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(first_unit, oldest.to_string());
+    wait_finished(&mut f.db, next);
+}
+
+#[test]
+fn a_unit_whose_worker_stops_every_time_fails_after_three_attempts() {
+    let _serial = serial();
+    let mut f = setup(0);
+    let (poison_id, poison) = f.accounts[2].clone();
+    // Its listing never answers: each worker that takes it is stopped while it waits.
+    fault_on(&poison, Endpoint::Threads, FaultKind::Hang, None);
+    let job = queue(&mut f.db);
+    let mut stopped = Vec::new();
+    for attempt in 1..=3 {
+        let mut claimed = None;
+        wait_for(
+            &mut f.db,
+            "the poison unit to be claimed",
+            Duration::from_secs(60),
+            |db| {
+                claimed = unit_worker(db, poison_id).filter(|(_, a)| *a == attempt);
+                claimed.is_some()
+            },
+        );
+        let (pid, _) = claimed.unwrap();
+        f.db.execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
+        stopped.push(pid);
+    }
+    wait_finished(&mut f.db, job);
+    sim().clear_faults();
+    let done = status(&mut f.db, job);
+    assert_eq!(done["state"], "partial", "{done}");
+    assert_eq!(done["result"]["success_count"], 5, "{done}");
+    let (state, attempts, error): (String, i32, String) = {
+        let r =
+            f.db.query_one(
+                "SELECT state, attempts, result->>'error' FROM pullsync.jobs
+                  WHERE parent_id = $1 AND payload->>'account_id' = $2::text",
+                &[&job, &poison_id.to_string()],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((state.as_str(), attempts), ("failed", 3));
+    assert!(error.contains("gave up after 3 attempts"), "{error}");
+    wait_for(
+        &mut f.db,
+        "the workers back",
+        Duration::from_secs(60),
+        |db| worker_pids(db).len() >= 2,
+    );
+}
+
+#[test]
+fn an_account_deleted_mid_run_ends_its_unit_as_skipped() {
+    let _serial = serial();
+    let mut f = setup(0);
+    let (gone_id, gone) = f.accounts[3].clone();
+    fault_on(
+        &gone,
+        Endpoint::Threads,
+        FaultKind::Slow { ms: 3_000 },
+        Some(1),
+    );
+    let job = queue(&mut f.db);
+    wait_for(
+        &mut f.db,
+        "the account's unit to be claimed",
+        Duration::from_secs(60),
+        |db| unit_worker(db, gone_id).is_some(),
+    );
+    f.db.execute(
+        "DELETE FROM pullsync.workspace_threads_accounts WHERE id = $1",
+        &[&gone_id],
+    )
+    .unwrap();
+    wait_finished(&mut f.db, job);
+    let done = status(&mut f.db, job);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["result"]["success_count"], 5, "{done}");
+    assert_eq!(done["result"]["skipped_count"], 1, "{done}");
 }

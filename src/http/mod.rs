@@ -25,6 +25,9 @@ pub enum FailureClass {
     Refused,
     /// The answer could not be read (malformed JSON, missing fields).
     BadData,
+    /// The object asked about does not exist any more: not retried, and no failure of
+    /// the run (the caller records that it is gone).
+    Gone,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 pub const THREADS_RUN: &str = "threads_sync";
 pub const THREADS_UNIT: &str = "threads_account";
 pub const FEED_PULL: &str = "feed_pull";
+pub const THREADS_REFRESH: &str = "threads_refresh_tokens";
 const LOCK_NAME: &str = "scheduled_sync";
 
 /// Queues a Threads run, or says why not: `{"job_id": …}` or `{"skipped": true, …}`.
@@ -46,6 +47,29 @@ pub fn enqueue_threads_run() -> Result<Value> {
     .ok_or_else(|| PullsyncError::Internal("job insert returned no id".into()))?;
     super::worker::wake_all()?;
     Ok(json!({ "job_id": job_id, "job_log_id": job_log_id }))
+}
+
+/// Queues a token refresh of primary tokens expiring within `within_secs`: `{"job_id": …}`,
+/// or `{"skipped": true}` when one is already queued or running.
+pub fn enqueue_token_refresh(within_secs: f64) -> Result<Value> {
+    let active = Spi::get_one_with_args::<i64>(
+        "SELECT (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
+                  LIMIT 1)",
+        &[THREADS_REFRESH.into()],
+    )?;
+    if let Some(job_id) = active {
+        return Ok(
+            json!({ "skipped": true, "job_id": job_id, "reason": "a token refresh is already queued or running" }),
+        );
+    }
+    let job_id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO pullsync.jobs (kind, payload, phase) VALUES ($1, jsonb_build_object('within_secs', $2::float8), 'queued')
+         RETURNING id",
+        &[THREADS_REFRESH.into(), within_secs.into()],
+    )?
+    .ok_or_else(|| PullsyncError::Internal("job insert returned no id".into()))?;
+    super::worker::wake_all()?;
+    Ok(json!({ "job_id": job_id }))
 }
 
 /// Queues a feed pull: `{"job_id": …}`, or `{"skipped": true}` when one is already
@@ -94,15 +118,16 @@ pub fn finish_single(job: i64, result: &Value) -> Result<()> {
     Ok(())
 }
 
-/// A run older than the lock TTL that never finished (no worker, or workers gone for
-/// good) is failed, so it no longer blocks new runs.
+/// A run that made no progress for the lock TTL (no worker, or workers gone for good) is
+/// failed, so it no longer blocks new runs. A run that keeps completing units lives on,
+/// however long a large fleet takes.
 fn abandon_stale_runs() -> Result<()> {
     Spi::run_with_args(
         "WITH stale AS (
              UPDATE pullsync.jobs SET state = 'failed', finished_at = now(), phase = 'abandoned',
-                    errors = errors || jsonb_build_array('not finished within pullsync.lock_ttl')
+                    errors = errors || jsonb_build_array('no progress within pullsync.lock_ttl')
               WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
-                AND created_at < now() - make_interval(secs => $2)
+                AND coalesce(heartbeat_at, created_at) < now() - make_interval(secs => $2)
              RETURNING id, job_log_id),
          units AS (
              UPDATE pullsync.jobs SET state = 'cancelled', finished_at = now()
@@ -120,8 +145,11 @@ fn abandon_stale_runs() -> Result<()> {
 
 /// Units whose worker is gone (crashed, killed) or silent past `pullsync.unit_timeout`
 /// go back to the queue, and so do feed pulls whose worker is gone (their committed
-/// pages stay; the pull resumes from its checkpoint).
+/// pages stay; the pull resumes from its checkpoint). A unit that has had
+/// `pullsync.unit_max_attempts` claims without a result is failed instead, so one account
+/// that brings its worker down cannot hold up the run for ever.
 pub fn requeue_abandoned() -> Result<()> {
+    give_up_on_spent_units()?;
     Spi::run_with_args(
         "UPDATE pullsync.jobs SET state = 'queued', claimed_at = NULL, phase = 'queued'
           WHERE parent_id IS NULL AND kind = $1 AND state = 'running'
@@ -135,6 +163,56 @@ pub fn requeue_abandoned() -> Result<()> {
                  OR worker_pid IS NULL
                  OR worker_pid NOT IN (SELECT pid FROM pg_stat_activity))",
         &[f64::from(config::UNIT_TIMEOUT_S.get()).into()],
+    )?;
+    Ok(())
+}
+
+fn give_up_on_spent_units() -> Result<()> {
+    let finished = Spi::get_one_with_args::<Vec<i64>>(
+        "WITH spent AS (
+             UPDATE pullsync.jobs u SET state = 'failed', finished_at = now(),
+                    result = jsonb_build_object(
+                        'account_id', u.payload->>'account_id', 'status', 'failed', 'api_calls', 0,
+                        'posts_new', 0, 'posts_updated', 0, 'snapshots', 0,
+                        'error', format('gave up after %s attempts that ended without a result (the worker stopped, crashed or went silent past pullsync.unit_timeout)', u.attempts))
+              WHERE u.parent_id IS NOT NULL AND u.attempts >= $2
+                AND (u.state = 'queued'
+                     OR (u.state = 'running'
+                         AND (u.heartbeat_at < now() - make_interval(secs => $1)
+                              OR u.worker_pid IS NULL
+                              OR u.worker_pid NOT IN (SELECT pid FROM pg_stat_activity))))
+             RETURNING u.parent_id, u.result),
+         counted AS (
+             UPDATE pullsync.jobs r SET units_done = r.units_done + c.n, heartbeat_at = now(),
+                    errors = r.errors || c.errors
+               FROM (SELECT parent_id, count(*)::int AS n,
+                            jsonb_agg(jsonb_build_object('account_id', result->'account_id', 'error', result->'error')) AS errors
+                       FROM spent GROUP BY parent_id) c
+              WHERE r.id = c.parent_id AND r.state = 'running'
+             RETURNING r.id, r.units_done >= r.units_total AS last)
+         SELECT coalesce(array_agg(id) FILTER (WHERE last), '{}') FROM counted",
+        &[
+            f64::from(config::UNIT_TIMEOUT_S.get()).into(),
+            config::UNIT_MAX_ATTEMPTS.get().into(),
+        ],
+    )?
+    .unwrap_or_default();
+    for run in finished {
+        finish_run(run)?;
+    }
+    Ok(())
+}
+
+/// Keeps claimed units (and their run) alive while their accounts are pulled.
+pub fn heartbeat(units: &[i64]) -> Result<()> {
+    Spi::run_with_args(
+        "WITH mine AS (
+             UPDATE pullsync.jobs SET heartbeat_at = now()
+              WHERE id = ANY($1) AND state = 'running' AND worker_pid = pg_backend_pid()
+             RETURNING parent_id)
+         UPDATE pullsync.jobs SET heartbeat_at = now()
+          WHERE id IN (SELECT parent_id FROM mine) AND state = 'running'",
+        &[units.to_vec().into()],
     )?;
     Ok(())
 }
@@ -182,8 +260,10 @@ pub fn claim_and_plan_run() -> Result<Option<Claimed>> {
               WHERE a.is_active AND EXISTS (
                     SELECT 1 FROM pullsync.workspace_threads_tokens t
                      WHERE t.workspace_threads_account_id = a.id AND t.is_primary
-                       AND t.revoked_at IS NULL AND t.expires_at > now())
-              ORDER BY a.id
+                       AND t.revoked_at IS NULL AND t.invalidated_at IS NULL AND t.expires_at > now())
+              -- Least recently synced first: a fleet that needs more than one interval is
+              -- covered in turn, not from the same end every time.
+              ORDER BY greatest(a.last_posts_sync_at, a.last_metrics_sync_at, a.last_insights_sync_at) NULLS FIRST, a.id
              RETURNING 1)
          SELECT count(*) FROM units",
         &[run.into(), THREADS_UNIT.into()],
@@ -324,7 +404,14 @@ fn finish_run(run: i64) -> Result<()> {
     .unwrap_or_else(|| json!({}));
     let success = counts["success_count"].as_u64().unwrap_or(0) as usize;
     let errors = counts["error_count"].as_u64().unwrap_or(0) as usize;
-    let status = log::status(success, errors);
+    let total = counts["total_accounts"].as_u64().unwrap_or(0) as usize;
+    // A run in which no account succeeded (every token refused, say) is a failure, even
+    // when nothing counted as an error.
+    let status = if total > 0 && success == 0 {
+        "failed"
+    } else {
+        log::status(success, errors)
+    };
     let job_log_id = Spi::get_one_with_args::<i64>(
         "SELECT (SELECT job_log_id FROM pullsync.jobs WHERE id = $1)",
         &[run.into()],
@@ -355,7 +442,8 @@ fn finish_run(run: i64) -> Result<()> {
         attempts: number("total_accounts"),
         errors: number("error_count"),
         duration_ms: number("duration_ms"),
-        pulls_data: true,
+        // A run with no account to pull says nothing about the source's lag.
+        pulls_data: number("total_accounts") > 0,
     })?;
     if let Some(id) = job_log_id {
         log::finish(id, status, counts, None)?;

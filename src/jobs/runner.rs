@@ -59,6 +59,20 @@ pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
                 }
             };
             txn.run(|| queue::finish_single(job.id, &result))?;
+        } else if job.kind == queue::THREADS_REFRESH {
+            let within = job.payload["within_secs"]
+                .as_f64()
+                .unwrap_or(7.0 * 86_400.0);
+            let result = match crate::threads::refresh::refresh_tokens(within, txn, cancel) {
+                Ok(result) => result,
+                Err(PullsyncError::Interrupted) => {
+                    // Tokens refreshed so far are committed; the rest wait for the next run.
+                    txn.run(|| queue::requeue_job(job.id))?;
+                    return Err(PullsyncError::Interrupted);
+                }
+                Err(e) => json!({ "status": "failed", "error": e.to_string() }),
+            };
+            txn.run(|| queue::finish_single(job.id, &result))?;
         }
         return Ok(true);
     }
@@ -67,6 +81,10 @@ pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
         let mut ready = Vec::new();
         for unit in queue::claim_units(batch)? {
             let log = log_context(&unit);
+            if !store::account_exists(unit.account_id)? {
+                queue::complete_unit(&unit, &deleted_account(unit.account_id))?;
+                continue;
+            }
             let Some(row) = store::usable_account(unit.account_id)? else {
                 let error = "the account has no usable token any more";
                 store::log_unpulled(unit.account_id, "skipped", error, &log)?;
@@ -90,10 +108,10 @@ pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
         return Ok(false);
     }
     let (units, ready): (Vec<Unit>, Vec<Ready>) = claimed.into_iter().unzip();
-    let pulls = match sync::pull(&ready, cancel) {
+    let ids: Vec<i64> = units.iter().map(|u| u.id).collect();
+    let pulls = match sync::pull_beating(&ready, cancel, || txn.run(|| queue::heartbeat(&ids))) {
         Ok(pulls) => pulls,
         Err(e) => {
-            let ids: Vec<i64> = units.iter().map(|u| u.id).collect();
             txn.run(|| queue::release_units(&ids))?;
             return Err(e);
         }
@@ -114,6 +132,9 @@ pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
                 if !queue::still_claimed(unit)? {
                     return Ok(());
                 }
+                if !store::account_exists(r.row.id)? {
+                    return queue::complete_unit(unit, &deleted_account(r.row.id));
+                }
                 let result: AccountResult = sync::write_failed(r.row.id, &e, &log)?;
                 queue::complete_unit(unit, &result.to_json())
             })?;
@@ -125,6 +146,16 @@ pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
         crate::runtime::sleep(pause, cancel)?;
     }
     Ok(true)
+}
+
+/// The result of a unit whose account was deleted while the run was under way: skipped,
+/// with no sync_logs row (there is no account left to attach it to).
+fn deleted_account(account_id: pgrx::Uuid) -> serde_json::Value {
+    json!({
+        "account_id": account_id.to_string(),
+        "status": "skipped",
+        "error": "the account was deleted while the run was under way",
+    })
 }
 
 /// `run_jobs()`: works the queue in this backend until it is empty.

@@ -14,6 +14,8 @@ pub struct SourceState {
     pub runs_considered: i64,
     pub last_duration_seconds: Option<f64>,
     pub accounts_without_token: Option<i64>,
+    /// Usernames of those accounts: whoever must authorise the app again.
+    pub accounts_needing_reauthorization: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,14 +151,25 @@ pub fn breaches(state: &SourceState, limits: &Thresholds) -> Vec<Breach> {
         );
     }
     if let Some(n) = state.accounts_without_token.filter(|n| *n > 0) {
+        let names = &state.accounts_needing_reauthorization;
+        const NAMED: usize = 10;
+        let mut who = names
+            .iter()
+            .take(NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if names.len() > NAMED {
+            who.push_str(&format!(" and {} more", names.len() - NAMED));
+        }
         breach(
             AlertType::TokenExpired,
             Severity::Warning,
             format!(
-                "{}: {n} active account(s) have no usable token and are not synced",
+                "{}: {n} active account(s) have no usable token (expired or refused by Threads) and are not synced; authorise again: {who}",
                 state.source
             ),
-            json!({ "accounts": n }),
+            json!({ "accounts": n, "usernames": names }),
         );
     }
     found
@@ -207,6 +220,7 @@ mod tests {
             runs_considered: 10,
             last_duration_seconds: Some(2.0),
             accounts_without_token: None,
+            accounts_needing_reauthorization: Vec::new(),
         }
     }
 
@@ -224,9 +238,15 @@ mod tests {
             error_rate: Some(0.2),
             last_duration_seconds: Some(301.0),
             accounts_without_token: Some(2),
+            accounts_needing_reauthorization: vec!["alice".into(), "bob".into()],
             ..state()
         };
         let found = breaches(&s, &LIMITS);
+        assert!(
+            found[3].message.ends_with("authorise again: alice, bob"),
+            "{}",
+            found[3].message
+        );
         let types: Vec<_> = found.iter().map(|b| b.alert_type).collect();
         assert_eq!(
             types,

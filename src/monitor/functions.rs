@@ -37,6 +37,7 @@ fn health() -> JsonB {
                 "runs_considered": s.runs_considered,
                 "last_duration_seconds": s.last_duration_seconds,
                 "accounts_without_token": s.accounts_without_token,
+                "accounts_needing_reauthorization": s.accounts_needing_reauthorization,
             }),
         );
     }
@@ -67,6 +68,7 @@ struct Row {
     last_duration: Option<f64>,
     jobs_running: i64,
     alerts_open: i64,
+    accounts_without_token: Option<i64>,
 }
 
 fn source_rows() -> Result<Vec<Row>> {
@@ -74,7 +76,7 @@ fn source_rows() -> Result<Vec<Row>> {
         let rows = client.select(
             "SELECT source, runs_total, items_total, attempts_total, errors_total, lag_seconds,
                     extract(epoch FROM last_success_at)::float8, last_duration_seconds::float8,
-                    jobs_running, alerts_open
+                    jobs_running, alerts_open, accounts_without_token
                FROM pullsync.source_metrics ORDER BY source",
             None,
             &[],
@@ -92,6 +94,7 @@ fn source_rows() -> Result<Vec<Row>> {
                 last_duration: r.get(8)?,
                 jobs_running: r.get(9)?.unwrap_or(0),
                 alerts_open: r.get(10)?.unwrap_or(0),
+                accounts_without_token: r.get(11)?,
             });
         }
         Ok::<_, PullsyncError>(out)
@@ -166,6 +169,12 @@ fn metrics() -> String {
             "Open alerts of the source.",
             Kind::Gauge,
             &|r| Some(r.alerts_open as f64),
+        ),
+        family(
+            "pullsync_accounts_without_token",
+            "Active accounts whose token expired or was refused: they need re-authorisation.",
+            Kind::Gauge,
+            &|r| r.accounts_without_token.map(|n| n as f64),
         ),
     ])
 }

@@ -8,8 +8,9 @@ use crate::error::{PullsyncError, Result};
 use crate::http::Failure;
 use crate::pg_time::to_pg;
 use crate::runtime::{self, Cancel};
+use crate::threads::api::MetricsAnswer;
 use crate::threads::plan::content_hash;
-use crate::threads::pull::{AccountPull, Outcome as PullOutcome, PulledPost};
+use crate::threads::pull::{AccountPull, PulledPost, Reading};
 use crate::threads::store::{self, LogContext};
 use crate::threads::sync;
 use chrono::{DateTime, Utc};
@@ -19,13 +20,13 @@ use pgrx::Uuid;
 use serde_json::{json, Map};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use threads_model::{Post, PostMetrics, EARLIEST_POSTS_SINCE};
+use threads_model::{Post, EARLIEST_POSTS_SINCE};
 
 /// Everything the API lists for the account in [start, end), and the metrics of the posts
 /// the store lacks.
 struct Listing {
     posts: Vec<Post>,
-    metrics: Vec<(String, PostMetrics)>,
+    metrics: Vec<(String, Reading<6>)>,
     first_failure: Option<Failure>,
     api_calls: u32,
 }
@@ -76,7 +77,7 @@ fn list(
                 .map(|p| p.id.as_str())
                 .collect();
             let concurrency = session.api.http.settings().concurrency.max(1);
-            let fetched: Vec<(String, std::result::Result<Option<PostMetrics>, Failure>)> =
+            let fetched: Vec<(String, std::result::Result<Option<MetricsAnswer>, Failure>)> =
                 stream::iter(missing)
                     .map(|id| {
                         let session = &session;
@@ -89,7 +90,13 @@ fn list(
             let mut first_failure = None;
             for (id, result) in fetched {
                 match result {
-                    Ok(Some(values)) => metrics.push((id, values)),
+                    Ok(Some(answer)) => metrics.push((
+                        id,
+                        Reading {
+                            values: answer.values,
+                            fetched_at: answer.fetched_at,
+                        },
+                    )),
                     Ok(None) => {}
                     Err(f) => {
                         first_failure.get_or_insert(f);
@@ -182,18 +189,17 @@ pub fn reconcile(
                     post,
                 })
                 .collect();
-            if !to_write.is_empty() {
+            // Stored posts Threads no longer lists in the window are gone from it.
+            let gone: Vec<String> = extra.clone();
+            if !to_write.is_empty() || !gone.is_empty() {
                 let checked = listing.metrics.iter().map(|(id, _)| id.clone()).collect();
                 let pull = AccountPull {
                     posts: to_write,
                     metrics: listing.metrics,
                     metrics_checked: checked,
-                    insights: None,
-                    steps_completed: Vec::new(),
-                    outcome: PullOutcome::Completed,
-                    error: None,
+                    deleted: gone,
                     api_calls,
-                    retry_after: None,
+                    ..AccountPull::default()
                 };
                 let log = LogContext {
                     job_log_id: None,
@@ -209,7 +215,7 @@ pub fn reconcile(
             let metrics_error = listing.first_failure.map(|f| f.message);
             out.streams.insert(
                 "posts".into(),
-                json!({ "missing": missing, "extra": extra, "repaired": out.repaired, "metrics_error": metrics_error }),
+                json!({ "missing": missing, "extra": extra, "marked_deleted": extra.len(), "repaired": out.repaired, "metrics_error": metrics_error }),
             );
         }
     }

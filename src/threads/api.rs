@@ -4,8 +4,21 @@ use crate::http::{Failure, FailureClass, HttpClient, RateLimiter};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::AtomicU32;
 use threads_model::error::{classify, ErrorClass, ErrorEnvelope};
-use threads_model::insights::InsightsResponse;
 use threads_model::{AccountInsights, Page, Post, PostMetrics, TokenResponse};
+
+/// Values of one insights answer (see `threads_model::Readings`) and when it came.
+#[derive(Debug, Clone)]
+pub struct Answer<const N: usize> {
+    pub values: [Option<i64>; N],
+    pub unknown: Vec<String>,
+    pub fetched_at: DateTime<Utc>,
+}
+
+pub type MetricsAnswer = Answer<6>;
+pub type InsightsAnswer = Answer<7>;
+
+/// Longer than any token Threads issues (60 days): an `expires_in` beyond it is bad data.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 10 * 365 * 86_400;
 
 pub struct ThreadsApi {
     pub http: HttpClient,
@@ -30,6 +43,7 @@ fn classify_threads(status: u16, body: &[u8]) -> (FailureClass, String) {
         ErrorClass::Throttled => FailureClass::Throttled,
         ErrorClass::Transient => FailureClass::Transient,
         ErrorClass::Permission | ErrorClass::BadRequest => FailureClass::Refused,
+        ErrorClass::NotFound => FailureClass::Gone,
     };
     let message = match envelope {
         Some(e) => format!(
@@ -119,19 +133,25 @@ impl TokenSession<'_> {
     }
 
     /// Lifetime metrics of a post; None when the API has none (REPOST_FACADE).
-    pub async fn post_metrics(&self, media_id: &str) -> Result<Option<PostMetrics>, Failure> {
+    pub async fn post_metrics(&self, media_id: &str) -> Result<Option<MetricsAnswer>, Failure> {
         let url = format!(
             "{}/{media_id}/insights?metric={}",
             self.api.base,
             threads_model::POST_METRICS
         );
-        let response: InsightsResponse = self.get(&url).await?;
-        PostMetrics::from_response(&response).map_err(|e| {
+        let response: serde_json::Value = self.get(&url).await?;
+        let fetched_at = Utc::now();
+        let readings = PostMetrics::read(&response).map_err(|e| {
             Failure::new(
                 FailureClass::BadData,
                 format!("insights of post {media_id}: {e}"),
             )
-        })
+        })?;
+        Ok(readings.map(|r| Answer {
+            values: r.values,
+            unknown: r.unknown,
+            fetched_at,
+        }))
     }
 
     /// Account insights for [since, until], plus the current follower count.
@@ -140,7 +160,7 @@ impl TokenSession<'_> {
         user_id: &str,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Result<AccountInsights, Failure> {
+    ) -> Result<InsightsAnswer, Failure> {
         let url = format!(
             "{}/{user_id}/threads_insights?metric={}&since={}&until={}",
             self.api.base,
@@ -148,21 +168,51 @@ impl TokenSession<'_> {
             since.timestamp(),
             until.timestamp()
         );
-        let response: InsightsResponse = self.get(&url).await?;
-        AccountInsights::from_response(&response).map_err(|e| {
+        let response: serde_json::Value = self.get(&url).await?;
+        let fetched_at = Utc::now();
+        let r = AccountInsights::read(&response).map_err(|e| {
             Failure::new(
                 FailureClass::BadData,
                 format!("account insights of {user_id}: {e}"),
             )
+        })?;
+        Ok(Answer {
+            values: r.values,
+            unknown: r.unknown,
+            fetched_at,
         })
     }
 
+    /// `GET /refresh_access_token?grant_type=th_refresh_token&access_token=<token>`, the one
+    /// form Meta documents: the token goes in the query (which never reaches a message:
+    /// the HTTP layer drops query strings from them), not in a header.
     pub async fn refresh(&self) -> Result<TokenResponse, Failure> {
         let url = format!(
-            "{}/refresh_access_token?grant_type=th_refresh_token",
-            self.api.root()
+            "{}/refresh_access_token?grant_type=th_refresh_token&access_token={}",
+            self.api.root(),
+            crate::http::urlencode(self.token)
         );
-        self.get(&url).await
+        let answer: TokenResponse = self
+            .api
+            .http
+            .get_json(
+                &url,
+                None,
+                Some(&self.limiter),
+                classify_threads,
+                &self.calls,
+            )
+            .await?;
+        if !(1..=MAX_TOKEN_LIFETIME_SECS).contains(&answer.expires_in) {
+            return Err(Failure::new(
+                FailureClass::BadData,
+                format!(
+                    "the refresh answered expires_in = {}, which no token lives for",
+                    answer.expires_in
+                ),
+            ));
+        }
+        Ok(answer)
     }
 }
 

@@ -122,8 +122,10 @@ fn threads_scheduled_sync() -> pgrx::JsonB {
     pgrx::JsonB(answer)
 }
 
-/// Refreshes primary tokens that expire within `within` and are at least 24 hours old;
-/// reports expired ones. Never shows a token.
+/// Queues a refresh of the primary tokens that expire within `within` and are at least
+/// 24 hours old, for the background workers (or `run_jobs()`); returns `{"job_id": …}` at
+/// once. The job's result (`job_status`) lists refreshed, expired, invalid and failed
+/// accounts, never a token.
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn threads_refresh_tokens(
@@ -132,5 +134,19 @@ fn threads_refresh_tokens(
     let within = within
         .ok_or(PullsyncError::NullArgument { name: "within" })
         .or_raise();
-    pgrx::JsonB(crate::threads::refresh::refresh_tokens(within).or_raise())
+    let secs = within.as_micros() as f64 / 1e6;
+    if secs <= 0.0 {
+        PullsyncError::invalid(
+            "within must be a positive interval",
+            "Pass the window of expiry to refresh, e.g. '7 days'.",
+        )
+        .raise_now();
+    }
+    let mut answer = crate::jobs::queue::enqueue_token_refresh(secs).or_raise();
+    if answer.get("skipped").is_none() && !crate::jobs::worker::any_running().or_raise() {
+        answer["warning"] = serde_json::json!(
+            "no pg_pullsync worker runs in this database: preload pg_pullsync with pullsync.database set to it, or run SELECT pullsync.run_jobs()"
+        );
+    }
+    pgrx::JsonB(answer)
 }

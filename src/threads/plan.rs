@@ -1,5 +1,5 @@
-//! What a sync asks the API for: which posts' metrics are due (refresh tiers), and when
-//! the newest-first post listing may stop. Pure.
+//! What a sync asks the API for: which posts' metrics are due (refresh tiers), and where
+//! the newest-first post listing goes next and when it may stop. Pure.
 
 use chrono::{DateTime, Utc};
 use threads_model::{MediaType, Post};
@@ -36,7 +36,7 @@ impl Tiers {
     /// drift by seconds) still counts: 5% of the interval is forgiven.
     pub fn due(
         &self,
-        media_type: MediaType,
+        media_type: &MediaType,
         published_at: DateTime<Utc>,
         refreshed_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -70,6 +70,100 @@ pub fn reaches_known(page: &[Post], stored_hash: impl Fn(&str) -> Option<i64>) -
         .any(|p| stored_hash(&p.id).is_some_and(|h| h == content_hash(p)))
 }
 
+/// How far an account's listing got, committed with the posts it produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListingState {
+    /// The `after` cursor of the first page not yet stored: the start of a gap between
+    /// the newest posts stored and older ones. None: no gap.
+    pub resume_after: Option<String>,
+    /// Whether the posts below the gap (or all of them, without a gap) reach the end of the
+    /// listing. Only then may a listing stop at a stored, unchanged post.
+    pub complete: bool,
+}
+
+/// Which part of the listing a request belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// From the newest post down to the first stored, unchanged one.
+    Top,
+    /// From the stored resume cursor on, through the gap.
+    Resume,
+}
+
+/// What to do after a page of the listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Fetch {
+        after: String,
+        phase: Phase,
+    },
+    /// The listing is done for this run; the state to store.
+    Done(ListingState),
+}
+
+/// After a page in `phase` (`reaches_known`: it holds a stored, unchanged post; `next`:
+/// the cursor of the page after it, if any).
+pub fn after_page(
+    state: &ListingState,
+    phase: Phase,
+    reaches_known: bool,
+    next: Option<String>,
+) -> Next {
+    let Some(next) = next else {
+        // The end of the listing: everything is stored, contiguous.
+        return Next::Done(ListingState {
+            resume_after: None,
+            complete: true,
+        });
+    };
+    match phase {
+        Phase::Top if reaches_known => match &state.resume_after {
+            Some(gap) => Next::Fetch {
+                after: gap.clone(),
+                phase: Phase::Resume,
+            },
+            None if state.complete => Next::Done(state.clone()),
+            // Never listed to the end: go on through the stored posts.
+            None => Next::Fetch {
+                after: next,
+                phase: Phase::Top,
+            },
+        },
+        Phase::Resume if reaches_known && state.complete => Next::Done(ListingState {
+            resume_after: None,
+            complete: true,
+        }),
+        phase => Next::Fetch { after: next, phase },
+    }
+}
+
+/// The state to store when the request for page `after` (none: the first page) in `phase`
+/// failed. What was listed before it is stored; the listing resumes at `after`.
+pub fn after_failure(
+    state: &ListingState,
+    phase: Phase,
+    after: Option<&str>,
+    cursor_refused: bool,
+) -> ListingState {
+    match (phase, after) {
+        // Nothing listed this run: as before.
+        (Phase::Top, None) => state.clone(),
+        // The stored cursor is no longer accepted: list everything again.
+        (Phase::Resume, _) if cursor_refused => ListingState::default(),
+        (Phase::Resume, Some(after)) => ListingState {
+            resume_after: Some(after.to_string()),
+            complete: state.complete,
+        },
+        (Phase::Resume, None) => state.clone(),
+        (Phase::Top, Some(after)) => ListingState {
+            resume_after: Some(after.to_string()),
+            // A second gap above the first: the one cursor cannot hold both, so the
+            // listing goes to the end from here.
+            complete: state.complete && state.resume_after.is_none(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +178,7 @@ mod tests {
     fn due(age_hours: i64, refreshed_minutes_ago: Option<i64>) -> bool {
         let now = Utc::now();
         TIERS.due(
-            MediaType::TextPost,
+            &MediaType::TextPost,
             now - Duration::hours(age_hours),
             refreshed_minutes_ago.map(|m| now - Duration::minutes(m)),
             now,
@@ -107,7 +201,103 @@ mod tests {
     #[test]
     fn repost_facades_are_never_due() {
         let now = Utc::now();
-        assert!(!TIERS.due(MediaType::RepostFacade, now, None, now));
+        assert!(!TIERS.due(&MediaType::RepostFacade, now, None, now));
+        assert!(TIERS.due(&MediaType::Other("NEW".into()), now, None, now));
+    }
+
+    fn state(resume: Option<&str>, complete: bool) -> ListingState {
+        ListingState {
+            resume_after: resume.map(str::to_string),
+            complete,
+        }
+    }
+
+    fn fetch(after: &str, phase: Phase) -> Next {
+        Next::Fetch {
+            after: after.into(),
+            phase,
+        }
+    }
+
+    #[test]
+    fn a_first_listing_cut_short_resumes_where_it_stopped() {
+        // First sync: page 1 fine, page 2 throttled.
+        let first = ListingState::default();
+        assert_eq!(
+            after_page(&first, Phase::Top, false, Some("p2".into())),
+            fetch("p2", Phase::Top)
+        );
+        let stored = after_failure(&first, Phase::Top, Some("p2"), false);
+        assert_eq!(stored, state(Some("p2"), false));
+        // Next run: page 1 is known now; the listing jumps to the gap and goes to the end,
+        // through known posts too, since nothing below was ever listed to the end.
+        assert_eq!(
+            after_page(&stored, Phase::Top, true, Some("p2".into())),
+            fetch("p2", Phase::Resume)
+        );
+        assert_eq!(
+            after_page(&stored, Phase::Resume, true, Some("p4".into())),
+            fetch("p4", Phase::Resume)
+        );
+        assert_eq!(
+            after_page(&stored, Phase::Resume, false, None),
+            Next::Done(state(None, true))
+        );
+    }
+
+    #[test]
+    fn a_complete_listing_stops_at_the_first_known_post() {
+        let done = state(None, true);
+        assert_eq!(
+            after_page(&done, Phase::Top, false, Some("p2".into())),
+            fetch("p2", Phase::Top)
+        );
+        assert_eq!(
+            after_page(&done, Phase::Top, true, Some("p3".into())),
+            Next::Done(done.clone())
+        );
+    }
+
+    #[test]
+    fn an_incremental_listing_cut_short_leaves_a_gap_that_is_filled_later() {
+        let done = state(None, true);
+        // New posts fill two pages; the second fails before the known posts are reached.
+        let gap = after_failure(&done, Phase::Top, Some("n2"), false);
+        assert_eq!(gap, state(Some("n2"), true));
+        // Next run: the new top reaches the stored new posts, the gap is listed until
+        // the old, complete posts are reached.
+        assert_eq!(
+            after_page(&gap, Phase::Top, true, Some("x".into())),
+            fetch("n2", Phase::Resume)
+        );
+        assert_eq!(
+            after_page(&gap, Phase::Resume, false, Some("n3".into())),
+            fetch("n3", Phase::Resume)
+        );
+        assert_eq!(
+            after_page(&gap, Phase::Resume, true, Some("o2".into())),
+            Next::Done(state(None, true))
+        );
+        // A failure inside the gap moves its start.
+        assert_eq!(
+            after_failure(&gap, Phase::Resume, Some("n3"), false),
+            state(Some("n3"), true)
+        );
+    }
+
+    #[test]
+    fn a_second_gap_or_a_refused_cursor_lists_to_the_end() {
+        let gap = state(Some("n2"), true);
+        assert_eq!(
+            after_failure(&gap, Phase::Top, Some("m2"), false),
+            state(Some("m2"), false)
+        );
+        assert_eq!(
+            after_failure(&gap, Phase::Resume, Some("n2"), true),
+            ListingState::default()
+        );
+        // A failure of the very first request changes nothing.
+        assert_eq!(after_failure(&gap, Phase::Top, None, false), gap);
     }
 
     #[test]

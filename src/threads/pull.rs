@@ -3,7 +3,8 @@
 //! results that the store writes on the main thread.
 
 use super::api::TokenSession;
-use super::plan::{content_hash, reaches_known, Tiers};
+use super::plan::{after_failure, after_page, content_hash, reaches_known, ListingState, Next};
+use super::plan::{Phase, Tiers};
 use crate::http::{Failure, FailureClass};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
@@ -11,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-use threads_model::{AccountInsights, MediaType, Post, PostMetrics};
+use threads_model::{MediaType, Post};
 
 /// What the store knows of a post before the pull.
 #[derive(Debug, Clone)]
@@ -20,6 +21,15 @@ pub struct KnownPost {
     pub published_at: DateTime<Utc>,
     pub metrics_updated_at: Option<DateTime<Utc>>,
     pub content_hash: Option<i64>,
+    /// Threads said it does not exist: no more metrics calls.
+    pub deleted: bool,
+}
+
+/// What the store knows of an account before the pull.
+#[derive(Debug, Clone, Default)]
+pub struct KnownAccount {
+    pub posts: HashMap<String, KnownPost>,
+    pub listing: ListingState,
 }
 
 /// What the tier planner needs of a post: media type, published, metrics last fetched.
@@ -42,8 +52,9 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Outcome {
+    #[default]
     Completed,
     Partial,
     Failed,
@@ -68,18 +79,33 @@ pub struct PulledPost {
     pub content_hash: i64,
 }
 
-#[derive(Debug)]
+/// Values read from one answer, metric by metric: None where the answer left a metric
+/// out or gave it in a shape this client does not know (the store keeps the last value).
+#[derive(Debug, Clone)]
+pub struct Reading<const N: usize> {
+    pub values: [Option<i64>; N],
+    /// When the API answered: the capture time of the snapshot.
+    pub fetched_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
 pub struct AccountPull {
     /// Listed posts, each once, newest first.
     pub posts: Vec<PulledPost>,
     /// Metrics fetched, by Threads post id.
-    pub metrics: Vec<(String, PostMetrics)>,
+    pub metrics: Vec<(String, Reading<6>)>,
     /// Posts whose metrics were asked for successfully (including empty answers).
     pub metrics_checked: Vec<String>,
-    pub insights: Option<AccountInsights>,
+    /// Posts Threads says do not exist any more.
+    pub deleted: Vec<String>,
+    pub insights: Option<Reading<7>>,
+    /// The listing's state after this pull; None leaves the stored one.
+    pub listing: Option<ListingState>,
     pub steps_completed: Vec<Step>,
     pub outcome: Outcome,
     pub error: Option<String>,
+    /// Values this client does not know (media types, metric shapes), each once.
+    pub notes: Vec<String>,
     pub api_calls: u32,
     pub retry_after: Option<Duration>,
 }
@@ -90,6 +116,7 @@ struct Trouble {
     first: Mutex<Option<Failure>>,
     stop: AtomicBool,
     auth: AtomicBool,
+    notes: Mutex<Vec<String>>,
 }
 
 impl Trouble {
@@ -119,115 +146,163 @@ impl Trouble {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+
+    fn note(&self, note: String) {
+        let mut notes = self.notes.lock().expect("notes lock");
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
 }
 
 pub async fn pull_account(
     session: &TokenSession<'_>,
     user_id: &str,
-    known: &HashMap<String, KnownPost>,
+    known: &KnownAccount,
     tiers: Tiers,
     now: DateTime<Utc>,
     concurrency: usize,
 ) -> AccountPull {
     let trouble = Trouble::default();
     let mut steps = Vec::new();
+    let stored = &known.posts;
 
-    // 1. Posts, newest first, until a page reaches a stored, unchanged post.
+    // 1. Posts, newest first, until a page reaches a stored, unchanged post of a listing
+    // that once went to the end; an interrupted listing resumes at its gap.
     let mut posts: Vec<PulledPost> = Vec::new();
     let mut seen = HashSet::new();
-    let mut after: Option<String> = None;
-    let posts_ok = loop {
-        match session.posts_page(user_id, after.as_deref()).await {
-            Ok(page) => {
-                let stop_here =
-                    reaches_known(&page.data, |id| known.get(id).and_then(|k| k.content_hash));
-                let next = page.next_after().map(str::to_string);
-                for post in page.data {
-                    if post.media_type.is_none() || post.timestamp.is_none() {
-                        trouble.record(Failure::new(
-                            FailureClass::BadData,
-                            format!(
-                                "post {} was listed without media_type or timestamp",
-                                post.id
-                            ),
-                        ));
-                        continue;
-                    }
-                    // Pages may repeat an item; keep its first listing.
-                    if seen.insert(post.id.clone()) {
-                        let content_hash = content_hash(&post);
-                        posts.push(PulledPost { post, content_hash });
-                    }
-                }
-                match next {
-                    Some(cursor) if !stop_here => after = Some(cursor),
-                    _ => break true,
-                }
-            }
+    let (mut after, mut phase): (Option<String>, Phase) = (None, Phase::Top);
+    let listing = loop {
+        let page = match session.posts_page(user_id, after.as_deref()).await {
+            Ok(page) => page,
             Err(failure) => {
+                let refused = phase == Phase::Resume
+                    && after == known.listing.resume_after
+                    && matches!(failure.class, FailureClass::Refused);
                 trouble.record(failure);
-                break false;
+                break after_failure(&known.listing, phase, after.as_deref(), refused);
+            }
+        };
+        let stop_here = reaches_known(&page.data, |id| stored.get(id).and_then(|k| k.content_hash));
+        let next = page.next_after().map(str::to_string);
+        for post in page.data {
+            let Some(media_type) = &post.media_type else {
+                trouble.record(Failure::new(
+                    FailureClass::BadData,
+                    format!("post {} was listed without media_type", post.id),
+                ));
+                continue;
+            };
+            if post.timestamp.is_none() {
+                trouble.record(Failure::new(
+                    FailureClass::BadData,
+                    format!("post {} was listed without timestamp", post.id),
+                ));
+                continue;
+            }
+            if !media_type.is_known() {
+                trouble.note(format!(
+                    "media_type {} (post {})",
+                    media_type.as_str(),
+                    post.id
+                ));
+            }
+            // Pages may repeat an item; keep its first listing.
+            if seen.insert(post.id.clone()) {
+                let content_hash = content_hash(&post);
+                posts.push(PulledPost { post, content_hash });
             }
         }
+        match after_page(&known.listing, phase, stop_here, next) {
+            Next::Fetch {
+                after: cursor,
+                phase: next_phase,
+            } => {
+                after = Some(cursor);
+                phase = next_phase;
+            }
+            Next::Done(state) => break state,
+        }
     };
-    if posts_ok && trouble.first.lock().expect("trouble lock").is_none() {
+    let listed_to_the_stop = trouble.first.lock().expect("trouble lock").is_none();
+    if listed_to_the_stop {
         steps.push(Step::Posts);
     }
 
     // 2. Metrics of the posts that are due, `concurrency` at a time (the HTTP layer also
     // bounds all accounts together).
-    let mut candidates: HashMap<&str, Candidate> = known
+    let mut candidates: HashMap<&str, Candidate> = stored
         .iter()
+        .filter(|(_, k)| !k.deleted)
         .map(|(id, k)| {
             (
                 id.as_str(),
-                (k.media_type, k.published_at, k.metrics_updated_at),
+                (k.media_type.clone(), k.published_at, k.metrics_updated_at),
             )
         })
         .collect();
+    // A listed post exists, whatever was said of it before.
     for p in &posts {
-        if let (Some(media_type), Some(published_at)) = (p.post.media_type, p.post.timestamp) {
-            let refreshed = known.get(&p.post.id).and_then(|k| k.metrics_updated_at);
-            candidates.insert(p.post.id.as_str(), (media_type, published_at, refreshed));
+        if let (Some(media_type), Some(published_at)) = (&p.post.media_type, p.post.timestamp) {
+            let refreshed = stored.get(&p.post.id).and_then(|k| k.metrics_updated_at);
+            candidates.insert(
+                p.post.id.as_str(),
+                (media_type.clone(), published_at, refreshed),
+            );
         }
     }
     let due: Vec<&str> = candidates
         .iter()
         .filter(|(_, (media_type, published, refreshed))| {
-            tiers.due(*media_type, *published, *refreshed, now)
+            tiers.due(media_type, *published, *refreshed, now)
         })
         .map(|(id, _)| *id)
         .collect();
     let mut metrics = Vec::new();
     let mut metrics_checked = Vec::new();
+    let mut deleted = Vec::new();
     let mut metrics_ok = !trouble.stopped();
     if metrics_ok {
-        let results: Vec<(&str, Result<Option<PostMetrics>, Failure>)> = stream::iter(due)
-            .map(|id| {
-                let trouble = &trouble;
-                async move {
-                    if trouble.stopped() {
-                        return (
-                            id,
-                            Err(Failure::new(
-                                FailureClass::Throttled,
-                                "not called: token stopped for this run",
-                            )),
-                        );
+        let results: Vec<(&str, Result<Option<super::api::MetricsAnswer>, Failure>)> =
+            stream::iter(due)
+                .map(|id| {
+                    let trouble = &trouble;
+                    async move {
+                        if trouble.stopped() {
+                            return (
+                                id,
+                                Err(Failure::new(
+                                    FailureClass::Throttled,
+                                    "not called: token stopped for this run",
+                                )),
+                            );
+                        }
+                        (id, session.post_metrics(id).await)
                     }
-                    (id, session.post_metrics(id).await)
-                }
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+                })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
         for (id, result) in results {
             match result {
-                Ok(values) => {
+                Ok(answer) => {
                     metrics_checked.push(id.to_string());
-                    if let Some(values) = values {
-                        metrics.push((id.to_string(), values));
+                    if let Some(answer) = answer {
+                        for note in answer.unknown {
+                            trouble.note(format!("post insights: {note}"));
+                        }
+                        metrics.push((
+                            id.to_string(),
+                            Reading {
+                                values: answer.values,
+                                fetched_at: answer.fetched_at,
+                            },
+                        ));
                     }
+                }
+                // Deleted on Threads (or no longer visible to the token).
+                Err(failure) if failure.class == FailureClass::Gone => {
+                    deleted.push(id.to_string());
                 }
                 Err(failure) => {
                     metrics_ok = false;
@@ -251,14 +326,21 @@ pub async fn pull_account(
             .expect("midnight exists")
             .and_utc();
         match session.account_insights(user_id, day_start, now).await {
-            Ok(values) => {
-                insights = Some(values);
+            Ok(answer) => {
+                for note in answer.unknown {
+                    trouble.note(format!("account insights: {note}"));
+                }
+                insights = Some(Reading {
+                    values: answer.values,
+                    fetched_at: answer.fetched_at,
+                });
                 steps.push(Step::Insights);
             }
             Err(failure) => trouble.record(failure),
         }
     }
 
+    let notes = trouble.notes.into_inner().expect("notes lock");
     let failure = trouble.first.into_inner().expect("trouble lock");
     let outcome = if trouble.auth.load(Ordering::Relaxed) {
         Outcome::Skipped
@@ -273,11 +355,14 @@ pub async fn pull_account(
         posts,
         metrics,
         metrics_checked,
+        deleted,
         insights,
+        listing: Some(listing),
         steps_completed: steps,
         outcome,
         retry_after: failure.as_ref().and_then(|f| f.retry_after),
         error: failure.map(|f| f.message),
+        notes,
         api_calls: session.calls.load(Ordering::Relaxed),
     }
 }

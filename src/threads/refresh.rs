@@ -1,14 +1,17 @@
-//! Token refresh: primary tokens expiring within a window are refreshed when Threads allows
-//! it (at least 24 h old, not yet expired) and sealed again; expired ones are reported.
+//! Token refresh, a queued job: primary tokens expiring within a window are refreshed when
+//! Threads allows it (at least 24 h old, not yet expired), each sealed and committed in its
+//! own transaction as soon as its answer arrives, with no transaction open across HTTP:
+//! Threads retires a token once it has issued the next, so a refreshed token must never be
+//! lost to a later failure. Expired and refused tokens are reported.
 
 use super::sync::threads_api;
 use crate::config;
 use crate::error::{PullsyncError, Result};
+use crate::jobs::runner::Txn;
 use crate::pg_time::to_pg;
-use crate::runtime;
+use crate::runtime::{self, Cancel};
 use chrono::{Duration, Utc};
-use futures_util::future::join_all;
-use pgrx::datum::Interval;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use pgrx::prelude::*;
 use pgrx::Uuid;
 use serde_json::{json, Value};
@@ -20,24 +23,26 @@ struct Candidate {
     state: &'static str,
 }
 
-pub fn refresh_tokens(within: Interval) -> Result<Value> {
-    let started = Utc::now();
-    let candidates: Vec<Candidate> = Spi::connect(|client| {
+fn candidates(within_secs: f64) -> Result<Vec<Candidate>> {
+    Spi::connect(|client| {
         let rows = client.select(
             "SELECT t.id, t.workspace_threads_account_id, t.access_token_encrypted,
                     CASE WHEN t.expires_at <= now() THEN 'expired'
+                         WHEN t.invalidated_at IS NOT NULL THEN 'invalid'
                          WHEN t.issued_at > now() - interval '24 hours' THEN 'too_young'
                          ELSE 'due' END
                FROM pullsync.workspace_threads_tokens t
-              WHERE t.is_primary AND t.revoked_at IS NULL AND t.expires_at < now() + $1
+              WHERE t.is_primary AND t.revoked_at IS NULL
+                AND t.expires_at < now() + make_interval(secs => $1)
               ORDER BY t.expires_at",
             None,
-            &[within.into()],
+            &[within_secs.into()],
         )?;
         let mut out = Vec::new();
         for row in rows {
             let state = match row.get::<String>(4)?.as_deref() {
                 Some("expired") => "expired",
+                Some("invalid") => "invalid",
                 Some("too_young") => "too_young",
                 _ => "due",
             };
@@ -52,9 +57,58 @@ pub fn refresh_tokens(within: Interval) -> Result<Value> {
                 state,
             });
         }
-        Ok::<_, PullsyncError>(out)
-    })?;
+        Ok(out)
+    })
+}
 
+/// Replaces the refreshed token by its successor, unless the account got another primary
+/// token meanwhile (then Threads' answer is for a token no longer in use).
+fn store_refreshed(c: &Candidate, sealed: String, expires_in: i64) -> Result<bool> {
+    let now = Utc::now();
+    let expires_at = now + Duration::seconds(expires_in);
+    let replaced = Spi::get_one_with_args::<bool>(
+        "WITH old AS (
+             UPDATE pullsync.workspace_threads_tokens
+                SET is_primary = false, revoked_at = now(), refreshed_at = now()
+              WHERE id = $1 AND is_primary RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM old)",
+        &[c.token_id.into()],
+    )?
+    .unwrap_or(false);
+    if replaced {
+        Spi::run_with_args(
+            "INSERT INTO pullsync.workspace_threads_tokens
+                    (workspace_threads_account_id, access_token_encrypted, issued_at, expires_at, refreshed_at)
+             VALUES ($1, $2, $3, $4, $3)",
+            &[
+                c.account_id.into(),
+                sealed.into(),
+                to_pg(now).into(),
+                to_pg(expires_at).into(),
+            ],
+        )?;
+    }
+    Ok(replaced)
+}
+
+pub fn refresh_tokens(within_secs: f64, txn: &impl Txn, cancel: Cancel) -> Result<Value> {
+    let started = Utc::now();
+    let candidates = txn.run(|| {
+        let found = candidates(within_secs)?;
+        let expired: Vec<Uuid> = found
+            .iter()
+            .filter(|c| c.state == "expired")
+            .map(|c| c.token_id)
+            .collect();
+        if !expired.is_empty() {
+            Spi::run_with_args(
+                "UPDATE pullsync.workspace_threads_tokens SET expired_reported_at = coalesce(expired_reported_at, now())
+                  WHERE id = ANY($1)",
+                &[expired.into()],
+            )?;
+        }
+        Ok(found)
+    })?;
     let ids = |state: &str| -> Vec<String> {
         candidates
             .iter()
@@ -62,19 +116,7 @@ pub fn refresh_tokens(within: Interval) -> Result<Value> {
             .map(|c| c.account_id.to_string())
             .collect()
     };
-    let (expired, too_young) = (ids("expired"), ids("too_young"));
-    let expired_tokens: Vec<Uuid> = candidates
-        .iter()
-        .filter(|c| c.state == "expired")
-        .map(|c| c.token_id)
-        .collect();
-    if !expired_tokens.is_empty() {
-        Spi::run_with_args(
-            "UPDATE pullsync.workspace_threads_tokens SET expired_reported_at = coalesce(expired_reported_at, now())
-              WHERE id = ANY($1)",
-            &[expired_tokens.into()],
-        )?;
-    }
+    let (expired, invalid, too_young) = (ids("expired"), ids("invalid"), ids("too_young"));
 
     let key = config::sealing_key()?;
     let mut failed = Vec::new();
@@ -89,54 +131,50 @@ pub fn refresh_tokens(within: Interval) -> Result<Value> {
         }
     }
     let api = threads_api()?;
-    let answers = runtime::block_on(join_all(due.iter().map(|(_, token)| {
-        let api = &api;
-        async move { api.session(token, 0.0).refresh().await }
-    })))?;
+    let mut answers: FuturesUnordered<_> = due
+        .iter()
+        .map(|(c, token)| {
+            let api = &api;
+            async move { (*c, api.session(token, 0.0).refresh().await) }
+        })
+        .collect();
 
     let mut refreshed = Vec::new();
-    for ((c, _), answer) in due.iter().zip(answers) {
-        match answer {
-            Ok(fresh) => {
-                let now = Utc::now();
-                let expires_at = now + Duration::seconds(fresh.expires_in.max(1));
-                Spi::run_with_args(
-                    "UPDATE pullsync.workspace_threads_tokens SET is_primary = false, revoked_at = now(), refreshed_at = now()
-                      WHERE id = $1",
-                    &[c.token_id.into()],
-                )?;
-                Spi::run_with_args(
-                    "INSERT INTO pullsync.workspace_threads_tokens
-                            (workspace_threads_account_id, access_token_encrypted, issued_at, expires_at, refreshed_at)
-                     VALUES ($1, $2, $3, $4, $3)",
-                    &[
-                        c.account_id.into(),
-                        key.seal(&fresh.access_token).into(),
-                        to_pg(now).into(),
-                        to_pg(expires_at).into(),
-                    ],
-                )?;
-                refreshed.push(c.account_id.to_string());
-            }
-            Err(failure) => failed
-                .push(json!({ "account_id": c.account_id.to_string(), "error": failure.message })),
+    while let Some((c, answer)) = runtime::block_on_until(answers.next(), cancel)? {
+        let account = c.account_id.to_string();
+        let outcome = answer.map_err(|f| f.message).and_then(|fresh| {
+            txn.run(|| store_refreshed(c, key.seal(&fresh.access_token), fresh.expires_in))
+                .map_err(|e| format!("the refreshed token could not be stored: {e}"))
+        });
+        match outcome {
+            Ok(true) => refreshed.push(account),
+            Ok(false) => failed.push(json!({
+                "account_id": account,
+                "error": "the account got another token while this one was refreshed; kept that one",
+            })),
+            Err(error) => failed.push(json!({ "account_id": account, "error": error })),
         }
     }
     let tried = (refreshed.len() + failed.len()) as i64;
-    crate::monitor::record::record(&crate::monitor::record::Run {
-        source: "threads",
-        job_type: "token_refresh",
-        job_log_id: None,
-        status: crate::jobs::log::status(refreshed.len(), failed.len()),
-        items: refreshed.len() as i64,
-        attempts: tried,
-        errors: failed.len() as i64,
-        duration_ms: (Utc::now() - started).num_milliseconds(),
-        pulls_data: false,
+    let status = crate::jobs::log::status(refreshed.len(), failed.len());
+    txn.run(|| {
+        crate::monitor::record::record(&crate::monitor::record::Run {
+            source: "threads",
+            job_type: "token_refresh",
+            job_log_id: None,
+            status,
+            items: refreshed.len() as i64,
+            attempts: tried,
+            errors: failed.len() as i64,
+            duration_ms: (Utc::now() - started).num_milliseconds(),
+            pulls_data: false,
+        })
     })?;
     Ok(json!({
+        "status": status,
         "refreshed": refreshed,
         "expired": expired,
+        "invalid": invalid,
         "not_yet_refreshable": too_young,
         "failed": failed,
     }))

@@ -3,7 +3,8 @@
 //! (jsonb_to_recordset), inside the caller's transaction.
 
 use super::layers::{decide, Decision, Previous};
-use super::pull::{AccountPull, KnownPost, Step};
+use super::plan::ListingState;
+use super::pull::{AccountPull, KnownAccount, KnownPost, Reading, Step};
 use crate::error::{PullsyncError, Result};
 use crate::pg_time::{to_chrono, to_pg};
 use chrono::{DateTime, Utc};
@@ -28,7 +29,7 @@ const ACCOUNT_SELECT: &str = "
       FROM pullsync.workspace_threads_accounts a
       JOIN pullsync.workspace_threads_tokens t
         ON t.workspace_threads_account_id = a.id AND t.is_primary AND t.revoked_at IS NULL
-       AND t.expires_at > now()";
+       AND t.invalidated_at IS NULL AND t.expires_at > now()";
 
 fn account_rows(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<AccountRow>> {
     Spi::connect(|client| {
@@ -50,7 +51,7 @@ fn account_rows(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<Acc
     })
 }
 
-/// Active accounts with a primary, unrevoked, unexpired token.
+/// Active accounts with a primary, unrevoked, valid, unexpired token.
 pub fn active_accounts() -> Result<Vec<AccountRow>> {
     account_rows(
         &format!("{ACCOUNT_SELECT} WHERE a.is_active ORDER BY a.id"),
@@ -67,6 +68,17 @@ pub fn usable_account(id: Uuid) -> Result<Option<AccountRow>> {
     )
 }
 
+/// Threads refused the token (expired early, revoked, password changed): it is never
+/// used again; the account counts as needing re-authorisation.
+pub fn invalidate_token(token_id: Uuid) -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.workspace_threads_tokens SET invalidated_at = coalesce(invalidated_at, now())
+          WHERE id = $1",
+        &[token_id.into()],
+    )?;
+    Ok(())
+}
+
 pub fn account_exists(id: Uuid) -> Result<bool> {
     Ok(Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pullsync.workspace_threads_accounts WHERE id = $1)",
@@ -75,15 +87,28 @@ pub fn account_exists(id: Uuid) -> Result<bool> {
     .unwrap_or(false))
 }
 
-fn media_type(text: &str) -> Option<MediaType> {
-    serde_json::from_value(Value::String(text.to_string())).ok()
-}
-
-/// What the store knows of an account's posts, for planning the pull.
-pub fn known_posts(account_id: Uuid) -> Result<HashMap<String, KnownPost>> {
+/// What the store knows of an account, for planning the pull: its posts and how far its
+/// listing got.
+pub fn known_account(account_id: Uuid) -> Result<KnownAccount> {
     Spi::connect(|client| {
+        let state = client.select(
+            "SELECT posts_listing_resume_after, posts_listing_completed_at IS NOT NULL
+               FROM pullsync.workspace_threads_accounts WHERE id = $1",
+            Some(1),
+            &[account_id.into()],
+        )?;
+        let listing = if state.is_empty() {
+            ListingState::default()
+        } else {
+            let (resume_after, complete) = state.first().get_two::<String, bool>()?;
+            ListingState {
+                resume_after,
+                complete: complete.unwrap_or(false),
+            }
+        };
         let rows = client.select(
-            "SELECT threads_post_id, media_type, published_at, metrics_updated_at, content_hash
+            "SELECT threads_post_id, media_type, published_at, metrics_updated_at, content_hash,
+                    deleted_at IS NOT NULL
                FROM pullsync.workspace_threads_posts WHERE workspace_threads_account_id = $1",
             None,
             &[account_id.into()],
@@ -91,7 +116,7 @@ pub fn known_posts(account_id: Uuid) -> Result<HashMap<String, KnownPost>> {
         let mut known = HashMap::with_capacity(rows.len());
         for row in rows {
             let id: String = row.get(1)?.unwrap_or_default();
-            let Some(media_type) = row.get::<String>(2)?.as_deref().and_then(media_type) else {
+            let Some(media_type) = row.get::<String>(2)?.as_deref().map(MediaType::parse) else {
                 continue;
             };
             let Some(published_at) = row.get::<TimestampWithTimeZone>(3)?.and_then(to_chrono)
@@ -105,10 +130,14 @@ pub fn known_posts(account_id: Uuid) -> Result<HashMap<String, KnownPost>> {
                     published_at,
                     metrics_updated_at: row.get::<TimestampWithTimeZone>(4)?.and_then(to_chrono),
                     content_hash: row.get(5)?,
+                    deleted: row.get(6)?.unwrap_or(false),
                 },
             );
         }
-        Ok(known)
+        Ok(KnownAccount {
+            posts: known,
+            listing,
+        })
     })
 }
 
@@ -154,8 +183,8 @@ WITH up AS (
            alt_text = EXCLUDED.alt_text, link_attachment_url = EXCLUDED.link_attachment_url,
            gif_url = EXCLUDED.gif_url, topic_tag = EXCLUDED.topic_tag, has_replies = EXCLUDED.has_replies,
            reply_audience = EXCLUDED.reply_audience, published_at = EXCLUDED.published_at,
-           content_hash = EXCLUDED.content_hash, updated_at = now()
-     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+           content_hash = EXCLUDED.content_hash, deleted_at = NULL, updated_at = now()
+     WHERE (p.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR p.deleted_at IS NOT NULL)
        AND p.workspace_threads_account_id = EXCLUDED.workspace_threads_account_id
     RETURNING (xmax = 0) AS inserted)
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up";
@@ -165,21 +194,21 @@ WITH x AS (
     SELECT * FROM jsonb_to_recordset($1) AS x(
         post_id uuid, views bigint, likes bigint, replies bigint, reposts bigint, quotes bigint, shares bigint,
         views_delta bigint, likes_delta bigint, replies_delta bigint, reposts_delta bigint,
-        quotes_delta bigint, shares_delta bigint, period_start timestamptz)),
+        quotes_delta bigint, shares_delta bigint, period_start timestamptz, captured_at timestamptz)),
 snapshots AS (
     INSERT INTO pullsync.workspace_threads_post_metrics
            (workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
-    SELECT post_id, views, likes, replies, reposts, quotes, shares, $2 FROM x),
+    SELECT post_id, views, likes, replies, reposts, quotes, shares, captured_at FROM x),
 deltas AS (
     INSERT INTO pullsync.workspace_threads_post_metrics_deltas
            (workspace_threads_post_id, period_start, period_end, views_delta, likes_delta, replies_delta,
             reposts_delta, quotes_delta, shares_delta)
-    SELECT post_id, period_start, $2, views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta,
+    SELECT post_id, period_start, captured_at, views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta,
            shares_delta FROM x)
 UPDATE pullsync.workspace_threads_posts p
    SET current_views = x.views, current_likes = x.likes, current_replies = x.replies,
        current_reposts = x.reposts, current_quotes = x.quotes, current_shares = x.shares,
-       metrics_snapshot_at = $2
+       metrics_snapshot_at = x.captured_at
   FROM x WHERE p.id = x.post_id";
 
 const ACCOUNT_LAYERS: &str = "
@@ -197,17 +226,27 @@ UPDATE pullsync.workspace_threads_accounts
        current_reposts = $6, current_quotes = $7, current_clicks = $8, insights_snapshot_at = $16
  WHERE id = $1";
 
+/// A reading's values, a missing one taken from the previous snapshot (or 0 without one),
+/// so a metric the answer left out makes no delta.
+fn filled<const N: usize>(reading: &Reading<N>, previous: Option<&Previous<N>>) -> [i64; N] {
+    std::array::from_fn(|i| {
+        reading.values[i].unwrap_or_else(|| previous.map_or(0, |p| p.values[i]))
+    })
+}
+
 /// Writes one account's pull: posts (L0), post metrics (L1→L2→L3), account insights
-/// (L1→L2→L3), the account's sync timestamps and its sync_logs row. Runs in the caller's
-/// transaction; the account row lock serialises concurrent writers of one account.
+/// (L1→L2→L3), deleted posts, the listing's state, the account's sync timestamps and its
+/// sync_logs row. Runs in the caller's transaction; the account row lock serialises
+/// concurrent writers of one account. Snapshots are captured when the API answered, and one
+/// older than the newest stored changes nothing.
 pub fn write_account(
     account_id: Uuid,
     pull: &AccountPull,
-    captured_at: DateTime<Utc>,
+    written_at: DateTime<Utc>,
     heartbeat_secs: i64,
     log: &LogContext,
 ) -> Result<WriteCounts> {
-    let at = to_pg(captured_at);
+    let at = to_pg(written_at);
     Spi::connect_mut(|client| {
         let mut counts = WriteCounts::default();
         let account = client.update(
@@ -256,6 +295,16 @@ pub fn write_account(
             counts.posts_updated = updated.unwrap_or(0);
         }
 
+        if !pull.deleted.is_empty() {
+            client.update(
+                "UPDATE pullsync.workspace_threads_posts SET deleted_at = $3, updated_at = now()
+                  WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)
+                    AND deleted_at IS NULL",
+                None,
+                &[account_id.into(), pull.deleted.clone().into(), at.into()],
+            )?;
+        }
+
         if !pull.metrics.is_empty() {
             let ids: Vec<String> = pull.metrics.iter().map(|(id, _)| id.clone()).collect();
             let current = client.select(
@@ -285,15 +334,15 @@ pub fn write_account(
                 previous.insert(id, (post_id, prev));
             }
             let mut layer_rows = Vec::new();
-            for (threads_id, m) in &pull.metrics {
+            for (threads_id, reading) in &pull.metrics {
                 let Some((post_id, prev)) = previous.get(threads_id) else {
                     continue;
                 };
-                let values = [m.views, m.likes, m.replies, m.reposts, m.quotes, m.shares];
+                let values = filled(reading, prev.as_ref());
                 if let Decision::Snapshot {
                     delta,
                     period_start,
-                } = decide(prev.as_ref(), values, captured_at, heartbeat_secs)
+                } = decide(prev.as_ref(), values, reading.fetched_at, heartbeat_secs)
                 {
                     layer_rows.push(json!({
                         "post_id": post_id.to_string(),
@@ -302,17 +351,14 @@ pub fn write_account(
                         "views_delta": delta[0], "likes_delta": delta[1], "replies_delta": delta[2],
                         "reposts_delta": delta[3], "quotes_delta": delta[4], "shares_delta": delta[5],
                         "period_start": period_start.map(|t| t.to_rfc3339()),
+                        "captured_at": reading.fetched_at.to_rfc3339(),
                     }));
                 }
             }
             if !layer_rows.is_empty() {
                 counts.snapshots += layer_rows.len() as i64;
                 counts.deltas += layer_rows.len() as i64;
-                client.update(
-                    POST_LAYERS,
-                    None,
-                    &[JsonB(Value::Array(layer_rows)).into(), at.into()],
-                )?;
+                client.update(POST_LAYERS, None, &[JsonB(Value::Array(layer_rows)).into()])?;
             }
         }
         if !pull.metrics_checked.is_empty() {
@@ -329,33 +375,42 @@ pub fn write_account(
         }
 
         if let Some(insights) = &pull.insights {
-            let values = [
-                insights.followers_count,
-                insights.views,
-                insights.likes,
-                insights.replies,
-                insights.reposts,
-                insights.quotes,
-                insights.clicks,
-            ];
+            let values = filled(insights, previous_insights.as_ref());
             if let Decision::Snapshot {
                 delta,
                 period_start,
             } = decide(
                 previous_insights.as_ref(),
                 values,
-                captured_at,
+                insights.fetched_at,
                 heartbeat_secs,
             ) {
                 let mut args: Vec<pgrx::datum::DatumWithOid> = vec![account_id.into()];
                 args.extend(values.iter().map(|&v| v.into()));
                 args.extend(delta.iter().map(|&v| v.into()));
-                args.push(at.into());
+                args.push(to_pg(insights.fetched_at).into());
                 args.push(period_start.map(to_pg).into());
                 client.update(ACCOUNT_LAYERS, None, &args)?;
                 counts.snapshots += 1;
                 counts.deltas += 1;
             }
+        }
+
+        if let Some(listing) = &pull.listing {
+            client.update(
+                "UPDATE pullsync.workspace_threads_accounts
+                    SET posts_listing_resume_after = $2,
+                        posts_listing_completed_at = CASE WHEN NOT $3 THEN NULL
+                            WHEN $2::text IS NULL THEN $4 ELSE coalesce(posts_listing_completed_at, $4) END
+                  WHERE id = $1",
+                None,
+                &[
+                    account_id.into(),
+                    listing.resume_after.clone().into(),
+                    listing.complete.into(),
+                    at.into(),
+                ],
+            )?;
         }
 
         let done = |step: Step| pull.steps_completed.contains(&step);
@@ -387,8 +442,8 @@ pub fn write_account(
         client.update(
             "INSERT INTO pullsync.sync_logs
                     (job_log_id, job_type, source, workspace_threads_account_id, status, steps_completed,
-                     items_new, items_updated, snapshots, deltas, api_calls, error, started_at)
-             VALUES ($1, $2, 'threads', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     items_new, items_updated, snapshots, deltas, api_calls, error, started_at, notes)
+             VALUES ($1, $2, 'threads', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             None,
             &[
                 log.job_log_id.into(),
@@ -403,6 +458,7 @@ pub fn write_account(
                 (pull.api_calls as i32).into(),
                 pull.error.clone().into(),
                 to_pg(log.started_at).into(),
+                pull.notes.clone().into(),
             ],
         )?;
         Ok(counts)
@@ -433,7 +489,7 @@ fn post_json(post: &threads_model::Post, content_hash: i64) -> Value {
     json!({
         "threads_post_id": post.id,
         "media_product_type": post.media_product_type,
-        "media_type": post.media_type.map(MediaType::as_str),
+        "media_type": post.media_type.as_ref().map(MediaType::as_str),
         "media_url": post.media_url,
         "thumbnail_url": post.thumbnail_url,
         "permalink": post.permalink,

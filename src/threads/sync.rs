@@ -58,7 +58,7 @@ pub fn threads_api() -> Result<ThreadsApi> {
 pub struct Ready {
     pub row: AccountRow,
     token: String,
-    known: std::collections::HashMap<String, super::pull::KnownPost>,
+    known: super::pull::KnownAccount,
 }
 
 /// Opens tokens and loads known posts (SPI). Accounts that cannot be pulled get their
@@ -74,7 +74,7 @@ pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec
                 what: format!("token {} of account {}", row.token_id, row.id),
                 reason,
             });
-        match opened.and_then(|token| Ok((token, store::known_posts(row.id)?))) {
+        match opened.and_then(|token| Ok((token, store::known_account(row.id)?))) {
             Ok((token, known)) => ready.push(Ready {
                 row: row.clone(),
                 token,
@@ -91,6 +91,16 @@ pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec
 
 /// Pulls every ready account concurrently on the runtime; no Postgres call inside.
 pub fn pull(ready: &[Ready], cancel: runtime::Cancel) -> Result<Vec<AccountPull>> {
+    pull_beating(ready, cancel, || Ok(()))
+}
+
+/// `pull`, with `beat` called on the main thread between slices of the waiting (at a third
+/// of `pullsync.unit_timeout`), so the units being pulled stay claimed.
+pub fn pull_beating(
+    ready: &[Ready],
+    cancel: runtime::Cancel,
+    beat: impl FnMut() -> Result<()>,
+) -> Result<Vec<AccountPull>> {
     let api = threads_api()?;
     let tiers = config::tiers();
     let rate = config::THREADS_RATE_LIMIT.get();
@@ -99,7 +109,8 @@ pub fn pull(ready: &[Ready], cancel: runtime::Cancel) -> Result<Vec<AccountPull>
         0 => api.http.settings().concurrency,
         n => n as usize,
     };
-    runtime::block_on_until(
+    let every = std::time::Duration::from_secs((config::UNIT_TIMEOUT_S.get() / 3).max(1) as u64);
+    runtime::block_on_beating(
         join_all(ready.iter().map(|r| {
             let api = &api;
             async move {
@@ -116,13 +127,26 @@ pub fn pull(ready: &[Ready], cancel: runtime::Cancel) -> Result<Vec<AccountPull>
             }
         })),
         cancel,
+        every,
+        beat,
     )
 }
 
-/// Writes one pulled account (SPI) and describes the result.
+/// Writes one pulled account (SPI) and describes the result. A token Threads refused is
+/// marked invalid: it is not used again until the account is authorised anew.
 pub fn write(ready: &Ready, pull: &AccountPull, log: &LogContext) -> Result<AccountResult> {
     let heartbeat = i64::from(config::SNAPSHOT_HEARTBEAT_S.get());
     let counts = store::write_account(ready.row.id, pull, Utc::now(), heartbeat, log)?;
+    if pull.outcome == Outcome::Skipped {
+        store::invalidate_token(ready.row.token_id)?;
+    }
+    if !pull.notes.is_empty() {
+        pgrx::log!(
+            "pg_pullsync: Threads account {} answered what this version does not know (stored as is): {}",
+            ready.row.id,
+            pull.notes.join("; ")
+        );
+    }
     Ok(AccountResult {
         account_id: ready.row.id,
         outcome: pull.outcome,

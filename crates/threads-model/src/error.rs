@@ -33,6 +33,9 @@ pub enum ErrorClass {
     Permission,
     /// A request the API refuses as malformed (other 4xx, code 100).
     BadRequest,
+    /// The object does not exist (any more), or the token may no longer see it: code 100
+    /// subcode 33, how a deleted post's insights answer.
+    NotFound,
 }
 
 pub const THROTTLE_CODES: [i64; 4] = [4, 17, 32, 613];
@@ -45,6 +48,7 @@ pub fn classify(http_status: u16, error: Option<&ApiError>) -> ErrorClass {
             (190, _) | (24, _) => return ErrorClass::Auth,
             (code, _) if THROTTLE_CODES.contains(&code) => return ErrorClass::Throttled,
             (10, _) | (100, Some(10)) => return ErrorClass::Permission,
+            (100, Some(33)) => return ErrorClass::NotFound,
             (100, _) => return ErrorClass::BadRequest,
             _ => {}
         }
@@ -85,6 +89,7 @@ mod tests {
             (400, Some(err(100, Some(10))), ErrorClass::Permission),
             (500, Some(err(100, None)), ErrorClass::BadRequest),
             (400, Some(err(100, None)), ErrorClass::BadRequest),
+            (400, Some(err(100, Some(33))), ErrorClass::NotFound),
             (500, Some(err(1, None)), ErrorClass::Transient),
             (503, Some(err(2, None)), ErrorClass::Transient),
             (502, None, ErrorClass::Transient),

@@ -67,6 +67,8 @@ pub struct LinkTotal {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InsightsError {
+    #[error("the answer has no data array")]
+    NoData,
     #[error("insights answer lacks metric {0}")]
     MissingMetric(&'static str),
     #[error("metric {0} has no value")]
@@ -133,6 +135,59 @@ fn non_negative(value: Option<i64>, name: &'static str) -> Result<i64, InsightsE
     }
 }
 
+/// What a lenient read of an answer found: each wanted metric's value, None where the
+/// answer left it out or gave it in a shape this client does not know, and those described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readings<const N: usize> {
+    pub values: [Option<i64>; N],
+    pub unknown: Vec<String>,
+}
+
+/// Reads `names` metric by metric from an answer as JSON. Meta adds metrics and shapes
+/// over time, so nothing unknown fails the answer; a negative or overflowing value does.
+fn read<const N: usize>(
+    answer: &serde_json::Value,
+    names: [&'static str; N],
+    total: fn(&Metric, &'static str) -> Result<Option<i64>, InsightsError>,
+) -> Result<Readings<N>, InsightsError> {
+    let data = answer
+        .get("data")
+        .and_then(|d| d.as_array())
+        .ok_or(InsightsError::NoData)?;
+    let mut unknown = Vec::new();
+    let mut metrics = Vec::with_capacity(data.len());
+    for item in data {
+        match serde_json::from_value::<Metric>(item.clone()) {
+            Ok(m) => metrics.push(m),
+            Err(_) => {
+                let mut shown = item.to_string();
+                if shown.len() > 200 {
+                    let cut = (0..=200)
+                        .rev()
+                        .find(|&i| shown.is_char_boundary(i))
+                        .unwrap_or(0);
+                    shown.truncate(cut);
+                    shown.push('…');
+                }
+                unknown.push(format!("a metric in an unknown shape: {shown}"));
+            }
+        }
+    }
+    let mut values = [None; N];
+    for (slot, name) in values.iter_mut().zip(names) {
+        let Some(metric) = metrics.iter().find(|m| m.name == name) else {
+            unknown.push(format!("metric {name} missing"));
+            continue;
+        };
+        match total(metric, name)? {
+            Some(v) if v < 0 => return Err(InsightsError::Negative(name)),
+            Some(v) => *slot = Some(v),
+            None => unknown.push(format!("metric {name} has no value in a known shape")),
+        }
+    }
+    Ok(Readings { values, unknown })
+}
+
 /// Lifetime metrics of one post.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostMetrics {
@@ -145,6 +200,22 @@ pub struct PostMetrics {
 }
 
 impl PostMetrics {
+    pub const NAMES: [&'static str; 6] =
+        ["views", "likes", "replies", "reposts", "quotes", "shares"];
+
+    /// A lenient read (see `Readings`), in the order of `NAMES`; None when the answer is
+    /// empty (REPOST_FACADE posts have no insights).
+    pub fn read(answer: &serde_json::Value) -> Result<Option<Readings<6>>, InsightsError> {
+        if answer
+            .get("data")
+            .and_then(|d| d.as_array())
+            .is_some_and(|d| d.is_empty())
+        {
+            return Ok(None);
+        }
+        read(answer, Self::NAMES, Metric::scalar).map(Some)
+    }
+
     /// None when the answer is empty (REPOST_FACADE posts have no insights).
     pub fn from_response(response: &InsightsResponse) -> Result<Option<Self>, InsightsError> {
         if response.data.is_empty() {
@@ -175,6 +246,27 @@ pub struct AccountInsights {
 }
 
 impl AccountInsights {
+    pub const NAMES: [&'static str; 7] = [
+        "followers_count",
+        "views",
+        "likes",
+        "replies",
+        "reposts",
+        "quotes",
+        "clicks",
+    ];
+
+    /// A lenient read (see `Readings`), in the order of `NAMES`. `clicks`, which the API
+    /// leaves out of a window without any, reads 0.
+    pub fn read(answer: &serde_json::Value) -> Result<Readings<7>, InsightsError> {
+        let mut readings = read(answer, Self::NAMES, Metric::window_total)?;
+        if readings.values[6].is_none() {
+            readings.values[6] = Some(0);
+            readings.unknown.retain(|u| u != "metric clicks missing");
+        }
+        Ok(readings)
+    }
+
     /// `views` sums its daily series; `clicks` sums its links; a metric the API leaves out
     /// of a window with no activity (clicks) counts as zero.
     pub fn from_response(response: &InsightsResponse) -> Result<Self, InsightsError> {
@@ -279,6 +371,44 @@ mod tests {
             .as_ref()
             .unwrap()[0];
         assert_eq!(b.results[0].value, 30);
+    }
+
+    #[test]
+    fn a_lenient_read_keeps_what_it_knows_and_describes_the_rest() {
+        let answer: serde_json::Value = serde_json::from_str(
+            r#"{"data":[
+              {"name":"views","values":[{"value":{"organic":5,"paid":2}}]},
+              {"name":"likes","values":[{"value":100}]},
+              {"name":"replies","total_value":{"value":7}},
+              {"name":"reposts","values":[{"value":3}]},
+              {"name":"quotes","period":"lifetime","breakdown_v2":{"x":1}},
+              {"name":"reach","values":[{"value":9}]}]}"#,
+        )
+        .unwrap();
+        let r = PostMetrics::read(&answer).unwrap().unwrap();
+        assert_eq!(r.values, [None, Some(100), Some(7), Some(3), None, None]);
+        assert_eq!(r.unknown.len(), 4, "{:?}", r.unknown);
+        assert!(r.unknown[0].starts_with("a metric in an unknown shape: {"));
+        assert!(r.unknown.contains(&"metric views missing".to_string()));
+        assert!(r
+            .unknown
+            .contains(&"metric quotes has no value in a known shape".to_string()));
+        assert!(r.unknown.contains(&"metric shares missing".to_string()));
+        let empty: serde_json::Value = serde_json::from_str(r#"{"data":[]}"#).unwrap();
+        assert_eq!(PostMetrics::read(&empty).unwrap(), None);
+        let negative: serde_json::Value =
+            serde_json::from_str(r#"{"data":[{"name":"likes","values":[{"value":-1}]}]}"#).unwrap();
+        assert_eq!(
+            PostMetrics::read(&negative).unwrap_err(),
+            InsightsError::Negative("likes")
+        );
+        let account: serde_json::Value = serde_json::from_str(
+            r#"{"data":[{"name":"followers_count","total_value":{"value":5}}]}"#,
+        )
+        .unwrap();
+        let a = AccountInsights::read(&account).unwrap();
+        assert_eq!(a.values, [Some(5), None, None, None, None, None, Some(0)]);
+        assert_eq!(a.unknown.len(), 5);
     }
 
     #[test]

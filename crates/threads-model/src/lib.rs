@@ -13,7 +13,7 @@ mod fuzz;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ApiError, ErrorClass, ErrorEnvelope};
-pub use insights::{AccountInsights, InsightsError, PostMetrics};
+pub use insights::{AccountInsights, InsightsError, PostMetrics, Readings};
 
 /// Earliest `since` the account insights endpoint accepts (2024-04-13).
 pub const EARLIEST_INSIGHTS_SINCE: i64 = 1_712_991_600;
@@ -33,8 +33,9 @@ pub const POST_METRICS: &str = "views,likes,replies,reposts,quotes,shares";
 /// Metrics the sync asks for per account.
 pub const ACCOUNT_METRICS: &str = "views,likes,replies,reposts,quotes,clicks,followers_count";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+/// A post's `media_type`. Meta adds types over time (AUDIO and REPOST_FACADE came after
+/// launch): one this client does not know is kept as `Other` with its text, never refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MediaType {
     TextPost,
     Image,
@@ -42,10 +43,12 @@ pub enum MediaType {
     CarouselAlbum,
     Audio,
     RepostFacade,
+    Other(String),
 }
 
 impl MediaType {
-    pub const ALL: [MediaType; 6] = [
+    /// The types documented today.
+    pub const KNOWN: [MediaType; 6] = [
         MediaType::TextPost,
         MediaType::Image,
         MediaType::Video,
@@ -54,7 +57,19 @@ impl MediaType {
         MediaType::RepostFacade,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn parse(text: &str) -> MediaType {
+        match text {
+            "TEXT_POST" => MediaType::TextPost,
+            "IMAGE" => MediaType::Image,
+            "VIDEO" => MediaType::Video,
+            "CAROUSEL_ALBUM" => MediaType::CarouselAlbum,
+            "AUDIO" => MediaType::Audio,
+            "REPOST_FACADE" => MediaType::RepostFacade,
+            other => MediaType::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
         match self {
             MediaType::TextPost => "TEXT_POST",
             MediaType::Image => "IMAGE",
@@ -62,12 +77,30 @@ impl MediaType {
             MediaType::CarouselAlbum => "CAROUSEL_ALBUM",
             MediaType::Audio => "AUDIO",
             MediaType::RepostFacade => "REPOST_FACADE",
+            MediaType::Other(text) => text,
         }
     }
 
-    /// REPOST_FACADE posts have no insights: the API answers `{"data":[]}`.
-    pub fn has_insights(self) -> bool {
-        self != MediaType::RepostFacade
+    pub fn is_known(&self) -> bool {
+        !matches!(self, MediaType::Other(_))
+    }
+
+    /// REPOST_FACADE posts have no insights: the API answers `{"data":[]}`. An unknown
+    /// type is asked: its answer tells.
+    pub fn has_insights(&self) -> bool {
+        *self != MediaType::RepostFacade
+    }
+}
+
+impl Serialize for MediaType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for MediaType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(MediaType::parse(&String::deserialize(deserializer)?))
     }
 }
 
@@ -232,6 +265,25 @@ mod tests {
         );
         assert_eq!(post.children.as_ref().unwrap().data.len(), 2);
         assert_eq!(page.next_after(), Some("A"));
+    }
+
+    #[test]
+    fn an_unknown_media_type_is_kept_not_refused() {
+        let body = r#"{"data":[{"id":"1","media_type":"SPATIAL_VIDEO","timestamp":"2026-10-17T05:42:03+0000"},
+            {"id":"2","media_type":"AUDIO"}]}"#;
+        let page: Page<Post> = serde_json::from_str(body).unwrap();
+        let unknown = page.data[0].media_type.clone().unwrap();
+        assert_eq!(unknown, MediaType::Other("SPATIAL_VIDEO".into()));
+        assert!(!unknown.is_known() && unknown.has_insights());
+        assert_eq!(unknown.as_str(), "SPATIAL_VIDEO");
+        assert_eq!(page.data[1].media_type, Some(MediaType::Audio));
+        assert_eq!(
+            serde_json::to_string(&page.data[0]).unwrap(),
+            r#"{"id":"1","media_type":"SPATIAL_VIDEO","timestamp":"2026-10-17T05:42:03+0000"}"#
+        );
+        for known in MediaType::KNOWN {
+            assert_eq!(MediaType::parse(known.as_str()), known);
+        }
     }
 
     #[test]

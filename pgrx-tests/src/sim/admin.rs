@@ -24,6 +24,43 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/admin/counters", get(counters))
         .route("/admin/counters/reset", post(reset_counters))
         .route("/admin/latency", post(set_latency))
+        .route("/admin/posts/{id}/delete", post(delete_post))
+        .route("/admin/posts/{id}/media_type", post(set_media_type))
+}
+
+/// The post is gone from Threads: unlisted, and its insights answer 100/33.
+async fn delete_post(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> StatusCode {
+    if sim.world.write().unwrap().remove_post(&id) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+#[derive(Deserialize)]
+struct MediaTypeChange {
+    media_type: String,
+}
+
+/// Gives a post a media type, known or one Meta might add later.
+async fn set_media_type(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    Json(change): Json<MediaTypeChange>,
+) -> StatusCode {
+    let mut world = sim.world.write().unwrap();
+    let found = world
+        .accounts
+        .iter_mut()
+        .flat_map(|a| a.posts.iter_mut())
+        .find(|p| p.id == id);
+    match found {
+        Some(post) => {
+            post.media_type = threads_model::MediaType::parse(&change.media_type);
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
 }
 
 async fn accounts(State(sim): State<Arc<Sim>>) -> Json<Value> {

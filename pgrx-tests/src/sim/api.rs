@@ -177,6 +177,17 @@ async fn admit<'a>(
     target: Target<'_>,
     token: Option<&str>,
 ) -> Result<Admitted<'a>, Refusal> {
+    admit_page(sim, endpoint, target, token, None).await
+}
+
+/// `admit` for a request that is page `page` of a listing (faults may target a page).
+async fn admit_page<'a>(
+    sim: &'a Sim,
+    endpoint: Endpoint,
+    target: Target<'_>,
+    token: Option<&str>,
+    page: Option<u32>,
+) -> Result<Admitted<'a>, Refusal> {
     let in_flight = sim.enter();
     let (fixed, jitter) = *sim.latency.lock().unwrap();
     if fixed + jitter > 0 {
@@ -200,7 +211,9 @@ async fn admit<'a>(
     sim.count(endpoint, account_user.as_deref());
 
     let mut admitted_faults = (false, false);
-    if let Some(kind) = sim.fire(endpoint, account_user.as_deref(), |k| !k.is_listing_fault()) {
+    if let Some(kind) = sim.fire(endpoint, account_user.as_deref(), page, |k| {
+        !k.is_listing_fault() && *k != FaultKind::AbsurdExpiresIn
+    }) {
         match kind {
             FaultKind::Slow { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
             FaultKind::Hang => {
@@ -341,15 +354,38 @@ async fn threads(
     headers: HeaderMap,
 ) -> Answer {
     let token = token_of(&params, &headers);
-    let admitted = admit(
+    let page_number = listing_page(&sim, &user, &params);
+    let admitted = admit_page(
         &sim,
         Endpoint::Threads,
         Target::User(&user),
         token.as_deref(),
+        Some(page_number),
     )
     .await?;
-    let page = list_threads(&sim, &user, &params, &headers, &admitted)?;
+    let page = list_threads(&sim, &user, &params, &headers, &admitted, page_number)?;
     Ok(respond(&admitted, &page))
+}
+
+/// Which page of the listing a request asks for (1 = the newest), counted in pages of its
+/// limit from the `after` cursor; for faults that target a page.
+fn listing_page(sim: &Sim, user: &str, params: &HashMap<String, String>) -> u32 {
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_PAGE_LIMIT)
+        .clamp(1, MAX_PAGE_LIMIT);
+    let Some(after) = params.get("after").and_then(|c| decode_cursor(c)) else {
+        return 1;
+    };
+    let world = sim.world.read().unwrap();
+    let Some(account) = world.account_by_user(user) else {
+        return 1;
+    };
+    let before = account
+        .visible_posts(world.now)
+        .partition_point(|p| (p.published_at, p.id.clone()) >= after);
+    (before / limit) as u32 + 1
 }
 
 fn list_threads(
@@ -358,6 +394,7 @@ fn list_threads(
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     admitted: &Admitted<'_>,
+    page_number: u32,
 ) -> Result<Page<Value>, Refusal> {
     let limit = match params.get("limit") {
         None => DEFAULT_PAGE_LIMIT,
@@ -389,11 +426,16 @@ fn list_threads(
         .user_id
         .clone();
     let has_after = after.is_some();
-    let listing_fault = sim.fire(Endpoint::Threads, Some(&owner_id), |k| match k {
-        FaultKind::DuplicateItems => has_after,
-        FaultKind::DisappearingPost => true,
-        _ => false,
-    });
+    let listing_fault = sim.fire(
+        Endpoint::Threads,
+        Some(&owner_id),
+        Some(page_number),
+        |k| match k {
+            FaultKind::DuplicateItems => has_after,
+            FaultKind::DisappearingPost => true,
+            _ => false,
+        },
+    );
 
     let mut world = sim.world.write().unwrap();
     let owner = &world.accounts[admitted.account];
@@ -755,14 +797,16 @@ async fn exchange_token(
 
 /// Refresh: the token must be current, at least 24 h old and unexpired; the new token lives
 /// 60 days and the old one stops working. Exchange: any current token becomes long-lived.
+/// As Meta documents them, both take the token only as the `access_token` query parameter:
+/// a Bearer header alone is an invalid session (190/467).
 async fn token_grant(
     sim: &Sim,
     params: &HashMap<String, String>,
-    headers: &HeaderMap,
+    _headers: &HeaderMap,
     grant: &str,
     check_age: bool,
 ) -> Answer {
-    let token = token_of(params, headers);
+    let token = params.get("access_token").cloned();
     let admitted = admit(
         sim,
         Endpoint::RefreshToken,
@@ -784,10 +828,20 @@ async fn token_grant(
         ));
     }
     let new = world.issue_token(admitted.account, 0, TOKEN_LIFETIME_SECS);
+    let owner = world.accounts[admitted.account].user_id.clone();
+    let absurd = sim
+        .fire(Endpoint::RefreshToken, Some(&owner), None, |k| {
+            *k == FaultKind::AbsurdExpiresIn
+        })
+        .is_some();
     let body = TokenResponse {
         access_token: new.text,
         token_type: "bearer".into(),
-        expires_in: new.expires_at - world.now,
+        expires_in: if absurd {
+            i64::MAX
+        } else {
+            new.expires_at - world.now
+        },
         user_id: None,
     };
     Ok(respond(&admitted, &body))

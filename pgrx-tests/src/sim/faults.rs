@@ -61,6 +61,8 @@ pub enum FaultKind {
     DisappearingPost,
     /// A page after the first repeats the previous page's last item.
     DuplicateItems,
+    /// A token endpoint answers with an `expires_in` no token lives for.
+    AbsurdExpiresIn,
 }
 
 impl FaultKind {
@@ -89,6 +91,9 @@ pub struct FaultSpec {
     /// Chance to fire on a matching request, 0..=1; none = always.
     #[serde(default)]
     pub probability: Option<f64>,
+    /// Only on this page (1 = first) of a posts listing; none = any request.
+    #[serde(default)]
+    pub page: Option<u32>,
 }
 
 impl FaultSpec {
@@ -100,6 +105,7 @@ impl FaultSpec {
             endpoint: None,
             times: None,
             probability: Some(probability),
+            page: None,
         }
     }
 }
@@ -152,11 +158,13 @@ impl Faults {
         &mut self,
         endpoint: Endpoint,
         account: Option<&str>,
+        page: Option<u32>,
         wanted: impl Fn(&FaultKind) -> bool,
     ) -> Option<FaultKind> {
         for fault in &mut self.active {
             let spec = &fault.spec;
             let matches = wanted(&spec.kind)
+                && spec.page.is_none_or(|p| Some(p) == page)
                 && spec.endpoint.is_none_or(|e| e == endpoint)
                 && spec.account.as_deref().is_none_or(|a| Some(a) == account)
                 && spec.times.is_none_or(|t| fault.fired < t);
@@ -189,7 +197,28 @@ mod tests {
             endpoint: None,
             times: None,
             probability: None,
+            page: None,
         }
+    }
+
+    #[test]
+    fn a_page_fault_fires_on_that_page_of_a_listing_only() {
+        let mut f = Faults::new(1);
+        f.add(FaultSpec {
+            page: Some(2),
+            times: Some(1),
+            ..spec(FaultKind::Throttle {
+                code: 4,
+                status: 403,
+            })
+        });
+        let any = |_: &FaultKind| true;
+        assert_eq!(f.fire(Endpoint::Threads, Some("42"), Some(1), any), None);
+        assert_eq!(f.fire(Endpoint::MediaInsights, Some("42"), None, any), None);
+        assert!(f
+            .fire(Endpoint::Threads, Some("42"), Some(2), any)
+            .is_some());
+        assert_eq!(f.fire(Endpoint::Threads, Some("42"), Some(2), any), None);
     }
 
     #[test]
@@ -202,11 +231,15 @@ mod tests {
             ..spec(FaultKind::ServerError { status: 503 })
         });
         let any = |_: &FaultKind| true;
-        assert_eq!(f.fire(Endpoint::Threads, Some("42"), any), None);
-        assert_eq!(f.fire(Endpoint::MediaInsights, Some("7"), any), None);
-        assert!(f.fire(Endpoint::MediaInsights, Some("42"), any).is_some());
-        assert!(f.fire(Endpoint::MediaInsights, Some("42"), any).is_some());
-        assert_eq!(f.fire(Endpoint::MediaInsights, Some("42"), any), None);
+        assert_eq!(f.fire(Endpoint::Threads, Some("42"), None, any), None);
+        assert_eq!(f.fire(Endpoint::MediaInsights, Some("7"), None, any), None);
+        assert!(f
+            .fire(Endpoint::MediaInsights, Some("42"), None, any)
+            .is_some());
+        assert!(f
+            .fire(Endpoint::MediaInsights, Some("42"), None, any)
+            .is_some());
+        assert_eq!(f.fire(Endpoint::MediaInsights, Some("42"), None, any), None);
         assert_eq!(f.list()[0].fired, 2);
     }
 
@@ -219,7 +252,7 @@ mod tests {
                 ..spec(FaultKind::Hang)
             });
             (0..10_000)
-                .filter(|_| f.fire(Endpoint::Me, None, |_| true).is_some())
+                .filter(|_| f.fire(Endpoint::Me, None, None, |_| true).is_some())
                 .count()
         };
         let n = run();
@@ -232,11 +265,11 @@ mod tests {
         let mut f = Faults::new(1);
         f.add(spec(FaultKind::DuplicateItems));
         assert_eq!(
-            f.fire(Endpoint::Threads, None, |k| !k.is_listing_fault()),
+            f.fire(Endpoint::Threads, None, None, |k| !k.is_listing_fault()),
             None
         );
         assert_eq!(
-            f.fire(Endpoint::Threads, None, FaultKind::is_listing_fault),
+            f.fire(Endpoint::Threads, None, None, FaultKind::is_listing_fault),
             Some(FaultKind::DuplicateItems)
         );
     }

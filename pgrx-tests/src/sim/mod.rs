@@ -46,6 +46,8 @@ pub struct Counters {
     pub total: u64,
     pub by_endpoint: BTreeMap<String, u64>,
     pub by_account: BTreeMap<String, u64>,
+    /// `<endpoint>:<threads user id>` → requests.
+    pub by_endpoint_account: BTreeMap<String, u64>,
     /// Most API requests in flight at once since the last reset.
     pub max_in_flight: u64,
 }
@@ -105,15 +107,26 @@ impl Sim {
         *c.by_account
             .entry(account.unwrap_or("unknown").to_string())
             .or_default() += 1;
+        *c.by_endpoint_account
+            .entry(format!(
+                "{}:{}",
+                endpoint.name(),
+                account.unwrap_or("unknown")
+            ))
+            .or_default() += 1;
     }
 
     fn fire(
         &self,
         endpoint: Endpoint,
         account: Option<&str>,
+        page: Option<u32>,
         wanted: impl Fn(&FaultKind) -> bool,
     ) -> Option<FaultKind> {
-        self.faults.lock().unwrap().fire(endpoint, account, wanted)
+        self.faults
+            .lock()
+            .unwrap()
+            .fire(endpoint, account, page, wanted)
     }
 }
 
@@ -168,6 +181,16 @@ impl SimServer {
 
     pub fn clear_faults(&self) {
         self.sim.faults.lock().unwrap().clear();
+    }
+
+    /// Requests to `endpoint` for the account `user_id` since the last reset.
+    pub fn calls(&self, endpoint: Endpoint, user_id: &str) -> u64 {
+        let key = format!("{}:{user_id}", endpoint.name());
+        self.counters()
+            .by_endpoint_account
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn counters(&self) -> Counters {
