@@ -142,11 +142,6 @@ impl<T> Drop for Background<T> {
     }
 }
 
-/// `block_on_until` for a backend.
-pub fn block_on<F: Future>(work: F) -> Result<F::Output> {
-    block_on_until(work, Cancel::Backend)
-}
-
 /// Sleeps without blocking cancellation.
 pub fn sleep(duration: Duration, cancel: Cancel) -> Result<()> {
     // The timer must be created inside the runtime.

@@ -226,7 +226,7 @@ fn refresh_uses_the_documented_form_and_a_later_failure_keeps_earlier_tokens() {
     let expiry_days: f64 = f
         .db
         .query_one(
-            "SELECT extract(epoch FROM expires_at - now()) / 86400 FROM pullsync.workspace_threads_tokens
+            "SELECT (extract(epoch FROM expires_at - now()) / 86400)::float8 FROM pullsync.workspace_threads_tokens
               WHERE workspace_threads_account_id = $1 AND is_primary",
             &[&f.accounts[0].0],
         )
@@ -293,7 +293,7 @@ fn onboarding_snapshots_do_not_count_as_the_last_24_hours() {
     assert_eq!(f.scheduled_sync()["status"], "completed");
     let followers_24h: i64 =
         f.db.query_one(
-            "SELECT followers_24h FROM pullsync.threads_account_stats",
+            "SELECT followers_24h::bigint FROM pullsync.threads_account_stats",
             &[],
         )
         .unwrap()

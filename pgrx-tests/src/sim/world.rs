@@ -391,7 +391,7 @@ mod tests {
                 .posts
                 .windows(2)
                 .all(|p| p[0].published_at > p[1].published_at));
-            seen.extend(a.posts.iter().map(|p| p.media_type));
+            seen.extend(a.posts.iter().map(|p| p.media_type.clone()));
         }
         assert_eq!(seen.len(), MediaType::KNOWN.len());
     }
