@@ -319,3 +319,41 @@ fn onboarding_snapshots_do_not_count_as_the_last_24_hours() {
     assert_eq!(old_views, 0);
     assert_eq!(young_views, young_total);
 }
+
+#[test]
+fn reconciliation_marks_posts_threads_no_longer_lists_as_deleted() {
+    let mut f = threads_fixture("it_reconcile_deleted", &SimConfig::small(1, 20));
+    assert_eq!(f.scheduled_sync()["status"], "completed");
+    let gone: String = f
+        .db
+        .query_one(
+            "SELECT threads_post_id FROM pullsync.workspace_threads_posts ORDER BY published_at DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    admin(&f, &format!("/admin/posts/{gone}/delete"), Value::Null);
+    let account = f.accounts[0].0;
+    let report: Value =
+        f.db.query_one(
+            "SELECT pullsync.threads_reconcile($1, now() - interval '90 days', now())",
+            &[&account],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        report["streams"]["posts"]["extra"],
+        serde_json::json!([gone]),
+        "{report}"
+    );
+    assert_eq!(
+        f.count(&format!(
+            "SELECT count(*) FROM pullsync.workspace_threads_posts WHERE threads_post_id = '{gone}' AND deleted_at IS NOT NULL"
+        )),
+        1
+    );
+    assert_eq!(
+        f.count("SELECT count(*) FROM pullsync.threads_post_stats"),
+        19
+    );
+}

@@ -264,6 +264,7 @@ fn pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent() {
         ("pullsync-feed-incremental", "*/5 * * * *"),
         ("pullsync-feed-full", "0 2 * * *"),
         ("pullsync-reconcile", "40 * * * *"),
+        ("pullsync-threads-reconcile", "23 4 * * *"),
         ("pullsync-alerts", "*/5 * * * *"),
         ("pullsync-cleanup", "0 3 * * 0"),
     ];
@@ -529,6 +530,17 @@ fn a_fleet_that_needs_more_than_the_lock_ttl_is_synced_in_turn() {
         .unwrap()
         .get(0);
     let next = queue(&mut f.db);
+    wait_for(
+        &mut f.db,
+        "the next run to be planned",
+        Duration::from_secs(60),
+        |db| {
+            count(
+                db,
+                &format!("SELECT count(*) FROM pullsync.jobs WHERE parent_id = {next}"),
+            ) > 0
+        },
+    );
     let first_unit: String = f
         .db
         .query_one(

@@ -294,14 +294,23 @@ pub struct Unit {
     pub job_log_id: Option<i64>,
 }
 
+/// Claims up to `limit` units that have not been tried; a unit whose earlier claim ended
+/// without a result is claimed alone, so an account that brings its worker down cannot
+/// use up the attempts of the accounts batched with it.
 pub fn claim_units(limit: i64) -> Result<Vec<Unit>> {
     Spi::connect_mut(|client| {
         let rows = client.update(
-            "UPDATE pullsync.jobs u SET state = 'running', worker_pid = pg_backend_pid(), claimed_at = now(),
+            "WITH retry AS (
+                  SELECT id FROM pullsync.jobs WHERE parent_id IS NOT NULL AND state = 'queued' AND attempts > 0
+                   ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1),
+              fresh AS (
+                  SELECT id FROM pullsync.jobs WHERE parent_id IS NOT NULL AND state = 'queued' AND attempts = 0
+                     AND NOT EXISTS (SELECT 1 FROM retry)
+                   ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
+             UPDATE pullsync.jobs u SET state = 'running', worker_pid = pg_backend_pid(), claimed_at = now(),
                     heartbeat_at = now(), attempts = u.attempts + 1
                FROM pullsync.jobs r
-              WHERE u.id IN (SELECT id FROM pullsync.jobs WHERE parent_id IS NOT NULL AND state = 'queued'
-                              ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
+              WHERE u.id IN (SELECT id FROM retry UNION ALL SELECT id FROM fresh)
                 AND r.id = u.parent_id
              RETURNING u.id, u.parent_id, (u.payload->>'account_id')::uuid, r.job_log_id, u.attempts",
             None,
