@@ -29,7 +29,8 @@ commands:
   package build the Debian package of the extension (target/*.deb); --pg 15|18
   soak    the long fault soak: 50 seeded runs with API faults, kill -9 and restarts; --pg
   bench   run the benchmarks (about an hour) and write docs/BENCHMARKS.md and its chart;
-          --quick: small sizes, written under target/bench/
+          --quick: small sizes, written under target/bench/; --only attack: just the feed
+          server under attack, figures printed
 ";
 
 fn main() -> ExitCode {

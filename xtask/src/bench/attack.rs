@@ -179,7 +179,26 @@ fn slow_client(stop: &AtomicBool) {
     }
 }
 
+/// Waits until the feed server serves the consumer's page (it starts, and sees the
+/// provider's extension, a few seconds after the cluster).
+fn wait_until_served(key: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let served = Connection::open()
+            .and_then(|mut c| c.get("/messages?consumer_id=bench&limit=1", key))
+            .is_ok_and(|status| status == 200);
+        if served {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("the feed server did not serve the bench consumer".into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 pub fn measure(plan: &Plan, key: &str) -> Result<Latency> {
+    wait_until_served(key)?;
     let mut latency = Latency {
         idle_ms: Vec::new(),
         attacked_ms: Vec::new(),

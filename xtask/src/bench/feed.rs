@@ -66,6 +66,11 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Vec<Size>> {
     Ok(sizes)
 }
 
+/// The provider rows of the smallest feed size, for the attack benchmark on its own.
+pub fn provide_for_attack(bench: &Bench) -> Result<()> {
+    provide(bench, 200, 10_000)
+}
+
 fn copy_file(bench: &Bench, table: &str) -> String {
     bench
         .cluster

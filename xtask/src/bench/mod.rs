@@ -131,6 +131,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         Plan::full()
     };
     prereqs::ensure(&[crate::pg_tree::Major::Pg15])?;
+    if crate::run::flag_value(args, "--only")? == Some("attack") {
+        return attack_only(&plan);
+    }
     prereqs::ensure_bench()?;
     let tree = bench_tree();
     tree.ensure_copied()?;
@@ -172,6 +175,28 @@ pub fn bench(args: &[String]) -> Result<()> {
         "\nxtask: wrote {} and {}",
         markdown.display(),
         chart.display()
+    );
+    Ok(())
+}
+
+/// `cargo xtask bench --only attack`: the feed server under attack on its own, over the
+/// feed benchmark's smallest provider; prints the figures (docs/BENCHMARKS.md is written
+/// by the full run only).
+fn attack_only(plan: &Plan) -> Result<()> {
+    let tree = bench_tree();
+    tree.ensure_copied()?;
+    build_and_install(&tree, Profile::Release)?;
+    let bench = Bench::create()?;
+    feed::provide_for_attack(&bench)?;
+    let latency = attack::measure(plan, feed::KEY)?;
+    bench.cluster.stop()?;
+    println!(
+        "xtask: feed page latency under attack over idle: {}× (idle {} ms, attacked {} ms; {} wrong-key requests, {} throttled)",
+        latency.slowdown().show(2),
+        stats::Summary::of(&latency.idle_ms).show(2),
+        stats::Summary::of(&latency.attacked_ms).show(2),
+        latency.flood_requests,
+        latency.flood_throttled
     );
     Ok(())
 }
