@@ -354,6 +354,22 @@ fn each_fault_gives_the_documented_outcome_and_leaves_the_others_synced() {
         if status == "partial" {
             assert!(!steps.is_empty(), "partial names the steps that completed");
         }
+        if status == "skipped" {
+            // The refused token is marked invalid and not used again; the user authorises
+            // the app anew.
+            let invalidated = f.count(&format!(
+                "SELECT count(*) FROM pullsync.workspace_threads_tokens
+                  WHERE workspace_threads_account_id = '{}' AND is_primary AND invalidated_at IS NOT NULL",
+                f.accounts[0].0
+            ));
+            assert_eq!(invalidated, 1, "{spec:?}");
+            let (user, name, token) = f.sim.accounts()[0].clone();
+            f.db.execute(
+                "SELECT pullsync.threads_add_account('11111111-1111-1111-1111-111111111111', $1, $2, $3, now() + interval '58 days')",
+                &[&user, &name, &token],
+            )
+            .unwrap();
+        }
         if matches!(
             spec.kind,
             FaultKind::Throttle { .. } | FaultKind::TooManyRequests { .. }

@@ -18,15 +18,19 @@ const KEY: &str = "dXBncmFkZS10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
 /// The sources of the base version for `major`, exported from git (once). 0.1.0 was
 /// released for PostgreSQL 15 only: for 18 its manifest gains the `pg18` feature and its
 /// calls of `proc_exit`, which PostgreSQL 18's binding no longer marks as not returning,
-/// are followed by `unreachable!()` (what src/pg_compat.rs does since). Nothing else
-/// changes.
+/// are followed by `unreachable!()` (what src/pg_compat.rs does since). Its copy of
+/// threads-model is renamed to version `0.1.0-base`: the two builds share one target
+/// directory, where cargo keys a path crate by name, version and path relative to its
+/// workspace, so an unrenamed copy would be taken for this tree's threads-model (and
+/// the other way round). Nothing else changes.
 fn base_sources(major: Major) -> Result<PathBuf> {
     let dir = workspace_root().join(format!(
         "target/xtask/src-{BASE_VERSION}-{}",
         major.pgrx_name()
     ));
     let stamp = dir.join(".xtask-exported-from");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == BASE_COMMIT) {
+    let exported = format!("{BASE_COMMIT} with threads-model 0.1.0-base");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == exported) {
         return Ok(dir);
     }
     // Exported and patched beside, then renamed: a half-done export is never reused.
@@ -53,6 +57,16 @@ fn base_sources(major: Major) -> Result<PathBuf> {
         .arg("-C")
         .arg(&partial)
         .status_ok()?;
+    patch(
+        &partial.join("crates/threads-model/Cargo.toml"),
+        "\nversion = \"0.1.0\"\n",
+        "\nversion = \"0.1.0-base\"\n",
+    )?;
+    patch(
+        &partial.join("Cargo.lock"),
+        "name = \"threads-model\"\nversion = \"0.1.0\"\n",
+        "name = \"threads-model\"\nversion = \"0.1.0-base\"\n",
+    )?;
     if major == Major::Pg18 {
         patch(
             &partial.join("Cargo.toml"),
@@ -67,7 +81,7 @@ fn base_sources(major: Major) -> Result<PathBuf> {
             )?;
         }
     }
-    std::fs::write(partial.join(".xtask-exported-from"), BASE_COMMIT)?;
+    std::fs::write(partial.join(".xtask-exported-from"), exported)?;
     std::fs::rename(&partial, &dir)?;
     Ok(dir)
 }
