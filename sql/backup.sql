@@ -24,6 +24,7 @@ SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_metric_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.alerts', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_roles', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_quarantine', '');
 
 -- The identity sequences, so restored tables go on numbering after their last row.
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_post_metrics', 'id')::regclass, '');
@@ -37,3 +38,4 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pu
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.reconciliation_runs', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_metrics', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.alerts', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.feed_quarantine', 'id')::regclass, '');

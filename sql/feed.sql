@@ -17,7 +17,9 @@ SELECT s.consumer_id,
            WHEN last.status = 'failed' THEN 'failed'
            ELSE 'completed'
        END                                      AS state,
-       last.error                               AS last_error
+       last.error                               AS last_error,
+       (SELECT count(*) FROM pullsync.feed_quarantine q
+         WHERE q.consumer_id = s.consumer_id AND q.resolved_at IS NULL) AS quarantined
   FROM pullsync.feed_sources s
   LEFT JOIN pullsync.sync_metric_totals t ON t.source = 'feed:' || s.consumer_id
   LEFT JOIN LATERAL (SELECT max(created_at) AS last_sync_at, count(*) AS pages

@@ -48,7 +48,12 @@ SELECT s.source,
                     SELECT 1 FROM pullsync.workspace_threads_tokens k
                      WHERE k.workspace_threads_account_id = a.id AND k.is_primary
                        AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now()))
-       END                                            AS accounts_needing_reauthorization
+       END                                            AS accounts_needing_reauthorization,
+       -- Feed items that could not be stored and wait in pullsync.feed_quarantine.
+       CASE WHEN s.source LIKE 'feed:%' THEN
+            (SELECT count(*) FROM pullsync.feed_quarantine q
+              WHERE 'feed:' || q.consumer_id = s.source AND q.resolved_at IS NULL)
+       END                                            AS items_quarantined
   FROM sources s
   LEFT JOIN configured c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);

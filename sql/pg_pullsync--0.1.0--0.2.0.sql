@@ -194,6 +194,65 @@ SELECT a.id,
           AND d.period_start IS NOT NULL) d ON true
  WHERE pullsync.workspace_visible(a.workspace_id);
 
+-- Feed: items that cannot be stored go to quarantine (the page's other rows and its
+-- checkpoint commit), and the change-xid trigger fires under replica mode too.
+-- Consumer side: feed items that could not be stored (a role, risk level or timestamp the
+-- schema refuses, an empty id, a field of the wrong type), kept as sent with the reason and
+-- the cursor of their page, so the page's other rows and its checkpoint commit and the pull
+-- goes on. pullsync.feed_retry_quarantined() re-applies them once the cause is fixed.
+CREATE TABLE pullsync.feed_quarantine (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    consumer_id    text NOT NULL REFERENCES pullsync.feed_sources (consumer_id) ON DELETE CASCADE,
+    stream         text NOT NULL CHECK (stream IN ('conversations', 'messages')),
+    item_id        text,
+    reason         text NOT NULL,
+    item           jsonb NOT NULL,
+    page_cursor    text,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    retried_at     timestamptz,
+    resolved_at    timestamptz
+);
+CREATE INDEX feed_quarantine_open_idx
+    ON pullsync.feed_quarantine (consumer_id, id) WHERE resolved_at IS NULL;
+SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_quarantine', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.feed_quarantine', 'id')::regclass, '');
+ALTER TABLE pullsync.conversations ENABLE ALWAYS TRIGGER stamp_change_xid;
+ALTER TABLE pullsync.conversation_messages ENABLE ALWAYS TRIGGER stamp_change_xid;
+-- Quarantined items open an alert of their own.
+ALTER TABLE pullsync.alerts DROP CONSTRAINT alerts_alert_type_check,
+    ADD CONSTRAINT alerts_alert_type_check
+        CHECK (alert_type IN ('lag', 'error_rate', 'duration', 'token_expired', 'quarantine'));
+
+CREATE OR REPLACE VIEW pullsync.sync_status AS
+SELECT s.consumer_id,
+       s.base_url,
+       s.is_active,
+       cp.last_sync_at,
+       now() - cp.last_sync_at                  AS lag,
+       -- Totals survive retention; pages are those whose checkpoints are still kept.
+       coalesce(t.items, 0)                     AS total_items,
+       coalesce(cp.pages, 0)                    AS total_pages,
+       coalesce(l.errors_24h, 0)                AS errors_24h,
+       CASE
+           WHEN EXISTS (SELECT 1 FROM pullsync.jobs j
+                         WHERE j.kind = 'feed_pull' AND j.state IN ('queued', 'running')
+                           AND j.payload->>'consumer_id' = s.consumer_id) THEN 'running'
+           WHEN last.status IS NULL THEN 'idle'
+           WHEN last.status = 'failed' THEN 'failed'
+           ELSE 'completed'
+       END                                      AS state,
+       last.error                               AS last_error,
+       (SELECT count(*) FROM pullsync.feed_quarantine q
+         WHERE q.consumer_id = s.consumer_id AND q.resolved_at IS NULL) AS quarantined
+  FROM pullsync.feed_sources s
+  LEFT JOIN pullsync.sync_metric_totals t ON t.source = 'feed:' || s.consumer_id
+  LEFT JOIN LATERAL (SELECT max(created_at) AS last_sync_at, count(*) AS pages
+                       FROM pullsync.sync_checkpoints c WHERE c.consumer_id = s.consumer_id) cp ON true
+  LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE status = 'failed' AND started_at > now() - interval '24 hours') AS errors_24h
+                       FROM pullsync.sync_logs g WHERE g.consumer_id = s.consumer_id) l ON true
+  LEFT JOIN LATERAL (SELECT status, error FROM pullsync.sync_logs g
+                      WHERE g.consumer_id = s.consumer_id ORDER BY id DESC LIMIT 1) last ON true;
+
 CREATE OR REPLACE VIEW pullsync.source_metrics AS
 WITH configured AS (
     SELECT 'threads'::text AS source, min(created_at) AS configured_at
@@ -241,7 +300,12 @@ SELECT s.source,
                     SELECT 1 FROM pullsync.workspace_threads_tokens k
                      WHERE k.workspace_threads_account_id = a.id AND k.is_primary
                        AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now()))
-       END                                            AS accounts_needing_reauthorization
+       END                                            AS accounts_needing_reauthorization,
+       -- Feed items that could not be stored and wait in pullsync.feed_quarantine.
+       CASE WHEN s.source LIKE 'feed:%' THEN
+            (SELECT count(*) FROM pullsync.feed_quarantine q
+              WHERE 'feed:' || q.consumer_id = s.source AND q.resolved_at IS NULL)
+       END                                            AS items_quarantined
   FROM sources s
   LEFT JOIN configured c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);

@@ -362,6 +362,10 @@ CREATE TRIGGER stamp_change_xid BEFORE INSERT OR UPDATE ON pullsync.conversation
     FOR EACH ROW EXECUTE FUNCTION pullsync.stamp_change_xid();
 CREATE TRIGGER stamp_change_xid BEFORE INSERT OR UPDATE ON pullsync.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION pullsync.stamp_change_xid();
+-- Always, also under session_replication_role = replica (logical replication apply, bulk
+-- loaders): a write that kept its old change_xid would never be served.
+ALTER TABLE pullsync.conversations ENABLE ALWAYS TRIGGER stamp_change_xid;
+ALTER TABLE pullsync.conversation_messages ENABLE ALWAYS TRIGGER stamp_change_xid;
 
 -- Provider side: who may pull, with a sealed API key.
 CREATE TABLE pullsync.feed_consumers (
@@ -412,6 +416,25 @@ CREATE TABLE pullsync.sync_checkpoints (
 CREATE INDEX sync_checkpoints_latest_idx
     ON pullsync.sync_checkpoints (consumer_id, stream, id DESC);
 CREATE INDEX sync_checkpoints_created_idx ON pullsync.sync_checkpoints (created_at);
+
+-- Consumer side: feed items that could not be stored (a role, risk level or timestamp the
+-- schema refuses, an empty id, a field of the wrong type), kept as sent with the reason and
+-- the cursor of their page, so the page's other rows and its checkpoint commit and the pull
+-- goes on. pullsync.feed_retry_quarantined() re-applies them once the cause is fixed.
+CREATE TABLE pullsync.feed_quarantine (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    consumer_id    text NOT NULL REFERENCES pullsync.feed_sources (consumer_id) ON DELETE CASCADE,
+    stream         text NOT NULL CHECK (stream IN ('conversations', 'messages')),
+    item_id        text,
+    reason         text NOT NULL,
+    item           jsonb NOT NULL,
+    page_cursor    text,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    retried_at     timestamptz,
+    resolved_at    timestamptz
+);
+CREATE INDEX feed_quarantine_open_idx
+    ON pullsync.feed_quarantine (consumer_id, id) WHERE resolved_at IS NULL;
 
 -- One row per reconciliation call and source: what differed and what was repaired.
 -- missing_ids / extra_ids name records as '<stream>:<id>'; details has them per stream and
@@ -478,7 +501,7 @@ CREATE TABLE pullsync.sync_metric_totals (
 
 CREATE TABLE pullsync.alerts (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    alert_type  text NOT NULL CHECK (alert_type IN ('lag', 'error_rate', 'duration', 'token_expired')),
+    alert_type  text NOT NULL CHECK (alert_type IN ('lag', 'error_rate', 'duration', 'token_expired', 'quarantine')),
     source      text NOT NULL,
     severity    text NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
     message     text NOT NULL,

@@ -560,3 +560,179 @@ fn reconcile_names_exactly_the_missing_and_extra_rows_and_repair_restores_equali
         .get(0);
     assert_eq!(provider_ids["items"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn updates_under_replica_mode_are_served() {
+    let _serial = serial();
+    let mut p = provider(20, 20);
+    let mut c = consumer("it_feed_replica", 50);
+    assert_eq!(pull(&mut c, None)["status"], "completed");
+    // Logical replication apply and some bulk loaders write with ordinary triggers off.
+    p.batch_execute(
+        "SET session_replication_role = replica;
+         UPDATE pullsync.conversations SET user_id = 'moved', updated_at = updated_at + interval '1 hour'
+          WHERE id = 'c5';
+         RESET session_replication_role;",
+    )
+    .unwrap();
+    assert_eq!(pull(&mut c, None)["status"], "completed");
+    let user: String = c
+        .query_one(
+            "SELECT user_id FROM pullsync.conversations WHERE id = 'c5'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(user, "moved", "the update was served");
+    assert_eq!(rows(&mut c), rows(&mut p));
+}
+
+/// A provider that is not pg_pullsync: one page per stream, some items of which no
+/// pg_pullsync schema accepts.
+fn start_foreign_provider() -> pullsync_tests::local_server::LocalServer {
+    use axum::routing::get;
+    let message = |id: &str, role: &str, level: &str, created: &str| {
+        serde_json::json!({
+            "id": id, "conversation_id": "fc1", "role": role, "content_redacted": "text",
+            "risk": { "level": level, "categories": [] }, "created_at": created, "updated_at": created,
+        })
+    };
+    let messages = serde_json::json!({
+        "items": [
+            message("fm1", "user", "none", "2026-06-01T10:00:00Z"),
+            message("fm2", "moderator", "none", "2026-06-01T10:01:00Z"),
+            message("fm3", "assistant", "extreme", "2026-06-01T10:02:00Z"),
+            message("fm4", "user", "low", "not a time"),
+            message("", "user", "none", "2026-06-01T10:04:00Z"),
+            message("fm6", "assistant", "high", "2026-06-01T10:05:00Z"),
+        ],
+        "next_cursor": null,
+        "checkpoint": "foreign-messages-1",
+    });
+    let conversations = serde_json::json!({
+        "items": [{ "id": "fc1", "user_id": "u1", "started_at": "2026-06-01T10:00:00Z",
+                    "ended_at": null, "last_message_at": null, "updated_at": "2026-06-01T10:00:00Z" }],
+        "next_cursor": null,
+        "checkpoint": "foreign-conversations-1",
+    });
+    let app = axum::Router::new()
+        .route(
+            "/conversations",
+            get(move || async move { axum::Json(conversations.clone()) }),
+        )
+        .route(
+            "/messages",
+            get(move || async move { axum::Json(messages.clone()) }),
+        );
+    pullsync_tests::local_server::LocalServer::start(app, 0, 1, "foreign-feed").unwrap()
+}
+
+#[test]
+fn items_no_schema_accepts_are_quarantined_and_the_consumer_moves_on() {
+    let server = start_foreign_provider();
+    let mut c = pullsync_tests::db::fresh_extension_database("it_feed_quarantine");
+    c.execute(
+        "SELECT pullsync.feed_add_source('foreign', $1, $2, max_retries => 0, timeout => '5 s')",
+        &[&server.base_url, &KEY],
+    )
+    .unwrap();
+    let result: Value = c
+        .query_one("SELECT pullsync.feed_pull('foreign', 'incremental')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["quarantined"], 4, "{result}");
+    let stored: Vec<String> = c
+        .query(
+            "SELECT id FROM pullsync.conversation_messages ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, ["fm1", "fm6"], "the good items arrived");
+    let reasons: Vec<(String, String, String)> = c
+        .query(
+            "SELECT coalesce(item_id, ''), reason, page_cursor FROM pullsync.feed_quarantine ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let ids: Vec<&str> = reasons.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids, ["fm2", "fm3", "fm4", ""]);
+    assert!(reasons
+        .iter()
+        .all(|r| r.2 == "foreign-messages-1" && !r.1.is_empty()));
+    assert!(
+        reasons[0].1.contains("check constraint"),
+        "{:?}",
+        reasons[0]
+    );
+    // The checkpoint committed: the next pull resumes after the page, nothing repeats.
+    let checkpoint: String = c
+        .query_one(
+            "SELECT cursor FROM pullsync.sync_checkpoints WHERE stream = 'messages' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(checkpoint, "foreign-messages-1");
+    // Visible in sync_status, health(), metrics() and an alert.
+    let in_status: i64 = c
+        .query_one(
+            "SELECT quarantined FROM pullsync.sync_status WHERE consumer_id = 'foreign'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(in_status, 4);
+    let health: Value = c.query_one("SELECT pullsync.health()", &[]).unwrap().get(0);
+    assert_eq!(
+        health["sources"]["feed:foreign"]["items_quarantined"], 4,
+        "{health}"
+    );
+    let metrics: String = c
+        .query_one("SELECT pullsync.metrics()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        metrics.contains("pullsync_items_quarantined{source=\"feed:foreign\"} 4"),
+        "{metrics}"
+    );
+    let alerts: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pullsync.alerts WHERE alert_type = 'quarantine' AND resolved_at IS NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(alerts, 1);
+    // Once the cause is fixed (here: the item corrected), a retry stores it.
+    c.batch_execute(
+        "UPDATE pullsync.feed_quarantine SET item = jsonb_set(item, '{role}', '\"user\"') WHERE item_id = 'fm2'",
+    )
+    .unwrap();
+    let retried: Value = c
+        .query_one("SELECT pullsync.feed_retry_quarantined('foreign')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (
+            retried["stored"].as_i64(),
+            retried["still_quarantined"].as_i64()
+        ),
+        (Some(1), Some(3)),
+        "{retried}"
+    );
+    let fixed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pullsync.conversation_messages WHERE id = 'fm2'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(fixed, 1);
+}

@@ -315,6 +315,7 @@ fn the_documented_operator_role_runs_everything_it_is_granted() {
         "SELECT pullsync.feed_add_source('op-source', 'http://127.0.0.1:9', 'op-key-0123456789abcdef', max_retries => 0, timeout => '1 s')".into(),
         "SELECT pullsync.feed_pull('op-source', 'incremental')".into(),
         "SELECT pullsync.feed_enqueue('op-source', 'incremental')".into(),
+        "SELECT pullsync.feed_retry_quarantined('op-source')".into(),
         "SELECT pullsync.feed_scheduled_sync('incremental')".into(),
         "SELECT * FROM pullsync.sync_status".into(),
         "SELECT pullsync.check_alerts()".into(),

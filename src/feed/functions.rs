@@ -250,3 +250,12 @@ fn feed_scheduled_sync(mode: default!(Option<String>, "'incremental'")) -> JsonB
         .collect();
     JsonB(serde_json::json!({ "mode": mode, "queued": queued }))
 }
+
+/// Re-applies the source's quarantined feed items (after the cause is fixed: a schema
+/// change, a provider's correction); returns `{retried, stored, still_quarantined}`.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_retry_quarantined(consumer_id: Option<String>) -> JsonB {
+    let consumer_id = required(consumer_id, "consumer_id");
+    JsonB(crate::feed::pull::retry_quarantined(&consumer_id).or_raise())
+}

@@ -237,14 +237,137 @@ pub fn upsert_items(stream: &str, items: Vec<Value>) -> Result<usize> {
     Ok(n)
 }
 
-/// Upserts a page's rows and records its checkpoint, in the caller's transaction.
-pub fn write_page(consumer_id: &str, stream: &str, mode: &str, page: FeedPage) -> Result<usize> {
-    let n = upsert_items(stream, page.items)?;
+/// What became of a page's items.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub stored: usize,
+    pub quarantined: usize,
+}
+
+/// Upserts items set-based; when that fails, item by item, each in a subtransaction, and
+/// an item that still fails goes to `pullsync.feed_quarantine` with the reason. So one bad
+/// item costs only itself.
+pub fn upsert_or_quarantine(
+    consumer_id: &str,
+    stream: &str,
+    items: Vec<Value>,
+    page_cursor: Option<&str>,
+) -> Result<Written> {
+    let all = items.len();
+    if crate::subxact::run(|| upsert_items(stream, items.clone())).is_ok() {
+        return Ok(Written {
+            stored: all,
+            quarantined: 0,
+        });
+    }
+    let mut written = Written::default();
+    for item in items {
+        match crate::subxact::run(|| upsert_items(stream, vec![item.clone()])) {
+            Ok(_) => written.stored += 1,
+            Err(e) => {
+                quarantine(consumer_id, stream, &item, &e.to_string(), page_cursor)?;
+                written.quarantined += 1;
+            }
+        }
+    }
+    Ok(written)
+}
+
+fn quarantine(
+    consumer_id: &str,
+    stream: &str,
+    item: &Value,
+    reason: &str,
+    page_cursor: Option<&str>,
+) -> Result<()> {
+    let item_id = item.get("id").map(|id| match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    Spi::run_with_args(
+        "INSERT INTO pullsync.feed_quarantine (consumer_id, stream, item_id, reason, item, page_cursor)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            consumer_id.into(),
+            stream.into(),
+            item_id.into(),
+            reason.into(),
+            JsonB(item.clone()).into(),
+            page_cursor.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Upserts a page's rows (bad ones to quarantine) and records its checkpoint, in the
+/// caller's transaction.
+pub fn write_page(consumer_id: &str, stream: &str, mode: &str, page: FeedPage) -> Result<Written> {
+    let written = upsert_or_quarantine(
+        consumer_id,
+        stream,
+        page.items,
+        Some(page.checkpoint.as_str()),
+    )?;
     Spi::run_with_args(
         "INSERT INTO pullsync.sync_checkpoints (consumer_id, stream, mode, cursor, items) VALUES ($1, $2, $3, $4, $5)",
-        &[consumer_id.into(), stream.into(), mode.into(), page.checkpoint.into(), (n as i32).into()],
+        &[
+            consumer_id.into(),
+            stream.into(),
+            mode.into(),
+            page.checkpoint.into(),
+            (written.stored as i32).into(),
+        ],
     )?;
-    Ok(n)
+    Ok(written)
+}
+
+/// `feed_retry_quarantined`: re-applies a source's quarantined items, oldest first; those
+/// that now store are resolved, the others keep their (new) reason.
+pub fn retry_quarantined(consumer_id: &str) -> Result<Value> {
+    load_source(consumer_id)?;
+    let open: Vec<(i64, String, Value)> = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT id, stream, item FROM pullsync.feed_quarantine
+              WHERE consumer_id = $1 AND resolved_at IS NULL ORDER BY id",
+            None,
+            &[consumer_id.into()],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push((
+                row.get(1)?.unwrap_or_default(),
+                row.get(2)?.unwrap_or_default(),
+                row.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+            ));
+        }
+        Ok::<_, PullsyncError>(out)
+    })?;
+    let (mut stored, mut still) = (0, 0);
+    for (id, stream, item) in &open {
+        match crate::subxact::run(|| upsert_items(stream, vec![item.clone()])) {
+            Ok(_) => {
+                stored += 1;
+                Spi::run_with_args(
+                    "UPDATE pullsync.feed_quarantine SET resolved_at = now(), retried_at = now() WHERE id = $1",
+                    &[(*id).into()],
+                )?;
+            }
+            Err(e) => {
+                still += 1;
+                Spi::run_with_args(
+                    "UPDATE pullsync.feed_quarantine SET reason = $2, retried_at = now() WHERE id = $1",
+                    &[(*id).into(), e.to_string().into()],
+                )?;
+            }
+        }
+    }
+    crate::monitor::record::check_alerts()?;
+    Ok(json!({
+        "consumer_id": consumer_id,
+        "retried": open.len(),
+        "stored": stored,
+        "still_quarantined": still,
+    }))
 }
 
 fn log_run(
@@ -287,6 +410,7 @@ pub fn pull(
     let batch_size = provider.source.batch_size;
     let mut totals = serde_json::Map::new();
     let mut pages = 0u32;
+    let mut quarantined = 0usize;
     let mut error: Option<String> = None;
 
     'streams: for (stream, path) in STREAMS {
@@ -356,7 +480,17 @@ pub fn pull(
                     next_page = Some((query.clone(), provider.start(path, &query)));
                 }
             }
-            count += txn.run(|| write_page(consumer_id, stream, mode, page))?;
+            match txn.run(|| write_page(consumer_id, stream, mode, page)) {
+                Ok(written) => {
+                    count += written.stored;
+                    quarantined += written.quarantined;
+                }
+                // Logged with the run below; the page is fetched again on the next pull.
+                Err(e) => {
+                    error = Some(format!("writing a page of {stream} failed: {e}"));
+                    break 'streams;
+                }
+            }
             totals.insert(stream.to_string(), json!(count));
             pages += 1;
             match next {
@@ -405,6 +539,7 @@ pub fn pull(
         "status": status,
         "pages": pages,
         "items": totals,
+        "quarantined": quarantined,
         "api_calls": api_calls,
         "error": error,
     }))

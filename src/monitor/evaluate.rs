@@ -16,6 +16,8 @@ pub struct SourceState {
     pub accounts_without_token: Option<i64>,
     /// Usernames of those accounts: whoever must authorise the app again.
     pub accounts_needing_reauthorization: Vec<String>,
+    /// Feed items waiting in quarantine.
+    pub items_quarantined: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,6 +48,7 @@ pub enum AlertType {
     ErrorRate,
     Duration,
     TokenExpired,
+    Quarantine,
 }
 
 impl AlertType {
@@ -55,6 +58,7 @@ impl AlertType {
             AlertType::ErrorRate => "error_rate",
             AlertType::Duration => "duration",
             AlertType::TokenExpired => "token_expired",
+            AlertType::Quarantine => "quarantine",
         }
     }
 }
@@ -172,6 +176,18 @@ pub fn breaches(state: &SourceState, limits: &Thresholds) -> Vec<Breach> {
             json!({ "accounts": n, "usernames": names }),
         );
     }
+    if let Some(n) = state.items_quarantined.filter(|n| *n > 0) {
+        breach(
+            AlertType::Quarantine,
+            Severity::Warning,
+            format!(
+                "{}: {n} feed item(s) could not be stored and wait in pullsync.feed_quarantine; fix the cause, then SELECT pullsync.feed_retry_quarantined('{}')",
+                state.source,
+                state.source.trim_start_matches("feed:")
+            ),
+            json!({ "items": n }),
+        );
+    }
     found
 }
 
@@ -221,6 +237,7 @@ mod tests {
             last_duration_seconds: Some(2.0),
             accounts_without_token: None,
             accounts_needing_reauthorization: Vec::new(),
+            items_quarantined: None,
         }
     }
 
@@ -239,6 +256,7 @@ mod tests {
             last_duration_seconds: Some(301.0),
             accounts_without_token: Some(2),
             accounts_needing_reauthorization: vec!["alice".into(), "bob".into()],
+            items_quarantined: Some(3),
             ..state()
         };
         let found = breaches(&s, &LIMITS);
@@ -254,7 +272,8 @@ mod tests {
                 AlertType::Lag,
                 AlertType::ErrorRate,
                 AlertType::Duration,
-                AlertType::TokenExpired
+                AlertType::TokenExpired,
+                AlertType::Quarantine
             ]
         );
         assert!(found.iter().all(|b| b.severity == Severity::Warning));

@@ -38,6 +38,7 @@ fn health() -> JsonB {
                 "last_duration_seconds": s.last_duration_seconds,
                 "accounts_without_token": s.accounts_without_token,
                 "accounts_needing_reauthorization": s.accounts_needing_reauthorization,
+                "items_quarantined": s.items_quarantined,
             }),
         );
     }
@@ -69,6 +70,7 @@ struct Row {
     jobs_running: i64,
     alerts_open: i64,
     accounts_without_token: Option<i64>,
+    items_quarantined: Option<i64>,
 }
 
 fn source_rows() -> Result<Vec<Row>> {
@@ -76,7 +78,7 @@ fn source_rows() -> Result<Vec<Row>> {
         let rows = client.select(
             "SELECT source, runs_total, items_total, attempts_total, errors_total, lag_seconds,
                     extract(epoch FROM last_success_at)::float8, last_duration_seconds::float8,
-                    jobs_running, alerts_open, accounts_without_token
+                    jobs_running, alerts_open, accounts_without_token, items_quarantined
                FROM pullsync.source_metrics ORDER BY source",
             None,
             &[],
@@ -95,6 +97,7 @@ fn source_rows() -> Result<Vec<Row>> {
                 jobs_running: r.get(9)?.unwrap_or(0),
                 alerts_open: r.get(10)?.unwrap_or(0),
                 accounts_without_token: r.get(11)?,
+                items_quarantined: r.get(12)?,
             });
         }
         Ok::<_, PullsyncError>(out)
@@ -175,6 +178,12 @@ fn metrics() -> String {
             "Active accounts whose token expired or was refused: they need re-authorisation.",
             Kind::Gauge,
             &|r| r.accounts_without_token.map(|n| n as f64),
+        ),
+        family(
+            "pullsync_items_quarantined",
+            "Feed items that could not be stored and wait in pullsync.feed_quarantine.",
+            Kind::Gauge,
+            &|r| r.items_quarantined.map(|n| n as f64),
         ),
     ])
 }

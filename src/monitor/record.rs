@@ -78,7 +78,8 @@ pub fn states() -> Result<Vec<SourceState>> {
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT m.source, m.active, m.lag_seconds, m.last_duration_seconds::float8,
-                    m.accounts_without_token, r.error_rate, r.runs, m.accounts_needing_reauthorization
+                    m.accounts_without_token, r.error_rate, r.runs, m.accounts_needing_reauthorization,
+                    m.items_quarantined
                FROM pullsync.source_metrics m
                LEFT JOIN LATERAL (
                     SELECT sum(errors)::float8 / nullif(sum(attempts), 0) AS error_rate, count(*) AS runs
@@ -97,6 +98,7 @@ pub fn states() -> Result<Vec<SourceState>> {
                 last_duration_seconds: row.get(4)?,
                 accounts_without_token: row.get(5)?,
                 accounts_needing_reauthorization: row.get::<Vec<String>>(8)?.unwrap_or_default(),
+                items_quarantined: row.get(9)?,
                 error_rate: row.get(6)?,
                 runs_considered: row.get(7)?.unwrap_or(0),
             });
