@@ -214,6 +214,8 @@ CREATE TABLE pullsync.feed_quarantine (
 );
 CREATE INDEX feed_quarantine_open_idx
     ON pullsync.feed_quarantine (consumer_id, id) WHERE resolved_at IS NULL;
+REVOKE ALL ON TABLE pullsync.feed_quarantine FROM PUBLIC;
+REVOKE ALL ON SEQUENCE pullsync.feed_quarantine_id_seq FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_quarantine', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.feed_quarantine', 'id')::regclass, '');
 ALTER TABLE pullsync.conversations ENABLE ALWAYS TRIGGER stamp_change_xid;
@@ -309,3 +311,10 @@ SELECT s.source,
   FROM sources s
   LEFT JOIN configured c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);
+
+-- Re-applies a source's quarantined feed items (src/feed/functions.rs).
+CREATE FUNCTION pullsync."feed_retry_quarantined"("consumer_id" TEXT) RETURNS jsonb
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'feed_retry_quarantined_wrapper';
+REVOKE ALL ON FUNCTION pullsync.feed_retry_quarantined(text) FROM PUBLIC;

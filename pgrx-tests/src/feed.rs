@@ -83,3 +83,33 @@ pub fn consumer(name: &str, url: &str, key: &str, batch: i32) -> Client {
     .unwrap();
     c
 }
+
+/// A message of a feed as a provider that is not pg_pullsync may send it.
+pub fn foreign_message(id: &str, role: &str, level: &str, created: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "conversation_id": "fc1", "role": role, "content_redacted": "text",
+        "risk": { "level": level, "categories": [] }, "created_at": created, "updated_at": created,
+    })
+}
+
+/// A feed provider that is not pg_pullsync: one page of `messages` (which may hold items no
+/// pg_pullsync schema accepts), no conversations; it checks no key.
+pub fn foreign_provider(messages: Vec<serde_json::Value>) -> crate::local_server::LocalServer {
+    use axum::routing::get;
+    let messages = serde_json::json!({
+        "items": messages, "next_cursor": null, "checkpoint": "foreign-messages-1",
+    });
+    let conversations = serde_json::json!({
+        "items": [], "next_cursor": null, "checkpoint": "foreign-conversations-1",
+    });
+    let app = axum::Router::new()
+        .route(
+            "/conversations",
+            get(move || async move { axum::Json(conversations.clone()) }),
+        )
+        .route(
+            "/messages",
+            get(move || async move { axum::Json(messages.clone()) }),
+        );
+    crate::local_server::LocalServer::start(app, 0, 1, "foreign-feed").expect("foreign feed")
+}

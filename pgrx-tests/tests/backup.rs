@@ -126,6 +126,21 @@ fn fill(db: &mut Client, sim: &SimServer, provider: &mut Client) -> Counters {
         .get(0);
     assert_eq!(reconciled["runs"][0]["status"], "success", "{reconciled}");
 
+    // A provider that is not pg_pullsync sends an item no schema accepts: quarantined.
+    let foreign =
+        pullsync_tests::feed::foreign_provider(vec![pullsync_tests::feed::foreign_message(
+            "fx1",
+            "moderator",
+            "none",
+            "2026-06-01T10:00:00Z",
+        )]);
+    db.execute(
+        "SELECT pullsync.feed_add_source('backup-foreign', $1, $2, max_retries => 0, timeout => '5 s')",
+        &[&foreign.base_url, &KEY],
+    )
+    .unwrap();
+    assert_eq!(pull(db, "backup-foreign")["quarantined"], 1);
+
     // A source that cannot be reached: its failed pull opens an error-rate alert.
     db.execute(
         "SELECT pullsync.feed_add_source('backup-unreachable', 'http://127.0.0.1:9', $1, max_retries => 0, timeout => '1 s')",

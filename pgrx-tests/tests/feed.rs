@@ -587,49 +587,17 @@ fn updates_under_replica_mode_are_served() {
     assert_eq!(rows(&mut c), rows(&mut p));
 }
 
-/// A provider that is not pg_pullsync: one page per stream, some items of which no
-/// pg_pullsync schema accepts.
-fn start_foreign_provider() -> pullsync_tests::local_server::LocalServer {
-    use axum::routing::get;
-    let message = |id: &str, role: &str, level: &str, created: &str| {
-        serde_json::json!({
-            "id": id, "conversation_id": "fc1", "role": role, "content_redacted": "text",
-            "risk": { "level": level, "categories": [] }, "created_at": created, "updated_at": created,
-        })
-    };
-    let messages = serde_json::json!({
-        "items": [
-            message("fm1", "user", "none", "2026-06-01T10:00:00Z"),
-            message("fm2", "moderator", "none", "2026-06-01T10:01:00Z"),
-            message("fm3", "assistant", "extreme", "2026-06-01T10:02:00Z"),
-            message("fm4", "user", "low", "not a time"),
-            message("", "user", "none", "2026-06-01T10:04:00Z"),
-            message("fm6", "assistant", "high", "2026-06-01T10:05:00Z"),
-        ],
-        "next_cursor": null,
-        "checkpoint": "foreign-messages-1",
-    });
-    let conversations = serde_json::json!({
-        "items": [{ "id": "fc1", "user_id": "u1", "started_at": "2026-06-01T10:00:00Z",
-                    "ended_at": null, "last_message_at": null, "updated_at": "2026-06-01T10:00:00Z" }],
-        "next_cursor": null,
-        "checkpoint": "foreign-conversations-1",
-    });
-    let app = axum::Router::new()
-        .route(
-            "/conversations",
-            get(move || async move { axum::Json(conversations.clone()) }),
-        )
-        .route(
-            "/messages",
-            get(move || async move { axum::Json(messages.clone()) }),
-        );
-    pullsync_tests::local_server::LocalServer::start(app, 0, 1, "foreign-feed").unwrap()
-}
-
 #[test]
 fn items_no_schema_accepts_are_quarantined_and_the_consumer_moves_on() {
-    let server = start_foreign_provider();
+    use pullsync_tests::feed::{foreign_message as message, foreign_provider};
+    let server = foreign_provider(vec![
+        message("fm1", "user", "none", "2026-06-01T10:00:00Z"),
+        message("fm2", "moderator", "none", "2026-06-01T10:01:00Z"),
+        message("fm3", "assistant", "extreme", "2026-06-01T10:02:00Z"),
+        message("fm4", "user", "low", "not a time"),
+        message("", "user", "none", "2026-06-01T10:04:00Z"),
+        message("fm6", "assistant", "high", "2026-06-01T10:05:00Z"),
+    ]);
     let mut c = pullsync_tests::db::fresh_extension_database("it_feed_quarantine");
     c.execute(
         "SELECT pullsync.feed_add_source('foreign', $1, $2, max_retries => 0, timeout => '5 s')",
