@@ -13,13 +13,19 @@ const BATCH: i64 = 5000;
 
 /// What goes, table by table: (report key, table, condition on the row `t`). `$1` is the
 /// log retention, `$2` the checkpoint retention, `$3` the snapshot retention (seconds).
-const RULES: [(&str, &str, &str); 10] = [
+const RULES: [(&str, &str, &str); 11] = [
     ("sync_logs", "pullsync.sync_logs", "t.started_at < now() - make_interval(secs => $1)"),
     ("sync_metrics", "pullsync.sync_metrics", "t.recorded_at < now() - make_interval(secs => $1)"),
     (
         "reconciliation_runs",
         "pullsync.reconciliation_runs",
         "t.started_at < now() - make_interval(secs => $1)",
+    ),
+    // Quarantined feed items once resolved; one still waiting stays however old.
+    (
+        "feed_quarantine",
+        "pullsync.feed_quarantine",
+        "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
     ),
     (
         "alerts",

@@ -252,6 +252,10 @@ fn cleanup_removes_only_what_is_due() {
              ('threads_sync', 'running', now() - interval '40 days', NULL);
          INSERT INTO pullsync.jobs (parent_id, kind, state, finished_at)
              SELECT id, 'threads_account', 'completed', finished_at FROM pullsync.jobs WHERE created_at < now() - interval '39 days' AND state = 'completed';
+         INSERT INTO pullsync.feed_quarantine (consumer_id, stream, item_id, reason, item, quarantined_at, resolved_at) VALUES
+             ('src', 'messages', 'q1', 'resolved long ago', '{}', now() - interval '41 days', now() - interval '40 days'),
+             ('src', 'messages', 'q2', 'resolved lately', '{}', now() - interval '41 days', now() - interval '1 day'),
+             ('src', 'messages', 'q3', 'still waiting', '{}', now() - interval '41 days', NULL);
          INSERT INTO pullsync.sync_checkpoints (consumer_id, stream, mode, items, created_at) VALUES
              ('src', 'messages', 'incremental', 1, now() - interval '10 days'),
              ('src', 'messages', 'incremental', 1, now() - interval '1 day'),
@@ -301,6 +305,7 @@ fn cleanup_removes_only_what_is_due() {
         ("reconciliation_runs", 1),
         ("sync_metrics", 1),
         ("post_snapshots", 0),
+        ("feed_quarantine", 1),
     ];
     for (key, n) in expected {
         assert_eq!(removed[key], n, "{key}: {first}");
@@ -309,6 +314,11 @@ fn cleanup_removes_only_what_is_due() {
         count(&mut db, "SELECT count(*) FROM pullsync.jobs"),
         2,
         "the old run's unit went with it"
+    );
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM pullsync.feed_quarantine"),
+        2,
+        "an item still waiting stays however old"
     );
     assert_eq!(
         count(
