@@ -33,22 +33,8 @@ SELECT s.source,
                END)                                   AS jobs_running,
        (SELECT count(*) FROM pullsync.alerts a
          WHERE a.source = s.source AND a.resolved_at IS NULL) AS alerts_open,
-       CASE WHEN s.source = 'threads' THEN
-            (SELECT count(*) FROM pullsync.workspace_threads_accounts a
-              WHERE a.is_active AND NOT EXISTS (
-                    SELECT 1 FROM pullsync.workspace_threads_tokens k
-                     WHERE k.workspace_threads_account_id = a.id AND k.is_primary
-                       AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now()))
-       END                                            AS accounts_without_token,
-       -- Who must authorise the app again: their token expired or Threads refused it.
-       CASE WHEN s.source = 'threads' THEN
-            (SELECT coalesce(array_agg(a.username ORDER BY a.username), '{}')
-               FROM pullsync.workspace_threads_accounts a
-              WHERE a.is_active AND NOT EXISTS (
-                    SELECT 1 FROM pullsync.workspace_threads_tokens k
-                     WHERE k.workspace_threads_account_id = a.id AND k.is_primary
-                       AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now()))
-       END                                            AS accounts_needing_reauthorization,
+       cardinality(r.usernames)::bigint               AS accounts_without_token,
+       r.usernames                                    AS accounts_needing_reauthorization,
        -- Feed items that could not be stored and wait in pullsync.feed_quarantine.
        CASE WHEN s.source LIKE 'feed:%' THEN
             (SELECT count(*) FROM pullsync.feed_quarantine q
@@ -56,4 +42,14 @@ SELECT s.source,
        END                                            AS items_quarantined
   FROM sources s
   LEFT JOIN configured c USING (source)
-  LEFT JOIN pullsync.sync_metric_totals t USING (source);
+  LEFT JOIN pullsync.sync_metric_totals t USING (source)
+  -- Threads: active accounts without a usable token (expired, or refused by Threads), by
+  -- username: whoever must authorise the app again.
+  LEFT JOIN LATERAL (
+       SELECT coalesce(array_agg(a.username ORDER BY a.username), '{}') AS usernames
+         FROM pullsync.workspace_threads_accounts a
+        WHERE a.is_active AND NOT EXISTS (
+              SELECT 1 FROM pullsync.workspace_threads_tokens k
+               WHERE k.workspace_threads_account_id = a.id AND k.is_primary
+                 AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now())) r
+         ON s.source = 'threads';

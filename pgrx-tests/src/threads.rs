@@ -45,6 +45,11 @@ pub fn run_scheduled_sync(db: &mut Client) -> Value {
     else {
         return queued;
     };
+    run_here(db, job_id)
+}
+
+/// Works the queue in this backend (`run_jobs()`) and returns `job_id`'s result.
+fn run_here(db: &mut Client, job_id: i64) -> Value {
     db.batch_execute("SELECT pullsync.run_jobs()").unwrap();
     let status: Value = db
         .query_one("SELECT pullsync.job_status($1)", &[&job_id])
@@ -59,13 +64,7 @@ pub fn run_token_refresh(db: &mut Client) -> Value {
         .query_one("SELECT pullsync.threads_refresh_tokens()", &[])
         .unwrap()
         .get(0);
-    let job_id = queued["job_id"].as_i64().expect("a queued refresh");
-    db.batch_execute("SELECT pullsync.run_jobs()").unwrap();
-    let status: Value = db
-        .query_one("SELECT pullsync.job_status($1)", &[&job_id])
-        .unwrap()
-        .get(0);
-    status["result"].clone()
+    run_here(db, queued["job_id"].as_i64().expect("a queued refresh"))
 }
 
 /// Session settings that keep tests quick: short timeouts and retry delays.

@@ -205,7 +205,7 @@ fn page_query(
 const CONVERSATIONS_UPSERT: &str = "
 INSERT INTO pullsync.conversations AS c (id, user_id, started_at, ended_at, last_message_at, updated_at)
 SELECT x.id, x.user_id, x.started_at, x.ended_at, x.last_message_at, x.updated_at
-  FROM jsonb_to_recordset($1) AS x(id text, user_id text, started_at timestamptz, ended_at timestamptz,
+  FROM jsonb_to_recordset($1::jsonb) AS x(id text, user_id text, started_at timestamptz, ended_at timestamptz,
                                    last_message_at timestamptz, updated_at timestamptz)
 ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, started_at = EXCLUDED.started_at,
        ended_at = EXCLUDED.ended_at, last_message_at = EXCLUDED.last_message_at, updated_at = EXCLUDED.updated_at
@@ -216,15 +216,16 @@ INSERT INTO pullsync.conversation_messages AS m
        (id, conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)
 SELECT x.id, x.conversation_id, x.role, x.content_redacted, coalesce(x.risk->>'level', 'none'),
        coalesce(ARRAY(SELECT jsonb_array_elements_text(x.risk->'categories')), '{}'), x.created_at, x.updated_at
-  FROM jsonb_to_recordset($1) AS x(id text, conversation_id text, role text, content_redacted text, risk jsonb,
+  FROM jsonb_to_recordset($1::jsonb) AS x(id text, conversation_id text, role text, content_redacted text, risk jsonb,
                                    created_at timestamptz, updated_at timestamptz)
 ON CONFLICT (id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, role = EXCLUDED.role,
        content_redacted = EXCLUDED.content_redacted, risk_level = EXCLUDED.risk_level,
        risk_categories = EXCLUDED.risk_categories, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
  WHERE m.updated_at <= EXCLUDED.updated_at";
 
-/// Upserts rows of a stream; an older version never overwrites a newer one.
-pub fn upsert_items(stream: &str, items: Vec<Value>) -> Result<usize> {
+/// Upserts rows of a stream; an older version never overwrites a newer one. Borrowed and
+/// sent as JSON text, so a page retried item by item is never copied.
+pub fn upsert_items(stream: &str, items: &[Value]) -> Result<usize> {
     let n = items.len();
     if n > 0 {
         let sql = if stream == "conversations" {
@@ -232,7 +233,9 @@ pub fn upsert_items(stream: &str, items: Vec<Value>) -> Result<usize> {
         } else {
             MESSAGES_UPSERT
         };
-        Spi::run_with_args(sql, &[JsonB(Value::Array(items)).into()])?;
+        let json = serde_json::to_string(items)
+            .map_err(|e| PullsyncError::Internal(format!("feed items as JSON: {e}")))?;
+        Spi::run_with_args(sql, &[json.into()])?;
     }
     Ok(n)
 }
@@ -254,18 +257,18 @@ pub fn upsert_or_quarantine(
     page_cursor: Option<&str>,
 ) -> Result<Written> {
     let all = items.len();
-    if crate::subxact::run(|| upsert_items(stream, items.clone())).is_ok() {
+    if crate::subxact::run(|| upsert_items(stream, &items)).is_ok() {
         return Ok(Written {
             stored: all,
             quarantined: 0,
         });
     }
     let mut written = Written::default();
-    for item in items {
-        match crate::subxact::run(|| upsert_items(stream, vec![item.clone()])) {
+    for item in &items {
+        match crate::subxact::run(|| upsert_items(stream, std::slice::from_ref(item))) {
             Ok(_) => written.stored += 1,
             Err(e) => {
-                quarantine(consumer_id, stream, &item, &e.to_string(), page_cursor)?;
+                quarantine(consumer_id, stream, item, &e.to_string(), page_cursor)?;
                 written.quarantined += 1;
             }
         }
@@ -342,31 +345,32 @@ pub fn retry_quarantined(consumer_id: &str) -> Result<Value> {
         }
         Ok::<_, PullsyncError>(out)
     })?;
-    let (mut stored, mut still) = (0, 0);
+    let mut stored: Vec<i64> = Vec::new();
+    let (mut still, mut reasons): (Vec<i64>, Vec<String>) = (Vec::new(), Vec::new());
     for (id, stream, item) in &open {
-        match crate::subxact::run(|| upsert_items(stream, vec![item.clone()])) {
-            Ok(_) => {
-                stored += 1;
-                Spi::run_with_args(
-                    "UPDATE pullsync.feed_quarantine SET resolved_at = now(), retried_at = now() WHERE id = $1",
-                    &[(*id).into()],
-                )?;
-            }
+        match crate::subxact::run(|| upsert_items(stream, std::slice::from_ref(item))) {
+            Ok(_) => stored.push(*id),
             Err(e) => {
-                still += 1;
-                Spi::run_with_args(
-                    "UPDATE pullsync.feed_quarantine SET reason = $2, retried_at = now() WHERE id = $1",
-                    &[(*id).into(), e.to_string().into()],
-                )?;
+                still.push(*id);
+                reasons.push(e.to_string());
             }
         }
     }
+    Spi::run_with_args(
+        "UPDATE pullsync.feed_quarantine SET resolved_at = now(), retried_at = now() WHERE id = ANY($1)",
+        &[stored.clone().into()],
+    )?;
+    Spi::run_with_args(
+        "UPDATE pullsync.feed_quarantine q SET reason = r.reason, retried_at = now()
+           FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) WHERE q.id = r.id",
+        &[still.clone().into(), reasons.into()],
+    )?;
     crate::monitor::record::check_alerts()?;
     Ok(json!({
         "consumer_id": consumer_id,
         "retried": open.len(),
-        "stored": stored,
-        "still_quarantined": still,
+        "stored": stored.len(),
+        "still_quarantined": still.len(),
     }))
 }
 

@@ -81,11 +81,11 @@ pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
         let mut ready = Vec::new();
         for unit in queue::claim_units(batch)? {
             let log = log_context(&unit);
-            if !store::account_exists(unit.account_id)? {
-                queue::complete_unit(&unit, &deleted_account(unit.account_id))?;
-                continue;
-            }
             let Some(row) = store::usable_account(unit.account_id)? else {
+                if !store::account_exists(unit.account_id)? {
+                    queue::complete_unit(&unit, &deleted_account(unit.account_id))?;
+                    continue;
+                }
                 let error = "the account has no usable token any more";
                 store::log_unpulled(unit.account_id, "skipped", error, &log)?;
                 let result = json!({ "account_id": unit.account_id.to_string(), "status": "skipped", "error": error });

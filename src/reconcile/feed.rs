@@ -125,7 +125,7 @@ fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
         let items: Items = p
             .get("/items", &format!("kind={stream}&ids={}", urlencode(&list)))?
             .map_err(|f| refused("fetching missing rows from the provider", f))?;
-        written += crate::subxact::run(|| pull::upsert_items(stream, items.items))? as i64;
+        written += crate::subxact::run(|| pull::upsert_items(stream, &items.items))? as i64;
     }
     Ok(written)
 }

@@ -396,31 +396,22 @@ pub fn write_account(
             }
         }
 
-        if let Some(listing) = &pull.listing {
-            client.update(
-                "UPDATE pullsync.workspace_threads_accounts
-                    SET posts_listing_resume_after = $2,
-                        posts_listing_completed_at = CASE WHEN NOT $3 THEN NULL
-                            WHEN $2::text IS NULL THEN $4 ELSE coalesce(posts_listing_completed_at, $4) END
-                  WHERE id = $1",
-                None,
-                &[
-                    account_id.into(),
-                    listing.resume_after.clone().into(),
-                    listing.complete.into(),
-                    at.into(),
-                ],
-            )?;
-        }
-
+        // One statement for the account row: sync timestamps, status and, when this pull
+        // listed posts ($8), the listing's state committed with them.
         let done = |step: Step| pull.steps_completed.contains(&step);
+        let listing = pull.listing.as_ref();
         client.update(
             "UPDATE pullsync.workspace_threads_accounts
                 SET last_posts_sync_at = CASE WHEN $2 THEN $5 ELSE last_posts_sync_at END,
                     last_metrics_sync_at = CASE WHEN $3 THEN $5 ELSE last_metrics_sync_at END,
                     last_insights_sync_at = CASE WHEN $4 THEN $5 ELSE last_insights_sync_at END,
                     insights_updated_at = CASE WHEN $4 THEN $5 ELSE insights_updated_at END,
-                    last_sync_status = CASE WHEN $7 THEN $6 ELSE last_sync_status END, updated_at = now()
+                    last_sync_status = CASE WHEN $7 THEN $6 ELSE last_sync_status END,
+                    posts_listing_resume_after = CASE WHEN $8 THEN $9 ELSE posts_listing_resume_after END,
+                    posts_listing_completed_at = CASE WHEN NOT $8 THEN posts_listing_completed_at
+                        WHEN NOT $10 THEN NULL
+                        WHEN $9::text IS NULL THEN $5 ELSE coalesce(posts_listing_completed_at, $5) END,
+                    updated_at = now()
               WHERE id = $1",
             None,
             &[
@@ -432,6 +423,9 @@ pub fn write_account(
                 pull.outcome.as_str().into(),
                 // A repair (no step, no failure) leaves the account's sync status alone.
                 (!pull.steps_completed.is_empty() || pull.error.is_some()).into(),
+                listing.is_some().into(),
+                listing.and_then(|l| l.resume_after.clone()).into(),
+                listing.is_some_and(|l| l.complete).into(),
             ],
         )?;
         let steps: Vec<String> = pull

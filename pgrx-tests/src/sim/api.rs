@@ -779,20 +779,12 @@ fn demographics(
     }))
 }
 
-async fn refresh_access_token(
-    State(sim): State<Arc<Sim>>,
-    Query(params): Params,
-    headers: HeaderMap,
-) -> Answer {
-    token_grant(&sim, &params, &headers, "th_refresh_token", true).await
+async fn refresh_access_token(State(sim): State<Arc<Sim>>, Query(params): Params) -> Answer {
+    token_grant(&sim, &params, "th_refresh_token", true).await
 }
 
-async fn exchange_token(
-    State(sim): State<Arc<Sim>>,
-    Query(params): Params,
-    headers: HeaderMap,
-) -> Answer {
-    token_grant(&sim, &params, &headers, "th_exchange_token", false).await
+async fn exchange_token(State(sim): State<Arc<Sim>>, Query(params): Params) -> Answer {
+    token_grant(&sim, &params, "th_exchange_token", false).await
 }
 
 /// Refresh: the token must be current, at least 24 h old and unexpired; the new token lives
@@ -802,7 +794,6 @@ async fn exchange_token(
 async fn token_grant(
     sim: &Sim,
     params: &HashMap<String, String>,
-    _headers: &HeaderMap,
     grant: &str,
     check_age: bool,
 ) -> Answer {
