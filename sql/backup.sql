@@ -1,7 +1,9 @@
 -- pg_dump writes the rows of an extension's tables only when the extension registers
 -- them: without this a backup holds none of pg_pullsync's accounts, tokens, posts,
 -- snapshots, feed bookmarks or logs. Every table is registered but system_job_locks,
--- whose rows are leases of running processes and mean nothing in a restored database.
+-- whose rows are leases of running processes and mean nothing in a restored database, and
+-- feed_epoch, which a restored database draws anew so that cursors handed out before the
+-- restore are refused.
 -- A new table is added here and in the version's upgrade script.
 SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_accounts', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_tokens', '');

@@ -220,6 +220,82 @@ SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_quarantine', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.feed_quarantine', 'id')::regclass, '');
 ALTER TABLE pullsync.conversations ENABLE ALWAYS TRIGGER stamp_change_xid;
 ALTER TABLE pullsync.conversation_messages ENABLE ALWAYS TRIGGER stamp_change_xid;
+-- Feed rows carry their source: '' for this database's own rows, otherwise the feed source
+-- they were pulled from. 0.1.0 kept no such mark. A database without feed consumers whose
+-- rows can only have come from one source (the one source that ever stored items) gets
+-- them marked as that source's; otherwise they stay this database's own and a notice says
+-- how to mark them. The change-xid trigger is off meanwhile: the rows' content is the same.
+ALTER TABLE pullsync.conversations ADD COLUMN feed_source text NOT NULL DEFAULT '';
+ALTER TABLE pullsync.conversation_messages ADD COLUMN feed_source text NOT NULL DEFAULT '';
+DO $$
+DECLARE
+    pulling text[] := ARRAY(
+        SELECT s.consumer_id FROM pullsync.feed_sources s
+         WHERE EXISTS (SELECT 1 FROM pullsync.sync_metric_totals t
+                        WHERE t.source = 'feed:' || s.consumer_id AND t.items > 0)
+            OR EXISTS (SELECT 1 FROM pullsync.sync_checkpoints c
+                        WHERE c.consumer_id = s.consumer_id AND c.items > 0)
+         ORDER BY s.consumer_id);
+    serving boolean := EXISTS (SELECT 1 FROM pullsync.feed_consumers);
+    has_rows boolean := EXISTS (SELECT 1 FROM pullsync.conversations)
+                        OR EXISTS (SELECT 1 FROM pullsync.conversation_messages);
+BEGIN
+    IF NOT has_rows OR cardinality(pulling) = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(pulling) = 1 AND NOT serving THEN
+        ALTER TABLE pullsync.conversations DISABLE TRIGGER stamp_change_xid;
+        ALTER TABLE pullsync.conversation_messages DISABLE TRIGGER stamp_change_xid;
+        UPDATE pullsync.conversations SET feed_source = pulling[1];
+        UPDATE pullsync.conversation_messages SET feed_source = pulling[1];
+        ALTER TABLE pullsync.conversations ENABLE ALWAYS TRIGGER stamp_change_xid;
+        ALTER TABLE pullsync.conversation_messages ENABLE ALWAYS TRIGGER stamp_change_xid;
+        RAISE NOTICE 'pg_pullsync: the conversations and messages stored before 0.2.0 are marked as pulled from feed source %', pulling[1];
+    ELSE
+        RAISE NOTICE 'pg_pullsync: the conversations and messages stored before 0.2.0 are kept as this database''s own (feed_source = '''')'
+            USING DETAIL = format('Feed sources that stored items: %s; feed consumers exist: %s.',
+                                  array_to_string(pulling, ', '), serving),
+                  HINT = 'Mark the rows pulled from a source with UPDATE pullsync.conversations SET feed_source = ''<consumer_id>'' WHERE … (the same for pullsync.conversation_messages), then run pullsync.sync_reconcile.';
+    END IF;
+END
+$$;
+ALTER TABLE pullsync.conversations DROP CONSTRAINT conversations_pkey,
+    ALTER COLUMN id SET NOT NULL, ADD PRIMARY KEY (feed_source, id);
+ALTER TABLE pullsync.conversation_messages DROP CONSTRAINT conversation_messages_pkey,
+    ALTER COLUMN id SET NOT NULL, ADD PRIMARY KEY (feed_source, id);
+DROP INDEX pullsync.conversations_change_idx, pullsync.conversations_updated_idx,
+    pullsync.conversations_user_idx, pullsync.conversations_started_idx,
+    pullsync.conversation_messages_change_idx, pullsync.conversation_messages_conversation_idx,
+    pullsync.conversation_messages_updated_idx, pullsync.conversation_messages_created_idx;
+CREATE INDEX conversations_change_idx ON pullsync.conversations (feed_source, change_xid, id);
+CREATE INDEX conversations_updated_idx ON pullsync.conversations (feed_source, updated_at, id);
+CREATE INDEX conversations_user_idx ON pullsync.conversations (feed_source, user_id, change_xid, id);
+CREATE INDEX conversations_started_idx ON pullsync.conversations (feed_source, started_at, id);
+CREATE INDEX conversation_messages_change_idx ON pullsync.conversation_messages (feed_source, change_xid, id);
+CREATE INDEX conversation_messages_conversation_idx
+    ON pullsync.conversation_messages (feed_source, conversation_id, change_xid, id);
+CREATE INDEX conversation_messages_updated_idx ON pullsync.conversation_messages (feed_source, updated_at, id);
+CREATE INDEX conversation_messages_created_idx ON pullsync.conversation_messages (feed_source, created_at, id);
+-- Provider side: the feed epoch, one part of the identity every cursor carries (with the
+-- cluster's system identifier and timeline). It starts random and is not in backups, so a
+-- database restored from a dump refuses the cursors handed out before; bump it with
+-- pullsync.feed_new_epoch() after restoring a file-level copy of the cluster.
+CREATE TABLE pullsync.feed_epoch (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    epoch      bigint NOT NULL DEFAULT (floor(random() * 1e15))::bigint + 1 CHECK (epoch > 0),
+    changed_at timestamptz NOT NULL DEFAULT now(),
+    reason     text
+);
+INSERT INTO pullsync.feed_epoch DEFAULT VALUES;
+REVOKE ALL ON TABLE pullsync.feed_epoch FROM PUBLIC;
+
+-- Starts a new feed epoch (src/feed/functions.rs).
+CREATE FUNCTION pullsync."feed_new_epoch"("reason" TEXT DEFAULT NULL) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'feed_new_epoch_wrapper';
+REVOKE ALL ON FUNCTION pullsync.feed_new_epoch(text) FROM PUBLIC;
+
 -- Quarantined items open an alert of their own.
 ALTER TABLE pullsync.alerts DROP CONSTRAINT alerts_alert_type_check,
     ADD CONSTRAINT alerts_alert_type_check

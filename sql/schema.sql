@@ -316,25 +316,31 @@ CREATE INDEX sync_logs_started_idx ON pullsync.sync_logs (started_at);
 -- change_xid is the writing transaction's id, set by trigger on every insert and update.
 -- The feed serves rows in (change_xid, id) order and only below the oldest transaction
 -- still running, so a late commit is never skipped.
+-- feed_source says whose row it is: '' for this database's own rows (the ones its feed
+-- serves), otherwise the feed source (feed_sources.consumer_id) it was pulled from. So
+-- partners with overlapping ids, and a database that both serves and pulls, keep their
+-- rows apart. Rows of a feed source that is removed stay.
 CREATE TABLE pullsync.conversations (
-    id              text PRIMARY KEY CHECK (id <> ''),
+    id              text NOT NULL CHECK (id <> ''),
     user_id         text NOT NULL,
     started_at      timestamptz NOT NULL,
     ended_at        timestamptz,
     last_message_at timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT now(),
     change_xid      xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    CHECK (ended_at IS NULL OR ended_at >= started_at)
+    feed_source     text NOT NULL DEFAULT '',
+    CHECK (ended_at IS NULL OR ended_at >= started_at),
+    PRIMARY KEY (feed_source, id)
 );
-CREATE INDEX conversations_change_idx ON pullsync.conversations (change_xid, id);
-CREATE INDEX conversations_updated_idx ON pullsync.conversations (updated_at, id);
-CREATE INDEX conversations_user_idx ON pullsync.conversations (user_id, change_xid, id);
-CREATE INDEX conversations_started_idx ON pullsync.conversations (started_at, id);
+CREATE INDEX conversations_change_idx ON pullsync.conversations (feed_source, change_xid, id);
+CREATE INDEX conversations_updated_idx ON pullsync.conversations (feed_source, updated_at, id);
+CREATE INDEX conversations_user_idx ON pullsync.conversations (feed_source, user_id, change_xid, id);
+CREATE INDEX conversations_started_idx ON pullsync.conversations (feed_source, started_at, id);
 
 -- No foreign key to conversations: the feed delivers conversations and messages as two
 -- independent streams, so a message may arrive before its conversation.
 CREATE TABLE pullsync.conversation_messages (
-    id               text PRIMARY KEY CHECK (id <> ''),
+    id               text NOT NULL CHECK (id <> ''),
     conversation_id  text NOT NULL,
     role             text NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
     content_redacted text,
@@ -343,13 +349,15 @@ CREATE TABLE pullsync.conversation_messages (
     risk_categories  text[] NOT NULL DEFAULT '{}',
     created_at       timestamptz NOT NULL,
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    change_xid       xid8 NOT NULL DEFAULT pg_current_xact_id()
+    change_xid       xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    feed_source      text NOT NULL DEFAULT '',
+    PRIMARY KEY (feed_source, id)
 );
-CREATE INDEX conversation_messages_change_idx ON pullsync.conversation_messages (change_xid, id);
+CREATE INDEX conversation_messages_change_idx ON pullsync.conversation_messages (feed_source, change_xid, id);
 CREATE INDEX conversation_messages_conversation_idx
-    ON pullsync.conversation_messages (conversation_id, change_xid, id);
-CREATE INDEX conversation_messages_updated_idx ON pullsync.conversation_messages (updated_at, id);
-CREATE INDEX conversation_messages_created_idx ON pullsync.conversation_messages (created_at, id);
+    ON pullsync.conversation_messages (feed_source, conversation_id, change_xid, id);
+CREATE INDEX conversation_messages_updated_idx ON pullsync.conversation_messages (feed_source, updated_at, id);
+CREATE INDEX conversation_messages_created_idx ON pullsync.conversation_messages (feed_source, created_at, id);
 
 CREATE FUNCTION pullsync.stamp_change_xid() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
@@ -385,6 +393,18 @@ CREATE TABLE pullsync.sync_bookmarks (
     last_sync_at             timestamptz,
     sync_stats               jsonb NOT NULL DEFAULT '{}'
 );
+
+-- Provider side: the feed epoch, one part of the identity every cursor carries (with the
+-- cluster's system identifier and timeline). It starts random and is not in backups, so a
+-- database restored from a dump refuses the cursors handed out before; bump it with
+-- pullsync.feed_new_epoch() after restoring a file-level copy of the cluster.
+CREATE TABLE pullsync.feed_epoch (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    epoch      bigint NOT NULL DEFAULT (floor(random() * 1e15))::bigint + 1 CHECK (epoch > 0),
+    changed_at timestamptz NOT NULL DEFAULT now(),
+    reason     text
+);
+INSERT INTO pullsync.feed_epoch DEFAULT VALUES;
 
 -- Consumer side: where to pull from (the seed's SyncConfig).
 CREATE TABLE pullsync.feed_sources (

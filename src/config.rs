@@ -13,6 +13,10 @@ pub static THREADS_API_URL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"https://graph.threads.net/v1.0"));
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
+/// kB. Large enough for a 5,000-row feed page of 12 kB rows.
+pub static HTTP_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+/// kB. Below the consumers' response limit, so a page always fits.
+pub static FEED_PAGE_MAX_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
 pub static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static ACCOUNT_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -107,6 +111,26 @@ pub fn register(preloading: bool) {
         256,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.http_max_response_size",
+        c"An HTTP answer larger than this is refused while it is read.",
+        c"Bounds a worker's memory. A feed provider's pages stay below pullsync.feed_page_max_size.",
+        &HTTP_MAX_RESPONSE_KB,
+        64,
+        1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.feed_page_max_size",
+        c"A feed page ends early once its rows reach this size (it always holds at least one row).",
+        c"Keep it below the consumers' pullsync.http_max_response_size.",
+        &FEED_PAGE_MAX_KB,
+        64,
+        1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
         c"pullsync.batch_size",
@@ -520,7 +544,16 @@ pub fn http_settings() -> crate::http::HttpSettings {
         },
         concurrency: HTTP_CONCURRENCY.get() as usize,
         ca_file: http_ca_file(),
+        max_response_bytes: http_max_response_bytes(),
     }
+}
+
+pub fn http_max_response_bytes() -> usize {
+    HTTP_MAX_RESPONSE_KB.get().max(1) as usize * 1024
+}
+
+pub fn feed_page_max_bytes() -> usize {
+    FEED_PAGE_MAX_KB.get().max(1) as usize * 1024
 }
 
 /// The one way an HTTP client is made: a bad CA file is a setting to fix, not an internal error.

@@ -62,6 +62,10 @@ pub enum PullsyncError {
     #[error("{what} does not open with the configured encryption key ({reason})")]
     Unsealable { what: String, reason: CryptoError },
 
+    /// A feed cursor of another provider identity (restored, recovered, promoted).
+    #[error("invalid cursor: {0}")]
+    CursorFromOtherProvider(crate::feed::cursor::CursorError),
+
     #[error("interrupted: the work was stopped before it finished")]
     Interrupted,
 
@@ -86,7 +90,8 @@ impl PullsyncError {
             PullsyncError::KeyNotConfigured
             | PullsyncError::KeyUnusable(_)
             | PullsyncError::KeyFile(_)
-            | PullsyncError::Unsealable { .. } => SqlState::ObjectNotInPrerequisiteState,
+            | PullsyncError::Unsealable { .. }
+            | PullsyncError::CursorFromOtherProvider(_) => SqlState::ObjectNotInPrerequisiteState,
             PullsyncError::Interrupted => SqlState::QueryCanceled,
             PullsyncError::Internal(_) => SqlState::InternalError,
         }
@@ -115,6 +120,11 @@ impl PullsyncError {
             PullsyncError::Unsealable { .. } => Some(
                 "The value was sealed with another key, or was altered. Configure the key it was sealed with, \
                  or store the secret again."
+                    .into(),
+            ),
+            PullsyncError::CursorFromOtherProvider(_) => Some(
+                "Rows written since may lie behind it. Start the stream over with updated_after set to the newest \
+                 updated_at you hold less a margin, then reconcile; pg_pullsync consumers do so by themselves."
                     .into(),
             ),
             PullsyncError::Interrupted | PullsyncError::Internal(_) => None,

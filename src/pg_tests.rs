@@ -265,17 +265,53 @@ mod tests {
         .unwrap();
     }
 
-    /// A correctly signed conversations cursor issued `age_secs` ago (negative: ahead).
-    fn signed_cursor(age_secs: i64) -> String {
+    /// A correctly signed conversations cursor at `xid`, issued `age_secs` ago (negative:
+    /// ahead) by this provider.
+    fn signed_cursor_at(xid: u64, age_secs: i64) -> String {
         use crate::feed::cursor::{encode, Cursor, Position};
         Spi::run("SELECT pullsync.feed_add_consumer('partner', 'cursor-test-key-0123456789')")
             .unwrap();
         let cursor = Cursor {
-            position: Position::start(),
+            position: Position {
+                xid,
+                id: String::new(),
+            },
             stream: "conversations".into(),
+            origin: crate::feed::serve::identity().unwrap().origin,
             issued_at: chrono::Utc::now().timestamp() - age_secs,
         };
         encode(&cursor, &crate::feed::serve::cursor_key().unwrap(), 7)
+    }
+
+    fn signed_cursor(age_secs: i64) -> String {
+        signed_cursor_at(0, age_secs)
+    }
+
+    #[pg_test(
+        error = "invalid cursor: the cursor was issued by another provider, or by this one before it was restored, recovered or promoted"
+    )]
+    fn a_cursor_of_an_earlier_epoch_is_refused() {
+        let cursor = signed_cursor(60);
+        let epoch = Spi::get_one::<i64>("SELECT epoch FROM pullsync.feed_epoch").unwrap();
+        let new =
+            Spi::get_one::<i64>("SELECT pullsync.feed_new_epoch('restored from a disk snapshot')")
+                .unwrap();
+        assert_eq!(new, epoch.map(|e| e + 1));
+        Spi::run(&format!(
+            "SELECT pullsync.feed_conversations('partner', NULL, '{cursor}')"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test(
+        error = "invalid cursor: the cursor was issued by another provider, or by this one before it was restored, recovered or promoted"
+    )]
+    fn a_cursor_ahead_of_every_transaction_is_refused() {
+        let cursor = signed_cursor_at(u64::from(u32::MAX) * 1000, 60);
+        Spi::run(&format!(
+            "SELECT pullsync.feed_conversations('partner', NULL, '{cursor}')"
+        ))
+        .unwrap();
     }
 
     #[pg_test(error = "invalid cursor: the cursor is older than 30 days")]

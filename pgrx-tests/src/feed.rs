@@ -5,25 +5,41 @@ use crate::db::{connect, fresh_extension_database};
 use postgres::Client;
 use std::collections::BTreeMap;
 
-/// (conversations, messages): every row as id → digest of its content.
-pub fn rows(db: &mut Client) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let digests = |db: &mut Client, sql: &str| -> BTreeMap<String, String> {
-        db.query(sql, &[])
+/// Rows of a feed table: id → digest of the content.
+pub type Digests = BTreeMap<String, String>;
+
+/// (conversations, messages): every row as id → digest of its content. For a database
+/// that holds the rows of one source only.
+pub fn rows(db: &mut Client) -> (Digests, Digests) {
+    rows_where(db, "true", &[])
+}
+
+/// (conversations, messages) of one `feed_source` ('' for the database's own rows).
+pub fn rows_from(db: &mut Client, feed_source: &str) -> (Digests, Digests) {
+    rows_where(db, "feed_source = $1", &[&feed_source])
+}
+
+fn rows_where(
+    db: &mut Client,
+    filter: &str,
+    args: &[&(dyn postgres::types::ToSql + Sync)],
+) -> (Digests, Digests) {
+    let mut digests = |sql: String| -> Digests {
+        db.query(&sql, args)
             .unwrap()
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect()
     };
     (
-        digests(
-            db,
-            "SELECT id, md5(row(user_id, started_at, ended_at, last_message_at, updated_at)::text) FROM pullsync.conversations",
-        ),
-        digests(
-            db,
+        digests(format!(
+            "SELECT id, md5(row(user_id, started_at, ended_at, last_message_at, updated_at)::text)
+               FROM pullsync.conversations WHERE {filter}"
+        )),
+        digests(format!(
             "SELECT id, md5(row(conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)::text)
-               FROM pullsync.conversation_messages",
-        ),
+               FROM pullsync.conversation_messages WHERE {filter}"
+        )),
     )
 }
 
@@ -95,12 +111,20 @@ pub fn foreign_message(id: &str, role: &str, level: &str, created: &str) -> serd
 /// A feed provider that is not pg_pullsync: one page of `messages` (which may hold items no
 /// pg_pullsync schema accepts), no conversations; it checks no key.
 pub fn foreign_provider(messages: Vec<serde_json::Value>) -> crate::local_server::LocalServer {
+    foreign_provider_of(Vec::new(), messages)
+}
+
+/// A foreign feed provider with one page of each stream.
+pub fn foreign_provider_of(
+    conversations: Vec<serde_json::Value>,
+    messages: Vec<serde_json::Value>,
+) -> crate::local_server::LocalServer {
     use axum::routing::get;
     let messages = serde_json::json!({
         "items": messages, "next_cursor": null, "checkpoint": "foreign-messages-1",
     });
     let conversations = serde_json::json!({
-        "items": [], "next_cursor": null, "checkpoint": "foreign-conversations-1",
+        "items": conversations, "next_cursor": null, "checkpoint": "foreign-conversations-1",
     });
     let app = axum::Router::new()
         .route(

@@ -243,6 +243,7 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         "invalidated_at",
         "deleted_at",
         "notes",
+        "feed_source",
     ];
     let mut after = table_digests(&mut data, &added_columns);
     let added_tables: Vec<String> = after
@@ -250,10 +251,27 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         .filter(|t| !before.contains_key(*t))
         .cloned()
         .collect();
-    assert_eq!(added_tables, ["feed_quarantine"]);
+    assert_eq!(added_tables, ["feed_epoch", "feed_quarantine"]);
     assert_eq!(
         after.remove("feed_quarantine").map(|(rows, _)| rows),
         Some(0)
+    );
+    assert_eq!(after.remove("feed_epoch").map(|(rows, _)| rows), Some(1));
+    // The consumer's rows came from its one source that stored items, and say so; the
+    // provider's stay its own.
+    assert_eq!(
+        count(
+            &mut data,
+            "SELECT count(*) FROM pullsync.conversations WHERE feed_source = 'partner'"
+        ),
+        300
+    );
+    assert_eq!(
+        count(
+            &mut provider,
+            "SELECT count(*) FROM pullsync.conversations WHERE feed_source = ''"
+        ),
+        300
     );
     assert_eq!(after, before);
     let mut sequences_after = sequence_values(&mut data);
@@ -286,7 +304,10 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     let pulled = pull(&mut fx.db);
     assert_eq!(pulled["status"], "completed", "{pulled}");
     assert_eq!(
-        count(&mut fx.db, "SELECT count(*) FROM pullsync.conversations"),
+        count(
+            &mut fx.db,
+            "SELECT count(*) FROM pullsync.conversations WHERE feed_source = 'partner'"
+        ),
         320
     );
     assert_eq!(

@@ -259,3 +259,18 @@ fn feed_retry_quarantined(consumer_id: Option<String>) -> JsonB {
     let consumer_id = required(consumer_id, "consumer_id");
     JsonB(crate::feed::pull::retry_quarantined(&consumer_id).or_raise())
 }
+
+/// Starts a new feed epoch: every cursor handed out before is refused (55000, HTTP 409)
+/// and its consumer re-reads recent changes and reconciles. For after a file-level
+/// restore of the cluster; dumps, point-in-time recovery and promotion are noticed alone.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn feed_new_epoch(reason: default!(Option<String>, "NULL")) -> i64 {
+    Spi::get_one_with_args::<i64>(
+        "UPDATE pullsync.feed_epoch SET epoch = epoch + 1, changed_at = now(), reason = $1 RETURNING epoch",
+        &[reason.into()],
+    )
+    .map_err(PullsyncError::from)
+    .and_then(|epoch| epoch.ok_or_else(|| PullsyncError::Internal("pullsync.feed_epoch has no row".into())))
+    .or_raise()
+}

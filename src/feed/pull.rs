@@ -42,6 +42,9 @@ const STREAMS: [(&str, &str); 2] = [
 ];
 /// A full pull reaches this far back.
 const FULL_WINDOW_DAYS: i64 = 90;
+/// After the provider moved, changes are read again from this long before the newest
+/// `updated_at` held: longer than any provider transaction and any clock skew.
+const RESTART_OVERLAP_HOURS: i64 = 24;
 
 pub fn load_source(consumer_id: &str) -> Result<Source> {
     let row = Spi::connect(|client| {
@@ -92,27 +95,66 @@ pub fn load_source(consumer_id: &str) -> Result<Source> {
     })
 }
 
-/// Where an incremental pull resumes: the newest checkpoint of an unfiltered pull (a full
-/// pull's positions belong to its filtered order and are not resumed from).
-fn latest_checkpoint(consumer_id: &str, stream: &str) -> Result<Option<String>> {
-    Ok(Spi::get_one_with_args::<String>(
-        "SELECT (SELECT cursor FROM pullsync.sync_checkpoints WHERE consumer_id = $1 AND stream = $2
+/// Where an incremental pull resumes: the newest checkpoint of an incremental pull, with
+/// the updated_after filter its page was read with (set while re-reading after the
+/// provider moved). A full pull's positions belong to its own window and are not resumed.
+fn latest_checkpoint(
+    consumer_id: &str,
+    stream: &str,
+) -> Result<(Option<String>, Option<DateTime<Utc>>)> {
+    let row = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT cursor, window_start FROM pullsync.sync_checkpoints WHERE consumer_id = $1 AND stream = $2
                     AND mode IN ('incremental', 'catch_up')
-                  ORDER BY id DESC LIMIT 1)",
-        &[consumer_id.into(), stream.into()],
-    )?)
+                  ORDER BY id DESC LIMIT 1",
+                Some(1),
+                &[consumer_id.into(), stream.into()],
+            )?
+            .first()
+            .get_two::<String, pgrx::datum::TimestampWithTimeZone>()
+    })?;
+    Ok((row.0, row.1.and_then(crate::pg_time::to_chrono)))
+}
+
+/// Where a stream is read again from after the provider moved: the newest `updated_at`
+/// held from this source, less the overlap; None (from the start) when none is held.
+fn restart_point(consumer_id: &str, stream: &str) -> Result<Option<DateTime<Utc>>> {
+    let table = if stream == "conversations" {
+        "pullsync.conversations"
+    } else {
+        "pullsync.conversation_messages"
+    };
+    let newest = Spi::connect(|client| {
+        client
+            .select(
+                &format!("SELECT max(updated_at) FROM {table} WHERE feed_source = $1"),
+                Some(1),
+                &[consumer_id.into()],
+            )?
+            .first()
+            .get_one::<pgrx::datum::TimestampWithTimeZone>()
+    })?;
+    Ok(newest
+        .and_then(crate::pg_time::to_chrono)
+        .map(|t| t - ChronoDuration::hours(RESTART_OVERLAP_HOURS)))
 }
 
 /// The provider's JSON errors → the HTTP layer's classes.
 fn classify_feed(status: u16, body: &[u8]) -> (FailureClass, String) {
-    let message = serde_json::from_slice::<Value>(body)
+    let error = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "no error message".into());
-    let class = match status {
-        401 | 403 => FailureClass::Auth,
-        429 => FailureClass::Throttled,
-        500..=599 => FailureClass::Transient,
+        .map(|v| v["error"].clone())
+        .unwrap_or(Value::Null);
+    let message = error["message"]
+        .as_str()
+        .unwrap_or("no error message")
+        .to_string();
+    let class = match (status, error["code"].as_str()) {
+        (401 | 403, _) => FailureClass::Auth,
+        (409, Some("cursor_from_other_provider")) => FailureClass::Stale,
+        (429, _) => FailureClass::Throttled,
+        (500..=599, _) => FailureClass::Transient,
         _ => FailureClass::Refused,
     };
     (class, message)
@@ -140,6 +182,7 @@ impl Provider {
             },
             concurrency: 1,
             ca_file: crate::config::http_ca_file(),
+            max_response_bytes: crate::config::http_max_response_bytes(),
         })?;
         let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
         Ok(Provider {
@@ -203,29 +246,30 @@ fn page_query(
 }
 
 const CONVERSATIONS_UPSERT: &str = "
-INSERT INTO pullsync.conversations AS c (id, user_id, started_at, ended_at, last_message_at, updated_at)
-SELECT x.id, x.user_id, x.started_at, x.ended_at, x.last_message_at, x.updated_at
+INSERT INTO pullsync.conversations AS c (feed_source, id, user_id, started_at, ended_at, last_message_at, updated_at)
+SELECT $2, x.id, x.user_id, x.started_at, x.ended_at, x.last_message_at, x.updated_at
   FROM jsonb_to_recordset($1::jsonb) AS x(id text, user_id text, started_at timestamptz, ended_at timestamptz,
                                    last_message_at timestamptz, updated_at timestamptz)
-ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, started_at = EXCLUDED.started_at,
+ON CONFLICT (feed_source, id) DO UPDATE SET user_id = EXCLUDED.user_id, started_at = EXCLUDED.started_at,
        ended_at = EXCLUDED.ended_at, last_message_at = EXCLUDED.last_message_at, updated_at = EXCLUDED.updated_at
  WHERE c.updated_at <= EXCLUDED.updated_at";
 
 const MESSAGES_UPSERT: &str = "
 INSERT INTO pullsync.conversation_messages AS m
-       (id, conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)
-SELECT x.id, x.conversation_id, x.role, x.content_redacted, coalesce(x.risk->>'level', 'none'),
+       (feed_source, id, conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)
+SELECT $2, x.id, x.conversation_id, x.role, x.content_redacted, coalesce(x.risk->>'level', 'none'),
        coalesce(ARRAY(SELECT jsonb_array_elements_text(x.risk->'categories')), '{}'), x.created_at, x.updated_at
   FROM jsonb_to_recordset($1::jsonb) AS x(id text, conversation_id text, role text, content_redacted text, risk jsonb,
                                    created_at timestamptz, updated_at timestamptz)
-ON CONFLICT (id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, role = EXCLUDED.role,
+ON CONFLICT (feed_source, id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, role = EXCLUDED.role,
        content_redacted = EXCLUDED.content_redacted, risk_level = EXCLUDED.risk_level,
        risk_categories = EXCLUDED.risk_categories, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
  WHERE m.updated_at <= EXCLUDED.updated_at";
 
-/// Upserts rows of a stream; an older version never overwrites a newer one. Borrowed and
-/// sent as JSON text, so a page retried item by item is never copied.
-pub fn upsert_items(stream: &str, items: &[Value]) -> Result<usize> {
+/// Upserts rows of a stream pulled from `consumer_id` (their `feed_source`); an older
+/// version never overwrites a newer one. Borrowed and sent as JSON text, so a page retried
+/// item by item is never copied.
+pub fn upsert_items(consumer_id: &str, stream: &str, items: &[Value]) -> Result<usize> {
     let n = items.len();
     if n > 0 {
         let sql = if stream == "conversations" {
@@ -235,7 +279,7 @@ pub fn upsert_items(stream: &str, items: &[Value]) -> Result<usize> {
         };
         let json = serde_json::to_string(items)
             .map_err(|e| PullsyncError::Internal(format!("feed items as JSON: {e}")))?;
-        Spi::run_with_args(sql, &[json.into()])?;
+        Spi::run_with_args(sql, &[json.into(), consumer_id.into()])?;
     }
     Ok(n)
 }
@@ -257,7 +301,7 @@ pub fn upsert_or_quarantine(
     page_cursor: Option<&str>,
 ) -> Result<Written> {
     let all = items.len();
-    if crate::subxact::run(|| upsert_items(stream, &items)).is_ok() {
+    if crate::subxact::run(|| upsert_items(consumer_id, stream, &items)).is_ok() {
         return Ok(Written {
             stored: all,
             quarantined: 0,
@@ -265,7 +309,8 @@ pub fn upsert_or_quarantine(
     }
     let mut written = Written::default();
     for item in &items {
-        match crate::subxact::run(|| upsert_items(stream, std::slice::from_ref(item))) {
+        match crate::subxact::run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
+        {
             Ok(_) => written.stored += 1,
             Err(e) => {
                 quarantine(consumer_id, stream, item, &e.to_string(), page_cursor)?;
@@ -302,9 +347,15 @@ fn quarantine(
     Ok(())
 }
 
-/// Upserts a page's rows (bad ones to quarantine) and records its checkpoint, in the
-/// caller's transaction.
-pub fn write_page(consumer_id: &str, stream: &str, mode: &str, page: FeedPage) -> Result<Written> {
+/// Upserts a page's rows (bad ones to quarantine) and records its checkpoint with the
+/// updated_after filter to resume it with, in the caller's transaction.
+pub fn write_page(
+    consumer_id: &str,
+    stream: &str,
+    mode: &str,
+    page: FeedPage,
+    resume_filter: Option<DateTime<Utc>>,
+) -> Result<Written> {
     let written = upsert_or_quarantine(
         consumer_id,
         stream,
@@ -312,13 +363,15 @@ pub fn write_page(consumer_id: &str, stream: &str, mode: &str, page: FeedPage) -
         Some(page.checkpoint.as_str()),
     )?;
     Spi::run_with_args(
-        "INSERT INTO pullsync.sync_checkpoints (consumer_id, stream, mode, cursor, items) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO pullsync.sync_checkpoints (consumer_id, stream, mode, cursor, items, window_start)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             consumer_id.into(),
             stream.into(),
             mode.into(),
             page.checkpoint.into(),
             (written.stored as i32).into(),
+            resume_filter.map(crate::pg_time::to_pg).into(),
         ],
     )?;
     Ok(written)
@@ -348,7 +401,8 @@ pub fn retry_quarantined(consumer_id: &str) -> Result<Value> {
     let mut stored: Vec<i64> = Vec::new();
     let (mut still, mut reasons): (Vec<i64>, Vec<String>) = (Vec::new(), Vec::new());
     for (id, stream, item) in &open {
-        match crate::subxact::run(|| upsert_items(stream, std::slice::from_ref(item))) {
+        match crate::subxact::run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
+        {
             Ok(_) => stored.push(*id),
             Err(e) => {
                 still.push(*id);
@@ -374,26 +428,31 @@ pub fn retry_quarantined(consumer_id: &str) -> Result<Value> {
     }))
 }
 
-fn log_run(
-    consumer_id: &str,
-    mode: &str,
-    status: &str,
+/// What a pull did, for its row in sync_logs.
+struct RunLog<'a> {
+    consumer_id: &'a str,
+    mode: &'a str,
+    status: &'a str,
     items: i64,
     calls: u32,
-    error: Option<&str>,
+    error: Option<&'a str>,
+    notes: &'a [String],
     started: DateTime<Utc>,
-) -> Result<()> {
+}
+
+fn log_run(run: &RunLog) -> Result<()> {
     Spi::run_with_args(
-        "INSERT INTO pullsync.sync_logs (job_type, source, consumer_id, status, steps_completed, items_new, api_calls, error, started_at)
-         VALUES ($1, 'feed', $2, $3, '{}', $4, $5, $6, $7)",
+        "INSERT INTO pullsync.sync_logs (job_type, source, consumer_id, status, steps_completed, items_new, api_calls, error, notes, started_at)
+         VALUES ($1, 'feed', $2, $3, '{}', $4, $5, $6, $7, $8)",
         &[
-            format!("feed_{mode}").into(),
-            consumer_id.into(),
-            status.into(),
-            (items.min(i64::from(i32::MAX)) as i32).into(),
-            (calls as i32).into(),
-            error.into(),
-            crate::pg_time::to_pg(started).into(),
+            format!("feed_{}", run.mode).into(),
+            run.consumer_id.into(),
+            run.status.into(),
+            (run.items.min(i64::from(i32::MAX)) as i32).into(),
+            (run.calls as i32).into(),
+            run.error.into(),
+            run.notes.to_vec().into(),
+            crate::pg_time::to_pg(run.started).into(),
         ],
     )?;
     Ok(())
@@ -416,17 +475,18 @@ pub fn pull(
     let mut pages = 0u32;
     let mut quarantined = 0usize;
     let mut error: Option<String> = None;
+    let mut notes: Vec<String> = Vec::new();
+    // Set when the provider refused a cursor as another identity's: from where changes
+    // were read again, so that window is reconciled once the streams are through.
+    let mut moved_since: Option<Option<DateTime<Utc>>> = None;
 
     'streams: for (stream, path) in STREAMS {
-        let resume = match mode {
-            "full" => None,
-            _ => txn.run(|| latest_checkpoint(consumer_id, stream))?,
-        };
         // A full pull starts over within its window; otherwise resume from the checkpoint
         // (or, the first time, from the beginning).
-        let mut updated_after =
-            (mode == "full").then(|| started - ChronoDuration::days(FULL_WINDOW_DAYS));
-        let mut cursor = resume;
+        let (mut cursor, mut updated_after) = match mode {
+            "full" => (None, Some(started - ChronoDuration::days(FULL_WINDOW_DAYS))),
+            _ => txn.run(|| latest_checkpoint(consumer_id, stream))?,
+        };
         let mut restarted = false;
         let mut throttled = 0;
         let mut count = 0usize;
@@ -444,6 +504,24 @@ pub fn pull(
             };
             let page = match fetched {
                 Ok(page) => page,
+                Err(f) if f.class == FailureClass::Stale && !restarted => {
+                    // The provider was restored, recovered or promoted: positions after
+                    // ours may hold rows we never saw. Read every change since shortly
+                    // before the newest one held again (upserts make that harmless).
+                    restarted = true;
+                    cursor = None;
+                    updated_after = txn.run(|| restart_point(consumer_id, stream))?;
+                    let since = moved_since.get_or_insert(updated_after);
+                    *since = match (*since, updated_after) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let note = "the provider's identity changed (restored, recovered or promoted): recent changes read again and reconciled".to_string();
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                    continue;
+                }
                 Err(f)
                     if f.class == FailureClass::Refused
                         && f.message.contains("invalid cursor")
@@ -484,7 +562,14 @@ pub fn pull(
                     next_page = Some((query.clone(), provider.start(path, &query)));
                 }
             }
-            match txn.run(|| write_page(consumer_id, stream, mode, page)) {
+            // A filtered read resumes with its filter until its end, whose checkpoint the
+            // provider hands out in the unfiltered order.
+            let resume_filter = if next.is_some() || mode == "full" {
+                updated_after
+            } else {
+                None
+            };
+            match txn.run(|| write_page(consumer_id, stream, mode, page, resume_filter)) {
                 Ok(written) => {
                     count += written.stored;
                     quarantined += written.quarantined;
@@ -513,17 +598,26 @@ pub fn pull(
     } else {
         "failed"
     };
+    // Rows the moved provider holds but never served again (their changes older than the
+    // overlap) are found by reconciling the window read again, and repaired.
+    let reconciliation = match moved_since {
+        Some(Some(since)) if error.is_none() => Some(
+            txn.run(|| crate::reconcile::feed::reconcile(consumer_id, since, Utc::now(), true))?,
+        ),
+        _ => None,
+    };
     let api_calls = provider.calls();
     txn.run(|| {
-        log_run(
+        log_run(&RunLog {
             consumer_id,
             mode,
             status,
             items,
-            api_calls,
-            error.as_deref(),
+            calls: api_calls,
+            error: error.as_deref(),
+            notes: &notes,
             started,
-        )?;
+        })?;
         let failed = i64::from(error.is_some());
         record::record(&Run {
             source: &record::feed_source(consumer_id),
@@ -546,6 +640,8 @@ pub fn pull(
         "quarantined": quarantined,
         "api_calls": api_calls,
         "error": error,
+        "provider_moved": moved_since.is_some(),
+        "reconciliation": reconciliation,
     }))
 }
 

@@ -1,8 +1,10 @@
-//! The provider end of the conversation feed: pages of conversations and messages in
-//! (change_xid, id) order with opaque cursors, per-consumer bookmarks, counts and ids for
-//! reconciliation. SPI; the SQL functions and the HTTP feed server both call these.
+//! The provider end of the conversation feed: pages of this database's own conversations
+//! and messages (`feed_source = ''`, never rows pulled from elsewhere) in (change_xid, id)
+//! order with opaque cursors, per-consumer bookmarks, counts and ids for reconciliation.
+//! SPI; the SQL functions and the HTTP feed server both call these.
 
 use super::cursor::{self, Cursor, CursorError, Position};
+use super::page_fill::PageFill;
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::pg_time::to_pg;
@@ -15,10 +17,54 @@ pub const MAX_PAGE: i32 = 5000;
 const IDS_PAGE: i64 = 1000;
 
 fn bad_cursor(e: CursorError) -> PullsyncError {
-    PullsyncError::invalid(
-        format!("invalid cursor: {e}"),
-        "Start over with a null cursor (and an updated_after bound); cursors live 30 days and belong to one stream.",
-    )
+    match e {
+        CursorError::OtherProvider => PullsyncError::CursorFromOtherProvider(e),
+        _ => PullsyncError::invalid(
+            format!("invalid cursor: {e}"),
+            "Start over with a null cursor (and an updated_after bound); cursors live 30 days and belong to one stream.",
+        ),
+    }
+}
+
+/// Who serves: the identity cursors are bound to, and the first transaction id not yet
+/// handed out.
+pub(crate) struct Identity {
+    pub origin: String,
+    pub next_xid: u64,
+}
+
+/// The system identifier, the timeline (from the current WAL file name: it changes on
+/// promotion and point-in-time recovery at once) and the feed epoch.
+const IDENTITY: &str = "
+SELECT (SELECT system_identifier FROM pg_control_system())::text || ':' ||
+       CASE WHEN pg_is_in_recovery() THEN lpad(upper(to_hex((pg_control_checkpoint()).timeline_id)), 8, '0')
+            ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END || ':' ||
+       coalesce((SELECT epoch FROM pullsync.feed_epoch)::text, '0'),
+       pg_snapshot_xmax(pg_current_snapshot())::text";
+
+pub(crate) fn identity() -> Result<Identity> {
+    // `select`, not Spi::get_*: a read must not assign a transaction id.
+    let (origin, next_xid) = Spi::connect(|client| {
+        client
+            .select(IDENTITY, Some(1), &[])?
+            .first()
+            .get_two::<String, String>()
+    })?;
+    Ok(Identity {
+        origin: origin.unwrap_or_default(),
+        next_xid: next_xid.and_then(|x| x.parse().ok()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Opens a cursor of `stream` issued by this provider. A position at or past the next
+/// transaction id is one this provider never handed out: it was issued before the
+/// provider's history was rewound (a file-level restore), whatever the identity says.
+fn open(text: &str, key: &[u8], stream: &str, who: &Identity, now: i64) -> Result<Cursor> {
+    let cursor = cursor::decode(text, key, stream, &who.origin, now).map_err(bad_cursor)?;
+    if cursor.position.xid >= who.next_xid {
+        return Err(bad_cursor(CursorError::OtherProvider));
+    }
+    Ok(cursor)
 }
 
 pub(crate) fn cursor_key() -> Result<[u8; 32]> {
@@ -99,6 +145,20 @@ impl Stream<'_> {
         }
     }
 
+    /// For a whole stream filtered by updated_after alone: the unfiltered stream's name.
+    fn unfiltered_name(&self) -> Option<&'static str> {
+        match self {
+            Stream::Conversations {
+                updated_after: Some(_),
+                user_id: None,
+            } => Some("conversations"),
+            Stream::AllMessages {
+                updated_after: Some(_),
+            } => Some("messages"),
+            _ => None,
+        }
+    }
+
     /// Only the unfiltered whole streams move a consumer's bookmark.
     fn is_whole(&self) -> bool {
         matches!(
@@ -132,14 +192,18 @@ pub fn page(
     require_consumer(consumer_id)?;
     let limit = check_limit(lim)?;
     let key = cursor_key()?;
+    let who = identity()?;
     let name = stream.name();
     let now = Utc::now().timestamp();
     let from = match cursor_text {
-        Some(text) => {
-            cursor::decode(text, &key, &name, now)
-                .map_err(bad_cursor)?
-                .position
-        }
+        // A filtered request may go on from a position of the unfiltered order (the end of
+        // an earlier filtered read hands one out, see below): the filter only drops rows.
+        Some(text) => match (open(text, &key, &name, &who, now), stream.unfiltered_name()) {
+            (Err(PullsyncError::InvalidArgument { .. }), Some(whole)) => {
+                open(text, &key, whole, &who, now)?.position
+            }
+            (opened, _) => opened?.position,
+        },
         None => Position::start(),
     };
     // Rows written by transactions still running are not served yet: everything below the
@@ -149,8 +213,8 @@ pub fn page(
     let (sql, filter_arg, user_arg): (String, Option<pgrx::datum::TimestampWithTimeZone>, Option<String>) = match &stream {
         Stream::Conversations { updated_after, user_id } => (
             format!(
-                "SELECT {CONVERSATION_JSON}, change_xid::text AS position_xid, id FROM pullsync.conversations
-                  WHERE (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
+                "SELECT {CONVERSATION_JSON}::text, change_xid::text AS position_xid, id FROM pullsync.conversations
+                  WHERE feed_source = '' AND (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
                     AND ($4::timestamptz IS NULL OR updated_at > $4) {}
                   ORDER BY change_xid, id LIMIT $3",
                 if user_id.is_some() { "AND user_id = $5" } else { "AND $5::text IS NULL" }
@@ -160,8 +224,8 @@ pub fn page(
         ),
         Stream::ConversationMessages { conversation_id } => (
             format!(
-                "SELECT {MESSAGE_JSON}, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
-                  WHERE conversation_id = $5 AND (change_xid, id) > ($1::text::xid8, $2)
+                "SELECT {MESSAGE_JSON}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
+                  WHERE feed_source = '' AND conversation_id = $5 AND (change_xid, id) > ($1::text::xid8, $2)
                     AND change_xid < pg_snapshot_xmin(pg_current_snapshot()) AND $4::timestamptz IS NULL
                   ORDER BY change_xid, id LIMIT $3"
             ),
@@ -170,8 +234,8 @@ pub fn page(
         ),
         Stream::AllMessages { updated_after } => (
             format!(
-                "SELECT {MESSAGE_JSON}, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
-                  WHERE (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
+                "SELECT {MESSAGE_JSON}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
+                  WHERE feed_source = '' AND (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
                     AND ($4::timestamptz IS NULL OR updated_at > $4) AND $5::text IS NULL
                   ORDER BY change_xid, id LIMIT $3"
             ),
@@ -179,10 +243,10 @@ pub fn page(
             None,
         ),
     };
+    let budget = config::feed_page_max_bytes();
     let (items, last, more) = Spi::connect(|client| {
-        let rows = client.select(
-            &sql,
-            None,
+        let mut rows = client.try_open_cursor(
+            sql.as_str(),
             &[
                 from.xid.to_string().into(),
                 from.id.clone().into(),
@@ -191,30 +255,44 @@ pub fn page(
                 user_arg.into(),
             ],
         )?;
-        let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut page = PageFill::new(limit as usize, budget);
         let mut last: Option<Position> = None;
-        let mut more = false;
-        for row in rows {
-            if items.len() as i64 == limit {
-                more = true;
+        // Fetched a few rows at a time, sized by the largest row seen so far, so a page of
+        // big rows never holds much more than its byte budget.
+        while let Some(chunk) = page.next_fetch() {
+            let fetched = rows.fetch(chunk as libc::c_long)?;
+            if fetched.is_empty() {
                 break;
             }
-            let item: Option<JsonB> = row.get(1)?;
-            let xid: Option<String> = row.get(2)?;
-            let id: Option<String> = row.get(3)?;
-            items.push(item.map(|j| j.0).unwrap_or(Value::Null));
-            last = Some(Position {
-                xid: xid.and_then(|x| x.parse().ok()).unwrap_or(0),
-                id: id.unwrap_or_default(),
-            });
+            for row in fetched {
+                let item: String = row.get(1)?.unwrap_or_default();
+                if !page.admit(item.len()) {
+                    break;
+                }
+                let xid: Option<String> = row.get(2)?;
+                let id: Option<String> = row.get(3)?;
+                page.items
+                    .push(serde_json::from_str(&item).unwrap_or(Value::Null));
+                last = Some(Position {
+                    xid: xid.and_then(|x| x.parse().ok()).unwrap_or(0),
+                    id: id.unwrap_or_default(),
+                });
+            }
         }
-        Ok::<_, PullsyncError>((items, last, more))
+        Ok::<_, PullsyncError>((page.items, last, page.more))
     })?;
     let end = last.unwrap_or(from);
+    // Once a read of changes after updated_after has reached the end, what follows is
+    // every later change: its checkpoint goes on in the unfiltered order.
+    let checkpoint_stream = match stream.unfiltered_name() {
+        Some(whole) if !more => whole.to_string(),
+        _ => name.clone(),
+    };
     let checkpoint = cursor::encode(
         &Cursor {
             position: end,
-            stream: name.clone(),
+            stream: checkpoint_stream,
+            origin: who.origin.clone(),
             issued_at: now,
         },
         &key,
@@ -266,8 +344,8 @@ pub fn stats(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Value> {
     // `select`, not Spi::get_*: a read must not assign a transaction id.
     let (conversations, messages) = Spi::connect(|client| {
         let rows = client.select(
-            "SELECT (SELECT count(*) FROM pullsync.conversations WHERE started_at >= $1 AND started_at < $2),
-                    (SELECT count(*) FROM pullsync.conversation_messages WHERE created_at >= $1 AND created_at < $2)",
+            "SELECT (SELECT count(*) FROM pullsync.conversations WHERE feed_source = '' AND started_at >= $1 AND started_at < $2),
+                    (SELECT count(*) FROM pullsync.conversation_messages WHERE feed_source = '' AND created_at >= $1 AND created_at < $2)",
             Some(1),
             &[to_pg(start).into(), to_pg(end).into()],
         )?;
@@ -300,6 +378,7 @@ pub fn ids(
         }
     };
     let key = cursor_key()?;
+    let who = identity()?;
     let name = format!(
         "ids:{kind}:{}:{}",
         start.timestamp_micros(),
@@ -307,17 +386,12 @@ pub fn ids(
     );
     let now = Utc::now().timestamp();
     let after = match cursor_text {
-        Some(text) => {
-            cursor::decode(text, &key, &name, now)
-                .map_err(bad_cursor)?
-                .position
-                .id
-        }
+        Some(text) => open(text, &key, &name, &who, now)?.position.id,
         None => String::new(),
     };
     let mut ids: Vec<String> = Spi::connect(|client| {
         let rows = client.select(
-            &format!("SELECT id FROM {table} WHERE {column} >= $1 AND {column} < $2 AND id > $3 ORDER BY id LIMIT $4"),
+            &format!("SELECT id FROM {table} WHERE feed_source = '' AND {column} >= $1 AND {column} < $2 AND id > $3 ORDER BY id LIMIT $4"),
             None,
             &[to_pg(start).into(), to_pg(end).into(), after.into(), (IDS_PAGE + 1).into()],
         )?;
@@ -334,6 +408,7 @@ pub fn ids(
             &Cursor {
                 position: Position { xid: 0, id },
                 stream: name,
+                origin: who.origin.clone(),
                 issued_at: now,
             },
             &key,
@@ -368,7 +443,9 @@ pub fn items(consumer_id: &str, kind: &str, ids: &[String]) -> Result<Value> {
     }
     let items = Spi::connect(|client| {
         let rows = client.select(
-            &format!("SELECT {shape} FROM {table} WHERE id = ANY($1) ORDER BY id"),
+            &format!(
+                "SELECT {shape} FROM {table} WHERE feed_source = '' AND id = ANY($1) ORDER BY id"
+            ),
             None,
             &[ids.to_vec().into()],
         )?;

@@ -250,6 +250,17 @@ fn serve_authenticated(
             }
             a
         }
+        Err(e @ PullsyncError::CursorFromOtherProvider(_)) => {
+            let mut a = error(
+                StatusCode::CONFLICT,
+                "cursor_from_other_provider",
+                e.to_string(),
+            );
+            if let Some(hint) = e.hint() {
+                a.body["error"]["hint"] = json!(hint);
+            }
+            a
+        }
         Err(e @ PullsyncError::NotFound { .. }) => {
             error(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }

@@ -18,6 +18,8 @@ pub struct HttpSettings {
     pub concurrency: usize,
     /// PEM file of CA certificates trusted besides the public roots.
     pub ca_file: Option<String>,
+    /// An answer larger than this is refused as it is read, before it is held whole.
+    pub max_response_bytes: usize,
 }
 
 pub struct HttpClient {
@@ -121,10 +123,7 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_failure(shown, &e))?;
+        let body = read_capped(response, self.settings.max_response_bytes, shown).await?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| {
                 Failure::new(
@@ -141,6 +140,40 @@ impl HttpClient {
             attempts: 1,
         })
     }
+}
+
+/// The body, refused as soon as it is known to exceed `max` bytes: from Content-Length
+/// when the server sends one, else while the chunks arrive.
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+    shown: &str,
+) -> Result<Vec<u8>, Failure> {
+    let too_large = || {
+        Failure::new(
+            FailureClass::Refused,
+            format!(
+                "GET {shown}: the answer is larger than pullsync.http_max_response_size ({} kB)",
+                max / 1024
+            ),
+        )
+    };
+    let announced = response.content_length().unwrap_or(0);
+    if announced > max as u64 {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(announced as usize);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_failure(shown, &e))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn extra_roots(path: &str) -> Result<Vec<reqwest::Certificate>, Failure> {

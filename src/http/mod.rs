@@ -28,6 +28,9 @@ pub enum FailureClass {
     /// The object asked about does not exist any more: not retried, and no failure of
     /// the run (the caller records that it is gone).
     Gone,
+    /// A position the caller sent belongs to a state the server no longer has (a provider
+    /// restored or promoted since): not retried; the caller starts over from what it holds.
+    Stale,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

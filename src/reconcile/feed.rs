@@ -64,15 +64,15 @@ fn source_counts(p: &Provider, w: Window) -> Result<[i64; 2]> {
     Ok([stats.conversations, stats.messages])
 }
 
-fn target_counts(w: Window) -> Result<[i64; 2]> {
+fn target_counts(consumer_id: &str, w: Window) -> Result<[i64; 2]> {
     let mut counts = [0; 2];
     for (i, (_, table, column)) in STREAMS.iter().enumerate() {
         counts[i] = Spi::connect(|client| {
             client
                 .select(
-                    &format!("SELECT count(*) FROM {table} WHERE {column} >= $1 AND {column} < $2"),
+                    &format!("SELECT count(*) FROM {table} WHERE feed_source = $3 AND {column} >= $1 AND {column} < $2"),
                     Some(1),
-                    &[to_pg(time(w.start)).into(), to_pg(time(w.end)).into()],
+                    &[to_pg(time(w.start)).into(), to_pg(time(w.end)).into(), consumer_id.into()],
                 )?
                 .first()
                 .get_one::<i64>()
@@ -101,12 +101,12 @@ fn source_ids(p: &Provider, stream: &str, w: Window) -> Result<Vec<String>> {
     }
 }
 
-fn target_ids(table: &str, column: &str, w: Window) -> Result<Vec<String>> {
+fn target_ids(consumer_id: &str, table: &str, column: &str, w: Window) -> Result<Vec<String>> {
     Spi::connect(|client| {
         let rows = client.select(
-            &format!("SELECT id FROM {table} WHERE {column} >= $1 AND {column} < $2"),
+            &format!("SELECT id FROM {table} WHERE feed_source = $3 AND {column} >= $1 AND {column} < $2"),
             None,
-            &[to_pg(time(w.start)).into(), to_pg(time(w.end)).into()],
+            &[to_pg(time(w.start)).into(), to_pg(time(w.end)).into(), consumer_id.into()],
         )?;
         let mut ids = Vec::with_capacity(rows.len());
         for row in rows {
@@ -125,18 +125,20 @@ fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
         let items: Items = p
             .get("/items", &format!("kind={stream}&ids={}", urlencode(&list)))?
             .map_err(|f| refused("fetching missing rows from the provider", f))?;
-        written += crate::subxact::run(|| pull::upsert_items(stream, &items.items))? as i64;
+        written += crate::subxact::run(|| {
+            pull::upsert_items(&p.source.consumer_id, stream, &items.items)
+        })? as i64;
     }
     Ok(written)
 }
 
-fn present(table: &str, ids: &[String]) -> Result<i64> {
+fn present(consumer_id: &str, table: &str, ids: &[String]) -> Result<i64> {
     Ok(Spi::connect(|client| {
         client
             .select(
-                &format!("SELECT count(*) FROM {table} WHERE id = ANY($1)"),
+                &format!("SELECT count(*) FROM {table} WHERE feed_source = $2 AND id = ANY($1)"),
                 Some(1),
-                &[ids.to_vec().into()],
+                &[ids.to_vec().into(), consumer_id.into()],
             )?
             .first()
             .get_one::<i64>()
@@ -151,8 +153,9 @@ fn counts_json(c: [i64; 2]) -> Value {
 /// What one reconciliation found, filled in as far as it got.
 fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
     let max_ids = config::RECONCILE_MAX_IDS.get().max(1) as usize;
+    let consumer = p.source.consumer_id.as_str();
     let narrowed = narrow::narrow(window, LEAF_ROWS, MAX_PROBES, |w| {
-        Ok::<_, PullsyncError>((source_counts(p, w)?, target_counts(w)?))
+        Ok::<_, PullsyncError>((source_counts(p, w)?, target_counts(consumer, w)?))
     })?;
     out.source_counts = counts_json(narrowed.whole.0);
     out.target_counts = counts_json(narrowed.whole.1);
@@ -162,7 +165,10 @@ fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
         let mut extra = Vec::new();
         for w in &narrowed.leaves[i] {
             out.windows.push(json!({ "stream": stream, "start": time(w.start).to_rfc3339(), "end": time(w.end).to_rfc3339() }));
-            let (m, e) = narrow::diff(&source_ids(p, stream, *w)?, &target_ids(table, column, *w)?);
+            let (m, e) = narrow::diff(
+                &source_ids(p, stream, *w)?,
+                &target_ids(consumer, table, column, *w)?,
+            );
             missing.extend(m);
             extra.extend(e);
         }
@@ -177,7 +183,7 @@ fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
         if out.repair && !missing.is_empty() {
             repaired = repair(p, stream, &missing)?;
             out.repaired += repaired;
-            out.still_missing += missing.len() as i64 - present(table, &missing)?;
+            out.still_missing += missing.len() as i64 - present(consumer, table, &missing)?;
         } else {
             out.still_missing += missing.len() as i64;
         }

@@ -242,6 +242,7 @@ mod tests {
             },
             concurrency: 1,
             ca_file: None,
+            max_response_bytes: 1 << 20,
         })
         .unwrap();
         let api = ThreadsApi::new(http, "https://graph.threads.net/v1.0/");
