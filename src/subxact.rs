@@ -13,7 +13,17 @@ pub fn run<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
         let context = pg_sys::CurrentMemoryContext;
         let owner = pg_sys::CurrentResourceOwner;
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
+        // The work pallocs in a context of its own, deleted after it: a long call (a feed
+        // pull of many pages) must not keep every page's query parameters until it returns.
+        // Results are Rust values and never point into it.
+        let scratch = pg_sys::AllocSetContextCreateExtended(
+            context,
+            c"pg_pullsync unit of work".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        pg_sys::MemoryContextSwitchTo(scratch);
         let work = std::panic::AssertUnwindSafe(work);
         let outcome: std::result::Result<Result<T>, Box<CaughtError>> =
             PgTryBuilder::new(move || {
@@ -28,6 +38,7 @@ pub fn run<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
             _ => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
         }
         pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::MemoryContextDelete(scratch);
         pg_sys::CurrentResourceOwner = owner;
         match outcome {
             Ok(result) => result,

@@ -342,18 +342,23 @@ fn peak_memory<T>(pids: &[i32], work: impl FnOnce() -> T) -> (T, Vec<u64>) {
     (out, sampler.join().unwrap())
 }
 
+/// `n` messages of 10 MB each, `big<first>`…, on the provider.
+fn add_big_rows(p: &mut Client, first: i32, n: i32) {
+    p.execute(
+        "INSERT INTO pullsync.conversation_messages (id, conversation_id, role, content_redacted, created_at)
+         SELECT 'big' || lpad(g::text, 3, '0'), 'c1', 'user', repeat(chr(97 + g % 26), 10 * 1024 * 1024), now()
+           FROM generate_series($1::int, $1 + $2 - 1) g",
+        &[&first, &n],
+    )
+    .unwrap();
+}
+
 #[test]
 fn rows_of_ten_megabytes_are_all_pulled_within_a_bounded_memory() {
     const MB: u64 = 1024 * 1024;
     let _serial = serial();
     let mut p = provider(1, 0, KEY);
-    // Twelve messages of 10 MB each: 120 MB that a 500-row page would hold at once.
-    p.batch_execute(
-        "INSERT INTO pullsync.conversation_messages (id, conversation_id, role, content_redacted, created_at)
-         SELECT 'big' || lpad(g::text, 2, '0'), 'c1', 'user', repeat(chr(96 + g), 10 * 1024 * 1024), now()
-           FROM generate_series(1, 12) g",
-    )
-    .unwrap();
+    add_big_rows(&mut p, 1, 6);
     let mut c = consumer("it_big_rows", FEED_URL, KEY, 500);
 
     // A response limit below one page is enforced while reading, with a clear error.
@@ -378,30 +383,44 @@ fn rows_of_ten_megabytes_are_all_pulled_within_a_bounded_memory() {
         )
         .unwrap()
         .get(0);
-    let before = [rss_anon(consumer_pid), rss_anon(server_pid)];
-    let (pulled, peaks) = peak_memory(&[consumer_pid, server_pid], || pull(&mut c, "partner"));
-    assert_eq!(pulled["status"], "completed", "{pulled}");
-    assert_eq!(pulled["items"]["messages"], 12, "{pulled}");
-    let pages = pulled["pages"].as_i64().unwrap();
-    assert!(pages >= 6, "pages end at the 16 MB budget: {pulled}");
+    let pids = [consumer_pid, server_pid];
+    let before = pids.map(rss_anon);
+    // 60 MB, then 180 MB more: with pages bounded, the second pull needs no more memory than
+    // the first; if a page could take every row, it would need three times as much.
+    let (first, small) = peak_memory(&pids, || pull(&mut c, "partner"));
+    assert_eq!(first["status"], "completed", "{first}");
+    add_big_rows(&mut p, 7, 18);
+    let (second, large) = peak_memory(&pids, || pull(&mut c, "partner"));
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(second["items"]["messages"], 18, "{second}");
+    let pages = second["pages"].as_i64().unwrap();
+    assert!(pages >= 9, "pages end at the 16 MB budget: {second}");
     assert_eq!(rows_from(&mut c, "partner").1, rows_from(&mut p, "").1);
-    println!(
-        "big rows: 120 MB in {pages} pages; peak anonymous memory: consumer {} MB (from {} MB), feed server {} MB (from {} MB)",
-        peaks[0] / MB,
-        before[0] / MB,
-        peaks[1] / MB,
-        before[1] / MB
+    // A repair fetches rows by id: the provider's answer keeps to the page budget too, and
+    // the consumer asks again for the rest.
+    c.batch_execute(
+        "DELETE FROM pullsync.conversation_messages WHERE feed_source = 'partner'
+            AND id IN ('big002', 'big003', 'big009', 'big010', 'big011', 'big024')",
+    )
+    .unwrap();
+    let repaired = json(
+        &mut c,
+        "SELECT pullsync.sync_reconcile(now() - interval '1 hour', now() + interval '1 hour', 'partner', repair => true)",
     );
-    // A page holds two rows (20 MB); each process keeps a few copies of one page at most,
-    // far below the 120 MB it would hold if a page could take every row.
-    for (what, peak, from) in [
-        ("consumer", peaks[0], before[0]),
-        ("feed server", peaks[1], before[1]),
-    ] {
+    assert_eq!(repaired["runs"][0]["repaired"], 6, "{repaired}");
+    assert_eq!(rows_from(&mut c, "partner").1, rows_from(&mut p, "").1);
+    for (i, what) in ["consumer", "feed server"].iter().enumerate() {
+        println!(
+            "big rows, {what}: anonymous memory {} MB before, peak {} MB pulling 60 MB, {} MB pulling 180 MB in {pages} pages",
+            before[i] / MB,
+            small[i] / MB,
+            large[i] / MB
+        );
         assert!(
-            peak.saturating_sub(from) < 120 * MB,
-            "{what} grew by {} MB",
-            peak.saturating_sub(from) / MB
+            large[i] < small[i] + small[i] / 4,
+            "{what}: {} MB for 180 MB of rows against {} MB for 60 MB: memory grows with the data",
+            large[i] / MB,
+            small[i] / MB
         );
     }
 }

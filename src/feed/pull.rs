@@ -103,15 +103,17 @@ fn latest_checkpoint(
     stream: &str,
 ) -> Result<(Option<String>, Option<DateTime<Utc>>)> {
     let row = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT cursor, window_start FROM pullsync.sync_checkpoints WHERE consumer_id = $1 AND stream = $2
-                    AND mode IN ('incremental', 'catch_up')
-                  ORDER BY id DESC LIMIT 1",
-                Some(1),
-                &[consumer_id.into(), stream.into()],
-            )?
-            .first()
+        let rows = client.select(
+            "SELECT cursor, window_start FROM pullsync.sync_checkpoints WHERE consumer_id = $1 AND stream = $2
+                AND mode IN ('incremental', 'catch_up')
+              ORDER BY id DESC LIMIT 1",
+            Some(1),
+            &[consumer_id.into(), stream.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok((None, None));
+        }
+        rows.first()
             .get_two::<String, pgrx::datum::TimestampWithTimeZone>()
     })?;
     Ok((row.0, row.1.and_then(crate::pg_time::to_chrono)))

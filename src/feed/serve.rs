@@ -10,7 +10,6 @@ use crate::error::{PullsyncError, Result};
 use crate::pg_time::to_pg;
 use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::{json, Value};
 
 pub const MAX_PAGE: i32 = 5000;
@@ -180,6 +179,43 @@ const MESSAGE_JSON: &str = "jsonb_build_object('id', id, 'conversation_id', conv
     'content_redacted', content_redacted, 'risk', jsonb_build_object('level', risk_level, 'categories', to_jsonb(risk_categories)),
     'created_at', created_at, 'updated_at', updated_at)";
 
+/// Reads up to `limit` rows of (item JSON text, position xid, id) within the page byte
+/// budget: the items, the last row's position, and whether there is more.
+fn read_bounded(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+    limit: usize,
+) -> Result<(Vec<Value>, Option<Position>, bool)> {
+    Spi::connect(|client| {
+        let mut rows = client.try_open_cursor(sql, args)?;
+        let mut page = PageFill::new(limit, config::feed_page_max_bytes());
+        let mut last: Option<Position> = None;
+        // Fetched a few rows at a time, sized by the largest row seen so far, so a page of
+        // big rows never holds much more than its byte budget.
+        while let Some(chunk) = page.next_fetch() {
+            let fetched = rows.fetch(chunk as libc::c_long)?;
+            if fetched.is_empty() {
+                break;
+            }
+            for row in fetched {
+                let item: String = row.get(1)?.unwrap_or_default();
+                if !page.admit(item.len()) {
+                    break;
+                }
+                let xid: Option<String> = row.get(2)?;
+                let id: Option<String> = row.get(3)?;
+                page.items
+                    .push(serde_json::from_str(&item).unwrap_or(Value::Null));
+                last = Some(Position {
+                    xid: xid.and_then(|x| x.parse().ok()).unwrap_or(0),
+                    id: id.unwrap_or_default(),
+                });
+            }
+        }
+        Ok((page.items, last, page.more))
+    })
+}
+
 /// One page of a stream for a consumer: `{"items": […], "next_cursor": …, "checkpoint": …}`.
 /// `next_cursor` is null on the last page; `checkpoint` always marks where the page ended,
 /// for resuming later.
@@ -243,44 +279,17 @@ pub fn page(
             None,
         ),
     };
-    let budget = config::feed_page_max_bytes();
-    let (items, last, more) = Spi::connect(|client| {
-        let mut rows = client.try_open_cursor(
-            sql.as_str(),
-            &[
-                from.xid.to_string().into(),
-                from.id.clone().into(),
-                (limit + 1).into(),
-                filter_arg.into(),
-                user_arg.into(),
-            ],
-        )?;
-        let mut page = PageFill::new(limit as usize, budget);
-        let mut last: Option<Position> = None;
-        // Fetched a few rows at a time, sized by the largest row seen so far, so a page of
-        // big rows never holds much more than its byte budget.
-        while let Some(chunk) = page.next_fetch() {
-            let fetched = rows.fetch(chunk as libc::c_long)?;
-            if fetched.is_empty() {
-                break;
-            }
-            for row in fetched {
-                let item: String = row.get(1)?.unwrap_or_default();
-                if !page.admit(item.len()) {
-                    break;
-                }
-                let xid: Option<String> = row.get(2)?;
-                let id: Option<String> = row.get(3)?;
-                page.items
-                    .push(serde_json::from_str(&item).unwrap_or(Value::Null));
-                last = Some(Position {
-                    xid: xid.and_then(|x| x.parse().ok()).unwrap_or(0),
-                    id: id.unwrap_or_default(),
-                });
-            }
-        }
-        Ok::<_, PullsyncError>((page.items, last, page.more))
-    })?;
+    let (items, last, more) = read_bounded(
+        &sql,
+        &[
+            from.xid.to_string().into(),
+            from.id.clone().into(),
+            (limit + 1).into(),
+            filter_arg.into(),
+            user_arg.into(),
+        ],
+        limit as usize,
+    )?;
     let end = last.unwrap_or(from);
     // Once a read of changes after updated_after has reached the end, what follows is
     // every later change: its checkpoint goes on in the unfiltered order.
@@ -421,8 +430,10 @@ pub fn ids(
 /// At most this many ids per `items` call.
 pub const MAX_ITEM_IDS: usize = 500;
 
-/// The rows with these ids, in the page shapes, for repairing a consumer: `{"items": […]}`.
-/// Ids that do not exist are left out.
+/// The rows with these ids, in the page shapes and in byte order of id, for repairing a
+/// consumer: `{"items": […], "more": …}`. Ids that do not exist are left out. Within the page
+/// byte budget: `more` says the answer stopped early, and the ids after the last item
+/// returned are to be asked for again.
 pub fn items(consumer_id: &str, kind: &str, ids: &[String]) -> Result<Value> {
     require_consumer(consumer_id)?;
     let (table, shape) = match kind {
@@ -441,22 +452,16 @@ pub fn items(consumer_id: &str, kind: &str, ids: &[String]) -> Result<Value> {
             "Ask in several calls.",
         ));
     }
-    let items = Spi::connect(|client| {
-        let rows = client.select(
-            &format!(
-                "SELECT {shape} FROM {table} WHERE feed_source = '' AND id = ANY($1) ORDER BY id"
-            ),
-            None,
-            &[ids.to_vec().into()],
-        )?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in rows {
-            let item: Option<JsonB> = row.get(1)?;
-            items.extend(item.map(|j| j.0));
-        }
-        Ok::<_, PullsyncError>(items)
-    })?;
-    Ok(json!({ "items": items }))
+    // In byte order, so a caller can ask again for the ids after the last one returned.
+    let (items, _, more) = read_bounded(
+        &format!(
+            "SELECT {shape}::text, '0', id FROM {table} WHERE feed_source = '' AND id = ANY($1)
+              ORDER BY id COLLATE \"C\""
+        ),
+        &[ids.to_vec().into()],
+        ids.len(),
+    )?;
+    Ok(json!({ "items": items, "more": more }))
 }
 
 /// Creates or updates a consumer allowed to pull, with its sealed API key.

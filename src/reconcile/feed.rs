@@ -43,6 +43,9 @@ struct IdPage {
 #[derive(Deserialize)]
 struct Items {
     items: Vec<Value>,
+    /// Set when the provider stopped early; a 0.1.0 provider never does.
+    #[serde(default)]
+    more: bool,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -118,8 +121,15 @@ fn target_ids(consumer_id: &str, table: &str, column: &str, w: Window) -> Result
 
 /// Re-pulls `ids` of a stream and upserts them; returns how many rows came back.
 fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
+    let mut wanted = ids.to_vec();
+    // The provider answers in byte order of id and may stop early (its page byte budget):
+    // what is left is asked for again.
+    wanted.sort_unstable();
+    wanted.dedup();
     let mut written = 0;
-    for chunk in ids.chunks(MAX_ITEM_IDS) {
+    let mut rest: &[String] = &wanted;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(MAX_ITEM_IDS)];
         let list =
             serde_json::to_string(chunk).map_err(|e| PullsyncError::Internal(e.to_string()))?;
         let items: Items = p
@@ -128,6 +138,11 @@ fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
         written += crate::subxact::run(|| {
             pull::upsert_items(&p.source.consumer_id, stream, &items.items)
         })? as i64;
+        let last = items.items.last().and_then(|i| i["id"].as_str());
+        rest = match last {
+            Some(last) if items.more => &rest[rest.partition_point(|id| id.as_str() <= last)..],
+            _ => &rest[chunk.len()..],
+        };
     }
     Ok(written)
 }
