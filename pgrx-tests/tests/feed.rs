@@ -485,8 +485,8 @@ fn reconcile_names_exactly_the_missing_and_extra_rows_and_repair_restores_equali
     c.batch_execute(
         "DELETE FROM pullsync.conversation_messages WHERE id IN ('m2', 'm17', 'm3000', 'm5999');
          DELETE FROM pullsync.conversations WHERE id IN ('c5', 'c300');
-         INSERT INTO pullsync.conversation_messages (id, conversation_id, role, created_at)
-         VALUES ('stray', 'c1', 'user', '2026-06-01 13:00:00+00');",
+         INSERT INTO pullsync.conversation_messages (feed_source, id, conversation_id, role, created_at)
+         VALUES ('partner', 'stray', 'c1', 'user', '2026-06-01 13:00:00+00');",
     )
     .unwrap();
     let found = reconcile(&mut c, false);
