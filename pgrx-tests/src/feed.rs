@@ -137,3 +137,41 @@ pub fn foreign_provider_of(
         );
     crate::local_server::LocalServer::start(app, 0, 1, "foreign-feed").expect("foreign feed")
 }
+
+/// A foreign feed provider that pages: `page` items per page, cursors `o<offset>`, the last
+/// page's checkpoint resuming after everything (an empty page). It checks no key.
+pub fn paged_foreign_provider(
+    conversations: Vec<serde_json::Value>,
+    messages: Vec<serde_json::Value>,
+    page: usize,
+) -> crate::local_server::LocalServer {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let serve = |items: Arc<Vec<serde_json::Value>>| {
+        move |Query(query): Query<HashMap<String, String>>| {
+            let items = items.clone();
+            async move {
+                let from = query
+                    .get("cursor")
+                    .and_then(|c| c.strip_prefix('o'))
+                    .and_then(|o| o.parse::<usize>().ok())
+                    .unwrap_or(0)
+                    .min(items.len());
+                let to = (from + page).min(items.len());
+                let more = to < items.len();
+                axum::Json(serde_json::json!({
+                    "items": items[from..to],
+                    "next_cursor": more.then(|| format!("o{to}")),
+                    "checkpoint": format!("o{to}"),
+                }))
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/conversations", get(serve(Arc::new(conversations))))
+        .route("/messages", get(serve(Arc::new(messages))));
+    crate::local_server::LocalServer::start(app, 0, 2, "paged-foreign-feed")
+        .expect("paged foreign feed")
+}

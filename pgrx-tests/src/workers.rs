@@ -86,7 +86,14 @@ pub fn wait_finished(db: &mut Client, job: i64) {
 
 /// How the stored data differ from what a clean run stores — every post the simulator
 /// shows, once, with the metrics it serves now (L3), and consistent layers. Empty: equal.
+/// Posts marked deleted are not compared.
 pub fn differences(db: &mut Client, sim: &SimServer) -> Vec<String> {
+    differences_where(db, sim, "deleted_at IS NULL")
+}
+
+/// `differences` over the stored posts that match `posts_filter` (SQL over
+/// workspace_threads_posts).
+pub fn differences_where(db: &mut Client, sim: &SimServer, posts_filter: &str) -> Vec<String> {
     let world = sim.sim.world.read().unwrap();
     let expected: HashMap<String, Option<(i64, i64)>> = world
         .accounts
@@ -103,8 +110,10 @@ pub fn differences(db: &mut Client, sim: &SimServer) -> Vec<String> {
     drop(world);
     let stored: HashMap<String, Option<(i64, i64)>> = db
         .query(
-            "SELECT threads_post_id, media_type <> 'REPOST_FACADE', current_views, current_likes
-               FROM pullsync.workspace_threads_posts",
+            &format!(
+                "SELECT threads_post_id, media_type <> 'REPOST_FACADE', current_views, current_likes
+                   FROM pullsync.workspace_threads_posts WHERE {posts_filter}"
+            ),
             &[],
         )
         .unwrap()

@@ -2,7 +2,7 @@
 
 use crate::cluster::Cluster;
 use crate::install::{build_and_install, install_atomically, Package, Profile};
-use crate::pg_tree::Major;
+use crate::pg_tree::{Major, PgTree};
 use crate::prereqs;
 use crate::sentinel::Sentinel;
 use std::io::{BufRead, BufReader};
@@ -347,7 +347,13 @@ fn integration_cluster(major: Major) -> Cluster {
 
 /// Starts the integration-test cluster afresh on the installed package.
 fn test_cluster(major: Major) -> Result<Cluster> {
-    let cluster = integration_cluster(major);
+    test_cluster_on(major.build_tree())
+}
+
+/// Starts the integration-test cluster afresh on the package installed in `tree`.
+fn test_cluster_on(tree: PgTree) -> Result<Cluster> {
+    let major = tree.major;
+    let cluster = Cluster::new("/tmp/pullsync-it", TEST_PORT, tree);
     cluster.remove()?;
     // The workers and pg_cron live in it_workers, the database of tests/workers.rs, which
     // keeps one Threads simulator on WORKER_SIM_PORT for them.
@@ -462,28 +468,58 @@ const SOAK_RUNS: u32 = 50;
 
 /// The fault soak restarts the server, so it runs after the other tests, alone.
 fn soak_phase(tally: &mut Tally, cluster: &Cluster, runs: u32) {
+    soak_phase_with(
+        tally,
+        integration_command(cluster),
+        cluster.tree.major,
+        runs,
+    );
+}
+
+fn soak_phase_with(tally: &mut Tally, mut command: Command, major: Major, runs: u32) {
     tally.phase(
-        &format!(
-            "fault soak (tests/soak.rs, PostgreSQL {})",
-            cluster.tree.major.number()
-        ),
-        integration_command(cluster)
+        &format!("fault soak (tests/soak.rs, PostgreSQL {})", major.number()),
+        command
             .args(["--test", "soak", "--"])
             .args(["--ignored", "--test-threads=1", "--nocapture"])
             .env("PULLSYNC_SOAK_RUNS", runs.to_string()),
     );
 }
 
-/// `cargo xtask soak [--pg 15|18]`: the long fault soak on a fresh test cluster.
+/// `cargo xtask soak [--pg 15|18] [--against 0.1.0]`: the long fault soak on a fresh test
+/// cluster; with `--against`, on the version that landed first (rebuilt from its commit),
+/// in the soak's 0.1.0 mode, to see what that version loses.
 pub fn soak(args: &[String]) -> Result<()> {
     let majors = versions(args)?;
+    let against = flag_value(args, "--against")?;
+    if against.is_some_and(|v| v != crate::upgrade::BASE_VERSION) {
+        return Err(format!(
+            "--against takes {}, the version that landed first",
+            crate::upgrade::BASE_VERSION
+        )
+        .into());
+    }
     prereqs::ensure(&majors)?;
     let mut tally = Tally::default();
     for major in majors {
         integration_cluster(major).stop()?;
-        build_and_install(&major.build_tree(), Profile::Debug)?;
-        let cluster = test_cluster(major)?;
-        soak_phase(&mut tally, &cluster, SOAK_RUNS);
+        let cluster = if against.is_some() {
+            let tree = PgTree::private(major, &format!("{}-soak-base", major.number()));
+            if tree.root.exists() {
+                std::fs::remove_dir_all(&tree.root)?;
+            }
+            tree.ensure_copied()?;
+            install_atomically(&crate::upgrade::base_package(major)?, &tree)?;
+            test_cluster_on(tree)?
+        } else {
+            build_and_install(&major.build_tree(), Profile::Debug)?;
+            test_cluster(major)?
+        };
+        let mut command = integration_command(&cluster);
+        if against.is_some() {
+            command.env("PULLSYNC_SOAK_LEGACY", "1");
+        }
+        soak_phase_with(&mut tally, command, major, SOAK_RUNS);
         cluster.stop()?;
     }
     if tally.failed > 0 || !tally.failed_phases.is_empty() {

@@ -126,16 +126,20 @@ fn patch(file: &Path, from: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
+/// The base version's package for `major`, built from its commit (once).
+pub fn base_package(major: Major) -> Result<Package> {
+    build_package(
+        &base_sources(major)?,
+        major,
+        &format!("package-{BASE_VERSION}-{}", major.pgrx_name()),
+        Profile::Debug,
+    )
+}
+
 /// Builds the base version for `major`, installs it into a fresh upgrade tree and starts
 /// its cluster. Returns the cluster and the environment the upgrade test reads.
 pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(String, String)>)> {
-    let pg = major.pgrx_name();
-    let old = build_package(
-        &base_sources(major)?,
-        major,
-        &format!("package-{BASE_VERSION}-{pg}"),
-        Profile::Debug,
-    )?;
+    let old = base_package(major)?;
     let tree = PgTree::private(major, &format!("{}-upgrade", major.number()));
     let cluster = Cluster::new("/tmp/pullsync-up", PORT, tree.clone());
     cluster.remove()?;

@@ -374,7 +374,12 @@ fn listing_page(sim: &Sim, user: &str, params: &HashMap<String, String>) -> u32 
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(DEFAULT_PAGE_LIMIT)
-        .clamp(1, MAX_PAGE_LIMIT);
+        .clamp(1, MAX_PAGE_LIMIT)
+        .min(
+            sim.listing_cap
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(1),
+        );
     let Some(after) = params.get("after").and_then(|c| decode_cursor(c)) else {
         return 1;
     };
@@ -404,7 +409,12 @@ fn list_threads(
             .filter(|&l| l >= 1)
             .ok_or_else(|| bad_param("(#100) Param limit must be a positive integer"))?
             .min(MAX_PAGE_LIMIT),
-    };
+    }
+    .min(
+        sim.listing_cap
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1),
+    );
     if params.contains_key("before") && params.contains_key("after") {
         return Err(bad_param("(#100) Cannot specify both before and after"));
     }

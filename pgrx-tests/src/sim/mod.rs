@@ -59,6 +59,9 @@ pub struct Sim {
     pub counters: Mutex<Counters>,
     /// (fixed, jitter) in milliseconds
     pub latency: Mutex<(u64, u64)>,
+    /// The most posts a listing page holds, whatever its limit asks (Meta's may be lower
+    /// than the documented 100).
+    pub listing_cap: std::sync::atomic::AtomicUsize,
     in_flight: std::sync::atomic::AtomicU64,
 }
 
@@ -84,6 +87,7 @@ impl Sim {
             faults: Mutex::new(faults),
             counters: Mutex::new(Counters::default()),
             latency: Mutex::new((config.latency_ms, config.jitter_ms)),
+            listing_cap: std::sync::atomic::AtomicUsize::new(threads_model::MAX_PAGE_LIMIT),
             in_flight: std::sync::atomic::AtomicU64::new(0),
         }
     }

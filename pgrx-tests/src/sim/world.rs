@@ -210,6 +210,8 @@ pub struct World {
     /// token text -> account index, for current and replaced tokens
     tokens: HashMap<String, (usize, bool)>,
     token_serial: u64,
+    /// Posts published by `add_post`, for their ids.
+    added_posts: usize,
 }
 
 /// Why a token was refused.
@@ -222,6 +224,12 @@ pub enum TokenProblem {
 
 impl World {
     pub fn generate(config: &WorldConfig) -> World {
+        World::generate_with_posts(config, |_| config.posts_per_account)
+    }
+
+    /// As `generate`, with `posts(account index)` posts for each account instead of
+    /// `posts_per_account`.
+    pub fn generate_with_posts(config: &WorldConfig, posts: impl Fn(usize) -> usize) -> World {
         let seed = config.seed;
         let mut accounts = Vec::with_capacity(config.accounts);
         for index in 0..config.accounts {
@@ -233,7 +241,7 @@ impl World {
             let username = format!("sim_user_{index}");
             // `posts_per_account` posts over the last ~180 days, and a third as many again
             // ahead of the clock, which appear as it advances. Stored newest first.
-            let past = config.posts_per_account;
+            let past = posts(index);
             let future = past / 3;
             let gap = (180 * DAY / past.max(1) as i64).max(61) as u64;
             let step = |p: usize| 60 + (hash3(seed, index as u64, p as u64 + 1) % gap) as i64;
@@ -279,6 +287,7 @@ impl World {
             by_post: HashMap::new(),
             tokens: HashMap::new(),
             token_serial: 0,
+            added_posts: 0,
         };
         world.reindex();
         world
@@ -344,6 +353,18 @@ impl World {
     }
 
     /// Removes a post from the world (the "disappears between pages" fault).
+    /// Publishes a new post of account `index` now; returns its id.
+    pub fn add_post(&mut self, index: usize) -> String {
+        self.added_posts += 1;
+        let post = generate_post(self.seed, index, 900_000 + self.added_posts, self.now);
+        let id = post.id.clone();
+        let posts = &mut self.accounts[index].posts;
+        let at = posts.partition_point(|p| (p.published_at, &p.id) > (post.published_at, &id));
+        posts.insert(at, post);
+        self.reindex();
+        id
+    }
+
     pub fn remove_post(&mut self, id: &str) -> bool {
         let Some(&(a, p)) = self.by_post.get(id) else {
             return false;
