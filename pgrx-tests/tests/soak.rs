@@ -602,10 +602,17 @@ fn seeded_fault_runs_end_with_the_data_of_a_clean_run() {
         let started = std::time::Instant::now();
         let before = tally.differences.len();
         one_run(seed, &sim, &mut tally);
+        let found = &tally.differences[before..];
         println!(
-            "soak: seed {seed} done in {:.1} s with {} differences; so far {tally:?}",
+            "soak: seed {seed} done in {:.1} s: {} differences{}; so far {} Threads API faults, {} feed HTTP faults, {} kill -9, {} restarts, {} listings cut short and resumed",
             started.elapsed().as_secs_f64(),
-            tally.differences.len() - before
+            found.len(),
+            if found.is_empty() { String::new() } else { format!(" (first: {})", found[..found.len().min(3)].join("; ")) },
+            tally.api_faults,
+            tally.feed_faults,
+            tally.kills,
+            tally.restarts,
+            tally.listings_resumed
         );
     }
     let mut admin = connect_retrying();
@@ -631,5 +638,15 @@ fn seeded_fault_runs_end_with_the_data_of_a_clean_run() {
         tally.recovery_cycles,
         tally.differences.len()
     );
-    assert!(tally.differences.is_empty(), "{:#?}", tally.differences);
+    let mut per_seed: std::collections::BTreeMap<&str, usize> = Default::default();
+    for d in &tally.differences {
+        *per_seed
+            .entry(d.split(',').next().unwrap_or(d))
+            .or_default() += 1;
+    }
+    assert!(
+        tally.differences.is_empty(),
+        "differences per seed: {per_seed:?}; the first: {:#?}",
+        &tally.differences[..tally.differences.len().min(20)]
+    );
 }
