@@ -3,6 +3,9 @@
 
 use serde_json::Value;
 
+/// Rows fetched at once at most: a batch may hold rows far larger than any seen before.
+const MAX_FETCH: usize = 32;
+
 /// How far a page has filled: at most `limit` rows and, past its first row, at most
 /// `budget` bytes of item JSON. A row beyond either bound means there is more.
 pub struct PageFill {
@@ -35,7 +38,7 @@ impl PageFill {
         let wanted = self.limit + 1 - self.items.len();
         let room = self.budget.saturating_sub(self.bytes);
         let by_size = room.checked_div(self.largest).unwrap_or(1);
-        Some(wanted.min(by_size.clamp(1, 500)))
+        Some(wanted.min(by_size.clamp(1, MAX_FETCH)))
     }
 
     /// Whether a row of `size` bytes belongs on this page; false marks the page full.
@@ -90,7 +93,7 @@ mod tests {
         assert_eq!(page.next_fetch(), Some(1));
         assert!(page.admit(10));
         page.items.push(Value::Null);
-        assert_eq!(page.next_fetch(), Some(99));
+        assert_eq!(page.next_fetch(), Some(32));
         assert!(page.admit(400));
         page.items.push(Value::Null);
         assert_eq!(page.next_fetch(), Some(1));

@@ -479,7 +479,7 @@ pub fn pull(
     let mut error: Option<String> = None;
     let mut notes: Vec<String> = Vec::new();
     // Set when the provider refused a cursor as another identity's: from where changes
-    // were read again, so that window is reconciled once the streams are through.
+    // were read again (None: from the start); reconciled once the streams are through.
     let mut moved_since: Option<Option<DateTime<Utc>>> = None;
 
     'streams: for (stream, path) in STREAMS {
@@ -512,16 +512,14 @@ pub fn pull(
                     // before the newest one held again (upserts make that harmless).
                     restarted = true;
                     cursor = None;
-                    updated_after = txn.run(|| restart_point(consumer_id, stream))?;
-                    let since = moved_since.get_or_insert(updated_after);
-                    *since = match (*since, updated_after) {
+                    // A full pull keeps its own window.
+                    if mode != "full" {
+                        updated_after = txn.run(|| restart_point(consumer_id, stream))?;
+                    }
+                    moved_since = Some(match (moved_since.flatten(), updated_after) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
-                    };
-                    let note = "the provider's identity changed (restored, recovered or promoted): recent changes read again and reconciled".to_string();
-                    if !notes.contains(&note) {
-                        notes.push(note);
-                    }
+                    });
                     continue;
                 }
                 Err(f)
@@ -600,14 +598,26 @@ pub fn pull(
     } else {
         "failed"
     };
-    // Rows the moved provider holds but never served again (their changes older than the
-    // overlap) are found by reconciling the window read again, and repaired.
+    // Rows the moved provider holds but did not serve again (changed before the overlap)
+    // were created before it too: reconciliation over the widest window it allows finds
+    // them, and those the provider lost, and repairs what is missing.
     let reconciliation = match moved_since {
-        Some(Some(since)) if error.is_none() => Some(
-            txn.run(|| crate::reconcile::feed::reconcile(consumer_id, since, Utc::now(), true))?,
-        ),
+        Some(_) if error.is_none() => {
+            let now = Utc::now();
+            let widest =
+                ChronoDuration::seconds(i64::from(crate::config::RECONCILE_MAX_WINDOW_S.get()));
+            Some(txn.run(|| {
+                crate::reconcile::feed::reconcile(consumer_id, now - widest, now, true, cancel)
+            })?)
+        }
         _ => None,
     };
+    if moved_since.is_some() {
+        notes.push(match &reconciliation {
+            Some(_) => "the provider's identity changed (restored, recovered or promoted): recent changes read again, then reconciled".into(),
+            None => "the provider's identity changed (restored, recovered or promoted): recent changes read again; not reconciled, as the pull did not complete: run pullsync.sync_reconcile".into(),
+        });
+    }
     let api_calls = provider.calls();
     txn.run(|| {
         log_run(&RunLog {

@@ -30,28 +30,42 @@ fn bad_cursor(e: CursorError) -> PullsyncError {
 pub(crate) struct Identity {
     pub origin: String,
     pub next_xid: u64,
+    /// Every transaction below it has ended: rows at lower xids are all served or never.
+    pub horizon_xid: u64,
 }
 
 /// The system identifier, the timeline (from the current WAL file name: it changes on
-/// promotion and point-in-time recovery at once) and the feed epoch.
+/// promotion and point-in-time recovery at once) and the feed epoch. A standby's timeline
+/// lags a promotion it follows, so what it issues is marked as a standby's and accepted
+/// by no primary, nor the primary's by it.
 const IDENTITY: &str = "
 SELECT (SELECT system_identifier FROM pg_control_system())::text || ':' ||
-       CASE WHEN pg_is_in_recovery() THEN lpad(upper(to_hex((pg_control_checkpoint()).timeline_id)), 8, '0')
+       CASE WHEN pg_is_in_recovery()
+            THEN 'standby-' || lpad(upper(to_hex((pg_control_checkpoint()).timeline_id)), 8, '0')
             ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END || ':' ||
        coalesce((SELECT epoch FROM pullsync.feed_epoch)::text, '0'),
-       pg_snapshot_xmax(pg_current_snapshot())::text";
+       pg_snapshot_xmax(pg_current_snapshot())::text,
+       pg_snapshot_xmin(pg_current_snapshot())::text";
 
 pub(crate) fn identity() -> Result<Identity> {
     // `select`, not Spi::get_*: a read must not assign a transaction id.
-    let (origin, next_xid) = Spi::connect(|client| {
+    let (origin, next_xid, horizon_xid) = Spi::connect(|client| {
         client
             .select(IDENTITY, Some(1), &[])?
             .first()
-            .get_two::<String, String>()
+            .get_three::<String, String, String>()
     })?;
+    // Cursors are readable by their holders: they carry a digest, not the identifiers.
+    let origin = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(origin.unwrap_or_default().as_bytes());
+        digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let xid = |x: Option<String>| x.and_then(|x| x.parse().ok());
     Ok(Identity {
-        origin: origin.unwrap_or_default(),
-        next_xid: next_xid.and_then(|x| x.parse().ok()).unwrap_or(u64::MAX),
+        origin,
+        next_xid: xid(next_xid).unwrap_or(u64::MAX),
+        horizon_xid: xid(horizon_xid).unwrap_or(0),
     })
 }
 
@@ -211,6 +225,9 @@ fn read_bounded(
                     id: id.unwrap_or_default(),
                 });
             }
+            // SPI keeps every fetched batch until the connection ends; this one is read.
+            // SAFETY: SPI_tuptable is the batch just fetched, no longer referenced.
+            unsafe { pgrx::pg_sys::SPI_freetuptable(pgrx::pg_sys::SPI_tuptable) };
         }
         Ok((page.items, last, page.more))
     })
@@ -290,11 +307,21 @@ pub fn page(
         ],
         limit as usize,
     )?;
-    let end = last.unwrap_or(from);
+    let mut end = last.unwrap_or(from);
     // Once a read of changes after updated_after has reached the end, what follows is
-    // every later change: its checkpoint goes on in the unfiltered order.
+    // every later change: its checkpoint goes on in the unfiltered order, from where the
+    // read could see (every row below the horizon it skipped is older than the filter).
     let checkpoint_stream = match stream.unfiltered_name() {
-        Some(whole) if !more => whole.to_string(),
+        Some(whole) if !more => {
+            let horizon = Position {
+                xid: who.horizon_xid,
+                id: String::new(),
+            };
+            if (horizon.xid, &horizon.id) > (end.xid, &end.id) {
+                end = horizon;
+            }
+            whole.to_string()
+        }
         _ => name.clone(),
     };
     let checkpoint = cursor::encode(

@@ -153,7 +153,7 @@ async fn read_capped(
         Failure::new(
             FailureClass::Refused,
             format!(
-                "GET {shown}: the answer is larger than pullsync.http_max_response_size ({} kB)",
+                "GET {shown}: the answer is larger than pullsync.http_max_response_size ({} kB); raise it, or ask for smaller pages (a feed source's batch_size)",
                 max / 1024
             ),
         )

@@ -139,10 +139,13 @@ fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
             pull::upsert_items(&p.source.consumer_id, stream, &items.items)
         })? as i64;
         let last = items.items.last().and_then(|i| i["id"].as_str());
-        rest = match last {
-            Some(last) if items.more => &rest[rest.partition_point(|id| id.as_str() <= last)..],
-            _ => &rest[chunk.len()..],
+        // Past the last item returned, and at least one id further, so an answer out of
+        // order cannot keep this asking forever.
+        let done = match last {
+            Some(last) if items.more => rest.partition_point(|id| id.as_str() <= last).max(1),
+            _ => chunk.len(),
         };
+        rest = &rest[done..];
     }
     Ok(written)
 }
@@ -217,9 +220,10 @@ pub fn reconcile(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     repair: bool,
+    cancel: Cancel,
 ) -> Result<Value> {
     let started_at = Utc::now();
-    let provider = Provider::new(pull::load_source(consumer_id)?, Cancel::Backend)?;
+    let provider = Provider::new(pull::load_source(consumer_id)?, cancel)?;
     let mut out = Outcome {
         consumer_id: Some(consumer_id.to_string()),
         account_id: None,

@@ -58,7 +58,7 @@ fn sync_reconcile(
     };
     let runs: Vec<_> = consumers
         .iter()
-        .map(|c| feed::reconcile(c, start, end, repair).or_raise())
+        .map(|c| feed::reconcile(c, start, end, repair, crate::runtime::Cancel::Backend).or_raise())
         .collect();
     let rank = |s: &str| match s {
         "success" => 0,
