@@ -1,57 +1,58 @@
 //! Every GUC of pg_pullsync (`pullsync.*`), in one place. Postgres checks units and ranges.
 
-use crate::crypto::SealingKey;
 use crate::error::{PullsyncError, Result};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys};
+use pullsync_core::crypto::SealingKey;
+use pullsync_core::monitor::evaluate::Thresholds;
 use std::ffi::CString;
+use std::time::Duration;
 
-pub static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static ENCRYPTION_KEY_FILE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
-pub static THREADS_API_URL: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"https://graph.threads.net/v1.0"));
-pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
-pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
+static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ENCRYPTION_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Threads' production API, with the version this library speaks.
+const THREADS_API_URL_DEFAULT: &std::ffi::CStr = c"https://graph.threads.net/v1.0";
+static THREADS_API_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(THREADS_API_URL_DEFAULT));
+static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 /// kB. Large enough for a 5,000-row feed page of 12 kB rows.
-pub static HTTP_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+static HTTP_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 /// kB. Below the consumers' response limit, so a page always fits.
-pub static FEED_PAGE_MAX_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
-pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
-pub static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
-pub static ACCOUNT_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(0);
-pub static LOCK_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
-pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
-pub static DATABASE: GucSetting<Option<CString>> =
+static FEED_PAGE_MAX_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
+static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static ACCOUNT_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(0);
+static LOCK_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 60);
+static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
-pub static HTTP_MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
-pub static HTTP_RETRY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
-pub static THREADS_RATE_LIMIT: GucSetting<f64> = GucSetting::<f64>::new(0.0);
-pub static METRICS_EVERY_RUN_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-pub static METRICS_HOURLY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
-pub static METRICS_DAILY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
-pub static SNAPSHOT_HEARTBEAT_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-pub static FEED_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static FEED_TLS_CERT_FILE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
-pub static FEED_TLS_KEY_FILE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
-pub static FEED_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(256);
-pub static FEED_HEADER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-pub static FEED_IDLE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
-pub static HTTP_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
-pub static UNIT_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
-pub static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
-pub static ALERT_LAG_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
-pub static ALERT_ERROR_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.10);
-pub static ALERT_ERROR_RUNS: GucSetting<i32> = GucSetting::<i32>::new(10);
-pub static ALERT_DURATION_S: GucSetting<i32> = GucSetting::<i32>::new(300);
-pub static RECONCILE_MAX_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(90 * 86_400);
-pub static RECONCILE_MAX_IDS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-pub static LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
-pub static CHECKPOINT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
-pub static SNAPSHOT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+static HTTP_MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+static HTTP_RETRY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
+static THREADS_RATE_LIMIT: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+static METRICS_EVERY_RUN_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+static METRICS_HOURLY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+static METRICS_DAILY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+static SNAPSHOT_HEARTBEAT_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+static FEED_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static FEED_TLS_CERT_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static FEED_TLS_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static FEED_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(256);
+static FEED_HEADER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static FEED_IDLE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+static HTTP_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
+static UNIT_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
+static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
+static ALERT_LAG_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+static ALERT_ERROR_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.10);
+static ALERT_ERROR_RUNS: GucSetting<i32> = GucSetting::<i32>::new(10);
+static ALERT_DURATION_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+static RECONCILE_MAX_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(90 * 86_400);
+static RECONCILE_MAX_IDS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+static CHECKPOINT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+static SNAPSHOT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Defines the GUCs. Server-start settings (workers, database) exist only when the
 /// library is preloaded: Postgres refuses to define them later, and without preloading
@@ -95,7 +96,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.http_timeout",
         c"Timeout of one HTTP request.",
-        c"",
+        c"Covers connecting, sending and reading the whole answer; a request that times out is retried as transient.",
         &HTTP_TIMEOUT_MS,
         100,
         600_000,
@@ -105,7 +106,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.http_concurrency",
         c"HTTP requests in flight at once per backend or worker.",
-        c"",
+        c"Bounds the Threads requests of one batch together; a feed pull has one request in flight and its next page prefetched.",
         &HTTP_CONCURRENCY,
         1,
         256,
@@ -135,7 +136,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.batch_size",
         c"Accounts synced per batch of a scheduled run.",
-        c"",
+        c"Each worker claims this many units at once and pulls them concurrently; larger batches mean fewer transactions and more memory per worker.",
         &BATCH_SIZE,
         1,
         10_000,
@@ -145,7 +146,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.batch_delay",
         c"Pause after each batch of a scheduled run, in every worker.",
-        c"",
+        c"Spreads a run's requests over time, as the seed's 2 s between batches did; 0 runs batches back to back.",
         &BATCH_DELAY_MS,
         0,
         600_000,
@@ -155,7 +156,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.account_concurrency",
         c"Metrics requests in flight at once for one account; 0 means up to http_concurrency.",
-        c"",
+        c"Keeps one account with many due posts from taking every request slot of a batch.",
         &ACCOUNT_CONCURRENCY,
         0,
         256,
@@ -165,7 +166,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.lock_ttl",
         c"How long a job lock lives before another run may take it over.",
-        c"",
+        c"A run that makes no progress for this long is failed, so a lost worker cannot block new runs for ever.",
         &LOCK_TTL_S,
         10,
         24 * 3600,
@@ -175,7 +176,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.http_max_retries",
         c"Retries of a request that failed transiently (5xx, timeout, reset).",
-        c"",
+        c"Authentication failures, refusals and bad answers are never retried; throttling waits for Retry-After.",
         &HTTP_MAX_RETRIES,
         0,
         10,
@@ -185,7 +186,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.http_retry_delay",
         c"Base delay of the exponential backoff between retries (full jitter).",
-        c"",
+        c"The n-th retry waits a random time up to this times 2^n, capped at 30 s.",
         &HTTP_RETRY_DELAY_MS,
         0,
         60_000,
@@ -195,7 +196,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_float_guc(
         c"pullsync.threads_rate_limit",
         c"Threads API requests per second per token; 0 means no limit beyond http_concurrency.",
-        c"",
+        c"A token bucket per token; Threads also answers throttling with 429 and Retry-After, which runs honour.",
         &THREADS_RATE_LIMIT,
         0.0,
         10_000.0,
@@ -205,7 +206,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.metrics_every_run_age",
         c"Posts younger than this get their metrics refreshed on every run.",
-        c"",
+        c"Young posts change fastest; docs/THREADS.md describes the refresh tiers.",
         &METRICS_EVERY_RUN_AGE_S,
         0,
         i32::MAX,
@@ -215,7 +216,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.metrics_hourly_age",
         c"Posts younger than this (and older than metrics_every_run_age) are refreshed at most hourly.",
-        c"",
+        c"docs/THREADS.md describes the refresh tiers.",
         &METRICS_HOURLY_AGE_S,
         0,
         i32::MAX,
@@ -225,7 +226,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.metrics_daily_age",
         c"Posts younger than this are refreshed at most daily; older ones at most weekly.",
-        c"",
+        c"docs/THREADS.md describes the refresh tiers.",
         &METRICS_DAILY_AGE_S,
         0,
         i32::MAX,
@@ -235,7 +236,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.snapshot_heartbeat",
         c"An unchanged value still gets a new L1 snapshot once this much time has passed.",
-        c"",
+        c"Keeps the L1 history dense enough to show that a value held, without a row per run.",
         &SNAPSHOT_HEARTBEAT_S,
         1,
         i32::MAX,
@@ -273,7 +274,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_string_guc(
         c"pullsync.http_ca_file",
         c"PEM file of CA certificates trusted besides the public roots, e.g. a feed provider's private CA.",
-        c"",
+        c"For providers whose certificate no public root signs; the public roots stay trusted.",
         &HTTP_CA_FILE,
         GucContext::Suset,
         GucFlags::default(),
@@ -303,7 +304,7 @@ pub fn register(preloading: bool) {
         GucRegistry::define_string_guc(
             c"pullsync.database",
             c"Database the background workers connect to.",
-            c"",
+            c"pg_pullsync must be installed in it; the workers and the feed server wait until it is.",
             &DATABASE,
             GucContext::Postmaster,
             GucFlags::default(),
@@ -335,7 +336,7 @@ fn register_monitoring() {
     GucRegistry::define_int_guc(
         c"pullsync.alert_error_runs",
         c"How many of a source's latest runs the error rate is taken over.",
-        c"",
+        c"A larger number smooths over a single bad run; a smaller one alerts sooner.",
         &ALERT_ERROR_RUNS,
         1,
         1000,
@@ -345,7 +346,7 @@ fn register_monitoring() {
     GucRegistry::define_int_guc(
         c"pullsync.alert_duration",
         c"A run that takes longer than this opens a duration alert.",
-        c"",
+        c"Catches runs slowed by throttling or a growing fleet before they overrun their schedule.",
         &ALERT_DURATION_S,
         1,
         i32::MAX,
@@ -355,7 +356,7 @@ fn register_monitoring() {
     GucRegistry::define_int_guc(
         c"pullsync.reconcile_max_window",
         c"The widest window one reconciliation call may cover.",
-        c"",
+        c"Bounds the work and the provider requests of one call; the default schedule reconciles the last day.",
         &RECONCILE_MAX_WINDOW_S,
         1,
         i32::MAX,
@@ -365,7 +366,7 @@ fn register_monitoring() {
     GucRegistry::define_int_guc(
         c"pullsync.reconcile_max_ids",
         c"At most this many missing or extra ids are listed (and repaired) per reconciliation.",
-        c"",
+        c"A run that finds more says truncated; run it again, or over narrower windows, to repair the rest.",
         &RECONCILE_MAX_IDS,
         1,
         1_000_000,
@@ -380,7 +381,7 @@ fn register_feed_server() {
     GucRegistry::define_string_guc(
         c"pullsync.feed_tls_cert_file",
         c"PEM certificate chain of the feed server; with pullsync.feed_tls_key_file it serves HTTPS only.",
-        c"",
+        c"A renewed certificate in the same files is taken on reload, without a restart.",
         &FEED_TLS_CERT_FILE,
         GucContext::Sighup,
         GucFlags::default(),
@@ -396,7 +397,7 @@ fn register_feed_server() {
     GucRegistry::define_int_guc(
         c"pullsync.feed_max_connections",
         c"Connections the feed server holds at once; more are answered 503 and closed.",
-        c"",
+        c"Bounds the feed server's memory and file descriptors under a flood of connections.",
         &FEED_MAX_CONNECTIONS,
         1,
         100_000,
@@ -406,7 +407,7 @@ fn register_feed_server() {
     GucRegistry::define_int_guc(
         c"pullsync.feed_header_timeout",
         c"A feed client must send its request headers (and finish the TLS handshake) within this time.",
-        c"",
+        c"Slow clients (slowloris) are cut off instead of holding a connection slot.",
         &FEED_HEADER_TIMEOUT_MS,
         100,
         600_000,
@@ -416,7 +417,7 @@ fn register_feed_server() {
     GucRegistry::define_int_guc(
         c"pullsync.feed_idle_timeout",
         c"A feed connection that moves no byte for this long is closed.",
-        c"",
+        c"Frees the slots of clients that went away without closing.",
         &FEED_IDLE_TIMEOUT_MS,
         100,
         3_600_000,
@@ -429,7 +430,7 @@ fn register_retention() {
     GucRegistry::define_int_guc(
         c"pullsync.log_retention",
         c"pullsync.cleanup() removes logs, finished jobs, metrics, reconciliation runs, resolved alerts and resolved quarantined feed items older than this.",
-        c"",
+        c"Run pullsync.cleanup() from pg_cron (schedule_defaults() does, weekly).",
         &LOG_RETENTION_S,
         3600,
         i32::MAX,
@@ -439,7 +440,7 @@ fn register_retention() {
     GucRegistry::define_int_guc(
         c"pullsync.checkpoint_retention",
         c"pullsync.cleanup() removes feed checkpoints older than this, keeping each stream's newest.",
-        c"",
+        c"A stream's newest checkpoint is always kept, so a pull can always resume.",
         &CHECKPOINT_RETENTION_S,
         3600,
         i32::MAX,
@@ -499,7 +500,7 @@ unsafe extern "C-unwind" fn refuse_literal_key(
 /// The sealing key, from the private file `pullsync.encryption_key_file`.
 pub fn sealing_key() -> Result<SealingKey> {
     let path = text(&ENCRYPTION_KEY_FILE).ok_or(PullsyncError::KeyNotConfigured)?;
-    let text = crate::key_file::read("pullsync.encryption_key_file", &path)?;
+    let text = pullsync_core::key_file::read("pullsync.encryption_key_file", &path)?;
     SealingKey::from_base64(&text).map_err(|e| PullsyncError::KeyUnusable(e.to_string()))
 }
 
@@ -519,9 +520,8 @@ pub fn http_ca_file() -> Option<String> {
     text(&HTTP_CA_FILE)
 }
 
-pub fn feed_front_settings() -> crate::feed::front::FrontSettings {
-    use std::time::Duration;
-    crate::feed::front::FrontSettings {
+pub fn feed_front_settings() -> pullsync_core::feed::front::FrontSettings {
+    pullsync_core::feed::front::FrontSettings {
         max_connections: FEED_MAX_CONNECTIONS.get() as usize,
         header_timeout: Duration::from_millis(FEED_HEADER_TIMEOUT_MS.get() as u64),
         idle_timeout: Duration::from_millis(FEED_IDLE_TIMEOUT_MS.get() as u64),
@@ -529,15 +529,14 @@ pub fn feed_front_settings() -> crate::feed::front::FrontSettings {
 }
 
 pub fn threads_api_url() -> String {
-    text(&THREADS_API_URL).unwrap_or_else(|| "https://graph.threads.net/v1.0".into())
+    text(&THREADS_API_URL).unwrap_or_else(|| THREADS_API_URL_DEFAULT.to_string_lossy().into_owned())
 }
 
 /// HTTP settings for the current GUC values.
-pub fn http_settings() -> crate::http::HttpSettings {
-    use std::time::Duration;
-    crate::http::HttpSettings {
+pub fn http_settings() -> pullsync_core::http::HttpSettings {
+    pullsync_core::http::HttpSettings {
         timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get() as u64),
-        retry: crate::http::RetryPolicy {
+        retry: pullsync_core::http::RetryPolicy {
             max_retries: HTTP_MAX_RETRIES.get() as u32,
             base_delay: Duration::from_millis(HTTP_RETRY_DELAY_MS.get() as u64),
             max_delay: Duration::from_secs(30),
@@ -557,8 +556,10 @@ pub fn feed_page_max_bytes() -> usize {
 }
 
 /// The one way an HTTP client is made: a bad CA file is a setting to fix, not an internal error.
-pub fn http_client(settings: crate::http::HttpSettings) -> Result<crate::http::HttpClient> {
-    crate::http::HttpClient::new(settings).map_err(|e| {
+pub fn http_client(
+    settings: pullsync_core::http::HttpSettings,
+) -> Result<pullsync_core::http::HttpClient> {
+    pullsync_core::http::HttpClient::new(settings).map_err(|e| {
         PullsyncError::invalid(
             e.message,
             "pullsync.http_ca_file must name a readable PEM file of CA certificates, or be empty.",
@@ -567,10 +568,98 @@ pub fn http_client(settings: crate::http::HttpSettings) -> Result<crate::http::H
 }
 
 /// The metrics refresh tiers for the current GUC values.
-pub fn tiers() -> crate::threads::plan::Tiers {
-    crate::threads::plan::Tiers {
+pub fn tiers() -> pullsync_core::threads::plan::Tiers {
+    pullsync_core::threads::plan::Tiers {
         every_run_age: i64::from(METRICS_EVERY_RUN_AGE_S.get()),
         hourly_age: i64::from(METRICS_HOURLY_AGE_S.get()),
         daily_age: i64::from(METRICS_DAILY_AGE_S.get()),
     }
+}
+
+/// `pullsync.workers`: background workers started with the server.
+pub fn workers() -> i32 {
+    WORKERS.get()
+}
+
+/// `pullsync.database`: where the background processes connect.
+pub fn database() -> String {
+    text(&DATABASE).unwrap_or_else(|| "postgres".into())
+}
+
+/// `pullsync.batch_size`: units a worker claims at once.
+pub fn batch_size() -> i32 {
+    BATCH_SIZE.get().max(1)
+}
+
+/// `pullsync.batch_delay`: the pause after each batch.
+pub fn batch_delay() -> Duration {
+    Duration::from_millis(BATCH_DELAY_MS.get().max(0) as u64)
+}
+
+/// `pullsync.account_concurrency`: 0 means up to `http_concurrency`.
+pub fn account_concurrency() -> usize {
+    ACCOUNT_CONCURRENCY.get().max(0) as usize
+}
+
+/// `pullsync.lock_ttl`, in seconds.
+pub fn lock_ttl_secs() -> i32 {
+    LOCK_TTL_S.get()
+}
+
+/// `pullsync.unit_timeout`.
+pub fn unit_timeout() -> Duration {
+    Duration::from_secs(unit_timeout_secs().max(1) as u64)
+}
+
+pub fn unit_timeout_secs() -> i32 {
+    UNIT_TIMEOUT_S.get()
+}
+
+/// `pullsync.unit_max_attempts`.
+pub fn unit_max_attempts() -> i32 {
+    UNIT_MAX_ATTEMPTS.get()
+}
+
+/// `pullsync.threads_rate_limit`: requests per second per token; 0 means none.
+pub fn threads_rate_limit() -> f64 {
+    THREADS_RATE_LIMIT.get()
+}
+
+/// `pullsync.snapshot_heartbeat`, in seconds.
+pub fn snapshot_heartbeat_secs() -> i64 {
+    i64::from(SNAPSHOT_HEARTBEAT_S.get())
+}
+
+/// The alert thresholds for the current settings.
+pub fn alert_thresholds() -> Thresholds {
+    Thresholds {
+        lag_seconds: f64::from(ALERT_LAG_S.get()),
+        error_rate: ALERT_ERROR_RATE.get(),
+        duration_seconds: f64::from(ALERT_DURATION_S.get()),
+    }
+}
+
+/// `pullsync.alert_error_runs`.
+pub fn alert_error_runs() -> i64 {
+    i64::from(ALERT_ERROR_RUNS.get())
+}
+
+/// `pullsync.reconcile_max_window`, in seconds.
+pub fn reconcile_max_window_secs() -> i64 {
+    i64::from(RECONCILE_MAX_WINDOW_S.get())
+}
+
+/// `pullsync.reconcile_max_ids`.
+pub fn reconcile_max_ids() -> usize {
+    RECONCILE_MAX_IDS.get().max(1) as usize
+}
+
+/// Retention of (logs, checkpoints, snapshots) in seconds; a snapshot retention of 0
+/// keeps snapshots forever.
+pub fn retention_secs() -> [f64; 3] {
+    [
+        f64::from(LOG_RETENTION_S.get()),
+        f64::from(CHECKPOINT_RETENTION_S.get()),
+        f64::from(SNAPSHOT_RETENTION_S.get()),
+    ]
 }

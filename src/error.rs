@@ -1,40 +1,8 @@
 //! Typed errors inside the extension. Each maps to a SQLSTATE and, where it helps, a hint
-//! that says what to do instead. Pure: the pgrx glue that raises them lives in `pg_error`.
+//! that says what to do instead. The pgrx glue that raises them lives in `pg_error`.
 
-use crate::crypto::CryptoError;
-
-/// The SQLSTATEs pg_pullsync raises, named as in the PostgreSQL manual (Appendix A).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SqlState {
-    /// 22004
-    NullValueNotAllowed,
-    /// 22023
-    InvalidParameterValue,
-    /// 23505
-    UniqueViolation,
-    /// 42704
-    UndefinedObject,
-    /// 55000
-    ObjectNotInPrerequisiteState,
-    /// 57014
-    QueryCanceled,
-    /// XX000
-    InternalError,
-}
-
-impl SqlState {
-    pub fn code(self) -> &'static str {
-        match self {
-            SqlState::NullValueNotAllowed => "22004",
-            SqlState::InvalidParameterValue => "22023",
-            SqlState::UniqueViolation => "23505",
-            SqlState::UndefinedObject => "42704",
-            SqlState::ObjectNotInPrerequisiteState => "55000",
-            SqlState::QueryCanceled => "57014",
-            SqlState::InternalError => "XX000",
-        }
-    }
-}
+use pullsync_core::crypto::CryptoError;
+pub use pullsync_core::error::{InputError, SqlState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullsyncError {
@@ -57,14 +25,27 @@ pub enum PullsyncError {
     KeyUnusable(String),
 
     #[error(transparent)]
-    KeyFile(#[from] crate::key_file::KeyFileError),
+    KeyFile(#[from] pullsync_core::key_file::KeyFileError),
 
     #[error("{what} does not open with the configured encryption key ({reason})")]
     Unsealable { what: String, reason: CryptoError },
 
+    /// A feed cursor this provider cannot read: malformed, expired, of another stream.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(pullsync_core::feed::cursor::CursorError),
+
     /// A feed cursor of another provider identity (restored, recovered, promoted).
     #[error("invalid cursor: {0}")]
-    CursorFromOtherProvider(crate::feed::cursor::CursorError),
+    CursorFromOtherProvider(pullsync_core::feed::cursor::CursorError),
+
+    /// A Postgres ERROR caught in a unit of work, with the SQLSTATE it was raised with.
+    #[error("{message}")]
+    Postgres {
+        sqlstate: SqlState,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+    },
 
     #[error("interrupted: the work was stopped before it finished")]
     Interrupted,
@@ -84,7 +65,9 @@ impl PullsyncError {
     pub fn sqlstate(&self) -> SqlState {
         match self {
             PullsyncError::NullArgument { .. } => SqlState::NullValueNotAllowed,
-            PullsyncError::InvalidArgument { .. } => SqlState::InvalidParameterValue,
+            PullsyncError::InvalidArgument { .. } | PullsyncError::InvalidCursor(_) => {
+                SqlState::InvalidParameterValue
+            }
             PullsyncError::Conflict { .. } => SqlState::UniqueViolation,
             PullsyncError::NotFound { .. } => SqlState::UndefinedObject,
             PullsyncError::KeyNotConfigured
@@ -92,6 +75,7 @@ impl PullsyncError {
             | PullsyncError::KeyFile(_)
             | PullsyncError::Unsealable { .. }
             | PullsyncError::CursorFromOtherProvider(_) => SqlState::ObjectNotInPrerequisiteState,
+            PullsyncError::Postgres { sqlstate, .. } => *sqlstate,
             PullsyncError::Interrupted => SqlState::QueryCanceled,
             PullsyncError::Internal(_) => SqlState::InternalError,
         }
@@ -122,12 +106,28 @@ impl PullsyncError {
                  or store the secret again."
                     .into(),
             ),
+            PullsyncError::InvalidCursor(_) => Some(
+                "Start over with a null cursor (and an updated_after bound); cursors live 30 days and belong to one stream."
+                    .into(),
+            ),
             PullsyncError::CursorFromOtherProvider(_) => Some(
                 "Rows written since may lie behind it. Start the stream over with updated_after set to the newest \
                  updated_at you hold less a margin, then reconcile; pg_pullsync consumers do so by themselves."
                     .into(),
             ),
+            PullsyncError::Postgres { hint, .. } => hint.clone(),
             PullsyncError::Interrupted | PullsyncError::Internal(_) => None,
+        }
+    }
+}
+
+impl From<InputError> for PullsyncError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Null { name } => PullsyncError::NullArgument { name },
+            InputError::Invalid { message, hint } => {
+                PullsyncError::InvalidArgument { message, hint }
+            }
         }
     }
 }

@@ -3,10 +3,10 @@
 //! new one, in one transaction. Afterwards the old key opens nothing.
 
 use crate::config;
-use crate::crypto::SealingKey;
 use crate::error::{PullsyncError, Result};
-use crate::pg_error::OrRaise;
+use crate::pg_error::{required, OrRaise};
 use pgrx::prelude::*;
+use pullsync_core::crypto::SealingKey;
 use serde_json::{json, Map, Value};
 
 /// (table, sealed column, what a row is called in errors)
@@ -88,8 +88,6 @@ fn rotate(new_key: &str) -> Result<Value> {
 #[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rotate_encryption_key(new_key: Option<String>) -> pgrx::JsonB {
-    let new_key = new_key
-        .ok_or(PullsyncError::NullArgument { name: "new_key" })
-        .or_raise();
+    let new_key = required(new_key, "new_key");
     pgrx::JsonB(rotate(&new_key).or_raise())
 }

@@ -4,23 +4,26 @@
 use pgrx::prelude::*;
 
 pub mod config;
-pub mod crypto;
 pub mod error;
 pub mod feed;
-pub mod http;
 pub mod jobs;
-pub mod key_file;
 mod key_rotation;
 pub mod monitor;
-mod pg_compat;
 mod pg_error;
 mod pg_time;
+pub mod plumbing;
 pub mod reconcile;
 mod retention;
 mod runtime;
-pub mod schema_version;
-mod subxact;
+mod secrets;
 pub mod threads;
+
+/// Every source this library runs, one line each.
+static SOURCES: jobs::registry::Sources = &[
+    &threads::source::ThreadsSync,
+    &threads::source::TokenRefresh,
+    &feed::source::FeedPull,
+];
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -44,8 +47,9 @@ mod pullsync {}
 pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     config::register(preloading);
+    jobs::registry::install(SOURCES);
     if preloading {
-        jobs::worker::register(config::WORKERS.get());
+        jobs::worker::register(config::workers());
         if config::feed_listen().is_some() {
             feed::server::register();
         }

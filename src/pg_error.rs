@@ -16,6 +16,7 @@ fn pg_code(state: SqlState) -> PgSqlErrorCode {
         }
         SqlState::QueryCanceled => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
         SqlState::InternalError => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        SqlState::Other(_) => PgSqlErrorCode::from(state.packed()),
     }
 }
 
@@ -25,8 +26,20 @@ pub fn raise(error: PullsyncError) -> ! {
     if let Some(hint) = error.hint() {
         report = report.set_hint(hint);
     }
+    if let PullsyncError::Postgres {
+        detail: Some(detail),
+        ..
+    } = &error
+    {
+        report = report.set_detail(detail.clone());
+    }
     report.report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
+}
+
+/// A SQL argument that must not be null, or the ERROR (22004) that says so.
+pub fn required<T>(value: Option<T>, name: &'static str) -> T {
+    value.ok_or(PullsyncError::NullArgument { name }).or_raise()
 }
 
 pub trait OrRaise<T> {
@@ -34,9 +47,9 @@ pub trait OrRaise<T> {
     fn or_raise(self) -> T;
 }
 
-impl<T> OrRaise<T> for Result<T, PullsyncError> {
+impl<T, E: Into<PullsyncError>> OrRaise<T> for Result<T, E> {
     fn or_raise(self) -> T {
-        self.unwrap_or_else(|e| raise(e))
+        self.unwrap_or_else(|e| raise(e.into()))
     }
 }
 

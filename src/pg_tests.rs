@@ -5,9 +5,22 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
-    use crate::threads::tokens::open_primary_token;
+    use crate::error::Result;
     use pgrx::prelude::*;
     use pgrx::Uuid;
+
+    /// The plaintext primary token of an account, opened as the sync opens it.
+    fn open_primary_token(account_id: Uuid) -> Result<String> {
+        let (token_id, sealed) = Spi::get_two_with_args::<Uuid, String>(
+            "SELECT id, access_token_encrypted FROM pullsync.workspace_threads_tokens
+              WHERE workspace_threads_account_id = $1 AND is_primary",
+            &[account_id.into()],
+        )?;
+        let token_id = token_id.map(|t| t.to_string()).unwrap_or_default();
+        crate::secrets::open(&sealed.unwrap_or_default(), || {
+            format!("token {token_id} of account {account_id}")
+        })
+    }
 
     const WORKSPACE: &str = "11111111-1111-1111-1111-111111111111";
 
@@ -35,8 +48,8 @@ mod tests {
 
     #[pg_test]
     fn an_older_answer_never_replaces_newer_values() {
-        use crate::threads::pull::{AccountPull, Reading};
         use crate::threads::store::{write_account, LogContext};
+        use pullsync_core::threads::pull::{AccountPull, Reading};
         let account = add_account("1010", "THAAordering");
         Spi::run(&format!(
             "INSERT INTO pullsync.workspace_threads_posts (workspace_threads_account_id, threads_post_id, media_type, published_at)
@@ -268,7 +281,7 @@ mod tests {
     /// A correctly signed conversations cursor at `xid`, issued `age_secs` ago (negative:
     /// ahead) by this provider.
     fn signed_cursor_at(xid: u64, age_secs: i64) -> String {
-        use crate::feed::cursor::{encode, Cursor, Position};
+        use pullsync_core::feed::cursor::{encode, Cursor, Position};
         Spi::run("SELECT pullsync.feed_add_consumer('partner', 'cursor-test-key-0123456789')")
             .unwrap();
         let cursor = Cursor {

@@ -7,6 +7,7 @@ use crate::monitor::record::{self, Run};
 use crate::pg_error::OrRaise;
 use chrono::Utc;
 use pgrx::prelude::*;
+use pullsync_core::outcome::Status;
 use serde_json::{json, Map, Value};
 
 const BATCH: i64 = 5000;
@@ -91,11 +92,7 @@ fn delete_batch(table: &str, condition: &str, args: [f64; 3]) -> Result<i64> {
 /// Deletes everything past retention; returns the rows removed per table.
 pub fn remove_expired() -> Result<Value> {
     let started = Utc::now();
-    let args = [
-        f64::from(config::LOG_RETENTION_S.get()),
-        f64::from(config::CHECKPOINT_RETENTION_S.get()),
-        f64::from(config::SNAPSHOT_RETENTION_S.get()),
-    ];
+    let args = config::retention_secs();
     // Snapshot rows refuse deletion unless this transaction is the retention path.
     Spi::run("SELECT set_config('pullsync.allow_snapshot_delete', 'on', true)")?;
     let mut removed = Map::new();
@@ -117,7 +114,7 @@ pub fn remove_expired() -> Result<Value> {
         source: "maintenance",
         job_type: "cleanup",
         job_log_id: None,
-        status: "completed",
+        status: Status::Completed,
         items: total,
         attempts: 1,
         errors: 0,

@@ -2,6 +2,7 @@
 //! losing Postgres' cancel and terminate requests.
 
 use crate::error::{PullsyncError, Result};
+use crate::plumbing::{bgworker, signals};
 use pgrx::pg_sys;
 use std::future::Future;
 use std::sync::OnceLock;
@@ -10,15 +11,6 @@ use std::time::Duration;
 /// Built on first use in each process: never in _PG_init, whose process forks afterwards.
 /// Current-thread: the futures run on the calling (main) thread, and Postgres is never
 /// called from them.
-fn block_signals() {
-    // SAFETY: changes only the calling thread's signal mask.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
-}
-
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -26,7 +18,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .enable_all()
             // Threads tokio starts (DNS lookups) must not take Postgres' signals: their
             // handlers may only run on the main thread.
-            .on_thread_start(block_signals)
+            .on_thread_start(signals::block_all)
             .build()
             .expect("a tokio runtime can be built")
     })
@@ -46,14 +38,14 @@ impl Cancel {
     /// absorb procsignal barriers (DROP DATABASE waits for them) even mid-HTTP.
     fn requested(self) -> bool {
         if let Cancel::Worker = self {
-            crate::jobs::worker::absorb_barriers();
+            bgworker::absorb_barriers();
         }
         match self {
             // SAFETY: plain reads of flags that Postgres' signal handlers set.
             Cancel::Backend => unsafe {
                 pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0
             },
-            Cancel::Worker => crate::jobs::worker::stopping(),
+            Cancel::Worker => bgworker::stopping(),
         }
     }
 }
@@ -110,7 +102,7 @@ fn background() -> &'static tokio::runtime::Runtime {
             .worker_threads(1)
             .thread_name("pullsync-http")
             .enable_all()
-            .on_thread_start(block_signals)
+            .on_thread_start(signals::block_all)
             .build()
             .expect("a tokio runtime can be built")
     })

@@ -1,18 +1,15 @@
 //! SQL functions of the conversation feed (thin glue).
 
-use super::{pull, serve, validate};
+use super::{pull, serve};
 use crate::error::PullsyncError;
-use crate::jobs::runner::Subtransactions;
-use crate::pg_error::OrRaise;
+use crate::pg_error::{required, OrRaise};
 use crate::pg_time::to_chrono;
+use crate::plumbing::txn::Txn;
 use crate::runtime::Cancel;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use pgrx::JsonB;
-
-fn required<T>(value: Option<T>, name: &'static str) -> T {
-    value.ok_or(PullsyncError::NullArgument { name }).or_raise()
-}
+use pullsync_core::feed::validate;
 
 fn time(value: Option<TimestampWithTimeZone>, name: &'static str) -> chrono::DateTime<chrono::Utc> {
     to_chrono(required(value, name))
@@ -211,10 +208,11 @@ fn feed_pull(
             &consumer_id,
             &mode,
             max_pages,
-            &Subtransactions,
+            Txn::Subtransaction,
             Cancel::Backend,
         )
-        .or_raise(),
+        .or_raise()
+        .result,
     )
 }
 
@@ -229,7 +227,7 @@ fn feed_enqueue(
     let mode = required(mode, "mode");
     validate::mode(&mode).or_raise();
     pull::load_source(&consumer_id).or_raise();
-    JsonB(crate::jobs::queue::enqueue_feed_pull(&consumer_id, &mode).or_raise())
+    JsonB(super::source::enqueue(&consumer_id, &mode).or_raise())
 }
 
 /// Queues a pull of every active source (pg_cron calls this); returns
@@ -239,11 +237,11 @@ fn feed_enqueue(
 fn feed_scheduled_sync(mode: default!(Option<String>, "'incremental'")) -> JsonB {
     let mode = required(mode, "mode");
     validate::mode(&mode).or_raise();
-    let queued: Vec<serde_json::Value> = crate::reconcile::feed::active_sources()
+    let queued: Vec<serde_json::Value> = super::reconcile::active_sources()
         .or_raise()
         .into_iter()
         .map(|consumer_id| {
-            let mut job = crate::jobs::queue::enqueue_feed_pull(&consumer_id, &mode).or_raise();
+            let mut job = super::source::enqueue(&consumer_id, &mode).or_raise();
             job["consumer_id"] = serde_json::json!(consumer_id);
             job
         })
@@ -273,4 +271,50 @@ fn feed_new_epoch(reason: default!(Option<String>, "NULL")) -> i64 {
     .map_err(PullsyncError::from)
     .and_then(|epoch| epoch.ok_or_else(|| PullsyncError::Internal("pullsync.feed_epoch has no row".into())))
     .or_raise()
+}
+
+/// Compares a feed source's counts with this database's over [start, end), lists the
+/// missing and extra ids where they differ and, with `repair`, re-pulls the missing rows.
+/// `consumer_id` null: every active feed source. Returns `{"status", "runs": […]}`.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn sync_reconcile(
+    start: Option<TimestampWithTimeZone>,
+    end: Option<TimestampWithTimeZone>,
+    consumer_id: default!(Option<String>, "NULL"),
+    repair: default!(Option<bool>, false),
+) -> JsonB {
+    let (start, end) = crate::reconcile::runs::window_arguments(start, end);
+    let repair = required(repair, "repair");
+    let consumers = match consumer_id {
+        Some(id) => vec![id],
+        None => {
+            let all = super::reconcile::active_sources().or_raise();
+            if all.is_empty() {
+                PullsyncError::NotFound {
+                    message: "there is no active feed source to reconcile".into(),
+                    hint: "Add one with pullsync.feed_add_source(consumer_id, base_url, api_key)."
+                        .into(),
+                }
+                .raise_now()
+            }
+            all
+        }
+    };
+    let runs: Vec<_> = consumers
+        .iter()
+        .map(|c| super::reconcile::reconcile(c, start, end, repair, Cancel::Backend).or_raise())
+        .collect();
+    let rank = |s: &str| match s {
+        "success" => 0,
+        "repaired" => 1,
+        "mismatch" => 2,
+        _ => 3,
+    };
+    let status = runs
+        .iter()
+        .filter_map(|r| r["status"].as_str())
+        .max_by_key(|s| rank(s))
+        .unwrap_or("success");
+    JsonB(serde_json::json!({ "status": status, "runs": runs }))
 }

@@ -1,14 +1,12 @@
-//! The conversation feed, both ends: cursor codec (pure), provider pages and reconciliation
-//! counts (serve, its pages bounded by page_fill), the HTTP feed server (server, with its network side in front and the
-//! failed-authentication throttle in auth_throttle), the consumer (pull), and their SQL
-//! functions.
+//! The conversation feed, both ends: provider pages and reconciliation counts (serve), the
+//! HTTP feed server (server; its network side and the cursor codec live in pullsync-core),
+//! the consumer (pull, driven as a job by source), the streams both ends share, and their
+//! SQL functions.
 
-pub mod auth_throttle;
-pub mod cursor;
-pub mod front;
 pub mod functions;
-pub mod page_fill;
 pub mod pull;
+pub mod reconcile;
 pub mod serve;
 pub mod server;
-pub mod validate;
+pub mod source;
+pub mod streams;

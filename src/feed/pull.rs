@@ -2,14 +2,19 @@
 //! writes each page's rows together with its cursor checkpoint, so a crash resumes from
 //! the last committed page. Pages are written as they arrive; nothing accumulates.
 
+use super::streams::{self, Stream};
 use crate::error::{PullsyncError, Result};
-use crate::http::{Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, RetryPolicy};
-use crate::jobs::runner::Txn;
+use crate::jobs::source::Outcome;
 use crate::monitor::record::{self, Run};
+use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Background, Cancel};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use pullsync_core::http::{
+    Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, RetryPolicy,
+};
+use pullsync_core::outcome::Status;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,10 +41,6 @@ pub struct FeedPage {
     pub checkpoint: String,
 }
 
-const STREAMS: [(&str, &str); 2] = [
-    ("conversations", "/conversations"),
-    ("messages", "/messages"),
-];
 /// A full pull reaches this far back.
 const FULL_WINDOW_DAYS: i64 = 90;
 /// After the provider moved, changes are read again from this long before the newest
@@ -77,12 +78,8 @@ pub fn load_source(consumer_id: &str) -> Result<Source> {
             hint: "Add it with pullsync.feed_add_source(consumer_id, base_url, api_key).".into(),
         });
     };
-    let api_key = crate::config::sealing_key()?
-        .open(&sealed)
-        .map_err(|reason| PullsyncError::Unsealable {
-            what: format!("API key of feed source {consumer_id}"),
-            reason,
-        })?;
+    let api_key =
+        crate::secrets::open(&sealed, || format!("API key of feed source {consumer_id}"))?;
     Ok(Source {
         consumer_id: consumer_id.to_string(),
         base_url,
@@ -121,12 +118,8 @@ fn latest_checkpoint(
 
 /// Where a stream is read again from after the provider moved: the newest `updated_at`
 /// held from this source, less the overlap; None (from the start) when none is held.
-fn restart_point(consumer_id: &str, stream: &str) -> Result<Option<DateTime<Utc>>> {
-    let table = if stream == "conversations" {
-        "pullsync.conversations"
-    } else {
-        "pullsync.conversation_messages"
-    };
+fn restart_point(consumer_id: &str, stream: &Stream) -> Result<Option<DateTime<Utc>>> {
+    let table = stream.table;
     let newest = Spi::connect(|client| {
         client
             .select(
@@ -155,6 +148,7 @@ fn classify_feed(status: u16, body: &[u8]) -> (FailureClass, String) {
     let class = match (status, error["code"].as_str()) {
         (401 | 403, _) => FailureClass::Auth,
         (409, Some("cursor_from_other_provider")) => FailureClass::Stale,
+        (400, Some("invalid_cursor")) => FailureClass::BadPosition,
         (429, _) => FailureClass::Throttled,
         (500..=599, _) => FailureClass::Transient,
         _ => FailureClass::Refused,
@@ -239,7 +233,7 @@ fn page_query(
     let mut query = format!("limit={batch_size}");
     if let Some(c) = cursor {
         query.push_str("&cursor=");
-        query.push_str(&crate::http::urlencode(c));
+        query.push_str(&pullsync_core::http::urlencode(c));
     }
     if let Some(t) = updated_after {
         query.push_str(&format!("&updated_after={}", t.timestamp_micros()));
@@ -247,38 +241,13 @@ fn page_query(
     query
 }
 
-const CONVERSATIONS_UPSERT: &str = "
-INSERT INTO pullsync.conversations AS c (feed_source, id, user_id, started_at, ended_at, last_message_at, updated_at)
-SELECT $2, x.id, x.user_id, x.started_at, x.ended_at, x.last_message_at, x.updated_at
-  FROM jsonb_to_recordset($1::jsonb) AS x(id text, user_id text, started_at timestamptz, ended_at timestamptz,
-                                   last_message_at timestamptz, updated_at timestamptz)
-ON CONFLICT (feed_source, id) DO UPDATE SET user_id = EXCLUDED.user_id, started_at = EXCLUDED.started_at,
-       ended_at = EXCLUDED.ended_at, last_message_at = EXCLUDED.last_message_at, updated_at = EXCLUDED.updated_at
- WHERE c.updated_at <= EXCLUDED.updated_at";
-
-const MESSAGES_UPSERT: &str = "
-INSERT INTO pullsync.conversation_messages AS m
-       (feed_source, id, conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)
-SELECT $2, x.id, x.conversation_id, x.role, x.content_redacted, coalesce(x.risk->>'level', 'none'),
-       coalesce(ARRAY(SELECT jsonb_array_elements_text(x.risk->'categories')), '{}'), x.created_at, x.updated_at
-  FROM jsonb_to_recordset($1::jsonb) AS x(id text, conversation_id text, role text, content_redacted text, risk jsonb,
-                                   created_at timestamptz, updated_at timestamptz)
-ON CONFLICT (feed_source, id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, role = EXCLUDED.role,
-       content_redacted = EXCLUDED.content_redacted, risk_level = EXCLUDED.risk_level,
-       risk_categories = EXCLUDED.risk_categories, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
- WHERE m.updated_at <= EXCLUDED.updated_at";
-
 /// Upserts rows of a stream pulled from `consumer_id` (their `feed_source`); an older
 /// version never overwrites a newer one. Borrowed and sent as JSON text, so a page retried
 /// item by item is never copied.
 pub fn upsert_items(consumer_id: &str, stream: &str, items: &[Value]) -> Result<usize> {
     let n = items.len();
     if n > 0 {
-        let sql = if stream == "conversations" {
-            CONVERSATIONS_UPSERT
-        } else {
-            MESSAGES_UPSERT
-        };
+        let sql = streams::named(stream)?.upsert;
         let json = serde_json::to_string(items)
             .map_err(|e| PullsyncError::Internal(format!("feed items as JSON: {e}")))?;
         Spi::run_with_args(sql, &[json.into(), consumer_id.into()])?;
@@ -303,7 +272,10 @@ pub fn upsert_or_quarantine(
     page_cursor: Option<&str>,
 ) -> Result<Written> {
     let all = items.len();
-    if crate::subxact::run(|| upsert_items(consumer_id, stream, &items)).is_ok() {
+    if Txn::Subtransaction
+        .run(|| upsert_items(consumer_id, stream, &items))
+        .is_ok()
+    {
         return Ok(Written {
             stored: all,
             quarantined: 0,
@@ -311,7 +283,8 @@ pub fn upsert_or_quarantine(
     }
     let mut written = Written::default();
     for item in &items {
-        match crate::subxact::run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
+        match Txn::Subtransaction
+            .run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
         {
             Ok(_) => written.stored += 1,
             Err(e) => {
@@ -403,7 +376,8 @@ pub fn retry_quarantined(consumer_id: &str) -> Result<Value> {
     let mut stored: Vec<i64> = Vec::new();
     let (mut still, mut reasons): (Vec<i64>, Vec<String>) = (Vec::new(), Vec::new());
     for (id, stream, item) in &open {
-        match crate::subxact::run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
+        match Txn::Subtransaction
+            .run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
         {
             Ok(_) => stored.push(*id),
             Err(e) => {
@@ -434,7 +408,7 @@ pub fn retry_quarantined(consumer_id: &str) -> Result<Value> {
 struct RunLog<'a> {
     consumer_id: &'a str,
     mode: &'a str,
-    status: &'a str,
+    status: Status,
     items: i64,
     calls: u32,
     error: Option<&'a str>,
@@ -449,7 +423,7 @@ fn log_run(run: &RunLog) -> Result<()> {
         &[
             format!("feed_{}", run.mode).into(),
             run.consumer_id.into(),
-            run.status.into(),
+            run.status.as_str().into(),
             (run.items.min(i64::from(i32::MAX)) as i32).into(),
             (run.calls as i32).into(),
             run.error.into(),
@@ -466,10 +440,10 @@ pub fn pull(
     consumer_id: &str,
     mode: &str,
     max_pages: Option<u32>,
-    txn: &impl Txn,
+    txn: Txn,
     cancel: Cancel,
-) -> Result<Value> {
-    super::validate::mode(mode)?;
+) -> Result<Outcome> {
+    pullsync_core::feed::validate::mode(mode)?;
     let started = Utc::now();
     let provider = Provider::new(txn.run(|| load_source(consumer_id))?, cancel)?;
     let batch_size = provider.source.batch_size;
@@ -482,7 +456,8 @@ pub fn pull(
     // were read again (None: from the start); reconciled once the streams are through.
     let mut moved_since: Option<Option<DateTime<Utc>>> = None;
 
-    'streams: for (stream, path) in STREAMS {
+    'streams: for def in streams::ALL {
+        let (stream, path) = (def.name, def.path);
         // A full pull starts over within its window; otherwise resume from the checkpoint
         // (or, the first time, from the beginning).
         let (mut cursor, mut updated_after) = match mode {
@@ -514,7 +489,7 @@ pub fn pull(
                     cursor = None;
                     // A full pull keeps its own window.
                     if mode != "full" {
-                        updated_after = txn.run(|| restart_point(consumer_id, stream))?;
+                        updated_after = txn.run(|| restart_point(consumer_id, def))?;
                     }
                     moved_since = Some(match (moved_since.flatten(), updated_after) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -522,11 +497,7 @@ pub fn pull(
                     });
                     continue;
                 }
-                Err(f)
-                    if f.class == FailureClass::Refused
-                        && f.message.contains("invalid cursor")
-                        && !restarted =>
-                {
+                Err(f) if f.class == FailureClass::BadPosition && !restarted => {
                     // An expired or foreign checkpoint: start this stream over.
                     // Unfiltered, so its checkpoints can be resumed from: everything again,
                     // upserts make that harmless.
@@ -591,12 +562,10 @@ pub fn pull(
         totals.insert(stream.to_string(), json!(count));
     }
     let items: i64 = totals.values().filter_map(Value::as_i64).sum();
-    let status = if error.is_none() {
-        "completed"
-    } else if items > 0 {
-        "partial"
-    } else {
-        "failed"
+    let status = match (&error, items) {
+        (None, _) => Status::Completed,
+        (Some(_), 0) => Status::Failed,
+        (Some(_), _) => Status::Partial,
     };
     // Rows the moved provider holds but did not serve again (changed before the overlap)
     // were created before it too: reconciliation over the widest window it allows finds
@@ -604,10 +573,9 @@ pub fn pull(
     let reconciliation = match moved_since {
         Some(_) if error.is_none() => {
             let now = Utc::now();
-            let widest =
-                ChronoDuration::seconds(i64::from(crate::config::RECONCILE_MAX_WINDOW_S.get()));
+            let widest = ChronoDuration::seconds(crate::config::reconcile_max_window_secs());
             Some(txn.run(|| {
-                crate::reconcile::feed::reconcile(consumer_id, now - widest, now, true, cancel)
+                super::reconcile::reconcile(consumer_id, now - widest, now, true, cancel)
             })?)
         }
         _ => None,
@@ -643,10 +611,10 @@ pub fn pull(
             pulls_data: true,
         })
     })?;
-    Ok(json!({
+    let result = json!({
         "consumer_id": consumer_id,
         "mode": mode,
-        "status": status,
+        "status": status.as_str(),
         "pages": pages,
         "items": totals,
         "quarantined": quarantined,
@@ -654,7 +622,14 @@ pub fn pull(
         "error": error,
         "provider_moved": moved_since.is_some(),
         "reconciliation": reconciliation,
-    }))
+    });
+    Ok(Outcome {
+        status,
+        api_calls: i64::from(api_calls),
+        items,
+        error,
+        result,
+    })
 }
 
 /// Creates or updates a source to pull from.
@@ -669,9 +644,9 @@ pub fn add_source(
     max_retries: i32,
     retry_delay: pgrx::datum::Interval,
 ) -> Result<()> {
-    super::validate::consumer_id(consumer_id)?;
-    let base_url = super::validate::base_url(base_url)?;
-    super::validate::api_key(api_key)?;
+    pullsync_core::feed::validate::consumer_id(consumer_id)?;
+    let base_url = pullsync_core::feed::validate::base_url(base_url)?;
+    pullsync_core::feed::validate::api_key(api_key)?;
     let bounds = [
         (batch_size, 1, super::serve::MAX_PAGE, "batch_size"),
         (rate_limit, 1, 10_000, "rate_limit"),

@@ -3,13 +3,14 @@
 //! order with opaque cursors, per-consumer bookmarks, counts and ids for reconciliation.
 //! SPI; the SQL functions and the HTTP feed server both call these.
 
-use super::cursor::{self, Cursor, CursorError, Position};
-use super::page_fill::PageFill;
+use super::streams::{self, CONVERSATIONS, MESSAGES};
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::pg_time::to_pg;
 use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
+use pullsync_core::feed::cursor::{self, Cursor, CursorError, Position};
+use pullsync_core::feed::page_fill::PageFill;
 use serde_json::{json, Value};
 
 pub const MAX_PAGE: i32 = 5000;
@@ -18,10 +19,7 @@ const IDS_PAGE: i64 = 1000;
 fn bad_cursor(e: CursorError) -> PullsyncError {
     match e {
         CursorError::OtherProvider => PullsyncError::CursorFromOtherProvider(e),
-        _ => PullsyncError::invalid(
-            format!("invalid cursor: {e}"),
-            "Start over with a null cursor (and an updated_after bound); cursors live 30 days and belong to one stream.",
-        ),
+        _ => PullsyncError::InvalidCursor(e),
     }
 }
 
@@ -150,11 +148,11 @@ impl Stream<'_> {
             Stream::Conversations {
                 updated_after,
                 user_id,
-            } => filtered("conversations", updated_after, *user_id),
+            } => filtered(CONVERSATIONS.name, updated_after, *user_id),
             Stream::ConversationMessages { conversation_id } => {
                 format!("messages:{conversation_id}")
             }
-            Stream::AllMessages { updated_after } => filtered("messages", updated_after, None),
+            Stream::AllMessages { updated_after } => filtered(MESSAGES.name, updated_after, None),
         }
     }
 
@@ -164,10 +162,10 @@ impl Stream<'_> {
             Stream::Conversations {
                 updated_after: Some(_),
                 user_id: None,
-            } => Some("conversations"),
+            } => Some(CONVERSATIONS.name),
             Stream::AllMessages {
                 updated_after: Some(_),
-            } => Some("messages"),
+            } => Some(MESSAGES.name),
             _ => None,
         }
     }
@@ -185,13 +183,6 @@ impl Stream<'_> {
         )
     }
 }
-
-const CONVERSATION_JSON: &str =
-    "jsonb_build_object('id', id, 'user_id', user_id, 'started_at', started_at,
-    'ended_at', ended_at, 'last_message_at', last_message_at, 'updated_at', updated_at)";
-const MESSAGE_JSON: &str = "jsonb_build_object('id', id, 'conversation_id', conversation_id, 'role', role,
-    'content_redacted', content_redacted, 'risk', jsonb_build_object('level', risk_level, 'categories', to_jsonb(risk_categories)),
-    'created_at', created_at, 'updated_at', updated_at)";
 
 /// Reads up to `limit` rows of (item JSON text, position xid, id) within the page byte
 /// budget: the items, the last row's position, and whether there is more.
@@ -266,10 +257,11 @@ pub fn page(
     let (sql, filter_arg, user_arg): (String, Option<pgrx::datum::TimestampWithTimeZone>, Option<String>) = match &stream {
         Stream::Conversations { updated_after, user_id } => (
             format!(
-                "SELECT {CONVERSATION_JSON}::text, change_xid::text AS position_xid, id FROM pullsync.conversations
+                "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversations
                   WHERE feed_source = '' AND (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
                     AND ($4::timestamptz IS NULL OR updated_at > $4) {}
                   ORDER BY change_xid, id LIMIT $3",
+                CONVERSATIONS.row_json,
                 if user_id.is_some() { "AND user_id = $5" } else { "AND $5::text IS NULL" }
             ),
             updated_after.map(to_pg),
@@ -277,20 +269,22 @@ pub fn page(
         ),
         Stream::ConversationMessages { conversation_id } => (
             format!(
-                "SELECT {MESSAGE_JSON}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
+                "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
                   WHERE feed_source = '' AND conversation_id = $5 AND (change_xid, id) > ($1::text::xid8, $2)
                     AND change_xid < pg_snapshot_xmin(pg_current_snapshot()) AND $4::timestamptz IS NULL
-                  ORDER BY change_xid, id LIMIT $3"
+                  ORDER BY change_xid, id LIMIT $3",
+                MESSAGES.row_json
             ),
             None,
             Some(conversation_id.to_string()),
         ),
         Stream::AllMessages { updated_after } => (
             format!(
-                "SELECT {MESSAGE_JSON}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
+                "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
                   WHERE feed_source = '' AND (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
                     AND ($4::timestamptz IS NULL OR updated_at > $4) AND $5::text IS NULL
-                  ORDER BY change_xid, id LIMIT $3"
+                  ORDER BY change_xid, id LIMIT $3",
+                MESSAGES.row_json
             ),
             updated_after.map(to_pg),
             None,
@@ -346,11 +340,7 @@ pub fn page(
 }
 
 fn record_bookmark(consumer_id: &str, stream: &str, checkpoint: &str, served: i64) -> Result<()> {
-    let column = if stream == "conversations" {
-        "last_conversation_cursor"
-    } else {
-        "last_message_cursor"
-    };
+    let column = streams::named(stream)?.bookmark_column;
     Spi::run_with_args(
         &format!(
             "INSERT INTO pullsync.sync_bookmarks AS b (consumer_id, {column}, last_sync_at, sync_stats)
@@ -403,16 +393,8 @@ pub fn ids(
     cursor_text: Option<&str>,
 ) -> Result<Value> {
     check_window(start, end)?;
-    let (table, column) = match kind {
-        "conversations" => ("pullsync.conversations", "started_at"),
-        "messages" => ("pullsync.conversation_messages", "created_at"),
-        other => {
-            return Err(PullsyncError::invalid(
-                format!("unknown kind {other:?}"),
-                "Pass 'conversations' or 'messages'.",
-            ))
-        }
-    };
+    let stream = streams::named(kind)?;
+    let (table, column) = (stream.table, stream.counted_by);
     let key = cursor_key()?;
     let who = identity()?;
     let name = format!(
@@ -463,16 +445,8 @@ pub const MAX_ITEM_IDS: usize = 500;
 /// returned are to be asked for again.
 pub fn items(consumer_id: &str, kind: &str, ids: &[String]) -> Result<Value> {
     require_consumer(consumer_id)?;
-    let (table, shape) = match kind {
-        "conversations" => ("pullsync.conversations", CONVERSATION_JSON),
-        "messages" => ("pullsync.conversation_messages", MESSAGE_JSON),
-        other => {
-            return Err(PullsyncError::invalid(
-                format!("unknown kind {other:?}"),
-                "Pass 'conversations' or 'messages'.",
-            ))
-        }
-    };
+    let stream = streams::named(kind)?;
+    let (table, shape) = (stream.table, stream.row_json);
     if ids.len() > MAX_ITEM_IDS {
         return Err(PullsyncError::invalid(
             format!("at most {MAX_ITEM_IDS} ids per call, not {}", ids.len()),
@@ -493,8 +467,8 @@ pub fn items(consumer_id: &str, kind: &str, ids: &[String]) -> Result<Value> {
 
 /// Creates or updates a consumer allowed to pull, with its sealed API key.
 pub fn add_consumer(consumer_id: &str, api_key: &str, rate_limit_per_minute: i32) -> Result<()> {
-    super::validate::consumer_id(consumer_id)?;
-    super::validate::api_key(api_key)?;
+    pullsync_core::feed::validate::consumer_id(consumer_id)?;
+    pullsync_core::feed::validate::api_key(api_key)?;
     if rate_limit_per_minute < 1 {
         return Err(PullsyncError::invalid(
             "rate_limit_per_minute must be at least 1",

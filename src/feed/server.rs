@@ -4,17 +4,18 @@
 //! thread, which authenticates the consumer, applies its rate limit and serves the page in
 //! one short transaction.
 
-use super::front::{self, error, Answer, Call, FrontSettings, Route, TlsConfig};
 use super::serve::{self, Stream};
 use crate::config;
 use crate::error::PullsyncError;
-use crate::http::RateLimiter;
-use crate::jobs::runner::Txn;
-use crate::jobs::worker::{stopping, Transactions};
+use crate::plumbing::bgworker::{self, SchemaWatch};
+use crate::plumbing::signals;
+use crate::plumbing::txn::Txn;
+use crate::secrets::Secrets;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
+use pullsync_core::feed::front::{self, error, Answer, Call, FrontSettings, Route, TlsConfig};
+use pullsync_core::http::RateLimiter;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, RwLock};
@@ -23,13 +24,7 @@ use std::time::{Duration, Instant};
 pub const SERVER_TYPE: &str = "pg_pullsync feed server";
 
 pub fn register() {
-    BackgroundWorkerBuilder::new("pg_pullsync feed server")
-        .set_type(SERVER_TYPE)
-        .set_library("pg_pullsync")
-        .set_function("pullsync_feed_server_main")
-        .enable_spi_access()
-        .set_restart_time(Some(Duration::from_secs(5)))
-        .load();
+    bgworker::register(SERVER_TYPE, SERVER_TYPE, "pullsync_feed_server_main");
 }
 
 /// `updated_after`, `start`, `end`: RFC 3339, or microseconds since the Unix epoch.
@@ -141,18 +136,15 @@ fn authenticate(consumer_id: &str, api_key: &str) -> Result<Option<i32>, Pullsyn
         Ok(_) | Err(pgrx::spi::SpiError::InvalidPosition) => None,
         Err(e) => return Err(e.into()),
     };
-    let key = config::sealing_key()?;
+    let secrets = Secrets::load()?;
     let (sealed, rate) = match &found {
         Some((sealed, rate)) => (sealed.clone(), *rate),
-        None => (stand_in_sealed(&key), 0),
+        None => (stand_in_sealed(secrets.key()), 0),
     };
-    let stored = key
-        .open(&sealed)
-        .map_err(|reason| PullsyncError::Unsealable {
-            what: format!("API key of feed consumer {consumer_id}"),
-            reason,
-        })?;
-    let compare_key = key.derive("feed api key comparison");
+    let stored = secrets.open(&sealed, || {
+        format!("API key of feed consumer {consumer_id}")
+    })?;
+    let compare_key = secrets.key().derive("feed api key comparison");
     let tag = |text: &str| {
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&compare_key)
             .expect("HMAC takes any key length");
@@ -165,7 +157,7 @@ fn authenticate(consumer_id: &str, api_key: &str) -> Result<Option<i32>, Pullsyn
 }
 
 /// A sealed value of a typical key's length, opened in place of a missing consumer's key.
-fn stand_in_sealed(key: &crate::crypto::SealingKey) -> String {
+fn stand_in_sealed(key: &pullsync_core::crypto::SealingKey) -> String {
     thread_local! {
         static STAND_IN: std::cell::RefCell<Option<([u8; 32], String)>> = const { std::cell::RefCell::new(None) };
     }
@@ -185,7 +177,7 @@ fn stand_in_sealed(key: &crate::crypto::SealingKey) -> String {
 
 fn answer(call: &Call, limiters: &mut HashMap<String, (i32, RateLimiter)>) -> Answer {
     let consumer_id = &call.consumer_id;
-    let rate = match Transactions.run(|| authenticate(consumer_id, &call.api_key)) {
+    let rate = match Txn::Transaction.run(|| authenticate(consumer_id, &call.api_key)) {
         Ok(Some(rate)) => rate,
         Ok(None) => {
             return Answer {
@@ -231,18 +223,21 @@ fn serve_authenticated(
         a.retry_after = Some(wait.as_secs().max(1));
         return a;
     }
-    match Transactions.run(|| serve_call(consumer_id, call)) {
+    match Txn::Transaction.run(|| serve_call(consumer_id, call)) {
         Ok(body) => Answer {
             status: StatusCode::OK,
             body,
             retry_after: None,
             authenticated: None,
         },
-        Err(e @ (PullsyncError::InvalidArgument { .. } | PullsyncError::NullArgument { .. })) => {
-            let code = if e.to_string().starts_with("invalid cursor") {
-                "invalid_cursor"
-            } else {
-                "bad_request"
+        Err(
+            e @ (PullsyncError::InvalidArgument { .. }
+            | PullsyncError::NullArgument { .. }
+            | PullsyncError::InvalidCursor(_)),
+        ) => {
+            let code = match e {
+                PullsyncError::InvalidCursor(_) => "invalid_cursor",
+                _ => "bad_request",
             };
             let mut a = error(StatusCode::BAD_REQUEST, code, e.to_string());
             if let Some(hint) = e.hint() {
@@ -268,35 +263,23 @@ fn serve_authenticated(
     }
 }
 
-/// Starts the HTTP thread with every signal blocked, so Postgres' handlers run only on the
-/// main thread.
+/// Starts the HTTP thread, which never takes Postgres' signals.
 fn spawn_http(
     listener: std::net::TcpListener,
     settings: FrontSettings,
     tls: Option<TlsConfig>,
     calls: mpsc::SyncSender<Call>,
 ) -> std::io::Result<()> {
-    // SAFETY: plain signal-mask calls around the thread spawn.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous);
-        let spawned = std::thread::Builder::new()
-            .name("pullsync-feed-http".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    front::serve(listener, settings, tls, calls).await;
-                });
-            });
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-        spawned.map(|_| ())
-    }
+    signals::spawn_without_signals("pullsync-feed-http", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            front::serve(listener, settings, tls, calls).await;
+        });
+    })
 }
 
 /// What the server was started with: a change of any of it restarts the server.
@@ -326,7 +309,7 @@ impl Startup {
 fn fail_start(message: &str) -> ! {
     warning!("{SERVER_TYPE}: {message}");
     // The postmaster retries after the restart time.
-    crate::pg_compat::exit_process(1);
+    bgworker::exit_for_restart();
 }
 
 /// On reload: a new certificate in the same files is taken in place; any other change
@@ -345,7 +328,7 @@ fn reload(startup: &Startup, tls: Option<&TlsConfig>) {
         }
         Ok(_) => {
             log!("{SERVER_TYPE}: settings changed; restarting to apply them");
-            crate::pg_compat::exit_process(1);
+            bgworker::exit_for_restart();
         }
         Err(e) => warning!("{SERVER_TYPE}: keeping the current settings: {e}"),
     }
@@ -354,7 +337,7 @@ fn reload(startup: &Startup, tls: Option<&TlsConfig>) {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
-    let database = crate::jobs::worker::start_background_process();
+    let database = bgworker::start();
     let listen = config::feed_listen().unwrap_or_default();
     let startup = Startup::from_settings().unwrap_or_else(|e| fail_start(&e));
     let tls: Option<TlsConfig> = startup.tls_files.as_ref().map(|(cert, key)| {
@@ -376,12 +359,9 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
     }
     log!("{SERVER_TYPE}: serving database \"{database}\" on {scheme}://{listen}");
     let mut limiters: HashMap<String, (i32, RateLimiter)> = HashMap::new();
-    let mut schema = crate::jobs::worker::SchemaWatch::default();
-    while !stopping() {
-        crate::jobs::worker::absorb_barriers();
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: the documented way for a worker to reload its configuration.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    let mut schema = SchemaWatch::default();
+    while !bgworker::stopping() {
+        if bgworker::chores() {
             limiters.clear();
             reload(&startup, tls.as_ref());
         }
@@ -405,8 +385,7 @@ pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
         }
     }
     log!("{SERVER_TYPE}: stopping");
-    // Restarted after its restart time unless the server stops.
-    crate::pg_compat::exit_process(1);
+    bgworker::exit_for_restart();
 }
 
 #[cfg(test)]

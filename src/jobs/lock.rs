@@ -26,11 +26,3 @@ pub fn acquire(name: &str, ttl_secs: i32) -> Result<bool> {
     })?;
     Ok(taken)
 }
-
-pub fn release(name: &str) -> Result<()> {
-    Spi::run_with_args(
-        "DELETE FROM pullsync.system_job_locks WHERE name = $1 AND holder_pid = pg_backend_pid()",
-        &[name.into()],
-    )?;
-    Ok(())
-}

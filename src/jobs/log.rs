@@ -3,6 +3,7 @@
 use crate::error::{PullsyncError, Result};
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use pullsync_core::outcome::Status;
 
 pub fn start(job_type: &str) -> Result<i64> {
     Spi::get_one_with_args::<i64>(
@@ -14,22 +15,13 @@ pub fn start(job_type: &str) -> Result<i64> {
 
 pub fn finish(
     id: i64,
-    status: &str,
+    status: Status,
     metadata: serde_json::Value,
     error: Option<String>,
 ) -> Result<()> {
     Spi::run_with_args(
         "UPDATE pullsync.system_job_logs SET status = $2, metadata = $3, error = $4, finished_at = now() WHERE id = $1",
-        &[id.into(), status.into(), JsonB(metadata).into(), error.into()],
+        &[id.into(), status.as_str().into(), JsonB(metadata).into(), error.into()],
     )?;
     Ok(())
-}
-
-/// A job's status from its units' outcomes.
-pub fn status(successes: usize, errors: usize) -> &'static str {
-    match (successes, errors) {
-        (_, 0) => "completed",
-        (0, _) => "failed",
-        _ => "partial",
-    }
 }

@@ -1,9 +1,12 @@
-//! Jobs shared by every source: the queue, the one runner, the background workers, the
-//! lock a run takes, its system_job_logs row, and the pg_cron schedule.
+//! Jobs shared by every source: the `Source` trait and the registry of sources, the queue,
+//! the one runner, the background workers, the lock a run takes, its system_job_logs row.
+//! Nothing here names a source.
 
 pub mod functions;
 pub mod lock;
 pub mod log;
 pub mod queue;
+pub mod registry;
 pub mod runner;
+pub mod source;
 pub mod worker;

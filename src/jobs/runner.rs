@@ -1,167 +1,182 @@
-//! The one job runner: background workers call it with real transactions, `run_jobs()`
-//! in a backend with subtransactions. It claims work, pulls over HTTP outside any
-//! transaction (in workers), and writes each account in its own (sub)transaction.
+//! The one job runner: background workers call it with a transaction per unit of work,
+//! `run_jobs()` in a backend with subtransactions. Each step requeues what was abandoned,
+//! then claims a job (a job without units is run to its end; a run is split into units),
+//! or else claims a batch of units: prepared under SPI, pulled over HTTP outside any
+//! transaction, each written in its own.
 
-use super::queue::{self, Unit};
+use super::queue;
+use super::registry;
+use super::source::{Batches, Job, Outcome, Prepared, Source, Unit, Units};
 use crate::config;
 use crate::error::{PullsyncError, Result};
-use crate::runtime::Cancel;
-use crate::threads::store::{self, LogContext};
-use crate::threads::sync::{self, AccountResult, Ready};
-use chrono::Utc;
-use serde_json::json;
+use crate::plumbing::txn::Txn;
+use crate::runtime::{self, Cancel};
+use futures_util::future::join_all;
+use pullsync_core::outcome::Status;
+use serde_json::{json, Value};
 
-/// How the runner delimits a unit of work.
-pub trait Txn {
-    fn run<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T>;
-}
-
-/// Units inside the caller's transaction, each in a subtransaction.
-pub struct Subtransactions;
-
-impl Txn for Subtransactions {
-    fn run<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
-        crate::subxact::run(work)
-    }
-}
-
-fn log_context(unit: &Unit) -> LogContext<'static> {
-    LogContext {
-        job_log_id: unit.job_log_id,
-        job_type: "threads_scheduled_sync",
-        started_at: Utc::now(),
-    }
-}
-
-/// One round: requeue abandoned units, plan a queued run, or claim and sync a batch of
-/// units. Returns whether there was anything to do.
-pub fn step(txn: &impl Txn, cancel: Cancel) -> Result<bool> {
+/// One round. Returns whether there was anything to do.
+pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
     txn.run(queue::requeue_abandoned)?;
     if let Some(job) = txn.run(queue::claim_and_plan_run)? {
-        if job.kind == queue::FEED_PULL {
-            let consumer = job.payload["consumer_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let mode = job.payload["mode"]
-                .as_str()
-                .unwrap_or("incremental")
-                .to_string();
-            let result = match crate::feed::pull::pull(&consumer, &mode, None, txn, cancel) {
-                Ok(result) => result,
-                Err(PullsyncError::Interrupted) => {
-                    // Pages committed so far stay; the job goes back to the queue.
-                    txn.run(|| queue::requeue_job(job.id))?;
-                    return Err(PullsyncError::Interrupted);
-                }
-                Err(e) => {
-                    json!({ "consumer_id": consumer, "status": "failed", "error": e.to_string() })
-                }
-            };
-            txn.run(|| queue::finish_single(job.id, &result))?;
-        } else if job.kind == queue::THREADS_REFRESH {
-            let within = job.payload["within_secs"]
-                .as_f64()
-                .unwrap_or(7.0 * 86_400.0);
-            let result = match crate::threads::refresh::refresh_tokens(within, txn, cancel) {
-                Ok(result) => result,
-                Err(PullsyncError::Interrupted) => {
-                    // Tokens refreshed so far are committed; the rest wait for the next run.
-                    txn.run(|| queue::requeue_job(job.id))?;
-                    return Err(PullsyncError::Interrupted);
-                }
-                Err(e) => json!({ "status": "failed", "error": e.to_string() }),
-            };
-            txn.run(|| queue::finish_single(job.id, &result))?;
+        if let Some(source) = registry::by_kind(&job.kind).filter(|s| s.units().is_none()) {
+            run_single(source, &job, txn, cancel)?;
         }
         return Ok(true);
     }
-    let batch = i64::from(config::BATCH_SIZE.get().max(1));
-    let claimed: Vec<(Unit, Ready)> = txn.run(|| {
-        let mut ready = Vec::new();
-        for unit in queue::claim_units(batch)? {
-            let log = log_context(&unit);
-            let Some(row) = store::usable_account(unit.account_id)? else {
-                if !store::account_exists(unit.account_id)? {
-                    queue::complete_unit(&unit, &deleted_account(unit.account_id))?;
-                    continue;
+    let limit = i64::from(config::batch_size());
+    for source in registry::all() {
+        if let Some(batches) = source.units() {
+            if batches.work(source.kind(), limit, txn, cancel)? {
+                // The pause spreads a run's calls over time (the seed's 2 s between batches).
+                let pause = config::batch_delay();
+                if !pause.is_zero() {
+                    runtime::sleep(pause, cancel)?;
                 }
-                let error = "the account has no usable token any more";
-                store::log_unpulled(unit.account_id, "skipped", error, &log)?;
-                let result = json!({ "account_id": unit.account_id.to_string(), "status": "skipped", "error": error });
-                queue::complete_unit(&unit, &result)?;
-                continue;
-            };
-            let (mut prepared, failed) = sync::prepare(&[row], &log)?;
-            match prepared.pop() {
-                Some(r) => ready.push((unit, r)),
-                None => {
-                    for f in failed {
-                        queue::complete_unit(&unit, &f.to_json())?;
-                    }
-                }
+                return Ok(true);
             }
         }
-        Ok(ready)
-    })?;
-    if claimed.is_empty() {
-        return Ok(false);
     }
-    let (units, ready): (Vec<Unit>, Vec<Ready>) = claimed.into_iter().unzip();
-    let ids: Vec<i64> = units.iter().map(|u| u.id).collect();
-    let pulls = match sync::pull_beating(&ready, cancel, || txn.run(|| queue::heartbeat(&ids))) {
-        Ok(pulls) => pulls,
-        Err(e) => {
-            txn.run(|| queue::release_units(&ids))?;
-            return Err(e);
-        }
-    };
-    for ((unit, r), pulled) in units.iter().zip(&ready).zip(pulls) {
-        let log = log_context(unit);
-        let written = txn.run(|| {
-            // A claim that lost its unit (requeued after unit_timeout) writes nothing.
-            if !queue::still_claimed(unit)? {
-                return Ok(());
-            }
-            let result = sync::write(r, &pulled, &log)?;
-            queue::complete_unit(unit, &result.to_json())
-        });
-        if let Err(e) = written {
-            // The unit's writes rolled back; record the failure in a fresh unit of work.
-            txn.run(|| {
-                if !queue::still_claimed(unit)? {
-                    return Ok(());
-                }
-                if !store::account_exists(r.row.id)? {
-                    return queue::complete_unit(unit, &deleted_account(r.row.id));
-                }
-                let result: AccountResult = sync::write_failed(r.row.id, &e, &log)?;
-                queue::complete_unit(unit, &result.to_json())
-            })?;
-        }
-    }
-    // The pause spreads a run's calls over time (the seed's 2 s between batches).
-    let pause = std::time::Duration::from_millis(config::BATCH_DELAY_MS.get() as u64);
-    if !pause.is_zero() {
-        crate::runtime::sleep(pause, cancel)?;
-    }
-    Ok(true)
+    Ok(false)
 }
 
-/// The result of a unit whose account was deleted while the run was under way: skipped,
-/// with no sync_logs row (there is no account left to attach it to).
-fn deleted_account(account_id: pgrx::Uuid) -> serde_json::Value {
-    json!({
-        "account_id": account_id.to_string(),
-        "status": "skipped",
-        "error": "the account was deleted while the run was under way",
+/// A job without units, to its end. Stopped by the worker's stop, it goes back to the
+/// queue; what it committed stays.
+fn run_single(source: &dyn Source, job: &Job, txn: Txn, cancel: Cancel) -> Result<()> {
+    let outcome = match source.run(job, txn, cancel) {
+        Ok(outcome) => outcome,
+        Err(PullsyncError::Interrupted) => {
+            txn.run(|| queue::requeue_job(job.id))?;
+            return Err(PullsyncError::Interrupted);
+        }
+        Err(e) => failed(&job.payload, &e),
+    };
+    txn.run(|| queue::finish_single(job.id, &outcome))
+}
+
+/// The outcome of work that failed as a whole: what it was asked, and why it failed.
+fn failed(payload: &Value, error: &PullsyncError) -> Outcome {
+    let mut result = payload.clone();
+    if !result.is_object() {
+        result = json!({});
+    }
+    result["status"] = json!(Status::Failed.as_str());
+    result["error"] = json!(error.to_string());
+    Outcome {
+        status: Status::Failed,
+        api_calls: 0,
+        items: 0,
+        error: Some(error.to_string()),
+        result,
+    }
+}
+
+impl<U: Units> Batches for U {
+    fn units_query(&self) -> &'static str {
+        Units::units_query(self)
+    }
+
+    fn unit_kind(&self) -> &'static str {
+        Units::unit_kind(self)
+    }
+
+    fn phase(&self) -> &'static str {
+        Units::phase(self)
+    }
+
+    fn work(&self, kind: &str, limit: i64, txn: Txn, cancel: Cancel) -> Result<bool> {
+        let (claimed, ready) = txn.run(|| prepare(self, kind, limit))?;
+        if ready.is_empty() {
+            return Ok(claimed);
+        }
+        let ids: Vec<i64> = ready.iter().map(|(u, _)| u.id).collect();
+        let pulls = match pull(self, &ready, &ids, txn, cancel) {
+            Ok(pulls) => pulls,
+            Err(e) => {
+                txn.run(|| queue::release_units(&ids))?;
+                return Err(e);
+            }
+        };
+        for ((unit, ready), pulled) in ready.iter().zip(pulls) {
+            write(self, unit, ready, pulled, txn)?;
+        }
+        Ok(true)
+    }
+
+    fn finish(&self, job: &Job, totals: &super::source::RunTotals) -> Result<Value> {
+        Units::finish(self, job, totals)
+    }
+}
+
+type Claimed<R> = (bool, Vec<(Unit, R)>);
+
+/// Claims units and prepares them, in one unit of work; units with nothing to pull are
+/// completed at once.
+fn prepare<U: Units>(source: &U, kind: &str, limit: i64) -> Result<Claimed<U::Ready>> {
+    let units = queue::claim_units(kind, limit)?;
+    let claimed = !units.is_empty();
+    let mut ready = Vec::with_capacity(units.len());
+    for unit in units {
+        match source.prepare(&unit)? {
+            Prepared::Ready(r) => ready.push((unit, r)),
+            Prepared::Done(outcome) => queue::complete_unit(&unit, &outcome)?,
+        }
+    }
+    Ok((claimed, ready))
+}
+
+/// Pulls the batch concurrently, outside any transaction, keeping its claims alive with
+/// a heartbeat at a third of `pullsync.unit_timeout`.
+fn pull<U: Units>(
+    source: &U,
+    ready: &[(Unit, U::Ready)],
+    ids: &[i64],
+    txn: Txn,
+    cancel: Cancel,
+) -> Result<Vec<U::Pulled>> {
+    let shared = source.shared()?;
+    let every = config::unit_timeout() / 3;
+    runtime::block_on_beating(
+        join_all(ready.iter().map(|(_, r)| source.pull(&shared, r))),
+        cancel,
+        every.max(std::time::Duration::from_secs(1)),
+        || txn.run(|| queue::heartbeat(ids)),
+    )
+}
+
+/// Writes one unit in its own unit of work; a write that fails rolls back and its
+/// failure is recorded in a fresh one. A claim that lost its unit (requeued after
+/// unit_timeout) writes nothing.
+fn write<U: Units>(
+    source: &U,
+    unit: &Unit,
+    ready: &U::Ready,
+    pulled: U::Pulled,
+    txn: Txn,
+) -> Result<()> {
+    let written = txn.run(|| {
+        if !queue::still_claimed(unit)? {
+            return Ok(());
+        }
+        let outcome = source.write(unit, ready, pulled)?;
+        queue::complete_unit(unit, &outcome)
+    });
+    let Err(error) = written else {
+        return Ok(());
+    };
+    txn.run(|| {
+        if !queue::still_claimed(unit)? {
+            return Ok(());
+        }
+        let outcome = source.write_failed(unit, ready, &error)?;
+        queue::complete_unit(unit, &outcome)
     })
 }
 
 /// `run_jobs()`: works the queue in this backend until it is empty.
 pub fn run_all_here() -> Result<u32> {
     let mut rounds = 0;
-    while step(&Subtransactions, Cancel::Backend)? {
+    while step(Txn::Subtransaction, Cancel::Backend)? {
         rounds += 1;
         if rounds > 1_000_000 {
             return Err(PullsyncError::Internal("the queue did not drain".into()));

@@ -1,15 +1,13 @@
 //! The static background workers: each connects to `pullsync.database`, owns one tokio
 //! runtime for HTTP, and works the job queue with one short transaction per step.
 
-use super::runner::{self, Txn};
-use crate::config;
+use super::runner;
 use crate::error::{PullsyncError, Result};
+use crate::plumbing::bgworker::{self, SchemaWatch};
+use crate::plumbing::txn::Txn;
 use crate::runtime::Cancel;
-use crate::schema_version::SchemaState;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
-use pgrx::{PgTryBuilder, PgXactCallbackEvent};
-use std::sync::atomic::{AtomicBool, Ordering};
+use pgrx::PgXactCallbackEvent;
 use std::time::Duration;
 
 /// `backend_type` of the workers in pg_stat_activity.
@@ -17,193 +15,41 @@ pub const WORKER_TYPE: &str = "pg_pullsync worker";
 /// How long an idle worker sleeps when nothing wakes it.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
-static STOPPING: AtomicBool = AtomicBool::new(false);
-
-/// Whether this worker was told to stop (SIGTERM or postmaster death). Sticky: pgrx's
-/// own flag resets when read.
-pub fn stopping() -> bool {
-    if BackgroundWorker::sigterm_received() {
-        STOPPING.store(true, Ordering::SeqCst);
-    }
-    STOPPING.load(Ordering::SeqCst)
-}
-
-/// Processes pending procsignal barriers (from the main thread only). Workers call it in
-/// every wait, since they do not pass through Postgres' own CHECK_FOR_INTERRUPTS.
-pub fn absorb_barriers() {
-    // SAFETY: a read of a flag Postgres' signal handler sets, then the function Postgres
-    // itself calls for it.
-    unsafe {
-        if pg_sys::ProcSignalBarrierPending != 0 {
-            pg_sys::ProcessProcSignalBarrier();
-        }
-    }
-}
-
 pub fn register(count: i32) {
     for n in 0..count {
-        BackgroundWorkerBuilder::new(&format!("pg_pullsync worker {n}"))
-            .set_type(WORKER_TYPE)
-            .set_library("pg_pullsync")
-            .set_function("pullsync_worker_main")
-            .enable_spi_access()
-            .set_restart_time(Some(Duration::from_secs(5)))
-            .load();
+        bgworker::register(
+            &format!("pg_pullsync worker {n}"),
+            WORKER_TYPE,
+            "pullsync_worker_main",
+        );
     }
-}
-
-/// A real transaction per unit of work: committed when the work returns Ok, aborted on
-/// Err, ERROR or panic, so nothing escapes to become FATAL.
-pub struct Transactions;
-
-impl Txn for Transactions {
-    fn run<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
-        let work = std::panic::AssertUnwindSafe(work);
-        // Start and commit are inside the guard too: an ERROR at commit (deferred
-        // constraint, serialization failure) must abort, not escape as FATAL.
-        let outcome = PgTryBuilder::new(move || {
-            let work = work;
-            // SAFETY: the worker's main thread, outside any transaction.
-            unsafe {
-                pg_sys::SetCurrentStatementStartTimestamp();
-                pg_sys::StartTransactionCommand();
-                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-            }
-            let result = (work.0)();
-            if result.is_ok() {
-                // SAFETY: ends the transaction started above.
-                unsafe {
-                    pg_sys::PopActiveSnapshot();
-                    pg_sys::CommitTransactionCommand();
-                }
-            }
-            result
-        })
-        .catch_others(|caught| {
-            Err(PullsyncError::Internal(crate::subxact::caught_message(
-                &caught,
-            )))
-        })
-        .execute();
-        // SAFETY: aborts whatever transaction is still open; a no-op when none is.
-        unsafe {
-            if pg_sys::IsTransactionOrTransactionBlock() {
-                pg_sys::AbortCurrentTransaction();
-            }
-        }
-        outcome
-    }
-}
-
-/// The state of this database's pg_pullsync schema. A read through `select`, which
-/// (unlike `Spi::get_one`) assigns no transaction id: the idle loop must not burn xids.
-fn schema_state() -> Result<SchemaState> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_pullsync'",
-            Some(1),
-            &[],
-        )?;
-        let installed = if rows.is_empty() {
-            None
-        } else {
-            rows.first().get_one::<String>()?
-        };
-        Ok(SchemaState::of(installed.as_deref()))
-    })
-}
-
-/// The schema's state, logged whenever it changes into one the process waits in.
-#[derive(Default)]
-pub struct SchemaWatch {
-    last: Option<SchemaState>,
-    checked_at: Option<std::time::Instant>,
-}
-
-impl SchemaWatch {
-    /// Whether this version's SQL may run now. A failed check keeps the last state and
-    /// says why.
-    pub fn ready(&mut self, database: &str) -> bool {
-        let state = match Transactions.run(schema_state) {
-            Ok(state) => state,
-            Err(e) => {
-                warning!(
-                    "{}: cannot read the installed pg_pullsync version: {e}",
-                    BackgroundWorker::get_name()
-                );
-                return self.last == Some(SchemaState::Current);
-            }
-        };
-        if self.last.as_ref() != Some(&state) {
-            if let Some(line) = state.wait_message(BackgroundWorker::get_name(), database) {
-                log!("{line}");
-            }
-        }
-        let ready = state == SchemaState::Current;
-        self.last = Some(state);
-        self.checked_at = Some(std::time::Instant::now());
-        ready
-    }
-
-    /// Like `ready`, reading the catalog at most once per `interval` (the feed server asks
-    /// for every request).
-    pub fn ready_within(&mut self, database: &str, interval: Duration) -> bool {
-        match (&self.last, self.checked_at) {
-            (Some(state), Some(at)) if at.elapsed() < interval => *state == SchemaState::Current,
-            _ => self.ready(database),
-        }
-    }
-}
-
-/// What every pg_pullsync background process does first: take SIGHUP and SIGTERM, and
-/// connect to `pullsync.database`. Returns the database name.
-pub fn start_background_process() -> String {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = config::DATABASE
-        .get()
-        .map(|d| d.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "postgres".into());
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    database
 }
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pullsync_worker_main(_arg: pg_sys::Datum) {
-    let database = start_background_process();
-    log!(
-        "{}: started in database \"{database}\"",
-        BackgroundWorker::get_name()
-    );
-
+    let database = bgworker::start();
+    log!("{}: started in database \"{database}\"", bgworker::name());
     let mut schema = SchemaWatch::default();
-    while !stopping() {
-        absorb_barriers();
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: the documented way for a worker to reload its configuration.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-        }
+    while !bgworker::stopping() {
+        bgworker::chores();
         let installed = schema.ready(&database);
         let busy = installed
-            && match runner::step(&Transactions, Cancel::Worker) {
+            && match runner::step(Txn::Transaction, Cancel::Worker) {
                 Ok(busy) => busy,
                 Err(PullsyncError::Interrupted) => break,
                 Err(e) => {
-                    warning!("{}: {e}", BackgroundWorker::get_name());
+                    warning!("{}: {e}", bgworker::name());
                     false
                 }
             };
         if !busy {
-            let wait = if installed { IDLE_WAIT } else { IDLE_WAIT * 6 };
-            if !BackgroundWorker::wait_latch(Some(wait)) {
-                STOPPING.store(true, Ordering::SeqCst);
-            }
+            // Without this version's schema there is nothing to do until an update.
+            bgworker::wait(if installed { IDLE_WAIT } else { IDLE_WAIT * 6 });
         }
     }
-    log!("{}: stopping", BackgroundWorker::get_name());
-    // Exit code 1: the postmaster starts the worker again after its restart time, unless
-    // the server is shutting down.
-    crate::pg_compat::exit_process(1);
+    log!("{}: stopping", bgworker::name());
+    bgworker::exit_for_restart();
 }
 
 /// Wakes every worker when the current transaction commits, so a queued job starts at
@@ -239,11 +85,19 @@ pub fn wake_all() -> Result<()> {
     Ok(())
 }
 
-/// Whether any worker is running (for a hint when nothing will pick a job up).
-pub fn any_running() -> Result<bool> {
-    Ok(Spi::get_one_with_args::<bool>(
+/// Adds a warning to a queued job's answer when no worker runs in this database to pick
+/// it up.
+pub fn warn_without_workers(answer: &mut serde_json::Value) -> Result<()> {
+    let queued = answer.get("job_id").is_some() && answer.get("skipped").is_none();
+    let running = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = $1 AND datname = current_database())",
         &[WORKER_TYPE.into()],
     )?
-    .unwrap_or(false))
+    .unwrap_or(false);
+    if queued && !running {
+        answer["warning"] = serde_json::json!(
+            "no pg_pullsync worker runs in this database: preload pg_pullsync with pullsync.database set to it, or run SELECT pullsync.run_jobs()"
+        );
+    }
+    Ok(())
 }

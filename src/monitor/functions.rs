@@ -1,12 +1,12 @@
 //! SQL functions of monitoring (thin glue).
 
-use super::evaluate;
-use super::prometheus::{self, Family, Kind};
 use super::record;
 use crate::error::{PullsyncError, Result};
 use crate::pg_error::OrRaise;
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use pullsync_core::monitor::evaluate;
+use pullsync_core::monitor::prometheus::{self, Family, Kind};
 use serde_json::{json, Map};
 
 /// `{"status": "healthy" | "degraded" | "failing", "reasons": […], "sources": {…}}`, judged

@@ -1,7 +1,5 @@
 //! Monitoring: every job records a `sync_metrics` row; thresholds open and resolve
 //! `alerts` (with `NOTIFY pullsync_alerts`); `health()` and `metrics()` report.
 
-pub mod evaluate;
 pub mod functions;
-pub mod prometheus;
 pub mod record;

@@ -1,11 +1,12 @@
 //! SPI side of monitoring: recording a run, reading every source's state, and opening or
 //! resolving alerts with a NOTIFY.
 
-use super::evaluate::{self, Breach, SourceState, Thresholds};
 use crate::config;
 use crate::error::Result;
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use pullsync_core::monitor::evaluate::{self, Breach, SourceState};
+use pullsync_core::outcome::Status;
 use serde_json::{json, Value};
 
 pub const CHANNEL: &str = "pullsync_alerts";
@@ -16,8 +17,7 @@ pub struct Run<'a> {
     pub source: &'a str,
     pub job_type: &'a str,
     pub job_log_id: Option<i64>,
-    /// 'completed', 'partial' or 'failed'.
-    pub status: &'a str,
+    pub status: Status,
     pub items: i64,
     /// Work tried (accounts, pages, windows) and the part of it that failed.
     pub attempts: i64,
@@ -53,7 +53,7 @@ pub fn record(run: &Run) -> Result<()> {
             run.source.into(),
             run.job_type.into(),
             run.job_log_id.into(),
-            run.status.into(),
+            run.status.as_job_state().as_str().into(),
             run.items.max(0).into(),
             run.attempts.max(0).into(),
             run.errors.clamp(0, run.attempts.max(1)).into(),
@@ -63,14 +63,6 @@ pub fn record(run: &Run) -> Result<()> {
     )?;
     check_alerts()?;
     Ok(())
-}
-
-pub fn thresholds() -> Thresholds {
-    Thresholds {
-        lag_seconds: f64::from(config::ALERT_LAG_S.get()),
-        error_rate: config::ALERT_ERROR_RATE.get(),
-        duration_seconds: f64::from(config::ALERT_DURATION_S.get()),
-    }
 }
 
 /// Every source's state, from `pullsync.source_metrics` and its last runs.
@@ -87,7 +79,7 @@ pub fn states() -> Result<Vec<SourceState>> {
                              ORDER BY recorded_at DESC, id DESC LIMIT $1) last) r ON true
               ORDER BY m.source",
             None,
-            &[i64::from(config::ALERT_ERROR_RUNS.get()).into()],
+            &[config::alert_error_runs().into()],
         )?;
         let mut states = Vec::with_capacity(rows.len());
         for row in rows {
@@ -110,7 +102,7 @@ pub fn states() -> Result<Vec<SourceState>> {
 /// The breaches of every source now.
 pub fn current_breaches() -> Result<(Vec<SourceState>, Vec<Breach>)> {
     let states = states()?;
-    let limits = thresholds();
+    let limits = config::alert_thresholds();
     let breaches = states
         .iter()
         .flat_map(|s| evaluate::breaches(s, &limits))

@@ -1,8 +1,5 @@
-//! Reconciliation: compare what a source has with what this database has, name the
-//! missing and extra records, and re-pull the missing ones through the normal write path.
+//! Reconciliation shared by the sources: a run's outcome and its `reconciliation_runs`
+//! row, window checks, and the window argument of the SQL functions. Each source
+//! reconciles in its own folder (`threads/reconcile.rs`, `feed/reconcile.rs`).
 
-pub mod feed;
-pub mod functions;
-pub mod narrow;
 pub mod runs;
-pub mod threads;

@@ -1,10 +1,13 @@
 //! `pullsync.reconciliation_runs`: one row per reconciliation of a source and window.
 
 use crate::error::{PullsyncError, Result};
-use crate::pg_time::to_pg;
+use crate::pg_error::{required, OrRaise};
+use crate::pg_time::{to_chrono, to_pg};
 use chrono::{DateTime, Utc};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
+use pullsync_core::outcome::Status;
 use serde_json::{json, Value};
 
 /// The outcome of one reconciliation, as recorded and returned.
@@ -28,6 +31,32 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A reconciliation of [start, end) that found nothing yet, for an account or a feed
+    /// source.
+    pub fn begin(
+        account_id: Option<Uuid>,
+        consumer_id: Option<String>,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        repair: bool,
+    ) -> Self {
+        Outcome {
+            consumer_id,
+            account_id,
+            start,
+            end,
+            started_at: Utc::now(),
+            source_counts: json!({}),
+            target_counts: json!({}),
+            streams: serde_json::Map::new(),
+            windows: Vec::new(),
+            repair,
+            repaired: 0,
+            still_missing: 0,
+            truncated: false,
+            error: None,
+        }
+    }
+
     fn ids(&self, side: &str) -> Vec<String> {
         self.streams
             .iter()
@@ -69,7 +98,11 @@ impl Outcome {
             source,
             job_type,
             job_log_id: None,
-            status: if failed { "failed" } else { "completed" },
+            status: if failed {
+                Status::Failed
+            } else {
+                Status::Completed
+            },
             items: self.repaired,
             attempts: 1,
             errors: i64::from(failed),
@@ -132,7 +165,7 @@ pub fn check_window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
             "Pass a window with start <= end.",
         ));
     }
-    let max = i64::from(crate::config::RECONCILE_MAX_WINDOW_S.get());
+    let max = crate::config::reconcile_max_window_secs();
     if (end - start).num_seconds() > max {
         return Err(PullsyncError::invalid(
             format!(
@@ -143,4 +176,22 @@ pub fn check_window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The window of a reconciliation call, checked; raises on a null, infinite or too wide
+/// bound.
+pub fn window_arguments(
+    start: Option<TimestampWithTimeZone>,
+    end: Option<TimestampWithTimeZone>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let finite = |value: Option<TimestampWithTimeZone>, name: &'static str| {
+        to_chrono(required(value, name))
+            .ok_or_else(|| {
+                PullsyncError::invalid(format!("{name} must be finite"), "Pass a real timestamp.")
+            })
+            .or_raise()
+    };
+    let (start, end) = (finite(start, "start"), finite(end, "end"));
+    check_window(start, end).or_raise();
+    (start, end)
 }

@@ -1,13 +1,12 @@
 //! SQL functions of the Threads source (thin glue over the pure modules and the store).
 
-use crate::config;
 use crate::error::PullsyncError;
-use crate::pg_error::OrRaise;
+use crate::pg_error::{required, OrRaise};
 use crate::pg_time;
-use crate::threads::accounts::NewAccount;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::Uuid;
+use pullsync_core::threads::accounts::NewAccount;
 
 /// Creates or updates a Threads account of a workspace and stores its sealed primary
 /// token, revoking the earlier primary. Returns the account id.
@@ -20,11 +19,7 @@ fn threads_add_account(
     access_token: Option<String>,
     expires_at: Option<TimestampWithTimeZone>,
 ) -> Uuid {
-    let workspace_id = workspace_id
-        .ok_or(PullsyncError::NullArgument {
-            name: "workspace_id",
-        })
-        .or_raise();
+    let workspace_id = required(workspace_id, "workspace_id");
     let account = NewAccount::validate(
         threads_user_id,
         username,
@@ -33,7 +28,9 @@ fn threads_add_account(
         chrono::Utc::now(),
     )
     .or_raise();
-    let sealed = config::sealing_key().or_raise().seal(&account.access_token);
+    let sealed = crate::secrets::Secrets::load()
+        .or_raise()
+        .seal(&account.access_token);
     store_account(workspace_id, &account, sealed).or_raise()
 }
 
@@ -98,9 +95,7 @@ fn store_account(
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn threads_sync_account(account_id: Option<Uuid>) -> pgrx::JsonB {
-    let account_id = account_id
-        .ok_or(PullsyncError::NullArgument { name: "account_id" })
-        .or_raise();
+    let account_id = required(account_id, "account_id");
     pgrx::JsonB(crate::threads::sync::sync_one(account_id).or_raise())
 }
 
@@ -110,15 +105,8 @@ fn threads_sync_account(account_id: Option<Uuid>) -> pgrx::JsonB {
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn threads_scheduled_sync() -> pgrx::JsonB {
-    let mut answer = crate::jobs::queue::enqueue_threads_run().or_raise();
-    if answer.get("job_id").is_some()
-        && answer.get("skipped").is_none()
-        && !crate::jobs::worker::any_running().or_raise()
-    {
-        answer["warning"] = serde_json::json!(
-            "no pg_pullsync worker runs in this database: preload pg_pullsync with pullsync.database set to it, or run SELECT pullsync.run_jobs()"
-        );
-    }
+    let mut answer = super::source::enqueue_run().or_raise();
+    crate::jobs::worker::warn_without_workers(&mut answer).or_raise();
     pgrx::JsonB(answer)
 }
 
@@ -131,9 +119,7 @@ fn threads_scheduled_sync() -> pgrx::JsonB {
 fn threads_refresh_tokens(
     within: default!(Option<pgrx::datum::Interval>, "'7 days'"),
 ) -> pgrx::JsonB {
-    let within = within
-        .ok_or(PullsyncError::NullArgument { name: "within" })
-        .or_raise();
+    let within = required(within, "within");
     let secs = within.as_micros() as f64 / 1e6;
     if secs <= 0.0 {
         PullsyncError::invalid(
@@ -142,11 +128,21 @@ fn threads_refresh_tokens(
         )
         .raise_now();
     }
-    let mut answer = crate::jobs::queue::enqueue_token_refresh(secs).or_raise();
-    if answer.get("skipped").is_none() && !crate::jobs::worker::any_running().or_raise() {
-        answer["warning"] = serde_json::json!(
-            "no pg_pullsync worker runs in this database: preload pg_pullsync with pullsync.database set to it, or run SELECT pullsync.run_jobs()"
-        );
-    }
+    let mut answer = super::source::enqueue_refresh(secs).or_raise();
+    crate::jobs::worker::warn_without_workers(&mut answer).or_raise();
     pgrx::JsonB(answer)
+}
+
+/// Compares an account's stored posts with the API's listing of posts published in
+/// [start, end) and writes the missing ones with their metrics.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn threads_reconcile(
+    account_id: Option<Uuid>,
+    start: Option<TimestampWithTimeZone>,
+    end: Option<TimestampWithTimeZone>,
+) -> pgrx::JsonB {
+    let account_id = required(account_id, "account_id");
+    let (start, end) = crate::reconcile::runs::window_arguments(start, end);
+    pgrx::JsonB(super::reconcile::reconcile(account_id, start, end).or_raise())
 }

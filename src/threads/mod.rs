@@ -1,13 +1,10 @@
-//! The Threads source: accounts and tokens, API client, refresh planning, the three-layer
-//! store, and the SQL functions.
+//! The Threads source: its jobs (source), the sync flow (sync) over the pure pull in
+//! pullsync-core, the three-layer store, the token refresh, reconciliation of a window,
+//! and the SQL functions.
 
-pub mod accounts;
-pub mod api;
 pub mod functions;
-pub mod layers;
-pub mod plan;
-pub mod pull;
+pub mod reconcile;
 pub mod refresh;
+pub mod source;
 pub mod store;
 pub mod sync;
-pub mod tokens;

@@ -5,16 +5,18 @@
 //! lost to a later failure. Expired and refused tokens are reported.
 
 use super::sync::threads_api;
-use crate::config;
 use crate::error::{PullsyncError, Result};
-use crate::jobs::runner::Txn;
+use crate::jobs::source::Outcome;
 use crate::pg_time::to_pg;
+use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
+use crate::secrets::Secrets;
 use chrono::{Duration, Utc};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pgrx::prelude::*;
 use pgrx::Uuid;
-use serde_json::{json, Value};
+use pullsync_core::outcome::Status;
+use serde_json::json;
 
 struct Candidate {
     token_id: Uuid,
@@ -91,7 +93,7 @@ fn store_refreshed(c: &Candidate, sealed: String, expires_in: i64) -> Result<boo
     Ok(replaced)
 }
 
-pub fn refresh_tokens(within_secs: f64, txn: &impl Txn, cancel: Cancel) -> Result<Value> {
+pub fn refresh_tokens(within_secs: f64, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let started = Utc::now();
     let candidates = txn.run(|| {
         let found = candidates(within_secs)?;
@@ -118,15 +120,16 @@ pub fn refresh_tokens(within_secs: f64, txn: &impl Txn, cancel: Cancel) -> Resul
     };
     let (expired, invalid, too_young) = (ids("expired"), ids("invalid"), ids("too_young"));
 
-    let key = config::sealing_key()?;
+    let secrets = Secrets::load()?;
     let mut failed = Vec::new();
     let mut due = Vec::new();
     for c in candidates.iter().filter(|c| c.state == "due") {
-        match key.open(&c.sealed) {
+        let what = || format!("token {} of account {}", c.token_id, c.account_id);
+        match secrets.open(&c.sealed, what) {
             Ok(token) => due.push((c, token)),
-            Err(reason) => failed.push(json!({
+            Err(e) => failed.push(json!({
                 "account_id": c.account_id.to_string(),
-                "error": PullsyncError::Unsealable { what: format!("token {} of account {}", c.token_id, c.account_id), reason }.to_string(),
+                "error": e.to_string(),
             })),
         }
     }
@@ -143,7 +146,7 @@ pub fn refresh_tokens(within_secs: f64, txn: &impl Txn, cancel: Cancel) -> Resul
     while let Some((c, answer)) = runtime::block_on_until(answers.next(), cancel)? {
         let account = c.account_id.to_string();
         let outcome = answer.map_err(|f| f.message).and_then(|fresh| {
-            txn.run(|| store_refreshed(c, key.seal(&fresh.access_token), fresh.expires_in))
+            txn.run(|| store_refreshed(c, secrets.seal(&fresh.access_token), fresh.expires_in))
                 .map_err(|e| format!("the refreshed token could not be stored: {e}"))
         });
         match outcome {
@@ -156,7 +159,7 @@ pub fn refresh_tokens(within_secs: f64, txn: &impl Txn, cancel: Cancel) -> Resul
         }
     }
     let tried = (refreshed.len() + failed.len()) as i64;
-    let status = crate::jobs::log::status(refreshed.len(), failed.len());
+    let status = Status::of(refreshed.len(), failed.len());
     txn.run(|| {
         crate::monitor::record::record(&crate::monitor::record::Run {
             source: "threads",
@@ -170,12 +173,18 @@ pub fn refresh_tokens(within_secs: f64, txn: &impl Txn, cancel: Cancel) -> Resul
             pulls_data: false,
         })
     })?;
-    Ok(json!({
-        "status": status,
-        "refreshed": refreshed,
-        "expired": expired,
-        "invalid": invalid,
-        "not_yet_refreshable": too_young,
-        "failed": failed,
-    }))
+    Ok(Outcome {
+        status,
+        api_calls: tried,
+        items: refreshed.len() as i64,
+        error: None,
+        result: json!({
+            "status": status.as_str(),
+            "refreshed": refreshed,
+            "expired": expired,
+            "invalid": invalid,
+            "not_yet_refreshable": too_young,
+            "failed": failed,
+        }),
+    })
 }

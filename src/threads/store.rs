@@ -2,15 +2,16 @@
 //! account insights and its sync_logs row are written by `write_account`, set-based
 //! (jsonb_to_recordset), inside the caller's transaction.
 
-use super::layers::{decide, Decision, Previous};
-use super::plan::ListingState;
-use super::pull::{AccountPull, KnownAccount, KnownPost, Reading, Step};
 use crate::error::{PullsyncError, Result};
 use crate::pg_time::{to_chrono, to_pg};
 use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
+use pullsync_core::outcome::Status;
+use pullsync_core::threads::layers::{decide, Decision, Previous};
+use pullsync_core::threads::plan::ListingState;
+use pullsync_core::threads::pull::{AccountPull, KnownAccount, KnownPost, Reading, Step};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use threads_model::MediaType;
@@ -52,13 +53,6 @@ fn account_rows(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<Acc
 }
 
 /// Active accounts with a primary, unrevoked, valid, unexpired token.
-pub fn active_accounts() -> Result<Vec<AccountRow>> {
-    account_rows(
-        &format!("{ACCOUNT_SELECT} WHERE a.is_active ORDER BY a.id"),
-        &[],
-    )
-}
-
 /// One account, if it exists and has a usable token.
 pub fn usable_account(id: Uuid) -> Result<Option<AccountRow>> {
     Ok(
@@ -460,7 +454,7 @@ pub fn write_account(
 }
 
 /// A sync_logs row for an account that could not be pulled at all.
-pub fn log_unpulled(account_id: Uuid, status: &str, error: &str, log: &LogContext) -> Result<()> {
+pub fn log_unpulled(account_id: Uuid, status: Status, error: &str, log: &LogContext) -> Result<()> {
     Spi::connect_mut(|client| {
         client.update(
             "INSERT INTO pullsync.sync_logs (job_log_id, job_type, source, workspace_threads_account_id, status, error, started_at)
@@ -470,7 +464,7 @@ pub fn log_unpulled(account_id: Uuid, status: &str, error: &str, log: &LogContex
                 log.job_log_id.into(),
                 log.job_type.into(),
                 account_id.into(),
-                status.into(),
+                status.as_str().into(),
                 error.into(),
                 to_pg(log.started_at).into(),
             ],

@@ -1,21 +1,23 @@
 //! The Threads sync flow: open tokens and plan (SPI), pull accounts concurrently (HTTP on
 //! the runtime), write each account (SPI), one unit per account.
 
-use super::api::ThreadsApi;
-use super::pull::{pull_account, AccountPull, Outcome};
 use super::store::{self, AccountRow, LogContext, WriteCounts};
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::runtime;
-use chrono::Utc;
-use futures_util::future::join_all;
+use crate::secrets::Secrets;
+use chrono::{DateTime, Utc};
 use pgrx::Uuid;
+use pullsync_core::outcome::Status;
+use pullsync_core::threads::api::ThreadsApi;
+use pullsync_core::threads::plan::Tiers;
+use pullsync_core::threads::pull::{pull_account, AccountPull};
 use serde_json::{json, Value};
 
 #[derive(Debug)]
 pub struct AccountResult {
     pub account_id: Uuid,
-    pub outcome: Outcome,
+    pub outcome: Status,
     pub counts: WriteCounts,
     pub steps: Vec<&'static str>,
     pub api_calls: u32,
@@ -37,10 +39,15 @@ impl AccountResult {
         })
     }
 
+    /// Rows written: new and changed posts and snapshots.
+    pub fn items(&self) -> i64 {
+        self.counts.posts_new + self.counts.posts_updated + self.counts.snapshots
+    }
+
     fn unpulled(account_id: Uuid, error: &PullsyncError) -> Self {
         AccountResult {
             account_id,
-            outcome: Outcome::Failed,
+            outcome: Status::Failed,
             counts: WriteCounts::default(),
             steps: Vec::new(),
             api_calls: 0,
@@ -58,22 +65,19 @@ pub fn threads_api() -> Result<ThreadsApi> {
 pub struct Ready {
     pub row: AccountRow,
     token: String,
-    known: super::pull::KnownAccount,
+    known: pullsync_core::threads::pull::KnownAccount,
 }
 
 /// Opens tokens and loads known posts (SPI). Accounts that cannot be pulled get their
 /// sync_logs row and a failed result at once.
 pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec<AccountResult>)> {
-    let key = config::sealing_key()?;
+    let secrets = Secrets::load()?;
     let mut ready = Vec::with_capacity(rows.len());
     let mut failed = Vec::new();
     for row in rows {
-        let opened = key
-            .open(&row.sealed_token)
-            .map_err(|reason| PullsyncError::Unsealable {
-                what: format!("token {} of account {}", row.token_id, row.id),
-                reason,
-            });
+        let opened = secrets.open(&row.sealed_token, || {
+            format!("token {} of account {}", row.token_id, row.id)
+        });
         match opened.and_then(|token| Ok((token, store::known_account(row.id)?))) {
             Ok((token, known)) => ready.push(Ready {
                 row: row.clone(),
@@ -81,7 +85,7 @@ pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec
                 known,
             }),
             Err(e) => {
-                store::log_unpulled(row.id, "failed", &e.to_string(), log)?;
+                store::log_unpulled(row.id, Status::Failed, &e.to_string(), log)?;
                 failed.push(AccountResult::unpulled(row.id, &e));
             }
         }
@@ -89,55 +93,51 @@ pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec
     Ok((ready, failed))
 }
 
-/// Pulls every ready account concurrently on the runtime; no Postgres call inside.
-pub fn pull(ready: &[Ready], cancel: runtime::Cancel) -> Result<Vec<AccountPull>> {
-    pull_beating(ready, cancel, || Ok(()))
+/// What the pulls of a batch share: one client (its concurrency bound holds for the
+/// batch), the settings read once, one clock.
+pub struct Shared {
+    api: ThreadsApi,
+    tiers: Tiers,
+    rate: f64,
+    now: DateTime<Utc>,
+    per_account: usize,
 }
 
-/// `pull`, with `beat` called on the main thread between slices of the waiting (at a third
-/// of `pullsync.unit_timeout`), so the units being pulled stay claimed.
-pub fn pull_beating(
-    ready: &[Ready],
-    cancel: runtime::Cancel,
-    beat: impl FnMut() -> Result<()>,
-) -> Result<Vec<AccountPull>> {
+pub fn shared() -> Result<Shared> {
     let api = threads_api()?;
-    let tiers = config::tiers();
-    let rate = config::THREADS_RATE_LIMIT.get();
-    let now = Utc::now();
-    let per_account = match config::ACCOUNT_CONCURRENCY.get() {
+    let per_account = match config::account_concurrency() {
         0 => api.http.settings().concurrency,
-        n => n as usize,
+        n => n,
     };
-    let every = std::time::Duration::from_secs((config::UNIT_TIMEOUT_S.get() / 3).max(1) as u64);
-    runtime::block_on_beating(
-        join_all(ready.iter().map(|r| {
-            let api = &api;
-            async move {
-                let session = api.session(&r.token, rate);
-                pull_account(
-                    &session,
-                    &r.row.threads_user_id,
-                    &r.known,
-                    tiers,
-                    now,
-                    per_account,
-                )
-                .await
-            }
-        })),
-        cancel,
-        every,
-        beat,
+    Ok(Shared {
+        api,
+        tiers: config::tiers(),
+        rate: config::threads_rate_limit(),
+        now: Utc::now(),
+        per_account,
+    })
+}
+
+/// Pulls one ready account; no Postgres call inside.
+pub async fn pull(shared: &Shared, ready: &Ready) -> AccountPull {
+    let session = shared.api.session(&ready.token, shared.rate);
+    pull_account(
+        &session,
+        &ready.row.threads_user_id,
+        &ready.known,
+        shared.tiers,
+        shared.now,
+        shared.per_account,
     )
+    .await
 }
 
 /// Writes one pulled account (SPI) and describes the result. A token Threads refused is
 /// marked invalid: it is not used again until the account is authorised anew.
 pub fn write(ready: &Ready, pull: &AccountPull, log: &LogContext) -> Result<AccountResult> {
-    let heartbeat = i64::from(config::SNAPSHOT_HEARTBEAT_S.get());
+    let heartbeat = config::snapshot_heartbeat_secs();
     let counts = store::write_account(ready.row.id, pull, Utc::now(), heartbeat, log)?;
-    if pull.outcome == Outcome::Skipped {
+    if pull.outcome == Status::Skipped {
         store::invalidate_token(ready.row.token_id)?;
     }
     if !pull.notes.is_empty() {
@@ -164,7 +164,7 @@ pub fn write_failed(
     log: &LogContext,
 ) -> Result<AccountResult> {
     let error = PullsyncError::Internal(format!("writing the account failed: {error}"));
-    store::log_unpulled(account_id, "failed", &error.to_string(), log)?;
+    store::log_unpulled(account_id, Status::Failed, &error.to_string(), log)?;
     Ok(AccountResult::unpulled(account_id, &error))
 }
 
@@ -176,9 +176,8 @@ fn sync_here(row: AccountRow, log: &LogContext) -> Result<AccountResult> {
             PullsyncError::Internal("the account was neither opened nor failed".into())
         });
     };
-    let pulled = pull(std::slice::from_ref(&r), runtime::Cancel::Backend)?
-        .pop()
-        .ok_or_else(|| PullsyncError::Internal("the pull returned no account".into()))?;
+    let shared = shared()?;
+    let pulled = runtime::block_on_until(pull(&shared, &r), runtime::Cancel::Backend)?;
     write(&r, &pulled, log).or_else(|e| write_failed(r.row.id, &e, log))
 }
 
@@ -198,29 +197,24 @@ pub fn sync_one(account_id: Uuid) -> Result<Value> {
     let Some(row) = store::usable_account(account_id)? else {
         let error =
             "the account has no primary, unrevoked, unexpired token; refresh it or add a new one";
-        store::log_unpulled(account_id, "skipped", error, &log)?;
+        store::log_unpulled(account_id, Status::Skipped, error, &log)?;
         return Ok(
             json!({ "account_id": account_id.to_string(), "status": "skipped", "error": error }),
         );
     };
-    let result = sync_here(row, &log)?.to_json();
-    let status = match result["status"].as_str() {
-        Some("completed" | "skipped") => "completed",
-        Some("partial") => "partial",
-        _ => "failed",
-    };
-    let number = |key: &str| result[key].as_i64().unwrap_or(0);
+    let result = sync_here(row, &log)?;
+    let status = result.outcome.as_job_state();
     crate::monitor::record::record(&crate::monitor::record::Run {
         source: "threads",
         job_type: "threads_sync_account",
         job_log_id: None,
         status,
-        items: number("posts_new") + number("posts_updated") + number("snapshots"),
+        items: result.items(),
         attempts: 1,
-        errors: i64::from(status != "completed"),
+        errors: i64::from(status != Status::Completed),
         duration_ms: (Utc::now() - log.started_at).num_milliseconds(),
         // One account says little about the source's lag.
         pulls_data: false,
     })?;
-    Ok(result)
+    Ok(result.to_json())
 }

@@ -2,22 +2,22 @@
 //! against the stored posts; missing posts are written with their metrics through the
 //! normal account write (posts, L1/L2/L3).
 
-use super::runs::Outcome;
+use super::store::{self, LogContext};
+use super::sync;
 use crate::config;
 use crate::error::{PullsyncError, Result};
-use crate::http::Failure;
 use crate::pg_time::to_pg;
+use crate::reconcile::runs::Outcome;
 use crate::runtime::{self, Cancel};
-use crate::threads::api::MetricsAnswer;
-use crate::threads::plan::content_hash;
-use crate::threads::pull::{AccountPull, PulledPost, Reading};
-use crate::threads::store::{self, LogContext};
-use crate::threads::sync;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use pgrx::prelude::*;
 use pgrx::Uuid;
-use serde_json::{json, Map};
+use pullsync_core::http::Failure;
+use pullsync_core::threads::api::MetricsAnswer;
+use pullsync_core::threads::plan::content_hash;
+use pullsync_core::threads::pull::{AccountPull, PulledPost, Reading};
+use serde_json::json;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use threads_model::{Post, EARLIEST_POSTS_SINCE};
@@ -39,7 +39,7 @@ fn list(
     stored: &HashSet<String>,
 ) -> Result<std::result::Result<Listing, Failure>> {
     let api = sync::threads_api()?;
-    let session = api.session(token, config::THREADS_RATE_LIMIT.get());
+    let session = api.session(token, config::threads_rate_limit());
     // The API's window is whole seconds, both ends included, and starts no earlier than
     // its first accepted `since`; the exact bounds are applied here.
     let since = start.timestamp().max(EARLIEST_POSTS_SINCE);
@@ -149,37 +149,21 @@ pub fn reconcile(
             "Refresh its token or add a new one with pullsync.threads_add_account().",
         ));
     };
-    let token = config::sealing_key()?
-        .open(&row.sealed_token)
-        .map_err(|reason| PullsyncError::Unsealable {
-            what: format!("token {} of account {account_id}", row.token_id),
-            reason,
-        })?;
+    let token = crate::secrets::open(&row.sealed_token, || {
+        format!("token {} of account {account_id}", row.token_id)
+    })?;
     let stored: Vec<String> = stored_posts(account_id, start, end)?;
     let stored_set: HashSet<String> = stored.iter().cloned().collect();
-    let mut out = Outcome {
-        consumer_id: None,
-        account_id: Some(account_id),
-        start,
-        end,
-        started_at,
-        source_counts: json!({}),
-        target_counts: json!({ "posts": stored.len() }),
-        streams: Map::new(),
-        windows: Vec::new(),
-        repair: true,
-        repaired: 0,
-        still_missing: 0,
-        truncated: false,
-        error: None,
-    };
+    let mut out = Outcome::begin(Some(account_id), None, (start, end), true);
+    out.started_at = started_at;
+    out.target_counts = json!({ "posts": stored.len() });
     match list(&token, &row.threads_user_id, start, end, &stored_set)? {
         Err(f) => out.error = Some(f.message),
         Ok(listing) => {
             let api_calls = listing.api_calls;
             out.source_counts = json!({ "posts": listing.posts.len() });
             let listed: Vec<String> = listing.posts.iter().map(|p| p.id.clone()).collect();
-            let (missing, extra) = super::narrow::diff(&listed, &stored);
+            let (missing, extra) = pullsync_core::reconcile::narrow::diff(&listed, &stored);
             let to_write: Vec<PulledPost> = listing
                 .posts
                 .into_iter()
@@ -206,7 +190,7 @@ pub fn reconcile(
                     job_type: "threads_reconcile",
                     started_at,
                 };
-                let heartbeat = i64::from(config::SNAPSHOT_HEARTBEAT_S.get());
+                let heartbeat = config::snapshot_heartbeat_secs();
                 let counts = store::write_account(account_id, &pull, Utc::now(), heartbeat, &log)?;
                 out.repaired = counts.posts_new;
             }

@@ -31,6 +31,9 @@ pub enum FailureClass {
     /// A position the caller sent belongs to a state the server no longer has (a provider
     /// restored or promoted since): not retried; the caller starts over from what it holds.
     Stale,
+    /// A position the caller sent is not accepted (expired, malformed, of another
+    /// stream): not retried; the caller starts that listing over from its beginning.
+    BadPosition,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,27 +2,23 @@
 //! narrowed by bisection, ids listed (`/ids`) where they differ, missing rows re-pulled
 //! (`/items`) through the feed's upsert.
 
-use super::narrow::{self, Window};
-use super::runs::Outcome;
+use super::pull::{self, Provider};
+use super::serve::MAX_ITEM_IDS;
+use super::streams;
 use crate::config;
 use crate::error::{PullsyncError, Result};
-use crate::feed::pull::{self, Provider};
-use crate::feed::serve::MAX_ITEM_IDS;
-use crate::http::urlencode;
 use crate::monitor::record;
 use crate::pg_time::to_pg;
+use crate::plumbing::txn::Txn;
+use crate::reconcile::runs::Outcome;
 use crate::runtime::Cancel;
 use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
+use pullsync_core::http::urlencode;
+use pullsync_core::reconcile::narrow::{self, Window};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-/// (stream, table, time column): conversations by start, messages by creation, as the
-/// provider counts them.
-const STREAMS: [(&str, &str, &str); 2] = [
-    ("conversations", "pullsync.conversations", "started_at"),
-    ("messages", "pullsync.conversation_messages", "created_at"),
-];
 /// A differing window with at most this many rows is listed rather than halved (the
 /// provider's id page size).
 const LEAF_ROWS: i64 = 1000;
@@ -56,7 +52,7 @@ fn time(m: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(m).unwrap_or_default()
 }
 
-fn refused(what: &str, f: crate::http::Failure) -> PullsyncError {
+fn refused(what: &str, f: pullsync_core::http::Failure) -> PullsyncError {
     PullsyncError::Internal(format!("{what}: {}", f.message))
 }
 
@@ -69,7 +65,8 @@ fn source_counts(p: &Provider, w: Window) -> Result<[i64; 2]> {
 
 fn target_counts(consumer_id: &str, w: Window) -> Result<[i64; 2]> {
     let mut counts = [0; 2];
-    for (i, (_, table, column)) in STREAMS.iter().enumerate() {
+    for (i, stream) in streams::ALL.iter().enumerate() {
+        let (table, column) = (stream.table, stream.counted_by);
         counts[i] = Spi::connect(|client| {
             client
                 .select(
@@ -135,9 +132,9 @@ fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
         let items: Items = p
             .get("/items", &format!("kind={stream}&ids={}", urlencode(&list)))?
             .map_err(|f| refused("fetching missing rows from the provider", f))?;
-        written += crate::subxact::run(|| {
-            pull::upsert_items(&p.source.consumer_id, stream, &items.items)
-        })? as i64;
+        written += Txn::Subtransaction
+            .run(|| pull::upsert_items(&p.source.consumer_id, stream, &items.items))?
+            as i64;
         let last = items.items.last().and_then(|i| i["id"].as_str());
         // Past the last item returned, and at least one id further, so an answer out of
         // order cannot keep this asking forever.
@@ -170,7 +167,7 @@ fn counts_json(c: [i64; 2]) -> Value {
 
 /// What one reconciliation found, filled in as far as it got.
 fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
-    let max_ids = config::RECONCILE_MAX_IDS.get().max(1) as usize;
+    let max_ids = config::reconcile_max_ids();
     let consumer = p.source.consumer_id.as_str();
     let narrowed = narrow::narrow(window, LEAF_ROWS, MAX_PROBES, |w| {
         Ok::<_, PullsyncError>((source_counts(p, w)?, target_counts(consumer, w)?))
@@ -178,7 +175,8 @@ fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
     out.source_counts = counts_json(narrowed.whole.0);
     out.target_counts = counts_json(narrowed.whole.1);
     let mut listed = 0usize;
-    for (i, (stream, table, column)) in STREAMS.iter().enumerate() {
+    for (i, def) in streams::ALL.iter().enumerate() {
+        let (stream, table, column) = (def.name, def.table, def.counted_by);
         let mut missing = Vec::new();
         let mut extra = Vec::new();
         for w in &narrowed.leaves[i] {
@@ -222,24 +220,8 @@ pub fn reconcile(
     repair: bool,
     cancel: Cancel,
 ) -> Result<Value> {
-    let started_at = Utc::now();
     let provider = Provider::new(pull::load_source(consumer_id)?, cancel)?;
-    let mut out = Outcome {
-        consumer_id: Some(consumer_id.to_string()),
-        account_id: None,
-        start,
-        end,
-        started_at,
-        source_counts: json!({}),
-        target_counts: json!({}),
-        streams: Map::new(),
-        windows: Vec::new(),
-        repair,
-        repaired: 0,
-        still_missing: 0,
-        truncated: false,
-        error: None,
-    };
+    let mut out = Outcome::begin(None, Some(consumer_id.to_string()), (start, end), repair);
     let window = Window {
         start: micros(start),
         end: micros(end),

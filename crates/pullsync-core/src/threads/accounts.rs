@@ -1,6 +1,6 @@
 //! Validation of a Threads account and its token before they are stored. Pure.
 
-use crate::error::{PullsyncError, Result};
+use crate::error::{InputError, Result};
 use chrono::{DateTime, Utc};
 
 /// What `threads_add_account` stores, after validation.
@@ -13,7 +13,7 @@ pub struct NewAccount {
 }
 
 fn required<T>(value: Option<T>, name: &'static str) -> Result<T> {
-    value.ok_or(PullsyncError::NullArgument { name })
+    value.ok_or(InputError::Null { name })
 }
 
 impl NewAccount {
@@ -33,38 +33,38 @@ impl NewAccount {
         let expires_at = required(expires_at, "expires_at")?;
 
         if threads_user_id.is_empty() || !threads_user_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PullsyncError::invalid(
+            return Err(InputError::invalid(
                 "threads_user_id must be the numeric Threads user id",
                 "Pass the id returned by GET /me (for example '17841400000000000'), as text.",
             ));
         }
         if username.is_empty() {
-            return Err(PullsyncError::invalid(
+            return Err(InputError::invalid(
                 "username must not be empty",
                 "Pass the account's Threads username.",
             ));
         }
         let token = access_token.trim();
         if token.is_empty() {
-            return Err(PullsyncError::invalid(
+            return Err(InputError::invalid(
                 "access_token must not be empty",
                 "Pass the account's long-lived Threads access token.",
             ));
         }
         if token.len() != access_token.len() || token.chars().any(char::is_whitespace) {
-            return Err(PullsyncError::invalid(
+            return Err(InputError::invalid(
                 "access_token must not contain whitespace",
                 "Pass the token exactly as Threads issued it.",
             ));
         }
         let expires_at = expires_at.ok_or_else(|| {
-            PullsyncError::invalid(
+            InputError::invalid(
                 "expires_at must be a finite timestamp",
                 "Pass when the token expires: issue time + expires_in seconds (60 days for long-lived tokens).",
             )
         })?;
         if expires_at <= now {
-            return Err(PullsyncError::invalid(
+            return Err(InputError::invalid(
                 "expires_at is in the past: the token has already expired",
                 "Expired Threads tokens cannot be refreshed; have the user authorize again and pass the new token.",
             ));

@@ -6,6 +6,7 @@ use super::api::TokenSession;
 use super::plan::{after_failure, after_page, content_hash, reaches_known, ListingState, Next};
 use super::plan::{Phase, Tiers};
 use crate::http::{Failure, FailureClass};
+use crate::outcome::Status;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -52,27 +53,6 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Outcome {
-    #[default]
-    Completed,
-    Partial,
-    Failed,
-    /// Token expired or invalid: left to the token refresh job.
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Partial => "partial",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct PulledPost {
     pub post: Post,
@@ -102,7 +82,7 @@ pub struct AccountPull {
     /// The listing's state after this pull; None leaves the stored one.
     pub listing: Option<ListingState>,
     pub steps_completed: Vec<Step>,
-    pub outcome: Outcome,
+    pub outcome: Status,
     pub error: Option<String>,
     /// Values this client does not know (media types, metric shapes), each once.
     pub notes: Vec<String>,
@@ -263,29 +243,24 @@ pub async fn pull_account(
     let mut deleted = Vec::new();
     let mut metrics_ok = !trouble.stopped();
     if metrics_ok {
-        let results: Vec<(&str, Result<Option<super::api::MetricsAnswer>, Failure>)> =
-            stream::iter(due)
-                .map(|id| {
-                    let trouble = &trouble;
-                    async move {
-                        if trouble.stopped() {
-                            return (
-                                id,
-                                Err(Failure::new(
-                                    FailureClass::Throttled,
-                                    "not called: token stopped for this run",
-                                )),
-                            );
-                        }
-                        (id, session.post_metrics(id).await)
+        // None: not called, as the token was stopped for this run meanwhile.
+        type Fetched = Option<Result<Option<super::api::MetricsAnswer>, Failure>>;
+        let results: Vec<(&str, Fetched)> = stream::iter(due)
+            .map(|id| {
+                let trouble = &trouble;
+                async move {
+                    if trouble.stopped() {
+                        return (id, None);
                     }
-                })
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
+                    (id, Some(session.post_metrics(id).await))
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
         for (id, result) in results {
             match result {
-                Ok(answer) => {
+                Some(Ok(answer)) => {
                     metrics_checked.push(id.to_string());
                     if let Some(answer) = answer {
                         for note in answer.unknown {
@@ -301,15 +276,14 @@ pub async fn pull_account(
                     }
                 }
                 // Deleted on Threads (or no longer visible to the token).
-                Err(failure) if failure.class == FailureClass::Gone => {
+                Some(Err(failure)) if failure.class == FailureClass::Gone => {
                     deleted.push(id.to_string());
                 }
-                Err(failure) => {
+                Some(Err(failure)) => {
                     metrics_ok = false;
-                    if !failure.message.starts_with("not called") {
-                        trouble.record(failure);
-                    }
+                    trouble.record(failure);
                 }
+                None => metrics_ok = false,
             }
         }
     }
@@ -343,13 +317,13 @@ pub async fn pull_account(
     let notes = trouble.notes.into_inner().expect("notes lock");
     let failure = trouble.first.into_inner().expect("trouble lock");
     let outcome = if trouble.auth.load(Ordering::Relaxed) {
-        Outcome::Skipped
+        Status::Skipped
     } else if steps.len() == 3 {
-        Outcome::Completed
+        Status::Completed
     } else if steps.is_empty() {
-        Outcome::Failed
+        Status::Failed
     } else {
-        Outcome::Partial
+        Status::Partial
     };
     AccountPull {
         posts,

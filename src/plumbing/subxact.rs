@@ -1,12 +1,13 @@
 //! A unit of work that fails alone: an internal subtransaction, rolled back on any ERROR or
 //! panic, so one account's failure never aborts the others in the same call.
 
-use crate::error::{PullsyncError, Result};
+use super::txn::caught_error;
+use crate::error::Result;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::PgTryBuilder;
 
-pub fn run<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(super) fn run<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
     // SAFETY: the same save/begin/release-or-rollback/restore sequence PL/pgSQL uses for
     // exception blocks, all on the main thread.
     unsafe {
@@ -44,7 +45,7 @@ pub fn run<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
             Ok(result) => result,
             // A cancel or statement timeout ends the whole call, as in PL/pgSQL.
             Err(caught) if is_cancel(&caught) => caught.rethrow(),
-            Err(caught) => Err(PullsyncError::Internal(caught_message(&caught))),
+            Err(caught) => Err(caught_error(&caught)),
         }
     }
 }
@@ -55,12 +56,5 @@ fn is_cancel(caught: &CaughtError) -> bool {
             e.sql_error_code() == pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED
         }
         CaughtError::RustPanic { .. } => false,
-    }
-}
-
-pub fn caught_message(caught: &CaughtError) -> String {
-    match caught {
-        CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => e.message().to_string(),
-        CaughtError::RustPanic { ereport, .. } => format!("panic: {}", ereport.message()),
     }
 }

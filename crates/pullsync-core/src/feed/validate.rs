@@ -1,6 +1,6 @@
 //! Checks of feed arguments. Pure.
 
-use crate::error::{PullsyncError, Result};
+use crate::error::{InputError, Result};
 
 pub fn consumer_id(id: &str) -> Result<()> {
     let ok = (1..=64).contains(&id.len())
@@ -10,7 +10,7 @@ pub fn consumer_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(PullsyncError::invalid(
+        Err(InputError::invalid(
             format!("consumer_id {id:?} is not valid"),
             "Use 1 to 64 characters: letters, digits, '_', '.', '-'.",
         ))
@@ -19,7 +19,7 @@ pub fn consumer_id(id: &str) -> Result<()> {
 
 pub fn api_key(key: &str) -> Result<()> {
     if key.len() < 16 || key.chars().any(char::is_whitespace) {
-        return Err(PullsyncError::invalid(
+        return Err(InputError::invalid(
             "api_key must be at least 16 characters without whitespace",
             "Generate one, e.g. encode(gen_random_bytes(24), 'base64') from pgcrypto, or openssl rand -base64 24.",
         ));
@@ -30,7 +30,7 @@ pub fn api_key(key: &str) -> Result<()> {
 /// `http://host[:port][/path]` or `https://…`, without query or credentials.
 pub fn base_url(url: &str) -> Result<String> {
     let invalid = || {
-        PullsyncError::invalid(
+        InputError::invalid(
             format!("base_url {url:?} is not an http(s) URL"),
             "Pass the feed server's address, e.g. 'https://feed.example.com' or 'http://127.0.0.1:8787'.",
         )
@@ -54,7 +54,7 @@ pub fn base_url(url: &str) -> Result<String> {
 pub fn mode(mode: &str) -> Result<()> {
     match mode {
         "incremental" | "full" | "catch_up" => Ok(()),
-        other => Err(PullsyncError::invalid(
+        other => Err(InputError::invalid(
             format!("unknown mode {other:?}"),
             "Pass 'incremental', 'full' or 'catch_up'.",
         )),

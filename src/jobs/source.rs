@@ -1,0 +1,168 @@
+//! What a source is to the job runner. The queue and the runner drive every source through
+//! this trait and never name one; a source is registered once, in `lib.rs`.
+//!
+//! A job of a source is either a run of units (Threads: one unit per account, claimed by
+//! any worker, each written in its own transaction) or a single piece of work that the
+//! source does in one call of `run` (a feed pull, the token refresh).
+
+use crate::error::{PullsyncError, Result};
+use crate::plumbing::txn::Txn;
+use crate::runtime::Cancel;
+use pullsync_core::outcome::Status;
+use serde_json::Value;
+use std::future::Future;
+
+/// A claimed top-level job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub payload: Value,
+    pub job_log_id: Option<i64>,
+}
+
+/// A claimed unit of a run.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub id: i64,
+    /// The claim: `attempts` after this claim. A unit requeued and claimed again by
+    /// another worker has a higher one, and this claim can no longer complete it.
+    pub claim: i32,
+    pub run_id: i64,
+    /// What the source's `units_query` gave this unit.
+    pub payload: Value,
+    pub job_log_id: Option<i64>,
+}
+
+/// What became of one unit, or of a job without units.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    /// Requests made and rows written, summed over a run's units.
+    pub api_calls: i64,
+    pub items: i64,
+    pub error: Option<String>,
+    /// The result as recorded in `pullsync.jobs.result` (and returned by SQL functions).
+    pub result: Value,
+}
+
+/// A unit after `prepare`: ready to pull, or already done (nothing to pull).
+pub enum Prepared<R> {
+    Ready(R),
+    Done(Outcome),
+}
+
+/// A run's units, counted when its last unit is done.
+#[derive(Debug, Clone, Default)]
+pub struct RunTotals {
+    pub units: i64,
+    pub succeeded: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub api_calls: i64,
+    pub items: i64,
+    pub duration_ms: i64,
+    /// The workers that worked its units.
+    pub worker_pids: Value,
+}
+
+impl RunTotals {
+    /// A run in which no unit succeeded is a failure, even when none counted as an error
+    /// (every account's token refused, say).
+    pub fn status(&self) -> Status {
+        if self.units > 0 && self.succeeded == 0 {
+            Status::Failed
+        } else {
+            Status::of(self.succeeded as usize, self.failed as usize)
+        }
+    }
+}
+
+/// A source: the kind of job it runs, and how. A job is either done by `run` in one go,
+/// or, when `units` says so, a run of units the runner works in batches.
+pub trait Source: Sync {
+    /// The source's name in `sync_logs.source` and `reconciliation_runs.source`.
+    fn name(&self) -> &'static str;
+
+    /// `pullsync.jobs.kind` of this source's jobs.
+    fn kind(&self) -> &'static str;
+
+    /// A job without units, from start to end: the source delimits its own units of work
+    /// with `txn` and stops early when `cancel` asks. `Err(Interrupted)` puts the job back
+    /// in the queue with what it committed so far kept.
+    fn run(&self, job: &Job, txn: Txn, cancel: Cancel) -> Result<Outcome> {
+        let _ = (txn, cancel);
+        Err(PullsyncError::Internal(format!(
+            "job {} of kind {} is a run of units",
+            job.id, job.kind
+        )))
+    }
+
+    /// For a source whose jobs are runs of units: itself, as the runner drives it.
+    fn units(&self) -> Option<&dyn Batches> {
+        None
+    }
+}
+
+/// A source whose jobs are runs of units: how a run is planned, the four steps of each
+/// batch, and how a run closes. Every method runs on the main thread; only the future
+/// `pull` returns runs on the HTTP runtime.
+pub trait Units: Sync {
+    /// A prepared unit, ready to pull.
+    type Ready;
+    /// What one unit's pull brought back.
+    type Pulled;
+    /// What a batch's pulls share (an HTTP client, settings read once).
+    type Shared: Sync;
+
+    /// A query giving one jsonb payload per unit, in the order to work them.
+    fn units_query(&self) -> &'static str;
+
+    /// `pullsync.jobs.kind` of the units.
+    fn unit_kind(&self) -> &'static str;
+
+    /// The run's phase while its units are worked (shown in `jobs_running`).
+    fn phase(&self) -> &'static str;
+
+    /// SPI, in the transaction that claimed the unit: open secrets, load what is known.
+    fn prepare(&self, unit: &Unit) -> Result<Prepared<Self::Ready>>;
+
+    /// What this batch's pulls share; made before they start.
+    fn shared(&self) -> Result<Self::Shared>;
+
+    /// Pulls one prepared unit over HTTP. Never calls Postgres. Dropped (its requests
+    /// abandoned) when the worker is told to stop.
+    fn pull<'a>(
+        &'a self,
+        shared: &'a Self::Shared,
+        ready: &'a Self::Ready,
+    ) -> impl Future<Output = Self::Pulled> + 'a;
+
+    /// Writes one pulled unit (SPI, in the unit's own transaction).
+    fn write(&self, unit: &Unit, ready: &Self::Ready, pulled: Self::Pulled) -> Result<Outcome>;
+
+    /// The outcome of a unit whose write failed and rolled back, recorded in a fresh
+    /// transaction.
+    fn write_failed(
+        &self,
+        unit: &Unit,
+        ready: &Self::Ready,
+        error: &PullsyncError,
+    ) -> Result<Outcome>;
+
+    /// Closes a run, in the transaction of its last unit: the metrics, the job log's
+    /// metadata, whatever the source holds for the run. Returns the run's result.
+    fn finish(&self, job: &Job, totals: &RunTotals) -> Result<Value>;
+}
+
+/// A run of units as the runner drives it, whatever the source's types (`runner.rs`
+/// implements it for every `Units`).
+pub trait Batches: Sync {
+    fn units_query(&self) -> &'static str;
+    fn unit_kind(&self) -> &'static str;
+    fn phase(&self) -> &'static str;
+    /// Claims up to `limit` units of `kind`'s runs, prepares, pulls and writes them.
+    /// Returns whether it claimed any.
+    fn work(&self, kind: &str, limit: i64, txn: Txn, cancel: Cancel) -> Result<bool>;
+    fn finish(&self, job: &Job, totals: &RunTotals) -> Result<Value>;
+}

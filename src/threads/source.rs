@@ -1,0 +1,258 @@
+//! The Threads source as the job runner sees it: a scheduled run of one unit per account
+//! with a usable token, and the token refresh, a job without units.
+
+use super::store::{self, LogContext};
+use super::sync::{self, AccountResult, Ready, Shared};
+use crate::config;
+use crate::error::{PullsyncError, Result};
+use crate::jobs::source::{Job, Outcome, Prepared, RunTotals, Source, Unit, Units};
+use crate::jobs::{lock, log, queue};
+use crate::monitor::record::{self, Run};
+use crate::plumbing::txn::Txn;
+use crate::runtime::Cancel;
+use chrono::Utc;
+use pgrx::prelude::*;
+use pgrx::Uuid;
+use pullsync_core::outcome::Status;
+use pullsync_core::threads::pull::AccountPull;
+use serde_json::{json, Value};
+use std::future::Future;
+
+const RUN: &str = "threads_sync";
+const REFRESH: &str = "threads_refresh_tokens";
+/// The lock a scheduled run holds from its queueing to its end.
+const LOCK_NAME: &str = "scheduled_sync";
+const JOB_TYPE: &str = "threads_scheduled_sync";
+
+/// The scheduled sync of every account.
+pub struct ThreadsSync;
+
+/// The refresh of primary tokens that expire soon.
+pub struct TokenRefresh;
+
+/// Queues a run, or says why not: `{"job_id": …}` or `{"skipped": true, …}`.
+pub fn enqueue_run() -> Result<Value> {
+    // Sessions calling at once: the advisory lock answers at once, without waiting.
+    let free = Spi::get_one::<bool>(
+        "SELECT pg_try_advisory_xact_lock(hashtext('pullsync.scheduled_sync'))",
+    )?
+    .unwrap_or(false);
+    if !free {
+        return Ok(json!({ "skipped": true, "reason": "another session is queueing a run" }));
+    }
+    queue::abandon_stale_runs(RUN)?;
+    let active = Spi::get_one_with_args::<i64>(
+        "SELECT (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
+                  ORDER BY id LIMIT 1)",
+        &[RUN.into()],
+    )?;
+    if let Some(job_id) = active {
+        return Ok(
+            json!({ "skipped": true, "job_id": job_id, "reason": "a run is already queued or running" }),
+        );
+    }
+    if !lock::acquire(LOCK_NAME, config::lock_ttl_secs())? {
+        return Ok(json!({ "skipped": true, "reason": "the scheduled_sync lock is held" }));
+    }
+    let job_log_id = log::start(JOB_TYPE)?;
+    let mut answer = queue::enqueue(
+        RUN,
+        json!({}),
+        json!({}),
+        Some(job_log_id),
+        "a run is already queued or running",
+    )?;
+    answer["job_log_id"] = json!(job_log_id);
+    Ok(answer)
+}
+
+/// Queues a token refresh of primary tokens expiring within `within_secs`.
+pub fn enqueue_refresh(within_secs: f64) -> Result<Value> {
+    queue::enqueue(
+        REFRESH,
+        json!({ "within_secs": within_secs }),
+        json!({}),
+        None,
+        "a token refresh is already queued or running",
+    )
+}
+
+fn log_context(unit: &Unit) -> LogContext<'static> {
+    LogContext {
+        job_log_id: unit.job_log_id,
+        job_type: JOB_TYPE,
+        started_at: Utc::now(),
+    }
+}
+
+fn account_of(unit: &Unit) -> Result<Uuid> {
+    unit.payload["account_id"]
+        .as_str()
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .map(|id| Uuid::from_bytes(*id.as_bytes()))
+        .ok_or_else(|| PullsyncError::Internal(format!("unit {} names no account", unit.id)))
+}
+
+fn outcome(result: &AccountResult) -> Outcome {
+    Outcome {
+        status: result.outcome,
+        api_calls: i64::from(result.api_calls),
+        items: result.items(),
+        error: result.error.clone(),
+        result: result.to_json(),
+    }
+}
+
+/// A unit whose account was deleted while the run was under way: skipped, with no
+/// sync_logs row (there is no account left to attach it to).
+fn deleted_account(account_id: Uuid) -> Outcome {
+    skipped(
+        account_id,
+        "the account was deleted while the run was under way",
+    )
+}
+
+fn skipped(account_id: Uuid, error: &str) -> Outcome {
+    Outcome {
+        status: Status::Skipped,
+        api_calls: 0,
+        items: 0,
+        error: Some(error.to_string()),
+        result: json!({ "account_id": account_id.to_string(), "status": "skipped", "error": error }),
+    }
+}
+
+impl Source for ThreadsSync {
+    fn name(&self) -> &'static str {
+        "threads"
+    }
+
+    fn kind(&self) -> &'static str {
+        RUN
+    }
+
+    fn units(&self) -> Option<&dyn crate::jobs::source::Batches> {
+        Some(self)
+    }
+}
+
+impl Units for ThreadsSync {
+    type Ready = Ready;
+    type Pulled = AccountPull;
+    type Shared = Shared;
+
+    fn units_query(&self) -> &'static str {
+        "SELECT jsonb_build_object('account_id', a.id)
+           FROM pullsync.workspace_threads_accounts a
+          WHERE a.is_active AND EXISTS (
+                SELECT 1 FROM pullsync.workspace_threads_tokens t
+                 WHERE t.workspace_threads_account_id = a.id AND t.is_primary
+                   AND t.revoked_at IS NULL AND t.invalidated_at IS NULL AND t.expires_at > now())
+          -- Least recently synced first: a fleet that needs more than one interval is
+          -- covered in turn, not from the same end every time.
+          ORDER BY greatest(a.last_posts_sync_at, a.last_metrics_sync_at, a.last_insights_sync_at) NULLS FIRST, a.id"
+    }
+
+    fn unit_kind(&self) -> &'static str {
+        "threads_account"
+    }
+
+    fn phase(&self) -> &'static str {
+        "syncing accounts"
+    }
+
+    fn prepare(&self, unit: &Unit) -> Result<Prepared<Ready>> {
+        let account_id = account_of(unit)?;
+        let log = log_context(unit);
+        let Some(row) = store::usable_account(account_id)? else {
+            if !store::account_exists(account_id)? {
+                return Ok(Prepared::Done(deleted_account(account_id)));
+            }
+            let error = "the account has no usable token any more";
+            store::log_unpulled(account_id, Status::Skipped, error, &log)?;
+            return Ok(Prepared::Done(skipped(account_id, error)));
+        };
+        let (mut ready, mut failed) = sync::prepare(&[row], &log)?;
+        match (ready.pop(), failed.pop()) {
+            (Some(r), _) => Ok(Prepared::Ready(r)),
+            (None, Some(f)) => Ok(Prepared::Done(outcome(&f))),
+            (None, None) => Err(PullsyncError::Internal(
+                "the account was neither opened nor failed".into(),
+            )),
+        }
+    }
+
+    fn shared(&self) -> Result<Shared> {
+        sync::shared()
+    }
+
+    fn pull<'a>(
+        &'a self,
+        shared: &'a Shared,
+        ready: &'a Ready,
+    ) -> impl Future<Output = AccountPull> + 'a {
+        sync::pull(shared, ready)
+    }
+
+    fn write(&self, unit: &Unit, ready: &Ready, pulled: AccountPull) -> Result<Outcome> {
+        Ok(outcome(&sync::write(ready, &pulled, &log_context(unit))?))
+    }
+
+    fn write_failed(&self, unit: &Unit, ready: &Ready, error: &PullsyncError) -> Result<Outcome> {
+        if !store::account_exists(ready.row.id)? {
+            return Ok(deleted_account(ready.row.id));
+        }
+        Ok(outcome(&sync::write_failed(
+            ready.row.id,
+            error,
+            &log_context(unit),
+        )?))
+    }
+
+    fn finish(&self, job: &Job, totals: &RunTotals) -> Result<Value> {
+        let status = totals.status();
+        record::record(&Run {
+            source: "threads",
+            job_type: JOB_TYPE,
+            job_log_id: job.job_log_id,
+            status,
+            items: totals.items,
+            attempts: totals.units,
+            errors: totals.failed,
+            duration_ms: totals.duration_ms,
+            // A run with no account to pull says nothing about the source's lag.
+            pulls_data: totals.units > 0,
+        })?;
+        Spi::run_with_args(
+            "DELETE FROM pullsync.system_job_locks WHERE name = $1",
+            &[LOCK_NAME.into()],
+        )?;
+        Ok(json!({
+            "total_accounts": totals.units,
+            "success_count": totals.succeeded,
+            "skipped_count": totals.skipped,
+            "error_count": totals.failed,
+            "api_calls": totals.api_calls,
+            "items": totals.items,
+            "duration_ms": totals.duration_ms,
+            "worker_pids": totals.worker_pids,
+        }))
+    }
+}
+
+impl Source for TokenRefresh {
+    fn name(&self) -> &'static str {
+        "threads"
+    }
+
+    fn kind(&self) -> &'static str {
+        REFRESH
+    }
+
+    fn run(&self, job: &Job, txn: Txn, cancel: Cancel) -> Result<Outcome> {
+        let within = job.payload["within_secs"]
+            .as_f64()
+            .unwrap_or(7.0 * 86_400.0);
+        super::refresh::refresh_tokens(within, txn, cancel)
+    }
+}
