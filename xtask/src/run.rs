@@ -257,6 +257,8 @@ pub fn test(args: &[String]) -> Result<()> {
         cargo().args([
             "test",
             "-p",
+            "pullsync-core",
+            "-p",
             "threads-model",
             "-p",
             "xtask",
