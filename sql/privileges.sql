@@ -3,3 +3,6 @@
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pullsync FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA pullsync FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pullsync FROM PUBLIC;
+-- Checked on every write of a source name (sources.sql), whoever writes; it tells only
+-- which sources this library has.
+GRANT EXECUTE ON FUNCTION pullsync.is_source(text) TO PUBLIC;

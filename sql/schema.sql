@@ -288,7 +288,8 @@ CREATE TABLE pullsync.sync_logs (
     id                           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job_log_id                   bigint REFERENCES pullsync.system_job_logs (id) ON DELETE SET NULL,
     job_type                     text NOT NULL,
-    source                       text NOT NULL CHECK (source IN ('threads', 'feed')),
+    -- a registered source (sources.sql)
+    source                       text NOT NULL,
     workspace_threads_account_id uuid REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
     consumer_id                  text,
     status                       text NOT NULL CHECK (status IN ('completed', 'partial', 'failed', 'skipped')),
@@ -461,7 +462,8 @@ CREATE INDEX feed_quarantine_open_idx
 -- the narrowed windows that differed.
 CREATE TABLE pullsync.reconciliation_runs (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    source        text NOT NULL CHECK (source IN ('threads', 'feed')),
+    -- a registered source (sources.sql)
+    source        text NOT NULL,
     consumer_id   text REFERENCES pullsync.feed_sources (consumer_id) ON DELETE CASCADE,
     workspace_threads_account_id uuid REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
     window_start  timestamptz NOT NULL,

@@ -36,6 +36,11 @@ extension_sql_file!(
     requires = ["schema"]
 );
 extension_sql_file!("../sql/backup.sql", name = "backup", requires = ["schema"]);
+extension_sql_file!(
+    "../sql/sources.sql",
+    name = "sources",
+    requires = ["schema", jobs::functions::is_source]
+);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Names schema `pullsync` for pgrx, so `#[pg_extern(schema = "pullsync")]` can refer to

@@ -251,7 +251,7 @@ mod tests {
         // With the new key in the key file everything opens.
         use_key(NEW_KEY);
         assert_eq!(open_primary_token(account).unwrap(), "THAArotate-me");
-        assert!(crate::feed::pull::load_source("upstream").is_ok());
+        assert!(crate::feed::provider::load_source("upstream").is_ok());
         // With the old key nothing opens any more.
         Spi::run(&format!(
             "SET pullsync.encryption_key_file = '{}'",
@@ -259,7 +259,7 @@ mod tests {
         ))
         .unwrap();
         assert!(open_primary_token(account).is_err());
-        assert!(crate::feed::pull::load_source("upstream").is_err());
+        assert!(crate::feed::provider::load_source("upstream").is_err());
     }
 
     #[pg_test(

@@ -171,7 +171,7 @@ fn feed_add_source(
     max_retries: default!(Option<i32>, 3),
     retry_delay: default!(Option<Interval>, "'5 s'"),
 ) {
-    pull::add_source(
+    super::provider::add_source(
         &required(consumer_id, "consumer_id"),
         &required(base_url, "base_url"),
         &required(api_key, "api_key"),
@@ -226,7 +226,7 @@ fn feed_enqueue(
     let consumer_id = required(consumer_id, "consumer_id");
     let mode = required(mode, "mode");
     validate::mode(&mode).or_raise();
-    pull::load_source(&consumer_id).or_raise();
+    super::provider::load_source(&consumer_id).or_raise();
     JsonB(super::source::enqueue(&consumer_id, &mode).or_raise())
 }
 
@@ -255,7 +255,7 @@ fn feed_scheduled_sync(mode: default!(Option<String>, "'incremental'")) -> JsonB
 #[search_path(pg_catalog, pg_temp)]
 fn feed_retry_quarantined(consumer_id: Option<String>) -> JsonB {
     let consumer_id = required(consumer_id, "consumer_id");
-    JsonB(crate::feed::pull::retry_quarantined(&consumer_id).or_raise())
+    JsonB(super::store::retry_quarantined(&consumer_id).or_raise())
 }
 
 /// Starts a new feed epoch: every cursor handed out before is refused (55000, HTTP 409)

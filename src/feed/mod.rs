@@ -4,9 +4,11 @@
 //! SQL functions.
 
 pub mod functions;
+pub mod provider;
 pub mod pull;
 pub mod reconcile;
 pub mod serve;
 pub mod server;
 pub mod source;
+pub mod store;
 pub mod streams;

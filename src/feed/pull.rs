@@ -2,95 +2,26 @@
 //! writes each page's rows together with its cursor checkpoint, so a crash resumes from
 //! the last committed page. Pages are written as they arrive; nothing accumulates.
 
+use super::provider::{load_source, FeedPage, Provider};
+use super::store::write_page;
 use super::streams::{self, Stream};
-use crate::error::{PullsyncError, Result};
+use crate::error::Result;
 use crate::jobs::source::Outcome;
 use crate::monitor::record::{self, Run};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Background, Cancel};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use pgrx::prelude::*;
-use pgrx::JsonB;
-use pullsync_core::http::{
-    Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, RetryPolicy,
-};
+use pullsync_core::http::{Failure, FailureClass};
 use pullsync_core::outcome::Status;
-use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-
-/// A configured source (the seed's SyncConfig), its key opened.
-pub struct Source {
-    pub consumer_id: String,
-    pub base_url: String,
-    api_key: String,
-    pub batch_size: i32,
-    pub rate_limit: i32,
-    pub timeout: Duration,
-    pub max_retries: i32,
-    pub retry_delay: Duration,
-}
-
-/// What a provider page carries.
-#[derive(Debug, Deserialize)]
-pub struct FeedPage {
-    pub items: Vec<Value>,
-    pub next_cursor: Option<String>,
-    pub checkpoint: String,
-}
 
 /// A full pull reaches this far back.
 const FULL_WINDOW_DAYS: i64 = 90;
 /// After the provider moved, changes are read again from this long before the newest
 /// `updated_at` held: longer than any provider transaction and any clock skew.
 const RESTART_OVERLAP_HOURS: i64 = 24;
-
-pub fn load_source(consumer_id: &str) -> Result<Source> {
-    let row = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT base_url, api_key_encrypted, batch_size, rate_limit,
-                    (extract(epoch FROM timeout) * 1000)::bigint, max_retries,
-                    (extract(epoch FROM retry_delay) * 1000)::bigint
-               FROM pullsync.feed_sources WHERE consumer_id = $1",
-            Some(1),
-            &[consumer_id.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok::<_, PullsyncError>(None);
-        }
-        let r = rows.first();
-        Ok(Some((
-            r.get::<String>(1)?.unwrap_or_default(),
-            r.get::<String>(2)?.unwrap_or_default(),
-            r.get::<i32>(3)?.unwrap_or(500),
-            r.get::<i32>(4)?.unwrap_or(5),
-            r.get::<i64>(5)?.unwrap_or(30_000),
-            r.get::<i32>(6)?.unwrap_or(3),
-            r.get::<i64>(7)?.unwrap_or(5_000),
-        )))
-    })?;
-    let Some((base_url, sealed, batch_size, rate_limit, timeout_ms, max_retries, retry_ms)) = row
-    else {
-        return Err(PullsyncError::NotFound {
-            message: format!("feed source {consumer_id} does not exist"),
-            hint: "Add it with pullsync.feed_add_source(consumer_id, base_url, api_key).".into(),
-        });
-    };
-    let api_key =
-        crate::secrets::open(&sealed, || format!("API key of feed source {consumer_id}"))?;
-    Ok(Source {
-        consumer_id: consumer_id.to_string(),
-        base_url,
-        api_key,
-        batch_size,
-        rate_limit,
-        timeout: Duration::from_millis(timeout_ms.max(1) as u64),
-        max_retries,
-        retry_delay: Duration::from_millis(retry_ms.max(0) as u64),
-    })
-}
 
 /// Where an incremental pull resumes: the newest checkpoint of an incremental pull, with
 /// the updated_after filter its page was read with (set while re-reading after the
@@ -135,96 +66,6 @@ fn restart_point(consumer_id: &str, stream: &Stream) -> Result<Option<DateTime<U
         .map(|t| t - ChronoDuration::hours(RESTART_OVERLAP_HOURS)))
 }
 
-/// The provider's JSON errors → the HTTP layer's classes.
-fn classify_feed(status: u16, body: &[u8]) -> (FailureClass, String) {
-    let error = serde_json::from_slice::<Value>(body)
-        .ok()
-        .map(|v| v["error"].clone())
-        .unwrap_or(Value::Null);
-    let message = error["message"]
-        .as_str()
-        .unwrap_or("no error message")
-        .to_string();
-    let class = match (status, error["code"].as_str()) {
-        (401 | 403, _) => FailureClass::Auth,
-        (409, Some("cursor_from_other_provider")) => FailureClass::Stale,
-        (400, Some("invalid_cursor")) => FailureClass::BadPosition,
-        (429, _) => FailureClass::Throttled,
-        (500..=599, _) => FailureClass::Transient,
-        _ => FailureClass::Refused,
-    };
-    (class, message)
-}
-
-/// A source's provider over the shared HTTP layer: its timeouts, retries and rate.
-/// Requests run on the background runtime, so one can be under way while this process
-/// writes.
-pub struct Provider {
-    pub source: Source,
-    http: Arc<HttpClient>,
-    limiter: Arc<RateLimiter>,
-    calls: Arc<AtomicU32>,
-    cancel: Cancel,
-}
-
-impl Provider {
-    pub fn new(source: Source, cancel: Cancel) -> Result<Self> {
-        let http = crate::config::http_client(HttpSettings {
-            timeout: source.timeout,
-            retry: RetryPolicy {
-                max_retries: source.max_retries.max(0) as u32,
-                base_delay: source.retry_delay,
-                max_delay: source.retry_delay.max(Duration::from_secs(1)) * 8,
-            },
-            concurrency: 1,
-            ca_file: crate::config::http_ca_file(),
-            max_response_bytes: crate::config::http_max_response_bytes(),
-        })?;
-        let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
-        Ok(Provider {
-            source,
-            http: Arc::new(http),
-            limiter: Arc::new(limiter),
-            calls: Arc::new(AtomicU32::new(0)),
-            cancel,
-        })
-    }
-
-    /// GET `path` with `query` (already encoded, without consumer_id). The outer error is
-    /// an interrupt; the inner one the request's failure.
-    pub fn get<T: serde::de::DeserializeOwned + Send + 'static>(
-        &self,
-        path: &str,
-        query: &str,
-    ) -> Result<std::result::Result<T, Failure>> {
-        self.start(path, query).wait(self.cancel)
-    }
-
-    /// Starts the GET of `get` and returns at once; `wait` on the result.
-    pub fn start<T: serde::de::DeserializeOwned + Send + 'static>(
-        &self,
-        path: &str,
-        query: &str,
-    ) -> Background<std::result::Result<T, Failure>> {
-        let url = format!(
-            "{}{path}?consumer_id={}{}{query}",
-            self.source.base_url,
-            self.source.consumer_id,
-            if query.is_empty() { "" } else { "&" }
-        );
-        let key = self.source.api_key.clone();
-        let (http, limiter, calls) = (self.http.clone(), self.limiter.clone(), self.calls.clone());
-        runtime::spawn(async move {
-            http.get_json::<T>(&url, Some(&key), Some(&limiter), classify_feed, &calls)
-                .await
-        })
-    }
-
-    pub fn calls(&self) -> u32 {
-        self.calls.load(Ordering::Relaxed)
-    }
-}
-
 fn page_query(
     batch_size: i32,
     cursor: Option<&str>,
@@ -239,169 +80,6 @@ fn page_query(
         query.push_str(&format!("&updated_after={}", t.timestamp_micros()));
     }
     query
-}
-
-/// Upserts rows of a stream pulled from `consumer_id` (their `feed_source`); an older
-/// version never overwrites a newer one. Borrowed and sent as JSON text, so a page retried
-/// item by item is never copied.
-pub fn upsert_items(consumer_id: &str, stream: &str, items: &[Value]) -> Result<usize> {
-    let n = items.len();
-    if n > 0 {
-        let sql = streams::named(stream)?.upsert;
-        let json = serde_json::to_string(items)
-            .map_err(|e| PullsyncError::Internal(format!("feed items as JSON: {e}")))?;
-        Spi::run_with_args(sql, &[json.into(), consumer_id.into()])?;
-    }
-    Ok(n)
-}
-
-/// What became of a page's items.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    pub stored: usize,
-    pub quarantined: usize,
-}
-
-/// Upserts items set-based; when that fails, item by item, each in a subtransaction, and
-/// an item that still fails goes to `pullsync.feed_quarantine` with the reason. So one bad
-/// item costs only itself.
-pub fn upsert_or_quarantine(
-    consumer_id: &str,
-    stream: &str,
-    items: Vec<Value>,
-    page_cursor: Option<&str>,
-) -> Result<Written> {
-    let all = items.len();
-    if Txn::Subtransaction
-        .run(|| upsert_items(consumer_id, stream, &items))
-        .is_ok()
-    {
-        return Ok(Written {
-            stored: all,
-            quarantined: 0,
-        });
-    }
-    let mut written = Written::default();
-    for item in &items {
-        match Txn::Subtransaction
-            .run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
-        {
-            Ok(_) => written.stored += 1,
-            Err(e) => {
-                quarantine(consumer_id, stream, item, &e.to_string(), page_cursor)?;
-                written.quarantined += 1;
-            }
-        }
-    }
-    Ok(written)
-}
-
-fn quarantine(
-    consumer_id: &str,
-    stream: &str,
-    item: &Value,
-    reason: &str,
-    page_cursor: Option<&str>,
-) -> Result<()> {
-    let item_id = item.get("id").map(|id| match id {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    });
-    Spi::run_with_args(
-        "INSERT INTO pullsync.feed_quarantine (consumer_id, stream, item_id, reason, item, page_cursor)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[
-            consumer_id.into(),
-            stream.into(),
-            item_id.into(),
-            reason.into(),
-            JsonB(item.clone()).into(),
-            page_cursor.into(),
-        ],
-    )?;
-    Ok(())
-}
-
-/// Upserts a page's rows (bad ones to quarantine) and records its checkpoint with the
-/// updated_after filter to resume it with, in the caller's transaction.
-pub fn write_page(
-    consumer_id: &str,
-    stream: &str,
-    mode: &str,
-    page: FeedPage,
-    resume_filter: Option<DateTime<Utc>>,
-) -> Result<Written> {
-    let written = upsert_or_quarantine(
-        consumer_id,
-        stream,
-        page.items,
-        Some(page.checkpoint.as_str()),
-    )?;
-    Spi::run_with_args(
-        "INSERT INTO pullsync.sync_checkpoints (consumer_id, stream, mode, cursor, items, window_start)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[
-            consumer_id.into(),
-            stream.into(),
-            mode.into(),
-            page.checkpoint.into(),
-            (written.stored as i32).into(),
-            resume_filter.map(crate::pg_time::to_pg).into(),
-        ],
-    )?;
-    Ok(written)
-}
-
-/// `feed_retry_quarantined`: re-applies a source's quarantined items, oldest first; those
-/// that now store are resolved, the others keep their (new) reason.
-pub fn retry_quarantined(consumer_id: &str) -> Result<Value> {
-    load_source(consumer_id)?;
-    let open: Vec<(i64, String, Value)> = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT id, stream, item FROM pullsync.feed_quarantine
-              WHERE consumer_id = $1 AND resolved_at IS NULL ORDER BY id",
-            None,
-            &[consumer_id.into()],
-        )?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push((
-                row.get(1)?.unwrap_or_default(),
-                row.get(2)?.unwrap_or_default(),
-                row.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
-            ));
-        }
-        Ok::<_, PullsyncError>(out)
-    })?;
-    let mut stored: Vec<i64> = Vec::new();
-    let (mut still, mut reasons): (Vec<i64>, Vec<String>) = (Vec::new(), Vec::new());
-    for (id, stream, item) in &open {
-        match Txn::Subtransaction
-            .run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
-        {
-            Ok(_) => stored.push(*id),
-            Err(e) => {
-                still.push(*id);
-                reasons.push(e.to_string());
-            }
-        }
-    }
-    Spi::run_with_args(
-        "UPDATE pullsync.feed_quarantine SET resolved_at = now(), retried_at = now() WHERE id = ANY($1)",
-        &[stored.clone().into()],
-    )?;
-    Spi::run_with_args(
-        "UPDATE pullsync.feed_quarantine q SET reason = r.reason, retried_at = now()
-           FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) WHERE q.id = r.id",
-        &[still.clone().into(), reasons.into()],
-    )?;
-    crate::monitor::record::check_alerts()?;
-    Ok(json!({
-        "consumer_id": consumer_id,
-        "retried": open.len(),
-        "stored": stored.len(),
-        "still_quarantined": still.len(),
-    }))
 }
 
 /// What a pull did, for its row in sync_logs.
@@ -512,11 +190,11 @@ pub fn pull(
                     ..
                 }) if throttled < 3 => {
                     throttled += 1;
-                    // Honour Retry-After (capped); the timer is created inside the runtime.
+                    // Honour Retry-After (capped).
                     let wait = retry_after
                         .unwrap_or(Duration::from_secs(1))
                         .min(Duration::from_secs(30));
-                    runtime::block_on_until(async move { tokio::time::sleep(wait).await }, cancel)?;
+                    runtime::sleep(wait, cancel)?;
                     continue;
                 }
                 Err(f) => {
@@ -600,7 +278,7 @@ pub fn pull(
         })?;
         let failed = i64::from(error.is_some());
         record::record(&Run {
-            source: &record::feed_source(consumer_id),
+            source: &super::source::metrics_source(consumer_id),
             job_type: &format!("feed_{mode}"),
             job_log_id: None,
             status,
@@ -630,64 +308,4 @@ pub fn pull(
         error,
         result,
     })
-}
-
-/// Creates or updates a source to pull from.
-#[allow(clippy::too_many_arguments)]
-pub fn add_source(
-    consumer_id: &str,
-    base_url: &str,
-    api_key: &str,
-    batch_size: i32,
-    rate_limit: i32,
-    timeout: pgrx::datum::Interval,
-    max_retries: i32,
-    retry_delay: pgrx::datum::Interval,
-) -> Result<()> {
-    pullsync_core::feed::validate::consumer_id(consumer_id)?;
-    let base_url = pullsync_core::feed::validate::base_url(base_url)?;
-    pullsync_core::feed::validate::api_key(api_key)?;
-    let bounds = [
-        (batch_size, 1, super::serve::MAX_PAGE, "batch_size"),
-        (rate_limit, 1, 10_000, "rate_limit"),
-        (max_retries, 0, 20, "max_retries"),
-    ];
-    for (value, low, high, name) in bounds {
-        if !(low..=high).contains(&value) {
-            return Err(PullsyncError::invalid(
-                format!("{name} must be between {low} and {high}, not {value}"),
-                format!("Pass {name} within {low}..{high}."),
-            ));
-        }
-    }
-    let sealed = crate::config::sealing_key()?.seal(api_key);
-    let ok = Spi::get_one_with_args::<bool>(
-        "SELECT $1::interval > '0' AND $1::interval <= '10 min' AND $2::interval >= '0' AND $2::interval <= '10 min'",
-        &[timeout.into(), retry_delay.into()],
-    )?
-    .unwrap_or(false);
-    if !ok {
-        return Err(PullsyncError::invalid(
-            "timeout must be in (0, 10 min] and retry_delay in [0, 10 min]",
-            "Pass intervals such as '30 s' and '5 s'.",
-        ));
-    }
-    Spi::run_with_args(
-        "INSERT INTO pullsync.feed_sources (consumer_id, base_url, api_key_encrypted, batch_size, rate_limit, timeout, max_retries, retry_delay)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (consumer_id) DO UPDATE SET base_url = EXCLUDED.base_url, api_key_encrypted = EXCLUDED.api_key_encrypted,
-                batch_size = EXCLUDED.batch_size, rate_limit = EXCLUDED.rate_limit, timeout = EXCLUDED.timeout,
-                max_retries = EXCLUDED.max_retries, retry_delay = EXCLUDED.retry_delay, is_active = true, updated_at = now()",
-        &[
-            consumer_id.into(),
-            base_url.into(),
-            sealed.into(),
-            batch_size.into(),
-            rate_limit.into(),
-            timeout.into(),
-            max_retries.into(),
-            retry_delay.into(),
-        ],
-    )?;
-    Ok(())
 }

@@ -2,12 +2,12 @@
 //! narrowed by bisection, ids listed (`/ids`) where they differ, missing rows re-pulled
 //! (`/items`) through the feed's upsert.
 
-use super::pull::{self, Provider};
+use super::provider::{load_source, Provider};
 use super::serve::MAX_ITEM_IDS;
+use super::store::upsert_items;
 use super::streams;
 use crate::config;
 use crate::error::{PullsyncError, Result};
-use crate::monitor::record;
 use crate::pg_time::to_pg;
 use crate::plumbing::txn::Txn;
 use crate::reconcile::runs::Outcome;
@@ -133,7 +133,7 @@ fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
             .get("/items", &format!("kind={stream}&ids={}", urlencode(&list)))?
             .map_err(|f| refused("fetching missing rows from the provider", f))?;
         written += Txn::Subtransaction
-            .run(|| pull::upsert_items(&p.source.consumer_id, stream, &items.items))?
+            .run(|| upsert_items(&p.source.consumer_id, stream, &items.items))?
             as i64;
         let last = items.items.last().and_then(|i| i["id"].as_str());
         // Past the last item returned, and at least one id further, so an answer out of
@@ -220,8 +220,14 @@ pub fn reconcile(
     repair: bool,
     cancel: Cancel,
 ) -> Result<Value> {
-    let provider = Provider::new(pull::load_source(consumer_id)?, cancel)?;
-    let mut out = Outcome::begin(None, Some(consumer_id.to_string()), (start, end), repair);
+    let provider = Provider::new(load_source(consumer_id)?, cancel)?;
+    let mut out = Outcome::begin(
+        "feed",
+        None,
+        Some(consumer_id.to_string()),
+        (start, end),
+        repair,
+    );
     let window = Window {
         start: micros(start),
         end: micros(end),
@@ -231,7 +237,7 @@ pub fn reconcile(
         Err(PullsyncError::Interrupted) => return Err(PullsyncError::Interrupted),
         Err(e) => out.error = Some(e.to_string()),
     }
-    out.record(&record::feed_source(consumer_id), "reconcile")
+    out.record(&super::source::metrics_source(consumer_id), "reconcile")
 }
 
 /// The active feed sources, for reconciling all of them.

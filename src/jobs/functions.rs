@@ -11,3 +11,10 @@ use pgrx::prelude::*;
 fn run_jobs() -> i32 {
     super::runner::run_all_here().or_raise() as i32
 }
+
+/// Whether `name` is a source of this library (the `source` checks of sync_logs and
+/// reconciliation_runs). Immutable for a given library: sources change only with it.
+#[pg_extern(schema = "pullsync", immutable, strict, parallel_safe)]
+pub fn is_source(name: &str) -> bool {
+    super::registry::is_source(name)
+}

@@ -9,4 +9,5 @@ pub mod queue;
 pub mod registry;
 pub mod runner;
 pub mod source;
+pub mod wake;
 pub mod worker;

@@ -34,7 +34,7 @@ pub fn enqueue(
         &[kind.into(), JsonB(payload).into(), job_log_id.into()],
     )?
     .ok_or_else(|| PullsyncError::Internal("job insert returned no id".into()))?;
-    super::worker::wake_all()?;
+    super::wake::wake_all()?;
     Ok(json!({ "job_id": job_id }))
 }
 
@@ -221,7 +221,7 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
         finish_run(job.id)?;
     } else {
         // Every worker, not only this one, should start on the units.
-        super::worker::wake_all()?;
+        super::wake::wake_all()?;
     }
     Ok(Some(job))
 }

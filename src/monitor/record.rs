@@ -13,7 +13,7 @@ pub const CHANNEL: &str = "pullsync_alerts";
 
 /// One finished job, as the metrics see it.
 pub struct Run<'a> {
-    /// 'threads', 'feed:<consumer_id>' or 'maintenance'.
+    /// The source as its metrics name it: 'threads', 'feed:<consumer_id>', 'maintenance'.
     pub source: &'a str,
     pub job_type: &'a str,
     pub job_log_id: Option<i64>,
@@ -25,10 +25,6 @@ pub struct Run<'a> {
     pub duration_ms: i64,
     /// A pull that succeeds resets the source's lag.
     pub pulls_data: bool,
-}
-
-pub fn feed_source(consumer_id: &str) -> String {
-    format!("feed:{consumer_id}")
 }
 
 /// Records a run (its row and the source's totals), then checks every alert.

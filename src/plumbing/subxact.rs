@@ -1,8 +1,7 @@
 //! A unit of work that fails alone: an internal subtransaction, rolled back on any ERROR or
 //! panic, so one account's failure never aborts the others in the same call.
 
-use super::txn::caught_error;
-use crate::error::Result;
+use crate::error::{PullsyncError, Result, SqlState};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::PgTryBuilder;
@@ -56,5 +55,20 @@ fn is_cancel(caught: &CaughtError) -> bool {
             e.sql_error_code() == pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED
         }
         CaughtError::RustPanic { .. } => false,
+    }
+}
+
+/// A caught ERROR as a typed error that keeps its SQLSTATE, message, detail and hint.
+pub(super) fn caught_error(caught: &CaughtError) -> PullsyncError {
+    match caught {
+        CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => PullsyncError::Postgres {
+            sqlstate: SqlState::from_packed(e.sql_error_code() as i32),
+            message: e.message().to_string(),
+            detail: e.detail().map(str::to_string),
+            hint: e.hint().map(str::to_string),
+        },
+        CaughtError::RustPanic { ereport, .. } => {
+            PullsyncError::Internal(format!("panic: {}", ereport.message()))
+        }
     }
 }

@@ -3,10 +3,9 @@
 //! that fails rolls back alone, and a Postgres ERROR inside it comes back as a typed error
 //! with its SQLSTATE instead of escaping (in a background process, as FATAL).
 
-use super::subxact;
-use crate::error::{PullsyncError, Result, SqlState};
+use super::subxact::{self, caught_error};
+use crate::error::Result;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::PgTryBuilder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,19 +57,4 @@ fn transaction<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
         }
     }
     outcome
-}
-
-/// A caught ERROR as a typed error that keeps its SQLSTATE, message, detail and hint.
-pub(super) fn caught_error(caught: &CaughtError) -> PullsyncError {
-    match caught {
-        CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => PullsyncError::Postgres {
-            sqlstate: SqlState::from_packed(e.sql_error_code() as i32),
-            message: e.message().to_string(),
-            detail: e.detail().map(str::to_string),
-            hint: e.hint().map(str::to_string),
-        },
-        CaughtError::RustPanic { ereport, .. } => {
-            PullsyncError::Internal(format!("panic: {}", ereport.message()))
-        }
-    }
 }

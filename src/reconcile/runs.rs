@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 
 /// The outcome of one reconciliation, as recorded and returned.
 pub struct Outcome {
+    /// The source reconciled (`reconciliation_runs.source`).
+    pub source: &'static str,
     pub consumer_id: Option<String>,
     pub account_id: Option<Uuid>,
     pub start: DateTime<Utc>,
@@ -34,12 +36,14 @@ impl Outcome {
     /// A reconciliation of [start, end) that found nothing yet, for an account or a feed
     /// source.
     pub fn begin(
+        source: &'static str,
         account_id: Option<Uuid>,
         consumer_id: Option<String>,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
         repair: bool,
     ) -> Self {
         Outcome {
+            source,
             consumer_id,
             account_id,
             start,
@@ -90,12 +94,12 @@ impl Outcome {
         }
     }
 
-    /// Inserts the run row and the job's metrics (`source` / `job_type` as in
+    /// Inserts the run row and the job's metrics (`metrics_source` / `job_type` as in
     /// `sync_metrics`); returns the run as JSON with its id.
-    pub fn record(&self, source: &str, job_type: &str) -> Result<Value> {
+    pub fn record(&self, metrics_source: &str, job_type: &str) -> Result<Value> {
         let failed = self.error.is_some();
         crate::monitor::record::record(&crate::monitor::record::Run {
-            source,
+            source: metrics_source,
             job_type,
             job_log_id: None,
             status: if failed {
@@ -118,8 +122,7 @@ impl Outcome {
                     (source, consumer_id, workspace_threads_account_id, window_start, window_end, status,
                      source_counts, target_counts, discrepancies, missing_ids, extra_ids, repaired, details,
                      error, started_at)
-             VALUES (CASE WHEN $1::text IS NULL THEN 'threads' ELSE 'feed' END, $1, $2, $3, $4, $5, $6, $7, $8,
-                     $9, $10, $11, $12, $13, $14)
+             VALUES ($15, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              RETURNING id",
             &[
                 self.consumer_id.clone().into(),
@@ -136,6 +139,7 @@ impl Outcome {
                 JsonB(details).into(),
                 self.error.clone().into(),
                 to_pg(self.started_at).into(),
+                self.source.into(),
             ],
         )?
         .ok_or_else(|| PullsyncError::Internal("reconciliation run insert returned no id".into()))?;

@@ -106,7 +106,7 @@ fn threads_sync_account(account_id: Option<Uuid>) -> pgrx::JsonB {
 #[search_path(pg_catalog, pg_temp)]
 fn threads_scheduled_sync() -> pgrx::JsonB {
     let mut answer = super::source::enqueue_run().or_raise();
-    crate::jobs::worker::warn_without_workers(&mut answer).or_raise();
+    crate::jobs::wake::warn_without_workers(&mut answer).or_raise();
     pgrx::JsonB(answer)
 }
 
@@ -129,7 +129,7 @@ fn threads_refresh_tokens(
         .raise_now();
     }
     let mut answer = super::source::enqueue_refresh(secs).or_raise();
-    crate::jobs::worker::warn_without_workers(&mut answer).or_raise();
+    crate::jobs::wake::warn_without_workers(&mut answer).or_raise();
     pgrx::JsonB(answer)
 }
 

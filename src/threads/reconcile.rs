@@ -154,7 +154,7 @@ pub fn reconcile(
     })?;
     let stored: Vec<String> = stored_posts(account_id, start, end)?;
     let stored_set: HashSet<String> = stored.iter().cloned().collect();
-    let mut out = Outcome::begin(Some(account_id), None, (start, end), true);
+    let mut out = Outcome::begin("threads", Some(account_id), None, (start, end), true);
     out.started_at = started_at;
     out.target_counts = json!({ "posts": stored.len() });
     match list(&token, &row.threads_user_id, start, end, &stored_set)? {

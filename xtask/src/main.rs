@@ -5,6 +5,7 @@ mod bench;
 mod cluster;
 mod demo;
 mod install;
+mod layering;
 mod package;
 mod pg_tree;
 mod prereqs;
