@@ -34,6 +34,11 @@ pub struct FeedPage {
     pub checkpoint: String,
 }
 
+/// A feed source's name in sync_metrics and alerts.
+pub fn metrics_source(consumer_id: &str) -> String {
+    format!("feed:{consumer_id}")
+}
+
 pub fn load_source(consumer_id: &str) -> Result<Source> {
     let row = Spi::connect(|client| {
         let rows = client.select(

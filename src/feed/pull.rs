@@ -278,7 +278,7 @@ pub fn pull(
         })?;
         let failed = i64::from(error.is_some());
         record::record(&Run {
-            source: &super::source::metrics_source(consumer_id),
+            source: &super::provider::metrics_source(consumer_id),
             job_type: &format!("feed_{mode}"),
             job_log_id: None,
             status,

@@ -237,7 +237,7 @@ pub fn reconcile(
         Err(PullsyncError::Interrupted) => return Err(PullsyncError::Interrupted),
         Err(e) => out.error = Some(e.to_string()),
     }
-    out.record(&super::source::metrics_source(consumer_id), "reconcile")
+    out.record(&super::provider::metrics_source(consumer_id), "reconcile")
 }
 
 /// The active feed sources, for reconciling all of them.

@@ -12,11 +12,6 @@ const PULL: &str = "feed_pull";
 
 pub struct FeedPull;
 
-/// A feed source's name in sync_metrics and alerts.
-pub fn metrics_source(consumer_id: &str) -> String {
-    format!("feed:{consumer_id}")
-}
-
 /// Queues a pull: `{"job_id": …}`, or `{"skipped": true}` when one is already queued or
 /// running for that source.
 pub fn enqueue(consumer_id: &str, mode: &str) -> Result<Value> {
