@@ -20,6 +20,7 @@ SELECT pg_catalog.pg_extension_config_dump('pullsync.conversation_messages', '')
 SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_bookmarks', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_sources', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.reconciliation_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_metrics', '');

@@ -31,15 +31,28 @@ SELECT 'feed:' || f.consumer_id                       AS source,
          WHERE q.consumer_id = f.consumer_id AND q.resolved_at IS NULL) AS items_quarantined
   FROM pullsync.feed_sources f;
 
+CREATE VIEW pullsync.rest_source_state AS
+SELECT 'rest:' || r.name                              AS source,
+       CASE WHEN r.is_active THEN r.created_at END    AS configured_at,
+       (SELECT count(*) FROM pullsync.jobs j
+         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'rest_pull'
+           AND j.payload->>'name' = r.name)           AS jobs_running,
+       NULL::bigint                                   AS accounts_without_token,
+       NULL::text[]                                   AS accounts_needing_reauthorization,
+       NULL::bigint                                   AS items_quarantined
+  FROM pullsync.rest_sources r;
+
 -- Monitoring figures per source, for pullsync.metrics(), pullsync.health() and
 -- postgres_exporter (docs/MONITORING.md). A source is one its state view says is
 -- configured ('threads' with any active account, 'feed:<consumer_id>' for an active feed
--- source) or any source that has recorded runs ('maintenance').
+-- source, 'rest:<name>' for an active REST source) or any source that has recorded runs ('maintenance').
 CREATE VIEW pullsync.source_metrics AS
 WITH states AS (
     SELECT * FROM pullsync.threads_source_state
     UNION ALL
-    SELECT * FROM pullsync.feed_source_state),
+    SELECT * FROM pullsync.feed_source_state
+    UNION ALL
+    SELECT * FROM pullsync.rest_source_state),
 sources AS (
     SELECT source FROM states WHERE configured_at IS NOT NULL
     UNION

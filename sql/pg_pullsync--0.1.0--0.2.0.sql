@@ -331,6 +331,28 @@ SELECT s.consumer_id,
   LEFT JOIN LATERAL (SELECT status, error FROM pullsync.sync_logs g
                       WHERE g.consumer_id = s.consumer_id ORDER BY id DESC LIMIT 1) last ON true;
 
+-- The REST source (docs/REST.md).
+-- A REST source (docs/REST.md): its checked configuration (without the secret), the
+-- sealed secret, the role whose rights every write into its target has, and where its
+-- runs stand. A run's position and marks are written with each page it commits.
+CREATE TABLE pullsync.rest_sources (
+    name             text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,64}$'),
+    config           jsonb NOT NULL,
+    secret_encrypted text CHECK (secret_encrypted LIKE 'v1:%'),
+    owner_role       name NOT NULL,
+    is_active        boolean NOT NULL DEFAULT true,
+    -- the high-water mark the next run sends (incremental sources)
+    high_water       text,
+    -- an unfinished run: where it resumes, the mark it sends, the highest value it wrote
+    run_position     jsonb,
+    run_since        text,
+    run_high_water   text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_sources', '');
+REVOKE ALL ON TABLE pullsync.rest_sources FROM PUBLIC;
+
 -- Each source states, in a view of its own, when it was configured (null: it is not), its
 -- jobs queued or running, and the figures only it has; source_metrics joins them with the
 -- metric totals. A new source adds its state view and one line to `states` below.
@@ -364,15 +386,28 @@ SELECT 'feed:' || f.consumer_id                       AS source,
          WHERE q.consumer_id = f.consumer_id AND q.resolved_at IS NULL) AS items_quarantined
   FROM pullsync.feed_sources f;
 
+CREATE VIEW pullsync.rest_source_state AS
+SELECT 'rest:' || r.name                              AS source,
+       CASE WHEN r.is_active THEN r.created_at END    AS configured_at,
+       (SELECT count(*) FROM pullsync.jobs j
+         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'rest_pull'
+           AND j.payload->>'name' = r.name)           AS jobs_running,
+       NULL::bigint                                   AS accounts_without_token,
+       NULL::text[]                                   AS accounts_needing_reauthorization,
+       NULL::bigint                                   AS items_quarantined
+  FROM pullsync.rest_sources r;
+
 -- Monitoring figures per source, for pullsync.metrics(), pullsync.health() and
 -- postgres_exporter (docs/MONITORING.md). A source is one its state view says is
 -- configured ('threads' with any active account, 'feed:<consumer_id>' for an active feed
--- source) or any source that has recorded runs ('maintenance').
+-- source, 'rest:<name>' for an active REST source) or any source that has recorded runs ('maintenance').
 CREATE OR REPLACE VIEW pullsync.source_metrics AS
 WITH states AS (
     SELECT * FROM pullsync.threads_source_state
     UNION ALL
-    SELECT * FROM pullsync.feed_source_state),
+    SELECT * FROM pullsync.feed_source_state
+    UNION ALL
+    SELECT * FROM pullsync.rest_source_state),
 sources AS (
     SELECT source FROM states WHERE configured_at IS NOT NULL
     UNION
@@ -400,7 +435,7 @@ SELECT s.source,
   FROM sources s
   LEFT JOIN states c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);
-REVOKE ALL ON pullsync.threads_source_state, pullsync.feed_source_state FROM PUBLIC;
+REVOKE ALL ON pullsync.threads_source_state, pullsync.feed_source_state, pullsync.rest_source_state FROM PUBLIC;
 
 -- Re-applies a source's quarantined feed items (src/feed/functions.rs).
 CREATE FUNCTION pullsync."feed_retry_quarantined"("consumer_id" TEXT) RETURNS jsonb
@@ -421,3 +456,51 @@ ALTER TABLE pullsync.sync_logs
 ALTER TABLE pullsync.reconciliation_runs
     DROP CONSTRAINT reconciliation_runs_source_check,
     ADD CONSTRAINT reconciliation_runs_source_check CHECK (pullsync.is_source(source));
+
+-- The REST source's functions (src/rest/functions.rs, sql/rest.sql).
+CREATE FUNCTION pullsync."rest_add_source"("name" TEXT, "config" jsonb) RETURNS jsonb
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_add_source_wrapper';
+CREATE FUNCTION pullsync."rest_alter_source"("name" TEXT, "config" jsonb) RETURNS jsonb
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_alter_source_wrapper';
+CREATE FUNCTION pullsync."rest_drop_source"("name" TEXT) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_drop_source_wrapper';
+CREATE FUNCTION pullsync."rest_pull"("name" TEXT) RETURNS jsonb
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_pull_wrapper';
+CREATE FUNCTION pullsync."rest_enqueue"("name" TEXT) RETURNS jsonb
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_enqueue_wrapper';
+CREATE FUNCTION pullsync."rest_reconcile"("name" TEXT, "since" TEXT DEFAULT NULL) RETURNS jsonb
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_reconcile_wrapper';
+-- Scheduling a REST source with pg_cron: a job named pullsync-rest-<name> that queues its
+-- pull (rest_enqueue refuses a name that is not a source). Idempotent (pg_cron replaces a job of the same name); runs with the caller's
+-- rights, as schedule_defaults() does.
+CREATE FUNCTION pullsync.rest_schedule(name text, schedule text DEFAULT '*/15 * * * *')
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL OR schedule IS NULL THEN
+        RAISE EXCEPTION 'name and schedule must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the source''s name and a cron schedule such as ''*/15 * * * *''.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database' USING ERRCODE = 'undefined_object',
+            HINT = 'Install pg_cron, or call SELECT pullsync.rest_enqueue(name) from any scheduler.';
+    END IF;
+    RETURN cron.schedule('pullsync-rest-' || name, schedule,
+                         format('SELECT pullsync.rest_enqueue(%L)', name));
+END
+$$;
+REVOKE ALL ON FUNCTION pullsync.rest_add_source(text, jsonb), pullsync.rest_alter_source(text, jsonb),
+    pullsync.rest_drop_source(text), pullsync.rest_pull(text), pullsync.rest_enqueue(text),
+    pullsync.rest_reconcile(text, text), pullsync.rest_schedule(text, text) FROM PUBLIC;

@@ -422,6 +422,25 @@ CREATE TABLE pullsync.feed_sources (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
+-- A REST source (docs/REST.md): its checked configuration (without the secret), the
+-- sealed secret, the role whose rights every write into its target has, and where its
+-- runs stand. A run's position and marks are written with each page it commits.
+CREATE TABLE pullsync.rest_sources (
+    name             text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,64}$'),
+    config           jsonb NOT NULL,
+    secret_encrypted text CHECK (secret_encrypted LIKE 'v1:%'),
+    owner_role       name NOT NULL,
+    is_active        boolean NOT NULL DEFAULT true,
+    -- the high-water mark the next run sends (incremental sources)
+    high_water       text,
+    -- an unfinished run: where it resumes, the mark it sends, the highest value it wrote
+    run_position     jsonb,
+    run_since        text,
+    run_high_water   text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+
 -- Consumer side: the cursor after each committed page, written in the page's transaction.
 CREATE TABLE pullsync.sync_checkpoints (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -18,6 +18,10 @@ pub enum PullsyncError {
     #[error("{message}")]
     NotFound { message: String, hint: String },
 
+    /// The role a write would run as may not do it.
+    #[error("{message}")]
+    Forbidden { message: String, hint: String },
+
     #[error("no encryption key is configured for pg_pullsync")]
     KeyNotConfigured,
 
@@ -70,6 +74,7 @@ impl PullsyncError {
             }
             PullsyncError::Conflict { .. } => SqlState::UniqueViolation,
             PullsyncError::NotFound { .. } => SqlState::UndefinedObject,
+            PullsyncError::Forbidden { .. } => SqlState::InsufficientPrivilege,
             PullsyncError::KeyNotConfigured
             | PullsyncError::KeyUnusable(_)
             | PullsyncError::KeyFile(_)
@@ -86,7 +91,8 @@ impl PullsyncError {
             PullsyncError::NullArgument { name } => Some(format!("Pass a value for {name}.")),
             PullsyncError::InvalidArgument { hint, .. }
             | PullsyncError::Conflict { hint, .. }
-            | PullsyncError::NotFound { hint, .. } => Some(hint.clone()),
+            | PullsyncError::NotFound { hint, .. }
+            | PullsyncError::Forbidden { hint, .. } => Some(hint.clone()),
             PullsyncError::KeyNotConfigured => Some(
                 "Write base64 of 32 random bytes (e.g. `openssl rand -base64 32`) into a file only the server's \
                  operating-system user can read (mode 0600), set pullsync.encryption_key_file to its path in \

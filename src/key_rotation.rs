@@ -1,6 +1,6 @@
 //! `pullsync.rotate_encryption_key(new_key)`: every sealed value — Threads tokens, feed
-//! consumer keys, feed source keys — opened with the key in use and sealed again with the
-//! new one, in one transaction. Afterwards the old key opens nothing.
+//! consumer keys, feed source keys, REST source secrets — opened with the key in use and
+//! sealed again with the new one, in one transaction. Afterwards the old key opens nothing.
 
 use crate::config;
 use crate::error::{PullsyncError, Result};
@@ -10,7 +10,7 @@ use pullsync_core::crypto::SealingKey;
 use serde_json::{json, Map, Value};
 
 /// (table, sealed column, what a row is called in errors)
-const SEALED: [(&str, &str, &str); 3] = [
+const SEALED: [(&str, &str, &str); 4] = [
     (
         "pullsync.workspace_threads_tokens",
         "access_token_encrypted",
@@ -25,6 +25,11 @@ const SEALED: [(&str, &str, &str); 3] = [
         "pullsync.feed_sources",
         "api_key_encrypted",
         "feed source key",
+    ),
+    (
+        "pullsync.rest_sources",
+        "secret_encrypted",
+        "REST source secret",
     ),
 ];
 
@@ -47,7 +52,7 @@ fn rotate(new_key: &str) -> Result<Value> {
         for (table, column, what) in SEALED {
             // Locked, so no writer can seal a value with the old key behind this loop.
             let rows = client.update(
-                &format!("SELECT ctid::text, {column} FROM {table} FOR UPDATE"),
+                &format!("SELECT ctid::text, {column} FROM {table} WHERE {column} IS NOT NULL FOR UPDATE"),
                 None,
                 &[],
             )?;

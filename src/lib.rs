@@ -13,6 +13,7 @@ mod pg_error;
 mod pg_time;
 pub mod plumbing;
 pub mod reconcile;
+pub mod rest;
 mod retention;
 mod runtime;
 mod secrets;
@@ -23,6 +24,7 @@ static SOURCES: jobs::registry::Sources = &[
     &threads::source::ThreadsSync,
     &threads::source::TokenRefresh,
     &feed::source::FeedPull,
+    &rest::source::RestPull,
 ];
 
 ::pgrx::pg_module_magic!(name, version);
@@ -35,6 +37,7 @@ extension_sql_file!(
     name = "monitor",
     requires = ["schema"]
 );
+extension_sql_file!("../sql/rest.sql", name = "rest", requires = ["schema"]);
 extension_sql_file!("../sql/backup.sql", name = "backup", requires = ["schema"]);
 extension_sql_file!(
     "../sql/sources.sql",

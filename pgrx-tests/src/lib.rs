@@ -6,6 +6,7 @@ pub mod db;
 pub mod fault_proxy;
 pub mod feed;
 pub mod local_server;
+pub mod rest_api;
 pub mod scratch_cluster;
 pub mod server;
 pub mod sim;

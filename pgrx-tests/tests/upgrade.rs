@@ -251,11 +251,17 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         .filter(|t| !before.contains_key(*t))
         .cloned()
         .collect();
-    assert_eq!(added_tables, ["feed_epoch", "feed_quarantine"]);
     assert_eq!(
-        after.remove("feed_quarantine").map(|(rows, _)| rows),
-        Some(0)
+        added_tables,
+        ["feed_epoch", "feed_quarantine", "rest_sources"]
     );
+    for empty in ["feed_quarantine", "rest_sources"] {
+        assert_eq!(
+            after.remove(empty).map(|(rows, _)| rows),
+            Some(0),
+            "{empty}"
+        );
+    }
     assert_eq!(after.remove("feed_epoch").map(|(rows, _)| rows), Some(1));
     // The consumer's rows came from its one source that stored items, and say so; the
     // provider's stay its own.

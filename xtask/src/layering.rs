@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn general_code_names_no_source_and_the_plumbing_nothing_above_it() {
         let (graph, sources) = extension();
-        assert_eq!(sources, ["feed", "threads"]);
+        assert_eq!(sources, ["feed", "rest", "threads"]);
         assert_eq!(violations(&graph, &sources), Vec::<(String, String)>::new());
     }
 

@@ -10,6 +10,8 @@ pub enum SqlState {
     InvalidParameterValue,
     /// 23505
     UniqueViolation,
+    /// 42501
+    InsufficientPrivilege,
     /// 42704
     UndefinedObject,
     /// 55000
@@ -28,6 +30,7 @@ impl SqlState {
             SqlState::NullValueNotAllowed => "22004",
             SqlState::InvalidParameterValue => "22023",
             SqlState::UniqueViolation => "23505",
+            SqlState::InsufficientPrivilege => "42501",
             SqlState::UndefinedObject => "42704",
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::QueryCanceled => "57014",
@@ -101,6 +104,7 @@ mod tests {
             SqlState::NullValueNotAllowed,
             SqlState::InvalidParameterValue,
             SqlState::UniqueViolation,
+            SqlState::InsufficientPrivilege,
             SqlState::UndefinedObject,
             SqlState::ObjectNotInPrerequisiteState,
             SqlState::QueryCanceled,

@@ -9,5 +9,6 @@ pub mod key_file;
 pub mod monitor;
 pub mod outcome;
 pub mod reconcile;
+pub mod rest;
 pub mod schema_version;
 pub mod threads;

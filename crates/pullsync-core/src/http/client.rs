@@ -68,9 +68,26 @@ impl HttpClient {
         classify: Classifier,
         calls: &AtomicU32,
     ) -> Result<T, Failure> {
+        let request = Request {
+            url,
+            auth: bearer.map(RequestAuth::Bearer),
+            header: None,
+        };
+        let answer = self.get(&request, limiter, classify, calls).await?;
+        answer.json()
+    }
+
+    /// GETs a request, its transient failures retried per the policy.
+    pub async fn get(
+        &self,
+        request: &Request<'_>,
+        limiter: Option<&RateLimiter>,
+        classify: Classifier,
+        calls: &AtomicU32,
+    ) -> Result<Answer, Failure> {
         let mut retry = 0;
         loop {
-            let outcome = self.attempt(url, bearer, limiter, classify, calls).await;
+            let outcome = self.attempt(request, limiter, classify, calls).await;
             match outcome {
                 Err(mut failure)
                     if failure.class == FailureClass::Transient
@@ -85,19 +102,18 @@ impl HttpClient {
                     failure.attempts = retry + 1;
                     return Err(failure);
                 }
-                Ok(value) => return Ok(value),
+                Ok(answer) => return Ok(answer),
             }
         }
     }
 
-    async fn attempt<T: DeserializeOwned>(
+    async fn attempt(
         &self,
-        url: &str,
-        bearer: Option<&str>,
+        req: &Request<'_>,
         limiter: Option<&RateLimiter>,
         classify: Classifier,
         calls: &AtomicU32,
-    ) -> Result<T, Failure> {
+    ) -> Result<Answer, Failure> {
         if let Some(limiter) = limiter {
             limiter.acquire().await;
         }
@@ -107,29 +123,38 @@ impl HttpClient {
             .await
             .expect("semaphore never closes");
         calls.fetch_add(1, Ordering::Relaxed);
-        let mut request = self.client.get(url);
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
+        let mut request = self.client.get(req.url);
+        request = match req.auth {
+            Some(RequestAuth::Bearer(token)) => request.bearer_auth(token),
+            Some(RequestAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        };
+        if let Some((name, value)) = req.header {
+            request = request.header(name, value);
         }
-        let shown = redact_url(url);
+        let shown = redact_url(req.url);
         let response = request
             .send()
             .await
             .map_err(|e| transport_failure(shown, &e))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let link = header(reqwest::header::LINK);
         let body = read_capped(response, self.settings.max_response_bytes, shown).await?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|e| {
-                Failure::new(
-                    FailureClass::BadData,
-                    format!("GET {shown}: malformed answer: {e}"),
-                )
+            return Ok(Answer {
+                body,
+                link,
+                shown: shown.to_string(),
             });
         }
         let (class, message) = classify(status, &body);
@@ -138,6 +163,41 @@ impl HttpClient {
             message: format!("GET {shown}: HTTP {status}: {message}"),
             retry_after,
             attempts: 1,
+        })
+    }
+}
+
+/// How a request proves who sends it.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestAuth<'a> {
+    Bearer(&'a str),
+    Basic(&'a str, &'a str),
+}
+
+/// One GET: its URL, credentials and one extra header (an API key's).
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub url: &'a str,
+    pub auth: Option<RequestAuth<'a>>,
+    pub header: Option<(&'a str, &'a str)>,
+}
+
+/// A successful answer: its body and its `Link` header.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub link: Option<String>,
+    shown: String,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Failure> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Failure::new(
+                FailureClass::BadData,
+                format!("GET {}: malformed answer: {e}", self.shown),
+            )
         })
     }
 }

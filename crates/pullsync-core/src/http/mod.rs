@@ -6,7 +6,7 @@ mod client;
 pub mod rate;
 pub mod retry;
 
-pub use client::{Classifier, HttpClient, HttpSettings};
+pub use client::{Answer, Classifier, HttpClient, HttpSettings, Request, RequestAuth};
 pub use rate::RateLimiter;
 pub use retry::RetryPolicy;
 

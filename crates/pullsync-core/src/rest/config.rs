@@ -1,0 +1,751 @@
+//! A REST source's configuration (`rest_add_source(name, config)`), checked key by key:
+//! every refusal names the key and says what it takes. The secret (token, key or
+//! password) is taken out to be sealed; what is stored and shown back never holds it.
+
+use super::path::JsonPath;
+use crate::error::{InputError, Result};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestConfig {
+    pub base_url: String,
+    pub path: String,
+    /// Sent with every request, before the paging and incremental parameters.
+    pub query: Vec<(String, String)>,
+    pub auth: Auth,
+    /// Where a page's array of records is (empty: the page is the array).
+    pub records: JsonPath,
+    /// A record's key, one or more paths; each maps to a column of the target.
+    pub primary_key: Vec<JsonPath>,
+    pub pagination: Pagination,
+    pub incremental: Option<Incremental>,
+    pub target: Target,
+    /// Requests per second; 0 means no limit.
+    pub rate_limit: f64,
+    pub concurrency: usize,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    /// A run stops (failed) after this many pages: a listing that never ends is an error.
+    pub max_pages: u32,
+}
+
+/// How requests authenticate; the secret itself is sealed apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// The key in a request header.
+    HeaderKey {
+        header: String,
+    },
+    /// The key as a query parameter.
+    QueryKey {
+        param: String,
+    },
+    /// HTTP basic: the user is configuration, the password the secret.
+    Basic {
+        username: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pagination {
+    /// One request.
+    None,
+    /// The next page's cursor goes into `param`: from a path of the page (`meta.next`), or
+    /// from a field of the page's last record (Stripe's `starting_after`), while
+    /// `has_more` (when set) says true.
+    Cursor {
+        param: String,
+        from: CursorFrom,
+        has_more: Option<JsonPath>,
+    },
+    /// The next page's whole URL at a path of the page.
+    NextUrl { path: JsonPath },
+    /// The next page's URL in the RFC 8288 `Link` header, `rel="next"`.
+    LinkHeader,
+    /// Pages numbered from `start`; a page shorter than `size` (or empty) is the last.
+    PageNumber {
+        param: String,
+        start: u64,
+        size_param: Option<String>,
+        size: u64,
+    },
+    /// Records `offset` to `offset + limit`; a shorter page is the last.
+    Offset {
+        param: String,
+        limit_param: String,
+        limit: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CursorFrom {
+    Page(JsonPath),
+    LastRecord(JsonPath),
+}
+
+/// An incremental source sends the high-water mark of `field` (the highest value
+/// committed) in `param`; the first run sends `initial`, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incremental {
+    pub field: JsonPath,
+    pub param: String,
+    pub initial: Option<String>,
+}
+
+/// Where records go: an existing table, columns filled from paths, the rest of each
+/// record (its top-level fields no column takes) into `extra` when set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub table: String,
+    pub columns: Vec<(String, JsonPath)>,
+    pub extra: Option<String>,
+}
+
+impl Target {
+    /// The columns the primary key's paths fill: the conflict target of the upsert.
+    pub fn key_columns(&self, key: &[JsonPath]) -> Vec<String> {
+        key.iter()
+            .filter_map(|k| {
+                self.columns
+                    .iter()
+                    .find(|(_, p)| p == k)
+                    .map(|(c, _)| c.clone())
+            })
+            .collect()
+    }
+}
+
+const KEYS: [&str; 13] = [
+    "base_url",
+    "path",
+    "query",
+    "auth",
+    "records",
+    "primary_key",
+    "pagination",
+    "incremental",
+    "target",
+    "rate_limit",
+    "concurrency",
+    "timeout_ms",
+    "retries",
+];
+const MORE_KEYS: [&str; 1] = ["max_pages"];
+
+fn bad(key: &str, problem: impl std::fmt::Display, hint: impl Into<String>) -> InputError {
+    InputError::invalid(format!("config.{key} {problem}"), hint)
+}
+
+fn text<'a>(obj: &'a Map<String, Value>, key: &str, at: &str) -> Result<Option<&'a str>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.as_str())),
+        Some(_) => Err(bad(
+            &format!("{at}{key}"),
+            "must be a non-empty string",
+            format!("Set {at}{key} to a string."),
+        )),
+    }
+}
+
+fn required_text<'a>(obj: &'a Map<String, Value>, key: &str, at: &str) -> Result<&'a str> {
+    text(obj, key, at)?.ok_or_else(|| {
+        bad(
+            &format!("{at}{key}"),
+            "is missing",
+            format!("Add {at}{key} to the configuration (docs/REST.md)."),
+        )
+    })
+}
+
+fn number(obj: &Map<String, Value>, key: &str, low: f64, high: f64, default: f64) -> Result<f64> {
+    number_at(obj, key, "", low, high, default)
+}
+
+fn number_at(
+    obj: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    low: f64,
+    high: f64,
+    default: f64,
+) -> Result<f64> {
+    let named = format!("{at}{key}");
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|v| (low..=high).contains(&v)) => {
+            Ok(n.as_f64().unwrap_or(default))
+        }
+        Some(_) => Err(bad(
+            &named,
+            format!("must be a number from {low} to {high}"),
+            format!("Set {named} within {low}..{high}, or leave it out for {default}."),
+        )),
+    }
+}
+
+fn path(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Option<JsonPath>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => JsonPath::parse(s).map(Some).ok_or_else(|| {
+            bad(
+                &format!("{at}{key}"),
+                format!("is not a JSON path: {s:?}"),
+                "Write dotted keys and indexes, e.g. \"data\" or \"meta.next_cursor\".",
+            )
+        }),
+        Some(_) => Err(bad(
+            &format!("{at}{key}"),
+            "must be a JSON path as a string",
+            "Write dotted keys and indexes, e.g. \"data\" or \"meta.next_cursor\".",
+        )),
+    }
+}
+
+fn required_path(obj: &Map<String, Value>, key: &str, at: &str) -> Result<JsonPath> {
+    path(obj, key, at)?.ok_or_else(|| {
+        bad(
+            &format!("{at}{key}"),
+            "is missing",
+            format!("Add {at}{key}, a JSON path such as \"next_cursor\"."),
+        )
+    })
+}
+
+/// A name that goes into a URL or a header as is.
+fn token_like(value: &str, key: &str) -> Result<String> {
+    let ok = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.[]".contains(&b));
+    if ok && !value.is_empty() && value.len() <= 128 {
+        Ok(value.to_string())
+    } else {
+        Err(bad(
+            key,
+            format!("{value:?} is not a plain name"),
+            "Use letters, digits, '-', '_', '.', '[' and ']' (at most 128).",
+        ))
+    }
+}
+
+fn identifier(value: &str, key: &str) -> Result<String> {
+    if !value.is_empty() && value.len() <= 63 && !value.contains('\0') {
+        Ok(value.to_string())
+    } else {
+        Err(bad(
+            key,
+            format!("{value:?} is not a column name"),
+            "Name a column of the target table.",
+        ))
+    }
+}
+
+fn object<'a>(value: &'a Value, key: &str) -> Result<&'a Map<String, Value>> {
+    value.as_object().ok_or_else(|| {
+        bad(
+            key,
+            "must be a JSON object",
+            format!("Write {key} as {{ … }} (docs/REST.md)."),
+        )
+    })
+}
+
+fn unknown_keys(obj: &Map<String, Value>, known: &[&str], at: &str) -> Result<()> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(bad(
+            &format!("{at}{k}"),
+            "is not a key pg_pullsync knows",
+            format!(
+                "Known keys{}: {}.",
+                if at.is_empty() { "" } else { " here" },
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl RestConfig {
+    /// Checks a configuration. With `secret_required`, the auth secret must be present and
+    /// is returned (to be sealed); a stored configuration has none.
+    pub fn parse(value: &Value, secret_required: bool) -> Result<(RestConfig, Option<String>)> {
+        let obj = object(value, "config")?;
+        let known: Vec<&str> = KEYS.iter().chain(MORE_KEYS.iter()).copied().collect();
+        unknown_keys(obj, &known, "")?;
+        let base_url = required_text(obj, "base_url", "")?
+            .trim_end_matches('/')
+            .to_string();
+        let scheme_ok = base_url.starts_with("https://") || base_url.starts_with("http://");
+        let host = base_url.split("://").nth(1).unwrap_or("");
+        if !scheme_ok || host.is_empty() || host.contains(['?', '#', ' ']) {
+            return Err(bad(
+                "base_url",
+                format!("{base_url:?} is not an http(s) URL without query"),
+                "Pass e.g. \"https://api.example.com\"; put parameters in config.query.",
+            ));
+        }
+        let endpoint = text(obj, "path", "")?.unwrap_or("").to_string();
+        if !(endpoint.is_empty() || endpoint.starts_with('/')) || endpoint.contains(['?', '#']) {
+            return Err(bad(
+                "path",
+                format!("{endpoint:?} must start with '/' and hold no query"),
+                "Pass e.g. \"/v1/customers\"; put parameters in config.query.",
+            ));
+        }
+        let mut query = Vec::new();
+        if let Some(q) = obj.get("query").filter(|q| !q.is_null()) {
+            for (k, v) in object(q, "query")? {
+                let v = super::path::scalar_text(v).ok_or_else(|| {
+                    bad(
+                        &format!("query.{k}"),
+                        "must be a string, number or boolean",
+                        "Query parameters are scalars.",
+                    )
+                })?;
+                query.push((k.clone(), v));
+            }
+        }
+        let (auth, secret) = parse_auth(obj.get("auth"), secret_required)?;
+        let records = path(obj, "records", "")?
+            .unwrap_or_else(|| JsonPath::parse("").expect("the empty path parses"));
+        let primary_key = parse_key(obj.get("primary_key"))?;
+        let pagination = parse_pagination(obj.get("pagination"))?;
+        let incremental = match obj.get("incremental").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => {
+                let inc = object(v, "incremental")?;
+                unknown_keys(inc, &["field", "param", "initial"], "incremental.")?;
+                Some(Incremental {
+                    field: required_path(inc, "field", "incremental.")?,
+                    param: token_like(
+                        required_text(inc, "param", "incremental.")?,
+                        "incremental.param",
+                    )?,
+                    initial: match inc.get("initial") {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(super::path::scalar_text(v).ok_or_else(|| {
+                            bad(
+                                "incremental.initial",
+                                "must be a scalar",
+                                "Pass e.g. \"2024-01-01T00:00:00Z\".",
+                            )
+                        })?),
+                    },
+                })
+            }
+        };
+        let target = parse_target(obj.get("target"), &primary_key, incremental.as_ref())?;
+        let config = RestConfig {
+            base_url,
+            path: endpoint,
+            query,
+            auth,
+            records,
+            primary_key,
+            pagination,
+            incremental,
+            target,
+            rate_limit: number(obj, "rate_limit", 0.0, 10_000.0, 0.0)?,
+            concurrency: number(obj, "concurrency", 1.0, 16.0, 1.0)? as usize,
+            timeout_ms: number(obj, "timeout_ms", 100.0, 600_000.0, 30_000.0)? as u64,
+            retries: number(obj, "retries", 0.0, 10.0, 3.0)? as u32,
+            max_pages: number(obj, "max_pages", 1.0, 1_000_000.0, 10_000.0)? as u32,
+        };
+        Ok((config, secret))
+    }
+
+    /// `value` as stored and shown back: the secret removed.
+    pub fn without_secret(value: &Value) -> Value {
+        let mut shown = value.clone();
+        if let Some(auth) = shown.get_mut("auth").and_then(Value::as_object_mut) {
+            for secret in ["token", "key", "password"] {
+                auth.remove(secret);
+            }
+        }
+        shown
+    }
+}
+
+fn parse_auth(value: Option<&Value>, secret_required: bool) -> Result<(Auth, Option<String>)> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok((Auth::None, None));
+    };
+    let auth = object(value, "auth")?;
+    let kind = required_text(auth, "type", "auth.")?;
+    let secret_of = |key: &str| -> Result<Option<String>> {
+        match text(auth, key, "auth.")? {
+            Some(s) => Ok(Some(s.to_string())),
+            None if secret_required => Err(bad(
+                &format!("auth.{key}"),
+                "is missing",
+                format!("Pass the {key}; it is sealed at once and never shown back."),
+            )),
+            None => Ok(None),
+        }
+    };
+    match kind {
+        "bearer" => {
+            unknown_keys(auth, &["type", "token"], "auth.")?;
+            Ok((Auth::Bearer, secret_of("token")?))
+        }
+        "api_key" => {
+            unknown_keys(auth, &["type", "key", "header", "query"], "auth.")?;
+            let secret = secret_of("key")?;
+            match (text(auth, "header", "auth.")?, text(auth, "query", "auth.")?) {
+                (Some(h), None) => Ok((
+                    Auth::HeaderKey {
+                        header: token_like(h, "auth.header")?,
+                    },
+                    secret,
+                )),
+                (None, Some(q)) => Ok((
+                    Auth::QueryKey {
+                        param: token_like(q, "auth.query")?,
+                    },
+                    secret,
+                )),
+                _ => Err(bad(
+                    "auth",
+                    "of type api_key needs either header or query",
+                    "Pass {\"type\": \"api_key\", \"header\": \"X-Api-Key\", \"key\": …} or \"query\": \"api_key\".",
+                )),
+            }
+        }
+        "basic" => {
+            unknown_keys(auth, &["type", "username", "password"], "auth.")?;
+            let username = required_text(auth, "username", "auth.")?.to_string();
+            if username.contains(':') {
+                return Err(bad(
+                    "auth.username",
+                    "must not contain ':'",
+                    "HTTP basic cannot carry it.",
+                ));
+            }
+            Ok((Auth::Basic { username }, secret_of("password")?))
+        }
+        other => Err(bad(
+            "auth.type",
+            format!("{other:?} is not a kind of authentication pg_pullsync knows"),
+            "Use \"bearer\", \"api_key\" or \"basic\"; leave auth out for none.",
+        )),
+    }
+}
+
+fn parse_key(value: Option<&Value>) -> Result<Vec<JsonPath>> {
+    let hint =
+        "Pass the record's key as a JSON path, or a list of them: \"id\" or [\"org\", \"id\"].";
+    let texts: Vec<&str> = match value {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| bad("primary_key", "must list strings", hint))
+            })
+            .collect::<Result<_>>()?,
+        None | Some(Value::Null) => return Err(bad("primary_key", "is missing", hint)),
+        Some(_) => {
+            return Err(bad(
+                "primary_key",
+                "must be a path or a list of paths",
+                hint,
+            ))
+        }
+    };
+    texts
+        .into_iter()
+        .map(|t| {
+            JsonPath::parse(t)
+                .filter(|p| p.top().is_some())
+                .ok_or_else(|| bad("primary_key", format!("{t:?} is not a JSON path"), hint))
+        })
+        .collect()
+}
+
+fn parse_pagination(value: Option<&Value>) -> Result<Pagination> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(Pagination::None);
+    };
+    let p = object(value, "pagination")?;
+    let style = required_text(p, "style", "pagination.")?;
+    let at = "pagination.";
+    let positive = |key: &str, default: u64| -> Result<u64> {
+        Ok(
+            number(p, key, 1.0, 1_000_000.0, default as f64).map_err(|_| {
+                bad(
+                    &format!("{at}{key}"),
+                    "must be a positive number",
+                    format!("Set {at}{key} to e.g. 100."),
+                )
+            })? as u64,
+        )
+    };
+    match style {
+        "none" => {
+            unknown_keys(p, &["style"], at)?;
+            Ok(Pagination::None)
+        }
+        "cursor" => {
+            unknown_keys(p, &["style", "param", "cursor_path", "last_record_field", "has_more_path"], at)?;
+            let param = token_like(required_text(p, "param", at)?, "pagination.param")?;
+            let from = match (path(p, "cursor_path", at)?, path(p, "last_record_field", at)?) {
+                (Some(c), None) => CursorFrom::Page(c),
+                (None, Some(f)) => CursorFrom::LastRecord(f),
+                _ => {
+                    return Err(bad(
+                        "pagination",
+                        "of style cursor needs either cursor_path or last_record_field",
+                        "cursor_path: where the page holds the next cursor (\"meta.next_cursor\"); last_record_field: the field of the last record to continue after (\"id\").",
+                    ))
+                }
+            };
+            let has_more = path(p, "has_more_path", at)?;
+            if matches!(from, CursorFrom::LastRecord(_)) && has_more.is_none() {
+                return Err(bad(
+                    "pagination.has_more_path",
+                    "is missing",
+                    "Continuing after the last record needs the page's has_more flag, e.g. \"has_more\".",
+                ));
+            }
+            Ok(Pagination::Cursor { param, from, has_more })
+        }
+        "next_url" => {
+            unknown_keys(p, &["style", "next_url_path"], at)?;
+            Ok(Pagination::NextUrl {
+                path: required_path(p, "next_url_path", at)?,
+            })
+        }
+        "link_header" => {
+            unknown_keys(p, &["style"], at)?;
+            Ok(Pagination::LinkHeader)
+        }
+        "page_number" => {
+            unknown_keys(p, &["style", "param", "start", "size_param", "size"], at)?;
+            Ok(Pagination::PageNumber {
+                param: token_like(text(p, "param", at)?.unwrap_or("page"), "pagination.param")?,
+                start: number_at(p, "start", at, 0.0, 1.0, 1.0)? as u64,
+                size_param: text(p, "size_param", at)?
+                    .map(|s| token_like(s, "pagination.size_param"))
+                    .transpose()?,
+                size: positive("size", 100)?,
+            })
+        }
+        "offset" => {
+            unknown_keys(p, &["style", "param", "limit_param", "limit"], at)?;
+            Ok(Pagination::Offset {
+                param: token_like(text(p, "param", at)?.unwrap_or("offset"), "pagination.param")?,
+                limit_param: token_like(text(p, "limit_param", at)?.unwrap_or("limit"), "pagination.limit_param")?,
+                limit: positive("limit", 100)?,
+            })
+        }
+        other => Err(bad(
+            "pagination.style",
+            format!("{other:?} is not a paging style pg_pullsync knows"),
+            "Use \"cursor\", \"next_url\", \"link_header\", \"page_number\", \"offset\" or \"none\".",
+        )),
+    }
+}
+
+fn parse_target(
+    value: Option<&Value>,
+    key: &[JsonPath],
+    incremental: Option<&Incremental>,
+) -> Result<Target> {
+    let hint = "Pass {\"table\": \"public.issues\", \"columns\": {\"id\": \"id\", …}, \"extra\": \"raw\"}.";
+    let t = match value {
+        Some(v) if v.is_object() => object(v, "target")?,
+        _ => return Err(bad("target", "is missing", hint)),
+    };
+    unknown_keys(t, &["table", "columns", "extra"], "target.")?;
+    let table = required_text(t, "table", "target.")?.to_string();
+    let mut columns = Vec::new();
+    match t.get("columns") {
+        Some(Value::Object(map)) if !map.is_empty() => {
+            for (column, p) in map {
+                let column = identifier(column, &format!("target.columns.{column}"))?;
+                let p = p.as_str().and_then(JsonPath::parse).ok_or_else(|| {
+                    bad(
+                        &format!("target.columns.{column}"),
+                        "must be a JSON path",
+                        hint,
+                    )
+                })?;
+                columns.push((column, p));
+            }
+        }
+        _ => {
+            return Err(bad(
+                "target.columns",
+                "must map columns to JSON paths",
+                hint,
+            ))
+        }
+    }
+    let extra = text(t, "extra", "target.")?
+        .map(|e| identifier(e, "target.extra"))
+        .transpose()?;
+    if extra
+        .as_ref()
+        .is_some_and(|e| columns.iter().any(|(c, _)| c == e))
+    {
+        return Err(bad(
+            "target.extra",
+            "is also a mapped column",
+            "Name a jsonb column no path fills.",
+        ));
+    }
+    let target = Target {
+        table,
+        columns,
+        extra,
+    };
+    if target.key_columns(key).len() != key.len() {
+        return Err(bad(
+            "target.columns",
+            "must map every primary_key path to a column",
+            "Map each path of primary_key, e.g. \"columns\": {\"id\": \"id\"}.",
+        ));
+    }
+    if let Some(inc) = incremental {
+        if !target.columns.iter().any(|(_, p)| *p == inc.field) {
+            return Err(bad(
+                "target.columns",
+                "must map incremental.field to a column",
+                "The high-water mark is taken from stored rows; map the field, e.g. \"updated_at\": \"updated_at\".",
+            ));
+        }
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn github() -> Value {
+        json!({
+            "base_url": "https://api.example.com",
+            "path": "/repos/o/r/issues",
+            "query": { "state": "all", "per_page": 50 },
+            "auth": { "type": "bearer", "token": "ghp_secret" },
+            "primary_key": "id",
+            "pagination": { "style": "link_header" },
+            "incremental": { "field": "updated_at", "param": "since", "initial": "2024-01-01T00:00:00Z" },
+            "target": { "table": "public.issues", "columns": { "id": "id", "title": "title", "updated_at": "updated_at" }, "extra": "raw" }
+        })
+    }
+
+    #[test]
+    fn a_good_configuration_parses_and_gives_its_secret() {
+        let (config, secret) = RestConfig::parse(&github(), true).unwrap();
+        assert_eq!(secret.as_deref(), Some("ghp_secret"));
+        assert_eq!(config.auth, Auth::Bearer);
+        assert_eq!(config.pagination, Pagination::LinkHeader);
+        assert_eq!(
+            config.query,
+            [
+                ("per_page".into(), "50".into()),
+                ("state".into(), "all".into())
+            ]
+        );
+        assert_eq!(config.target.key_columns(&config.primary_key), ["id"]);
+        assert_eq!(config.max_pages, 10_000);
+    }
+
+    #[test]
+    fn the_stored_form_holds_no_secret_and_parses_without_one() {
+        let stored = RestConfig::without_secret(&github());
+        assert!(!stored.to_string().contains("ghp_secret"));
+        let (_, secret) = RestConfig::parse(&stored, false).unwrap();
+        assert_eq!(secret, None);
+        assert!(RestConfig::parse(&stored, true).is_err());
+    }
+
+    fn refusal(change: impl FnOnce(&mut Value)) -> String {
+        let mut config = github();
+        change(&mut config);
+        match RestConfig::parse(&config, true) {
+            Err(InputError::Invalid { message, hint }) => {
+                assert!(!hint.is_empty());
+                assert!(!message.contains("ghp_secret") && !hint.contains("ghp_secret"));
+                message
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_refusal_names_the_key() {
+        assert!(refusal(|c| c["base_url"] = json!("ftp://x")).starts_with("config.base_url"));
+        assert!(refusal(|c| c["path"] = json!("v1")).starts_with("config.path"));
+        assert!(refusal(|c| c["colour"] = json!(1)).starts_with("config.colour"));
+        assert!(refusal(|c| c["auth"]["type"] = json!("oauth")).starts_with("config.auth.type"));
+        assert!(
+            refusal(|c| c["auth"] = json!({ "type": "bearer" })).starts_with("config.auth.token")
+        );
+        assert!(refusal(|c| c["primary_key"] = json!([])).starts_with("config.primary_key"));
+        assert!(refusal(|c| c["pagination"] = json!({ "style": "pages" }))
+            .starts_with("config.pagination.style"));
+        assert!(
+            refusal(|c| c["pagination"] = json!({ "style": "cursor", "param": "after" }))
+                .starts_with("config.pagination")
+        );
+        assert!(
+            refusal(|c| c["target"]["columns"] = json!({ "title": "title" }))
+                .starts_with("config.target.columns")
+        );
+        assert!(refusal(|c| c["incremental"]["field"] = json!("changed_at"))
+            .starts_with("config.target.columns"));
+        assert!(refusal(|c| c["rate_limit"] = json!(-1)).starts_with("config.rate_limit"));
+        assert!(
+            refusal(|c| c["target"]["extra"] = json!("title")).starts_with("config.target.extra")
+        );
+    }
+
+    #[test]
+    fn paging_styles_parse() {
+        let mut c = github();
+        c["pagination"] = json!({ "style": "cursor", "param": "starting_after", "last_record_field": "id", "has_more_path": "has_more" });
+        let (config, _) = RestConfig::parse(&c, true).unwrap();
+        assert!(matches!(
+            config.pagination,
+            Pagination::Cursor {
+                from: CursorFrom::LastRecord(_),
+                ..
+            }
+        ));
+        c["pagination"] = json!({ "style": "page_number", "size_param": "per_page", "size": 30 });
+        let (config, _) = RestConfig::parse(&c, true).unwrap();
+        assert_eq!(
+            config.pagination,
+            Pagination::PageNumber {
+                param: "page".into(),
+                start: 1,
+                size_param: Some("per_page".into()),
+                size: 30
+            }
+        );
+        c["pagination"] = json!({ "style": "offset", "limit": 25 });
+        assert!(RestConfig::parse(&c, true).is_ok());
+        c["auth"] = json!({ "type": "api_key", "query": "api_key", "key": "k" });
+        let (config, secret) = RestConfig::parse(&c, true).unwrap();
+        assert_eq!(
+            config.auth,
+            Auth::QueryKey {
+                param: "api_key".into()
+            }
+        );
+        assert_eq!(secret.as_deref(), Some("k"));
+        c["auth"] = json!({ "type": "basic", "username": "u", "password": "p" });
+        assert_eq!(
+            RestConfig::parse(&c, true).unwrap().0.auth,
+            Auth::Basic {
+                username: "u".into()
+            }
+        );
+    }
+}

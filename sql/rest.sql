@@ -1,0 +1,19 @@
+-- Scheduling a REST source with pg_cron: a job named pullsync-rest-<name> that queues its
+-- pull (rest_enqueue refuses a name that is not a source). Idempotent (pg_cron replaces a job of the same name); runs with the caller's
+-- rights, as schedule_defaults() does.
+CREATE FUNCTION pullsync.rest_schedule(name text, schedule text DEFAULT '*/15 * * * *')
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL OR schedule IS NULL THEN
+        RAISE EXCEPTION 'name and schedule must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the source''s name and a cron schedule such as ''*/15 * * * *''.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database' USING ERRCODE = 'undefined_object',
+            HINT = 'Install pg_cron, or call SELECT pullsync.rest_enqueue(name) from any scheduler.';
+    END IF;
+    RETURN cron.schedule('pullsync-rest-' || name, schedule,
+                         format('SELECT pullsync.rest_enqueue(%L)', name));
+END
+$$;

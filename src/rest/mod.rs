@@ -1,0 +1,9 @@
+//! The REST source: declarative, incremental pulls of any JSON API into a table of the
+//! user's (docs/REST.md). Its configuration and the walk of a listing are pure
+//! (pullsync-core/src/rest); here are its row (store), its runs (pull), its job (source)
+//! and its SQL functions.
+
+pub mod functions;
+pub mod pull;
+pub mod source;
+pub mod store;

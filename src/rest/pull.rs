@@ -1,0 +1,374 @@
+//! A run of a REST source: the listing read page by page over the shared HTTP layer (no
+//! transaction open across a request), each page's rows and the run's position committed
+//! together, so a crash or cancel resumes after the last page written. An incremental
+//! source sends the high-water mark committed by its last complete run.
+
+use super::store::{self, Stored};
+use crate::config;
+use crate::error::Result;
+use crate::jobs::source::Outcome;
+use crate::monitor::record::{self, Run};
+use crate::plumbing::txn::Txn;
+use crate::runtime::{self, Cancel};
+use chrono::{DateTime, Utc};
+use pgrx::prelude::*;
+use pullsync_core::http::{
+    Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, Request, RequestAuth, RetryPolicy,
+};
+use pullsync_core::outcome::Status;
+use pullsync_core::rest::config::{Auth, RestConfig};
+use pullsync_core::rest::paging::{self, Answer, Position};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// How often one page is asked for again after a 429 before the run stops.
+const THROTTLE_WAITS: u32 = 3;
+
+/// An API's error answers → the HTTP layer's classes; the message is the start of the
+/// body, with the source's secret taken out by the caller.
+fn classify(status: u16, body: &[u8]) -> (FailureClass, String) {
+    let class = match status {
+        401 | 403 => FailureClass::Auth,
+        429 => FailureClass::Throttled,
+        500..=599 => FailureClass::Transient,
+        _ => FailureClass::Refused,
+    };
+    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
+    (class, text)
+}
+
+/// The source's HTTP client, limits and credentials.
+pub struct Api<'a> {
+    source: &'a Stored,
+    http: HttpClient,
+    limiter: Option<RateLimiter>,
+    pub calls: AtomicU32,
+}
+
+impl<'a> Api<'a> {
+    pub fn new(source: &'a Stored) -> Result<Self> {
+        let c = &source.config;
+        let delay = Duration::from_millis(500);
+        let http = config::http_client(HttpSettings {
+            timeout: Duration::from_millis(c.timeout_ms),
+            retry: RetryPolicy {
+                max_retries: c.retries,
+                base_delay: delay,
+                max_delay: Duration::from_secs(30),
+            },
+            concurrency: c.concurrency,
+            ca_file: config::http_ca_file(),
+            max_response_bytes: config::http_max_response_bytes(),
+        })?;
+        let limiter = (c.rate_limit > 0.0).then(|| RateLimiter::new(c.rate_limit, 1));
+        Ok(Api {
+            source,
+            http,
+            limiter,
+            calls: AtomicU32::new(0),
+        })
+    }
+
+    /// The message of a failure with the secret, wherever an API echoed it, removed.
+    pub fn redacted(&self, message: &str) -> String {
+        match &self.source.secret {
+            Some(secret) if !secret.is_empty() => message.replace(secret.as_str(), "[redacted]"),
+            _ => message.to_string(),
+        }
+    }
+
+    /// One page at `position`, waiting out throttling as the API asks (Retry-After).
+    pub fn page(
+        &self,
+        position: &Position,
+        since: Option<&str>,
+        cancel: Cancel,
+    ) -> Result<std::result::Result<(Value, Option<String>), Failure>> {
+        let c: &RestConfig = &self.source.config;
+        let secret = self.source.secret.as_deref();
+        let query_key = matches!(c.auth, Auth::QueryKey { .. })
+            .then_some(secret)
+            .flatten();
+        let url = paging::request_url(c, position, since, query_key);
+        let (auth, header) = match (&c.auth, secret) {
+            (Auth::Bearer, Some(s)) => (Some(RequestAuth::Bearer(s)), None),
+            (Auth::Basic { username }, Some(s)) => (Some(RequestAuth::Basic(username, s)), None),
+            (Auth::HeaderKey { header }, Some(s)) => (None, Some((header.as_str(), s))),
+            _ => (None, None),
+        };
+        let request = Request {
+            url: &url,
+            auth,
+            header,
+        };
+        let mut waits = 0;
+        loop {
+            let fetched = runtime::block_on_until(
+                self.http
+                    .get(&request, self.limiter.as_ref(), classify, &self.calls),
+                cancel,
+            )?;
+            match fetched {
+                Err(Failure {
+                    class: FailureClass::Throttled,
+                    retry_after,
+                    ..
+                }) if waits < THROTTLE_WAITS => {
+                    waits += 1;
+                    let wait = retry_after
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(60));
+                    runtime::sleep(wait, cancel)?;
+                }
+                Err(mut failure) => {
+                    failure.message = self.redacted(&failure.message);
+                    return Ok(Err(failure));
+                }
+                Ok(answer) => {
+                    return Ok(answer.json::<Value>().map(|body| (body, answer.link)));
+                }
+            }
+        }
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// What a run did, for its sync_logs row.
+struct RunLog<'a> {
+    name: &'a str,
+    status: Status,
+    items: i64,
+    calls: u32,
+    error: Option<&'a str>,
+    notes: &'a [String],
+    started: DateTime<Utc>,
+}
+
+fn log_run(run: &RunLog) -> Result<()> {
+    Spi::run_with_args(
+        "INSERT INTO pullsync.sync_logs (job_type, source, consumer_id, status, items_new, api_calls, error, notes, started_at)
+         VALUES ('rest_pull', 'rest', $1, $2, $3, $4, $5, $6, $7)",
+        &[
+            run.name.into(),
+            run.status.as_str().into(),
+            (run.items.min(i64::from(i32::MAX)) as i32).into(),
+            (run.calls as i32).into(),
+            run.error.into(),
+            run.notes.to_vec().into(),
+            crate::pg_time::to_pg(run.started).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A REST source's name in sync_metrics and alerts.
+pub fn metrics_source(name: &str) -> String {
+    format!("rest:{name}")
+}
+
+/// Runs `name` to the end of its listing (or to its first failure), each page in its own
+/// unit of work.
+pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
+    let started = Utc::now();
+    let source = txn.run(|| store::load(name))?;
+    let api = Api::new(&source)?;
+    let config = &source.config;
+    // An unfinished run resumes where it stopped, with the mark it was started with.
+    let (mut position, since, mut run_high_water) = match &source.run {
+        Some(run) => (
+            run.position.clone(),
+            run.since.clone(),
+            run.high_water.clone(),
+        ),
+        None => {
+            let since = source
+                .high_water
+                .clone()
+                .or_else(|| config.incremental.as_ref().and_then(|i| i.initial.clone()));
+            txn.run(|| store::begin_run(name, since.as_deref()))?;
+            (Position::Start, since, None)
+        }
+    };
+    let resumed = source.run.is_some();
+    let (mut pages, mut items, mut keyless) = (0u32, 0i64, 0usize);
+    let mut error: Option<String> = None;
+    loop {
+        if pages >= config.max_pages {
+            error = Some(format!(
+                "stopped after config.max_pages ({}) pages; the next run resumes here",
+                config.max_pages
+            ));
+            break;
+        }
+        let (body, link) = match api.page(&position, since.as_deref(), cancel)? {
+            Ok(page) => page,
+            Err(f) => {
+                error = Some(f.message);
+                break;
+            }
+        };
+        let answer = Answer {
+            body: &body,
+            link: link.as_deref(),
+        };
+        let walked = paging::records(config, &body).and_then(|records| {
+            paging::next(config, &position, &answer, records).map(|next| (records, next))
+        });
+        let (records, next) = match walked {
+            Ok(walked) => walked,
+            Err(e) => {
+                error = Some(api.redacted(&e.to_string()));
+                break;
+            }
+        };
+        let (rows, left_out) = paging::rows(config, records);
+        keyless += left_out;
+        run_high_water = paging::higher(run_high_water, paging::page_high_water(config, records));
+        match txn
+            .run(|| store::write_page(&source, &rows, next.as_ref(), run_high_water.as_deref()))
+        {
+            Ok(n) => items += n as i64,
+            Err(e) => {
+                error = Some(format!(
+                    "writing a page failed: {}",
+                    api.redacted(&e.to_string())
+                ));
+                break;
+            }
+        }
+        pages += 1;
+        match next {
+            Some(next) => position = next,
+            None => break,
+        }
+    }
+    let status = match (&error, pages) {
+        (None, _) => Status::Completed,
+        (Some(_), 0) => Status::Failed,
+        (Some(_), _) => Status::Partial,
+    };
+    let mut notes = Vec::new();
+    if resumed {
+        notes.push("resumed an unfinished run after its last committed page".to_string());
+    }
+    if keyless > 0 {
+        notes.push(format!(
+            "{keyless} records without a complete primary key were left out"
+        ));
+    }
+    let calls = api.calls();
+    txn.run(|| {
+        log_run(&RunLog {
+            name,
+            status,
+            items,
+            calls,
+            error: error.as_deref(),
+            notes: &notes,
+            started,
+        })?;
+        let failed = i64::from(error.is_some());
+        record::record(&Run {
+            source: &metrics_source(name),
+            job_type: "rest_pull",
+            job_log_id: None,
+            status,
+            items,
+            attempts: i64::from(pages) + failed,
+            errors: failed,
+            duration_ms: (Utc::now() - started).num_milliseconds(),
+            pulls_data: true,
+        })
+    })?;
+    let result = json!({
+        "name": name,
+        "status": status.as_str(),
+        "pages": pages,
+        "items": items,
+        "api_calls": calls,
+        "since": since,
+        "resumed": resumed,
+        "left_out": keyless,
+        "error": error,
+    });
+    Ok(Outcome {
+        status,
+        api_calls: i64::from(calls),
+        items,
+        error,
+        result,
+    })
+}
+
+/// `rest_reconcile`: lists the source again (from `since`, sent as the incremental
+/// parameter, or all of it) and names the keys the target lacks.
+pub fn reconcile(name: &str, since: Option<&str>, cancel: Cancel) -> Result<Value> {
+    let source = store::load(name)?;
+    let api = Api::new(&source)?;
+    let config = &source.config;
+    let mut out =
+        crate::reconcile::runs::Outcome::begin("rest", None, None, (Utc::now(), Utc::now()), false);
+    out.windows.push(json!({ "since": since }));
+    let mut listed: std::collections::BTreeSet<Vec<Option<String>>> = Default::default();
+    let mut position = Position::Start;
+    for _ in 0..config.max_pages {
+        let (body, link) = match api.page(&position, since, cancel)? {
+            Ok(page) => page,
+            Err(f) => {
+                out.error = Some(f.message);
+                break;
+            }
+        };
+        let answer = Answer {
+            body: &body,
+            link: link.as_deref(),
+        };
+        let walked = paging::records(config, &body).and_then(|records| {
+            paging::next(config, &position, &answer, records).map(|next| (records, next))
+        });
+        let (records, next) = match walked {
+            Ok(walked) => walked,
+            Err(e) => {
+                out.error = Some(api.redacted(&e.to_string()));
+                break;
+            }
+        };
+        for record in records {
+            let key: Vec<Option<String>> = config
+                .primary_key
+                .iter()
+                .map(|k| {
+                    k.get(record)
+                        .and_then(pullsync_core::rest::path::scalar_text)
+                })
+                .collect();
+            if key.iter().all(Option::is_some) {
+                listed.insert(key);
+            }
+        }
+        match next {
+            Some(next) => position = next,
+            None => break,
+        }
+    }
+    let stored: std::collections::BTreeSet<Vec<Option<String>>> =
+        store::stored_keys(&source)?.into_iter().collect();
+    let max_ids = config::reconcile_max_ids();
+    let missing: Vec<String> = listed
+        .difference(&stored)
+        .map(|k| k.iter().flatten().cloned().collect::<Vec<_>>().join(","))
+        .collect();
+    out.truncated = missing.len() > max_ids;
+    out.still_missing = missing.len() as i64;
+    out.source_counts = json!({ "records": listed.len() });
+    out.target_counts = json!({ "rows": stored.len() });
+    out.streams.insert(
+        "records".into(),
+        json!({ "missing": missing.iter().take(max_ids).collect::<Vec<_>>(), "extra": [], "rest_source": name }),
+    );
+    out.record(&metrics_source(name), "rest_reconcile")
+}

@@ -1,0 +1,399 @@
+//! SPI side of the REST source: its row in `pullsync.rest_sources`, the checks of its
+//! target table, and each page written with the owner's rights together with where the
+//! run stands.
+
+use crate::error::{PullsyncError, Result};
+use crate::plumbing::txn::Txn;
+use crate::secrets::Secrets;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use pullsync_core::rest::config::RestConfig;
+use pullsync_core::rest::paging::Position;
+use serde_json::Value;
+
+/// A source as its runs read it: the configuration checked again, the secret opened.
+pub struct Stored {
+    pub name: String,
+    pub config: RestConfig,
+    pub secret: Option<String>,
+    pub owner: String,
+    pub high_water: Option<String>,
+    /// An unfinished run, to be resumed.
+    pub run: Option<Run>,
+}
+
+pub struct Run {
+    pub position: Position,
+    pub since: Option<String>,
+    pub high_water: Option<String>,
+}
+
+fn not_found(name: &str) -> PullsyncError {
+    PullsyncError::NotFound {
+        message: format!("REST source {name} does not exist"),
+        hint: "Add it with pullsync.rest_add_source(name, config).".into(),
+    }
+}
+
+pub fn load(name: &str) -> Result<Stored> {
+    let row = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT config, secret_encrypted, owner_role::text, high_water, run_position, run_since, run_high_water
+               FROM pullsync.rest_sources WHERE name = $1",
+            Some(1),
+            &[name.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok::<_, PullsyncError>(None);
+        }
+        let r = rows.first();
+        Ok(Some((
+            r.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null),
+            r.get::<String>(2)?,
+            r.get::<String>(3)?.unwrap_or_default(),
+            r.get::<String>(4)?,
+            r.get::<JsonB>(5)?.map(|j| j.0),
+            r.get::<String>(6)?,
+            r.get::<String>(7)?,
+        )))
+    })?;
+    let Some((config, sealed, owner, high_water, position, run_since, run_high_water)) = row else {
+        return Err(not_found(name));
+    };
+    let (config, _) = RestConfig::parse(&config, false)?;
+    let secret = sealed
+        .map(|s| crate::secrets::open(&s, || format!("secret of REST source {name}")))
+        .transpose()?;
+    let run = match position {
+        Some(p) => Some(Run {
+            position: serde_json::from_value(p).map_err(|e| {
+                PullsyncError::Internal(format!(
+                    "REST source {name} has an unreadable position: {e}"
+                ))
+            })?,
+            since: run_since,
+            high_water: run_high_water,
+        }),
+        None => None,
+    };
+    Ok(Stored {
+        name: name.to_string(),
+        config,
+        secret,
+        owner,
+        high_water,
+        run,
+    })
+}
+
+/// The role this session acts as outside the SECURITY DEFINER function that asks.
+fn calling_role() -> Result<String> {
+    // SAFETY: reads the session's outer user id, which SECURITY DEFINER does not change.
+    let outer = unsafe { pg_sys::GetOuterUserId() };
+    Spi::get_one_with_args::<String>(
+        "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1",
+        &[outer.into()],
+    )?
+    .ok_or_else(|| PullsyncError::Internal("the calling role has no name".into()))
+}
+
+/// The target as a quoted, qualified name, after checking that it exists, has the mapped
+/// columns and a unique key on the key columns, and that `owner` may write it.
+pub fn check_target(owner: &str, config: &RestConfig) -> Result<String> {
+    let target = &config.target;
+    let table = Spi::get_one_with_args::<String>(
+        "SELECT to_regclass($1)::text",
+        &[target.table.as_str().into()],
+    )?
+    .ok_or_else(|| {
+        PullsyncError::invalid(
+            format!("config.target.table {:?} does not exist", target.table),
+            "Create the table first, or name it with its schema (\"public.issues\").",
+        )
+    })?;
+    let columns: Vec<(String, String)> = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+              WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+            None,
+            &[table.as_str().into()],
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push((
+                row.get(1)?.unwrap_or_default(),
+                row.get(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, PullsyncError>(out)
+    })?;
+    for (column, _) in &target.columns {
+        if !columns.iter().any(|(c, _)| c == column) {
+            return Err(PullsyncError::invalid(
+                format!("config.target.columns.{column}: {table} has no column {column}"),
+                "Map paths to columns the table has.",
+            ));
+        }
+    }
+    if let Some(extra) = &target.extra {
+        if !columns.iter().any(|(c, t)| c == extra && t == "jsonb") {
+            return Err(PullsyncError::invalid(
+                format!("config.target.extra: {table} has no jsonb column {extra}"),
+                "Name a jsonb column for the fields no column takes, or leave extra out.",
+            ));
+        }
+    }
+    let mut keys = target.key_columns(&config.primary_key);
+    keys.sort();
+    let unique = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (
+             SELECT 1 FROM pg_catalog.pg_index i
+              WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indpred IS NULL
+                AND i.indexprs IS NULL
+                AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                       FROM pg_catalog.pg_attribute a
+                      WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = $2)",
+        &[table.as_str().into(), keys.clone().into()],
+    )?
+    .unwrap_or(false);
+    if !unique {
+        return Err(PullsyncError::invalid(
+            format!(
+                "config.primary_key: {table} has no primary key or unique index on ({})",
+                keys.join(", ")
+            ),
+            "Rows are upserted by their key: add a primary key or unique index on those columns.",
+        ));
+    }
+    let allowed = Spi::get_one_with_args::<bool>(
+        "SELECT has_table_privilege($1, $2::regclass, 'INSERT')
+            AND has_table_privilege($1, $2::regclass, 'UPDATE')
+            AND has_table_privilege($1, $2::regclass, 'SELECT')",
+        &[owner.into(), table.as_str().into()],
+    )?
+    .unwrap_or(false);
+    if !allowed {
+        return Err(PullsyncError::Forbidden {
+            message: format!(
+                "permission denied: role {owner} may not insert into, update and read {table}"
+            ),
+            hint: format!(
+                "A REST source writes with the rights of the role that adds it: grant {owner} INSERT, UPDATE and SELECT on {table}, or add the source as a role that has them."
+            ),
+        });
+    }
+    Ok(table)
+}
+
+/// Runs `work` with the rights of `role` (its privileges, its row level security), in a
+/// subtransaction whose end restores this process's user whatever happens.
+pub fn as_role<T>(role: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1",
+        &[role.into()],
+    )?
+    .ok_or_else(|| PullsyncError::Forbidden {
+        message: format!("role {role}, whose rights this source's writes have, does not exist"),
+        hint: "Add the source again as an existing role.".into(),
+    })?;
+    Txn::Subtransaction.run(|| {
+        let mut user = pg_sys::InvalidOid;
+        let mut context = 0;
+        // SAFETY: the documented pair, as SECURITY DEFINER and REFRESH MATERIALIZED VIEW use
+        // it; an ERROR aborts the subtransaction, which restores both.
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            pg_sys::SetUserIdAndSecContext(
+                oid,
+                context
+                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            );
+        }
+        let result = work();
+        // SAFETY: restores what was saved above.
+        unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+        result
+    })
+}
+
+/// Stores a new source, or replaces one (`rest_alter_source`), checked as its owner.
+/// `new_secret`: the configuration carries the auth secret (always when adding; when
+/// altering, only if auth is changed), else the stored one is kept. Returns the stored
+/// configuration (no secret).
+pub fn save(name: &str, config: &Value, replace: bool, new_secret: bool) -> Result<Value> {
+    pullsync_core::feed::validate::consumer_id(name).map_err(|_| {
+        PullsyncError::invalid(
+            format!("name {name:?} is not valid"),
+            "Use 1 to 64 characters: letters, digits, '_', '.', '-'.",
+        )
+    })?;
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pullsync.rest_sources WHERE name = $1)",
+        &[name.into()],
+    )?
+    .unwrap_or(false);
+    match (exists, replace) {
+        (true, false) => {
+            return Err(PullsyncError::Conflict {
+                message: format!("REST source {name} exists already"),
+                hint: "Change it with pullsync.rest_alter_source(name, config), or drop it first."
+                    .into(),
+            })
+        }
+        (false, true) => return Err(not_found(name)),
+        _ => {}
+    }
+    let (parsed, secret) = RestConfig::parse(config, new_secret)?;
+    let owner = calling_role()?;
+    check_target(&owner, &parsed)?;
+    let stored = RestConfig::without_secret(config);
+    let sealed = match &secret {
+        Some(s) => Some(Secrets::load()?.seal(s)),
+        None => None,
+    };
+    Spi::run_with_args(
+        "INSERT INTO pullsync.rest_sources AS r (name, config, secret_encrypted, owner_role)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, owner_role = EXCLUDED.owner_role,
+                secret_encrypted = CASE WHEN $5 THEN EXCLUDED.secret_encrypted ELSE r.secret_encrypted END,
+                updated_at = now()",
+        &[
+            name.into(),
+            JsonB(stored.clone()).into(),
+            sealed.into(),
+            owner.as_str().into(),
+            new_secret.into(),
+        ],
+    )?;
+    Ok(stored)
+}
+
+/// The stored configuration with `patch`'s top-level keys in place of its own.
+pub fn patched(name: &str, patch: &Value) -> Result<Value> {
+    let stored = Spi::get_one_with_args::<JsonB>(
+        "SELECT config FROM pullsync.rest_sources WHERE name = $1",
+        &[name.into()],
+    )?
+    .ok_or_else(|| not_found(name))?
+    .0;
+    let mut merged = stored;
+    if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(merged)
+}
+
+pub fn drop_source(name: &str) -> Result<()> {
+    let dropped = Spi::get_one_with_args::<bool>(
+        "WITH d AS (DELETE FROM pullsync.rest_sources WHERE name = $1 RETURNING 1) SELECT EXISTS (SELECT 1 FROM d)",
+        &[name.into()],
+    )?
+    .unwrap_or(false);
+    if dropped {
+        Ok(())
+    } else {
+        Err(not_found(name))
+    }
+}
+
+/// Notes where a fresh run starts and the mark it sends.
+pub fn begin_run(name: &str, since: Option<&str>) -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.rest_sources SET run_position = $2, run_since = $3, run_high_water = NULL WHERE name = $1",
+        &[
+            name.into(),
+            JsonB(serde_json::to_value(Position::Start).unwrap_or_default()).into(),
+            since.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Upserts a page's rows into the target as the owner, and records where the run goes
+/// next (None: the run is done, and its highest committed value becomes the mark the
+/// next run sends), in the caller's unit of work.
+pub fn write_page(
+    source: &Stored,
+    rows: &[Value],
+    next: Option<&Position>,
+    run_high_water: Option<&str>,
+) -> Result<usize> {
+    if !rows.is_empty() {
+        let table = check_target(&source.owner, &source.config)?;
+        let target = &source.config.target;
+        let mut columns: Vec<&str> = target.columns.iter().map(|(c, _)| c.as_str()).collect();
+        columns.extend(target.extra.as_deref());
+        let keys = target.key_columns(&source.config.primary_key);
+        let quoted = |c: &str| pgrx::spi::quote_identifier(c);
+        let list = columns
+            .iter()
+            .map(|c| quoted(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let updates: Vec<String> = columns
+            .iter()
+            .filter(|c| !keys.iter().any(|k| k == *c))
+            .map(|c| format!("{0} = EXCLUDED.{0}", quoted(c)))
+            .collect();
+        let on_conflict = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        let sql = format!(
+            "INSERT INTO {table} ({list}) SELECT {list} FROM pg_catalog.jsonb_populate_recordset(NULL::{table}, $1::jsonb)
+             ON CONFLICT ({}) {on_conflict}",
+            keys.iter().map(|k| quoted(k)).collect::<Vec<_>>().join(", ")
+        );
+        let json = serde_json::to_string(rows)
+            .map_err(|e| PullsyncError::Internal(format!("REST rows as JSON: {e}")))?;
+        as_role(&source.owner, || {
+            Spi::run_with_args(&sql, &[json.into()])?;
+            Ok(())
+        })?;
+    }
+    match next {
+        Some(next) => Spi::run_with_args(
+            "UPDATE pullsync.rest_sources SET run_position = $2, run_high_water = $3 WHERE name = $1",
+            &[
+                source.name.as_str().into(),
+                JsonB(serde_json::to_value(next).unwrap_or_default()).into(),
+                run_high_water.into(),
+            ],
+        )?,
+        None => Spi::run_with_args(
+            "UPDATE pullsync.rest_sources
+                SET high_water = coalesce($2, high_water), run_position = NULL, run_since = NULL,
+                    run_high_water = NULL, updated_at = now()
+              WHERE name = $1",
+            &[source.name.as_str().into(), run_high_water.into()],
+        )?,
+    }
+    Ok(rows.len())
+}
+
+/// The key values of the target's rows, each as its key columns' text (reconciliation),
+/// read with the owner's rights.
+pub fn stored_keys(source: &Stored) -> Result<Vec<Vec<Option<String>>>> {
+    let table = check_target(&source.owner, &source.config)?;
+    let keys = source.config.target.key_columns(&source.config.primary_key);
+    let select = keys
+        .iter()
+        .map(|k| format!("{}::text", pgrx::spi::quote_identifier(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("SELECT ARRAY[{select}] FROM {table}");
+    as_role(&source.owner, || {
+        Spi::connect(|client| {
+            let rows = client.select(&sql, None, &[])?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.get::<Vec<Option<String>>>(1)?.unwrap_or_default());
+            }
+            Ok::<_, PullsyncError>(out)
+        })
+    })
+}
