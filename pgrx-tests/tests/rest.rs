@@ -398,7 +398,8 @@ fn a_queued_pull_runs_in_the_workers_and_reconciliation_names_missing_keys() {
     let api = rest_api::start(rest_api::records(20));
     let mut db = connect(pullsync_tests::workers::DB);
     db.batch_execute(
-        "DROP TABLE IF EXISTS public.rest_worker_tickets;
+        "CREATE EXTENSION IF NOT EXISTS pg_pullsync;
+         DROP TABLE IF EXISTS public.rest_worker_tickets;
          CREATE TABLE public.rest_worker_tickets (id bigint PRIMARY KEY, subject text, changed timestamptz);
          DELETE FROM pullsync.rest_sources WHERE name = 'worker_tickets';",
     )
