@@ -21,6 +21,7 @@ SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_bookmarks', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_sources', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_quarantine', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.reconciliation_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_metrics', '');
@@ -42,3 +43,4 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pu
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_metrics', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.alerts', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.feed_quarantine', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.rest_quarantine', 'id')::regclass, '');

@@ -39,7 +39,9 @@ SELECT 'rest:' || r.name                              AS source,
            AND j.payload->>'name' = r.name)           AS jobs_running,
        NULL::bigint                                   AS accounts_without_token,
        NULL::text[]                                   AS accounts_needing_reauthorization,
-       NULL::bigint                                   AS items_quarantined
+       -- Records the target would not take, waiting in pullsync.rest_quarantine.
+       (SELECT count(*) FROM pullsync.rest_quarantine q
+         WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined
   FROM pullsync.rest_sources r;
 
 -- Monitoring figures per source, for pullsync.metrics(), pullsync.health() and

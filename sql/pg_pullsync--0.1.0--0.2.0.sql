@@ -352,6 +352,25 @@ CREATE TABLE pullsync.rest_sources (
 );
 SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_sources', '');
 REVOKE ALL ON TABLE pullsync.rest_sources FROM PUBLIC;
+-- Records of a REST source its target would not take (a value of the wrong type, a
+-- constraint): kept as mapped rows with the reason, so the run goes on and nothing is
+-- lost; pullsync.rest_retry_quarantined() applies them again once the cause is fixed.
+CREATE TABLE pullsync.rest_quarantine (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source_name    text NOT NULL REFERENCES pullsync.rest_sources (name) ON DELETE CASCADE,
+    record_key     text,
+    reason         text NOT NULL,
+    row_data       jsonb NOT NULL,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    retried_at     timestamptz,
+    resolved_at    timestamptz
+);
+CREATE INDEX rest_quarantine_open_idx
+    ON pullsync.rest_quarantine (source_name, id) WHERE resolved_at IS NULL;
+REVOKE ALL ON TABLE pullsync.rest_quarantine FROM PUBLIC;
+REVOKE ALL ON SEQUENCE pullsync.rest_quarantine_id_seq FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_quarantine', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.rest_quarantine', 'id')::regclass, '');
 
 -- Each source states, in a view of its own, when it was configured (null: it is not), its
 -- jobs queued or running, and the figures only it has; source_metrics joins them with the
@@ -394,7 +413,9 @@ SELECT 'rest:' || r.name                              AS source,
            AND j.payload->>'name' = r.name)           AS jobs_running,
        NULL::bigint                                   AS accounts_without_token,
        NULL::text[]                                   AS accounts_needing_reauthorization,
-       NULL::bigint                                   AS items_quarantined
+       -- Records the target would not take, waiting in pullsync.rest_quarantine.
+       (SELECT count(*) FROM pullsync.rest_quarantine q
+         WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined
   FROM pullsync.rest_sources r;
 
 -- Monitoring figures per source, for pullsync.metrics(), pullsync.health() and
@@ -478,6 +499,10 @@ CREATE FUNCTION pullsync."rest_enqueue"("name" TEXT) RETURNS jsonb
 VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'rest_enqueue_wrapper';
+CREATE FUNCTION pullsync."rest_retry_quarantined"("name" TEXT) RETURNS jsonb
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_retry_quarantined_wrapper';
 CREATE FUNCTION pullsync."rest_reconcile"("name" TEXT, "since" TEXT DEFAULT NULL) RETURNS jsonb
 VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
@@ -503,4 +528,5 @@ END
 $$;
 REVOKE ALL ON FUNCTION pullsync.rest_add_source(text, jsonb), pullsync.rest_alter_source(text, jsonb),
     pullsync.rest_drop_source(text), pullsync.rest_pull(text), pullsync.rest_enqueue(text),
-    pullsync.rest_reconcile(text, text), pullsync.rest_schedule(text, text) FROM PUBLIC;
+    pullsync.rest_reconcile(text, text), pullsync.rest_retry_quarantined(text),
+    pullsync.rest_schedule(text, text) FROM PUBLIC;

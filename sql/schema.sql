@@ -441,6 +441,22 @@ CREATE TABLE pullsync.rest_sources (
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 
+-- Records of a REST source its target would not take (a value of the wrong type, a
+-- constraint): kept as mapped rows with the reason, so the run goes on and nothing is
+-- lost; pullsync.rest_retry_quarantined() applies them again once the cause is fixed.
+CREATE TABLE pullsync.rest_quarantine (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source_name    text NOT NULL REFERENCES pullsync.rest_sources (name) ON DELETE CASCADE,
+    record_key     text,
+    reason         text NOT NULL,
+    row_data       jsonb NOT NULL,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    retried_at     timestamptz,
+    resolved_at    timestamptz
+);
+CREATE INDEX rest_quarantine_open_idx
+    ON pullsync.rest_quarantine (source_name, id) WHERE resolved_at IS NULL;
+
 -- Consumer side: the cursor after each committed page, written in the page's transaction.
 CREATE TABLE pullsync.sync_checkpoints (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -429,7 +429,7 @@ fn register_feed_server() {
 fn register_retention() {
     GucRegistry::define_int_guc(
         c"pullsync.log_retention",
-        c"pullsync.cleanup() removes logs, finished jobs, metrics, reconciliation runs, resolved alerts and resolved quarantined feed items older than this.",
+        c"pullsync.cleanup() removes logs, finished jobs, metrics, reconciliation runs, resolved alerts and resolved quarantined items older than this.",
         c"Run pullsync.cleanup() from pg_cron (schedule_defaults() does, weekly).",
         &LOG_RETENTION_S,
         3600,

@@ -14,7 +14,7 @@ const BATCH: i64 = 5000;
 
 /// What goes, table by table: (report key, table, condition on the row `t`). `$1` is the
 /// log retention, `$2` the checkpoint retention, `$3` the snapshot retention (seconds).
-const RULES: [(&str, &str, &str); 11] = [
+const RULES: [(&str, &str, &str); 12] = [
     ("sync_logs", "pullsync.sync_logs", "t.started_at < now() - make_interval(secs => $1)"),
     ("sync_metrics", "pullsync.sync_metrics", "t.recorded_at < now() - make_interval(secs => $1)"),
     (
@@ -22,10 +22,16 @@ const RULES: [(&str, &str, &str); 11] = [
         "pullsync.reconciliation_runs",
         "t.started_at < now() - make_interval(secs => $1)",
     ),
-    // Quarantined feed items once resolved; one still waiting stays however old.
+    // Quarantined feed items and REST records once resolved; one still waiting stays
+    // however old.
     (
         "feed_quarantine",
         "pullsync.feed_quarantine",
+        "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
+    ),
+    (
+        "rest_quarantine",
+        "pullsync.rest_quarantine",
         "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
     ),
     (

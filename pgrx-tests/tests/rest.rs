@@ -227,6 +227,56 @@ fn a_run_that_fails_on_a_page_resumes_exactly_there() {
 }
 
 #[test]
+fn a_record_the_target_will_not_take_is_quarantined_and_the_run_goes_on() {
+    let api = rest_api::start(rest_api::records(25));
+    let mut db = fresh_extension_database("it_rest_quarantine");
+    db.batch_execute(TABLES).unwrap();
+    db.batch_execute(
+        "ALTER TABLE public.tickets ADD CONSTRAINT no_four CHECK (subject <> 'record 4')",
+    )
+    .unwrap();
+    add(&mut db, "tickets", &tickets(&api, 0));
+    let run = pull(&mut db, "tickets");
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(
+        (run["items"].as_i64(), run["quarantined"].as_i64()),
+        (Some(24), Some(1)),
+        "{run}"
+    );
+    let (key, reason): (String, String) = {
+        let row = db
+            .query_one(
+                "SELECT record_key, reason FROM pullsync.rest_quarantine",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(key, "4");
+    assert!(reason.contains("no_four"), "{reason}");
+    let waiting: i64 = db
+        .query_one(
+            "SELECT items_quarantined FROM pullsync.source_metrics WHERE source = 'rest:tickets'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 1);
+    db.batch_execute("ALTER TABLE public.tickets DROP CONSTRAINT no_four")
+        .unwrap();
+    let retried = json_of(&mut db, "SELECT pullsync.rest_retry_quarantined('tickets')");
+    assert_eq!(retried["stored"], 1, "{retried}");
+    let expected: Vec<(i64, String)> = (1..=25).map(|i| (i, format!("record {i}"))).collect();
+    assert_eq!(
+        rows(
+            &mut db,
+            "SELECT id, subject FROM public.tickets ORDER BY id"
+        ),
+        expected
+    );
+}
+
+#[test]
 fn writes_have_the_rights_of_the_role_that_added_the_source() {
     let api = rest_api::start(rest_api::records(5));
     let mut db = fresh_extension_database("it_rest_roles");

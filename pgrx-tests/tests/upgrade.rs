@@ -253,9 +253,14 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         .collect();
     assert_eq!(
         added_tables,
-        ["feed_epoch", "feed_quarantine", "rest_sources"]
+        [
+            "feed_epoch",
+            "feed_quarantine",
+            "rest_quarantine",
+            "rest_sources"
+        ]
     );
-    for empty in ["feed_quarantine", "rest_sources"] {
+    for empty in ["feed_quarantine", "rest_quarantine", "rest_sources"] {
         assert_eq!(
             after.remove(empty).map(|(rows, _)| rows),
             Some(0),
@@ -281,7 +286,9 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     );
     assert_eq!(after, before);
     let mut sequences_after = sequence_values(&mut data);
-    assert_eq!(sequences_after.remove("feed_quarantine_id_seq"), Some(None));
+    for added in ["feed_quarantine_id_seq", "rest_quarantine_id_seq"] {
+        assert_eq!(sequences_after.remove(added), Some(None), "{added}");
+    }
     assert_eq!(sequences_after, sequences_before);
     println!("upgrade: {rows} rows unchanged");
 

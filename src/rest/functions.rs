@@ -69,3 +69,11 @@ fn rest_reconcile(name: Option<String>, since: default!(Option<String>, "NULL"))
     let name = required(name, "name");
     JsonB(pull::reconcile(&name, since.as_deref(), Cancel::Backend).or_raise())
 }
+
+/// Applies the source's quarantined records again (after the cause is fixed: a column
+/// type, a constraint); returns `{retried, stored, still_quarantined}`.
+#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn rest_retry_quarantined(name: Option<String>) -> JsonB {
+    JsonB(store::retry_quarantined(&required(name, "name")).or_raise())
+}

@@ -194,7 +194,7 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
         }
     };
     let resumed = source.run.is_some();
-    let (mut pages, mut items, mut keyless) = (0u32, 0i64, 0usize);
+    let (mut pages, mut items, mut keyless, mut quarantined) = (0u32, 0i64, 0usize, 0usize);
     let mut error: Option<String> = None;
     loop {
         if pages >= config.max_pages {
@@ -231,7 +231,10 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
         match txn
             .run(|| store::write_page(&source, &rows, next.as_ref(), run_high_water.as_deref()))
         {
-            Ok(n) => items += n as i64,
+            Ok(written) => {
+                items += written.stored as i64;
+                quarantined += written.quarantined;
+            }
             Err(e) => {
                 error = Some(format!(
                     "writing a page failed: {}",
@@ -254,6 +257,11 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let mut notes = Vec::new();
     if resumed {
         notes.push("resumed an unfinished run after its last committed page".to_string());
+    }
+    if quarantined > 0 {
+        notes.push(format!(
+            "{quarantined} records the target would not take are in pullsync.rest_quarantine"
+        ));
     }
     if keyless > 0 {
         notes.push(format!(
@@ -293,6 +301,7 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
         "since": since,
         "resumed": resumed,
         "left_out": keyless,
+        "quarantined": quarantined,
         "error": error,
     });
     Ok(Outcome {

@@ -312,49 +312,117 @@ pub fn begin_run(name: &str, since: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Upserts a page's rows into the target as the owner, and records where the run goes
-/// next (None: the run is done, and its highest committed value becomes the mark the
-/// next run sends), in the caller's unit of work.
+/// What became of a page's rows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub stored: usize,
+    pub quarantined: usize,
+}
+
+/// The upsert of rows into the source's target: `$1` the rows as a JSON array.
+fn upsert_sql(source: &Stored, table: &str) -> String {
+    let target = &source.config.target;
+    let mut columns: Vec<&str> = target.columns.iter().map(|(c, _)| c.as_str()).collect();
+    columns.extend(target.extra.as_deref());
+    let keys = target.key_columns(&source.config.primary_key);
+    let quoted = |c: &str| pgrx::spi::quote_identifier(c);
+    let list = columns
+        .iter()
+        .map(|c| quoted(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|c| !keys.iter().any(|k| k == *c))
+        .map(|c| format!("{0} = EXCLUDED.{0}", quoted(c)))
+        .collect();
+    let on_conflict = if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    format!(
+        "INSERT INTO {table} ({list}) SELECT {list} FROM pg_catalog.jsonb_populate_recordset(NULL::{table}, $1::jsonb)
+         ON CONFLICT ({}) {on_conflict}",
+        keys.iter().map(|k| quoted(k)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// An error that says the owner may not write (privileges, row level security), not that
+/// a record is bad: it stops the run instead of quarantining records.
+fn is_refusal(error: &PullsyncError) -> bool {
+    matches!(error, PullsyncError::Forbidden { .. })
+        || matches!(error.sqlstate().code().as_str(), "42501")
+}
+
+fn upsert(source: &Stored, sql: &str, rows: &[Value]) -> Result<()> {
+    let json = serde_json::to_string(rows)
+        .map_err(|e| PullsyncError::Internal(format!("REST rows as JSON: {e}")))?;
+    as_role(&source.owner, || {
+        Spi::run_with_args(sql, &[json.into()])?;
+        Ok(())
+    })
+}
+
+/// Upserts rows set-based as the owner; when that fails for a reason in the data, row by
+/// row, and a row that still fails goes to `pullsync.rest_quarantine` with the reason.
+fn upsert_or_quarantine(source: &Stored, rows: &[Value]) -> Result<Written> {
+    if rows.is_empty() {
+        return Ok(Written::default());
+    }
+    let table = check_target(&source.owner, &source.config)?;
+    let sql = upsert_sql(source, &table);
+    match upsert(source, &sql, rows) {
+        Ok(()) => {
+            return Ok(Written {
+                stored: rows.len(),
+                quarantined: 0,
+            })
+        }
+        Err(e) if is_refusal(&e) => return Err(e),
+        Err(_) => {}
+    }
+    let keys = source.config.target.key_columns(&source.config.primary_key);
+    let mut written = Written::default();
+    for row in rows {
+        match upsert(source, &sql, std::slice::from_ref(row)) {
+            Ok(()) => written.stored += 1,
+            Err(e) if is_refusal(&e) => return Err(e),
+            Err(e) => {
+                let key: Vec<String> = keys
+                    .iter()
+                    .map(|k| {
+                        pullsync_core::rest::path::scalar_text(&row[k.as_str()]).unwrap_or_default()
+                    })
+                    .collect();
+                Spi::run_with_args(
+                    "INSERT INTO pullsync.rest_quarantine (source_name, record_key, reason, row_data)
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        source.name.as_str().into(),
+                        key.join(",").into(),
+                        e.to_string().into(),
+                        JsonB(row.clone()).into(),
+                    ],
+                )?;
+                written.quarantined += 1;
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Writes a page's rows into the target as the owner (rows the target will not take to
+/// quarantine), and records where the run goes next (None: the run is done, and its
+/// highest committed value becomes the mark the next run sends), in the caller's unit of
+/// work.
 pub fn write_page(
     source: &Stored,
     rows: &[Value],
     next: Option<&Position>,
     run_high_water: Option<&str>,
-) -> Result<usize> {
-    if !rows.is_empty() {
-        let table = check_target(&source.owner, &source.config)?;
-        let target = &source.config.target;
-        let mut columns: Vec<&str> = target.columns.iter().map(|(c, _)| c.as_str()).collect();
-        columns.extend(target.extra.as_deref());
-        let keys = target.key_columns(&source.config.primary_key);
-        let quoted = |c: &str| pgrx::spi::quote_identifier(c);
-        let list = columns
-            .iter()
-            .map(|c| quoted(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let updates: Vec<String> = columns
-            .iter()
-            .filter(|c| !keys.iter().any(|k| k == *c))
-            .map(|c| format!("{0} = EXCLUDED.{0}", quoted(c)))
-            .collect();
-        let on_conflict = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
-        let sql = format!(
-            "INSERT INTO {table} ({list}) SELECT {list} FROM pg_catalog.jsonb_populate_recordset(NULL::{table}, $1::jsonb)
-             ON CONFLICT ({}) {on_conflict}",
-            keys.iter().map(|k| quoted(k)).collect::<Vec<_>>().join(", ")
-        );
-        let json = serde_json::to_string(rows)
-            .map_err(|e| PullsyncError::Internal(format!("REST rows as JSON: {e}")))?;
-        as_role(&source.owner, || {
-            Spi::run_with_args(&sql, &[json.into()])?;
-            Ok(())
-        })?;
-    }
+) -> Result<Written> {
+    let written = upsert_or_quarantine(source, rows)?;
     match next {
         Some(next) => Spi::run_with_args(
             "UPDATE pullsync.rest_sources SET run_position = $2, run_high_water = $3 WHERE name = $1",
@@ -372,7 +440,58 @@ pub fn write_page(
             &[source.name.as_str().into(), run_high_water.into()],
         )?,
     }
-    Ok(rows.len())
+    Ok(written)
+}
+
+/// `rest_retry_quarantined`: applies a source's quarantined rows again, oldest first;
+/// those the target now takes are resolved, the others keep their (new) reason.
+pub fn retry_quarantined(name: &str) -> Result<Value> {
+    let source = load(name)?;
+    let open: Vec<(i64, Value)> = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT id, row_data FROM pullsync.rest_quarantine
+              WHERE source_name = $1 AND resolved_at IS NULL ORDER BY id",
+            None,
+            &[name.into()],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push((
+                row.get(1)?.unwrap_or_default(),
+                row.get::<JsonB>(2)?.map(|j| j.0).unwrap_or(Value::Null),
+            ));
+        }
+        Ok::<_, PullsyncError>(out)
+    })?;
+    let table = check_target(&source.owner, &source.config)?;
+    let sql = upsert_sql(&source, &table);
+    let (mut stored, mut still, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, row) in &open {
+        match upsert(&source, &sql, std::slice::from_ref(row)) {
+            Ok(()) => stored.push(*id),
+            Err(e) if is_refusal(&e) => return Err(e),
+            Err(e) => {
+                still.push(*id);
+                reasons.push(e.to_string());
+            }
+        }
+    }
+    Spi::run_with_args(
+        "UPDATE pullsync.rest_quarantine SET resolved_at = now(), retried_at = now() WHERE id = ANY($1)",
+        &[stored.clone().into()],
+    )?;
+    Spi::run_with_args(
+        "UPDATE pullsync.rest_quarantine q SET reason = r.reason, retried_at = now()
+           FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) WHERE q.id = r.id",
+        &[still.clone().into(), reasons.into()],
+    )?;
+    crate::monitor::record::check_alerts()?;
+    Ok(serde_json::json!({
+        "name": name,
+        "retried": open.len(),
+        "stored": stored.len(),
+        "still_quarantined": still.len(),
+    }))
 }
 
 /// The key values of the target's rows, each as its key columns' text (reconciliation),
