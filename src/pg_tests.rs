@@ -219,7 +219,11 @@ mod tests {
         let account = add_account("1009", "THAArotate-me");
         Spi::run(
             "SELECT pullsync.feed_add_consumer('partner', 'consumer-key-0123456789');
-             SELECT pullsync.feed_add_source('upstream', 'http://127.0.0.1:9', 'source-key-0123456789');",
+             SELECT pullsync.feed_add_source('upstream', 'http://127.0.0.1:9', 'source-key-0123456789');
+             CREATE TABLE public.rotated (id bigint PRIMARY KEY);
+             SELECT pullsync.rest_add_source('api', '{\"base_url\": \"http://127.0.0.1:9\",
+               \"auth\": {\"type\": \"bearer\", \"token\": \"rest-token-0123456789\"},
+               \"primary_key\": \"id\", \"target\": {\"table\": \"public.rotated\", \"columns\": {\"id\": \"id\"}}}');",
         )
         .unwrap();
         let sealed = || {
@@ -227,7 +231,8 @@ mod tests {
                 "SELECT string_agg(v, ',' ORDER BY v) FROM (
                    SELECT access_token_encrypted AS v FROM pullsync.workspace_threads_tokens
                    UNION ALL SELECT api_key_encrypted FROM pullsync.feed_consumers
-                   UNION ALL SELECT api_key_encrypted FROM pullsync.feed_sources) s",
+                   UNION ALL SELECT api_key_encrypted FROM pullsync.feed_sources
+                   UNION ALL SELECT secret_encrypted FROM pullsync.rest_sources) s",
             )
             .unwrap()
             .unwrap()
@@ -242,6 +247,7 @@ mod tests {
         assert_eq!(result["resealed"]["workspace_threads_tokens"], 1);
         assert_eq!(result["resealed"]["feed_consumers"], 1);
         assert_eq!(result["resealed"]["feed_sources"], 1);
+        assert_eq!(result["resealed"]["rest_sources"], 1);
         assert!(!result.to_string().contains(NEW_KEY));
         let after = sealed();
         assert!(
@@ -252,6 +258,10 @@ mod tests {
         use_key(NEW_KEY);
         assert_eq!(open_primary_token(account).unwrap(), "THAArotate-me");
         assert!(crate::feed::provider::load_source("upstream").is_ok());
+        assert_eq!(
+            crate::rest::store::load("api").unwrap().secret.as_deref(),
+            Some("rest-token-0123456789")
+        );
         // With the old key nothing opens any more.
         Spi::run(&format!(
             "SET pullsync.encryption_key_file = '{}'",
@@ -260,6 +270,7 @@ mod tests {
         .unwrap();
         assert!(open_primary_token(account).is_err());
         assert!(crate::feed::provider::load_source("upstream").is_err());
+        assert!(crate::rest::store::load("api").is_err());
     }
 
     #[pg_test(

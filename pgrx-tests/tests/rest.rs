@@ -441,6 +441,16 @@ fn configurations_are_checked_key_by_key_and_secrets_never_shown() {
         .query_one("SELECT pullsync.rest_pull('stripe')", &[])
         .unwrap_err();
     assert_eq!(gone.code().map(|c| c.code()), Some("42704"), "{gone}");
+    // Without pg_cron in the database, scheduling says what to do instead.
+    let unscheduled = db
+        .query_one("SELECT pullsync.rest_schedule('stripe')", &[])
+        .unwrap_err();
+    let e = unscheduled.as_db_error().unwrap();
+    assert_eq!(e.code().code(), "42704", "{unscheduled}");
+    assert!(
+        e.hint().unwrap_or_default().contains("rest_enqueue"),
+        "{unscheduled}"
+    );
 }
 
 #[test]
@@ -484,4 +494,41 @@ fn a_queued_pull_runs_in_the_workers_and_reconciliation_names_missing_keys() {
          DROP TABLE public.rest_worker_tickets;",
     )
     .unwrap();
+}
+
+/// On PostgreSQL 15 only (pg_cron has no package for 18 here; `cargo xtask test` skips it).
+#[test]
+fn rest_schedule_makes_a_pg_cron_job_that_queues_the_pull() {
+    let mut db = connect(pullsync_tests::workers::DB);
+    db.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS pg_pullsync; CREATE EXTENSION IF NOT EXISTS pg_cron",
+    )
+    .unwrap();
+    let job: i64 = db
+        .query_one(
+            "SELECT pullsync.rest_schedule('sched_demo', '17 3 * * *')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let (schedule, command): (String, String) = {
+        let row = db
+            .query_one(
+                "SELECT schedule, command FROM cron.job WHERE jobid = $1",
+                &[&job],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(schedule, "17 3 * * *");
+    assert_eq!(command, "SELECT pullsync.rest_enqueue('sched_demo')");
+    let again: i64 = db
+        .query_one(
+            "SELECT pullsync.rest_schedule('sched_demo', '*/30 * * * *')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(again, job, "the same name replaces the job");
+    db.execute("SELECT cron.unschedule($1)", &[&job]).unwrap();
 }

@@ -83,7 +83,10 @@ pub fn cluster_settings(major: Major) -> String {
 
 /// The integration tests that need pg_cron: on a version without it they are skipped,
 /// and the summary says so.
-const PG_CRON_TESTS: &[&str] = &["pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent"];
+const PG_CRON_TESTS: &[&str] = &[
+    "pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent",
+    "rest_schedule_makes_a_pg_cron_job_that_queues_the_pull",
+];
 
 #[derive(Default)]
 struct Tally {
