@@ -143,6 +143,34 @@ fn fill(db: &mut Client, sim: &SimServer, provider: &mut Client) -> Counters {
     .unwrap();
     assert_eq!(pull(db, "backup-foreign")["quarantined"], 1);
 
+    // A REST source whose target refuses one record: its row and a quarantined record.
+    let api = pullsync_tests::rest_api::start(pullsync_tests::rest_api::records(5));
+    db.batch_execute(
+        "DROP TABLE IF EXISTS public.backup_rest;
+         CREATE TABLE public.backup_rest (id bigint PRIMARY KEY, title text CHECK (title <> 'record 2'));",
+    )
+    .unwrap();
+    let config = json!({
+        "base_url": api.base_url(),
+        "path": "/api/v2/tickets",
+        "auth": { "type": "api_key", "header": "X-Api-Key", "key": pullsync_tests::rest_api::TICKETS_KEY },
+        "records": "results",
+        "primary_key": "id",
+        "pagination": { "style": "page_number", "size_param": "page_size", "size": 2 },
+        "target": { "table": "public.backup_rest", "columns": { "id": "id", "title": "title" } },
+        "retries": 0
+    });
+    db.execute(
+        "SELECT pullsync.rest_add_source('backup-rest', $1)",
+        &[&config],
+    )
+    .unwrap();
+    let rest: Value = db
+        .query_one("SELECT pullsync.rest_pull('backup-rest')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rest["quarantined"], 1, "{rest}");
+
     // A source that cannot be reached: its failed pull opens an error-rate alert.
     db.execute(
         "SELECT pullsync.feed_add_source('backup-unreachable', 'http://127.0.0.1:9', $1, max_retries => 0, timeout => '1 s')",
