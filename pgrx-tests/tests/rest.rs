@@ -530,5 +530,6 @@ fn rest_schedule_makes_a_pg_cron_job_that_queues_the_pull() {
         .unwrap()
         .get(0);
     assert_eq!(again, job, "the same name replaces the job");
-    db.execute("SELECT cron.unschedule($1::bigint)", &[&job]).unwrap();
+    db.execute("SELECT cron.unschedule($1::bigint)", &[&job])
+        .unwrap();
 }

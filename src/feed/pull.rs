@@ -8,6 +8,7 @@ use super::streams::{self, Stream};
 use crate::error::Result;
 use crate::jobs::source::Outcome;
 use crate::monitor::record::{self, Run};
+use crate::monitor::sync_log::{log_run, RunLog};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Background, Cancel};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -80,36 +81,6 @@ fn page_query(
         query.push_str(&format!("&updated_after={}", t.timestamp_micros()));
     }
     query
-}
-
-/// What a pull did, for its row in sync_logs.
-struct RunLog<'a> {
-    consumer_id: &'a str,
-    mode: &'a str,
-    status: Status,
-    items: i64,
-    calls: u32,
-    error: Option<&'a str>,
-    notes: &'a [String],
-    started: DateTime<Utc>,
-}
-
-fn log_run(run: &RunLog) -> Result<()> {
-    Spi::run_with_args(
-        "INSERT INTO pullsync.sync_logs (job_type, source, consumer_id, status, steps_completed, items_new, api_calls, error, notes, started_at)
-         VALUES ($1, 'feed', $2, $3, '{}', $4, $5, $6, $7, $8)",
-        &[
-            format!("feed_{}", run.mode).into(),
-            run.consumer_id.into(),
-            run.status.as_str().into(),
-            (run.items.min(i64::from(i32::MAX)) as i32).into(),
-            (run.calls as i32).into(),
-            run.error.into(),
-            run.notes.to_vec().into(),
-            crate::pg_time::to_pg(run.started).into(),
-        ],
-    )?;
-    Ok(())
 }
 
 /// Pulls every stream of a source to its end (or for at most `max_pages` pages): each page
@@ -265,10 +236,12 @@ pub fn pull(
         });
     }
     let api_calls = provider.calls();
+    let job_type = format!("feed_{mode}");
     txn.run(|| {
         log_run(&RunLog {
-            consumer_id,
-            mode,
+            source: "feed",
+            job_type: &job_type,
+            name: consumer_id,
             status,
             items,
             calls: api_calls,
@@ -279,7 +252,7 @@ pub fn pull(
         let failed = i64::from(error.is_some());
         record::record(&Run {
             source: &super::provider::metrics_source(consumer_id),
-            job_type: &format!("feed_{mode}"),
+            job_type: &job_type,
             job_log_id: None,
             status,
             items,

@@ -3,3 +3,4 @@
 
 pub mod functions;
 pub mod record;
+pub mod sync_log;

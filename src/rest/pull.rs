@@ -8,10 +8,10 @@ use crate::config;
 use crate::error::Result;
 use crate::jobs::source::Outcome;
 use crate::monitor::record::{self, Run};
+use crate::monitor::sync_log::{log_run, RunLog};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
-use chrono::{DateTime, Utc};
-use pgrx::prelude::*;
+use chrono::Utc;
 use pullsync_core::http::{
     Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, Request, RequestAuth, RetryPolicy,
 };
@@ -137,32 +137,36 @@ impl<'a> Api<'a> {
     }
 }
 
-/// What a run did, for its sync_logs row.
-struct RunLog<'a> {
-    name: &'a str,
-    status: Status,
-    items: i64,
-    calls: u32,
-    error: Option<&'a str>,
-    notes: &'a [String],
-    started: DateTime<Utc>,
+/// A page's records and where the next page is.
+struct Page {
+    records: Vec<Value>,
+    next: Option<Position>,
 }
 
-fn log_run(run: &RunLog) -> Result<()> {
-    Spi::run_with_args(
-        "INSERT INTO pullsync.sync_logs (job_type, source, consumer_id, status, items_new, api_calls, error, notes, started_at)
-         VALUES ('rest_pull', 'rest', $1, $2, $3, $4, $5, $6, $7)",
-        &[
-            run.name.into(),
-            run.status.as_str().into(),
-            (run.items.min(i64::from(i32::MAX)) as i32).into(),
-            (run.calls as i32).into(),
-            run.error.into(),
-            run.notes.to_vec().into(),
-            crate::pg_time::to_pg(run.started).into(),
-        ],
-    )?;
-    Ok(())
+/// Reads the page at `position`; the inner error says (without the secret) why the run
+/// stops there.
+fn read_page(
+    api: &Api,
+    position: &Position,
+    since: Option<&str>,
+    cancel: Cancel,
+) -> Result<std::result::Result<Page, String>> {
+    let config = &api.source.config;
+    let (body, link) = match api.page(position, since, cancel)? {
+        Ok(page) => page,
+        Err(f) => return Ok(Err(f.message)),
+    };
+    let answer = Answer {
+        body: &body,
+        link: link.as_deref(),
+    };
+    let walked = paging::records(config, &body).and_then(|records| {
+        paging::next(config, position, &answer, records).map(|next| Page {
+            records: records.to_vec(),
+            next,
+        })
+    });
+    Ok(walked.map_err(|e| api.redacted(&e.to_string())))
 }
 
 /// A REST source's name in sync_metrics and alerts.
@@ -204,30 +208,16 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
             ));
             break;
         }
-        let (body, link) = match api.page(&position, since.as_deref(), cancel)? {
+        let Page { records, next } = match read_page(&api, &position, since.as_deref(), cancel)? {
             Ok(page) => page,
-            Err(f) => {
-                error = Some(f.message);
+            Err(message) => {
+                error = Some(message);
                 break;
             }
         };
-        let answer = Answer {
-            body: &body,
-            link: link.as_deref(),
-        };
-        let walked = paging::records(config, &body).and_then(|records| {
-            paging::next(config, &position, &answer, records).map(|next| (records, next))
-        });
-        let (records, next) = match walked {
-            Ok(walked) => walked,
-            Err(e) => {
-                error = Some(api.redacted(&e.to_string()));
-                break;
-            }
-        };
-        let (rows, left_out) = paging::rows(config, records);
+        let (rows, left_out) = paging::rows(config, &records);
         keyless += left_out;
-        run_high_water = paging::higher(run_high_water, paging::page_high_water(config, records));
+        run_high_water = paging::higher(run_high_water, paging::page_high_water(config, &records));
         match txn
             .run(|| store::write_page(&source, &rows, next.as_ref(), run_high_water.as_deref()))
         {
@@ -271,6 +261,8 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let calls = api.calls();
     txn.run(|| {
         log_run(&RunLog {
+            source: "rest",
+            job_type: "rest_pull",
             name,
             status,
             items,
@@ -325,28 +317,14 @@ pub fn reconcile(name: &str, since: Option<&str>, cancel: Cancel) -> Result<Valu
     let mut listed: std::collections::BTreeSet<Vec<Option<String>>> = Default::default();
     let mut position = Position::Start;
     for _ in 0..config.max_pages {
-        let (body, link) = match api.page(&position, since, cancel)? {
+        let Page { records, next } = match read_page(&api, &position, since, cancel)? {
             Ok(page) => page,
-            Err(f) => {
-                out.error = Some(f.message);
+            Err(message) => {
+                out.error = Some(message);
                 break;
             }
         };
-        let answer = Answer {
-            body: &body,
-            link: link.as_deref(),
-        };
-        let walked = paging::records(config, &body).and_then(|records| {
-            paging::next(config, &position, &answer, records).map(|next| (records, next))
-        });
-        let (records, next) = match walked {
-            Ok(walked) => walked,
-            Err(e) => {
-                out.error = Some(api.redacted(&e.to_string()));
-                break;
-            }
-        };
-        for record in records {
+        for record in &records {
             let key: Vec<Option<String>> = config
                 .primary_key
                 .iter()
