@@ -416,8 +416,11 @@ fn rows_of_ten_megabytes_are_all_pulled_within_a_bounded_memory() {
             small[i] / MB,
             large[i] / MB
         );
+        // Memory that grew with the data would be about three times as large; how many
+        // 16 MB pages are in flight at the peak (one being sent while the next is built)
+        // varies from run to run, so the bound leaves room for one more.
         assert!(
-            large[i] < small[i] + small[i] / 4,
+            large[i] < small[i] + small[i] / 2,
             "{what}: {} MB for 180 MB of rows against {} MB for 60 MB: memory grows with the data",
             large[i] / MB,
             small[i] / MB
