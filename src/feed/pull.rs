@@ -7,8 +7,7 @@ use super::store::write_page;
 use super::streams::{self, Stream};
 use crate::error::Result;
 use crate::jobs::source::Outcome;
-use crate::monitor::record::{self, Run};
-use crate::monitor::sync_log::{log_run, RunLog};
+use crate::monitor::sync_log::{finish_paged_run, RunLog};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Background, Cancel};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -238,29 +237,21 @@ pub fn pull(
     let api_calls = provider.calls();
     let job_type = format!("feed_{mode}");
     txn.run(|| {
-        log_run(&RunLog {
-            source: "feed",
-            job_type: &job_type,
-            name: consumer_id,
-            status,
-            items,
-            calls: api_calls,
-            error: error.as_deref(),
-            notes: &notes,
-            started,
-        })?;
-        let failed = i64::from(error.is_some());
-        record::record(&Run {
-            source: &super::provider::metrics_source(consumer_id),
-            job_type: &job_type,
-            job_log_id: None,
-            status,
-            items,
-            attempts: i64::from(pages) + failed,
-            errors: failed,
-            duration_ms: (Utc::now() - started).num_milliseconds(),
-            pulls_data: true,
-        })
+        finish_paged_run(
+            &RunLog {
+                source: "feed",
+                job_type: &job_type,
+                name: consumer_id,
+                status,
+                items,
+                calls: api_calls,
+                error: error.as_deref(),
+                notes: &notes,
+                started,
+            },
+            &super::provider::metrics_source(consumer_id),
+            pages,
+        )
     })?;
     let result = json!({
         "consumer_id": consumer_id,

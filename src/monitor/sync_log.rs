@@ -1,5 +1,7 @@
-//! The `pullsync.sync_logs` row of a run that is one row: a feed pull, a REST run.
+//! The end of a run that is one row of `pullsync.sync_logs`, page by page (a feed pull, a
+//! REST run): its log row and its metrics.
 
+use super::record::{self, Run};
 use crate::error::Result;
 use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
@@ -20,7 +22,7 @@ pub struct RunLog<'a> {
     pub started: DateTime<Utc>,
 }
 
-pub fn log_run(run: &RunLog) -> Result<()> {
+fn log_run(run: &RunLog) -> Result<()> {
     Spi::run_with_args(
         "INSERT INTO pullsync.sync_logs (job_type, source, consumer_id, status, items_new, api_calls, error, notes, started_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -37,4 +39,22 @@ pub fn log_run(run: &RunLog) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// Logs a paged run and records its metrics, under `metrics_source`: the pages are the
+/// work tried, one more when it failed.
+pub fn finish_paged_run(run: &RunLog, metrics_source: &str, pages: u32) -> Result<()> {
+    log_run(run)?;
+    let failed = i64::from(run.error.is_some());
+    record::record(&Run {
+        source: metrics_source,
+        job_type: run.job_type,
+        job_log_id: None,
+        status: run.status,
+        items: run.items,
+        attempts: i64::from(pages) + failed,
+        errors: failed,
+        duration_ms: (Utc::now() - run.started).num_milliseconds(),
+        pulls_data: true,
+    })
 }

@@ -7,8 +7,7 @@ use super::store::{self, Stored};
 use crate::config;
 use crate::error::Result;
 use crate::jobs::source::Outcome;
-use crate::monitor::record::{self, Run};
-use crate::monitor::sync_log::{log_run, RunLog};
+use crate::monitor::sync_log::{finish_paged_run, RunLog};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
@@ -260,29 +259,21 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     }
     let calls = api.calls();
     txn.run(|| {
-        log_run(&RunLog {
-            source: "rest",
-            job_type: "rest_pull",
-            name,
-            status,
-            items,
-            calls,
-            error: error.as_deref(),
-            notes: &notes,
-            started,
-        })?;
-        let failed = i64::from(error.is_some());
-        record::record(&Run {
-            source: &metrics_source(name),
-            job_type: "rest_pull",
-            job_log_id: None,
-            status,
-            items,
-            attempts: i64::from(pages) + failed,
-            errors: failed,
-            duration_ms: (Utc::now() - started).num_milliseconds(),
-            pulls_data: true,
-        })
+        finish_paged_run(
+            &RunLog {
+                source: "rest",
+                job_type: "rest_pull",
+                name,
+                status,
+                items,
+                calls,
+                error: error.as_deref(),
+                notes: &notes,
+                started,
+            },
+            &metrics_source(name),
+            pages,
+        )
     })?;
     let result = json!({
         "name": name,
