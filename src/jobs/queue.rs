@@ -21,12 +21,7 @@ pub fn enqueue(
     job_log_id: Option<i64>,
     busy: &str,
 ) -> Result<Value> {
-    let active = Spi::get_one_with_args::<i64>(
-        "SELECT (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
-                    AND payload @> $2 ORDER BY id LIMIT 1)",
-        &[kind.into(), JsonB(same).into()],
-    )?;
-    if let Some(job_id) = active {
+    if let Some(job_id) = active_job(kind, same)? {
         return Ok(json!({ "skipped": true, "job_id": job_id, "reason": busy }));
     }
     let job_id = Spi::get_one_with_args::<i64>(
@@ -36,6 +31,15 @@ pub fn enqueue(
     .ok_or_else(|| PullsyncError::Internal("job insert returned no id".into()))?;
     super::wake::wake_all()?;
     Ok(json!({ "job_id": job_id }))
+}
+
+/// The oldest job of `kind` queued or running whose payload contains `same`.
+pub fn active_job(kind: &str, same: Value) -> Result<Option<i64>> {
+    Ok(Spi::get_one_with_args::<i64>(
+        "SELECT (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
+                    AND payload @> $2 ORDER BY id LIMIT 1)",
+        &[kind.into(), JsonB(same).into()],
+    )?)
 }
 
 /// A run of `kind` that made no progress for the lock TTL (no worker, or workers gone for

@@ -199,7 +199,19 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let resumed = source.run.is_some();
     let (mut pages, mut items, mut keyless, mut quarantined) = (0u32, 0i64, 0usize, 0usize);
     let mut error: Option<String> = None;
-    loop {
+    // The target, checked against the owner's rights once for the run; every write still
+    // runs as the owner, so a right revoked meanwhile stops it as well.
+    let table = match txn.run(|| store::check_target(&source.owner, config)) {
+        Ok(table) => Some(table),
+        Err(e) => {
+            error = Some(format!(
+                "writing a page failed: {}",
+                api.redacted(&e.to_string())
+            ));
+            None
+        }
+    };
+    while let Some(table) = table.as_deref() {
         if pages >= config.max_pages {
             error = Some(format!(
                 "stopped after config.max_pages ({}) pages; the next run resumes here",
@@ -217,9 +229,15 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
         let (rows, left_out) = paging::rows(config, &records);
         keyless += left_out;
         run_high_water = paging::higher(run_high_water, paging::page_high_water(config, &records));
-        match txn
-            .run(|| store::write_page(&source, &rows, next.as_ref(), run_high_water.as_deref()))
-        {
+        match txn.run(|| {
+            store::write_page(
+                &source,
+                table,
+                &rows,
+                next.as_ref(),
+                run_high_water.as_deref(),
+            )
+        }) {
             Ok(written) => {
                 items += written.stored as i64;
                 quarantined += written.quarantined;

@@ -366,12 +366,11 @@ fn upsert(source: &Stored, sql: &str, rows: &[Value]) -> Result<()> {
 
 /// Upserts rows set-based as the owner; when that fails for a reason in the data, row by
 /// row, and a row that still fails goes to `pullsync.rest_quarantine` with the reason.
-fn upsert_or_quarantine(source: &Stored, rows: &[Value]) -> Result<Written> {
+fn upsert_or_quarantine(source: &Stored, table: &str, rows: &[Value]) -> Result<Written> {
     if rows.is_empty() {
         return Ok(Written::default());
     }
-    let table = check_target(&source.owner, &source.config)?;
-    let sql = upsert_sql(source, &table);
+    let sql = upsert_sql(source, table);
     match upsert(source, &sql, rows) {
         Ok(()) => {
             return Ok(Written {
@@ -418,11 +417,12 @@ fn upsert_or_quarantine(source: &Stored, rows: &[Value]) -> Result<Written> {
 /// work.
 pub fn write_page(
     source: &Stored,
+    table: &str,
     rows: &[Value],
     next: Option<&Position>,
     run_high_water: Option<&str>,
 ) -> Result<Written> {
-    let written = upsert_or_quarantine(source, rows)?;
+    let written = upsert_or_quarantine(source, table, rows)?;
     match next {
         Some(next) => Spi::run_with_args(
             "UPDATE pullsync.rest_sources SET run_position = $2, run_high_water = $3 WHERE name = $1",

@@ -41,12 +41,7 @@ pub fn enqueue_run() -> Result<Value> {
         return Ok(json!({ "skipped": true, "reason": "another session is queueing a run" }));
     }
     queue::abandon_stale_runs(RUN)?;
-    let active = Spi::get_one_with_args::<i64>(
-        "SELECT (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $1 AND state IN ('queued', 'running')
-                  ORDER BY id LIMIT 1)",
-        &[RUN.into()],
-    )?;
-    if let Some(job_id) = active {
+    if let Some(job_id) = queue::active_job(RUN, json!({}))? {
         return Ok(
             json!({ "skipped": true, "job_id": job_id, "reason": "a run is already queued or running" }),
         );
