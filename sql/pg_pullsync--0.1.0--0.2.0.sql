@@ -124,6 +124,10 @@ COMMENT ON COLUMN pullsync.workspace_threads_posts.media_type IS
     'As Threads sends it. Documented today: TEXT_POST, IMAGE, VIDEO, CAROUSEL_ALBUM, AUDIO, REPOST_FACADE; a type Meta adds later is stored as sent.';
 ALTER TABLE pullsync.sync_logs ADD COLUMN notes text[] NOT NULL DEFAULT '{}';
 
+-- Snapshots and deltas of a post carry its account (filled and keyed below).
+ALTER TABLE pullsync.workspace_threads_post_metrics ADD COLUMN workspace_threads_account_id uuid;
+ALTER TABLE pullsync.workspace_threads_post_metrics_deltas ADD COLUMN workspace_threads_account_id uuid;
+
 -- Posts with their current metrics and the change over the last 24 hours (sum of L2).
 -- Posts deleted on Threads are left out (their rows and history stay in the tables). A
 -- first snapshot counts from zero, so it is the last 24 hours only for a post published
@@ -157,7 +161,8 @@ SELECT p.id,
        SELECT sum(views_delta) AS views, sum(likes_delta) AS likes, sum(replies_delta) AS replies,
               sum(reposts_delta) AS reposts, sum(quotes_delta) AS quotes, sum(shares_delta) AS shares
          FROM pullsync.workspace_threads_post_metrics_deltas d
-        WHERE d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours'
+        WHERE d.workspace_threads_account_id = p.workspace_threads_account_id
+          AND d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours'
           AND (d.period_start IS NOT NULL OR p.published_at > now() - interval '24 hours')) d ON true
  WHERE p.deleted_at IS NULL AND pullsync.workspace_visible(a.workspace_id);
 
@@ -261,8 +266,11 @@ END
 $$;
 ALTER TABLE pullsync.conversations DROP CONSTRAINT conversations_pkey,
     ALTER COLUMN id SET NOT NULL, ADD PRIMARY KEY (feed_source, id);
+-- A message's key holds its conversation, so messages can be distributed with it
+-- (docs/SCALING.md); one row per id and feed source is kept by the pull.
 ALTER TABLE pullsync.conversation_messages DROP CONSTRAINT conversation_messages_pkey,
-    ALTER COLUMN id SET NOT NULL, ADD PRIMARY KEY (feed_source, id);
+    ALTER COLUMN id SET NOT NULL, ADD PRIMARY KEY (feed_source, conversation_id, id);
+CREATE INDEX conversation_messages_id_idx ON pullsync.conversation_messages (feed_source, id);
 DROP INDEX pullsync.conversations_change_idx, pullsync.conversations_updated_idx,
     pullsync.conversations_user_idx, pullsync.conversations_started_idx,
     pullsync.conversation_messages_change_idx, pullsync.conversation_messages_conversation_idx,
@@ -530,3 +538,80 @@ REVOKE ALL ON FUNCTION pullsync.rest_add_source(text, jsonb), pullsync.rest_alte
     pullsync.rest_drop_source(text), pullsync.rest_pull(text), pullsync.rest_enqueue(text),
     pullsync.rest_reconcile(text, text), pullsync.rest_retry_quarantined(text),
     pullsync.rest_schedule(text, text) FROM PUBLIC;
+
+-- Keys that hold the account, so the Threads tables can be distributed by account with
+-- Citus (docs/SCALING.md). One row per Threads user: new accounts' ids derive from it.
+ALTER TABLE pullsync.workspace_threads_accounts
+    DROP CONSTRAINT workspace_threads_accounts_threads_user_id_key;
+CREATE INDEX workspace_threads_accounts_threads_user_idx
+    ON pullsync.workspace_threads_accounts (threads_user_id);
+ALTER TABLE pullsync.workspace_threads_tokens DROP CONSTRAINT workspace_threads_tokens_pkey,
+    ADD PRIMARY KEY (workspace_threads_account_id, id);
+ALTER TABLE pullsync.workspace_threads_account_insights
+    DROP CONSTRAINT workspace_threads_account_insights_pkey,
+    ADD PRIMARY KEY (workspace_threads_account_id, id);
+ALTER TABLE pullsync.workspace_threads_account_insights_deltas
+    DROP CONSTRAINT workspace_threads_account_insights_deltas_pkey,
+    ADD PRIMARY KEY (workspace_threads_account_id, id);
+
+-- The post tables' snapshots and deltas carry their post's account (the columns are added
+-- above, before the views that use them).
+ALTER TABLE pullsync.workspace_threads_post_metrics DISABLE TRIGGER immutable_snapshot;
+UPDATE pullsync.workspace_threads_post_metrics m SET workspace_threads_account_id = p.workspace_threads_account_id
+  FROM pullsync.workspace_threads_posts p WHERE p.id = m.workspace_threads_post_id;
+ALTER TABLE pullsync.workspace_threads_post_metrics ENABLE TRIGGER immutable_snapshot;
+UPDATE pullsync.workspace_threads_post_metrics_deltas d SET workspace_threads_account_id = p.workspace_threads_account_id
+  FROM pullsync.workspace_threads_posts p WHERE p.id = d.workspace_threads_post_id;
+ALTER TABLE pullsync.workspace_threads_post_metrics
+    DROP CONSTRAINT workspace_threads_post_metrics_workspace_threads_post_id_fkey,
+    DROP CONSTRAINT workspace_threads_post_metric_workspace_threads_post_id_cap_key,
+    DROP CONSTRAINT workspace_threads_post_metrics_pkey,
+    ALTER COLUMN workspace_threads_account_id SET NOT NULL;
+ALTER TABLE pullsync.workspace_threads_post_metrics_deltas
+    DROP CONSTRAINT workspace_threads_post_metrics_d_workspace_threads_post_id_fkey,
+    DROP CONSTRAINT workspace_threads_post_metric_workspace_threads_post_id_per_key,
+    DROP CONSTRAINT workspace_threads_post_metrics_deltas_pkey,
+    ALTER COLUMN workspace_threads_account_id SET NOT NULL;
+ALTER TABLE pullsync.workspace_threads_posts
+    DROP CONSTRAINT workspace_threads_posts_threads_post_id_key,
+    DROP CONSTRAINT workspace_threads_posts_pkey,
+    ADD PRIMARY KEY (workspace_threads_account_id, id),
+    ADD CONSTRAINT workspace_threads_posts_account_post_key
+        UNIQUE (workspace_threads_account_id, threads_post_id);
+ALTER TABLE pullsync.workspace_threads_post_metrics
+    ADD PRIMARY KEY (workspace_threads_account_id, id),
+    ADD CONSTRAINT workspace_threads_post_metrics_post_captured_key
+        UNIQUE (workspace_threads_account_id, workspace_threads_post_id, captured_at),
+    ADD CONSTRAINT workspace_threads_post_metrics_post_fkey
+        FOREIGN KEY (workspace_threads_account_id, workspace_threads_post_id)
+        REFERENCES pullsync.workspace_threads_posts (workspace_threads_account_id, id) ON DELETE CASCADE;
+ALTER TABLE pullsync.workspace_threads_post_metrics_deltas
+    ADD PRIMARY KEY (workspace_threads_account_id, id),
+    ADD CONSTRAINT workspace_threads_post_metrics_deltas_post_end_key
+        UNIQUE (workspace_threads_account_id, workspace_threads_post_id, period_end),
+    ADD CONSTRAINT workspace_threads_post_metrics_deltas_post_fkey
+        FOREIGN KEY (workspace_threads_account_id, workspace_threads_post_id)
+        REFERENCES pullsync.workspace_threads_posts (workspace_threads_account_id, id) ON DELETE CASCADE;
+
+-- Logs and reconciliation records stay on one node, so they follow their account by a
+-- trigger, not a foreign key.
+ALTER TABLE pullsync.sync_logs DROP CONSTRAINT sync_logs_workspace_threads_account_id_fkey;
+ALTER TABLE pullsync.reconciliation_runs DROP CONSTRAINT reconciliation_runs_workspace_threads_account_id_fkey;
+CREATE INDEX reconciliation_runs_account_idx ON pullsync.reconciliation_runs (workspace_threads_account_id)
+    WHERE workspace_threads_account_id IS NOT NULL;
+CREATE FUNCTION pullsync.forget_account() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    DELETE FROM pullsync.sync_logs WHERE workspace_threads_account_id = OLD.id;
+    DELETE FROM pullsync.reconciliation_runs WHERE workspace_threads_account_id = OLD.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER forget_account AFTER DELETE ON pullsync.workspace_threads_accounts
+    FOR EACH ROW EXECUTE FUNCTION pullsync.forget_account();
+REVOKE ALL ON FUNCTION pullsync.forget_account() FROM PUBLIC;
+-- Snapshot and delta rows are visible with their account (a join on the key they share).
+ALTER POLICY workspace_member ON pullsync.workspace_threads_post_metrics
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER POLICY workspace_member ON pullsync.workspace_threads_post_metrics_deltas
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));

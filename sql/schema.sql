@@ -9,10 +9,14 @@ REVOKE ALL ON SCHEMA pullsync FROM PUBLIC;
 -- Threads source
 ------------------------------------------------------------------------------------------
 
+-- Every Threads table carries the account id and has it in each key, so the tables can be
+-- distributed by account with Citus (docs/SCALING.md). threads_user_id is unique because
+-- the functions derive a new account's id from it (the primary key holds it), not by a
+-- unique constraint of its own.
 CREATE TABLE pullsync.workspace_threads_accounts (
     id                      uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     workspace_id            uuid NOT NULL,
-    threads_user_id         text NOT NULL UNIQUE CHECK (threads_user_id ~ '^[0-9]+$'),
+    threads_user_id         text NOT NULL CHECK (threads_user_id ~ '^[0-9]+$'),
     username                text NOT NULL CHECK (btrim(username) <> ''),
     is_active               boolean NOT NULL DEFAULT true,
     -- L3: latest account insight values (equal to the newest L1 snapshot)
@@ -43,10 +47,12 @@ CREATE INDEX workspace_threads_accounts_workspace_idx
     ON pullsync.workspace_threads_accounts (workspace_id);
 CREATE INDEX workspace_threads_accounts_active_idx
     ON pullsync.workspace_threads_accounts (id) WHERE is_active;
+CREATE INDEX workspace_threads_accounts_threads_user_idx
+    ON pullsync.workspace_threads_accounts (threads_user_id);
 
 -- Sealed tokens only (v1: AES-256-GCM). No role but the owner may read this table.
 CREATE TABLE pullsync.workspace_threads_tokens (
-    id                           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    id                           uuid NOT NULL DEFAULT gen_random_uuid(),
     workspace_threads_account_id uuid NOT NULL
         REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
     access_token_encrypted       text NOT NULL CHECK (access_token_encrypted LIKE 'v1:%'),
@@ -62,7 +68,8 @@ CREATE TABLE pullsync.workspace_threads_tokens (
     -- again; the account needs re-authorisation.
     invalidated_at               timestamptz,
     CHECK (expires_at > issued_at),
-    CHECK (NOT (is_primary AND revoked_at IS NOT NULL))
+    CHECK (NOT (is_primary AND revoked_at IS NOT NULL)),
+    PRIMARY KEY (workspace_threads_account_id, id)
 );
 CREATE UNIQUE INDEX workspace_threads_tokens_one_primary
     ON pullsync.workspace_threads_tokens (workspace_threads_account_id)
@@ -71,10 +78,10 @@ CREATE INDEX workspace_threads_tokens_expiry_idx
     ON pullsync.workspace_threads_tokens (expires_at) WHERE is_primary;
 
 CREATE TABLE pullsync.workspace_threads_posts (
-    id                           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    id                           uuid NOT NULL DEFAULT gen_random_uuid(),
     workspace_threads_account_id uuid NOT NULL
         REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
-    threads_post_id              text NOT NULL UNIQUE,
+    threads_post_id              text NOT NULL,
     media_product_type           text NOT NULL DEFAULT 'THREADS',
     media_type                   text NOT NULL,
     media_url                    text,
@@ -108,7 +115,10 @@ CREATE TABLE pullsync.workspace_threads_posts (
     created_at                   timestamptz NOT NULL DEFAULT now(),
     updated_at                   timestamptz NOT NULL DEFAULT now(),
     -- when Threads said the post does not exist (any more); it keeps its history
-    deleted_at                   timestamptz
+    deleted_at                   timestamptz,
+    PRIMARY KEY (workspace_threads_account_id, id),
+    CONSTRAINT workspace_threads_posts_account_post_key
+        UNIQUE (workspace_threads_account_id, threads_post_id)
 );
 COMMENT ON COLUMN pullsync.workspace_threads_posts.media_type IS
     'As Threads sends it. Documented today: TEXT_POST, IMAGE, VIDEO, CAROUSEL_ALBUM, AUDIO, REPOST_FACADE; a type Meta adds later is stored as sent.';
@@ -120,9 +130,8 @@ CREATE INDEX workspace_threads_posts_account_refreshed_idx
 
 -- L1: one immutable row per capture.
 CREATE TABLE pullsync.workspace_threads_post_metrics (
-    id                        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    workspace_threads_post_id uuid NOT NULL
-        REFERENCES pullsync.workspace_threads_posts (id) ON DELETE CASCADE,
+    id                        bigint GENERATED ALWAYS AS IDENTITY,
+    workspace_threads_post_id uuid NOT NULL,
     views                     bigint NOT NULL CHECK (views >= 0),
     likes                     bigint NOT NULL CHECK (likes >= 0),
     replies                   bigint NOT NULL CHECK (replies >= 0),
@@ -130,16 +139,22 @@ CREATE TABLE pullsync.workspace_threads_post_metrics (
     quotes                    bigint NOT NULL CHECK (quotes >= 0),
     shares                    bigint NOT NULL CHECK (shares >= 0),
     captured_at               timestamptz NOT NULL,
-    UNIQUE (workspace_threads_post_id, captured_at)
+    -- the post's account (added in 0.2.0, hence last)
+    workspace_threads_account_id uuid NOT NULL,
+    PRIMARY KEY (workspace_threads_account_id, id),
+    CONSTRAINT workspace_threads_post_metrics_post_captured_key
+        UNIQUE (workspace_threads_account_id, workspace_threads_post_id, captured_at),
+    CONSTRAINT workspace_threads_post_metrics_post_fkey
+        FOREIGN KEY (workspace_threads_account_id, workspace_threads_post_id)
+        REFERENCES pullsync.workspace_threads_posts (workspace_threads_account_id, id) ON DELETE CASCADE
 );
 CREATE INDEX workspace_threads_post_metrics_captured_idx
     ON pullsync.workspace_threads_post_metrics (captured_at);
 
 -- L2: change between consecutive snapshots; the first counts from zero. Negative allowed.
 CREATE TABLE pullsync.workspace_threads_post_metrics_deltas (
-    id                        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    workspace_threads_post_id uuid NOT NULL
-        REFERENCES pullsync.workspace_threads_posts (id) ON DELETE CASCADE,
+    id                        bigint GENERATED ALWAYS AS IDENTITY,
+    workspace_threads_post_id uuid NOT NULL,
     period_start              timestamptz,
     period_end                timestamptz NOT NULL,
     views_delta               bigint NOT NULL,
@@ -148,14 +163,21 @@ CREATE TABLE pullsync.workspace_threads_post_metrics_deltas (
     reposts_delta             bigint NOT NULL,
     quotes_delta              bigint NOT NULL,
     shares_delta              bigint NOT NULL,
-    UNIQUE (workspace_threads_post_id, period_end),
-    CHECK (period_start IS NULL OR period_start < period_end)
+    CHECK (period_start IS NULL OR period_start < period_end),
+    -- the post's account (added in 0.2.0, hence last)
+    workspace_threads_account_id uuid NOT NULL,
+    PRIMARY KEY (workspace_threads_account_id, id),
+    CONSTRAINT workspace_threads_post_metrics_deltas_post_end_key
+        UNIQUE (workspace_threads_account_id, workspace_threads_post_id, period_end),
+    CONSTRAINT workspace_threads_post_metrics_deltas_post_fkey
+        FOREIGN KEY (workspace_threads_account_id, workspace_threads_post_id)
+        REFERENCES pullsync.workspace_threads_posts (workspace_threads_account_id, id) ON DELETE CASCADE
 );
 CREATE INDEX workspace_threads_post_metrics_deltas_end_idx
     ON pullsync.workspace_threads_post_metrics_deltas (period_end);
 
 CREATE TABLE pullsync.workspace_threads_account_insights (
-    id                           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                           bigint GENERATED ALWAYS AS IDENTITY,
     workspace_threads_account_id uuid NOT NULL
         REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
     followers_count              bigint NOT NULL CHECK (followers_count >= 0),
@@ -166,13 +188,14 @@ CREATE TABLE pullsync.workspace_threads_account_insights (
     quotes                       bigint NOT NULL CHECK (quotes >= 0),
     clicks                       bigint NOT NULL CHECK (clicks >= 0),
     captured_at                  timestamptz NOT NULL,
-    UNIQUE (workspace_threads_account_id, captured_at)
+    UNIQUE (workspace_threads_account_id, captured_at),
+    PRIMARY KEY (workspace_threads_account_id, id)
 );
 CREATE INDEX workspace_threads_account_insights_captured_idx
     ON pullsync.workspace_threads_account_insights (captured_at);
 
 CREATE TABLE pullsync.workspace_threads_account_insights_deltas (
-    id                           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                           bigint GENERATED ALWAYS AS IDENTITY,
     workspace_threads_account_id uuid NOT NULL
         REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
     period_start                 timestamptz,
@@ -185,7 +208,8 @@ CREATE TABLE pullsync.workspace_threads_account_insights_deltas (
     quotes_delta                 bigint NOT NULL,
     clicks_delta                 bigint NOT NULL,
     UNIQUE (workspace_threads_account_id, period_end),
-    CHECK (period_start IS NULL OR period_start < period_end)
+    CHECK (period_start IS NULL OR period_start < period_end),
+    PRIMARY KEY (workspace_threads_account_id, id)
 );
 
 -- L1 snapshots are history: never updated, deleted only by the retention path
@@ -290,7 +314,9 @@ CREATE TABLE pullsync.sync_logs (
     job_type                     text NOT NULL,
     -- a registered source (sources.sql)
     source                       text NOT NULL,
-    workspace_threads_account_id uuid REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    -- the account's rows go with it (forget_account below), not by a foreign key: logs stay
+    -- on one node when the Threads tables are distributed
+    workspace_threads_account_id uuid,
     consumer_id                  text,
     status                       text NOT NULL CHECK (status IN ('completed', 'partial', 'failed', 'skipped')),
     steps_completed              text[] NOT NULL DEFAULT '{}',
@@ -339,7 +365,10 @@ CREATE INDEX conversations_user_idx ON pullsync.conversations (feed_source, user
 CREATE INDEX conversations_started_idx ON pullsync.conversations (feed_source, started_at, id);
 
 -- No foreign key to conversations: the feed delivers conversations and messages as two
--- independent streams, so a message may arrive before its conversation.
+-- independent streams, so a message may arrive before its conversation. The key holds the
+-- conversation, so messages can be distributed with their conversation (docs/SCALING.md); a
+-- message id is still one row per feed source: a pull that moves a message to another
+-- conversation deletes its old row.
 CREATE TABLE pullsync.conversation_messages (
     id               text NOT NULL CHECK (id <> ''),
     conversation_id  text NOT NULL,
@@ -352,8 +381,9 @@ CREATE TABLE pullsync.conversation_messages (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     change_xid       xid8 NOT NULL DEFAULT pg_current_xact_id(),
     feed_source      text NOT NULL DEFAULT '',
-    PRIMARY KEY (feed_source, id)
+    PRIMARY KEY (feed_source, conversation_id, id)
 );
+CREATE INDEX conversation_messages_id_idx ON pullsync.conversation_messages (feed_source, id);
 CREATE INDEX conversation_messages_change_idx ON pullsync.conversation_messages (feed_source, change_xid, id);
 CREATE INDEX conversation_messages_conversation_idx
     ON pullsync.conversation_messages (feed_source, conversation_id, change_xid, id);
@@ -500,7 +530,8 @@ CREATE TABLE pullsync.reconciliation_runs (
     -- a registered source (sources.sql)
     source        text NOT NULL,
     consumer_id   text REFERENCES pullsync.feed_sources (consumer_id) ON DELETE CASCADE,
-    workspace_threads_account_id uuid REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    -- no foreign key, as in sync_logs
+    workspace_threads_account_id uuid,
     window_start  timestamptz NOT NULL,
     window_end    timestamptz NOT NULL,
     status        text NOT NULL CHECK (status IN ('success', 'mismatch', 'repaired', 'failed')),
@@ -519,6 +550,21 @@ CREATE TABLE pullsync.reconciliation_runs (
     CHECK ((source = 'threads') = (workspace_threads_account_id IS NOT NULL))
 );
 CREATE INDEX reconciliation_runs_started_idx ON pullsync.reconciliation_runs (started_at);
+CREATE INDEX reconciliation_runs_account_idx ON pullsync.reconciliation_runs (workspace_threads_account_id)
+    WHERE workspace_threads_account_id IS NOT NULL;
+
+-- An account's logs and reconciliation records go with it (what the foreign keys of 0.1.0
+-- did). On Citus this trigger is dropped (docs/SCALING.md) and retention ages them out.
+CREATE FUNCTION pullsync.forget_account() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    DELETE FROM pullsync.sync_logs WHERE workspace_threads_account_id = OLD.id;
+    DELETE FROM pullsync.reconciliation_runs WHERE workspace_threads_account_id = OLD.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER forget_account AFTER DELETE ON pullsync.workspace_threads_accounts
+    FOR EACH ROW EXECUTE FUNCTION pullsync.forget_account();
 
 ------------------------------------------------------------------------------------------
 -- Monitoring
@@ -605,7 +651,7 @@ CREATE POLICY own_mappings ON pullsync.workspace_roles FOR SELECT
 ALTER TABLE pullsync.workspace_threads_accounts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_member ON pullsync.workspace_threads_accounts FOR SELECT
     USING (pullsync.workspace_visible(workspace_id));
--- The other tables follow their account (or post), itself filtered by the policy above.
+-- The other tables follow their account, itself filtered by the policy above.
 ALTER TABLE pullsync.workspace_threads_tokens ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_member ON pullsync.workspace_threads_tokens FOR SELECT
     USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
@@ -620,10 +666,10 @@ CREATE POLICY workspace_member ON pullsync.workspace_threads_account_insights_de
     USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
 ALTER TABLE pullsync.workspace_threads_post_metrics ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_member ON pullsync.workspace_threads_post_metrics FOR SELECT
-    USING (workspace_threads_post_id IN (SELECT id FROM pullsync.workspace_threads_posts));
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
 ALTER TABLE pullsync.workspace_threads_post_metrics_deltas ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_member ON pullsync.workspace_threads_post_metrics_deltas FOR SELECT
-    USING (workspace_threads_post_id IN (SELECT id FROM pullsync.workspace_threads_posts));
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
 
 ------------------------------------------------------------------------------------------
 -- Views for people
@@ -667,7 +713,8 @@ SELECT p.id,
        SELECT sum(views_delta) AS views, sum(likes_delta) AS likes, sum(replies_delta) AS replies,
               sum(reposts_delta) AS reposts, sum(quotes_delta) AS quotes, sum(shares_delta) AS shares
          FROM pullsync.workspace_threads_post_metrics_deltas d
-        WHERE d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours'
+        WHERE d.workspace_threads_account_id = p.workspace_threads_account_id
+          AND d.workspace_threads_post_id = p.id AND d.period_end > now() - interval '24 hours'
           AND (d.period_start IS NOT NULL OR p.published_at > now() - interval '24 hours')) d ON true
  WHERE p.deleted_at IS NULL AND pullsync.workspace_visible(a.workspace_id);
 

@@ -148,8 +148,9 @@ mod tests {
             "INSERT INTO pullsync.workspace_threads_posts (id, workspace_threads_account_id, threads_post_id, media_type, published_at)
              VALUES ('22222222-2222-2222-2222-222222222222', '{account}', 'p1', 'TEXT_POST', now());
              INSERT INTO pullsync.workspace_threads_post_metrics
-                    (workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
-             VALUES ('22222222-2222-2222-2222-222222222222', 1, 1, 1, 1, 1, 1, now());"
+                    (workspace_threads_account_id, workspace_threads_post_id, views, likes, replies, reposts, quotes,
+                     shares, captured_at)
+             VALUES ('{account}', '22222222-2222-2222-2222-222222222222', 1, 1, 1, 1, 1, 1, now());"
         ))
         .unwrap();
         Spi::run("UPDATE pullsync.workspace_threads_post_metrics SET views = 2").unwrap();
@@ -178,8 +179,9 @@ mod tests {
             "INSERT INTO pullsync.workspace_threads_posts (id, workspace_threads_account_id, threads_post_id, media_type, published_at)
              VALUES ('33333333-3333-3333-3333-333333333333', '{account}', 'p2', 'TEXT_POST', now());
              INSERT INTO pullsync.workspace_threads_post_metrics
-                    (workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
-             VALUES ('33333333-3333-3333-3333-333333333333', 1, 1, 1, 1, 1, 1, now());"
+                    (workspace_threads_account_id, workspace_threads_post_id, views, likes, replies, reposts, quotes,
+                     shares, captured_at)
+             VALUES ('{account}', '33333333-3333-3333-3333-333333333333', 1, 1, 1, 1, 1, 1, now());"
         ))
         .unwrap();
         Spi::run("DELETE FROM pullsync.workspace_threads_post_metrics").unwrap();
@@ -194,7 +196,11 @@ mod tests {
              VALUES ('{account}', 1, 1, 1, 1, 1, 1, 1, now() - interval '1 day'), ('{account}', 2, 2, 2, 2, 2, 2, 2, now());
              SET LOCAL pullsync.allow_snapshot_delete = on;
              DELETE FROM pullsync.workspace_threads_account_insights WHERE captured_at < now() - interval '1 hour';
-             RESET pullsync.allow_snapshot_delete;"
+             RESET pullsync.allow_snapshot_delete;
+             INSERT INTO pullsync.sync_logs (job_type, source, workspace_threads_account_id, status, started_at)
+             VALUES ('threads_sync', 'threads', '{account}', 'completed', now());
+             INSERT INTO pullsync.reconciliation_runs (source, workspace_threads_account_id, window_start, window_end, status)
+             VALUES ('threads', '{account}', now() - interval '1 day', now(), 'success');"
         ))
         .unwrap();
         assert_eq!(
@@ -206,9 +212,14 @@ mod tests {
             "DELETE FROM pullsync.workspace_threads_accounts WHERE id = '{account}'"
         ))
         .unwrap();
+        // Its snapshots by foreign key, its logs by the forget_account trigger.
         assert_eq!(
-            Spi::get_one::<i64>("SELECT count(*) FROM pullsync.workspace_threads_account_insights")
-                .unwrap(),
+            Spi::get_one::<i64>(
+                "SELECT (SELECT count(*) FROM pullsync.workspace_threads_account_insights)
+                      + (SELECT count(*) FROM pullsync.sync_logs)
+                      + (SELECT count(*) FROM pullsync.reconciliation_runs)"
+            )
+            .unwrap(),
             Some(0)
         );
     }
@@ -374,5 +385,65 @@ mod tests {
             "SELECT pullsync.threads_add_account('99999999-9999-9999-9999-999999999999', '1008', 'alice', 't', now() + interval '1 day')",
         )
         .unwrap();
+    }
+
+    #[pg_test]
+    fn one_row_per_threads_user_without_a_unique_constraint_on_it() {
+        let derived = Spi::get_one::<Uuid>("SELECT md5('pullsync:threads-account:1020')::uuid")
+            .unwrap()
+            .unwrap();
+        assert_eq!(add_account("1020", "t1"), derived);
+        assert_eq!(add_account("1020", "t2"), derived);
+        // An account from before 0.2.0 has a random id: it is found, not doubled.
+        Spi::run(&format!(
+            "INSERT INTO pullsync.workspace_threads_accounts (id, workspace_id, threads_user_id, username)
+             VALUES ('44444444-4444-4444-4444-444444444444', '{WORKSPACE}', '1021', 'old')"
+        ))
+        .unwrap();
+        assert_eq!(
+            add_account("1021", "t3").to_string(),
+            "44444444-4444-4444-4444-444444444444"
+        );
+        let rows = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pullsync.workspace_threads_accounts WHERE threads_user_id IN ('1020', '1021')",
+        )
+        .unwrap();
+        assert_eq!(rows, Some(2));
+    }
+
+    #[pg_test]
+    fn a_pulled_message_that_moves_conversation_keeps_one_row() {
+        use crate::feed::store::upsert_items;
+        let item = |conversation: &str, updated_at: &str| {
+            serde_json::json!({"id": "m1", "conversation_id": conversation, "role": "user",
+                               "created_at": "2026-06-01T00:00:00Z", "updated_at": updated_at})
+        };
+        let rows = || {
+            Spi::get_one::<String>(
+                "SELECT string_agg(conversation_id, ',' ORDER BY conversation_id)
+                   FROM pullsync.conversation_messages WHERE feed_source = 'src' AND id = 'm1'",
+            )
+            .unwrap()
+        };
+        upsert_items("src", "messages", &[item("c1", "2026-06-01T00:00:00Z")]).unwrap();
+        upsert_items("src", "messages", &[item("c2", "2026-06-01T00:01:00Z")]).unwrap();
+        assert_eq!(rows().as_deref(), Some("c2"));
+        // An older version in its old conversation does not come back.
+        upsert_items("src", "messages", &[item("c1", "2026-06-01T00:00:30Z")]).unwrap();
+        assert_eq!(rows().as_deref(), Some("c2"));
+        // Two versions in one page: the newer one is the row.
+        upsert_items(
+            "src",
+            "messages",
+            &[
+                item("c4", "2026-06-01T00:02:00Z"),
+                item("c3", "2026-06-01T00:03:00Z"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(rows().as_deref(), Some("c3"));
+        // Another source's message of the same id is its own row.
+        upsert_items("other", "messages", &[item("c9", "2026-06-01T00:00:00Z")]).unwrap();
+        assert_eq!(rows().as_deref(), Some("c3"));
     }
 }

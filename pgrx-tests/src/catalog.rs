@@ -126,7 +126,8 @@ pub fn table_digests(db: &mut Client, except: &[&str]) -> BTreeMap<String, (i64,
             .query(
                 "SELECT quote_ident(attname) FROM pg_attribute
                   WHERE attrelid = ('pullsync.' || quote_ident($1))::regclass
-                    AND attnum > 0 AND NOT attisdropped AND NOT (attname = ANY($2))
+                    AND attnum > 0 AND NOT attisdropped
+                    AND NOT (attname::text = ANY($2::text[]) OR $1 || '.' || attname = ANY($2::text[]))
                   ORDER BY attnum",
                 &[&table, &except],
             )

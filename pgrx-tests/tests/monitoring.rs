@@ -286,8 +286,9 @@ fn cleanup_removes_only_what_is_due() {
              INSERT INTO pullsync.workspace_threads_posts (workspace_threads_account_id, threads_post_id, media_type, published_at)
              VALUES ($1, 'p1', 'TEXT_POST', now() - interval '300 days'), ($1, 'p2', 'TEXT_POST', now() - interval '300 days')
              RETURNING id, threads_post_id)
-         INSERT INTO pullsync.workspace_threads_post_metrics (workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
-         SELECT p.id, a.age, 0, 0, 0, 0, 0, now() - make_interval(days => a.age)
+         INSERT INTO pullsync.workspace_threads_post_metrics
+                (workspace_threads_account_id, workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
+         SELECT $1, p.id, a.age, 0, 0, 0, 0, 0, now() - make_interval(days => a.age)
            FROM p JOIN (VALUES ('p1', 100), ('p1', 50), ('p1', 10), ('p2', 200)) a(post, age) ON a.post = p.threads_post_id",
         &[&account],
     )

@@ -38,12 +38,13 @@ fn seed(db: &mut Client) {
          SELECT a.id, a.threads_user_id || '-' || g, 'TEXT_POST', now() - interval '2 days'
            FROM pullsync.workspace_threads_accounts a, generate_series(1, 3) g;
          INSERT INTO pullsync.workspace_threads_post_metrics
-                (workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
-         SELECT id, 1, 1, 1, 1, 1, 1, now() FROM pullsync.workspace_threads_posts;
+                (workspace_threads_account_id, workspace_threads_post_id, views, likes, replies, reposts, quotes, shares,
+                 captured_at)
+         SELECT workspace_threads_account_id, id, 1, 1, 1, 1, 1, 1, now() FROM pullsync.workspace_threads_posts;
          INSERT INTO pullsync.workspace_threads_post_metrics_deltas
-                (workspace_threads_post_id, views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta,
-                 shares_delta, period_start, period_end)
-         SELECT id, 1, 1, 1, 1, 1, 1, now() - interval '1 hour', now() FROM pullsync.workspace_threads_posts;
+                (workspace_threads_account_id, workspace_threads_post_id, views_delta, likes_delta, replies_delta,
+                 reposts_delta, quotes_delta, shares_delta, period_start, period_end)
+         SELECT workspace_threads_account_id, id, 1, 1, 1, 1, 1, 1, now() - interval '1 hour', now() FROM pullsync.workspace_threads_posts;
          INSERT INTO pullsync.workspace_threads_account_insights
                 (workspace_threads_account_id, followers_count, views, likes, replies, reposts, quotes, clicks, captured_at)
          SELECT id, 1, 1, 1, 1, 1, 1, 1, now() FROM pullsync.workspace_threads_accounts;

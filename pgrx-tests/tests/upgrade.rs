@@ -236,7 +236,8 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     );
 
     // (b) No row lost or changed (the provider's were checked before its run was queued).
-    // The columns and tables 0.2.0 adds start empty; they are left out of the comparison.
+    // The columns and tables 0.2.0 adds start empty or derived; they are left out of the
+    // comparison (a table.column only there).
     let added_columns = [
         "posts_listing_resume_after",
         "posts_listing_completed_at",
@@ -244,7 +245,29 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         "deleted_at",
         "notes",
         "feed_source",
+        "workspace_threads_post_metrics.workspace_threads_account_id",
+        "workspace_threads_post_metrics_deltas.workspace_threads_account_id",
     ];
+    // Snapshots and deltas carry their post's account.
+    for table in [
+        "workspace_threads_post_metrics",
+        "workspace_threads_post_metrics_deltas",
+    ] {
+        let total = count(&mut data, &format!("SELECT count(*) FROM pullsync.{table}"));
+        assert!(total > 0, "{table}: the 0.1.0 sync wrote none");
+        assert_eq!(
+            count(
+                &mut data,
+                &format!(
+                    "SELECT count(*) FROM pullsync.{table} m JOIN pullsync.workspace_threads_posts p
+                         ON p.id = m.workspace_threads_post_id
+                        AND p.workspace_threads_account_id = m.workspace_threads_account_id"
+                )
+            ),
+            total,
+            "{table}"
+        );
+    }
     let mut after = table_digests(&mut data, &added_columns);
     let added_tables: Vec<String> = after
         .keys()

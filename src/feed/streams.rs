@@ -47,14 +47,28 @@ pub const MESSAGES: Stream = Stream {
     row_json: "jsonb_build_object('id', id, 'conversation_id', conversation_id, 'role', role,
     'content_redacted', content_redacted, 'risk', jsonb_build_object('level', risk_level, 'categories', to_jsonb(risk_categories)),
     'created_at', created_at, 'updated_at', updated_at)",
+    // The newest version of each id in the page; a message that moved to another
+    // conversation loses its old row (the key holds the conversation), unless that row is
+    // newer.
     upsert: "
+WITH x AS (
+    SELECT DISTINCT ON (x.id) x.*
+      FROM jsonb_to_recordset($1::jsonb) AS x(id text, conversation_id text, role text, content_redacted text,
+                                              risk jsonb, created_at timestamptz, updated_at timestamptz)
+     ORDER BY x.id, x.updated_at DESC),
+moved AS (
+    DELETE FROM pullsync.conversation_messages m USING x
+     WHERE m.feed_source = $2 AND m.id = x.id AND m.conversation_id IS DISTINCT FROM x.conversation_id
+       AND m.updated_at <= x.updated_at)
 INSERT INTO pullsync.conversation_messages AS m
        (feed_source, id, conversation_id, role, content_redacted, risk_level, risk_categories, created_at, updated_at)
 SELECT $2, x.id, x.conversation_id, x.role, x.content_redacted, coalesce(x.risk->>'level', 'none'),
        coalesce(ARRAY(SELECT jsonb_array_elements_text(x.risk->'categories')), '{}'), x.created_at, x.updated_at
-  FROM jsonb_to_recordset($1::jsonb) AS x(id text, conversation_id text, role text, content_redacted text, risk jsonb,
-                                   created_at timestamptz, updated_at timestamptz)
-ON CONFLICT (feed_source, id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, role = EXCLUDED.role,
+  FROM x
+ WHERE NOT EXISTS (SELECT 1 FROM pullsync.conversation_messages o
+                    WHERE o.feed_source = $2 AND o.id = x.id AND o.conversation_id IS DISTINCT FROM x.conversation_id
+                      AND o.updated_at > x.updated_at)
+ON CONFLICT (feed_source, conversation_id, id) DO UPDATE SET role = EXCLUDED.role,
        content_redacted = EXCLUDED.content_redacted, risk_level = EXCLUDED.risk_level,
        risk_categories = EXCLUDED.risk_categories, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
  WHERE m.updated_at <= EXCLUDED.updated_at",

@@ -40,19 +40,34 @@ fn store_account(
     sealed: String,
 ) -> Result<Uuid, PullsyncError> {
     Spi::connect_mut(|client| {
+        // A new account's id derives from its Threads user id, so the primary key keeps one
+        // row per Threads user (docs/SCALING.md); an existing row keeps its id. Looked up
+        // first: Citus takes no subquery in an INSERT.
+        let found = client.select(
+            "SELECT id FROM pullsync.workspace_threads_accounts WHERE threads_user_id = $1
+              ORDER BY created_at LIMIT 1",
+            None,
+            &[account.threads_user_id.as_str().into()],
+        )?;
+        let existing: Option<Uuid> = if found.is_empty() {
+            None
+        } else {
+            found.first().get_one()?
+        };
         let inserted = client.update(
-                "INSERT INTO pullsync.workspace_threads_accounts AS a (workspace_id, threads_user_id, username)
-                 VALUES ($1, $2, $3)
-                 ON CONFLICT (threads_user_id) DO UPDATE
-                    SET username = EXCLUDED.username, is_active = true, updated_at = now()
-                    WHERE a.workspace_id = EXCLUDED.workspace_id
-                 RETURNING id",
-                None,
-                &[
-                    workspace_id.into(),
-                    account.threads_user_id.as_str().into(),
-                    account.username.as_str().into(),
-                ],
+            "INSERT INTO pullsync.workspace_threads_accounts AS a (id, workspace_id, threads_user_id, username)
+             VALUES (coalesce($4, md5('pullsync:threads-account:' || $2)::uuid), $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE
+                SET username = EXCLUDED.username, is_active = true, updated_at = now()
+                WHERE a.workspace_id = EXCLUDED.workspace_id
+             RETURNING id",
+            None,
+            &[
+                workspace_id.into(),
+                account.threads_user_id.as_str().into(),
+                account.username.as_str().into(),
+                existing.into(),
+            ],
         )?;
         // No row back: the id exists under another workspace (the upsert's WHERE refused).
         let account_id: Option<Uuid> = if inserted.is_empty() {

@@ -168,7 +168,7 @@ WITH up AS (
            is_quote_post boolean, quoted_post_id text, reposted_post_id text, alt_text text,
            link_attachment_url text, gif_url text, topic_tag text, has_replies boolean,
            reply_audience text, published_at timestamptz, content_hash bigint)
-    ON CONFLICT (threads_post_id) DO UPDATE SET
+    ON CONFLICT (workspace_threads_account_id, threads_post_id) DO UPDATE SET
            media_product_type = EXCLUDED.media_product_type, media_type = EXCLUDED.media_type,
            media_url = EXCLUDED.media_url, thumbnail_url = EXCLUDED.thumbnail_url,
            permalink = EXCLUDED.permalink, shortcode = EXCLUDED.shortcode, text = EXCLUDED.text,
@@ -178,8 +178,7 @@ WITH up AS (
            gif_url = EXCLUDED.gif_url, topic_tag = EXCLUDED.topic_tag, has_replies = EXCLUDED.has_replies,
            reply_audience = EXCLUDED.reply_audience, published_at = EXCLUDED.published_at,
            content_hash = EXCLUDED.content_hash, deleted_at = NULL, updated_at = now()
-     WHERE (p.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR p.deleted_at IS NOT NULL)
-       AND p.workspace_threads_account_id = EXCLUDED.workspace_threads_account_id
+     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR p.deleted_at IS NOT NULL
     RETURNING (xmax = 0) AS inserted)
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up";
 
@@ -191,19 +190,20 @@ WITH x AS (
         quotes_delta bigint, shares_delta bigint, period_start timestamptz, captured_at timestamptz)),
 snapshots AS (
     INSERT INTO pullsync.workspace_threads_post_metrics
-           (workspace_threads_post_id, views, likes, replies, reposts, quotes, shares, captured_at)
-    SELECT post_id, views, likes, replies, reposts, quotes, shares, captured_at FROM x),
+           (workspace_threads_account_id, workspace_threads_post_id, views, likes, replies, reposts, quotes,
+            shares, captured_at)
+    SELECT $2, post_id, views, likes, replies, reposts, quotes, shares, captured_at FROM x),
 deltas AS (
     INSERT INTO pullsync.workspace_threads_post_metrics_deltas
-           (workspace_threads_post_id, period_start, period_end, views_delta, likes_delta, replies_delta,
-            reposts_delta, quotes_delta, shares_delta)
-    SELECT post_id, period_start, captured_at, views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta,
+           (workspace_threads_account_id, workspace_threads_post_id, period_start, period_end, views_delta,
+            likes_delta, replies_delta, reposts_delta, quotes_delta, shares_delta)
+    SELECT $2, post_id, period_start, captured_at, views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta,
            shares_delta FROM x)
 UPDATE pullsync.workspace_threads_posts p
    SET current_views = x.views, current_likes = x.likes, current_replies = x.replies,
        current_reposts = x.reposts, current_quotes = x.quotes, current_shares = x.shares,
        metrics_snapshot_at = x.captured_at
-  FROM x WHERE p.id = x.post_id";
+  FROM x WHERE p.workspace_threads_account_id = $2 AND p.id = x.post_id";
 
 const ACCOUNT_LAYERS: &str = "
 WITH snapshot AS (
@@ -352,7 +352,11 @@ pub fn write_account(
             if !layer_rows.is_empty() {
                 counts.snapshots += layer_rows.len() as i64;
                 counts.deltas += layer_rows.len() as i64;
-                client.update(POST_LAYERS, None, &[JsonB(Value::Array(layer_rows)).into()])?;
+                client.update(
+                    POST_LAYERS,
+                    None,
+                    &[JsonB(Value::Array(layer_rows)).into(), account_id.into()],
+                )?;
             }
         }
         if !pull.metrics_checked.is_empty() {

@@ -5,6 +5,7 @@
 
 mod attack;
 mod chart;
+mod cpu;
 mod feed;
 mod memory;
 mod peer;

@@ -190,6 +190,44 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
         "\nTime against accounts, log-log: slope {} (1 = proportional).\n",
         slope_threads.map_or("—".into(), |s| format!("{s:.2}"))
     );
+    let _ = writeln!(
+        md,
+        "CPU: the seconds the cluster's processes used during the cycle (the postmaster and \
+         everything it started: the workers, backends, WAL writer and checkpointer; not the \
+         simulator), read from /proc. Latency floor: the requests at the mean simulated latency \
+         (60 ms) with all {in_flight} requests in flight always busy (`pullsync.workers` × \
+         `pullsync.http_concurrency`), the time no design with that many in flight can beat.\n",
+        in_flight = threads::PULLSYNC
+            .iter()
+            .filter(|(n, _)| *n == "pullsync.workers" || *n == "pullsync.http_concurrency")
+            .map(|(_, v)| v.parse::<usize>().unwrap_or(0))
+            .product::<usize>()
+    );
+    let _ = writeln!(
+        md,
+        "| accounts | cycle | CPU, s | CPU ms per 1,000 requests | CPU ms per 1,000 rows | latency floor, s | wall ÷ floor |\n|---:|---|---:|---:|---:|---:|---:|"
+    );
+    for (accounts, runs) in &t.scaling {
+        for (name, pick) in [
+            ("first", (|r: &Run| r.first) as fn(&Run) -> Cycle),
+            ("incremental", |r: &Run| r.incremental),
+        ] {
+            let of = |f: fn(&Cycle) -> Option<f64>, digits: usize| {
+                let values: Option<Vec<f64>> = runs.iter().map(|r| f(&pick(r))).collect();
+                values.map_or("—".into(), |v| Summary::of(&v).show(digits))
+            };
+            let _ = writeln!(
+                md,
+                "| {accounts} | {name} | {} | {} | {} | {} | {} |",
+                of(|c| c.cpu_seconds, 1),
+                of(Cycle::cpu_ms_per_1000_requests, 0),
+                of(Cycle::cpu_ms_per_1000_rows, 0),
+                of(Cycle::latency_floor, 1),
+                of(Cycle::over_floor, 2),
+            );
+        }
+    }
+    let _ = writeln!(md);
 
     for (title, pair, them, how) in [
         (

@@ -1,6 +1,7 @@
 //! Threads cycles: a first full sync and the incremental cycle 15 simulated minutes later,
 //! for pg_pullsync with its bench settings, with the seed's settings, and for dlt.
 
+use super::cpu::ClusterCpu;
 use super::memory::{Peak, Sampler};
 use super::{peer, Bench, Plan, DB, SIM_PORT};
 use crate::run::Result;
@@ -29,8 +30,9 @@ pub const SEED: &[(&str, &str)] = &[
     ("pullsync.account_concurrency", "1"),
 ];
 
-/// The simulated API's latency: 50 ms plus 0–20 ms.
+/// The simulated API's latency: 50 ms plus 0–20 ms, so 60 ms on average.
 const LATENCY: [&str; 4] = ["--latency-ms", "50", "--jitter-ms", "20"];
+const MEAN_LATENCY_SECS: f64 = 0.060;
 /// One cron interval of simulated time between the two cycles.
 const INTERVAL_SECS: u32 = 900;
 
@@ -40,9 +42,30 @@ pub struct Cycle {
     pub requests: u64,
     pub rows: u64,
     pub peak: Peak,
+    /// CPU seconds of the cluster's processes (pg_pullsync's runs only)
+    pub cpu_seconds: Option<f64>,
+    /// The most requests the design has in flight (pg_pullsync's runs only)
+    pub in_flight: Option<usize>,
 }
 
 impl Cycle {
+    /// The time the requests take at the mean latency with `in_flight` always busy: no
+    /// run of the design can be faster.
+    pub fn latency_floor(&self) -> Option<f64> {
+        self.in_flight
+            .map(|n| self.requests as f64 * MEAN_LATENCY_SECS / n as f64)
+    }
+    pub fn over_floor(&self) -> Option<f64> {
+        self.latency_floor().map(|floor| self.seconds / floor)
+    }
+    pub fn cpu_ms_per_1000_requests(&self) -> Option<f64> {
+        self.cpu_seconds
+            .map(|cpu| cpu * 1e6 / self.requests.max(1) as f64)
+    }
+    pub fn cpu_ms_per_1000_rows(&self) -> Option<f64> {
+        self.cpu_seconds
+            .map(|cpu| cpu * 1e6 / self.rows.max(1) as f64)
+    }
     pub fn requests_per_second(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
@@ -163,9 +186,16 @@ impl World {
                    FROM jsonb_array_elements($accounts${accounts}$accounts$::jsonb) a;"
             ),
         )?;
-        let first = pullsync_cycle(bench)?;
+        let cpu = ClusterCpu::of(
+            bench
+                .cluster
+                .postmaster()
+                .ok_or("the bench cluster is down")?,
+        )?;
+        let in_flight = in_flight(settings)?;
+        let first = pullsync_cycle(bench, &cpu, in_flight)?;
         advance_clock()?;
-        let incremental = pullsync_cycle(bench)?;
+        let incremental = pullsync_cycle(bench, &cpu, in_flight)?;
         report("pg_pullsync", self.accounts, &first, &incremental);
         Ok(Run { first, incremental })
     }
@@ -173,9 +203,9 @@ impl World {
     fn dlt_run(&self, bench: &Bench) -> Result<Run> {
         let _sim = self.simulator()?;
         let pipeline = peer::Pipeline::fresh(bench)?;
-        let first = timed_cycle(|| pipeline.run(), || pipeline.rows())?;
+        let first = timed_cycle(|| pipeline.run(), || pipeline.rows(), None)?;
         advance_clock()?;
-        let incremental = timed_cycle(|| pipeline.run(), || pipeline.rows())?;
+        let incremental = timed_cycle(|| pipeline.run(), || pipeline.rows(), None)?;
         report("dlt", self.accounts, &first, &incremental);
         Ok(Run { first, incremental })
     }
@@ -213,18 +243,42 @@ fn report(who: &str, accounts: usize, first: &Cycle, incremental: &Cycle) {
             c.peak.anon_kib,
             c.peak.hwm_kib
         );
+        if let (Some(cpu), Some(over)) = (c.cpu_seconds, c.over_floor()) {
+            println!(
+                "xtask:   CPU {cpu:.1} s ({:.0} ms per 1,000 requests), {over:.2}× the latency floor",
+                c.cpu_ms_per_1000_requests().unwrap_or(0.0)
+            );
+        }
     }
 }
 
+/// workers × http_concurrency of a pg_pullsync setting.
+fn in_flight(settings: &[(&str, &str)]) -> Result<usize> {
+    let value = |name: &str| -> Result<usize> {
+        let (_, v) = settings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| format!("the bench settings lack {name}"))?;
+        Ok(v.parse()?)
+    };
+    Ok(value("pullsync.workers")? * value("pullsync.http_concurrency")?)
+}
+
 /// Measures one cycle of `work`: wall time, API requests the simulator answered, rows
-/// added (by `rows`) and the workers' memory peak.
-fn timed_cycle(work: impl FnOnce() -> Result<()>, rows: impl Fn() -> Result<u64>) -> Result<Cycle> {
+/// added (by `rows`), the workers' memory peak and, given the cluster, its CPU time.
+fn timed_cycle(
+    work: impl FnOnce() -> Result<()>,
+    rows: impl Fn() -> Result<u64>,
+    cpu: Option<&ClusterCpu>,
+) -> Result<Cycle> {
     let before = rows()?;
     http(SIM_PORT, "POST", "/admin/counters/reset", "")?;
     let sampler = Sampler::start();
+    let cpu_before = cpu.map(ClusterCpu::seconds);
     let started = Instant::now();
     work()?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu.zip(cpu_before).map(|(c, b)| c.seconds() - b);
     let peak = sampler.finish();
     let counters: serde_json::Value =
         serde_json::from_str(&http(SIM_PORT, "GET", "/admin/counters", "")?)?;
@@ -233,6 +287,8 @@ fn timed_cycle(work: impl FnOnce() -> Result<()>, rows: impl Fn() -> Result<u64>
         requests: counters["total"].as_u64().ok_or("no request count")?,
         rows: rows()? - before,
         peak,
+        cpu_seconds,
+        in_flight: None,
     })
 }
 
@@ -243,9 +299,9 @@ const THREADS_ROWS: &str = "SELECT (SELECT count(*) FROM pullsync.workspace_thre
      + (SELECT count(*) FROM pullsync.workspace_threads_account_insights_deltas)";
 
 /// Queues a scheduled run and waits for the workers to finish it.
-fn pullsync_cycle(bench: &Bench) -> Result<Cycle> {
+fn pullsync_cycle(bench: &Bench, cpu: &ClusterCpu, in_flight: usize) -> Result<Cycle> {
     let rows = || -> Result<u64> { Ok(bench.query(DB, THREADS_ROWS)?.parse()?) };
-    timed_cycle(
+    let cycle = timed_cycle(
         || {
             let job = bench.query(DB, "SELECT pullsync.threads_scheduled_sync()->>'job_id'")?;
             if job.is_empty() {
@@ -274,5 +330,10 @@ fn pullsync_cycle(bench: &Bench) -> Result<Cycle> {
             }
         },
         rows,
-    )
+        Some(cpu),
+    )?;
+    Ok(Cycle {
+        in_flight: Some(in_flight),
+        ..cycle
+    })
 }
