@@ -136,6 +136,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         return attack_only(&plan);
     }
     prereqs::ensure_bench()?;
+    if crate::run::flag_value(args, "--only")? == Some("threads") {
+        return threads_only(args);
+    }
     let tree = bench_tree();
     tree.ensure_copied()?;
     build_and_install(&tree, Profile::Release)?;
@@ -200,6 +203,33 @@ fn attack_only(plan: &Plan) -> Result<()> {
         latency.flood_throttled
     );
     Ok(())
+}
+
+/// `cargo xtask bench --only threads --accounts N[,N…] [--posts N]`: pg_pullsync's first
+/// and incremental cycles at those sizes, once each, printed (for profiling a change;
+/// docs/BENCHMARKS.md is written by the full run only).
+fn threads_only(args: &[String]) -> Result<()> {
+    let number_list = |flag: &str, default: &str| -> Result<Vec<usize>> {
+        crate::run::flag_value(args, flag)?
+            .unwrap_or(default)
+            .split(',')
+            .map(|n| {
+                n.parse()
+                    .map_err(|_| format!("{flag}: {n:?} is not a number").into())
+            })
+            .collect()
+    };
+    let accounts = number_list("--accounts", "1000")?;
+    let posts = number_list("--posts", "100")?;
+    let tree = bench_tree();
+    tree.ensure_copied()?;
+    build_and_install(&tree, Profile::Release)?;
+    build_release_bin("threads-sim")?;
+    let bench = Bench::create()?;
+    for &n in &accounts {
+        threads::pullsync_once(&bench, n, posts[0])?;
+    }
+    bench.cluster.stop()
 }
 
 /// The simulator alone on one server thread: requests/s, one figure per run.

@@ -134,6 +134,12 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
     })
 }
 
+/// One pg_pullsync run of `accounts` × `posts` with the bench settings.
+pub fn pullsync_once(bench: &Bench, accounts: usize, posts: usize) -> Result<Run> {
+    println!("\nxtask: pg_pullsync, {accounts} accounts × {posts} posts");
+    World::new(bench, accounts, posts).pullsync_run(bench, PULLSYNC)
+}
+
 /// A simulated world of `accounts` × `posts`, the same for every run of one size: each
 /// run starts its own simulator from the same seed.
 struct World {
