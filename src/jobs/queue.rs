@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use pullsync_core::outcome::Status;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// Queues a job of `kind`, or says why not: `{"job_id": …}`, or `{"skipped": true,
 /// "job_id": …, "reason": busy}` when a job of that kind whose payload contains `same` is
@@ -302,42 +303,69 @@ fn unit_result(outcome: &Outcome) -> Value {
     Value::Object(result)
 }
 
-/// Records a unit's outcome and counts it on its run; the last unit finishes the run. A
-/// claim that lost the unit (requeued, reclaimed, cancelled) changes nothing.
-pub fn complete_unit(unit: &Unit, outcome: &Outcome) -> Result<()> {
-    let error = outcome.error.as_ref().map(|e| {
-        let mut entry = unit.payload.clone();
-        if let Value::Object(map) = &mut entry {
-            map.insert("error".into(), json!(e));
-        }
-        entry
-    });
-    // One statement: the unit changes only if this claim holds it, and only then is it
-    // counted; the run row's lock serialises the count across workers.
-    let finished_run = Spi::get_one_with_args::<bool>(
+/// Units recorded in one transaction, per run: how many, and the errors of those that
+/// failed. Counted on their runs once, by `count_completed`, so a worker takes its run's
+/// row lock once per group of units rather than once per unit.
+#[derive(Debug, Default)]
+pub struct Completed(BTreeMap<i64, (i32, Vec<Value>)>);
+
+/// Records a unit's outcome in `completed`. A claim that lost the unit (requeued,
+/// reclaimed, cancelled) changes nothing.
+pub fn record_unit(unit: &Unit, outcome: &Outcome, completed: &mut Completed) -> Result<()> {
+    let held = Spi::get_one_with_args::<bool>(
         "WITH unit AS (
              UPDATE pullsync.jobs SET state = $3, finished_at = now(), result = $4
               WHERE id = $1 AND state = 'running' AND worker_pid = pg_backend_pid() AND attempts = $2
-             RETURNING parent_id),
-         run AS (
-             UPDATE pullsync.jobs r SET units_done = r.units_done + 1, heartbeat_at = now(),
-                    errors = CASE WHEN $5::jsonb IS NULL THEN r.errors ELSE r.errors || jsonb_build_array($5::jsonb) END
-               FROM unit WHERE r.id = unit.parent_id AND r.state = 'running'
-             RETURNING r.units_done >= r.units_total AS last)
-         SELECT coalesce((SELECT last FROM run), false)",
+             RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM unit)",
         &[
             unit.id.into(),
             unit.claim.into(),
             outcome.status.as_job_state().as_str().into(),
             JsonB(unit_result(outcome)).into(),
-            error.map(JsonB).into(),
         ],
     )?
     .unwrap_or(false);
-    if finished_run {
-        finish_run(unit.run_id)?;
+    if held {
+        let (done, errors) = completed.0.entry(unit.run_id).or_default();
+        *done += 1;
+        if let Some(e) = &outcome.error {
+            let mut entry = unit.payload.clone();
+            if let Value::Object(map) = &mut entry {
+                map.insert("error".into(), json!(e));
+            }
+            errors.push(entry);
+        }
     }
     Ok(())
+}
+
+/// Counts recorded units on their runs; a run whose last unit is among them is finished.
+/// The run row's lock serialises the counts of workers completing units of one run.
+pub fn count_completed(completed: Completed) -> Result<()> {
+    for (run, (done, errors)) in completed.0 {
+        let last = Spi::get_one_with_args::<bool>(
+            "WITH run AS (
+                 UPDATE pullsync.jobs r SET units_done = r.units_done + $2, heartbeat_at = now(),
+                        errors = r.errors || $3
+                  WHERE r.id = $1 AND r.state = 'running'
+                 RETURNING r.units_done >= r.units_total AS last)
+             SELECT coalesce((SELECT last FROM run), false)",
+            &[run.into(), done.into(), JsonB(Value::Array(errors)).into()],
+        )?
+        .unwrap_or(false);
+        if last {
+            finish_run(run)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records one unit's outcome and counts it on its run at once.
+pub fn complete_unit(unit: &Unit, outcome: &Outcome) -> Result<()> {
+    let mut completed = Completed::default();
+    record_unit(unit, outcome, &mut completed)?;
+    count_completed(completed)
 }
 
 fn run_totals(run: i64) -> Result<RunTotals> {

@@ -1,8 +1,9 @@
 //! The one job runner: background workers call it with a transaction per unit of work,
 //! `run_jobs()` in a backend with subtransactions. Each step requeues what was abandoned,
 //! then claims a job (a job without units is run to its end; a run is split into units),
-//! or else claims a batch of units: prepared under SPI, pulled over HTTP outside any
-//! transaction, each written in its own.
+//! or else works units: claimed and prepared under SPI, pulled over HTTP outside any
+//! transaction, written as they come back, a few units per transaction with a
+//! subtransaction each.
 
 use super::queue;
 use super::registry;
@@ -11,9 +12,12 @@ use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
-use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use pullsync_core::outcome::Status;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::future::Future;
 
 /// One round. Returns whether there was anything to do.
 pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
@@ -84,23 +88,59 @@ impl<U: Units> Batches for U {
         Units::phase(self)
     }
 
+    /// Keeps up to `limit` units in flight: each pulled unit is written as soon as it is
+    /// back (with the others back by then, in one transaction), and with no pause between
+    /// batches (`pullsync.batch_delay` = 0) the window is topped up from the queue, so
+    /// the HTTP waiting of some units overlaps the writing of others.
     fn work(&self, kind: &str, limit: i64, txn: Txn, cancel: Cancel) -> Result<bool> {
-        let (claimed, ready) = txn.run(|| prepare(self, kind, limit))?;
-        if ready.is_empty() {
-            return Ok(claimed);
-        }
-        let ids: Vec<i64> = ready.iter().map(|(u, _)| u.id).collect();
-        let pulls = match pull(self, &ready, &ids, txn, cancel) {
-            Ok(pulls) => pulls,
-            Err(e) => {
-                txn.run(|| queue::release_units(&ids))?;
-                return Err(e);
+        let shared = self.shared()?;
+        let start = |unit: Unit, ready: U::Ready| {
+            let shared = &shared;
+            async move {
+                let pulled = self.pull(shared, &ready).await;
+                (unit, ready, pulled)
             }
         };
-        for ((unit, ready), pulled) in ready.iter().zip(pulls) {
-            write(self, unit, ready, pulled, txn)?;
+        let top_up = config::batch_delay().is_zero();
+        // Claiming stops after a few windows, so the step ends and the worker looks at
+        // the queue's other jobs and abandoned units again.
+        let mut claims_left = 8;
+        let mut in_flight = FuturesUnordered::new();
+        let mut ids: BTreeSet<i64> = BTreeSet::new();
+        let mut claimed_any = false;
+        let mut queue_empty = false;
+        loop {
+            let room = limit - in_flight.len() as i64;
+            let wanted = in_flight.is_empty() || (top_up && room >= (limit / 2).max(1));
+            if claims_left > 0 && !queue_empty && wanted {
+                claims_left -= 1;
+                let (claimed, ready) = txn.run(|| prepare(self, kind, room))?;
+                claimed_any |= claimed;
+                queue_empty = !claimed;
+                for (unit, ready) in ready {
+                    ids.insert(unit.id);
+                    in_flight.push(start(unit, ready));
+                }
+            }
+            if in_flight.is_empty() {
+                return Ok(claimed_any);
+            }
+            let back = match pulled_back(&mut in_flight, &ids, txn, cancel) {
+                Ok(back) => back,
+                Err(e) => {
+                    let ids: Vec<i64> = ids.into_iter().collect();
+                    txn.run(|| queue::release_units(&ids))?;
+                    return Err(e);
+                }
+            };
+            for (unit, _, _) in &back {
+                ids.remove(&unit.id);
+            }
+            write(self, back, txn)?;
+            if !top_up && in_flight.is_empty() {
+                return Ok(claimed_any);
+            }
         }
-        Ok(true)
     }
 
     fn finish(&self, job: &Job, totals: &super::source::RunTotals) -> Result<Value> {
@@ -125,51 +165,58 @@ fn prepare<U: Units>(source: &U, kind: &str, limit: i64) -> Result<Claimed<U::Re
     Ok((claimed, ready))
 }
 
-/// Pulls the batch concurrently, outside any transaction, keeping its claims alive with
-/// a heartbeat at a third of `pullsync.unit_timeout`.
-fn pull<U: Units>(
-    source: &U,
-    ready: &[(Unit, U::Ready)],
-    ids: &[i64],
+/// Waits, outside any transaction, for at least one unit in flight to come back, and
+/// takes every other one back by then; the claims are kept alive with a heartbeat at a
+/// third of `pullsync.unit_timeout`.
+fn pulled_back<F: Future>(
+    in_flight: &mut FuturesUnordered<F>,
+    ids: &BTreeSet<i64>,
     txn: Txn,
     cancel: Cancel,
-) -> Result<Vec<U::Pulled>> {
-    let shared = source.shared()?;
-    let every = config::unit_timeout() / 3;
-    runtime::block_on_beating(
-        join_all(ready.iter().map(|(_, r)| source.pull(&shared, r))),
+) -> Result<Vec<F::Output>> {
+    let every = (config::unit_timeout() / 3).max(std::time::Duration::from_secs(1));
+    let ids: Vec<i64> = ids.iter().copied().collect();
+    let first = runtime::block_on_beating(in_flight.next(), cancel, every, || {
+        txn.run(|| queue::heartbeat(&ids))
+    })?;
+    let mut back: Vec<F::Output> = first.into_iter().collect();
+    // Polled inside the runtime: the pulls' sockets and timers belong to it.
+    runtime::block_on_until(
+        async {
+            while let Some(Some(more)) = in_flight.next().now_or_never() {
+                back.push(more);
+            }
+        },
         cancel,
-        every.max(std::time::Duration::from_secs(1)),
-        || txn.run(|| queue::heartbeat(ids)),
-    )
+    )?;
+    Ok(back)
 }
 
-/// Writes one unit in its own unit of work; a write that fails rolls back and its
-/// failure is recorded in a fresh one. A claim that lost its unit (requeued after
-/// unit_timeout) writes nothing.
-fn write<U: Units>(
-    source: &U,
-    unit: &Unit,
-    ready: &U::Ready,
-    pulled: U::Pulled,
-    txn: Txn,
-) -> Result<()> {
-    let written = txn.run(|| {
-        if !queue::still_claimed(unit)? {
-            return Ok(());
-        }
-        let outcome = source.write(unit, ready, pulled)?;
-        queue::complete_unit(unit, &outcome)
-    });
-    let Err(error) = written else {
-        return Ok(());
-    };
+/// Writes units that came back in one transaction, each in a subtransaction of its own:
+/// a write that fails rolls back alone and its failure is recorded instead. A claim that
+/// lost its unit (requeued after unit_timeout) writes nothing.
+fn write<U: Units>(source: &U, back: Vec<(Unit, U::Ready, U::Pulled)>, txn: Txn) -> Result<()> {
     txn.run(|| {
-        if !queue::still_claimed(unit)? {
-            return Ok(());
+        let mut completed = queue::Completed::default();
+        for (unit, ready, pulled) in back {
+            let written = Txn::Subtransaction.run(|| {
+                if queue::still_claimed(&unit)? {
+                    let outcome = source.write(&unit, &ready, pulled)?;
+                    queue::record_unit(&unit, &outcome, &mut completed)?;
+                }
+                Ok(())
+            });
+            if let Err(error) = written {
+                Txn::Subtransaction.run(|| {
+                    if queue::still_claimed(&unit)? {
+                        let outcome = source.write_failed(&unit, &ready, &error)?;
+                        queue::record_unit(&unit, &outcome, &mut completed)?;
+                    }
+                    Ok(())
+                })?;
+            }
         }
-        let outcome = source.write_failed(unit, ready, &error)?;
-        queue::complete_unit(unit, &outcome)
+        queue::count_completed(completed)
     })
 }
 

@@ -10,6 +10,7 @@ mod feed;
 mod memory;
 mod peer;
 mod report;
+mod seed;
 mod stats;
 mod threads;
 
@@ -145,6 +146,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     build_release_bin("threads-sim")?;
     build_release_bin("sim-bench")?;
     peer::prepare(&workspace_root().join("target/bench"))?;
+    seed::prepare()?;
 
     let bench = Bench::create()?;
     let simulator = simulator_throughput(plan.reps)?;

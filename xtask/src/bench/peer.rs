@@ -1,5 +1,6 @@
 //! The peer: the same Threads workload pulled by a dlt pipeline (xtask/peer/dlt_threads.py)
-//! in a virtualenv under target/bench, loading into the bench cluster.
+//! in a virtualenv under target/bench, loading into the bench cluster; as first written and
+//! as tuned by dlt's performance guide.
 
 use super::{Bench, BENCH_PORT, DB, SIM_PORT};
 use crate::run::{cmd, workspace_root, Result, StatusOk};
@@ -35,15 +36,35 @@ pub fn prepare(home: &Path) -> Result<()> {
         .status_ok()
 }
 
+/// The pipeline's DLT_VARIANT.
+#[derive(Debug, Clone, Copy)]
+pub enum Variant {
+    /// Everything in dlt's main thread, one REST client per call.
+    Default,
+    /// Per-post insights deferred into dlt's thread pool, account insights parallelized,
+    /// one client per account, 32 extract workers.
+    Tuned,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Default => "default",
+            Variant::Tuned => "tuned",
+        }
+    }
+}
+
 /// One pipeline: its state starts empty, so its first run is a full load.
 pub struct Pipeline<'a> {
     bench: &'a Bench,
+    variant: Variant,
     accounts_file: PathBuf,
     state: PathBuf,
 }
 
 impl<'a> Pipeline<'a> {
-    pub fn fresh(bench: &'a Bench) -> Result<Pipeline<'a>> {
+    pub fn fresh(bench: &'a Bench, variant: Variant) -> Result<Pipeline<'a>> {
         let state = bench.home.join("dlt-pipelines");
         if state.exists() {
             std::fs::remove_dir_all(&state)?;
@@ -59,6 +80,7 @@ impl<'a> Pipeline<'a> {
         )?;
         Ok(Pipeline {
             bench,
+            variant,
             accounts_file,
             state,
         })
@@ -76,6 +98,7 @@ impl<'a> Pipeline<'a> {
                 format!("postgresql://postgres:bench@127.0.0.1:{BENCH_PORT}/{DB}"),
             )
             .env("PIPELINES_DIR", &self.state)
+            .env("DLT_VARIANT", self.variant.name())
             .env("RUNTIME__LOG_LEVEL", "WARNING")
             .status_ok()
     }

@@ -1,9 +1,12 @@
 //! Threads cycles: a first full sync and the incremental cycle 15 simulated minutes later,
-//! for pg_pullsync with its bench settings, with the seed's settings, and for dlt.
+//! for pg_pullsync with its bench settings and for dlt (default and tuned); and the seed's
+//! design (its own program) invoked every 15 simulated minutes until the fleet is synced.
 
 use super::cpu::ClusterCpu;
 use super::memory::{Peak, Sampler};
-use super::{peer, Bench, Plan, DB, SIM_PORT};
+use super::peer::Variant;
+use super::seed::FleetRun;
+use super::{peer, seed, Bench, Plan, DB, SIM_PORT};
 use crate::run::Result;
 use crate::simulator::http;
 use std::collections::BTreeMap;
@@ -18,16 +21,6 @@ pub const PULLSYNC: &[(&str, &str)] = &[
     ("pullsync.batch_size", "50"),
     ("pullsync.batch_delay", "0"),
     ("pullsync.account_concurrency", "0"),
-];
-
-/// The seed's design: one process, 5 accounts per batch, 2 s between batches, an account's
-/// calls one after another.
-pub const SEED: &[(&str, &str)] = &[
-    ("pullsync.workers", "1"),
-    ("pullsync.http_concurrency", "128"),
-    ("pullsync.batch_size", "5"),
-    ("pullsync.batch_delay", "2000"),
-    ("pullsync.account_concurrency", "1"),
 ];
 
 /// The simulated API's latency: 50 ms plus 0–20 ms, so 60 ms on average.
@@ -87,11 +80,20 @@ pub struct Pair {
     pub theirs: Vec<Run>,
 }
 
+/// The seed's program and pg_pullsync on the same fleet, index i of each side by side.
+pub struct SeedPair {
+    pub accounts: usize,
+    pub ours: Vec<Run>,
+    pub theirs: Vec<FleetRun>,
+}
+
 pub struct Results {
     /// accounts → pg_pullsync's runs
     pub scaling: BTreeMap<usize, Vec<Run>>,
-    pub seed: Pair,
+    pub seed: SeedPair,
+    /// dlt as a competent user tunes it (the headline), and as first written
     pub peer: Pair,
+    pub peer_default: Pair,
 }
 
 pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
@@ -100,7 +102,7 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
     sizes.sort_unstable();
     sizes.dedup();
     let mut ours: BTreeMap<usize, Vec<Run>> = BTreeMap::new();
-    let (mut seed, mut dlt) = (Vec::new(), Vec::new());
+    let (mut seed, mut tuned, mut default) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=plan.reps {
         for &accounts in &sizes {
             let world = World::new(bench, accounts, plan.posts_per_account);
@@ -109,12 +111,20 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
                 .or_default()
                 .push(world.pullsync_run(bench, PULLSYNC)?);
             if accounts == plan.seed_accounts {
-                println!("xtask: bench run {rep}: the seed's settings, {accounts} accounts");
-                seed.push(world.pullsync_run(bench, SEED)?);
+                println!("xtask: bench run {rep}: the seed's design, {accounts} accounts");
+                seed.push(world.seed_run(bench)?);
             }
             if accounts == plan.peer_accounts {
-                println!("xtask: bench run {rep}: dlt, {accounts} accounts");
-                dlt.push(world.dlt_run(bench)?);
+                for (variant, runs) in [
+                    (Variant::Tuned, &mut tuned),
+                    (Variant::Default, &mut default),
+                ] {
+                    println!(
+                        "xtask: bench run {rep}: dlt {}, {accounts} accounts",
+                        variant.name()
+                    );
+                    runs.push(world.dlt_run(bench, variant)?);
+                }
             }
         }
     }
@@ -124,8 +134,13 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
         theirs,
     };
     Ok(Results {
-        seed: pair(plan.seed_accounts, seed),
-        peer: pair(plan.peer_accounts, dlt),
+        seed: SeedPair {
+            accounts: plan.seed_accounts,
+            ours: ours[&plan.seed_accounts].clone(),
+            theirs: seed,
+        },
+        peer: pair(plan.peer_accounts, tuned),
+        peer_default: pair(plan.peer_accounts, default),
         scaling: ours
             .iter()
             .filter(|(a, _)| plan.threads_accounts.contains(a))
@@ -179,19 +194,7 @@ impl World {
     fn pullsync_run(&self, bench: &Bench, settings: &[(&str, &str)]) -> Result<Run> {
         bench.configure(settings)?;
         let _sim = self.simulator()?;
-        bench.cluster.psql_quiet(
-            DB,
-            "DROP EXTENSION IF EXISTS pg_pullsync CASCADE; CREATE EXTENSION pg_pullsync;",
-        )?;
-        let accounts = http(SIM_PORT, "GET", "/admin/accounts", "")?;
-        bench.cluster.psql_quiet(
-            DB,
-            &format!(
-                "SELECT count(pullsync.threads_add_account('b0000000-0000-4000-8000-000000000001',
-                        a->>'user_id', a->>'username', a->>'token', now() + interval '58 days'))
-                   FROM jsonb_array_elements($accounts${accounts}$accounts$::jsonb) a;"
-            ),
-        )?;
+        fresh_extension_with_accounts(bench)?;
         let cpu = ClusterCpu::of(
             bench
                 .cluster
@@ -206,15 +209,51 @@ impl World {
         Ok(Run { first, incremental })
     }
 
-    fn dlt_run(&self, bench: &Bench) -> Result<Run> {
+    fn dlt_run(&self, bench: &Bench, variant: Variant) -> Result<Run> {
         let _sim = self.simulator()?;
-        let pipeline = peer::Pipeline::fresh(bench)?;
+        let pipeline = peer::Pipeline::fresh(bench, variant)?;
         let first = timed_cycle(|| pipeline.run(), || pipeline.rows(), None)?;
         advance_clock()?;
         let incremental = timed_cycle(|| pipeline.run(), || pipeline.rows(), None)?;
-        report("dlt", self.accounts, &first, &incremental);
+        report(
+            &format!("dlt {}", variant.name()),
+            self.accounts,
+            &first,
+            &incremental,
+        );
         Ok(Run { first, incremental })
     }
+
+    /// The seed's program on the same tables (pg_pullsync's workers stay idle: nothing is
+    /// queued), invoked until every account was synced once.
+    fn seed_run(&self, bench: &Bench) -> Result<FleetRun> {
+        let _sim = self.simulator()?;
+        fresh_extension_with_accounts(bench)?;
+        let accounts_file = bench.home.join("seed-accounts.json");
+        std::fs::write(
+            &accounts_file,
+            http(SIM_PORT, "GET", "/admin/accounts", "")?,
+        )?;
+        seed::run_fleet(bench, &accounts_file)
+    }
+}
+
+/// A fresh pg_pullsync in the bench database with every account of the simulator, added
+/// by `threads_add_account` as a user would.
+fn fresh_extension_with_accounts(bench: &Bench) -> Result<()> {
+    bench.cluster.psql_quiet(
+        DB,
+        "DROP EXTENSION IF EXISTS pg_pullsync CASCADE; CREATE EXTENSION pg_pullsync;",
+    )?;
+    let accounts = http(SIM_PORT, "GET", "/admin/accounts", "")?;
+    bench.cluster.psql_quiet(
+        DB,
+        &format!(
+            "SELECT count(pullsync.threads_add_account('b0000000-0000-4000-8000-000000000001',
+                    a->>'user_id', a->>'username', a->>'token', now() + interval '58 days'))
+               FROM jsonb_array_elements($accounts${accounts}$accounts$::jsonb) a;"
+        ),
+    )
 }
 
 /// Kills the simulator when the run ends, however it ends.

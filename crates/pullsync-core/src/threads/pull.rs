@@ -70,7 +70,8 @@ pub struct Reading<const N: usize> {
 
 #[derive(Debug, Default)]
 pub struct AccountPull {
-    /// Listed posts, each once, newest first.
+    /// Listed posts that are new, changed or back from deletion, each once, newest first:
+    /// a post listed as it is stored needs no write.
     pub posts: Vec<PulledPost>,
     /// Metrics fetched, by Threads post id.
     pub metrics: Vec<(String, Reading<6>)>,
@@ -325,6 +326,11 @@ pub async fn pull_account(
     } else {
         Status::Partial
     };
+    posts.retain(|p| {
+        stored
+            .get(&p.post.id)
+            .is_none_or(|k| k.deleted || k.content_hash != Some(p.content_hash))
+    });
     AccountPull {
         posts,
         metrics,
