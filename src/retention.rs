@@ -65,7 +65,8 @@ const RULES: [(&str, &str, &str); 12] = [
         "pullsync.workspace_threads_post_metrics",
         "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
          AND t.captured_at < (SELECT max(n.captured_at) FROM pullsync.workspace_threads_post_metrics n
-                               WHERE n.workspace_threads_post_id = t.workspace_threads_post_id)",
+                               WHERE n.workspace_threads_account_id = t.workspace_threads_account_id
+                                 AND n.workspace_threads_post_id = t.workspace_threads_post_id)",
     ),
     (
         "account_snapshots",

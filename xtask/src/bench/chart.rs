@@ -1,6 +1,8 @@
 //! The scaling chart: time against accounts and against messages, both axes logarithmic,
-//! with a dashed line of slope 1 through the smallest size for reference.
+//! with a dashed line of slope 1 through the smallest size for reference; and the growth
+//! chart: the Threads tables' size over the simulated month.
 
+use super::growth::{Growth, TABLES};
 use super::report::{feed_points, threads_points, Results};
 use crate::run::Result;
 use plotters::prelude::*;
@@ -8,11 +10,15 @@ use std::path::Path;
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-pub fn draw(results: &Results, path: &Path) -> Result<()> {
-    // plotters draws text with the font registered under this family name.
+/// plotters draws text with the font registered under this family name.
+fn register_font() -> Result<()> {
     let font: &'static [u8] = Box::leak(std::fs::read(FONT)?.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, font)
-        .map_err(|_| format!("{FONT} is not a usable font"))?;
+        .map_err(|_| format!("{FONT} is not a usable font").into())
+}
+
+pub fn draw(results: &Results, path: &Path) -> Result<()> {
+    register_font()?;
 
     let root = BitMapBackend::new(path, (1200, 520)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -43,7 +49,81 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// MiB per table and in all at each day's end, linear axes.
+pub fn draw_growth(growth: &Growth, path: &Path) -> Result<()> {
+    register_font()?;
+    let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mib = |bytes: i64| bytes as f64 / 1048576.0;
+    let days = growth.days.len().max(2) as f64 - 1.0;
+    let top = growth
+        .days
+        .iter()
+        .map(|d| mib(d.total_bytes()))
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Threads tables over a simulated month: {} accounts, a cycle every {} h",
+                growth.month.accounts, growth.month.step_hours
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..days, 0.0..top * 1.1)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("simulated day")
+        .y_desc("MiB (with indexes)")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let mut lines: Vec<Line> = vec![(
+        "all Threads tables".into(),
+        BLACK,
+        growth
+            .days
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (i as f64, mib(d.total_bytes())))
+            .collect(),
+    )];
+    for (t, color) in [(2, BLUE), (3, GREEN), (1, RED)] {
+        lines.push((
+            TABLES[t].trim_start_matches("workspace_threads_").into(),
+            color,
+            growth
+                .days
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i as f64, mib(d.bytes[t])))
+                .collect(),
+        ));
+    }
+    for (name, color, points) in lines {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present()?;
+    Ok(())
+}
+
 type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
+type Line = (String, RGBColor, Vec<(f64, f64)>);
 
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,

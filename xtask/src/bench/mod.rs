@@ -7,6 +7,7 @@ mod attack;
 mod chart;
 mod cpu;
 mod feed;
+mod growth;
 mod memory;
 mod peer;
 mod report;
@@ -40,8 +41,15 @@ pub struct Plan {
     pub seed_accounts: usize,
     pub peer_accounts: usize,
     pub feed_messages: Vec<usize>,
+    /// Fleets of `SCALE_POSTS` posts per account, one run each: the largest fleet and the
+    /// worker memory against fleet size.
+    pub scale_accounts: Vec<usize>,
+    pub month: growth::Month,
     pub quick: bool,
 }
+
+/// Posts per account of the scale runs.
+pub const SCALE_POSTS: usize = 20;
 
 impl Plan {
     fn full() -> Plan {
@@ -52,6 +60,13 @@ impl Plan {
             seed_accounts: 100,
             peer_accounts: 20,
             feed_messages: vec![10_000, 100_000, 1_000_000],
+            scale_accounts: vec![1_000, 10_000, 100_000],
+            month: growth::Month {
+                accounts: 10_000,
+                posts: 100,
+                days: 30,
+                step_hours: 8,
+            },
             quick: false,
         }
     }
@@ -64,6 +79,13 @@ impl Plan {
             seed_accounts: 10,
             peer_accounts: 5,
             feed_messages: vec![1_000, 10_000],
+            scale_accounts: vec![100, 300],
+            month: growth::Month {
+                accounts: 50,
+                posts: 20,
+                days: 2,
+                step_hours: 12,
+            },
             quick: true,
         }
     }
@@ -151,6 +173,12 @@ pub fn bench(args: &[String]) -> Result<()> {
     let bench = Bench::create()?;
     let simulator = simulator_throughput(plan.reps)?;
     let threads = threads::measure(&bench, &plan)?;
+    let scale = plan
+        .scale_accounts
+        .iter()
+        .map(|&n| Ok((n, threads::pullsync_once(&bench, n, SCALE_POSTS)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let growth = growth::measure(&bench, plan.month)?;
     let feed = feed::measure(&bench, &plan)?;
     let attack = attack::measure(&plan, feed::KEY)?;
     bench.cluster.stop()?;
@@ -158,29 +186,36 @@ pub fn bench(args: &[String]) -> Result<()> {
     let results = report::Results {
         simulator,
         threads,
+        scale,
+        growth,
         feed,
         attack,
     };
-    let (markdown, chart) = if plan.quick {
+    let (markdown, chart, growth_chart) = if plan.quick {
         (
             bench.home.join("BENCHMARKS.md"),
             bench.home.join("scaling.png"),
+            bench.home.join("growth.png"),
         )
     } else {
         let docs = workspace_root().join("docs");
         (
             docs.join("BENCHMARKS.md"),
             docs.join("benchmarks-scaling.png"),
+            docs.join("benchmarks-growth.png"),
         )
     };
     chart::draw(&results, &chart)?;
+    chart::draw_growth(&results.growth, &growth_chart)?;
     let existing = std::fs::read_to_string(&markdown).unwrap_or_default();
-    let text = report::markdown(&results, &plan, &chart) + report::kept_part(&existing);
+    let text =
+        report::markdown(&results, &plan, &chart, &growth_chart) + report::kept_part(&existing);
     std::fs::write(&markdown, text)?;
     println!(
-        "\nxtask: wrote {} and {}",
+        "\nxtask: wrote {}, {} and {}",
         markdown.display(),
-        chart.display()
+        chart.display(),
+        growth_chart.display()
     );
     Ok(())
 }

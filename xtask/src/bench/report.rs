@@ -1,11 +1,12 @@
 //! docs/BENCHMARKS.md from one invocation's results. Everything above the marker line is
 //! written anew each time; what follows it (the profile notes) is kept.
 
+use super::growth::{Growth, TABLES};
 use super::seed::FleetRun;
 use super::stats::{log_log_slope, Summary};
 use super::threads::{self, Cycle, Pair, Run};
-use super::Plan;
 use super::{attack, feed};
+use super::{Plan, SCALE_POSTS};
 use crate::run::{cmd, output_of};
 use std::fmt::Write;
 use std::path::Path;
@@ -16,6 +17,9 @@ pub const KEEP_MARKER: &str =
 pub struct Results {
     pub simulator: Summary,
     pub threads: threads::Results,
+    /// (accounts, its run) at `SCALE_POSTS` posts per account
+    pub scale: Vec<(usize, Run)>,
+    pub growth: Growth,
     pub feed: Vec<feed::Size>,
     pub attack: attack::Latency,
 }
@@ -96,7 +100,13 @@ fn machine() -> String {
     )
 }
 
-pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Path) -> String {
     let mut md = String::new();
     let t = &results.threads;
     let largest = t.scaling.iter().next_back();
@@ -131,6 +141,19 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
             seconds.show(1),
             if seconds.max < 900.0 { "inside" } else { "**outside**" }
         );
+    }
+    if let Some((accounts, run)) = results.scale.last() {
+        for (name, cycle) in [
+            ("first sync", &run.first),
+            ("incremental cycle", &run.incremental),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {name} of {accounts} accounts × {SCALE_POSTS} posts | {:.1} s — {} the 15-minute cron interval |",
+                cycle.seconds,
+                if cycle.seconds < 900.0 { "inside" } else { "**outside**" }
+            );
+        }
     }
     let _ = writeln!(
         md,
@@ -241,6 +264,37 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
                 of(Cycle::cpu_ms_per_1000_rows, 0),
                 of(Cycle::latency_floor, 1),
                 of(Cycle::over_floor, 2),
+            );
+        }
+    }
+    let _ = writeln!(md);
+
+    let _ = writeln!(
+        md,
+        "## 1b. Scale: {SCALE_POSTS} posts per account, up to the largest fleet\n"
+    );
+    let _ = writeln!(
+        md,
+        "One run per fleet size, the same settings and simulator; CPU and floor as above.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| accounts | cycle | seconds | API requests | rows | CPU, s | CPU ms per 1,000 requests | wall ÷ floor | worker own memory, MiB | worker peak RSS, MiB |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (accounts, run) in &results.scale {
+        for (name, c) in [("first", &run.first), ("incremental", &run.incremental)] {
+            let _ = writeln!(
+                md,
+                "| {accounts} | {name} | {:.1} | {} | {} | {} | {} | {} | {:.1} | {:.0} |",
+                c.seconds,
+                c.requests,
+                c.rows,
+                c.cpu_seconds.map_or("—".into(), |v| format!("{v:.1}")),
+                c.cpu_ms_per_1000_requests()
+                    .map_or("—".into(), |v| format!("{v:.0}")),
+                c.over_floor().map_or("—".into(), |v| format!("{v:.2}")),
+                mib(c.peak.anon_kib as f64),
+                mib(c.peak.hwm_kib as f64),
             );
         }
     }
@@ -411,11 +465,10 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
     let _ = writeln!(
         md,
         "![time against accounts and against messages, log-log]({})\n",
-        chart
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        file_name(chart)
     );
+    growth_section(&mut md, &results.growth, growth_chart);
+
     let _ = writeln!(md, "## The simulator's own ceiling\n");
     let _ = writeln!(
         md,
@@ -431,6 +484,70 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path) -> String {
     md.push_str(KEEP_MARKER);
     md.push('\n');
     md
+}
+
+/// What a daily cleanup of snapshots may take before partitions, dropped whole, are worth
+/// their complexity.
+const CLEANUP_BUDGET_SECS: f64 = 600.0;
+
+fn growth_section(md: &mut String, growth: &Growth, chart: &Path) {
+    let m = growth.month;
+    let window = 7;
+    let _ = writeln!(md, "## 5b. Storage over a simulated month\n");
+    let _ = writeln!(
+        md,
+        "{} accounts × {} posts (the simulator publishes new posts as its clock moves): a first \
+         sync, then {} days with the simulated clock moved {} hours before each cycle and \
+         `pullsync.cleanup()` at each day's end, with the default settings (no snapshot \
+         retention). Rows and bytes (with indexes and TOAST) at each day's end; per day: the \
+         mean over the last {} days. A cycle every {} hours refreshes the youngest posts less \
+         often than the 15-minute schedule, which refreshes posts under a day old every cycle; \
+         posts older than a day are refreshed hourly, daily or weekly either way.\n",
+        m.accounts,
+        m.posts,
+        m.days,
+        m.step_hours,
+        window.min(m.days as usize),
+        m.step_hours
+    );
+    let _ = writeln!(
+        md,
+        "| table | rows after the first sync | rows at the end | rows per day | MiB at the end | MiB per day |\n|---|---:|---:|---:|---:|---:|"
+    );
+    let (first, last) = (&growth.days[0], &growth.days[growth.days.len() - 1]);
+    let (rows, bytes) = (growth.rows_per_day(window), growth.bytes_per_day(window));
+    for (i, table) in TABLES.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "| `{table}` | {} | {} | {:.0} | {:.1} | {:.2} |",
+            first.rows[i],
+            last.rows[i],
+            rows[i],
+            last.bytes[i] as f64 / 1048576.0,
+            bytes[i] / 1048576.0
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nRetention's own speed: with `pullsync.snapshot_retention` at one second, one \
+         `cleanup()` deleted {} snapshot rows in {:.1} s, so deleting a day's snapshots once the \
+         retention window is full takes about {:.0} s a day: {}\n",
+        growth.cleanup_rows,
+        growth.cleanup_seconds,
+        growth.cleanup_seconds_per_day(window),
+        if growth.cleanup_seconds_per_day(window) < CLEANUP_BUDGET_SECS {
+            "retention by row deletion keeps up (under 10 minutes a day), so the snapshot tables \
+             are not partitioned."
+        } else {
+            "**more than 10 minutes a day: retention by row deletion does not keep up; partition \
+             the snapshot tables by `captured_at`.**"
+        }
+    );
+    let _ = writeln!(
+        md,
+        "![Threads tables over a simulated month]({})\n",
+        file_name(chart)
+    );
 }
 
 /// The hand-written part of an existing file, after the marker.

@@ -157,14 +157,14 @@ pub fn pullsync_once(bench: &Bench, accounts: usize, posts: usize) -> Result<Run
 
 /// A simulated world of `accounts` × `posts`, the same for every run of one size: each
 /// run starts its own simulator from the same seed.
-struct World {
+pub struct World {
     accounts: usize,
     args: Vec<String>,
     log: std::path::PathBuf,
 }
 
 impl World {
-    fn new(bench: &Bench, accounts: usize, posts: usize) -> World {
+    pub fn new(bench: &Bench, accounts: usize, posts: usize) -> World {
         let mut args: Vec<String> = [
             "--accounts",
             &accounts.to_string(),
@@ -185,7 +185,7 @@ impl World {
         }
     }
 
-    fn simulator(&self) -> Result<Simulator> {
+    pub fn simulator(&self) -> Result<Simulator> {
         Ok(Simulator(crate::simulator::spawn(
             "release", SIM_PORT, &self.args, &self.log,
         )?))
@@ -240,7 +240,7 @@ impl World {
 
 /// A fresh pg_pullsync in the bench database with every account of the simulator, added
 /// by `threads_add_account` as a user would.
-fn fresh_extension_with_accounts(bench: &Bench) -> Result<()> {
+pub fn fresh_extension_with_accounts(bench: &Bench) -> Result<()> {
     bench.cluster.psql_quiet(
         DB,
         "DROP EXTENSION IF EXISTS pg_pullsync CASCADE; CREATE EXTENSION pg_pullsync;",
@@ -257,7 +257,7 @@ fn fresh_extension_with_accounts(bench: &Bench) -> Result<()> {
 }
 
 /// Kills the simulator when the run ends, however it ends.
-struct Simulator(Child);
+pub struct Simulator(Child);
 
 impl Drop for Simulator {
     fn drop(&mut self) {
@@ -267,11 +267,15 @@ impl Drop for Simulator {
 }
 
 fn advance_clock() -> Result<()> {
+    advance_clock_by(INTERVAL_SECS)
+}
+
+pub fn advance_clock_by(seconds: u32) -> Result<()> {
     http(
         SIM_PORT,
         "POST",
         "/admin/clock/advance",
-        &format!("{{\"seconds\":{INTERVAL_SECS}}}"),
+        &format!("{{\"seconds\":{seconds}}}"),
     )
     .map(drop)
 }
@@ -346,39 +350,38 @@ const THREADS_ROWS: &str = "SELECT (SELECT count(*) FROM pullsync.workspace_thre
 /// Queues a scheduled run and waits for the workers to finish it.
 fn pullsync_cycle(bench: &Bench, cpu: &ClusterCpu, in_flight: usize) -> Result<Cycle> {
     let rows = || -> Result<u64> { Ok(bench.query(DB, THREADS_ROWS)?.parse()?) };
-    let cycle = timed_cycle(
-        || {
-            let job = bench.query(DB, "SELECT pullsync.threads_scheduled_sync()->>'job_id'")?;
-            if job.is_empty() {
-                return Err("the run was not queued".into());
-            }
-            // One session polls, so the waiting costs no process starts.
-            bench.query(
-                DB,
-                &format!(
-                    "DO $$ BEGIN
-                       WHILE pullsync.job_status({job})->>'state' IN ('queued', 'running') LOOP
-                         PERFORM pg_sleep(0.05);
-                       END LOOP;
-                     END $$"
-                ),
-            )?;
-            let status = bench.query(
-                DB,
-                &format!("SELECT pullsync.job_status({job})->'result'->>'status'"),
-            )?;
-            if status == "completed" {
-                Ok(())
-            } else {
-                let result = bench.query(DB, &format!("SELECT pullsync.job_status({job})"))?;
-                Err(format!("the run ended {status}: {result}").into())
-            }
-        },
-        rows,
-        Some(cpu),
-    )?;
+    let cycle = timed_cycle(|| run_cycle(bench), rows, Some(cpu))?;
     Ok(Cycle {
         in_flight: Some(in_flight),
         ..cycle
     })
+}
+
+/// Queues a scheduled run and waits until it completed.
+pub fn run_cycle(bench: &Bench) -> Result<()> {
+    let job = bench.query(DB, "SELECT pullsync.threads_scheduled_sync()->>'job_id'")?;
+    if job.is_empty() {
+        return Err("the run was not queued".into());
+    }
+    // One session polls, so the waiting costs no process starts.
+    bench.query(
+        DB,
+        &format!(
+            "DO $$ BEGIN
+               WHILE pullsync.job_status({job})->>'state' IN ('queued', 'running') LOOP
+                 PERFORM pg_sleep(0.05);
+               END LOOP;
+             END $$"
+        ),
+    )?;
+    let status = bench.query(
+        DB,
+        &format!("SELECT pullsync.job_status({job})->'result'->>'status'"),
+    )?;
+    if status == "completed" {
+        Ok(())
+    } else {
+        let result = bench.query(DB, &format!("SELECT pullsync.job_status({job})"))?;
+        Err(format!("the run ended {status}: {result}").into())
+    }
 }
