@@ -239,8 +239,10 @@ pub fn claim_units(kind: &str, limit: i64) -> Result<Vec<Unit>> {
         let rows = client.update(
             "WITH runs AS (
                   SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $2 AND state = 'running'),
+              -- A unit out of attempts is not claimed: the next requeue gives up on it.
               retry AS (
-                  SELECT id FROM pullsync.jobs WHERE parent_id IN (SELECT id FROM runs) AND state = 'queued' AND attempts > 0
+                  SELECT id FROM pullsync.jobs WHERE parent_id IN (SELECT id FROM runs) AND state = 'queued'
+                     AND attempts > 0 AND attempts < $3
                    ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1),
               fresh AS (
                   SELECT id FROM pullsync.jobs WHERE parent_id IN (SELECT id FROM runs) AND state = 'queued' AND attempts = 0
@@ -253,7 +255,7 @@ pub fn claim_units(kind: &str, limit: i64) -> Result<Vec<Unit>> {
                 AND r.id = u.parent_id
              RETURNING u.id, u.parent_id, u.payload, r.job_log_id, u.attempts",
             None,
-            &[limit.into(), kind.into()],
+            &[limit.into(), kind.into(), config::unit_max_attempts().into()],
         )?;
         let mut units = Vec::with_capacity(rows.len());
         for row in rows {
