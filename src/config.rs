@@ -135,8 +135,8 @@ pub fn register(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"pullsync.batch_size",
-        c"Units (accounts) each worker keeps in flight during a run.",
-        c"A worker pulls up to this many units at once and writes each as it comes back, topping the window up from the queue while pullsync.batch_delay is 0; with a delay, it works one batch of this many, then pauses.",
+        c"Accounts synced per batch of a scheduled run.",
+        c"Each worker claims this many units at once, pulls them concurrently and writes them in one transaction (a subtransaction each); larger batches mean fewer transactions and more memory per worker.",
         &BATCH_SIZE,
         1,
         10_000,

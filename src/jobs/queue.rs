@@ -307,7 +307,7 @@ fn unit_result(outcome: &Outcome) -> Value {
 
 /// Units recorded in one transaction, per run: how many, and the errors of those that
 /// failed. Counted on their runs once, by `count_completed`, so a worker takes its run's
-/// row lock once per group of units rather than once per unit.
+/// row lock once per batch of units rather than once per unit.
 #[derive(Debug, Default)]
 pub struct Completed(BTreeMap<i64, (i32, Vec<Value>)>);
 

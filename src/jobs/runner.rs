@@ -1,9 +1,8 @@
 //! The one job runner: background workers call it with a transaction per unit of work,
 //! `run_jobs()` in a backend with subtransactions. Each step requeues what was abandoned,
 //! then claims a job (a job without units is run to its end; a run is split into units),
-//! or else works units: claimed and prepared under SPI, pulled over HTTP outside any
-//! transaction, written as they come back, a few units per transaction with a
-//! subtransaction each.
+//! or else claims a batch of units: prepared under SPI, pulled over HTTP outside any
+//! transaction, written in one transaction with a subtransaction each.
 
 use super::queue;
 use super::registry;
@@ -12,12 +11,9 @@ use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt;
+use futures_util::future::join_all;
 use pullsync_core::outcome::Status;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
-use std::future::Future;
 
 /// One round. Returns whether there was anything to do.
 pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
@@ -88,59 +84,28 @@ impl<U: Units> Batches for U {
         Units::phase(self)
     }
 
-    /// Keeps up to `limit` units in flight: each pulled unit is written as soon as it is
-    /// back (with the others back by then, in one transaction), and with no pause between
-    /// batches (`pullsync.batch_delay` = 0) the window is topped up from the queue, so
-    /// the HTTP waiting of some units overlaps the writing of others.
+    /// Claims a batch of up to `limit` units, pulls them concurrently, then writes them
+    /// all in one transaction (a subtransaction each, one count on their run).
     fn work(&self, kind: &str, limit: i64, txn: Txn, cancel: Cancel) -> Result<bool> {
-        let shared = self.shared()?;
-        let start = |unit: Unit, ready: U::Ready| {
-            let shared = &shared;
-            async move {
-                let pulled = self.pull(shared, &ready).await;
-                (unit, ready, pulled)
+        let (claimed, ready) = txn.run(|| prepare(self, kind, limit))?;
+        if ready.is_empty() {
+            return Ok(claimed);
+        }
+        let ids: Vec<i64> = ready.iter().map(|(u, _)| u.id).collect();
+        let pulls = match pull(self, &ready, &ids, txn, cancel) {
+            Ok(pulls) => pulls,
+            Err(e) => {
+                txn.run(|| queue::release_units(&ids))?;
+                return Err(e);
             }
         };
-        let top_up = config::batch_delay().is_zero();
-        // Claiming stops after a few windows, so the step ends and the worker looks at
-        // the queue's other jobs and abandoned units again.
-        let mut claims_left = 8;
-        let mut in_flight = FuturesUnordered::new();
-        let mut ids: BTreeSet<i64> = BTreeSet::new();
-        let mut claimed_any = false;
-        let mut queue_empty = false;
-        loop {
-            let room = limit - in_flight.len() as i64;
-            let wanted = in_flight.is_empty() || (top_up && room >= (limit / 2).max(1));
-            if claims_left > 0 && !queue_empty && wanted {
-                claims_left -= 1;
-                let (claimed, ready) = txn.run(|| prepare(self, kind, room))?;
-                claimed_any |= claimed;
-                queue_empty = !claimed;
-                for (unit, ready) in ready {
-                    ids.insert(unit.id);
-                    in_flight.push(start(unit, ready));
-                }
-            }
-            if in_flight.is_empty() {
-                return Ok(claimed_any);
-            }
-            let back = match pulled_back(&mut in_flight, &ids, txn, cancel) {
-                Ok(back) => back,
-                Err(e) => {
-                    let ids: Vec<i64> = ids.into_iter().collect();
-                    txn.run(|| queue::release_units(&ids))?;
-                    return Err(e);
-                }
-            };
-            for (unit, _, _) in &back {
-                ids.remove(&unit.id);
-            }
-            write(self, back, txn)?;
-            if !top_up && in_flight.is_empty() {
-                return Ok(claimed_any);
-            }
-        }
+        let back = ready
+            .into_iter()
+            .zip(pulls)
+            .map(|((unit, ready), pulled)| (unit, ready, pulled))
+            .collect();
+        write(self, back, txn)?;
+        Ok(true)
     }
 
     fn finish(&self, job: &Job, totals: &super::source::RunTotals) -> Result<Value> {
@@ -165,34 +130,26 @@ fn prepare<U: Units>(source: &U, kind: &str, limit: i64) -> Result<Claimed<U::Re
     Ok((claimed, ready))
 }
 
-/// Waits, outside any transaction, for at least one unit in flight to come back, and
-/// takes every other one back by then; the claims are kept alive with a heartbeat at a
-/// third of `pullsync.unit_timeout`.
-fn pulled_back<F: Future>(
-    in_flight: &mut FuturesUnordered<F>,
-    ids: &BTreeSet<i64>,
+/// Pulls the batch concurrently, outside any transaction, keeping its claims alive with
+/// a heartbeat at a third of `pullsync.unit_timeout`.
+fn pull<U: Units>(
+    source: &U,
+    ready: &[(Unit, U::Ready)],
+    ids: &[i64],
     txn: Txn,
     cancel: Cancel,
-) -> Result<Vec<F::Output>> {
-    let every = (config::unit_timeout() / 3).max(std::time::Duration::from_secs(1));
-    let ids: Vec<i64> = ids.iter().copied().collect();
-    let first = runtime::block_on_beating(in_flight.next(), cancel, every, || {
-        txn.run(|| queue::heartbeat(&ids))
-    })?;
-    let mut back: Vec<F::Output> = first.into_iter().collect();
-    // Polled inside the runtime: the pulls' sockets and timers belong to it.
-    runtime::block_on_until(
-        async {
-            while let Some(Some(more)) = in_flight.next().now_or_never() {
-                back.push(more);
-            }
-        },
+) -> Result<Vec<U::Pulled>> {
+    let shared = source.shared()?;
+    let every = config::unit_timeout() / 3;
+    runtime::block_on_beating(
+        join_all(ready.iter().map(|(_, r)| source.pull(&shared, r))),
         cancel,
-    )?;
-    Ok(back)
+        every.max(std::time::Duration::from_secs(1)),
+        || txn.run(|| queue::heartbeat(ids)),
+    )
 }
 
-/// Writes units that came back in one transaction, each in a subtransaction of its own:
+/// Writes a pulled batch in one transaction, each unit in a subtransaction of its own:
 /// a write that fails rolls back alone and its failure is recorded instead. A claim that
 /// lost its unit (requeued after unit_timeout) writes nothing.
 fn write<U: Units>(source: &U, back: Vec<(Unit, U::Ready, U::Pulled)>, txn: Txn) -> Result<()> {
