@@ -237,11 +237,7 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
          simulator), read from /proc. Latency floor: the requests at the mean simulated latency \
          (60 ms) with all {in_flight} requests in flight always busy (`pullsync.workers` × \
          `pullsync.http_concurrency`), the time no design with that many in flight can beat.\n",
-        in_flight = threads::PULLSYNC
-            .iter()
-            .filter(|(n, _)| *n == "pullsync.workers" || *n == "pullsync.http_concurrency")
-            .map(|(_, v)| v.parse::<usize>().unwrap_or(0))
-            .product::<usize>()
+        in_flight = threads::in_flight(threads::PULLSYNC).unwrap_or(0)
     );
     let _ = writeln!(
         md,

@@ -302,7 +302,7 @@ fn report(who: &str, accounts: usize, first: &Cycle, incremental: &Cycle) {
 }
 
 /// workers × http_concurrency of a pg_pullsync setting.
-fn in_flight(settings: &[(&str, &str)]) -> Result<usize> {
+pub fn in_flight(settings: &[(&str, &str)]) -> Result<usize> {
     let value = |name: &str| -> Result<usize> {
         let (_, v) = settings
             .iter()
