@@ -71,6 +71,11 @@ impl Growth {
             .collect()
     }
 
+    /// How many more cycles a day the 15-minute schedule runs than this month did.
+    pub fn cycles_per_day_at_schedule_over_measured(&self) -> f64 {
+        f64::from(self.month.step_hours) * 4.0
+    }
+
     /// Snapshot rows a day adds (post metrics and account insights; retention keeps the
     /// deltas), over what `cleanup()` deletes per second: the seconds deleting a day's
     /// growth takes once the retention window is full.

@@ -61,11 +61,13 @@ impl Plan {
             peer_accounts: 20,
             feed_messages: vec![10_000, 100_000, 1_000_000],
             scale_accounts: vec![1_000, 10_000, 100_000],
+            // One cycle a simulated day: at 10,000 accounts each cycle takes about half a
+            // minute whatever it finds, and the whole run has to fit a working session.
             month: growth::Month {
                 accounts: 10_000,
-                posts: 100,
+                posts: SCALE_POSTS,
                 days: 30,
-                step_hours: 8,
+                step_hours: 24,
             },
             quick: false,
         }

@@ -539,6 +539,17 @@ fn growth_section(md: &mut String, growth: &Growth, chart: &Path) {
              the snapshot tables by `captured_at`.**"
         }
     );
+    let schedule = growth.cycles_per_day_at_schedule_over_measured();
+    let _ = writeln!(
+        md,
+        "At the 15-minute schedule a day holds {schedule:.0} times this run's cycles. Account \
+         insights take one row per account and cycle, so {:.0} rows a day; post snapshots at \
+         most {schedule:.0} times as many (posts refreshed daily or weekly gain none), at most \
+         {:.0} a day. Deleting those takes at most {:.0} s a day.\n",
+        rows[4] * schedule,
+        rows[2] * schedule,
+        growth.cleanup_seconds_per_day(window) * schedule
+    );
     let _ = writeln!(
         md,
         "![Threads tables over a simulated month]({})\n",
