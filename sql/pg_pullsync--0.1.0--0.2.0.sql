@@ -615,3 +615,6 @@ ALTER POLICY workspace_member ON pullsync.workspace_threads_post_metrics
     USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
 ALTER POLICY workspace_member ON pullsync.workspace_threads_post_metrics_deltas
     USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+-- A worker step reads only the queued units it claims or gives up on.
+CREATE INDEX jobs_queued_units_idx ON pullsync.jobs (attempts, parent_id, id)
+    WHERE state = 'queued';

@@ -292,6 +292,11 @@ CREATE TABLE pullsync.jobs (
 CREATE INDEX jobs_queued_idx ON pullsync.jobs (created_at, id) WHERE state = 'queued';
 CREATE INDEX jobs_running_idx ON pullsync.jobs (heartbeat_at) WHERE state = 'running';
 CREATE INDEX jobs_parent_idx ON pullsync.jobs (parent_id, state);
+-- Claiming and giving up read queued units by attempts: fresh ones of a run in id order,
+-- retries and spent ones by their count. Without it each worker step read every queued
+-- unit of a run, so a run's cost grew with the square of its accounts.
+CREATE INDEX jobs_queued_units_idx ON pullsync.jobs (attempts, parent_id, id)
+    WHERE state = 'queued';
 CREATE INDEX jobs_finished_idx ON pullsync.jobs (finished_at) WHERE finished_at IS NOT NULL;
 
 -- A run's units go with it. A trigger, not a foreign key: pg_dump warns on every dump that

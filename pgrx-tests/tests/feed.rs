@@ -301,6 +301,51 @@ fn rows_written_on_both_sides_of_an_xid_digit_boundary_are_all_served() {
 }
 
 #[test]
+fn a_first_pull_reads_each_page_not_every_row_stored_so_far() {
+    let _serial = serial();
+    let mut p = provider(0, 0);
+    let messages = 100_000;
+    p.execute(
+        "INSERT INTO pullsync.conversation_messages (id, conversation_id, role, created_at)
+         SELECT 'm' || g, 'c' || (g % 100), 'user', now() FROM generate_series(1, $1) g",
+        &[&messages],
+    )
+    .unwrap();
+    let mut c = consumer("it_feed_first_pull", 2000);
+    // What the planner believes after autovacuum saw the table empty.
+    c.batch_execute(
+        "UPDATE pg_class SET relpages = 1, reltuples = 0
+          WHERE oid = 'pullsync.conversation_messages'::regclass",
+    )
+    .unwrap();
+    let mut txn = c.transaction().unwrap();
+    let run: Value = txn
+        .query_one("SELECT pullsync.feed_pull('partner', 'incremental')", &[])
+        .unwrap()
+        .get(0);
+    let read: i64 = txn
+        .query_one(
+            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+               FROM pg_stat_xact_user_tables WHERE relid = 'pullsync.conversation_messages'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    txn.commit().unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    let stored: i64 = c
+        .query_one("SELECT count(*) FROM pullsync.conversation_messages", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, i64::from(messages));
+    // Planned for an empty table all along, the 50 pages would read 4.9 million rows.
+    assert!(
+        read < 10 * i64::from(messages),
+        "{read} rows read to store {messages}"
+    );
+}
+
+#[test]
 fn bad_arguments_and_cursors_get_clear_errors() {
     let _serial = serial();
     let mut p = provider(10, 10);

@@ -3,7 +3,7 @@
 //! the last committed page. Pages are written as they arrive; nothing accumulates.
 
 use super::provider::{load_source, FeedPage, Provider};
-use super::store::write_page;
+use super::store::{refresh_statistics, write_page};
 use super::streams::{self, Stream};
 use crate::error::Result;
 use crate::jobs::source::Outcome;
@@ -12,6 +12,7 @@ use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Background, Cancel};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use pgrx::prelude::*;
+use pullsync_core::feed::statistics::StatisticsRefresh;
 use pullsync_core::http::{Failure, FailureClass};
 use pullsync_core::outcome::Status;
 use serde_json::{json, Value};
@@ -115,6 +116,7 @@ pub fn pull(
         let mut restarted = false;
         let mut throttled = 0;
         let mut count = 0usize;
+        let mut statistics = StatisticsRefresh::default();
         // The next page's request, started before this page is written.
         let mut next_page: Option<(String, Background<std::result::Result<FeedPage, Failure>>)> =
             None;
@@ -192,6 +194,9 @@ pub fn pull(
                 Ok(written) => {
                     count += written.stored;
                     quarantined += written.quarantined;
+                    if statistics.due(count) {
+                        txn.run(|| refresh_statistics(def.table))?;
+                    }
                 }
                 // Logged with the run below; the page is fetched again on the next pull.
                 Err(e) => {

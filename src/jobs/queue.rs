@@ -240,14 +240,20 @@ pub fn claim_units(kind: &str, limit: i64) -> Result<Vec<Unit>> {
             "WITH runs AS (
                   SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $2 AND state = 'running'),
               -- A unit out of attempts is not claimed: the next requeue gives up on it.
+              -- Both per run, so a limit stops an index scan of jobs_queued_units_idx; a retry
+              -- in no order, or the scan would follow the primary key past every unit.
               retry AS (
-                  SELECT id FROM pullsync.jobs WHERE parent_id IN (SELECT id FROM runs) AND state = 'queued'
-                     AND attempts > 0 AND attempts < $3
-                   ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1),
+                  SELECT f.id FROM runs, LATERAL (
+                      SELECT id FROM pullsync.jobs WHERE parent_id = runs.id AND state = 'queued'
+                         AND attempts > 0 AND attempts < $3
+                       FOR UPDATE SKIP LOCKED LIMIT 1) f
+                   LIMIT 1),
               fresh AS (
-                  SELECT id FROM pullsync.jobs WHERE parent_id IN (SELECT id FROM runs) AND state = 'queued' AND attempts = 0
-                     AND NOT EXISTS (SELECT 1 FROM retry)
-                   ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
+                  SELECT f.id FROM runs, LATERAL (
+                      SELECT id FROM pullsync.jobs WHERE parent_id = runs.id AND state = 'queued' AND attempts = 0
+                       ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1) f
+                   WHERE NOT EXISTS (SELECT 1 FROM retry)
+                   LIMIT $1)
              UPDATE pullsync.jobs u SET state = 'running', worker_pid = pg_backend_pid(), claimed_at = now(),
                     heartbeat_at = now(), attempts = u.attempts + 1
                FROM pullsync.jobs r

@@ -1,8 +1,10 @@
 //! The conversation feed's pure parts: the cursor codec, argument checks, page budgets,
-//! the failed-authentication throttle and the feed server's network side.
+//! the failed-authentication throttle, the feed server's network side and when a pull
+//! refreshes its table's statistics.
 
 pub mod auth_throttle;
 pub mod cursor;
 pub mod front;
 pub mod page_fill;
+pub mod statistics;
 pub mod validate;
