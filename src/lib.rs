@@ -92,7 +92,12 @@ pub mod pg_test {
         if std::fs::read_to_string(KEY_FILE).is_ok_and(|k| k == KEY) {
             return;
         }
-        let staged = format!("{KEY_FILE}.{}", std::process::id());
+        // Tests run on several threads of one process: each stages its own file.
+        let staged = format!(
+            "{KEY_FILE}.{}.{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        );
         std::fs::write(&staged, KEY).expect("write the test key file");
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
             .expect("chmod the test key file");
