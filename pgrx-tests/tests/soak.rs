@@ -425,16 +425,14 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
         });
         if !legacy {
             // What the daily pullsync-threads-reconcile job does (sql/jobs.sql), over the
-            // accounts with a usable token: a deleted post whose metrics are never asked
-            // for (a repost has none) is found missing from the listing and marked.
+            // accounts with a usable token, the ones the monitor does not list: a deleted
+            // post whose metrics are never asked for (a repost has none) is found missing
+            // from the listing and marked.
             db.batch_execute(
                 "SELECT pullsync.threads_reconcile(a.id, now() - interval '30 days', now())
                    FROM pullsync.workspace_threads_accounts a
-                  WHERE a.is_active AND EXISTS (
-                        SELECT 1 FROM pullsync.workspace_threads_tokens t
-                         WHERE t.workspace_threads_account_id = a.id AND t.is_primary
-                           AND t.revoked_at IS NULL AND t.invalidated_at IS NULL
-                           AND t.expires_at > now())",
+                  WHERE a.is_active AND a.username NOT IN (
+                        SELECT unnest(accounts_needing_reauthorization) FROM pullsync.threads_source_state)",
             )
             .unwrap();
         }

@@ -71,9 +71,9 @@ impl Growth {
             .collect()
     }
 
-    /// How many more cycles a day the 15-minute schedule runs than this month did.
-    pub fn cycles_per_day_at_schedule_over_measured(&self) -> f64 {
-        f64::from(self.month.step_hours) * 4.0
+    /// How many of the schedule's cycles fall in one of this month's steps.
+    pub fn schedule_cycles_per_step(&self) -> f64 {
+        f64::from(self.month.step_hours) * 3600.0 / super::seed::INTERVAL_SECS
     }
 
     /// Snapshot rows a day adds (post metrics and account insights; retention keeps the

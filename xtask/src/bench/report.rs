@@ -539,7 +539,7 @@ fn growth_section(md: &mut String, growth: &Growth, chart: &Path) {
              the snapshot tables by `captured_at`.**"
         }
     );
-    let schedule = growth.cycles_per_day_at_schedule_over_measured();
+    let schedule = growth.schedule_cycles_per_step();
     let _ = writeln!(
         md,
         "At the 15-minute schedule a day holds {schedule:.0} times this run's cycles. Account \
