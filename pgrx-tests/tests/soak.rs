@@ -419,6 +419,12 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
             break;
         }
         tally.recovery_cycles += 1;
+        if !legacy {
+            // A refresh answered by Threads but lost to a crash before its commit leaves a
+            // retired token, found refused only when a run uses it: its user connects the
+            // account again once the monitor lists it.
+            reconnect_refused_accounts(&mut db, sim, None);
+        }
         let job = queue(&mut db);
         wait_for(&mut db, "a recovery run", Duration::from_secs(300), |db| {
             finished(db, job)
