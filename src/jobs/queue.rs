@@ -6,6 +6,7 @@ use super::registry;
 use super::source::{Job, Outcome, RunTotals, Unit};
 use crate::config;
 use crate::error::{PullsyncError, Result};
+use crate::plumbing::prepared;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use pullsync_core::outcome::Status;
@@ -147,7 +148,7 @@ fn give_up_on_spent_units() -> Result<()> {
 
 /// Keeps claimed units (and their run) alive while they are pulled.
 pub fn heartbeat(units: &[i64]) -> Result<()> {
-    Spi::run_with_args(
+    prepared::run(
         "WITH mine AS (
              UPDATE pullsync.jobs SET heartbeat_at = now()
               WHERE id = ANY($1) AND state = 'running' AND worker_pid = pg_backend_pid()
@@ -289,7 +290,7 @@ pub fn release_units(ids: &[i64]) -> Result<()> {
 /// Whether this claim still owns the unit; locks the unit row until the transaction ends,
 /// so a requeue cannot slip in between this check and the unit's completion.
 pub fn still_claimed(unit: &Unit) -> Result<bool> {
-    Ok(Spi::get_one_with_args::<bool>(
+    Ok(prepared::get_one::<bool>(
         "WITH mine AS (SELECT 1 FROM pullsync.jobs WHERE id = $1 AND state = 'running'
                           AND worker_pid = pg_backend_pid() AND attempts = $2 FOR UPDATE)
          SELECT EXISTS (SELECT 1 FROM mine)",
@@ -320,7 +321,7 @@ pub struct Completed(BTreeMap<i64, (i32, Vec<Value>)>);
 /// Records a unit's outcome in `completed`. A claim that lost the unit (requeued,
 /// reclaimed, cancelled) changes nothing.
 pub fn record_unit(unit: &Unit, outcome: &Outcome, completed: &mut Completed) -> Result<()> {
-    let held = Spi::get_one_with_args::<bool>(
+    let held = prepared::get_one::<bool>(
         "WITH unit AS (
              UPDATE pullsync.jobs SET state = $3, finished_at = now(), result = $4
               WHERE id = $1 AND state = 'running' AND worker_pid = pg_backend_pid() AND attempts = $2
@@ -352,7 +353,7 @@ pub fn record_unit(unit: &Unit, outcome: &Outcome, completed: &mut Completed) ->
 /// The run row's lock serialises the counts of workers completing units of one run.
 pub fn count_completed(completed: Completed) -> Result<()> {
     for (run, (done, errors)) in completed.0 {
-        let last = Spi::get_one_with_args::<bool>(
+        let last = prepared::get_one::<bool>(
             "WITH run AS (
                  UPDATE pullsync.jobs r SET units_done = r.units_done + $2, heartbeat_at = now(),
                         errors = r.errors || $3

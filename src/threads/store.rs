@@ -4,6 +4,7 @@
 
 use crate::error::{PullsyncError, Result};
 use crate::pg_time::{to_chrono, to_pg};
+use crate::plumbing::prepared;
 use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -25,19 +26,22 @@ pub struct AccountRow {
     pub sealed_token: String,
 }
 
-const ACCOUNT_SELECT: &str = "
+/// One account, with its primary token if that is unrevoked, valid and unexpired.
+const USABLE_ACCOUNT: &str = "
     SELECT a.id, a.threads_user_id, t.id, t.access_token_encrypted
       FROM pullsync.workspace_threads_accounts a
       JOIN pullsync.workspace_threads_tokens t
         ON t.workspace_threads_account_id = a.id AND t.is_primary AND t.revoked_at IS NULL
-       AND t.invalidated_at IS NULL AND t.expires_at > now()";
+       AND t.invalidated_at IS NULL AND t.expires_at > now()
+     WHERE a.id = $1";
 
-fn account_rows(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<AccountRow>> {
+/// One account, if it exists and has a usable token.
+pub fn usable_account(id: Uuid) -> Result<Option<AccountRow>> {
     Spi::connect(|client| {
-        let rows = client.select(sql, None, args)?;
-        let mut out = Vec::with_capacity(rows.len());
+        let rows = prepared::select(client, USABLE_ACCOUNT, Some(1), &[id.into()])?;
+        let mut out = None;
         for row in rows {
-            out.push(AccountRow {
+            out = Some(AccountRow {
                 id: row
                     .get(1)?
                     .ok_or_else(|| PullsyncError::Internal("account without id".into()))?,
@@ -52,20 +56,10 @@ fn account_rows(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<Acc
     })
 }
 
-/// Active accounts with a primary, unrevoked, valid, unexpired token.
-/// One account, if it exists and has a usable token.
-pub fn usable_account(id: Uuid) -> Result<Option<AccountRow>> {
-    Ok(
-        account_rows(&format!("{ACCOUNT_SELECT} WHERE a.id = $1"), &[id.into()])?
-            .into_iter()
-            .next(),
-    )
-}
-
 /// Threads refused the token (expired early, revoked, password changed): it is never
 /// used again; the account counts as needing re-authorisation.
 pub fn invalidate_token(token_id: Uuid) -> Result<()> {
-    Spi::run_with_args(
+    prepared::run(
         "UPDATE pullsync.workspace_threads_tokens SET invalidated_at = coalesce(invalidated_at, now())
           WHERE id = $1",
         &[token_id.into()],
@@ -74,7 +68,7 @@ pub fn invalidate_token(token_id: Uuid) -> Result<()> {
 }
 
 pub fn account_exists(id: Uuid) -> Result<bool> {
-    Ok(Spi::get_one_with_args::<bool>(
+    Ok(prepared::get_one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pullsync.workspace_threads_accounts WHERE id = $1)",
         &[id.into()],
     )?
@@ -85,7 +79,8 @@ pub fn account_exists(id: Uuid) -> Result<bool> {
 /// listing got.
 pub fn known_account(account_id: Uuid) -> Result<KnownAccount> {
     Spi::connect(|client| {
-        let state = client.select(
+        let state = prepared::select(
+            client,
             "SELECT posts_listing_resume_after, posts_listing_completed_at IS NOT NULL
                FROM pullsync.workspace_threads_accounts WHERE id = $1",
             Some(1),
@@ -100,7 +95,8 @@ pub fn known_account(account_id: Uuid) -> Result<KnownAccount> {
                 complete: complete.unwrap_or(false),
             }
         };
-        let rows = client.select(
+        let rows = prepared::select(
+            client,
             "SELECT threads_post_id, media_type, published_at, metrics_updated_at, content_hash,
                     deleted_at IS NOT NULL
                FROM pullsync.workspace_threads_posts WHERE workspace_threads_account_id = $1",
@@ -243,7 +239,8 @@ pub fn write_account(
     let at = to_pg(written_at);
     Spi::connect_mut(|client| {
         let mut counts = WriteCounts::default();
-        let account = client.update(
+        let account = prepared::update(
+            client,
             "SELECT current_followers_count, current_views, current_likes, current_replies, current_reposts,
                     current_quotes, current_clicks, insights_snapshot_at
                FROM pullsync.workspace_threads_accounts WHERE id = $1 FOR UPDATE",
@@ -279,7 +276,8 @@ pub fn write_account(
                 .iter()
                 .map(|p| post_json(&p.post, p.content_hash))
                 .collect();
-            let upserted = client.update(
+            let upserted = prepared::update(
+                client,
                 POST_UPSERT,
                 None,
                 &[account_id.into(), JsonB(Value::Array(rows)).into()],
@@ -290,7 +288,8 @@ pub fn write_account(
         }
 
         if !pull.deleted.is_empty() {
-            client.update(
+            prepared::update(
+                client,
                 "UPDATE pullsync.workspace_threads_posts SET deleted_at = $3, updated_at = now()
                   WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)
                     AND deleted_at IS NULL",
@@ -301,7 +300,8 @@ pub fn write_account(
 
         if !pull.metrics.is_empty() {
             let ids: Vec<String> = pull.metrics.iter().map(|(id, _)| id.clone()).collect();
-            let current = client.select(
+            let current = prepared::select(
+                client,
                 "SELECT threads_post_id, id, current_views, current_likes, current_replies, current_reposts,
                         current_quotes, current_shares, metrics_snapshot_at
                    FROM pullsync.workspace_threads_posts
@@ -352,7 +352,8 @@ pub fn write_account(
             if !layer_rows.is_empty() {
                 counts.snapshots += layer_rows.len() as i64;
                 counts.deltas += layer_rows.len() as i64;
-                client.update(
+                prepared::update(
+                    client,
                     POST_LAYERS,
                     None,
                     &[JsonB(Value::Array(layer_rows)).into(), account_id.into()],
@@ -360,7 +361,8 @@ pub fn write_account(
             }
         }
         if !pull.metrics_checked.is_empty() {
-            client.update(
+            prepared::update(
+                client,
                 "UPDATE pullsync.workspace_threads_posts SET metrics_updated_at = $3
                   WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)",
                 None,
@@ -388,7 +390,7 @@ pub fn write_account(
                 args.extend(delta.iter().map(|&v| v.into()));
                 args.push(to_pg(insights.fetched_at).into());
                 args.push(period_start.map(to_pg).into());
-                client.update(ACCOUNT_LAYERS, None, &args)?;
+                prepared::update(client, ACCOUNT_LAYERS, None, &args)?;
                 counts.snapshots += 1;
                 counts.deltas += 1;
             }
@@ -398,7 +400,8 @@ pub fn write_account(
         // listed posts ($8), the listing's state committed with them.
         let done = |step: Step| pull.steps_completed.contains(&step);
         let listing = pull.listing.as_ref();
-        client.update(
+        prepared::update(
+            client,
             "UPDATE pullsync.workspace_threads_accounts
                 SET last_posts_sync_at = CASE WHEN $2 THEN $5 ELSE last_posts_sync_at END,
                     last_metrics_sync_at = CASE WHEN $3 THEN $5 ELSE last_metrics_sync_at END,
@@ -431,7 +434,8 @@ pub fn write_account(
             .iter()
             .map(|s| s.name().to_string())
             .collect();
-        client.update(
+        prepared::update(
+            client,
             "INSERT INTO pullsync.sync_logs
                     (job_log_id, job_type, source, workspace_threads_account_id, status, steps_completed,
                      items_new, items_updated, snapshots, deltas, api_calls, error, started_at, notes)
@@ -460,7 +464,8 @@ pub fn write_account(
 /// A sync_logs row for an account that could not be pulled at all.
 pub fn log_unpulled(account_id: Uuid, status: Status, error: &str, log: &LogContext) -> Result<()> {
     Spi::connect_mut(|client| {
-        client.update(
+        prepared::update(
+            client,
             "INSERT INTO pullsync.sync_logs (job_log_id, job_type, source, workspace_threads_account_id, status, error, started_at)
              VALUES ($1, $2, 'threads', $3, $4, $5, $6)",
             None,

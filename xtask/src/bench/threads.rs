@@ -18,7 +18,7 @@ use std::time::Instant;
 pub const PULLSYNC: &[(&str, &str)] = &[
     ("pullsync.workers", "2"),
     ("pullsync.http_concurrency", "128"),
-    ("pullsync.batch_size", "50"),
+    ("pullsync.batch_size", "256"),
     ("pullsync.batch_delay", "0"),
     ("pullsync.account_concurrency", "0"),
 ];
