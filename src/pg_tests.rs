@@ -446,4 +446,29 @@ mod tests {
         upsert_items("other", "messages", &[item("c9", "2026-06-01T00:00:00Z")]).unwrap();
         assert_eq!(rows().as_deref(), Some("c3"));
     }
+
+    #[pg_test]
+    fn a_kept_plan_is_planned_again_when_its_table_is_made_anew() {
+        use crate::plumbing::prepared;
+        const LABEL_OF: &str = "SELECT label FROM public.kept_plan_probe WHERE id = $1";
+        Spi::run(
+            "CREATE TABLE public.kept_plan_probe (id int PRIMARY KEY, label text);
+             INSERT INTO public.kept_plan_probe VALUES (1, 'first')",
+        )
+        .unwrap();
+        let label = || prepared::get_one::<String>(LABEL_OF, &[1_i32.into()]).unwrap();
+        assert_eq!(label().as_deref(), Some("first"));
+        // A new table of the same name, its columns in another order: the kept plan of the
+        // old one would read a dropped relation.
+        Spi::run(
+            "DROP TABLE public.kept_plan_probe;
+             CREATE TABLE public.kept_plan_probe (label text, id int PRIMARY KEY);
+             INSERT INTO public.kept_plan_probe VALUES ('second', 1)",
+        )
+        .unwrap();
+        assert_eq!(label().as_deref(), Some("second"));
+        // Another argument type is a plan of its own.
+        let by_bigint = prepared::get_one::<String>(LABEL_OF, &[1_i64.into()]).unwrap();
+        assert_eq!(by_bigint.as_deref(), Some("second"));
+    }
 }

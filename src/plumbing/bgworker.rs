@@ -32,10 +32,26 @@ pub fn register(name: &str, backend_type: &str, function: &str) {
 /// The first step of every background process: take SIGHUP and SIGTERM, and connect to
 /// `pullsync.database`. Returns the database name.
 pub fn start() -> String {
+    map_large_allocations();
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = config::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     database
+}
+
+/// Allocations from this size up get pages of their own, returned to the system when freed.
+const LARGE_ALLOCATION: i32 = 1 << 20;
+
+/// Feed pages and pulled batches take megabytes apiece. By default glibc raises its mapping
+/// threshold to the size of the first such buffer freed, and later ones come from heaps it
+/// seldom gives back, so a long-lived process kept the peak of every page it had built. A
+/// fixed threshold maps each large buffer on its own and unmaps it when it is freed.
+fn map_large_allocations() {
+    // SAFETY: mallopt changes only this process's allocator settings, before any thread
+    // of ours starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_ALLOCATION);
+    }
 }
 
 /// This process's name, for its log lines.
