@@ -30,7 +30,7 @@ commands:
   package build the Debian package of the extension (target/*.deb); --pg 15|18
   soak    the long fault soak: 50 seeded runs with API faults, kill -9 and restarts; --pg;
           --against 0.1.0: on the version that landed first, to see what it loses
-  bench   run the benchmarks (about two hours) and write docs/BENCHMARKS.md and its charts;
+  bench   run the benchmarks (about an hour) and write docs/BENCHMARKS.md and its charts;
           --quick: small sizes, written under target/bench/; --only attack: just the feed
           server under attack, figures printed; --only threads --accounts N[,N…]
           [--posts N]: pg_pullsync's two cycles at those sizes, printed

@@ -475,7 +475,7 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
     );
     let _ = writeln!(
         md,
-        "## Reproduce\n\n```sh\ncargo xtask bench          # everything above, about two hours\ncargo xtask bench --quick  # small sizes, written under target/bench/\n```\n"
+        "## Reproduce\n\n```sh\ncargo xtask bench          # everything above, about an hour\ncargo xtask bench --quick  # small sizes, written under target/bench/\n```\n"
     );
     md.push_str(KEEP_MARKER);
     md.push('\n');
