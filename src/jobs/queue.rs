@@ -232,22 +232,24 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
     Ok(Some(job))
 }
 
-/// A batch of at most `limit` units that leaves each of `workers` its share of what the
-/// runs of `kind` have left, so a fleet smaller than a batch per worker is split between
-/// the workers instead of taken whole by the first.
-pub fn fair_share(kind: &str, limit: i64, workers: i32) -> Result<i64> {
+/// At most `limit`, and no more than a worker's share of what the runs of `kind` have left,
+/// so a fleet smaller than a batch per worker is split between the workers instead of
+/// taken whole by the first.
+fn fair_share(kind: &str, limit: i64) -> Result<i64> {
     Ok(Spi::get_one_with_args::<i64>(
         "SELECT least($1, greatest(1, ceil(sum(units_total - units_done)::numeric / $3)))::bigint
            FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $2 AND state = 'running'",
-        &[limit.into(), kind.into(), workers.max(1).into()],
+        &[limit.into(), kind.into(), config::workers().max(1).into()],
     )?
     .unwrap_or(limit))
 }
 
-/// Claims up to `limit` units of runs of `kind` that have not been tried; a unit whose
-/// earlier claim ended without a result is claimed alone, so a unit that brings its
-/// worker down cannot use up the attempts of the units batched with it.
+/// Claims up to `limit` units of runs of `kind` that have not been tried (fewer when that
+/// is more than this worker's share); a unit whose earlier claim ended without a result is
+/// claimed alone, so a unit that brings its worker down cannot use up the attempts of the
+/// units batched with it.
 pub fn claim_units(kind: &str, limit: i64) -> Result<Vec<Unit>> {
+    let limit = fair_share(kind, limit)?;
     Spi::connect_mut(|client| {
         let rows = client.update(
             "WITH runs AS (

@@ -118,7 +118,6 @@ type Claimed<R> = (bool, Vec<(Unit, R)>);
 /// Claims units and prepares them, in one unit of work; units with nothing to pull are
 /// completed at once.
 fn prepare<U: Units>(source: &U, kind: &str, limit: i64) -> Result<Claimed<U::Ready>> {
-    let limit = queue::fair_share(kind, limit, config::workers())?;
     let units = queue::claim_units(kind, limit)?;
     let claimed = !units.is_empty();
     let mut ready = Vec::with_capacity(units.len());

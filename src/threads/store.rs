@@ -39,20 +39,20 @@ const USABLE_ACCOUNT: &str = "
 pub fn usable_account(id: Uuid) -> Result<Option<AccountRow>> {
     Spi::connect(|client| {
         let rows = prepared::select(client, USABLE_ACCOUNT, Some(1), &[id.into()])?;
-        let mut out = None;
-        for row in rows {
-            out = Some(AccountRow {
-                id: row
-                    .get(1)?
-                    .ok_or_else(|| PullsyncError::Internal("account without id".into()))?,
-                threads_user_id: row.get(2)?.unwrap_or_default(),
-                token_id: row
-                    .get(3)?
-                    .ok_or_else(|| PullsyncError::Internal("token without id".into()))?,
-                sealed_token: row.get(4)?.unwrap_or_default(),
-            });
+        if rows.is_empty() {
+            return Ok(None);
         }
-        Ok(out)
+        let row = rows.first();
+        Ok(Some(AccountRow {
+            id: row
+                .get(1)?
+                .ok_or_else(|| PullsyncError::Internal("account without id".into()))?,
+            threads_user_id: row.get(2)?.unwrap_or_default(),
+            token_id: row
+                .get(3)?
+                .ok_or_else(|| PullsyncError::Internal("token without id".into()))?,
+            sealed_token: row.get(4)?.unwrap_or_default(),
+        }))
     })
 }
 
