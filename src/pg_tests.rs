@@ -471,4 +471,35 @@ mod tests {
         let by_bigint = prepared::get_one::<String>(LABEL_OF, &[1_i64.into()]).unwrap();
         assert_eq!(by_bigint.as_deref(), Some("second"));
     }
+
+    #[pg_test]
+    fn a_worker_claims_its_share_of_a_run_less_what_it_holds() {
+        use crate::jobs::queue::claim_units;
+        let run = Spi::get_one::<i64>(
+            "INSERT INTO pullsync.jobs (kind, state, phase, units_total)
+             VALUES ('share_test_run', 'running', 'pulling', 10) RETURNING id",
+        )
+        .unwrap()
+        .unwrap();
+        Spi::run(&format!(
+            "INSERT INTO pullsync.jobs (parent_id, kind, payload)
+             SELECT {run}, 'share_test_unit', jsonb_build_object('n', n) FROM generate_series(1, 10) n"
+        ))
+        .unwrap();
+        // Two workers (the default): half of the 10 units, though the batch could take all.
+        let first = claim_units("share_test_run", 256).unwrap();
+        assert_eq!(first.len(), 5);
+        // While it holds them (a batch still being pulled), no more.
+        assert!(claim_units("share_test_run", 256).unwrap().is_empty());
+        // Its 5 written: half of the 5 left, rounded up.
+        let ids: Vec<i64> = first.iter().map(|u| u.id).collect();
+        Spi::run_with_args(
+            "UPDATE pullsync.jobs SET state = 'completed' WHERE id = ANY($1)",
+            &[ids.into()],
+        )
+        .unwrap();
+        Spi::run(&format!("UPDATE pullsync.jobs SET units_done = 5 WHERE id = {run}")).unwrap();
+        assert_eq!(claim_units("share_test_run", 256).unwrap().len(), 3);
+        assert_eq!(claim_units("share_test_run", 2).unwrap().len(), 0);
+    }
 }

@@ -36,7 +36,7 @@ pub enum Cancel {
 impl Cancel {
     /// Also answers what Postgres asks of every process while it waits: a worker must
     /// absorb procsignal barriers (DROP DATABASE waits for them) even mid-HTTP.
-    fn requested(self) -> bool {
+    pub fn requested(self) -> bool {
         if let Cancel::Worker = self {
             bgworker::absorb_barriers();
         }
@@ -123,9 +123,22 @@ where
 impl<T> Background<T> {
     /// Waits for the work's result without losing cancel and terminate requests.
     pub fn wait(mut self, cancel: Cancel) -> Result<T> {
-        block_on_until(&mut self.0, cancel)?
-            .map_err(|e| PullsyncError::Internal(format!("background HTTP work failed: {e}")))
+        finished(block_on_until(&mut self.0, cancel)?)
     }
+
+    /// `wait`, calling `beat` every `every` meanwhile (`block_on_beating`).
+    pub fn wait_beating(
+        mut self,
+        cancel: Cancel,
+        every: Duration,
+        beat: impl FnMut() -> Result<()>,
+    ) -> Result<T> {
+        finished(block_on_beating(&mut self.0, cancel, every, beat)?)
+    }
+}
+
+fn finished<T>(joined: std::result::Result<T, tokio::task::JoinError>) -> Result<T> {
+    joined.map_err(|e| PullsyncError::Internal(format!("background HTTP work failed: {e}")))
 }
 
 impl<T> Drop for Background<T> {

@@ -160,6 +160,16 @@ pub fn heartbeat(units: &[i64]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a top-level job waits to be claimed: a worker going from batch to batch of a
+/// run stops taking more so that it, or another worker, can claim it.
+pub fn job_waiting() -> Result<bool> {
+    Ok(prepared::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pullsync.jobs WHERE parent_id IS NULL AND state = 'queued')",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
 /// Claims a queued job. A run of units is split into its units in the same transaction; a
 /// job of a kind no source of this library runs is failed at once.
 pub fn claim_and_plan_run() -> Result<Option<Job>> {
@@ -232,16 +242,20 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
     Ok(Some(job))
 }
 
-/// At most `limit`, and no more than a worker's share of what the runs of `kind` have left,
-/// so a fleet smaller than a batch per worker is split between the workers instead of
-/// taken whole by the first.
+/// At most `limit`, and no more than a worker's share of what the runs of `kind` have left
+/// less the units it holds already (a batch still being pulled), so a fleet smaller than
+/// a batch per worker is split between the workers instead of taken whole by the first.
 fn fair_share(kind: &str, limit: i64) -> Result<i64> {
     Ok(Spi::get_one_with_args::<i64>(
-        "SELECT least($1, greatest(1, ceil(sum(units_total - units_done)::numeric / $3)))::bigint
-           FROM pullsync.jobs WHERE parent_id IS NULL AND kind = $2 AND state = 'running'",
+        "SELECT least($1, ceil(sum(r.units_total - r.units_done)::numeric / $3)
+                          - sum((SELECT count(*) FROM pullsync.jobs u
+                                  WHERE u.parent_id = r.id AND u.state = 'running'
+                                    AND u.worker_pid = pg_backend_pid())))::bigint
+           FROM pullsync.jobs r WHERE r.parent_id IS NULL AND r.kind = $2 AND r.state = 'running'",
         &[limit.into(), kind.into(), config::workers().max(1).into()],
     )?
-    .unwrap_or(limit))
+    .unwrap_or(limit)
+    .max(0))
 }
 
 /// Claims up to `limit` units of runs of `kind` that have not been tried (fewer when that
@@ -250,6 +264,9 @@ fn fair_share(kind: &str, limit: i64) -> Result<i64> {
 /// units batched with it.
 pub fn claim_units(kind: &str, limit: i64) -> Result<Vec<Unit>> {
     let limit = fair_share(kind, limit)?;
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     Spi::connect_mut(|client| {
         let rows = client.update(
             "WITH runs AS (

@@ -2,7 +2,8 @@
 //! `run_jobs()` in a backend with subtransactions. Each step requeues what was abandoned,
 //! then claims a job (a job without units is run to its end; a run is split into units),
 //! or else claims a batch of units: prepared under SPI, pulled over HTTP outside any
-//! transaction, written in one transaction with a subtransaction each.
+//! transaction on the background runtime (the next batch's while this one is written),
+//! written in one transaction with a subtransaction each.
 
 use super::queue;
 use super::registry;
@@ -10,10 +11,12 @@ use super::source::{Batches, Job, Outcome, Prepared, Source, Unit, Units};
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::plumbing::txn::Txn;
-use crate::runtime::{self, Cancel};
+use crate::runtime::{self, Background, Cancel};
 use futures_util::future::join_all;
 use pullsync_core::outcome::Status;
 use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// One round. Returns whether there was anything to do.
 pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
@@ -84,28 +87,31 @@ impl<U: Units> Batches for U {
         Units::phase(self)
     }
 
-    /// Claims a batch of up to `limit` units, pulls them concurrently, then writes them
-    /// all in one transaction (a subtransaction each, one count on their run).
+    /// Claims a batch of up to `limit` units and pulls them concurrently on the background
+    /// runtime, then writes them all in one transaction (a subtransaction each, one count
+    /// on their run). Batches overlap: the next one is claimed, prepared and its pulls
+    /// started while this one's pulls run, and they go on while this one is written; the
+    /// batches share one client, so `pullsync.http_concurrency` bounds them together. It
+    /// stops taking batches when the run has none left for it, when a job waits, when the
+    /// worker is told to stop, or when `pullsync.batch_delay` asks for a pause.
     fn work(&self, kind: &str, limit: i64, txn: Txn, cancel: Cancel) -> Result<bool> {
-        let (claimed, ready) = txn.run(|| prepare(self, kind, limit))?;
-        if ready.is_empty() {
-            return Ok(claimed);
+        let mut shared = None;
+        let (claimed, mut current) = txn.run(|| start(self, &mut shared, kind, limit))?;
+        while let Some(batch) = current.take() {
+            let next = if take_another(txn, cancel)? {
+                let started = txn.run(|| start(self, &mut shared, kind, limit));
+                released_on_error(started, &batch.ids, txn)?.1
+            } else {
+                None
+            };
+            let next_ids = next.as_ref().map(|n| n.ids.clone()).unwrap_or_default();
+            let written = batch
+                .wait(txn, cancel)
+                .and_then(|back| write(self, back, txn));
+            released_on_error(written, &next_ids, txn)?;
+            current = next;
         }
-        let ids: Vec<i64> = ready.iter().map(|(u, _)| u.id).collect();
-        let pulls = match pull(self, &ready, &ids, txn, cancel) {
-            Ok(pulls) => pulls,
-            Err(e) => {
-                txn.run(|| queue::release_units(&ids))?;
-                return Err(e);
-            }
-        };
-        let back = ready
-            .into_iter()
-            .zip(pulls)
-            .map(|((unit, ready), pulled)| (unit, ready, pulled))
-            .collect();
-        write(self, back, txn)?;
-        Ok(true)
+        Ok(claimed)
     }
 
     fn finish(&self, job: &Job, totals: &super::source::RunTotals) -> Result<Value> {
@@ -113,46 +119,92 @@ impl<U: Units> Batches for U {
     }
 }
 
-type Claimed<R> = (bool, Vec<(Unit, R)>);
+/// A claimed batch whose pulls run on the background runtime.
+struct InFlight<U: Units> {
+    ready: Vec<(Unit, Arc<U::Ready>)>,
+    ids: Vec<i64>,
+    pulls: Background<Vec<U::Pulled>>,
+}
 
-/// Claims units and prepares them, in one unit of work; units with nothing to pull are
-/// completed at once.
-fn prepare<U: Units>(source: &U, kind: &str, limit: i64) -> Result<Claimed<U::Ready>> {
+type Pulled<U> = Vec<(Unit, Arc<<U as Units>::Ready>, <U as Units>::Pulled)>;
+
+/// Claims units, prepares them (units with nothing to pull are completed at once) and
+/// starts the pulls of the rest, making what they share on first use. Returns whether it
+/// claimed any, and what it started.
+fn start<U: Units>(
+    source: &U,
+    shared: &mut Option<Arc<U::Shared>>,
+    kind: &str,
+    limit: i64,
+) -> Result<(bool, Option<InFlight<U>>)> {
     let units = queue::claim_units(kind, limit)?;
     let claimed = !units.is_empty();
     let mut ready = Vec::with_capacity(units.len());
     for unit in units {
         match source.prepare(&unit)? {
-            Prepared::Ready(r) => ready.push((unit, r)),
+            Prepared::Ready(r) => ready.push((unit, Arc::new(r))),
             Prepared::Done(outcome) => queue::complete_unit(&unit, &outcome)?,
         }
     }
-    Ok((claimed, ready))
+    if ready.is_empty() {
+        return Ok((claimed, None));
+    }
+    let shared = match shared {
+        Some(shared) => Arc::clone(shared),
+        None => Arc::clone(shared.insert(Arc::new(source.shared()?))),
+    };
+    let pulls = join_all(
+        ready
+            .iter()
+            .map(|(_, r)| U::pull(Arc::clone(&shared), Arc::clone(r))),
+    );
+    let ids = ready.iter().map(|(u, _)| u.id).collect();
+    Ok((
+        claimed,
+        Some(InFlight {
+            ready,
+            ids,
+            pulls: runtime::spawn(pulls),
+        }),
+    ))
 }
 
-/// Pulls the batch concurrently, outside any transaction, keeping its claims alive with
-/// a heartbeat at a third of `pullsync.unit_timeout`.
-fn pull<U: Units>(
-    source: &U,
-    ready: &[(Unit, U::Ready)],
-    ids: &[i64],
-    txn: Txn,
-    cancel: Cancel,
-) -> Result<Vec<U::Pulled>> {
-    let shared = source.shared()?;
-    let every = config::unit_timeout() / 3;
-    runtime::block_on_beating(
-        join_all(ready.iter().map(|(_, r)| source.pull(&shared, r))),
-        cancel,
-        every.max(std::time::Duration::from_secs(1)),
-        || txn.run(|| queue::heartbeat(ids)),
-    )
+impl<U: Units> InFlight<U> {
+    /// Waits for the batch's pulls, keeping its claims alive with a heartbeat at a third
+    /// of `pullsync.unit_timeout`. Stopped, it gives its units back to the queue.
+    fn wait(self, txn: Txn, cancel: Cancel) -> Result<Pulled<U>> {
+        let every = (config::unit_timeout() / 3).max(Duration::from_secs(1));
+        let ids = self.ids;
+        let pulls = self
+            .pulls
+            .wait_beating(cancel, every, || txn.run(|| queue::heartbeat(&ids)));
+        let pulls = released_on_error(pulls, &ids, txn)?;
+        Ok(self
+            .ready
+            .into_iter()
+            .zip(pulls)
+            .map(|((unit, ready), pulled)| (unit, ready, pulled))
+            .collect())
+    }
+}
+
+/// Another batch only when nothing asks the worker to do something else first.
+fn take_another(txn: Txn, cancel: Cancel) -> Result<bool> {
+    Ok(config::batch_delay().is_zero() && !cancel.requested() && !txn.run(queue::job_waiting)?)
+}
+
+/// `result`, with the claimed units `ids` back in the queue when it is an error.
+fn released_on_error<T>(result: Result<T>, ids: &[i64], txn: Txn) -> Result<T> {
+    if result.is_err() {
+        txn.run(|| queue::release_units(ids))?;
+    }
+    result
 }
 
 /// Writes a pulled batch in one transaction, each unit in a subtransaction of its own:
 /// a write that fails rolls back alone and its failure is recorded instead. A claim that
 /// lost its unit (requeued after unit_timeout) writes nothing.
-fn write<U: Units>(source: &U, back: Vec<(Unit, U::Ready, U::Pulled)>, txn: Txn) -> Result<()> {
+fn write<U: Units>(source: &U, back: Pulled<U>, txn: Txn) -> Result<()> {
     txn.run(|| {
         let mut completed = queue::Completed::default();
         for (unit, ready, pulled) in back {

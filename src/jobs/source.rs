@@ -11,6 +11,7 @@ use crate::runtime::Cancel;
 use pullsync_core::outcome::Status;
 use serde_json::Value;
 use std::future::Future;
+use std::sync::Arc;
 
 /// A claimed top-level job.
 #[derive(Debug, Clone)]
@@ -106,14 +107,14 @@ pub trait Source: Sync {
 
 /// A source whose jobs are runs of units: how a run is planned, the four steps of each
 /// batch, and how a run closes. Every method runs on the main thread; only the future
-/// `pull` returns runs on the HTTP runtime.
+/// `pull` returns runs on the background HTTP runtime.
 pub trait Units: Sync {
     /// A prepared unit, ready to pull.
-    type Ready;
+    type Ready: Send + Sync + 'static;
     /// What one unit's pull brought back.
-    type Pulled;
+    type Pulled: Send + 'static;
     /// What a batch's pulls share (an HTTP client, settings read once).
-    type Shared: Sync;
+    type Shared: Send + Sync + 'static;
 
     /// A query giving one jsonb payload per unit, in the order to work them.
     fn units_query(&self) -> &'static str;
@@ -127,16 +128,16 @@ pub trait Units: Sync {
     /// SPI, in the transaction that claimed the unit: open secrets, load what is known.
     fn prepare(&self, unit: &Unit) -> Result<Prepared<Self::Ready>>;
 
-    /// What this batch's pulls share; made before they start.
+    /// What the pulls of consecutive batches share; made before the first starts.
     fn shared(&self) -> Result<Self::Shared>;
 
-    /// Pulls one prepared unit over HTTP. Never calls Postgres. Dropped (its requests
+    /// Pulls one prepared unit over HTTP, on the background runtime while the worker
+    /// writes the batch before; so it never calls Postgres. Dropped (its requests
     /// abandoned) when the worker is told to stop.
-    fn pull<'a>(
-        &'a self,
-        shared: &'a Self::Shared,
-        ready: &'a Self::Ready,
-    ) -> impl Future<Output = Self::Pulled> + 'a;
+    fn pull(
+        shared: Arc<Self::Shared>,
+        ready: Arc<Self::Ready>,
+    ) -> impl Future<Output = Self::Pulled> + Send + 'static;
 
     /// Writes one pulled unit (SPI, in the unit's own transaction).
     fn write(&self, unit: &Unit, ready: &Self::Ready, pulled: Self::Pulled) -> Result<Outcome>;

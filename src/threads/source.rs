@@ -16,7 +16,7 @@ use pgrx::Uuid;
 use pullsync_core::outcome::Status;
 use pullsync_core::threads::pull::AccountPull;
 use serde_json::{json, Value};
-use std::future::Future;
+use std::sync::Arc;
 
 const RUN: &str = "threads_sync";
 const REFRESH: &str = "threads_refresh_tokens";
@@ -181,12 +181,8 @@ impl Units for ThreadsSync {
         sync::shared()
     }
 
-    fn pull<'a>(
-        &'a self,
-        shared: &'a Shared,
-        ready: &'a Ready,
-    ) -> impl Future<Output = AccountPull> + 'a {
-        sync::pull(shared, ready)
+    async fn pull(shared: Arc<Shared>, ready: Arc<Ready>) -> AccountPull {
+        sync::pull(&shared, &ready).await
     }
 
     fn write(&self, unit: &Unit, ready: &Ready, pulled: AccountPull) -> Result<Outcome> {

@@ -61,11 +61,13 @@ pub fn threads_api() -> Result<ThreadsApi> {
     Ok(ThreadsApi::new(http, &config::threads_api_url()))
 }
 
-/// An account ready to pull: its row, opened token and what the store knows.
+/// An account ready to pull: its row, opened token, what the store knows, and the time
+/// its posts' refresh is planned for.
 pub struct Ready {
     pub row: AccountRow,
     token: String,
     known: pullsync_core::threads::pull::KnownAccount,
+    now: DateTime<Utc>,
 }
 
 /// Opens tokens and loads known posts (SPI). Accounts that cannot be pulled get their
@@ -83,6 +85,7 @@ pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec
                 row: row.clone(),
                 token,
                 known,
+                now: Utc::now(),
             }),
             Err(e) => {
                 store::log_unpulled(row.id, Status::Failed, &e.to_string(), log)?;
@@ -93,13 +96,13 @@ pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec
     Ok((ready, failed))
 }
 
-/// What the pulls of a batch share: one client (its concurrency bound holds for the
-/// batch), the settings read once, one clock.
+/// What the pulls of a worker's consecutive batches share: one client (its concurrency
+/// bound holds for them together, its connections are kept from batch to batch), the
+/// settings read once.
 pub struct Shared {
     api: ThreadsApi,
     tiers: Tiers,
     rate: f64,
-    now: DateTime<Utc>,
     per_account: usize,
 }
 
@@ -113,7 +116,6 @@ pub fn shared() -> Result<Shared> {
         api,
         tiers: config::tiers(),
         rate: config::threads_rate_limit(),
-        now: Utc::now(),
         per_account,
     })
 }
@@ -126,7 +128,7 @@ pub async fn pull(shared: &Shared, ready: &Ready) -> AccountPull {
         &ready.row.threads_user_id,
         &ready.known,
         shared.tiers,
-        shared.now,
+        ready.now,
         shared.per_account,
     )
     .await

@@ -246,7 +246,11 @@ pub async fn pull_account(
     if metrics_ok {
         // None: not called, as the token was stopped for this run meanwhile.
         type Fetched = Option<Result<Option<super::api::MetricsAnswer>, Failure>>;
-        let results: Vec<(&str, Fetched)> = stream::iter(due)
+        // Made before the stream rather than by a closure in it: a closure over borrowed
+        // ids kept in the future makes it not Send (rust-lang/rust#102211), and a batch's
+        // pulls run on another thread.
+        let fetches: Vec<_> = due
+            .into_iter()
             .map(|id| {
                 let trouble = &trouble;
                 async move {
@@ -256,6 +260,8 @@ pub async fn pull_account(
                     (id, Some(session.post_metrics(id).await))
                 }
             })
+            .collect();
+        let results: Vec<(&str, Fetched)> = stream::iter(fetches)
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
