@@ -498,7 +498,10 @@ mod tests {
             &[ids.into()],
         )
         .unwrap();
-        Spi::run(&format!("UPDATE pullsync.jobs SET units_done = 5 WHERE id = {run}")).unwrap();
+        Spi::run(&format!(
+            "UPDATE pullsync.jobs SET units_done = 5 WHERE id = {run}"
+        ))
+        .unwrap();
         assert_eq!(claim_units("share_test_run", 256).unwrap().len(), 3);
         assert_eq!(claim_units("share_test_run", 2).unwrap().len(), 0);
     }

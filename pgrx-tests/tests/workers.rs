@@ -157,6 +157,12 @@ fn an_error_in_one_unit_rolls_back_that_unit_only() {
 fn kill_9_of_a_worker_mid_run_still_ends_with_clean_data() {
     let _serial = serial();
     let mut f = setup(120);
+    // One account a batch, so units finish one by one: with a batch each, both workers'
+    // few accounts were written in the same instant and no moment was mid-run.
+    f.db.batch_execute("ALTER SYSTEM SET pullsync.batch_size = 1")
+        .unwrap();
+    f.db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
     let job = queue(&mut f.db);
     wait_for(&mut f.db, "a unit done", Duration::from_secs(60), |db| {
         let s = status(db, job);
@@ -177,6 +183,9 @@ fn kill_9_of_a_worker_mid_run_still_ends_with_clean_data() {
         Duration::from_secs(180),
         |db| finished(db, job),
     );
+    f.db.batch_execute("ALTER SYSTEM RESET pullsync.batch_size")
+        .unwrap();
+    f.db.batch_execute("SELECT pg_reload_conf()").unwrap();
     let done = status(&mut f.db, job);
     assert_eq!(done["state"], "completed", "{done}");
     assert!(!worker_pids(&mut f.db).contains(&victim));

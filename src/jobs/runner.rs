@@ -10,6 +10,7 @@ use super::registry;
 use super::source::{Batches, Job, Outcome, Prepared, Source, Unit, Units};
 use crate::config;
 use crate::error::{PullsyncError, Result};
+use crate::plumbing::bgworker;
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Background, Cancel};
 use futures_util::future::join_all;
@@ -22,6 +23,7 @@ use std::time::Duration;
 pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
     txn.run(queue::requeue_abandoned)?;
     if let Some(job) = txn.run(queue::claim_and_plan_run)? {
+        bgworker::release_free_memory();
         if let Some(source) = registry::by_kind(&job.kind).filter(|s| s.units().is_none()) {
             run_single(source, &job, txn, cancel)?;
         }
