@@ -1,6 +1,6 @@
 //! The peer: the same Threads workload pulled by a dlt pipeline (xtask/peer/dlt_threads.py)
-//! in a virtualenv under target/bench, loading into the bench cluster; as first written and
-//! as tuned by dlt's performance guide.
+//! in a virtualenv under target/bench, loading into the bench cluster; as first written, as
+//! tuned by dlt's performance guide, and as dlt's declarative `rest_api` source.
 
 use super::{Bench, BENCH_PORT, DB, SIM_PORT};
 use crate::run::{cmd, workspace_root, Result, StatusOk};
@@ -44,6 +44,9 @@ pub enum Variant {
     /// Per-post insights deferred into dlt's thread pool, account insights parallelized,
     /// one client per account, 32 extract workers.
     Tuned,
+    /// The same work declared as `rest_api` resources, one set per account, parallelized,
+    /// with the tuned thread pool.
+    RestApi,
 }
 
 impl Variant {
@@ -51,6 +54,7 @@ impl Variant {
         match self {
             Variant::Default => "default",
             Variant::Tuned => "tuned",
+            Variant::RestApi => "rest_api",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Threads cycles: a first full sync and the incremental cycle 15 simulated minutes later,
-//! for pg_pullsync with its bench settings and for dlt (default and tuned); and the seed's
+//! for pg_pullsync with its bench settings and for dlt (default, tuned and rest_api); and the seed's
 //! design (its own program) invoked every 15 simulated minutes until the fleet is synced.
 
 use super::cpu::ClusterCpu;
@@ -91,9 +91,11 @@ pub struct Results {
     /// accounts → pg_pullsync's runs
     pub scaling: BTreeMap<usize, Vec<Run>>,
     pub seed: SeedPair,
-    /// dlt as a competent user tunes it (the headline), and as first written
+    /// dlt as a competent user tunes it, as first written, and declared as `rest_api`
+    /// resources; the headline is the faster of tuned and rest_api
     pub peer: Pair,
     pub peer_default: Pair,
+    pub peer_rest_api: Pair,
 }
 
 pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
@@ -102,7 +104,8 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
     sizes.sort_unstable();
     sizes.dedup();
     let mut ours: BTreeMap<usize, Vec<Run>> = BTreeMap::new();
-    let (mut seed, mut tuned, mut default) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut seed, mut tuned, mut default, mut rest_api) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=plan.reps {
         for &accounts in &sizes {
             let world = World::new(bench, accounts, plan.posts_per_account);
@@ -118,6 +121,7 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
                 for (variant, runs) in [
                     (Variant::Tuned, &mut tuned),
                     (Variant::Default, &mut default),
+                    (Variant::RestApi, &mut rest_api),
                 ] {
                     println!(
                         "xtask: bench run {rep}: dlt {}, {accounts} accounts",
@@ -141,6 +145,7 @@ pub fn measure(bench: &Bench, plan: &Plan) -> Result<Results> {
         },
         peer: pair(plan.peer_accounts, tuned),
         peer_default: pair(plan.peer_accounts, default),
+        peer_rest_api: pair(plan.peer_accounts, rest_api),
         scaling: ours
             .iter()
             .filter(|(a, _)| plan.threads_accounts.contains(a))
