@@ -52,6 +52,14 @@ pub fn wait_for(
     }
 }
 
+/// Runs `sql` (an ALTER SYSTEM) and reloads the configuration. Reloads are asynchronous;
+/// the workers read them at the top of their next round.
+pub fn set_system(db: &mut Client, sql: &str) {
+    db.batch_execute(sql).unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+}
+
 pub fn queue(db: &mut Client) -> i64 {
     let answer: Value = db
         .query_one("SELECT pullsync.threads_scheduled_sync()", &[])

@@ -8,8 +8,8 @@ use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec};
 use pullsync_tests::sim::{SimConfig, SimServer};
 use pullsync_tests::threads::{add_sim_accounts, count};
 use pullsync_tests::workers::{
-    connect_retrying, differences, finished, queue, status, wait_finished, wait_for, worker_pids,
-    SIM_PORT,
+    connect_retrying, differences, finished, queue, set_system, status, wait_finished, wait_for,
+    worker_pids, SIM_PORT,
 };
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -159,10 +159,7 @@ fn kill_9_of_a_worker_mid_run_still_ends_with_clean_data() {
     let mut f = setup(120);
     // One account a batch, so units finish one by one: with a batch each, both workers'
     // few accounts were written in the same instant and no moment was mid-run.
-    f.db.batch_execute("ALTER SYSTEM SET pullsync.batch_size = 1")
-        .unwrap();
-    f.db.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    set_system(&mut f.db, "ALTER SYSTEM SET pullsync.batch_size = 1");
     let job = queue(&mut f.db);
     wait_for(&mut f.db, "a unit done", Duration::from_secs(60), |db| {
         let s = status(db, job);
@@ -183,9 +180,7 @@ fn kill_9_of_a_worker_mid_run_still_ends_with_clean_data() {
         Duration::from_secs(180),
         |db| finished(db, job),
     );
-    f.db.batch_execute("ALTER SYSTEM RESET pullsync.batch_size")
-        .unwrap();
-    f.db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    set_system(&mut f.db, "ALTER SYSTEM RESET pullsync.batch_size");
     let done = status(&mut f.db, job);
     assert_eq!(done["state"], "completed", "{done}");
     assert!(!worker_pids(&mut f.db).contains(&victim));
@@ -235,17 +230,11 @@ fn sighup_reloads_the_http_concurrency() {
         wait_finished(&mut f.db, job);
         sim().counters().max_in_flight
     };
-    let reload = |f: &mut Fixture, sql: &str| {
-        f.db.batch_execute(sql).unwrap();
-        f.db.batch_execute("SELECT pg_reload_conf()").unwrap();
-        // Reloads are asynchronous; the workers read them at the top of their next round.
-        std::thread::sleep(Duration::from_secs(2));
-    };
-    reload(&mut f, "ALTER SYSTEM SET pullsync.http_concurrency = 1");
+    set_system(&mut f.db, "ALTER SYSTEM SET pullsync.http_concurrency = 1");
     let narrow = run(&mut f);
-    reload(&mut f, "ALTER SYSTEM SET pullsync.http_concurrency = 16");
+    set_system(&mut f.db, "ALTER SYSTEM SET pullsync.http_concurrency = 16");
     let wide = run(&mut f);
-    reload(&mut f, "ALTER SYSTEM RESET pullsync.http_concurrency");
+    set_system(&mut f.db, "ALTER SYSTEM RESET pullsync.http_concurrency");
     assert!(
         narrow <= 2,
         "one request per worker at concurrency 1, saw {narrow}"

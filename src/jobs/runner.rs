@@ -23,9 +23,10 @@ use std::time::Duration;
 pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
     txn.run(queue::requeue_abandoned)?;
     if let Some(job) = txn.run(queue::claim_and_plan_run)? {
-        bgworker::release_free_memory();
-        if let Some(source) = registry::by_kind(&job.kind).filter(|s| s.units().is_none()) {
-            run_single(source, &job, txn, cancel)?;
+        match registry::by_kind(&job.kind) {
+            Some(source) if source.units().is_none() => run_single(source, &job, txn, cancel)?,
+            // Planning sorted the whole fleet: give back what the sort left free.
+            _ => bgworker::release_free_memory(),
         }
         return Ok(true);
     }
@@ -106,11 +107,10 @@ impl<U: Units> Batches for U {
             } else {
                 None
             };
-            let next_ids = next.as_ref().map(|n| n.ids.clone()).unwrap_or_default();
             let written = batch
                 .wait(txn, cancel)
                 .and_then(|back| write(self, back, txn));
-            released_on_error(written, &next_ids, txn)?;
+            released_on_error(written, next.as_ref().map_or(&[], |n| &n.ids), txn)?;
             current = next;
         }
         Ok(claimed)

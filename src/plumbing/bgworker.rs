@@ -54,9 +54,8 @@ fn map_large_allocations() {
     }
 }
 
-/// Gives the allocator's free memory back to the system. A sort of a whole fleet (planning
-/// a run of 100,000 accounts) leaves megabytes of small free chunks that glibc keeps, so
-/// without this a worker's memory grew with the largest fleet it had planned.
+/// Gives the allocator's free memory back to the system: a sort of a whole fleet (planning
+/// a run of 100,000 accounts) leaves megabytes of small free chunks that glibc keeps.
 pub fn release_free_memory() {
     // SAFETY: malloc_trim only returns free pages of this process's heaps to the system.
     unsafe {
