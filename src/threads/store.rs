@@ -14,7 +14,7 @@ use pullsync_core::threads::layers::{decide, Decision, Previous};
 use pullsync_core::threads::plan::ListingState;
 use pullsync_core::threads::pull::{AccountPull, KnownAccount, KnownPost, Reading, Step};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use threads_model::MediaType;
 
 /// An account the sync will pull, with its sealed primary token.
@@ -198,7 +198,7 @@ deltas AS (
 UPDATE pullsync.workspace_threads_posts p
    SET current_views = x.views, current_likes = x.likes, current_replies = x.replies,
        current_reposts = x.reposts, current_quotes = x.quotes, current_shares = x.shares,
-       metrics_snapshot_at = x.captured_at
+       metrics_snapshot_at = x.captured_at, metrics_updated_at = $3
   FROM x WHERE p.workspace_threads_account_id = $2 AND p.id = x.post_id";
 
 const ACCOUNT_LAYERS: &str = "
@@ -298,6 +298,7 @@ pub fn write_account(
             )?;
         }
 
+        let mut snapshotted = HashSet::new();
         if !pull.metrics.is_empty() {
             let ids: Vec<String> = pull.metrics.iter().map(|(id, _)| id.clone()).collect();
             let current = prepared::select(
@@ -338,6 +339,7 @@ pub fn write_account(
                     period_start,
                 } = decide(prev.as_ref(), values, reading.fetched_at, heartbeat_secs)
                 {
+                    snapshotted.insert(threads_id.as_str());
                     layer_rows.push(json!({
                         "post_id": post_id.to_string(),
                         "views": values[0], "likes": values[1], "replies": values[2],
@@ -356,21 +358,29 @@ pub fn write_account(
                     client,
                     POST_LAYERS,
                     None,
-                    &[JsonB(Value::Array(layer_rows)).into(), account_id.into()],
+                    &[
+                        JsonB(Value::Array(layer_rows)).into(),
+                        account_id.into(),
+                        at.into(),
+                    ],
                 )?;
             }
         }
-        if !pull.metrics_checked.is_empty() {
+        // The snapshot's update above marked its posts checked: each post row is updated
+        // once, not twice (every update of a post writes all its index entries again).
+        let unchanged: Vec<&str> = pull
+            .metrics_checked
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !snapshotted.contains(id))
+            .collect();
+        if !unchanged.is_empty() {
             prepared::update(
                 client,
                 "UPDATE pullsync.workspace_threads_posts SET metrics_updated_at = $3
                   WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)",
                 None,
-                &[
-                    account_id.into(),
-                    pull.metrics_checked.clone().into(),
-                    at.into(),
-                ],
+                &[account_id.into(), unchanged.into(), at.into()],
             )?;
         }
 
