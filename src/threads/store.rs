@@ -201,20 +201,53 @@ UPDATE pullsync.workspace_threads_posts p
        metrics_snapshot_at = x.captured_at, metrics_updated_at = $3
   FROM x WHERE p.workspace_threads_account_id = $2 AND p.id = x.post_id";
 
-const ACCOUNT_LAYERS: &str = "
+/// The account's part of a write, in one statement: its insights snapshot and delta when
+/// the insights changed ($25 is their capture time, NULL when nothing is to be stored), its
+/// sync_logs row, and its row: sync timestamps, status, current insights and, when this
+/// pull listed posts ($8), the listing's state committed with them.
+const ACCOUNT_WRITE: &str = "
 WITH snapshot AS (
     INSERT INTO pullsync.workspace_threads_account_insights
            (workspace_threads_account_id, followers_count, views, likes, replies, reposts, quotes, clicks, captured_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $16)),
+    SELECT $1, $11, $12, $13, $14, $15, $16, $17, $25 WHERE $25 IS NOT NULL),
 delta AS (
     INSERT INTO pullsync.workspace_threads_account_insights_deltas
            (workspace_threads_account_id, period_start, period_end, followers_count_delta, views_delta,
             likes_delta, replies_delta, reposts_delta, quotes_delta, clicks_delta)
-    VALUES ($1, $17, $16, $9, $10, $11, $12, $13, $14, $15))
+    SELECT $1, $26, $25, $18, $19, $20, $21, $22, $23, $24 WHERE $25 IS NOT NULL),
+log AS (
+    INSERT INTO pullsync.sync_logs
+           (job_log_id, job_type, source, workspace_threads_account_id, status, steps_completed,
+            items_new, items_updated, snapshots, deltas, api_calls, error, started_at, notes)
+    VALUES ($27, $28, 'threads', $1, $6, $29, $30, $31, $32, $33, $34, $35, $36, $37))
 UPDATE pullsync.workspace_threads_accounts
-   SET current_followers_count = $2, current_views = $3, current_likes = $4, current_replies = $5,
-       current_reposts = $6, current_quotes = $7, current_clicks = $8, insights_snapshot_at = $16
+   SET last_posts_sync_at = CASE WHEN $2 THEN $5 ELSE last_posts_sync_at END,
+       last_metrics_sync_at = CASE WHEN $3 THEN $5 ELSE last_metrics_sync_at END,
+       last_insights_sync_at = CASE WHEN $4 THEN $5 ELSE last_insights_sync_at END,
+       insights_updated_at = CASE WHEN $4 THEN $5 ELSE insights_updated_at END,
+       last_sync_status = CASE WHEN $7 THEN $6 ELSE last_sync_status END,
+       posts_listing_resume_after = CASE WHEN $8 THEN $9 ELSE posts_listing_resume_after END,
+       posts_listing_completed_at = CASE WHEN NOT $8 THEN posts_listing_completed_at
+           WHEN NOT $10 THEN NULL
+           WHEN $9::text IS NULL THEN $5 ELSE coalesce(posts_listing_completed_at, $5) END,
+       current_followers_count = CASE WHEN $25 IS NULL THEN current_followers_count ELSE $11 END,
+       current_views = CASE WHEN $25 IS NULL THEN current_views ELSE $12 END,
+       current_likes = CASE WHEN $25 IS NULL THEN current_likes ELSE $13 END,
+       current_replies = CASE WHEN $25 IS NULL THEN current_replies ELSE $14 END,
+       current_reposts = CASE WHEN $25 IS NULL THEN current_reposts ELSE $15 END,
+       current_quotes = CASE WHEN $25 IS NULL THEN current_quotes ELSE $16 END,
+       current_clicks = CASE WHEN $25 IS NULL THEN current_clicks ELSE $17 END,
+       insights_snapshot_at = coalesce($25, insights_snapshot_at),
+       updated_at = now()
  WHERE id = $1";
+
+/// The account insights a write stores: values, their change, and the period.
+struct InsightsRow {
+    values: [i64; 7],
+    delta: [i64; 7],
+    captured_at: DateTime<Utc>,
+    period_start: Option<DateTime<Utc>>,
+}
 
 /// A reading's values, a missing one taken from the previous snapshot (or 0 without one),
 /// so a metric the answer left out makes no delta.
@@ -384,6 +417,7 @@ pub fn write_account(
             )?;
         }
 
+        let mut insights_row = None;
         if let Some(insights) = &pull.insights {
             let values = filled(insights, previous_insights.as_ref());
             if let Decision::Snapshot {
@@ -395,78 +429,56 @@ pub fn write_account(
                 insights.fetched_at,
                 heartbeat_secs,
             ) {
-                let mut args: Vec<pgrx::datum::DatumWithOid> = vec![account_id.into()];
-                args.extend(values.iter().map(|&v| v.into()));
-                args.extend(delta.iter().map(|&v| v.into()));
-                args.push(to_pg(insights.fetched_at).into());
-                args.push(period_start.map(to_pg).into());
-                prepared::update(client, ACCOUNT_LAYERS, None, &args)?;
+                insights_row = Some(InsightsRow {
+                    values,
+                    delta,
+                    captured_at: insights.fetched_at,
+                    period_start,
+                });
                 counts.snapshots += 1;
                 counts.deltas += 1;
             }
         }
 
-        // One statement for the account row: sync timestamps, status and, when this pull
-        // listed posts ($8), the listing's state committed with them.
         let done = |step: Step| pull.steps_completed.contains(&step);
         let listing = pull.listing.as_ref();
-        prepared::update(
-            client,
-            "UPDATE pullsync.workspace_threads_accounts
-                SET last_posts_sync_at = CASE WHEN $2 THEN $5 ELSE last_posts_sync_at END,
-                    last_metrics_sync_at = CASE WHEN $3 THEN $5 ELSE last_metrics_sync_at END,
-                    last_insights_sync_at = CASE WHEN $4 THEN $5 ELSE last_insights_sync_at END,
-                    insights_updated_at = CASE WHEN $4 THEN $5 ELSE insights_updated_at END,
-                    last_sync_status = CASE WHEN $7 THEN $6 ELSE last_sync_status END,
-                    posts_listing_resume_after = CASE WHEN $8 THEN $9 ELSE posts_listing_resume_after END,
-                    posts_listing_completed_at = CASE WHEN NOT $8 THEN posts_listing_completed_at
-                        WHEN NOT $10 THEN NULL
-                        WHEN $9::text IS NULL THEN $5 ELSE coalesce(posts_listing_completed_at, $5) END,
-                    updated_at = now()
-              WHERE id = $1",
-            None,
-            &[
-                account_id.into(),
-                done(Step::Posts).into(),
-                done(Step::Metrics).into(),
-                done(Step::Insights).into(),
-                at.into(),
-                pull.outcome.as_str().into(),
-                // A repair (no step, no failure) leaves the account's sync status alone.
-                (!pull.steps_completed.is_empty() || pull.error.is_some()).into(),
-                listing.is_some().into(),
-                listing.and_then(|l| l.resume_after.clone()).into(),
-                listing.is_some_and(|l| l.complete).into(),
-            ],
-        )?;
         let steps: Vec<String> = pull
             .steps_completed
             .iter()
             .map(|s| s.name().to_string())
             .collect();
-        prepared::update(
-            client,
-            "INSERT INTO pullsync.sync_logs
-                    (job_log_id, job_type, source, workspace_threads_account_id, status, steps_completed,
-                     items_new, items_updated, snapshots, deltas, api_calls, error, started_at, notes)
-             VALUES ($1, $2, 'threads', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            None,
-            &[
-                log.job_log_id.into(),
-                log.job_type.into(),
-                account_id.into(),
-                pull.outcome.as_str().into(),
-                steps.into(),
-                (counts.posts_new as i32).into(),
-                (counts.posts_updated as i32).into(),
-                (counts.snapshots as i32).into(),
-                (counts.deltas as i32).into(),
-                (pull.api_calls as i32).into(),
-                pull.error.clone().into(),
-                to_pg(log.started_at).into(),
-                pull.notes.clone().into(),
-            ],
-        )?;
+        let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
+            account_id.into(),
+            done(Step::Posts).into(),
+            done(Step::Metrics).into(),
+            done(Step::Insights).into(),
+            at.into(),
+            pull.outcome.as_str().into(),
+            // A repair (no step, no failure) leaves the account's sync status alone.
+            (!pull.steps_completed.is_empty() || pull.error.is_some()).into(),
+            listing.is_some().into(),
+            listing.and_then(|l| l.resume_after.clone()).into(),
+            listing.is_some_and(|l| l.complete).into(),
+        ];
+        let row = insights_row.as_ref();
+        args.extend((0..7).map(|i| row.map(|r| r.values[i]).into()));
+        args.extend((0..7).map(|i| row.map(|r| r.delta[i]).into()));
+        args.push(row.map(|r| to_pg(r.captured_at)).into());
+        args.push(row.and_then(|r| r.period_start.map(to_pg)).into());
+        args.extend([
+            log.job_log_id.into(),
+            log.job_type.into(),
+            steps.into(),
+            (counts.posts_new as i32).into(),
+            (counts.posts_updated as i32).into(),
+            (counts.snapshots as i32).into(),
+            (counts.deltas as i32).into(),
+            (pull.api_calls as i32).into(),
+            pull.error.clone().into(),
+            to_pg(log.started_at).into(),
+            pull.notes.clone().into(),
+        ]);
+        prepared::update(client, ACCOUNT_WRITE, None, &args)?;
         Ok(counts)
     })
 }

@@ -157,7 +157,7 @@ fn read<const N: usize>(
     let mut unknown = Vec::new();
     let mut metrics = Vec::with_capacity(data.len());
     for item in data {
-        match serde_json::from_value::<Metric>(item.clone()) {
+        match Metric::deserialize(item) {
             Ok(m) => metrics.push(m),
             Err(_) => {
                 let mut shown = item.to_string();
