@@ -505,4 +505,22 @@ mod tests {
         assert_eq!(claim_units("share_test_run", 256).unwrap().len(), 3);
         assert_eq!(claim_units("share_test_run", 2).unwrap().len(), 0);
     }
+
+    #[pg_test]
+    fn planning_a_run_holds_work_mem_down_and_gives_it_back() {
+        use crate::jobs::queue::claim_and_plan_run;
+        add_account("2020", "THAAplanone");
+        add_account("2021", "THAAplantwo");
+        Spi::run("SET LOCAL work_mem = '8MB'").unwrap();
+        Spi::run("SELECT pullsync.threads_scheduled_sync()").unwrap();
+        let job = claim_and_plan_run().unwrap().expect("the run is claimed");
+        let planned = Spi::get_one::<i32>(&format!(
+            "SELECT units_total FROM pullsync.jobs WHERE id = {}",
+            job.id
+        ))
+        .unwrap();
+        assert_eq!(planned, Some(2));
+        let work_mem = Spi::get_one::<String>("SELECT current_setting('work_mem')").unwrap();
+        assert_eq!(work_mem.as_deref(), Some("8MB"));
+    }
 }

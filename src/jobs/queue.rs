@@ -217,21 +217,27 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
         )?;
         return Ok(Some(job));
     };
-    let planned = Spi::get_one_with_args::<i64>(
-        &format!(
-            "WITH units AS (
-                 INSERT INTO pullsync.jobs (parent_id, kind, payload)
-                 SELECT $1, $2, u.payload FROM ({}) AS u(payload)
-                 RETURNING 1)
-             SELECT count(*) FROM units",
-            units.units_query()
-        ),
-        &[job.id.into(), units.unit_kind().into()],
-    )?
-    .unwrap_or(0);
+    let planned = with_planning_memory(|| {
+        Spi::connect_mut(|client| {
+            let inserted = client.update(
+                &format!(
+                    "INSERT INTO pullsync.jobs (parent_id, kind, payload)
+                     SELECT $1, $2, u.payload FROM ({}) AS u(payload)",
+                    units.units_query()
+                ),
+                None,
+                &[job.id.into(), units.unit_kind().into()],
+            )?;
+            Ok(inserted.len())
+        })
+    })?;
     Spi::run_with_args(
         "UPDATE pullsync.jobs SET units_total = $2, phase = $3 WHERE id = $1",
-        &[job.id.into(), (planned as i32).into(), units.phase().into()],
+        &[
+            job.id.into(),
+            i32::try_from(planned).unwrap_or(i32::MAX).into(),
+            units.phase().into(),
+        ],
     )?;
     if planned == 0 {
         finish_run(job.id)?;
@@ -240,6 +246,27 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
         super::wake::wake_all()?;
     }
     Ok(Some(job))
+}
+
+/// The most `work_mem` planning a run may use. Planning sorts the whole fleet and joins
+/// it with its tokens: with the default 4 MB a backend's own memory rose by 11 MB while it
+/// planned 100,000 accounts (2 MB at 256 kB, in the same 0.8 s), so a worker's memory grew
+/// with the fleet up to that size. Beyond it the sort and the join spill to disk.
+const PLANNING_WORK_MEM_KB: i64 = 256;
+
+/// Runs `plan` with `work_mem` at most `PLANNING_WORK_MEM_KB`, then as it was. The setting
+/// is local to the transaction, so an error in between loses it with the transaction.
+fn with_planning_memory<T>(plan: impl FnOnce() -> Result<T>) -> Result<T> {
+    let before = Spi::get_one::<String>("SELECT current_setting('work_mem')")?
+        .ok_or_else(|| PullsyncError::Internal("work_mem has no value".into()))?;
+    Spi::run_with_args(
+        "SELECT set_config('work_mem',
+                least(pg_size_bytes(current_setting('work_mem')) / 1024, $1)::text || 'kB', true)",
+        &[PLANNING_WORK_MEM_KB.into()],
+    )?;
+    let planned = plan()?;
+    Spi::run_with_args("SELECT set_config('work_mem', $1, true)", &[before.into()])?;
+    Ok(planned)
 }
 
 /// At most `limit`, and no more than a worker's share of what the runs of `kind` have left

@@ -113,6 +113,10 @@ impl<U: Units> Batches for U {
             released_on_error(written, next.as_ref().map_or(&[], |n| &n.ids), txn)?;
             current = next;
         }
+        // The stretch is over (the run has nothing left for this worker): give back what
+        // its batches and the run's closing left free, so the worker's memory does not
+        // grow with the length of a run.
+        bgworker::release_free_memory();
         Ok(claimed)
     }
 
