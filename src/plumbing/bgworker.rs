@@ -54,8 +54,9 @@ fn map_large_allocations() {
     }
 }
 
-/// Gives the allocator's free memory back to the system: a sort of a whole fleet (planning
-/// a run of 100,000 accounts) leaves megabytes of small free chunks that glibc keeps.
+/// Gives the allocator's free memory back to the system. glibc keeps the free chunks that
+/// planning a run (a sort of the whole fleet), a batch's answers and a run's closing leave,
+/// so without this a worker's memory grew with the fleet and the length of a run.
 pub fn release_free_memory() {
     // SAFETY: malloc_trim only returns free pages of this process's heaps to the system.
     unsafe {
