@@ -105,6 +105,121 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_new_post_is_written_once_with_its_first_layers_and_its_text_as_sent() {
+        use crate::threads::store::{write_account, LogContext};
+        use pullsync_core::threads::pull::{AccountPull, PulledPost, Reading};
+        let account = add_account("1011", "THAAfirst-write");
+        Spi::run(&format!(
+            "INSERT INTO pullsync.workspace_threads_posts (workspace_threads_account_id, threads_post_id, media_type,
+                    published_at, current_views, metrics_snapshot_at, content_hash)
+             VALUES ('{account}', 'stored', 'TEXT_POST', now() - interval '2 days', 4, now() - interval '1 day', 1)"
+        ))
+        .unwrap();
+        let post = |id: &str, text: &str, children: &[&str]| {
+            let mut post = serde_json::json!({
+                "id": id, "media_type": "TEXT_POST", "text": text,
+                "timestamp": "2026-11-30T10:00:00+0000",
+            });
+            if !children.is_empty() {
+                post["children"] = serde_json::json!({
+                    "data": children.iter().map(|c| serde_json::json!({ "id": c })).collect::<Vec<_>>()
+                });
+            }
+            PulledPost {
+                post: serde_json::from_value(post).unwrap(),
+                content_hash: 2,
+            }
+        };
+        let fetched_at = chrono::Utc::now();
+        let reading = |views| Reading {
+            values: [Some(views), Some(2), Some(0), Some(0), Some(0), Some(0)],
+            fetched_at,
+        };
+        let pull = AccountPull {
+            posts: vec![
+                post("measured", "a\0b", &[r#"c"1"#, r"c\2", "c,3"]),
+                post("facade", "no insights", &[]),
+                post("unasked", "not checked yet", &[]),
+                post("stored", "edited", &[]),
+            ],
+            metrics: vec![
+                ("measured".to_string(), reading(9)),
+                ("stored".to_string(), reading(6)),
+            ],
+            metrics_checked: ["measured", "facade", "stored"].map(String::from).to_vec(),
+            ..AccountPull::default()
+        };
+        let log = LogContext {
+            job_log_id: None,
+            job_type: "test",
+            started_at: fetched_at,
+        };
+        let updates_so_far = || {
+            Spi::get_one::<i64>(
+                "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'pullsync.workspace_threads_posts'::regclass",
+            )
+            .unwrap()
+            .unwrap_or(0)
+        };
+        let before = updates_so_far();
+        let counts = write_account(account, &pull, chrono::Utc::now(), 86_400, &log).unwrap();
+        assert_eq!(
+            (
+                counts.posts_new,
+                counts.posts_updated,
+                counts.snapshots,
+                counts.deltas
+            ),
+            (3, 1, 2, 2)
+        );
+        // The stored post: its content, then its layers. The new ones: one insert each.
+        assert_eq!(updates_so_far() - before, 2);
+
+        let post_row = |id: &str| {
+            Spi::get_three::<i64, bool, bool>(&format!(
+                "SELECT current_views, metrics_updated_at IS NOT NULL, metrics_snapshot_at IS NOT NULL
+                   FROM pullsync.workspace_threads_posts WHERE threads_post_id = '{id}'"
+            ))
+            .unwrap()
+        };
+        assert_eq!(post_row("measured"), (Some(9), Some(true), Some(true)));
+        assert_eq!(post_row("facade"), (Some(0), Some(true), Some(false)));
+        assert_eq!(post_row("unasked"), (Some(0), Some(false), Some(false)));
+        assert_eq!(post_row("stored"), (Some(6), Some(true), Some(true)));
+
+        // Each post's deltas add up to its current views; the first counts from zero.
+        let (first_delta, first_start) = Spi::get_two::<i64, bool>(
+            "SELECT d.views_delta, d.period_start IS NULL
+               FROM pullsync.workspace_threads_post_metrics_deltas d
+               JOIN pullsync.workspace_threads_posts p ON p.id = d.workspace_threads_post_id
+              WHERE p.threads_post_id = 'measured'",
+        )
+        .unwrap();
+        assert_eq!((first_delta, first_start), (Some(9), Some(true)));
+        let stored_delta = Spi::get_one::<i64>(
+            "SELECT d.views_delta FROM pullsync.workspace_threads_post_metrics_deltas d
+               JOIN pullsync.workspace_threads_posts p ON p.id = d.workspace_threads_post_id
+              WHERE p.threads_post_id = 'stored'",
+        )
+        .unwrap();
+        assert_eq!(stored_delta, Some(2));
+
+        let (text, children) = Spi::get_two::<String, Vec<String>>(
+            "SELECT text, children_ids FROM pullsync.workspace_threads_posts WHERE threads_post_id = 'measured'",
+        )
+        .unwrap();
+        assert_eq!(text.as_deref(), Some("ab"), "Postgres text holds no NUL");
+        assert_eq!(
+            children,
+            Some(vec![
+                r#"c"1"#.to_string(),
+                r"c\2".to_string(),
+                "c,3".to_string()
+            ])
+        );
+    }
+
+    #[pg_test]
     fn sealed_token_round_trips_and_hides_the_plaintext() {
         let account = add_account("1001", "THAAplaintext-token");
         let sealed = Spi::get_one::<String>(

@@ -1,19 +1,23 @@
 //! SPI reads and writes of the Threads source. One account's posts, three metric layers,
-//! account insights and its sync_logs row are written by `write_account`, set-based
-//! (jsonb_to_recordset), inside the caller's transaction.
+//! account insights and its sync_logs row are written by `write_account`, set-based (one
+//! array parameter per column, `unnest`), inside the caller's transaction.
 
 use crate::error::{PullsyncError, Result};
 use crate::pg_time::{to_chrono, to_pg};
 use crate::plumbing::prepared;
 use chrono::{DateTime, Utc};
+use pgrx::datum::DatumWithOid;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use pgrx::{JsonB, Uuid};
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
 use pullsync_core::outcome::Status;
+use pullsync_core::pg_text::{array_literal, without_nul};
 use pullsync_core::threads::layers::{decide, Decision, Previous};
 use pullsync_core::threads::plan::ListingState;
-use pullsync_core::threads::pull::{AccountPull, KnownAccount, KnownPost, Reading, Step};
-use serde_json::{json, Value};
+use pullsync_core::threads::pull::{
+    AccountPull, KnownAccount, KnownPost, PulledPost, Reading, Step,
+};
 use std::collections::{HashMap, HashSet};
 use threads_model::MediaType;
 
@@ -147,23 +151,40 @@ pub struct LogContext<'a> {
     pub started_at: DateTime<Utc>,
 }
 
-const POST_UPSERT: &str = "
-WITH up AS (
+/// Listed posts (new, changed or back from deletion) in one statement, one array per
+/// column. A post new to the store is inserted with its first metrics, snapshot and delta
+/// when its metrics came with it (`captured_at` set), so a first sync writes each post's
+/// row once; a stored post keeps its metrics here and gets its layers from POST_LAYERS.
+const POST_WRITE: &str = "
+WITH x AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::text[], $11::boolean[], $12::text[], $13::text[], $14::text[],
+                         $15::text[], $16::text[], $17::text[], $18::boolean[], $19::text[],
+                         $20::timestamptz[], $21::bigint[],
+                         $22::bigint[], $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[],
+                         $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[], $32::bigint[], $33::bigint[],
+                         $34::timestamptz[], $35::timestamptz[])
+        AS x(threads_post_id, media_product_type, media_type, media_url, thumbnail_url, permalink, shortcode,
+             text, children_ids, is_quote_post, quoted_post_id, reposted_post_id, alt_text,
+             link_attachment_url, gif_url, topic_tag, has_replies, reply_audience,
+             published_at, content_hash,
+             views, likes, replies, reposts, quotes, shares,
+             views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta, shares_delta,
+             captured_at, metrics_updated_at)),
+up AS (
     INSERT INTO pullsync.workspace_threads_posts AS p
            (workspace_threads_account_id, threads_post_id, media_product_type, media_type, media_url,
             thumbnail_url, permalink, shortcode, text, children_ids, is_quote_post, quoted_post_id,
             reposted_post_id, alt_text, link_attachment_url, gif_url, topic_tag, has_replies,
-            reply_audience, published_at, content_hash)
+            reply_audience, published_at, content_hash, current_views, current_likes, current_replies,
+            current_reposts, current_quotes, current_shares, metrics_snapshot_at, metrics_updated_at)
     SELECT $1, x.threads_post_id, coalesce(x.media_product_type, 'THREADS'), x.media_type, x.media_url,
-           x.thumbnail_url, x.permalink, x.shortcode, x.text, x.children_ids, x.is_quote_post, x.quoted_post_id,
-           x.reposted_post_id, x.alt_text, x.link_attachment_url, x.gif_url, x.topic_tag, x.has_replies,
-           x.reply_audience, x.published_at, x.content_hash
-      FROM jsonb_to_recordset($2) AS x(
-           threads_post_id text, media_product_type text, media_type text, media_url text,
-           thumbnail_url text, permalink text, shortcode text, text text, children_ids text[],
-           is_quote_post boolean, quoted_post_id text, reposted_post_id text, alt_text text,
-           link_attachment_url text, gif_url text, topic_tag text, has_replies boolean,
-           reply_audience text, published_at timestamptz, content_hash bigint)
+           x.thumbnail_url, x.permalink, x.shortcode, x.text, x.children_ids::text[], x.is_quote_post,
+           x.quoted_post_id, x.reposted_post_id, x.alt_text, x.link_attachment_url, x.gif_url, x.topic_tag,
+           x.has_replies, x.reply_audience, x.published_at, x.content_hash, coalesce(x.views, 0),
+           coalesce(x.likes, 0), coalesce(x.replies, 0), coalesce(x.reposts, 0), coalesce(x.quotes, 0),
+           coalesce(x.shares, 0), x.captured_at, x.metrics_updated_at
+      FROM x
     ON CONFLICT (workspace_threads_account_id, threads_post_id) DO UPDATE SET
            media_product_type = EXCLUDED.media_product_type, media_type = EXCLUDED.media_type,
            media_url = EXCLUDED.media_url, thumbnail_url = EXCLUDED.thumbnail_url,
@@ -175,15 +196,33 @@ WITH up AS (
            reply_audience = EXCLUDED.reply_audience, published_at = EXCLUDED.published_at,
            content_hash = EXCLUDED.content_hash, deleted_at = NULL, updated_at = now()
      WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR p.deleted_at IS NOT NULL
-    RETURNING (xmax = 0) AS inserted)
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up";
+    RETURNING p.id, p.threads_post_id, (xmax = 0) AS inserted),
+first AS (
+    SELECT up.id, x.* FROM up JOIN x USING (threads_post_id) WHERE up.inserted AND x.captured_at IS NOT NULL),
+snapshots AS (
+    INSERT INTO pullsync.workspace_threads_post_metrics
+           (workspace_threads_account_id, workspace_threads_post_id, views, likes, replies, reposts, quotes,
+            shares, captured_at)
+    SELECT $1, id, views, likes, replies, reposts, quotes, shares, captured_at FROM first
+    RETURNING 1),
+deltas AS (
+    INSERT INTO pullsync.workspace_threads_post_metrics_deltas
+           (workspace_threads_account_id, workspace_threads_post_id, period_end, views_delta, likes_delta,
+            replies_delta, reposts_delta, quotes_delta, shares_delta)
+    SELECT $1, id, captured_at, views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta,
+           shares_delta FROM first)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), (SELECT count(*) FROM snapshots)
+  FROM up";
 
+/// Snapshots and deltas of stored posts whose metrics changed (or whose heartbeat is due),
+/// and their current metrics, one array per column.
 const POST_LAYERS: &str = "
 WITH x AS (
-    SELECT * FROM jsonb_to_recordset($1) AS x(
-        post_id uuid, views bigint, likes bigint, replies bigint, reposts bigint, quotes bigint, shares bigint,
-        views_delta bigint, likes_delta bigint, replies_delta bigint, reposts_delta bigint,
-        quotes_delta bigint, shares_delta bigint, period_start timestamptz, captured_at timestamptz)),
+    SELECT * FROM unnest($1::uuid[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+                         $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[],
+                         $14::bigint[], $15::bigint[], $16::timestamptz[], $17::timestamptz[])
+        AS x(post_id, views, likes, replies, reposts, quotes, shares, views_delta, likes_delta, replies_delta,
+             reposts_delta, quotes_delta, shares_delta, period_start, captured_at)),
 snapshots AS (
     INSERT INTO pullsync.workspace_threads_post_metrics
            (workspace_threads_account_id, workspace_threads_post_id, views, likes, replies, reposts, quotes,
@@ -303,21 +342,48 @@ pub fn write_account(
             None => None,
         };
 
+        // Under the account's lock, the store says which pulled posts are new to it.
+        let stored = stored_posts(client, account_id, pull)?;
+        let readings: HashMap<&str, &Reading<6>> = pull
+            .metrics
+            .iter()
+            .map(|(id, r)| (id.as_str(), r))
+            .collect();
+        let checked: HashSet<&str> = pull.metrics_checked.iter().map(String::as_str).collect();
+        // Posts whose `metrics_updated_at` this write sets along with their metrics: new
+        // ones in POST_WRITE, stored ones with a snapshot in POST_LAYERS. The rest of the
+        // checked ones are only marked checked.
+        let mut recorded: HashSet<&str> = HashSet::new();
+
         if !pull.posts.is_empty() {
-            let rows: Vec<Value> = pull
+            let firsts: Vec<Option<FirstMetrics>> = pull
                 .posts
                 .iter()
-                .map(|p| post_json(&p.post, p.content_hash))
+                .map(|p| {
+                    let id = p.post.id.as_str();
+                    if stored.contains_key(id) {
+                        return None;
+                    }
+                    recorded.insert(id);
+                    let reading = readings.get(id).copied();
+                    Some(FirstMetrics::of(
+                        reading,
+                        checked.contains(id),
+                        heartbeat_secs,
+                    ))
+                })
                 .collect();
-            let upserted = prepared::update(
+            let written = prepared::update(
                 client,
-                POST_UPSERT,
+                POST_WRITE,
                 None,
-                &[account_id.into(), JsonB(Value::Array(rows)).into()],
+                &post_write_args(account_id, &pull.posts, &firsts, at),
             )?;
-            let (new, updated) = upserted.first().get_two::<i64, i64>()?;
+            let (new, updated, snapshots) = written.first().get_three::<i64, i64, i64>()?;
             counts.posts_new = new.unwrap_or(0);
             counts.posts_updated = updated.unwrap_or(0);
+            counts.snapshots += snapshots.unwrap_or(0);
+            counts.deltas += snapshots.unwrap_or(0);
         }
 
         if !pull.deleted.is_empty() {
@@ -331,81 +397,37 @@ pub fn write_account(
             )?;
         }
 
-        let mut snapshotted = HashSet::new();
-        if !pull.metrics.is_empty() {
-            let ids: Vec<String> = pull.metrics.iter().map(|(id, _)| id.clone()).collect();
-            let current = prepared::select(
-                client,
-                "SELECT threads_post_id, id, current_views, current_likes, current_replies, current_reposts,
-                        current_quotes, current_shares, metrics_snapshot_at
-                   FROM pullsync.workspace_threads_posts
-                  WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)",
-                None,
-                &[account_id.into(), ids.into()],
-            )?;
-            let mut previous: HashMap<String, (Uuid, Option<Previous<6>>)> =
-                HashMap::with_capacity(current.len());
-            for row in current {
-                let id: String = row.get(1)?.unwrap_or_default();
-                let post_id: Uuid = row
-                    .get(2)?
-                    .ok_or_else(|| PullsyncError::Internal("post without id".into()))?;
-                let prev = row
-                    .get::<TimestampWithTimeZone>(9)?
-                    .and_then(to_chrono)
-                    .map(|captured_at| Previous {
-                        values: std::array::from_fn(|i| {
-                            row.get::<i64>(i + 3).ok().flatten().unwrap_or(0)
-                        }),
-                        captured_at,
-                    });
-                previous.insert(id, (post_id, prev));
-            }
-            let mut layer_rows = Vec::new();
-            for (threads_id, reading) in &pull.metrics {
-                let Some((post_id, prev)) = previous.get(threads_id) else {
-                    continue;
-                };
-                let values = filled(reading, prev.as_ref());
-                if let Decision::Snapshot {
-                    delta,
-                    period_start,
-                } = decide(prev.as_ref(), values, reading.fetched_at, heartbeat_secs)
-                {
-                    snapshotted.insert(threads_id.as_str());
-                    layer_rows.push(json!({
-                        "post_id": post_id.to_string(),
-                        "views": values[0], "likes": values[1], "replies": values[2],
-                        "reposts": values[3], "quotes": values[4], "shares": values[5],
-                        "views_delta": delta[0], "likes_delta": delta[1], "replies_delta": delta[2],
-                        "reposts_delta": delta[3], "quotes_delta": delta[4], "shares_delta": delta[5],
-                        "period_start": period_start.map(|t| t.to_rfc3339()),
-                        "captured_at": reading.fetched_at.to_rfc3339(),
-                    }));
-                }
-            }
-            if !layer_rows.is_empty() {
-                counts.snapshots += layer_rows.len() as i64;
-                counts.deltas += layer_rows.len() as i64;
-                prepared::update(
-                    client,
-                    POST_LAYERS,
-                    None,
-                    &[
-                        JsonB(Value::Array(layer_rows)).into(),
-                        account_id.into(),
-                        at.into(),
-                    ],
-                )?;
+        let mut layers = Layers::default();
+        for (threads_id, reading) in &pull.metrics {
+            let Some(post) = stored.get(threads_id) else {
+                continue;
+            };
+            let values = filled(reading, post.previous.as_ref());
+            if let Decision::Snapshot {
+                delta,
+                period_start,
+            } = decide(
+                post.previous.as_ref(),
+                values,
+                reading.fetched_at,
+                heartbeat_secs,
+            ) {
+                recorded.insert(threads_id.as_str());
+                layers.push(post.id, values, delta, period_start, reading.fetched_at);
             }
         }
-        // The snapshot's update above marked its posts checked: each post row is updated
-        // once, not twice (every update of a post writes all its index entries again).
+        if !layers.post_id.is_empty() {
+            counts.snapshots += layers.post_id.len() as i64;
+            counts.deltas += layers.post_id.len() as i64;
+            prepared::update(client, POST_LAYERS, None, &layers.into_args(account_id, at))?;
+        }
+        // A snapshot's write marked its post checked: each post row is written once, not
+        // twice (every update of a post writes all its index entries again).
         let unchanged: Vec<&str> = pull
             .metrics_checked
             .iter()
             .map(String::as_str)
-            .filter(|id| !snapshotted.contains(id))
+            .filter(|id| !recorded.contains(id))
             .collect();
         if !unchanged.is_empty() {
             prepared::update(
@@ -504,27 +526,216 @@ pub fn log_unpulled(account_id: Uuid, status: Status, error: &str, log: &LogCont
     })
 }
 
-fn post_json(post: &threads_model::Post, content_hash: i64) -> Value {
-    json!({
-        "threads_post_id": post.id,
-        "media_product_type": post.media_product_type,
-        "media_type": post.media_type.as_ref().map(MediaType::as_str),
-        "media_url": post.media_url,
-        "thumbnail_url": post.thumbnail_url,
-        "permalink": post.permalink,
-        "shortcode": post.shortcode,
-        "text": post.text,
-        "children_ids": post.children.as_ref().map(|c| c.data.iter().map(|i| i.id.clone()).collect::<Vec<_>>()),
-        "is_quote_post": post.is_quote_post,
-        "quoted_post_id": post.quoted_post.as_ref().map(|q| q.id.clone()),
-        "reposted_post_id": post.reposted_post.as_ref().map(|q| q.id.clone()),
-        "alt_text": post.alt_text,
-        "link_attachment_url": post.link_attachment_url,
-        "gif_url": post.gif_url,
-        "topic_tag": post.topic_tag,
-        "has_replies": post.has_replies,
-        "reply_audience": post.reply_audience,
-        "published_at": post.timestamp.map(|t| t.to_rfc3339()),
-        "content_hash": content_hash,
-    })
+/// A post of the pull the store already has: its id and its newest snapshot.
+struct StoredPost {
+    id: Uuid,
+    previous: Option<Previous<6>>,
+}
+
+/// The pulled posts (listed or with metrics) the store has.
+fn stored_posts(
+    client: &SpiClient<'_>,
+    account_id: Uuid,
+    pull: &AccountPull,
+) -> Result<HashMap<String, StoredPost>> {
+    let ids: Vec<&str> = pull
+        .posts
+        .iter()
+        .map(|p| p.post.id.as_str())
+        .chain(pull.metrics.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = prepared::select(
+        client,
+        "SELECT threads_post_id, id, current_views, current_likes, current_replies, current_reposts,
+                current_quotes, current_shares, metrics_snapshot_at
+           FROM pullsync.workspace_threads_posts
+          WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)",
+        None,
+        &[account_id.into(), ids.into()],
+    )?;
+    let mut stored = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let threads_id: String = row.get(1)?.unwrap_or_default();
+        let id: Uuid = row
+            .get(2)?
+            .ok_or_else(|| PullsyncError::Internal("post without id".into()))?;
+        let previous = row
+            .get::<TimestampWithTimeZone>(9)?
+            .and_then(to_chrono)
+            .map(|captured_at| Previous {
+                values: std::array::from_fn(|i| row.get::<i64>(i + 3).ok().flatten().unwrap_or(0)),
+                captured_at,
+            });
+        stored.insert(threads_id, StoredPost { id, previous });
+    }
+    Ok(stored)
+}
+
+/// What a post new to the store is inserted with: its first snapshot and delta when its
+/// metrics came with the pull, and whether its metrics were checked.
+struct FirstMetrics {
+    snapshot: Option<([i64; 6], [i64; 6], DateTime<Utc>)>,
+    checked: bool,
+}
+
+impl FirstMetrics {
+    fn of(reading: Option<&Reading<6>>, checked: bool, heartbeat_secs: i64) -> Self {
+        let snapshot = reading.and_then(|reading| {
+            let values = filled(reading, None);
+            match decide(None, values, reading.fetched_at, heartbeat_secs) {
+                Decision::Snapshot { delta, .. } => Some((values, delta, reading.fetched_at)),
+                Decision::Unchanged => None,
+            }
+        });
+        FirstMetrics {
+            checked: checked || snapshot.is_some(),
+            snapshot,
+        }
+    }
+}
+
+/// A text column of the posts; NUL characters, which Postgres text cannot hold, dropped.
+fn text_column<'a>(
+    posts: &'a [PulledPost],
+    field: impl Fn(&'a threads_model::Post) -> Option<&'a str>,
+) -> DatumWithOid<'a> {
+    posts
+        .iter()
+        .map(|p| field(&p.post).map(|s| without_nul(s).into_owned()))
+        .collect::<Vec<Option<String>>>()
+        .into()
+}
+
+fn bool_column<'a>(
+    posts: &'a [PulledPost],
+    field: impl Fn(&'a threads_model::Post) -> Option<bool>,
+) -> DatumWithOid<'a> {
+    posts
+        .iter()
+        .map(|p| field(&p.post))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// POST_WRITE's parameters: the account, then one array per column.
+fn post_write_args<'a>(
+    account_id: Uuid,
+    posts: &'a [PulledPost],
+    firsts: &[Option<FirstMetrics>],
+    written_at: TimestampWithTimeZone,
+) -> Vec<DatumWithOid<'a>> {
+    let mut args = vec![
+        account_id.into(),
+        text_column(posts, |p| Some(p.id.as_str())),
+        text_column(posts, |p| p.media_product_type.as_deref()),
+        text_column(posts, |p| p.media_type.as_ref().map(MediaType::as_str)),
+        text_column(posts, |p| p.media_url.as_deref()),
+        text_column(posts, |p| p.thumbnail_url.as_deref()),
+        text_column(posts, |p| p.permalink.as_deref()),
+        text_column(posts, |p| p.shortcode.as_deref()),
+        text_column(posts, |p| p.text.as_deref()),
+        posts
+            .iter()
+            .map(|p| {
+                p.post.children.as_ref().map(|c| {
+                    array_literal(&c.data.iter().map(|i| i.id.as_str()).collect::<Vec<_>>())
+                })
+            })
+            .collect::<Vec<Option<String>>>()
+            .into(),
+        bool_column(posts, |p| p.is_quote_post),
+        text_column(posts, |p| p.quoted_post.as_ref().map(|q| q.id.as_str())),
+        text_column(posts, |p| p.reposted_post.as_ref().map(|q| q.id.as_str())),
+        text_column(posts, |p| p.alt_text.as_deref()),
+        text_column(posts, |p| p.link_attachment_url.as_deref()),
+        text_column(posts, |p| p.gif_url.as_deref()),
+        text_column(posts, |p| p.topic_tag.as_deref()),
+        bool_column(posts, |p| p.has_replies),
+        text_column(posts, |p| p.reply_audience.as_deref()),
+        posts
+            .iter()
+            .map(|p| p.post.timestamp.map(to_pg))
+            .collect::<Vec<_>>()
+            .into(),
+        posts
+            .iter()
+            .map(|p| p.content_hash)
+            .collect::<Vec<i64>>()
+            .into(),
+    ];
+    let snapshot = |f: &Option<FirstMetrics>| f.as_ref().and_then(|f| f.snapshot);
+    for i in 0..6 {
+        args.push(
+            firsts
+                .iter()
+                .map(|f| snapshot(f).map(|(values, _, _)| values[i]))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
+    for i in 0..6 {
+        args.push(
+            firsts
+                .iter()
+                .map(|f| snapshot(f).map(|(_, delta, _)| delta[i]))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
+    args.push(
+        firsts
+            .iter()
+            .map(|f| snapshot(f).map(|(_, _, at)| to_pg(at)))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    args.push(
+        firsts
+            .iter()
+            .map(|f| f.as_ref().filter(|f| f.checked).map(|_| written_at))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    args
+}
+
+/// POST_LAYERS' rows, one array per column.
+#[derive(Default)]
+struct Layers {
+    post_id: Vec<Uuid>,
+    values: [Vec<i64>; 6],
+    delta: [Vec<i64>; 6],
+    period_start: Vec<Option<TimestampWithTimeZone>>,
+    captured_at: Vec<TimestampWithTimeZone>,
+}
+
+impl Layers {
+    fn push(
+        &mut self,
+        post_id: Uuid,
+        values: [i64; 6],
+        delta: [i64; 6],
+        period_start: Option<DateTime<Utc>>,
+        captured_at: DateTime<Utc>,
+    ) {
+        self.post_id.push(post_id);
+        for i in 0..6 {
+            self.values[i].push(values[i]);
+            self.delta[i].push(delta[i]);
+        }
+        self.period_start.push(period_start.map(to_pg));
+        self.captured_at.push(to_pg(captured_at));
+    }
+
+    fn into_args(self, account_id: Uuid, at: TimestampWithTimeZone) -> Vec<DatumWithOid<'static>> {
+        let mut args: Vec<DatumWithOid> = vec![self.post_id.into(), account_id.into(), at.into()];
+        args.extend(self.values.into_iter().map(DatumWithOid::from));
+        args.extend(self.delta.into_iter().map(DatumWithOid::from));
+        args.push(self.period_start.into());
+        args.push(self.captured_at.into());
+        args
+    }
 }

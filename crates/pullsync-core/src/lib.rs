@@ -8,6 +8,7 @@ pub mod http;
 pub mod key_file;
 pub mod monitor;
 pub mod outcome;
+pub mod pg_text;
 pub mod reconcile;
 pub mod rest;
 pub mod schema_version;
