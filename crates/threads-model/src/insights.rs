@@ -69,6 +69,8 @@ pub struct LinkTotal {
 pub enum InsightsError {
     #[error("the answer has no data array")]
     NoData,
+    #[error("the answer is not a JSON object: {0}")]
+    Malformed(String),
     #[error("insights answer lacks metric {0}")]
     MissingMetric(&'static str),
     #[error("metric {0} has no value")]
@@ -143,24 +145,38 @@ pub struct Readings<const N: usize> {
     pub unknown: Vec<String>,
 }
 
-/// Reads `names` metric by metric from an answer as JSON. Meta adds metrics and shapes
+/// An insights answer as its metrics' own texts, borrowed from the body: each metric is
+/// parsed on its own, so one in a shape this client does not know leaves the rest.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The metrics of an answer; None when it has no `data` array.
+fn metric_texts(answer: &[u8]) -> Result<Option<Vec<&serde_json::value::RawValue>>, InsightsError> {
+    let envelope: Envelope =
+        serde_json::from_slice(answer).map_err(|e| InsightsError::Malformed(e.to_string()))?;
+    Ok(envelope
+        .data
+        .and_then(|data| serde_json::from_str(data.get()).ok()))
+}
+
+/// Reads `names` metric by metric from an answer's JSON text. Meta adds metrics and shapes
 /// over time, so nothing unknown fails the answer; a negative or overflowing value does.
 fn read<const N: usize>(
-    answer: &serde_json::Value,
+    answer: &[u8],
     names: [&'static str; N],
     total: fn(&Metric, &'static str) -> Result<Option<i64>, InsightsError>,
 ) -> Result<Readings<N>, InsightsError> {
-    let data = answer
-        .get("data")
-        .and_then(|d| d.as_array())
-        .ok_or(InsightsError::NoData)?;
+    let data = metric_texts(answer)?.ok_or(InsightsError::NoData)?;
     let mut unknown = Vec::new();
     let mut metrics = Vec::with_capacity(data.len());
     for item in data {
-        match Metric::deserialize(item) {
+        match serde_json::from_str::<Metric>(item.get()) {
             Ok(m) => metrics.push(m),
             Err(_) => {
-                let mut shown = item.to_string();
+                let mut shown = item.get().to_string();
                 if shown.len() > 200 {
                     let cut = (0..=200)
                         .rev()
@@ -205,12 +221,8 @@ impl PostMetrics {
 
     /// A lenient read (see `Readings`), in the order of `NAMES`; None when the answer is
     /// empty (REPOST_FACADE posts have no insights).
-    pub fn read(answer: &serde_json::Value) -> Result<Option<Readings<6>>, InsightsError> {
-        if answer
-            .get("data")
-            .and_then(|d| d.as_array())
-            .is_some_and(|d| d.is_empty())
-        {
+    pub fn read(answer: &[u8]) -> Result<Option<Readings<6>>, InsightsError> {
+        if metric_texts(answer)?.is_some_and(|d| d.is_empty()) {
             return Ok(None);
         }
         read(answer, Self::NAMES, Metric::scalar).map(Some)
@@ -258,7 +270,7 @@ impl AccountInsights {
 
     /// A lenient read (see `Readings`), in the order of `NAMES`. `clicks`, which the API
     /// leaves out of a window without any, reads 0.
-    pub fn read(answer: &serde_json::Value) -> Result<Readings<7>, InsightsError> {
+    pub fn read(answer: &[u8]) -> Result<Readings<7>, InsightsError> {
         let mut readings = read(answer, Self::NAMES, Metric::window_total)?;
         if readings.values[6].is_none() {
             readings.values[6] = Some(0);
@@ -375,40 +387,54 @@ mod tests {
 
     #[test]
     fn a_lenient_read_keeps_what_it_knows_and_describes_the_rest() {
-        let answer: serde_json::Value = serde_json::from_str(
-            r#"{"data":[
+        let answer = br#"{"data":[
               {"name":"views","values":[{"value":{"organic":5,"paid":2}}]},
               {"name":"likes","values":[{"value":100}]},
               {"name":"replies","total_value":{"value":7}},
               {"name":"reposts","values":[{"value":3}]},
               {"name":"quotes","period":"lifetime","breakdown_v2":{"x":1}},
-              {"name":"reach","values":[{"value":9}]}]}"#,
-        )
-        .unwrap();
-        let r = PostMetrics::read(&answer).unwrap().unwrap();
+              {"name":"reach","values":[{"value":9}]}]}"#;
+        let r = PostMetrics::read(answer).unwrap().unwrap();
         assert_eq!(r.values, [None, Some(100), Some(7), Some(3), None, None]);
         assert_eq!(r.unknown.len(), 4, "{:?}", r.unknown);
-        assert!(r.unknown[0].starts_with("a metric in an unknown shape: {"));
+        assert_eq!(
+            r.unknown[0],
+            r#"a metric in an unknown shape: {"name":"views","values":[{"value":{"organic":5,"paid":2}}]}"#
+        );
         assert!(r.unknown.contains(&"metric views missing".to_string()));
         assert!(r
             .unknown
             .contains(&"metric quotes has no value in a known shape".to_string()));
         assert!(r.unknown.contains(&"metric shares missing".to_string()));
-        let empty: serde_json::Value = serde_json::from_str(r#"{"data":[]}"#).unwrap();
-        assert_eq!(PostMetrics::read(&empty).unwrap(), None);
-        let negative: serde_json::Value =
-            serde_json::from_str(r#"{"data":[{"name":"likes","values":[{"value":-1}]}]}"#).unwrap();
+        assert_eq!(PostMetrics::read(br#"{"data":[]}"#).unwrap(), None);
         assert_eq!(
-            PostMetrics::read(&negative).unwrap_err(),
+            PostMetrics::read(br#"{"data":[{"name":"likes","values":[{"value":-1}]}]}"#)
+                .unwrap_err(),
             InsightsError::Negative("likes")
         );
-        let account: serde_json::Value = serde_json::from_str(
-            r#"{"data":[{"name":"followers_count","total_value":{"value":5}}]}"#,
+        let a = AccountInsights::read(
+            br#"{"data":[{"name":"followers_count","total_value":{"value":5}}]}"#,
         )
         .unwrap();
-        let a = AccountInsights::read(&account).unwrap();
         assert_eq!(a.values, [Some(5), None, None, None, None, None, Some(0)]);
         assert_eq!(a.unknown.len(), 5);
+    }
+
+    #[test]
+    fn an_answer_without_a_data_array_or_not_json_is_bad_data() {
+        for body in [
+            &br#"{"paging":{}}"#[..],
+            br#"{"data":{"name":"views"}}"#,
+            br#"{"data":null}"#,
+        ] {
+            assert_eq!(PostMetrics::read(body).unwrap_err(), InsightsError::NoData);
+        }
+        for body in [&b"[1,2]"[..], b"{\"data\":[", b"", b"null"] {
+            assert!(matches!(
+                AccountInsights::read(body).unwrap_err(),
+                InsightsError::Malformed(_)
+            ));
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The Threads Graph API client, over the shared HTTP layer. No pgrx.
 
-use crate::http::{Failure, FailureClass, HttpClient, RateLimiter};
+use crate::http::{Failure, FailureClass, HttpClient, RateLimiter, Request, RequestAuth};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::AtomicU32;
 use threads_model::error::{classify, ErrorClass, ErrorEnvelope};
@@ -88,15 +88,19 @@ impl ThreadsApi {
 
 impl TokenSession<'_> {
     async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, Failure> {
+        self.get_answer(url).await?.json()
+    }
+
+    /// The answer's body as it came: insights answers are read metric by metric from it.
+    async fn get_answer(&self, url: &str) -> Result<crate::http::Answer, Failure> {
+        let request = Request {
+            url,
+            auth: Some(RequestAuth::Bearer(self.token)),
+            header: None,
+        };
         self.api
             .http
-            .get_json(
-                url,
-                Some(self.token),
-                Some(&self.limiter),
-                classify_threads,
-                &self.calls,
-            )
+            .get(&request, Some(&self.limiter), classify_threads, &self.calls)
             .await
     }
 
@@ -139,9 +143,9 @@ impl TokenSession<'_> {
             self.api.base,
             threads_model::POST_METRICS
         );
-        let response: serde_json::Value = self.get(&url).await?;
+        let answer = self.get_answer(&url).await?;
         let fetched_at = Utc::now();
-        let readings = PostMetrics::read(&response).map_err(|e| {
+        let readings = PostMetrics::read(&answer.body).map_err(|e| {
             Failure::new(
                 FailureClass::BadData,
                 format!("insights of post {media_id}: {e}"),
@@ -168,9 +172,9 @@ impl TokenSession<'_> {
             since.timestamp(),
             until.timestamp()
         );
-        let response: serde_json::Value = self.get(&url).await?;
+        let answer = self.get_answer(&url).await?;
         let fetched_at = Utc::now();
-        let r = AccountInsights::read(&response).map_err(|e| {
+        let r = AccountInsights::read(&answer.body).map_err(|e| {
             Failure::new(
                 FailureClass::BadData,
                 format!("account insights of {user_id}: {e}"),
