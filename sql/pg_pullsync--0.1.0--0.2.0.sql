@@ -618,3 +618,6 @@ ALTER POLICY workspace_member ON pullsync.workspace_threads_post_metrics_deltas
 -- A worker step reads only the queued units it claims or gives up on.
 CREATE INDEX jobs_queued_units_idx ON pullsync.jobs (attempts, parent_id, id)
     WHERE state = 'queued';
+-- Every sync updates a post's metrics_updated_at; no query reads posts by it, and while an
+-- index holds it no such update can stay on its page (HOT).
+DROP INDEX pullsync.workspace_threads_posts_account_refreshed_idx;

@@ -122,11 +122,11 @@ CREATE TABLE pullsync.workspace_threads_posts (
 );
 COMMENT ON COLUMN pullsync.workspace_threads_posts.media_type IS
     'As Threads sends it. Documented today: TEXT_POST, IMAGE, VIDEO, CAROUSEL_ALBUM, AUDIO, REPOST_FACADE; a type Meta adds later is stored as sent.';
--- Newest-first listing per account and the refresh-tier planner's scan.
+-- Newest-first listing per account. No index holds metrics_updated_at or the current
+-- metrics, which every sync updates: those updates can stay on their page (HOT) and write
+-- no index entry.
 CREATE INDEX workspace_threads_posts_account_published_idx
     ON pullsync.workspace_threads_posts (workspace_threads_account_id, published_at DESC);
-CREATE INDEX workspace_threads_posts_account_refreshed_idx
-    ON pullsync.workspace_threads_posts (workspace_threads_account_id, metrics_updated_at NULLS FIRST);
 
 -- L1: one immutable row per capture.
 CREATE TABLE pullsync.workspace_threads_post_metrics (
