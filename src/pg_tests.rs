@@ -621,12 +621,25 @@ mod tests {
         assert_eq!(claim_units("share_test_run", 2).unwrap().len(), 0);
     }
 
+    /// One test, not two: runs of one kind are claimed one at a time, so two tests
+    /// scheduling runs at once would take turns.
     #[pg_test]
-    fn planning_a_run_holds_work_mem_down_and_gives_it_back() {
+    fn planning_and_closing_a_run_hold_work_mem_down_and_give_it_back() {
         use crate::jobs::queue::claim_and_plan_run;
+        let work_mem = || Spi::get_one::<String>("SELECT current_setting('work_mem')").unwrap();
+        let state = |id: i64| {
+            Spi::get_one::<String>(&format!("SELECT state FROM pullsync.jobs WHERE id = {id}"))
+                .unwrap()
+        };
+        Spi::run("SET LOCAL work_mem = '8MB'").unwrap();
+        // No account to pull: the run is closed as soon as it is planned.
+        Spi::run("SELECT pullsync.threads_scheduled_sync()").unwrap();
+        let empty = claim_and_plan_run().unwrap().expect("the empty run is claimed");
+        assert_eq!(state(empty.id).as_deref(), Some("completed"));
+        assert_eq!(work_mem().as_deref(), Some("8MB"));
+
         add_account("2020", "THAAplanone");
         add_account("2021", "THAAplantwo");
-        Spi::run("SET LOCAL work_mem = '8MB'").unwrap();
         Spi::run("SELECT pullsync.threads_scheduled_sync()").unwrap();
         let job = claim_and_plan_run().unwrap().expect("the run is claimed");
         let planned = Spi::get_one::<i32>(&format!(
@@ -635,7 +648,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(planned, Some(2));
-        let work_mem = Spi::get_one::<String>("SELECT current_setting('work_mem')").unwrap();
-        assert_eq!(work_mem.as_deref(), Some("8MB"));
+        assert_eq!(state(job.id).as_deref(), Some("running"));
+        assert_eq!(work_mem().as_deref(), Some("8MB"));
     }
 }

@@ -217,7 +217,7 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
         )?;
         return Ok(Some(job));
     };
-    let planned = with_planning_memory(|| {
+    let planned = with_fleet_work_mem(|| {
         Spi::connect_mut(|client| {
             let inserted = client.update(
                 &format!(
@@ -248,21 +248,22 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
     Ok(Some(job))
 }
 
-/// The most `work_mem` planning a run may use. Planning sorts the whole fleet and joins
-/// it with its tokens: with the default 4 MB a backend's own memory rose by 11 MB while it
+/// The most `work_mem` the statements over a whole run may use: planning it (a sort of the
+/// whole fleet joined with its tokens) and closing it (totals over all its units, the
+/// sources' metrics). With the default 4 MB a backend's own memory rose by 11 MB while it
 /// planned 100,000 accounts (2 MB at 256 kB, in the same 0.8 s), so a worker's memory grew
-/// with the fleet up to that size. Beyond it the sort and the join spill to disk.
-const PLANNING_WORK_MEM_KB: i64 = 256;
+/// with the fleet up to that size. Beyond it sorts and joins spill to disk.
+const FLEET_WORK_MEM_KB: i64 = 256;
 
-/// Runs `plan` with `work_mem` at most `PLANNING_WORK_MEM_KB`, then as it was. The setting
+/// Runs `plan` with `work_mem` at most `FLEET_WORK_MEM_KB`, then as it was. The setting
 /// is local to the transaction, so an error in between loses it with the transaction.
-fn with_planning_memory<T>(plan: impl FnOnce() -> Result<T>) -> Result<T> {
+fn with_fleet_work_mem<T>(plan: impl FnOnce() -> Result<T>) -> Result<T> {
     let before = Spi::get_one::<String>("SELECT current_setting('work_mem')")?
         .ok_or_else(|| PullsyncError::Internal("work_mem has no value".into()))?;
     Spi::run_with_args(
         "SELECT set_config('work_mem',
                 least(pg_size_bytes(current_setting('work_mem')) / 1024, $1)::text || 'kB', true)",
-        &[PLANNING_WORK_MEM_KB.into()],
+        &[FLEET_WORK_MEM_KB.into()],
     )?;
     let planned = plan()?;
     Spi::run_with_args("SELECT set_config('work_mem', $1, true)", &[before.into()])?;
@@ -467,6 +468,10 @@ fn run_totals(run: i64) -> Result<RunTotals> {
 /// Closes a run: its status from the units, the source's closing (metrics, locks), the
 /// job log. Only the transaction that moves the run out of 'running' closes it.
 fn finish_run(run: i64) -> Result<()> {
+    with_fleet_work_mem(|| close_run(run))
+}
+
+fn close_run(run: i64) -> Result<()> {
     let totals = run_totals(run)?;
     let status = totals.status();
     let job = Spi::get_one_with_args::<JsonB>(
