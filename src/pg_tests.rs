@@ -621,10 +621,32 @@ mod tests {
         assert_eq!(claim_units("share_test_run", 2).unwrap().len(), 0);
     }
 
+    #[pg_test]
+    fn statements_over_a_fleet_run_with_little_work_mem_and_no_jit() {
+        use crate::jobs::queue::with_fleet_settings;
+        let settings = || {
+            Spi::get_two::<String, String>(
+                "SELECT current_setting('work_mem'), current_setting('jit')",
+            )
+            .unwrap()
+        };
+        Spi::run("SET LOCAL work_mem = '8MB'; SET LOCAL jit = on").unwrap();
+        let inside = with_fleet_settings(|| Ok(settings())).unwrap();
+        assert_eq!(inside, (Some("256kB".into()), Some("off".into())));
+        assert_eq!(settings(), (Some("8MB".into()), Some("on".into())));
+        Spi::run("SET LOCAL work_mem = '64kB'").unwrap();
+        let inside = with_fleet_settings(|| Ok(settings())).unwrap();
+        assert_eq!(
+            inside.0.as_deref(),
+            Some("64kB"),
+            "a smaller setting is kept"
+        );
+    }
+
     /// One test, not two: runs of one kind are claimed one at a time, so two tests
     /// scheduling runs at once would take turns.
     #[pg_test]
-    fn planning_and_closing_a_run_hold_work_mem_down_and_give_it_back() {
+    fn planning_and_closing_a_run_give_the_settings_back() {
         use crate::jobs::queue::claim_and_plan_run;
         let work_mem = || Spi::get_one::<String>("SELECT current_setting('work_mem')").unwrap();
         let state = |id: i64| {
@@ -634,7 +656,9 @@ mod tests {
         Spi::run("SET LOCAL work_mem = '8MB'").unwrap();
         // No account to pull: the run is closed as soon as it is planned.
         Spi::run("SELECT pullsync.threads_scheduled_sync()").unwrap();
-        let empty = claim_and_plan_run().unwrap().expect("the empty run is claimed");
+        let empty = claim_and_plan_run()
+            .unwrap()
+            .expect("the empty run is claimed");
         assert_eq!(state(empty.id).as_deref(), Some("completed"));
         assert_eq!(work_mem().as_deref(), Some("8MB"));
 

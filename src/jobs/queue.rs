@@ -217,7 +217,7 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
         )?;
         return Ok(Some(job));
     };
-    let planned = with_fleet_work_mem(|| {
+    let planned = with_fleet_settings(|| {
         Spi::connect_mut(|client| {
             let inserted = client.update(
                 &format!(
@@ -255,19 +255,32 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
 /// with the fleet up to that size. Beyond it sorts and joins spill to disk.
 const FLEET_WORK_MEM_KB: i64 = 256;
 
-/// Runs `plan` with `work_mem` at most `FLEET_WORK_MEM_KB`, then as it was. The setting
-/// is local to the transaction, so an error in between loses it with the transaction.
-fn with_fleet_work_mem<T>(plan: impl FnOnce() -> Result<T>) -> Result<T> {
-    let before = Spi::get_one::<String>("SELECT current_setting('work_mem')")?
-        .ok_or_else(|| PullsyncError::Internal("work_mem has no value".into()))?;
+/// Runs `statements` over a whole run with `work_mem` at most `FLEET_WORK_MEM_KB` and
+/// without JIT, then with both as they were. At 100,000 accounts their cost passes
+/// `jit_above_cost`: compiling them loaded LLVM into the worker (about 10 MB for a
+/// moment) and took longer than the statements, which run once per run. The settings are
+/// local to the transaction, so an error in between loses them with the transaction.
+pub(crate) fn with_fleet_settings<T>(statements: impl FnOnce() -> Result<T>) -> Result<T> {
+    let (work_mem, jit) = Spi::get_two::<String, String>(
+        "SELECT current_setting('work_mem'), current_setting('jit')",
+    )?;
+    let (Some(work_mem), Some(jit)) = (work_mem, jit) else {
+        return Err(PullsyncError::Internal(
+            "work_mem or jit has no value".into(),
+        ));
+    };
     Spi::run_with_args(
         "SELECT set_config('work_mem',
-                least(pg_size_bytes(current_setting('work_mem')) / 1024, $1)::text || 'kB', true)",
+                least(pg_size_bytes(current_setting('work_mem')) / 1024, $1)::text || 'kB', true),
+                set_config('jit', 'off', true)",
         &[FLEET_WORK_MEM_KB.into()],
     )?;
-    let planned = plan()?;
-    Spi::run_with_args("SELECT set_config('work_mem', $1, true)", &[before.into()])?;
-    Ok(planned)
+    let done = statements()?;
+    Spi::run_with_args(
+        "SELECT set_config('work_mem', $1, true), set_config('jit', $2, true)",
+        &[work_mem.into(), jit.into()],
+    )?;
+    Ok(done)
 }
 
 /// At most `limit`, and no more than a worker's share of what the runs of `kind` have left
@@ -468,7 +481,7 @@ fn run_totals(run: i64) -> Result<RunTotals> {
 /// Closes a run: its status from the units, the source's closing (metrics, locks), the
 /// job log. Only the transaction that moves the run out of 'running' closes it.
 fn finish_run(run: i64) -> Result<()> {
-    with_fleet_work_mem(|| close_run(run))
+    with_fleet_settings(|| close_run(run))
 }
 
 fn close_run(run: i64) -> Result<()> {
