@@ -162,14 +162,14 @@ fn metric_texts(answer: &[u8]) -> Result<Option<Vec<&serde_json::value::RawValue
         .and_then(|data| serde_json::from_str(data.get()).ok()))
 }
 
-/// Reads `names` metric by metric from an answer's JSON text. Meta adds metrics and shapes
-/// over time, so nothing unknown fails the answer; a negative or overflowing value does.
+/// Reads `names` metric by metric from an answer's metric texts. Meta adds metrics and
+/// shapes over time, so nothing unknown fails the answer; a negative or overflowing value
+/// does.
 fn read<const N: usize>(
-    answer: &[u8],
+    data: Vec<&serde_json::value::RawValue>,
     names: [&'static str; N],
     total: fn(&Metric, &'static str) -> Result<Option<i64>, InsightsError>,
 ) -> Result<Readings<N>, InsightsError> {
-    let data = metric_texts(answer)?.ok_or(InsightsError::NoData)?;
     let mut unknown = Vec::new();
     let mut metrics = Vec::with_capacity(data.len());
     for item in data {
@@ -222,10 +222,11 @@ impl PostMetrics {
     /// A lenient read (see `Readings`), in the order of `NAMES`; None when the answer is
     /// empty (REPOST_FACADE posts have no insights).
     pub fn read(answer: &[u8]) -> Result<Option<Readings<6>>, InsightsError> {
-        if metric_texts(answer)?.is_some_and(|d| d.is_empty()) {
+        let data = metric_texts(answer)?.ok_or(InsightsError::NoData)?;
+        if data.is_empty() {
             return Ok(None);
         }
-        read(answer, Self::NAMES, Metric::scalar).map(Some)
+        read(data, Self::NAMES, Metric::scalar).map(Some)
     }
 
     /// None when the answer is empty (REPOST_FACADE posts have no insights).
@@ -271,7 +272,8 @@ impl AccountInsights {
     /// A lenient read (see `Readings`), in the order of `NAMES`. `clicks`, which the API
     /// leaves out of a window without any, reads 0.
     pub fn read(answer: &[u8]) -> Result<Readings<7>, InsightsError> {
-        let mut readings = read(answer, Self::NAMES, Metric::window_total)?;
+        let data = metric_texts(answer)?.ok_or(InsightsError::NoData)?;
+        let mut readings = read(data, Self::NAMES, Metric::window_total)?;
         if readings.values[6].is_none() {
             readings.values[6] = Some(0);
             readings.unknown.retain(|u| u != "metric clicks missing");
