@@ -6,8 +6,8 @@ use crate::error::{PullsyncError, Result};
 use crate::pg_time::{to_chrono, to_pg};
 use crate::plumbing::prepared;
 use chrono::{DateTime, Utc};
-use pgrx::datum::DatumWithOid;
 use pgrx::datum::TimestampWithTimeZone;
+use pgrx::datum::{DatumWithOid, IntoDatum};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
@@ -597,27 +597,21 @@ impl FirstMetrics {
     }
 }
 
+/// One array parameter from a column's values.
+fn column<'a, T: IntoDatum + 'a>(values: impl Iterator<Item = T>) -> DatumWithOid<'a> {
+    values.collect::<Vec<T>>().into()
+}
+
 /// A text column of the posts; NUL characters, which Postgres text cannot hold, dropped.
 fn text_column<'a>(
     posts: &'a [PulledPost],
     field: impl Fn(&'a threads_model::Post) -> Option<&'a str>,
 ) -> DatumWithOid<'a> {
-    posts
-        .iter()
-        .map(|p| field(&p.post).map(|s| without_nul(s).into_owned()))
-        .collect::<Vec<Option<String>>>()
-        .into()
-}
-
-fn bool_column<'a>(
-    posts: &'a [PulledPost],
-    field: impl Fn(&'a threads_model::Post) -> Option<bool>,
-) -> DatumWithOid<'a> {
-    posts
-        .iter()
-        .map(|p| field(&p.post))
-        .collect::<Vec<_>>()
-        .into()
+    column(
+        posts
+            .iter()
+            .map(|p| field(&p.post).map(|s| without_nul(s).into_owned())),
+    )
 }
 
 /// POST_WRITE's parameters: the account, then one array per column.
@@ -637,68 +631,41 @@ fn post_write_args<'a>(
         text_column(posts, |p| p.permalink.as_deref()),
         text_column(posts, |p| p.shortcode.as_deref()),
         text_column(posts, |p| p.text.as_deref()),
-        posts
-            .iter()
-            .map(|p| {
-                p.post.children.as_ref().map(|c| {
-                    array_literal(&c.data.iter().map(|i| i.id.as_str()).collect::<Vec<_>>())
-                })
-            })
-            .collect::<Vec<Option<String>>>()
-            .into(),
-        bool_column(posts, |p| p.is_quote_post),
+        column(posts.iter().map(|p| {
+            p.post
+                .children
+                .as_ref()
+                .map(|c| array_literal(&c.data.iter().map(|i| i.id.as_str()).collect::<Vec<_>>()))
+        })),
+        column(posts.iter().map(|p| p.post.is_quote_post)),
         text_column(posts, |p| p.quoted_post.as_ref().map(|q| q.id.as_str())),
         text_column(posts, |p| p.reposted_post.as_ref().map(|q| q.id.as_str())),
         text_column(posts, |p| p.alt_text.as_deref()),
         text_column(posts, |p| p.link_attachment_url.as_deref()),
         text_column(posts, |p| p.gif_url.as_deref()),
         text_column(posts, |p| p.topic_tag.as_deref()),
-        bool_column(posts, |p| p.has_replies),
+        column(posts.iter().map(|p| p.post.has_replies)),
         text_column(posts, |p| p.reply_audience.as_deref()),
-        posts
-            .iter()
-            .map(|p| p.post.timestamp.map(to_pg))
-            .collect::<Vec<_>>()
-            .into(),
-        posts
-            .iter()
-            .map(|p| p.content_hash)
-            .collect::<Vec<i64>>()
-            .into(),
+        column(posts.iter().map(|p| p.post.timestamp.map(to_pg))),
+        column(posts.iter().map(|p| p.content_hash)),
     ];
     let snapshot = |f: &Option<FirstMetrics>| f.as_ref().and_then(|f| f.snapshot);
-    for i in 0..6 {
-        args.push(
-            firsts
-                .iter()
-                .map(|f| snapshot(f).map(|(values, _, _)| values[i]))
-                .collect::<Vec<_>>()
-                .into(),
-        );
+    // The six values, then the six deltas.
+    for i in 0..12 {
+        args.push(column(firsts.iter().map(|f| {
+            snapshot(f).map(|(values, delta, _)| if i < 6 { values[i] } else { delta[i - 6] })
+        })));
     }
-    for i in 0..6 {
-        args.push(
-            firsts
-                .iter()
-                .map(|f| snapshot(f).map(|(_, delta, _)| delta[i]))
-                .collect::<Vec<_>>()
-                .into(),
-        );
-    }
-    args.push(
+    args.push(column(
         firsts
             .iter()
-            .map(|f| snapshot(f).map(|(_, _, at)| to_pg(at)))
-            .collect::<Vec<_>>()
-            .into(),
-    );
-    args.push(
+            .map(|f| snapshot(f).map(|(_, _, at)| to_pg(at))),
+    ));
+    args.push(column(
         firsts
             .iter()
-            .map(|f| f.as_ref().filter(|f| f.checked).map(|_| written_at))
-            .collect::<Vec<_>>()
-            .into(),
-    );
+            .map(|f| f.as_ref().filter(|f| f.checked).map(|_| written_at)),
+    ));
     args
 }
 
