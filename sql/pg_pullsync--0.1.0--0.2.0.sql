@@ -621,3 +621,16 @@ CREATE INDEX jobs_queued_units_idx ON pullsync.jobs (attempts, parent_id, id)
 -- Every sync updates a post's metrics_updated_at; no query reads posts by it, and while an
 -- index holds it no such update can stay on its page (HOT).
 DROP INDEX pullsync.workspace_threads_posts_account_refreshed_idx;
+-- Row security's checks in the form Citus takes (docs/SCALING.md switches the policies to
+-- them there); each answers only for the caller, within what its row security shows.
+CREATE FUNCTION pullsync.account_visible(account uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pullsync.workspace_threads_accounts WHERE id = account)
+$$;
+CREATE FUNCTION pullsync.role_held(role name) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_roles g
+                    WHERE g.rolname = role AND pg_has_role(current_user, g.oid, 'USAGE'))
+$$;
+REVOKE ALL ON FUNCTION pullsync.account_visible(uuid), pullsync.role_held(name) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pullsync.account_visible(uuid), pullsync.role_held(name) TO PUBLIC;

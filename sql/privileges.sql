@@ -6,3 +6,6 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA pullsync FROM PUBLIC;
 -- Checked on every write of a source name (sources.sql), whoever writes; it tells only
 -- which sources this library has.
 GRANT EXECUTE ON FUNCTION pullsync.is_source(text) TO PUBLIC;
+-- Row security's checks in the form Citus takes: each answers only for the caller, within
+-- what the caller's own row security already lets it see.
+GRANT EXECUTE ON FUNCTION pullsync.account_visible(uuid), pullsync.role_held(name) TO PUBLIC;

@@ -647,6 +647,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                       AND pg_has_role(current_user, g.oid, 'USAGE'))
 $$;
 
+-- Whether the current role may read `account` (through the accounts' own policy). The
+-- tables below use a subquery for this, which plans as one hashed lookup; Citus takes no
+-- subquery in a policy, so docs/SCALING.md switches them to this function on Citus.
+CREATE FUNCTION pullsync.account_visible(account uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pullsync.workspace_threads_accounts WHERE id = account)
+$$;
+
+-- Whether the current role is a member of `role`; roles that no longer exist match nothing.
+-- workspace_roles' policy in the form Citus takes (docs/SCALING.md).
+CREATE FUNCTION pullsync.role_held(role name) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_roles g
+                    WHERE g.rolname = role AND pg_has_role(current_user, g.oid, 'USAGE'))
+$$;
+
 ALTER TABLE pullsync.workspace_roles ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_mappings ON pullsync.workspace_roles FOR SELECT
     USING (EXISTS (SELECT 1 FROM pg_roles g

@@ -2,6 +2,7 @@
 //! (in later modules) the simulators the integration tests start.
 
 pub mod catalog;
+pub mod citus;
 pub mod db;
 pub mod fault_proxy;
 pub mod feed;

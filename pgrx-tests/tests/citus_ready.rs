@@ -3,6 +3,7 @@
 //! installed here).
 
 use postgres::Client;
+use pullsync_tests::citus;
 use pullsync_tests::db::fresh_extension_database;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +20,14 @@ enum Placement {
 
 struct Plan {
     tables: BTreeMap<String, Placement>,
-    dropped_triggers: BTreeSet<(String, String)>,
+    /// The line of the block that places each table.
+    placed_at: BTreeMap<String, usize>,
+    /// (table, trigger) → the line that drops it.
+    dropped_triggers: BTreeMap<(String, String), usize>,
+    /// (table, policy) → the line that rewrites it.
+    altered_policies: BTreeMap<(String, String), usize>,
+    /// The line that sets `citus.enable_unsafe_triggers = on`, if one does.
+    unsafe_triggers_at: Option<usize>,
 }
 
 /// The quoted strings of a line, in order.
@@ -31,20 +39,28 @@ fn quoted(line: &str) -> Vec<String> {
         .collect()
 }
 
+/// `<name> ON pullsync.<table>…` → (table, name).
+fn named_on_table(rest: &str, line: &str) -> (String, String) {
+    let (name, rest) = rest
+        .split_once(" ON pullsync.")
+        .unwrap_or_else(|| panic!("{line}: <name> ON pullsync.<table>"));
+    let table = rest
+        .split([' ', ';'])
+        .next()
+        .expect("a table name");
+    (table.to_string(), name.to_string())
+}
+
 /// The calls of the ```sql block of docs/SCALING.md.
 fn plan() -> Plan {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/SCALING.md"))
-        .expect("read docs/SCALING.md");
-    let block = doc
-        .split("```sql\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a ```sql block in docs/SCALING.md");
     let mut plan = Plan {
         tables: BTreeMap::new(),
-        dropped_triggers: BTreeSet::new(),
+        placed_at: BTreeMap::new(),
+        dropped_triggers: BTreeMap::new(),
+        altered_policies: BTreeMap::new(),
+        unsafe_triggers_at: None,
     };
-    for line in block.lines().map(str::trim) {
+    for (at, line) in citus::scaling_calls().iter().enumerate() {
         let args = quoted(line);
         let placement = if line.starts_with("SELECT create_distributed_table(") {
             let group = if line.contains("colocate_with") {
@@ -65,12 +81,13 @@ fn plan() -> Plan {
         } else if line.starts_with("SELECT citus_add_local_table_to_metadata(") {
             Placement::Coordinator
         } else if let Some(rest) = line.strip_prefix("DROP TRIGGER ") {
-            let (name, table) = rest
-                .trim_end_matches(';')
-                .split_once(" ON pullsync.")
-                .expect("DROP TRIGGER <name> ON pullsync.<table>");
-            plan.dropped_triggers
-                .insert((table.to_string(), name.to_string()));
+            plan.dropped_triggers.insert(named_on_table(rest, line), at);
+            continue;
+        } else if let Some(rest) = line.strip_prefix("ALTER POLICY ") {
+            plan.altered_policies.insert(named_on_table(rest, line), at);
+            continue;
+        } else if line == "SET citus.enable_unsafe_triggers = on;" {
+            plan.unsafe_triggers_at = Some(at);
             continue;
         } else {
             assert!(
@@ -81,6 +98,7 @@ fn plan() -> Plan {
         };
         let previous = plan.tables.insert(args[0].clone(), placement);
         assert!(previous.is_none(), "{} placed twice", args[0]);
+        plan.placed_at.insert(args[0].clone(), at);
     }
     plan
 }
@@ -241,8 +259,22 @@ fn the_schema_follows_the_citus_rules_of_docs_scaling() {
     }
     assert!(keys_checked >= 10, "{keys_checked} foreign keys");
 
+    // What the block changes before placing a table comes before that table's call: Citus
+    // checks triggers and policies when it places a table.
+    for ((table, name), at) in plan.dropped_triggers.iter().chain(&plan.altered_policies) {
+        assert!(
+            at < &plan.placed_at[table],
+            "{name} on {table} is changed after {table} is placed"
+        );
+    }
+    for statement in citus::preparation() {
+        db.batch_execute(&statement)
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+
     // A trigger on a distributed table runs on the node of its shard: one whose function
-    // writes other tables cannot stay.
+    // writes other tables cannot stay. Citus places a distributed or reference table with
+    // triggers only under citus.enable_unsafe_triggers.
     for trigger in strings(
         &mut db,
         "SELECT c.relname::text, t.tgname::text, p.prosrc
@@ -253,15 +285,35 @@ fn the_schema_follows_the_citus_rules_of_docs_scaling() {
         let writes_elsewhere = ["INSERT INTO", "UPDATE ", "DELETE FROM"]
             .iter()
             .any(|verb| source.contains(verb));
-        if distributed(table).is_some() && writes_elsewhere {
+        assert!(
+            !(distributed(table).is_some() && writes_elsewhere),
+            "trigger {name} on distributed {table} writes other tables: docs/SCALING.md must drop it"
+        );
+        if plan.tables[table] != Placement::Coordinator {
             assert!(
-                plan.dropped_triggers
-                    .contains(&(table.clone(), name.clone())),
-                "trigger {name} on distributed {table} writes other tables: docs/SCALING.md must drop it"
+                plan.unsafe_triggers_at
+                    .is_some_and(|at| at < plan.placed_at[table]),
+                "{table} keeps trigger {name}: set citus.enable_unsafe_triggers before placing it"
             );
         }
     }
     assert!(plan
         .dropped_triggers
-        .contains(&("workspace_threads_accounts".into(), "forget_account".into())));
+        .contains_key(&("workspace_threads_accounts".into(), "forget_account".into())));
+
+    // Citus refuses a policy with a subquery on any table it places; row security stays on.
+    let policies = strings(
+        &mut db,
+        "SELECT c.relname::text, p.polname::text,
+                (p.polqual::text LIKE '%{SUBLINK%' OR coalesce(p.polwithcheck::text, '') LIKE '%{SUBLINK%')::text,
+                c.relrowsecurity::text
+           FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+          WHERE c.relnamespace = 'pullsync'::regnamespace",
+    );
+    assert!(policies.len() >= 8, "{} policies", policies.len());
+    for policy in policies {
+        let (table, name) = (&policy[0], &policy[1]);
+        assert_eq!(policy[2], "false", "policy {name} on {table} holds a subquery");
+        assert_eq!(policy[3], "true", "row security on {table}");
+    }
 }

@@ -2,6 +2,7 @@
 //! posts, metrics and insights — in the tables and in the views.
 
 use postgres::Client;
+use pullsync_tests::citus;
 use pullsync_tests::db::{
     connect_as, conninfo_as, fresh_extension_database, fresh_role, sqlstate_of,
 };
@@ -90,9 +91,9 @@ fn counts(c: &mut Client) -> Vec<i64> {
         .collect()
 }
 
-/// What `role` counts in each readable table or view, and the workspaces it sees.
-fn seen_by(role: &str) -> (Vec<i64>, Vec<String>) {
-    let mut c = connect_as(DB, role);
+/// What `role` counts in each readable table or view of `database`, and the workspaces it sees.
+fn seen_by(database: &str, role: &str) -> (Vec<i64>, Vec<String>) {
+    let mut c = connect_as(database, role);
     let counts = counts(&mut c);
     let workspaces = c
         .query(
@@ -106,44 +107,52 @@ fn seen_by(role: &str) -> (Vec<i64>, Vec<String>) {
     (counts, workspaces)
 }
 
-#[test]
-fn a_tenant_role_reads_only_its_workspace() {
-    let mut db = fresh_extension_database(DB);
-    seed(&mut db);
-    tenant_role(&mut db, "it_tenant_a", Some(WS_A));
-    tenant_role(&mut db, "it_tenant_b", Some(WS_B));
-    tenant_role(&mut db, "it_unmapped", None);
-    tenant_role(&mut db, "it_analyst", None);
+/// Seeds `database` with two workspaces and four roles, and checks what each reads.
+fn each_role_reads_only_its_workspaces(database: &str, db: &mut Client) {
+    seed(db);
+    let (a, b) = (format!("{database}_a"), format!("{database}_b"));
+    let (unmapped, analyst) = (format!("{database}_unmapped"), format!("{database}_analyst"));
+    tenant_role(db, &a, Some(WS_A));
+    tenant_role(db, &b, Some(WS_B));
+    tenant_role(db, &unmapped, None);
+    tenant_role(db, &analyst, None);
     db.execute(
-        "INSERT INTO pullsync.workspace_roles (role_name, workspace_id) VALUES ('it_analyst', NULL)",
-        &[],
+        "INSERT INTO pullsync.workspace_roles (role_name, workspace_id) VALUES ($1, NULL)",
+        &[&analyst],
     )
     .unwrap();
     let one: Vec<i64> = READABLE.iter().map(|(_, n)| *n).collect();
     let both: Vec<i64> = one.iter().map(|n| n * 2).collect();
 
+    assert_eq!(seen_by(database, &a), (one.clone(), vec![WS_A.to_string()]));
+    assert_eq!(seen_by(database, &b), (one, vec![WS_B.to_string()]));
     assert_eq!(
-        seen_by("it_tenant_a"),
-        (one.clone(), vec![WS_A.to_string()])
+        seen_by(database, &unmapped),
+        (vec![0; READABLE.len()], vec![])
     );
-    assert_eq!(seen_by("it_tenant_b"), (one, vec![WS_B.to_string()]));
-    assert_eq!(seen_by("it_unmapped"), (vec![0; READABLE.len()], vec![]));
     assert_eq!(
-        seen_by("it_analyst"),
+        seen_by(database, &analyst),
         (both.clone(), vec![WS_A.to_string(), WS_B.to_string()])
     );
     // The superuser (and the extension's own functions and workers) see everything.
-    assert_eq!(counts(&mut db), both);
-
-    // A tenant sees only its own mapping and cannot map itself elsewhere, nor read tokens.
-    let mut a = connect_as(DB, "it_tenant_a");
-    let mappings: i64 = a
+    assert_eq!(counts(db), both);
+    // A tenant sees only its own mapping.
+    let mappings: i64 = connect_as(database, &a)
         .query_one("SELECT count(*) FROM pullsync.workspace_roles", &[])
         .unwrap()
         .get(0);
     assert_eq!(mappings, 1);
+}
+
+#[test]
+fn a_tenant_role_reads_only_its_workspace() {
+    let mut db = fresh_extension_database(DB);
+    each_role_reads_only_its_workspaces(DB, &mut db);
+
+    // A tenant cannot map itself elsewhere, nor read tokens.
+    let mut a = connect_as(DB, "it_tenants_a");
     for sql in [
-        format!("INSERT INTO pullsync.workspace_roles VALUES ('it_tenant_a', '{WS_B}')"),
+        format!("INSERT INTO pullsync.workspace_roles VALUES ('it_tenants_a', '{WS_B}')"),
         "UPDATE pullsync.workspace_roles SET workspace_id = NULL".to_string(),
         "SELECT * FROM pullsync.workspace_threads_tokens".to_string(),
     ] {
@@ -152,7 +161,7 @@ fn a_tenant_role_reads_only_its_workspace() {
 
     // An application maps its users by switching to the tenant's role per transaction.
     fresh_role(&mut db, "it_app");
-    db.batch_execute("ALTER ROLE it_app NOINHERIT; GRANT it_tenant_a, it_tenant_b TO it_app")
+    db.batch_execute("ALTER ROLE it_app NOINHERIT; GRANT it_tenants_a, it_tenants_b TO it_app")
         .unwrap();
     let mut app = connect_as(DB, "it_app");
     // NOINHERIT: as itself the application role reads nothing.
@@ -165,7 +174,7 @@ fn a_tenant_role_reads_only_its_workspace() {
         Some("42501")
     );
     let mut tx = app.transaction().unwrap();
-    tx.batch_execute("SET LOCAL ROLE it_tenant_b").unwrap();
+    tx.batch_execute("SET LOCAL ROLE it_tenants_b").unwrap();
     let workspaces: Vec<String> = tx
         .query(
             "SELECT DISTINCT workspace_id::text FROM pullsync.threads_account_stats",
@@ -177,6 +186,18 @@ fn a_tenant_role_reads_only_its_workspace() {
         .collect();
     assert_eq!(workspaces, vec![WS_B.to_string()]);
     tx.rollback().unwrap();
+}
+
+/// The policies in the form docs/SCALING.md gives them for Citus (function calls instead of
+/// subqueries) keep tenants apart as the single-node ones do.
+#[test]
+fn a_tenant_role_reads_only_its_workspace_under_the_citus_policies() {
+    let database = "it_tenants_citus";
+    let mut db = fresh_extension_database(database);
+    for statement in citus::preparation() {
+        db.batch_execute(&statement).unwrap();
+    }
+    each_role_reads_only_its_workspaces(database, &mut db);
 }
 
 /// A tenant's own function in a query over the views runs only on the tenant's rows: the
