@@ -20,7 +20,9 @@ pub fn preparation() -> Vec<String> {
     scaling_calls()
         .into_iter()
         .filter(|l| {
-            l.starts_with("SET ") || l.starts_with("DROP TRIGGER ") || l.starts_with("ALTER POLICY ")
+            l.starts_with("SET ")
+                || l.starts_with("DROP TRIGGER ")
+                || l.starts_with("ALTER POLICY ")
         })
         .collect()
 }

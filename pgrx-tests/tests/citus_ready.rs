@@ -44,10 +44,7 @@ fn named_on_table(rest: &str, line: &str) -> (String, String) {
     let (name, rest) = rest
         .split_once(" ON pullsync.")
         .unwrap_or_else(|| panic!("{line}: <name> ON pullsync.<table>"));
-    let table = rest
-        .split([' ', ';'])
-        .next()
-        .expect("a table name");
+    let table = rest.split([' ', ';']).next().expect("a table name");
     (table.to_string(), name.to_string())
 }
 
@@ -313,7 +310,10 @@ fn the_schema_follows_the_citus_rules_of_docs_scaling() {
     assert!(policies.len() >= 8, "{} policies", policies.len());
     for policy in policies {
         let (table, name) = (&policy[0], &policy[1]);
-        assert_eq!(policy[2], "false", "policy {name} on {table} holds a subquery");
+        assert_eq!(
+            policy[2], "false",
+            "policy {name} on {table} holds a subquery"
+        );
         assert_eq!(policy[3], "true", "row security on {table}");
     }
 }

@@ -111,7 +111,10 @@ fn seen_by(database: &str, role: &str) -> (Vec<i64>, Vec<String>) {
 fn each_role_reads_only_its_workspaces(database: &str, db: &mut Client) {
     seed(db);
     let (a, b) = (format!("{database}_a"), format!("{database}_b"));
-    let (unmapped, analyst) = (format!("{database}_unmapped"), format!("{database}_analyst"));
+    let (unmapped, analyst) = (
+        format!("{database}_unmapped"),
+        format!("{database}_analyst"),
+    );
     tenant_role(db, &a, Some(WS_A));
     tenant_role(db, &b, Some(WS_B));
     tenant_role(db, &unmapped, None);
