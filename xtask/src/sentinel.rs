@@ -10,6 +10,7 @@ use crate::pg_tree::{Major, PgTree};
 use crate::run::Result;
 use std::path::PathBuf;
 use std::process::Child;
+use std::time::Instant;
 
 const PORT: u16 = 28822;
 const SIM_PORT: u16 = 28823;
@@ -20,6 +21,8 @@ pub struct Sentinel {
     cluster: Cluster,
     postmaster: u32,
     simulator: Child,
+    /// When the simulator started: its clock stands still unless moved.
+    simulator_started: Instant,
     /// Running demo clusters and their postmaster pids.
     demos: Vec<(Cluster, u32)>,
     system_files: Vec<(PathBuf, Option<Vec<u8>>)>,
@@ -96,6 +99,7 @@ impl Sentinel {
         let args = ["--accounts", "3", "--posts", "30", "--seed", "7"].map(String::from);
         let simulator =
             crate::simulator::spawn("debug", SIM_PORT, &args, &home.join("threads-sim.log"))?;
+        let simulator_started = Instant::now();
         cluster.psql_quiet("postgres", "CREATE EXTENSION pg_pullsync")?;
         crate::simulator::add_accounts(&cluster, "postgres", SIM_PORT, WORKSPACE)?;
         let posts = sync(&cluster)?;
@@ -122,9 +126,24 @@ impl Sentinel {
                 .ok_or("the sentinel's postmaster is not running")?,
             cluster,
             simulator,
+            simulator_started,
             demos,
             system_files: system_files(),
         })
+    }
+
+    /// Moves the simulator's clock by the time the run took, to the wall clock the cluster
+    /// reads: a run that crosses midnight UTC asks for the new day's account insights,
+    /// which a simulator still on the old day refuses.
+    fn catch_up_clock(&self) -> Result<()> {
+        let seconds = self.simulator_started.elapsed().as_secs();
+        crate::simulator::http(
+            SIM_PORT,
+            "POST",
+            "/admin/clock/advance",
+            &format!("{{\"seconds\":{seconds}}}"),
+        )?;
+        Ok(())
     }
 
     /// What went wrong for the live servers during the run (empty when nothing did).
@@ -132,7 +151,7 @@ impl Sentinel {
         let mut problems = Vec::new();
         if self.cluster.postmaster() != Some(self.postmaster) {
             problems.push("the sentinel cluster did not survive the test run".to_string());
-        } else if let Err(e) = sync(&self.cluster) {
+        } else if let Err(e) = self.catch_up_clock().and_then(|()| sync(&self.cluster)) {
             problems.push(format!("the sentinel cluster no longer syncs: {e}"));
         }
         for (demo, pid) in &self.demos {
