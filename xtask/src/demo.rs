@@ -30,10 +30,6 @@ pub fn cluster(major: Major) -> Cluster {
     }
 }
 
-fn http(method: &str, path: &str, body: &str) -> Result<String> {
-    crate::simulator::http(SIM_PORT, method, path, body)
-}
-
 fn start_simulator() -> Result<()> {
     if crate::simulator::is_up(SIM_PORT) {
         println!("xtask: threads-sim already running on port {SIM_PORT}");
@@ -167,7 +163,7 @@ pub fn demo(args: &[String]) -> Result<()> {
     );
     run_and_wait(&cluster)?;
 
-    http("POST", "/admin/clock/advance", r#"{"seconds":86400}"#)?;
+    crate::simulator::advance_clock(SIM_PORT, 86_400)?;
     println!("xtask: the simulator's clock moved one day; syncing again with every post due");
     cluster.psql(
         "postgres",

@@ -136,14 +136,7 @@ impl Sentinel {
     /// reads: a run that crosses midnight UTC asks for the new day's account insights,
     /// which a simulator still on the old day refuses.
     fn catch_up_clock(&self) -> Result<()> {
-        let seconds = self.simulator_started.elapsed().as_secs();
-        crate::simulator::http(
-            SIM_PORT,
-            "POST",
-            "/admin/clock/advance",
-            &format!("{{\"seconds\":{seconds}}}"),
-        )?;
-        Ok(())
+        crate::simulator::advance_clock(SIM_PORT, self.simulator_started.elapsed().as_secs())
     }
 
     /// What went wrong for the live servers during the run (empty when nothing did).

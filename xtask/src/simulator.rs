@@ -26,6 +26,17 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<String> {
         .unwrap_or_default())
 }
 
+/// Moves the simulator's clock `seconds` forward (it stands still otherwise).
+pub fn advance_clock(port: u16, seconds: u64) -> Result<()> {
+    http(
+        port,
+        "POST",
+        "/admin/clock/advance",
+        &format!("{{\"seconds\":{seconds}}}"),
+    )
+    .map(drop)
+}
+
 pub fn is_up(port: u16) -> bool {
     http(port, "GET", "/admin/clock", "").is_ok()
 }

@@ -4,7 +4,6 @@
 
 use super::{Bench, BENCH_PORT, DB, SIM_PORT};
 use crate::run::{cmd, workspace_root, Result, StatusOk};
-use crate::simulator::http;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -129,11 +128,6 @@ pub fn run_fleet(bench: &Bench, accounts_file: &std::path::Path) -> Result<Fleet
             )
             .into());
         }
-        http(
-            SIM_PORT,
-            "POST",
-            "/admin/clock/advance",
-            &format!("{{\"seconds\":{INTERVAL_SECS}}}"),
-        )?;
+        crate::simulator::advance_clock(SIM_PORT, INTERVAL_SECS as u64)?;
     }
 }

@@ -276,13 +276,7 @@ fn advance_clock() -> Result<()> {
 }
 
 pub fn advance_clock_by(seconds: u32) -> Result<()> {
-    http(
-        SIM_PORT,
-        "POST",
-        "/admin/clock/advance",
-        &format!("{{\"seconds\":{seconds}}}"),
-    )
-    .map(drop)
+    crate::simulator::advance_clock(SIM_PORT, seconds.into())
 }
 
 fn report(who: &str, accounts: usize, first: &Cycle, incremental: &Cycle) {
