@@ -45,9 +45,6 @@ fn rows_where(
 
 /// The provider database of the test cluster, served by its feed server.
 pub const PROVIDER: &str = "it_workers";
-/// The test cluster's feed server (set up by `cargo xtask test`).
-pub const FEED_URL: &str = "http://127.0.0.1:28819";
-
 /// The provider with `conversations` conversations and `messages` messages; half the rows
 /// share one timestamp, all share one writing transaction.
 pub fn provider(conversations: i32, messages: i32, key: &str) -> Client {

@@ -7,6 +7,7 @@ pub mod db;
 pub mod fault_proxy;
 pub mod feed;
 pub mod local_server;
+pub mod ports;
 pub mod rest_api;
 pub mod scratch_cluster;
 pub mod server;

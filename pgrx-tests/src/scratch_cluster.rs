@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 pub struct ScratchCluster {
     home: PathBuf,
     port: u16,
+    /// Where its feed server listens.
+    pub feed_port: u16,
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -27,9 +29,11 @@ fn ok(mut command: Command, what: &str) {
 }
 
 impl ScratchCluster {
-    /// initdb, pg_pullsync preloaded with its workers in `database`, the feed server on
-    /// `feed_port`, started. `database` still has to be created.
-    pub fn start(name: &str, port: u16, feed_port: u16, database: &str) -> Self {
+    /// initdb, pg_pullsync preloaded with its workers in `database`, the server and its
+    /// feed server on free ports, started. `database` still has to be created.
+    pub fn start(name: &str, database: &str) -> Self {
+        let ports = crate::ports::free_ports(2);
+        let (port, feed_port) = (ports[0], ports[1]);
         use std::os::unix::fs::PermissionsExt;
         let home = PathBuf::from(format!("/tmp/pst-{name}"));
         let _ = std::fs::remove_dir_all(&home);
@@ -59,7 +63,7 @@ impl ScratchCluster {
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              shared_preload_libraries = 'pg_pullsync'\nmax_worker_processes = 16\n\
              pullsync.encryption_key_file = '{}'\npullsync.database = '{database}'\n\
-             pullsync.feed_listen = '127.0.0.1:{feed_port}'\n",
+             pullsync.feed_listen = '127.0.0.1:{feed_port}'\npullsync.http_allowed_hosts = 'loopback'\n",
             home.display(),
             key_file.display()
         );
@@ -67,7 +71,11 @@ impl ScratchCluster {
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(&conf);
         std::fs::write(&path, text).unwrap();
-        let cluster = ScratchCluster { home, port };
+        let cluster = ScratchCluster {
+            home,
+            port,
+            feed_port,
+        };
         let mut start = as_postgres(&pg_bin().join("pg_ctl"));
         start
             .arg("-D")

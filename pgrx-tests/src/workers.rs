@@ -11,9 +11,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub const DB: &str = "it_workers";
-/// The cluster's pullsync.threads_api_url points here.
-pub const SIM_PORT: u16 = 28818;
-
 /// Connects, retrying while the server restarts after a crash.
 pub fn connect_retrying() -> Client {
     connect_retrying_to(DB)

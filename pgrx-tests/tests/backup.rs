@@ -5,6 +5,7 @@
 //! table; then each restore goes on syncing from where the original stopped.
 
 use postgres::Client;
+use pullsync_tests::ports::feed_url;
 use pullsync_tests::catalog::{sequence_values, table_digests, tables};
 use pullsync_tests::db::{connect, connect_as, conninfo, fresh_database};
 use pullsync_tests::feed::rows;
@@ -22,7 +23,6 @@ const FROM_CUSTOM: &str = "it_backup_pg_restore";
 const FROM_PLAIN: &str = "it_backup_psql";
 /// The feed server of the test cluster serves this database (tests/feed.rs).
 const PROVIDER: &str = "it_workers";
-const FEED_URL: &str = "http://127.0.0.1:28819";
 const CONSUMER: &str = "backup-partner";
 const KEY: &str = "backup-key-0123456789abcdef";
 const TENANT: &str = "backup_tenant";
@@ -65,11 +65,12 @@ fn provider_rows(p: &mut Client, from: i32, to: i32) {
 fn wait_for_feed_server() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match reqwest::blocking::get(format!("{FEED_URL}/stats")) {
+        match reqwest::blocking::get(format!("{}/stats", feed_url())) {
             Ok(r) if r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => return,
             answer => assert!(
                 Instant::now() < deadline,
-                "the feed server on {FEED_URL} is not up: {answer:?}"
+                "the feed server on {} is not up: {answer:?}",
+                feed_url()
             ),
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -113,7 +114,7 @@ fn fill(db: &mut Client, sim: &SimServer, provider: &mut Client) -> Counters {
     db.execute(
         "SELECT pullsync.feed_add_source($1, $2, $3, batch_size => 8, rate_limit => 10000, timeout => '10 s',
                                          max_retries => 2, retry_delay => '10 ms')",
-        &[&CONSUMER, &FEED_URL, &KEY],
+        &[&CONSUMER, &feed_url(), &KEY],
     )
     .unwrap();
     let pulled = pull(db, CONSUMER);

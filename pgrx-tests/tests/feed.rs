@@ -1,5 +1,5 @@
 //! The conversation feed end to end: the provider is the cluster's `it_workers` database,
-//! served by the built-in feed server on 127.0.0.1:28819 (set up by `cargo xtask test`);
+//! served by the built-in feed server (on a free port `cargo xtask test` chose);
 //! consumers are fresh databases pulling over HTTP. Tests share the provider, so they run
 //! one at a time.
 
@@ -10,7 +10,8 @@ use serde_json::Value;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use pullsync_tests::feed::{FEED_URL, PROVIDER};
+use pullsync_tests::feed::PROVIDER;
+use pullsync_tests::ports::feed_url;
 const KEY: &str = "feed-key-0123456789abcdef";
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -23,7 +24,7 @@ fn provider(conversations: i32, messages: i32) -> Client {
 }
 
 fn consumer(name: &str, batch: i32) -> Client {
-    pullsync_tests::feed::consumer(name, FEED_URL, KEY, batch)
+    pullsync_tests::feed::consumer(name, &feed_url(), KEY, batch)
 }
 
 fn pull(c: &mut Client, max_pages: Option<i32>) -> Value {
@@ -403,7 +404,7 @@ fn the_feed_server_checks_keys_rate_limits_and_answers_json_errors() {
     let http = reqwest::blocking::Client::new();
     let get = |path: &str, consumer: &str, key: &str| {
         let r = http
-            .get(format!("{FEED_URL}{path}"))
+            .get(format!("{}{path}", feed_url()))
             .query(&[("consumer_id", consumer)])
             .bearer_auth(key)
             .send()

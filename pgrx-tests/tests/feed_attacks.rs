@@ -1,12 +1,13 @@
 //! The feed server against hostile clients: slow clients holding connections, floods of
 //! wrong keys, too many connections, oversized or malformed requests; and TLS with a private
 //! CA. The provider is the test cluster's `it_workers` database and its feed server on
-//! 127.0.0.1:28819. Tests that change the server's settings restore them before they end;
+//! the address `cargo xtask test` chose for it. Tests that change the server's settings restore them before they end;
 //! all run one at a time.
 
 use postgres::Client;
 use pullsync_tests::db::connect;
-use pullsync_tests::feed::{consumer, provider, rows, FEED_URL};
+use pullsync_tests::feed::{consumer, provider, rows};
+use pullsync_tests::ports::{feed_addr, feed_url};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -15,15 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "attack-test-key-0123456789abcdef";
-const FEED_ADDR: &str = "127.0.0.1:28819";
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn feed_addr() -> SocketAddr {
-    FEED_ADDR.parse().unwrap()
 }
 
 /// A TCP connection to the feed server from `source` (any 127.0.0.0/8 address works on
@@ -80,7 +76,7 @@ async fn wrong_key_flood(source: IpAddr, stop: Arc<AtomicBool>) -> (u64, u64, u6
             "nobody"
         };
         let r = http
-            .get(format!("{FEED_URL}/conversations"))
+            .get(format!("{}/conversations", feed_url()))
             .query(&[("consumer_id", consumer)])
             .bearer_auth(format!("wrong-key-{n:08}"))
             .send()
@@ -105,7 +101,7 @@ fn a_consumer_pulls_exactly_while_slow_clients_hold_connections_and_wrong_keys_f
     let _serial = serial();
     let mut p = provider(300, 1500, KEY);
     // No retries: a single refused or timed-out request of the consumer fails its pull.
-    let mut c = consumer("it_attack_consumer", FEED_URL, KEY, 50);
+    let mut c = consumer("it_attack_consumer", &feed_url(), KEY, 50);
     c.batch_execute("UPDATE pullsync.feed_sources SET max_retries = 0")
         .unwrap();
 
@@ -209,7 +205,7 @@ impl Drop for FeedSettings {
         admin.batch_execute("SELECT pg_reload_conf()").unwrap();
         std::thread::sleep(Duration::from_secs(1));
         wait_for("the plain feed server again", || {
-            status_of(&format!("{FEED_URL}/conversations")) == Some(401)
+            status_of(&format!("{}/conversations", feed_url())) == Some(401)
                 && open_connections(25).1.is_none()
         });
     }
@@ -238,7 +234,7 @@ fn status_of(url: &str) -> Option<u16> {
 /// refusal the extra one got, if any (its status line and body).
 fn open_connections(n: usize) -> (Vec<TcpStream>, Option<String>) {
     let held: Vec<TcpStream> = (0..n)
-        .filter_map(|_| TcpStream::connect(FEED_ADDR).ok())
+        .filter_map(|_| TcpStream::connect(feed_addr()).ok())
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let answer = raw_request(b"GET /conversations HTTP/1.1\r\nHost: feed\r\n\r\n");
@@ -248,7 +244,7 @@ fn open_connections(n: usize) -> (Vec<TcpStream>, Option<String>) {
 
 /// Sends raw bytes and reads the answer until the server closes or goes quiet.
 fn raw_request(bytes: &[u8]) -> Option<String> {
-    let mut stream = TcpStream::connect(FEED_ADDR).ok()?;
+    let mut stream = TcpStream::connect(feed_addr()).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
@@ -296,7 +292,7 @@ fn connection_cap_timeouts_and_size_limits_hold() {
     drop(held);
 
     // A connection that never finishes its headers is closed after the header timeout.
-    let mut silent = TcpStream::connect(FEED_ADDR).unwrap();
+    let mut silent = TcpStream::connect(feed_addr()).unwrap();
     silent
         .write_all(b"GET /conversations HTTP/1.1\r\n")
         .unwrap();
@@ -326,7 +322,7 @@ fn connection_cap_timeouts_and_size_limits_hold() {
             .unwrap();
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     // An idle keep-alive connection is closed after the idle timeout.
-    let mut idle = TcpStream::connect(FEED_ADDR).unwrap();
+    let mut idle = TcpStream::connect(feed_addr()).unwrap();
     idle.write_all(b"GET /nowhere HTTP/1.1\r\nHost: feed\r\n\r\n")
         .unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(15)))
@@ -410,7 +406,7 @@ impl Pki {
 fn a_consumer_pulls_over_tls_with_a_private_ca_and_refuses_a_wrong_certificate() {
     let _serial = serial();
     let pki = Pki::create();
-    let https = FEED_URL.replace("http://", "https://");
+    let https = feed_url().replace("http://", "https://");
     let client = pki.client();
     let _settings = FeedSettings::apply(
         &[
@@ -426,7 +422,7 @@ fn a_consumer_pulls_over_tls_with_a_private_ca_and_refuses_a_wrong_certificate()
     );
     let mut p = provider(40, 120, KEY);
     // Plain HTTP to the TLS port gets nothing served.
-    assert_ne!(status_of(&format!("{FEED_URL}/conversations")), Some(401));
+    assert_ne!(status_of(&format!("{}/conversations", feed_url())), Some(401));
 
     let mut c = consumer("it_tls_consumer", &https, KEY, 25);
     c.batch_execute(&format!(

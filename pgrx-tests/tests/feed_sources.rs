@@ -1,13 +1,14 @@
 //! The feed with more than one partner, a provider that moves, and rows too big for one
 //! page: sources with overlapping ids stay apart, a provider restored into another cluster
 //! loses its consumers nothing, and 10 MB rows arrive within a bounded memory. The
-//! provider is the test cluster's `it_workers` (its feed server on 28819); tests share it,
+//! provider is the test cluster's `it_workers` (its feed server on the port `cargo xtask test` chose); tests share it,
 //! so they run one at a time.
 
 use postgres::Client;
 use pullsync_tests::db::sqlstate_of;
 use pullsync_tests::feed::{consumer, foreign_message, foreign_provider_of, provider, rows_from};
-use pullsync_tests::feed::{FEED_URL, PROVIDER};
+use pullsync_tests::feed::PROVIDER;
+use pullsync_tests::ports::feed_url;
 use pullsync_tests::scratch_cluster::ScratchCluster;
 use pullsync_tests::server::pg_bin;
 use serde_json::{json, Value};
@@ -58,7 +59,7 @@ fn sources_with_overlapping_ids_and_the_databases_own_rows_stay_apart() {
             foreign_message("m2", "user", "low", "2026-06-02T10:01:00Z"),
         ],
     );
-    let mut c = consumer("it_sources", FEED_URL, KEY, 25);
+    let mut c = consumer("it_sources", &feed_url(), KEY, 25);
     c.execute(
         "SELECT pullsync.feed_add_source('other', $1, $2, max_retries => 0, timeout => '5 s')",
         &[&other.base_url, &KEY],
@@ -185,7 +186,7 @@ fn run(mut command: Command, what: &str) {
 fn a_provider_restored_into_another_cluster_loses_its_consumer_nothing() {
     let _serial = serial();
     let mut p = provider(30, 90, KEY);
-    let mut c = consumer("it_moved", FEED_URL, KEY, 20);
+    let mut c = consumer("it_moved", &feed_url(), KEY, 20);
     assert_eq!(pull(&mut c, "partner")["status"], "completed");
 
     let dump = std::env::temp_dir().join(format!("pullsync-moved-{}.dump", std::process::id()));
@@ -207,7 +208,7 @@ fn a_provider_restored_into_another_cluster_loses_its_consumer_nothing() {
 
     // The provider is lost and restored from its dump into a new cluster, whose transaction
     // ids start far below the consumer's cursors.
-    let q = ScratchCluster::start("moved", 28832, 28833, "moved");
+    let q = ScratchCluster::start("moved", "moved");
     q.connect("postgres")
         .batch_execute("CREATE DATABASE moved")
         .unwrap();
@@ -218,7 +219,7 @@ fn a_provider_restored_into_another_cluster_loses_its_consumer_nothing() {
         .arg(&dump);
     run(pg_restore, "pg_restore");
     std::fs::remove_file(&dump).unwrap();
-    wait_for_port(28833);
+    wait_for_port(q.feed_port);
     let mut restored = q.connect("moved");
     let old_cursor: String = c
         .query_one(
@@ -249,9 +250,9 @@ fn a_provider_restored_into_another_cluster_loses_its_consumer_nothing() {
 
     // The consumer is pointed at the restored provider and goes on pulling.
     c.execute(
-        "SELECT pullsync.feed_add_source('partner', 'http://127.0.0.1:28833', $1, batch_size => 20,
+        "SELECT pullsync.feed_add_source('partner', $1, $2, batch_size => 20,
                                          rate_limit => 10000, timeout => '10 s', max_retries => 2, retry_delay => '10 ms')",
-        &[&KEY],
+        &[&format!("http://127.0.0.1:{}", q.feed_port), &KEY],
     )
     .unwrap();
     let pulled = pull(&mut c, "partner");
@@ -359,7 +360,7 @@ fn rows_of_ten_megabytes_are_all_pulled_within_a_bounded_memory() {
     let _serial = serial();
     let mut p = provider(1, 0, KEY);
     add_big_rows(&mut p, 1, 6);
-    let mut c = consumer("it_big_rows", FEED_URL, KEY, 500);
+    let mut c = consumer("it_big_rows", &feed_url(), KEY, 500);
 
     // A response limit below one page is enforced while reading, with a clear error.
     c.batch_execute("SET pullsync.http_max_response_size = '4MB'")

@@ -3,12 +3,12 @@
 //! and cleanup().
 
 use postgres::Client;
+use pullsync_tests::ports::feed_url;
 use pullsync_tests::db::{connect, fresh_extension_database};
 use serde_json::Value;
 use std::time::Duration;
 
 /// The cluster's feed server (`cargo xtask test` starts it for database it_workers).
-const FEED_URL: &str = "http://127.0.0.1:28819";
 const PROVIDER: &str = "it_workers";
 const KEY: &str = "monitor-key-0123456789abcdef";
 
@@ -103,7 +103,7 @@ fn alerts_open_once_notify_listeners_and_resolve_when_healthy() {
     // The source is fixed; three good pulls bring the error rate back to zero.
     db.execute(
         "SELECT pullsync.feed_add_source('monitor', $1, $2, batch_size => 5000, max_retries => 0)",
-        &[&FEED_URL, &KEY],
+        &[&feed_url(), &KEY],
     )
     .unwrap();
     for _ in 0..3 {

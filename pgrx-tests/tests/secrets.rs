@@ -2,6 +2,7 @@
 //! pg_stat_activity — after a run full of failures, when secrets are most often echoed.
 
 use postgres::Client;
+use pullsync_tests::ports::feed_url;
 use pullsync_tests::db::connect;
 use pullsync_tests::sim::faults::{FaultKind, FaultSpec};
 use pullsync_tests::sim::SimConfig;
@@ -10,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The feed server of the test cluster (tests/feed.rs) and its database.
-const FEED_URL: &str = "http://127.0.0.1:28819";
 const PROVIDER: &str = "it_workers";
 const CONSUMER_KEY: &str = "secret-consumer-key-71d3a9";
 const WRONG_KEY: &str = "secret-wrong-key-0c55e2";
@@ -132,7 +132,7 @@ fn no_plaintext_secret_reaches_logs_tables_errors_or_activity() {
     for (source, key) in [("secrets", CONSUMER_KEY), ("secrets-wrong", WRONG_KEY)] {
         f.db.execute(
             "SELECT pullsync.feed_add_source($1, $2, $3, timeout => '5 s', max_retries => 0)",
-            &[&source, &FEED_URL, &key],
+            &[&source, &feed_url(), &key],
         )
         .unwrap();
         match f.db.query_one(

@@ -17,6 +17,7 @@
 //! (PULLSYNC_SOAK_LEGACY): Threads listings and the one feed source its schema knows.
 
 use postgres::Client;
+use pullsync_tests::ports::feed_url;
 use pullsync_tests::db::{connect, fresh_extension_database, try_connect_as};
 use pullsync_tests::fault_proxy::{FaultProxy, FeedFaults};
 use pullsync_tests::feed::{self, foreign_message, paged_foreign_provider};
@@ -26,7 +27,7 @@ use pullsync_tests::sim::{SimConfig, SimServer};
 use pullsync_tests::threads::add_sim_accounts;
 use pullsync_tests::workers::{
     connect_retrying, connect_retrying_to, differences_where, finished, queue, wait_for,
-    worker_pids, DB, SIM_PORT,
+    worker_pids, DB,
 };
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const CONSUMER_DB: &str = "it_soak_consumer";
-const FEED_URL: &str = "http://127.0.0.1:28819";
 const KEY: &str = "soak-consumer-key-0123456789";
 const WORKSPACE: &str = "50a50a50-0000-4000-8000-000000000001";
 /// The second feed source: a provider that is not pg_pullsync.
@@ -279,7 +279,7 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
         malformed: 0.01,
     };
     // Each consumer source reaches its provider through a proxy that injects the faults.
-    let proxy = FaultProxy::start(FEED_URL, faults, seed);
+    let proxy = FaultProxy::start(&feed_url(), faults, seed);
     let (foreign_messages, good, bad) = foreign_items(&mut rng);
     let foreign = paged_foreign_provider(Vec::new(), foreign_messages, 40);
     let foreign_proxy = FaultProxy::start(&foreign.base_url, faults, seed ^ 0xF0);
@@ -596,8 +596,10 @@ fn seeded_fault_runs_end_with_the_data_of_a_clean_run() {
             .unwrap_or(default)
     };
     let (runs, first_seed) = (env("PULLSYNC_SOAK_RUNS", 3), env("PULLSYNC_SOAK_SEED", 1));
-    let sim =
-        SimServer::start_on(&SimConfig::small(1, 1), SIM_PORT, 2).expect("simulator on 28818");
+    let port = pullsync_tests::ports::worker_sim_port();
+    let sim = SimServer::start_on(&SimConfig::small(1, 1), port, 2).unwrap_or_else(|e| {
+        panic!("the workers' simulator on port {port} (taken by another server?): {e}")
+    });
     // A hang costs one second, not the default thirty. A silent worker's units and a run
     // without progress are taken back after ten seconds, so both happen within a run.
     let settings: &[&str] = if legacy() {

@@ -1,13 +1,16 @@
-//! Upgrade from the previous version as it landed: `cargo xtask test` builds it from its
-//! commit and starts a cluster on it (xtask/src/upgrade.rs). This test fills every table
-//! through real syncs, installs this build's package over the running server, restarts,
-//! sees the workers wait for the update, runs `ALTER EXTENSION pg_pullsync UPDATE`, and
-//! checks that the upgraded catalog equals a fresh install, that no row changed, and that
-//! syncs go on.
+//! Upgrade from a released version as it landed: `cargo xtask test` builds each release
+//! from its commit and starts a cluster on it (xtask/src/upgrade.rs, xtask/src/releases.rs),
+//! then runs this test once per release. It fills every table through real syncs of every
+//! source that version has, installs this build's package over the running server,
+//! restarts, sees the workers wait for the update, runs `ALTER EXTENSION pg_pullsync
+//! UPDATE` along the chain of upgrade scripts (from 0.1.0 one database steps through
+//! 0.2.0 explicitly, the other takes the whole chain at once), and checks that the
+//! upgraded catalog equals a fresh install, that no row changed, and that syncs go on.
 
 use postgres::Client;
 use pullsync_tests::catalog::{describe, differences, sequence_values, table_digests};
 use pullsync_tests::db::{connect, fresh_extension_database};
+use pullsync_tests::rest_api::{self, RestApi, TICKETS_KEY};
 use pullsync_tests::server;
 use pullsync_tests::sim::SimConfig;
 use pullsync_tests::threads::{threads_fixture, QUICK_HTTP};
@@ -19,6 +22,83 @@ use std::time::{Duration, Instant};
 const PROVIDER: &str = "upgrade_provider";
 const DATA: &str = "upgrade_data";
 const KEY: &str = "upgrade-feed-key-0123456789";
+
+/// What each version added, oldest first: columns (`column` or `table.column`) and tables
+/// that start empty or derived, so the row comparison leaves them out, and sequences.
+struct Added {
+    version: &'static str,
+    columns: &'static [&'static str],
+    tables: &'static [&'static str],
+    sequences: &'static [&'static str],
+}
+
+const ADDED: &[Added] = &[
+    Added {
+        version: "0.2.0",
+        columns: &[
+            "posts_listing_resume_after",
+            "posts_listing_completed_at",
+            "invalidated_at",
+            "deleted_at",
+            "notes",
+            "feed_source",
+            "workspace_threads_post_metrics.workspace_threads_account_id",
+            "workspace_threads_post_metrics_deltas.workspace_threads_account_id",
+        ],
+        tables: &[
+            "feed_epoch",
+            "feed_quarantine",
+            "rest_quarantine",
+            "rest_sources",
+        ],
+        sequences: &["feed_quarantine_id_seq", "rest_quarantine_id_seq"],
+    },
+    Added {
+        version: "0.3.0",
+        columns: &[],
+        tables: &[],
+        sequences: &[],
+    },
+];
+
+/// Whether release `a` comes before `b` (versions of the form x.y.z).
+fn older(a: &str, b: &str) -> bool {
+    let parts = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+    parts(a) < parts(b)
+}
+
+/// Whether `version` has REST sources (0.2.0 and later).
+fn has_rest(version: &str) -> bool {
+    !older(version, "0.2.0")
+}
+
+/// The REST source of the fill: the page-number API into a table that refuses one
+/// record, which goes to quarantine.
+fn add_rest_source(db: &mut Client, api: &RestApi) {
+    db.batch_execute(
+        "CREATE TABLE public.tickets (id bigint PRIMARY KEY, subject text, changed timestamptz,
+                                      CONSTRAINT no_four CHECK (subject <> 'record 4'))",
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "base_url": api.base_url(),
+        "path": "/api/v2/tickets",
+        "auth": { "type": "api_key", "header": "X-Api-Key", "key": TICKETS_KEY },
+        "records": "results",
+        "primary_key": "id",
+        "pagination": { "style": "page_number", "size_param": "page_size", "size": 8 },
+        "target": { "table": "public.tickets", "columns": { "id": "id", "subject": "title", "changed": "updated_at" } },
+        "retries": 0
+    });
+    db.execute("SELECT pullsync.rest_add_source('tickets', $1)", &[&config])
+        .unwrap();
+}
+
+fn rest_pull(db: &mut Client) -> Value {
+    db.query_one("SELECT pullsync.rest_pull('tickets')", &[])
+        .unwrap()
+        .get(0)
+}
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run with `cargo xtask test`"))
@@ -137,13 +217,26 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
             &[],
         )
         .unwrap();
+    let api = rest_api::start(rest_api::records(30));
+    if has_rest(&from) {
+        add_rest_source(&mut fx.db, &api);
+        let pulled = rest_pull(&mut fx.db);
+        assert_eq!(
+            (pulled["status"].as_str(), pulled["quarantined"].as_i64()),
+            (Some("completed"), Some(1)),
+            "{pulled}"
+        );
+    }
     let before = table_digests(&mut fx.db, &[]);
     let provider_before = table_digests(&mut provider, &[]);
-    // Provider tables (consumers, bookmarks) fill in the provider's database.
+    // Provider tables (consumers, bookmarks) fill in the provider's database. Only a feed
+    // item no schema accepts would fill feed_quarantine, which the feed's own tests do.
     let empty: Vec<&String> = before
         .iter()
         .filter(|(table, (rows, _))| {
-            *rows == 0 && provider_before[*table].0 == 0 && table.as_str() != "system_job_locks"
+            *rows == 0
+                && provider_before[*table].0 == 0
+                && !["system_job_locks", "feed_quarantine"].contains(&table.as_str())
         })
         .map(|(table, _)| table)
         .collect();
@@ -201,6 +294,13 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     assert_ne!(target, from);
 
     let started = Instant::now();
+    // From 0.1.0 the data database steps through 0.2.0 as its own update did; the provider
+    // below takes the whole chain in one command.
+    if older(&from, "0.2.0") {
+        data.batch_execute("ALTER EXTENSION pg_pullsync UPDATE TO '0.2.0'")
+            .unwrap();
+        assert_eq!(version(&mut data), "0.2.0");
+    }
     data.batch_execute("ALTER EXTENSION pg_pullsync UPDATE")
         .unwrap();
     let data_took = started.elapsed();
@@ -236,18 +336,10 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     );
 
     // (b) No row lost or changed (the provider's were checked before its run was queued).
-    // The columns and tables 0.2.0 adds start empty or derived; they are left out of the
-    // comparison (a table.column only there).
-    let added_columns = [
-        "posts_listing_resume_after",
-        "posts_listing_completed_at",
-        "invalidated_at",
-        "deleted_at",
-        "notes",
-        "feed_source",
-        "workspace_threads_post_metrics.workspace_threads_account_id",
-        "workspace_threads_post_metrics_deltas.workspace_threads_account_id",
-    ];
+    // The columns and tables later versions add start empty or derived; they are left out
+    // of the comparison (a table.column only there).
+    let added: Vec<&Added> = ADDED.iter().filter(|a| older(&from, a.version)).collect();
+    let added_columns: Vec<&str> = added.iter().flat_map(|a| a.columns).copied().collect();
     // Snapshots and deltas carry their post's account.
     for table in [
         "workspace_threads_post_metrics",
@@ -269,28 +361,21 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         );
     }
     let mut after = table_digests(&mut data, &added_columns);
-    let added_tables: Vec<String> = after
+    let mut added_tables: Vec<String> = after
         .keys()
         .filter(|t| !before.contains_key(*t))
         .cloned()
         .collect();
-    assert_eq!(
-        added_tables,
-        [
-            "feed_epoch",
-            "feed_quarantine",
-            "rest_quarantine",
-            "rest_sources"
-        ]
-    );
-    for empty in ["feed_quarantine", "rest_quarantine", "rest_sources"] {
-        assert_eq!(
-            after.remove(empty).map(|(rows, _)| rows),
-            Some(0),
-            "{empty}"
-        );
+    added_tables.sort();
+    let mut expected_tables: Vec<&str> = added.iter().flat_map(|a| a.tables).copied().collect();
+    expected_tables.sort();
+    assert_eq!(added_tables, expected_tables);
+    for table in &added_tables {
+        // An epoch starts with the update; the other added tables start empty.
+        let rows = after.remove(table).map(|(rows, _)| rows);
+        let wanted = if table == "feed_epoch" { 1 } else { 0 };
+        assert_eq!(rows, Some(wanted), "{table}");
     }
-    assert_eq!(after.remove("feed_epoch").map(|(rows, _)| rows), Some(1));
     // The consumer's rows came from its one source that stored items, and say so; the
     // provider's stay its own.
     assert_eq!(
@@ -309,8 +394,8 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     );
     assert_eq!(after, before);
     let mut sequences_after = sequence_values(&mut data);
-    for added in ["feed_quarantine_id_seq", "rest_quarantine_id_seq"] {
-        assert_eq!(sequences_after.remove(added), Some(None), "{added}");
+    for sequence in added.iter().flat_map(|a| a.sequences) {
+        assert_eq!(sequences_after.remove(*sequence), Some(None), "{sequence}");
     }
     assert_eq!(sequences_after, sequences_before);
     println!("upgrade: {rows} rows unchanged");
@@ -353,6 +438,16 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         ),
         640
     );
+    if has_rest(&from) {
+        api.upsert(31, "record 31", "2024-01-02T00:00:00Z");
+        let pulled = rest_pull(&mut fx.db);
+        assert_eq!(pulled["status"], "completed", "{pulled}");
+        assert_eq!(
+            count(&mut fx.db, "SELECT count(*) FROM public.tickets"),
+            30,
+            "every record but the quarantined one, and the new one"
+        );
+    }
     wait_for(
         &mut provider,
         "the provider's workers to run the run that waited",

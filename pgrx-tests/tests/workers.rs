@@ -9,7 +9,7 @@ use pullsync_tests::sim::{SimConfig, SimServer};
 use pullsync_tests::threads::{add_sim_accounts, count};
 use pullsync_tests::workers::{
     connect_retrying, differences, finished, queue, set_system, status, wait_finished, wait_for,
-    worker_pids, SIM_PORT,
+    worker_pids,
 };
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -22,7 +22,9 @@ fn serial() -> MutexGuard<'static, ()> {
 fn sim() -> &'static SimServer {
     static SIM: OnceLock<SimServer> = OnceLock::new();
     SIM.get_or_init(|| {
-        SimServer::start_on(&SimConfig::small(6, 40), SIM_PORT, 2).expect("simulator on 28818")
+        let port = pullsync_tests::ports::worker_sim_port();
+        SimServer::start_on(&SimConfig::small(6, 40), port, 2)
+            .unwrap_or_else(|e| panic!("the workers' simulator on port {port} (taken by another server?): {e}"))
     })
 }
 

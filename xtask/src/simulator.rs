@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-/// One request to a server on loopback; returns the body.
+/// One request to a server on loopback; returns the body of a 2xx answer, an error for
+/// any other (a server that is not the simulator answers 404 to its admin paths).
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -20,10 +21,12 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<String> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    if !status.starts_with('2') {
+        return Err(format!("{method} {path} on port {port} answered {status:?}").into());
+    }
+    Ok(body.to_string())
 }
 
 /// Moves the simulator's clock `seconds` forward (it stands still otherwise).
@@ -44,6 +47,7 @@ pub fn is_up(port: u16) -> bool {
 /// Starts threads-sim of `profile` ("release" or "debug") with `args` on `port`, its
 /// output to `log`, and waits until it answers.
 pub fn spawn(profile: &str, port: u16, args: &[String], log: &Path) -> Result<Child> {
+    crate::ports::ensure_free(port, "the Threads simulator")?;
     let log = std::fs::File::create(log)?;
     let mut child = cmd(workspace_root()
         .join("target")

@@ -1,35 +1,27 @@
-//! The upgrade test's cluster: pg_pullsync 0.1.0 as it landed, rebuilt from its commit and
-//! installed into a tree of its own; pgrx-tests/tests/upgrade.rs fills it through real
-//! syncs, installs this build's package over it and runs `ALTER EXTENSION … UPDATE`.
+//! The upgrade test's cluster: a released version of pg_pullsync as it landed, rebuilt
+//! from its commit and installed into a tree of its own; pgrx-tests/tests/upgrade.rs fills
+//! it through real syncs, installs this build's package over it and runs `ALTER
+//! EXTENSION … UPDATE` along the chain of upgrade scripts.
 
 use crate::cluster::Cluster;
 use crate::install::{build_package, install_atomically, Package, Profile};
 use crate::pg_tree::{Major, PgTree};
+use crate::releases::Release;
 use crate::run::{cmd, workspace_root, Result, StatusOk};
 use std::path::{Path, PathBuf};
 
-/// The version every upgrade starts from, and the commit it landed as.
-pub const BASE_VERSION: &str = "0.1.0";
-const BASE_COMMIT: &str = "4a0883ea7e13b651e388d14ec609a59eaa495150";
-const PORT: u16 = 28824;
-const FEED_PORT: u16 = 28825;
 const KEY: &str = "dXBncmFkZS10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
 
-/// The sources of the base version for `major`, exported from git (once). 0.1.0 was
-/// released for PostgreSQL 15 only: for 18 its manifest gains the `pg18` feature and its
-/// calls of `proc_exit`, which PostgreSQL 18's binding no longer marks as not returning,
-/// are followed by `unreachable!()` (what src/pg_compat.rs does since). Its copy of
-/// threads-model is renamed to version `0.1.0-base`: the two builds share one target
-/// directory, where cargo keys a path crate by name, version and path relative to its
-/// workspace, so an unrenamed copy would be taken for this tree's threads-model (and
-/// the other way round). Nothing else changes.
-fn base_sources(major: Major) -> Result<PathBuf> {
+/// The sources of `release` for `major`, exported from git (once), with the changes a
+/// rebuild here needs (`patch_sources`).
+fn base_sources(release: &Release, major: Major) -> Result<PathBuf> {
+    let version = release.version;
     let dir = workspace_root().join(format!(
-        "target/xtask/src-{BASE_VERSION}-{}",
+        "target/xtask/src-{version}-{}",
         major.pgrx_name()
     ));
     let stamp = dir.join(".xtask-exported-from");
-    let exported = format!("{BASE_COMMIT} with threads-model 0.1.0-base");
+    let exported = format!("{} patched for {version}", release.commit);
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == exported) {
         return Ok(dir);
     }
@@ -41,15 +33,18 @@ fn base_sources(major: Major) -> Result<PathBuf> {
         }
     }
     std::fs::create_dir_all(&partial)?;
-    let archive = workspace_root().join(format!("target/xtask/src-{BASE_VERSION}.tar"));
+    let archive = workspace_root().join(format!("target/xtask/src-{version}.tar"));
     cmd("git")
         .current_dir(workspace_root())
         .args(["archive", "--format=tar", "-o"])
         .arg(&archive)
-        .arg(BASE_COMMIT)
+        .arg(release.commit)
         .status_ok()
         .map_err(|e| {
-            format!("cannot export {BASE_VERSION} ({BASE_COMMIT}) from git, is this a shallow clone? {e}")
+            format!(
+                "cannot export {version} ({}) from git, is this a shallow clone? {e}",
+                release.commit
+            )
         })?;
     cmd("tar")
         .arg("-xf")
@@ -57,33 +52,49 @@ fn base_sources(major: Major) -> Result<PathBuf> {
         .arg("-C")
         .arg(&partial)
         .status_ok()?;
+    patch_sources(release, major, &partial)?;
+    std::fs::write(partial.join(".xtask-exported-from"), exported)?;
+    std::fs::rename(&partial, &dir)?;
+    Ok(dir)
+}
+
+/// 0.1.0 and 0.2.0 both numbered their threads-model 0.1.0 (it takes the workspace's
+/// version since 0.3.0): 0.1.0's copy is renamed to `0.1.0-base`, because the builds share
+/// one target directory, where cargo keys a path crate by name, version and path relative
+/// to its workspace, and an unrenamed copy would be taken for 0.2.0's. 0.1.0 was released for PostgreSQL 15
+/// only: for 18 (which `cargo xtask soak --against 0.1.0` runs) its manifest gains the
+/// `pg18` feature and its calls of `proc_exit`, which PostgreSQL 18's binding no longer
+/// marks as not returning, are followed by `unreachable!()` (what src/plumbing/compat.rs
+/// does since). Later releases build as they landed.
+fn patch_sources(release: &Release, major: Major, dir: &Path) -> Result<()> {
+    if release.version != "0.1.0" {
+        return Ok(());
+    }
     patch(
-        &partial.join("crates/threads-model/Cargo.toml"),
+        &dir.join("crates/threads-model/Cargo.toml"),
         "\nversion = \"0.1.0\"\n",
         "\nversion = \"0.1.0-base\"\n",
     )?;
     patch(
-        &partial.join("Cargo.lock"),
+        &dir.join("Cargo.lock"),
         "name = \"threads-model\"\nversion = \"0.1.0\"\n",
         "name = \"threads-model\"\nversion = \"0.1.0-base\"\n",
     )?;
     if major == Major::Pg18 {
         patch(
-            &partial.join("Cargo.toml"),
+            &dir.join("Cargo.toml"),
             "\npg15 = [\"pgrx/pg15\", \"pgrx-tests/pg15\"]\n",
             "\npg15 = [\"pgrx/pg15\", \"pgrx-tests/pg15\"]\npg18 = [\"pgrx/pg18\", \"pgrx-tests/pg18\"]\n",
         )?;
         for file in ["src/feed/server.rs", "src/jobs/worker.rs"] {
             patch(
-                &partial.join(file),
+                &dir.join(file),
                 "unsafe { pg_sys::proc_exit(1) };",
                 "unsafe { pg_sys::proc_exit(1) };\nunreachable!();",
             )?;
         }
     }
-    std::fs::write(partial.join(".xtask-exported-from"), exported)?;
-    std::fs::rename(&partial, &dir)?;
-    Ok(dir)
+    Ok(())
 }
 
 /// The command that installs `package` into `tree` the way xtask installs (by rename):
@@ -126,35 +137,41 @@ fn patch(file: &Path, from: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
-/// The base version's package for `major`, built from its commit (once).
-pub fn base_package(major: Major) -> Result<Package> {
+/// `release`'s package for `major`, built from its commit (once).
+pub fn base_package(release: &Release, major: Major) -> Result<Package> {
     build_package(
-        &base_sources(major)?,
+        &base_sources(release, major)?,
         major,
-        &format!("package-{BASE_VERSION}-{}", major.pgrx_name()),
+        &format!("package-{}-{}", release.version, major.pgrx_name()),
         Profile::Debug,
     )
 }
 
-/// Builds the base version for `major`, installs it into a fresh upgrade tree and starts
-/// its cluster. Returns the cluster and the environment the upgrade test reads.
-pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(String, String)>)> {
-    let old = base_package(major)?;
+/// Installs `old`, `release`'s package, into a fresh upgrade tree and starts its cluster
+/// (its feed server on; both on ports the OS handed out). Returns the cluster and the
+/// environment the upgrade test reads.
+pub fn prepare(
+    release: &Release,
+    old: &Package,
+    new_package: &Package,
+) -> Result<(Cluster, Vec<(String, String)>)> {
+    let major = old.major;
     let tree = PgTree::private(major, &format!("{}-upgrade", major.number()));
-    let cluster = Cluster::new("/tmp/pullsync-up", PORT, tree.clone());
-    cluster.remove()?;
+    Cluster::new("/tmp/pullsync-up", 0, tree.clone()).remove()?;
+    let [port, feed_port] = crate::ports::free_ports::<2>()?;
+    let cluster = Cluster::new("/tmp/pullsync-up", port, tree.clone());
     // A fresh copy: the last run left the new version in it.
     if tree.root.exists() {
         std::fs::remove_dir_all(&tree.root)?;
     }
     tree.ensure_copied()?;
-    install_atomically(&old, &tree)?;
+    install_atomically(old, &tree)?;
     cluster.create(
         KEY,
         &format!(
             "{}pullsync.database = 'upgrade_provider'\n\
              pullsync.http_retry_delay = 5\n\
-             pullsync.feed_listen = '127.0.0.1:{FEED_PORT}'\n",
+             pullsync.feed_listen = '127.0.0.1:{feed_port}'\n",
             crate::run::cluster_settings(major)
         ),
     )?;
@@ -162,7 +179,7 @@ pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(Str
     cluster.psql("postgres", "CREATE DATABASE upgrade_provider")?;
     // Its feed server started before the database existed and comes back after its
     // restart time.
-    crate::run::wait_for_listener(FEED_PORT, "the upgrade cluster's feed server")?;
+    crate::run::wait_for_feed_server(&cluster, feed_port, "the upgrade cluster's feed server")?;
     let env = vec![
         ("PULLSYNC_TEST_DSN".into(), cluster.dsn()),
         (
@@ -179,9 +196,9 @@ pub fn prepare(major: Major, new_package: &Package) -> Result<(Cluster, Vec<(Str
         ),
         (
             "PULLSYNC_UPGRADE_FEED_URL".into(),
-            format!("http://127.0.0.1:{FEED_PORT}"),
+            format!("http://127.0.0.1:{feed_port}"),
         ),
-        ("PULLSYNC_UPGRADE_FROM".into(), BASE_VERSION.into()),
+        ("PULLSYNC_UPGRADE_FROM".into(), release.version.into()),
     ];
     Ok((cluster, env))
 }
