@@ -197,6 +197,12 @@ pub fn demo_home(name: &str) -> PathBuf {
     })
 }
 
+/// The home of a test cluster named `name` (pgdata, log, socket, key), in /tmp and named
+/// after the checkout, so the test runs of two checkouts on one machine never share one.
+pub fn cluster_home(name: &str) -> PathBuf {
+    PathBuf::from(format!("/tmp/pullsync-{}/{name}", checkout_hash()))
+}
+
 /// `dir/name` when the postgres OS user can reach `dir`, else `elsewhere()`.
 fn reachable_or(dir: &Path, name: &str, elsewhere: impl FnOnce() -> PathBuf) -> PathBuf {
     if postgres_can_run(dir) {

@@ -2,7 +2,7 @@
 
 use crate::cluster::Cluster;
 use crate::install::{build_and_install, install_atomically, Package, Profile};
-use crate::pg_tree::{Major, PgTree};
+use crate::pg_tree::{cluster_home, Major, PgTree};
 use crate::prereqs;
 use crate::sentinel::Sentinel;
 use std::io::{BufRead, BufReader};
@@ -296,7 +296,7 @@ pub fn test(args: &[String]) -> Result<()> {
 /// Everything that runs once per PostgreSQL version.
 fn version_phases(tally: &mut Tally, major: Major, package: &Package) -> Result<()> {
     let pg = major.number();
-    let pgrx_data = PathBuf::from(format!("/tmp/pullsync-pgrx{pg}"));
+    let pgrx_data = crate::pg_tree::cluster_home(&format!("pgrx{pg}"));
     std::fs::create_dir_all(&pgrx_data)?;
     cmd("chown")
         .arg("postgres:postgres")
@@ -351,12 +351,10 @@ fn only_phase(tally: &mut Tally, major: Major, package: &Package, name: &str) ->
     }
 }
 
-/// Where the integration-test cluster lives; one at a time.
-const TEST_HOME: &str = "/tmp/pullsync-it";
 
 /// The integration-test cluster of `major`, to stop one an interrupted run left.
 fn integration_cluster(major: Major) -> Cluster {
-    Cluster::new(TEST_HOME, 0, major.build_tree())
+    Cluster::new(cluster_home("it"), 0, major.build_tree())
 }
 
 /// The integration-test cluster and the ports of the servers beside it, each one the OS
@@ -378,7 +376,7 @@ fn test_cluster_on(tree: PgTree) -> Result<TestCluster> {
     let major = tree.major;
     integration_cluster(major).remove()?;
     let [port, feed_port, worker_sim_port] = crate::ports::free_ports::<3>()?;
-    let cluster = Cluster::new(TEST_HOME, port, tree);
+    let cluster = Cluster::new(cluster_home("it"), port, tree);
     // The workers and pg_cron live in it_workers, the database of tests/workers.rs, which
     // keeps one Threads simulator on worker_sim_port for them.
     let settings = format!(

@@ -103,7 +103,7 @@ impl Sentinel {
         let tree = PgTree::private(major, &format!("{}-sentinel", major.number()));
         tree.ensure_copied()?;
         install_atomically(package, &tree)?;
-        let home = PathBuf::from("/tmp/pullsync-sentinel");
+        let home = crate::pg_tree::cluster_home("sentinel");
         Cluster::new(&home, 0, tree.clone()).remove()?;
         let [port, sim_port, feed_port] =
             old_or_free([OLD_CLUSTER_PORT, OLD_SIM_PORT, OLD_FEED_PORT])?;

@@ -157,9 +157,9 @@ pub fn prepare(
 ) -> Result<(Cluster, Vec<(String, String)>)> {
     let major = old.major;
     let tree = PgTree::private(major, &format!("{}-upgrade", major.number()));
-    Cluster::new("/tmp/pullsync-up", 0, tree.clone()).remove()?;
+    Cluster::new(crate::pg_tree::cluster_home("up"), 0, tree.clone()).remove()?;
     let [port, feed_port] = crate::ports::free_ports::<2>()?;
-    let cluster = Cluster::new("/tmp/pullsync-up", port, tree.clone());
+    let cluster = Cluster::new(crate::pg_tree::cluster_home("up"), port, tree.clone());
     // A fresh copy: the last run left the new version in it.
     if tree.root.exists() {
         std::fs::remove_dir_all(&tree.root)?;

@@ -103,8 +103,20 @@ impl Bench {
     fn create() -> Result<Bench> {
         let home = workspace_root().join("target/bench");
         std::fs::create_dir_all(&home)?;
-        let cluster = Cluster::new(home.join("cluster"), BENCH_PORT, bench_tree());
+        // The cluster lives where the postgres OS user can reach it, whatever the checkout.
+        let cluster = Cluster::new(
+            crate::pg_tree::cluster_home("bench"),
+            BENCH_PORT,
+            bench_tree(),
+        );
         cluster.remove()?;
+        for (port, what) in [
+            (BENCH_PORT, "the bench cluster"),
+            (SIM_PORT, "the bench's Threads simulator"),
+            (FEED_PORT, "the bench cluster's feed server"),
+        ] {
+            crate::ports::ensure_free(port, what)?;
+        }
         let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
             .ok_or("cannot generate an encryption key")?;
         // Room for the runs: the data of 10,000 accounts stays in memory, checkpoints are
