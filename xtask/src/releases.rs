@@ -22,12 +22,21 @@ pub const RELEASES: &[Release] = &[
     Release {
         version: "0.1.0",
         commit: "4a0883ea7e13b651e388d14ec609a59eaa495150",
-        install_sha256: &[(Major::Pg15, "TBD")],
+        install_sha256: &[(
+            Major::Pg15,
+            "57372af9e04bfe95d249e62a47445ab04504c1a014d428682f15463841e4e687",
+        )],
     },
     Release {
         version: "0.2.0",
         commit: "e1e6da2d984b249ccb93f2a14b1388a3bc6e79c2",
-        install_sha256: &[(Major::Pg15, "TBD"), (Major::Pg18, "TBD")],
+        install_sha256: &[
+            (
+                Major::Pg15,
+                "0c14cca6407fca542bde5a2ae749c9dc8ae62708a0774c7cf3e3a5bd1d271f81",
+            ),
+            (Major::Pg18, "TBD"),
+        ],
     },
 ];
 
