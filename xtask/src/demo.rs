@@ -23,7 +23,11 @@ fn home() -> PathBuf {
 pub fn cluster(major: Major) -> Cluster {
     match major {
         Major::Pg15 => Cluster::new(demo_home("demo"), 28815, PgTree::system()),
-        Major::Pg18 => Cluster::new(demo_home("demo-18"), 28915, PgTree::private(major, "18-demo")),
+        Major::Pg18 => Cluster::new(
+            demo_home("demo-18"),
+            28915,
+            PgTree::private(major, "18-demo"),
+        ),
     }
 }
 
@@ -135,7 +139,10 @@ pub fn demo(args: &[String]) -> Result<()> {
         cluster.create(key.trim(), &crate::run::cluster_settings(major))?;
     }
     move_literal_key_to_file(&cluster)?;
-    println!("xtask: the demo cluster's data is in {}", cluster.pgdata().display());
+    println!(
+        "xtask: the demo cluster's data is in {}",
+        cluster.pgdata().display()
+    );
     if cluster.is_running() {
         cluster.restart()?;
     } else {

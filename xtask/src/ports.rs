@@ -75,8 +75,13 @@ mod tests {
     fn a_taken_port_is_refused_with_a_reason() {
         let held = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = held.local_addr().unwrap().port();
-        let err = ensure_free(port, "the test cluster").unwrap_err().to_string();
-        assert!(err.contains(&port.to_string()) && err.contains("taken"), "{err}");
+        let err = ensure_free(port, "the test cluster")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&port.to_string()) && err.contains("taken"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub const RELEASES: &[Release] = &[
                 Major::Pg15,
                 "0c14cca6407fca542bde5a2ae749c9dc8ae62708a0774c7cf3e3a5bd1d271f81",
             ),
-            (Major::Pg18, "TBD"),
+            (
+                Major::Pg18,
+                "4fd598cbb371a62644e8fbecc3cd0b6a7fec644a2feded15b462f2a8f997ad51",
+            ),
         ],
     },
 ];

@@ -166,10 +166,7 @@ impl Sentinel {
     /// reads: a run that crosses midnight UTC asks for the new day's account insights,
     /// which a simulator still on the old day refuses.
     fn catch_up_clock(&self) -> Result<()> {
-        crate::simulator::advance_clock(
-            self.sim_port,
-            self.simulator_started.elapsed().as_secs(),
-        )
+        crate::simulator::advance_clock(self.sim_port, self.simulator_started.elapsed().as_secs())
     }
 
     /// What went wrong for the live servers during the run (empty when nothing did).

@@ -16,10 +16,7 @@ const KEY: &str = "dXBncmFkZS10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
 /// rebuild here needs (`patch_sources`).
 fn base_sources(release: &Release, major: Major) -> Result<PathBuf> {
     let version = release.version;
-    let dir = workspace_root().join(format!(
-        "target/xtask/src-{version}-{}",
-        major.pgrx_name()
-    ));
+    let dir = workspace_root().join(format!("target/xtask/src-{version}-{}", major.pgrx_name()));
     let stamp = dir.join(".xtask-exported-from");
     let exported = format!("{} patched for {version}", release.commit);
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == exported) {
