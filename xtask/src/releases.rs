@@ -13,33 +13,26 @@ pub struct Release {
     pub version: &'static str,
     /// The commit it landed as; the upgrade test rebuilds it from there.
     pub commit: &'static str,
-    /// SHA-256 of its install script (`pg_pullsync--<version>.sql`, which pgrx generates
-    /// from sql/*.sql and the Rust functions) for each PostgreSQL version it was released for.
-    pub install_sha256: &'static [(Major, &'static str)],
+    /// The PostgreSQL versions it was released for.
+    pub majors: &'static [Major],
+    /// The digest of its install script (`pg_pullsync--<version>.sql`, which pgrx generates
+    /// from sql/*.sql and the Rust functions; the same for every PostgreSQL version), as
+    /// `install_script_digest` computes it.
+    pub install_digest: &'static str,
 }
 
 pub const RELEASES: &[Release] = &[
     Release {
         version: "0.1.0",
         commit: "4a0883ea7e13b651e388d14ec609a59eaa495150",
-        install_sha256: &[(
-            Major::Pg15,
-            "57372af9e04bfe95d249e62a47445ab04504c1a014d428682f15463841e4e687",
-        )],
+        majors: &[Major::Pg15],
+        install_digest: "ac1989f2ab9d11d32f945bb54d0df4447557677eff8868574b981ea082f7acdb",
     },
     Release {
         version: "0.2.0",
         commit: "e1e6da2d984b249ccb93f2a14b1388a3bc6e79c2",
-        install_sha256: &[
-            (
-                Major::Pg15,
-                "0c14cca6407fca542bde5a2ae749c9dc8ae62708a0774c7cf3e3a5bd1d271f81",
-            ),
-            (
-                Major::Pg18,
-                "4fd598cbb371a62644e8fbecc3cd0b6a7fec644a2feded15b462f2a8f997ad51",
-            ),
-        ],
+        majors: &[Major::Pg15, Major::Pg18],
+        install_digest: "95e07d35629539143223a682aaa68670e3b998f1d36c213bed79e96f3a1b79af",
     },
 ];
 
@@ -51,9 +44,7 @@ pub const FROZEN_UPGRADE_SCRIPTS: &[(&str, &str)] = &[(
 
 /// The releases made for `major`, oldest first: where its upgrade tests start.
 pub fn released_for(major: Major) -> impl Iterator<Item = &'static Release> {
-    RELEASES
-        .iter()
-        .filter(move |r| r.install_sha256.iter().any(|(m, _)| *m == major))
+    RELEASES.iter().filter(move |r| r.majors.contains(&major))
 }
 
 /// Looks a release up by version (for `cargo xtask soak --against`).
@@ -105,25 +96,31 @@ pub fn check_frozen_upgrade_scripts() -> Vec<String> {
     problems
 }
 
+/// SHA-256 of an install script pgrx generated, taken over its blocks of connected objects
+/// in sorted order: pgrx orders blocks that do not depend on each other differently from
+/// build to build, never their text.
+pub fn install_script_digest(script: &str) -> String {
+    let mut blocks: Vec<&str> = script
+        .split("/* <begin connected objects> */")
+        .map(str::trim)
+        .collect();
+    blocks.sort_unstable();
+    sha256_hex(blocks.join("\n").as_bytes())
+}
+
 /// Whether `package`, rebuilt from `release`'s commit, holds the install script that
 /// was released (None when it does).
 pub fn check_install_script(release: &Release, package: &Package) -> Result<Option<String>> {
-    let Some((_, wanted)) = release
-        .install_sha256
-        .iter()
-        .find(|(m, _)| *m == package.major)
-    else {
-        return Ok(None);
-    };
     let name = format!("pg_pullsync--{}.sql", release.version);
     let script = crate::install::files_below(&package.root)?
         .into_iter()
         .find(|p| p.file_name().is_some_and(|n| n == name.as_str()))
         .ok_or_else(|| format!("the rebuilt {} package has no {name}", release.version))?;
-    let digest = sha256_hex(&std::fs::read(package.root.join(&script))?);
-    Ok((digest != *wanted).then(|| {
+    let digest = install_script_digest(&std::fs::read_to_string(package.root.join(&script))?);
+    let wanted = release.install_digest;
+    Ok((digest != wanted).then(|| {
         format!(
-            "{name} rebuilt from {} for PostgreSQL {} has SHA-256 {digest}, not the released \
+            "{name} rebuilt from {} for PostgreSQL {} has digest {digest}, not the released \
              {wanted}: the rebuild is not the release",
             release.commit,
             package.major.number()
@@ -142,14 +139,37 @@ mod tests {
     }
 
     #[test]
-    fn every_release_names_a_full_commit_and_its_digests() {
+    fn every_release_names_a_full_commit_and_its_digest() {
         for r in RELEASES {
             assert_eq!(r.commit.len(), 40, "{}", r.version);
-            assert!(!r.install_sha256.is_empty(), "{}", r.version);
-            for (_, digest) in r.install_sha256 {
-                assert_eq!(digest.len(), 64, "{}", r.version);
-            }
+            assert!(!r.majors.is_empty(), "{}", r.version);
+            assert_eq!(r.install_digest.len(), 64, "{}", r.version);
         }
+    }
+
+    #[test]
+    fn an_install_script_digest_ignores_block_order_but_not_text() {
+        let block = |text: &str| {
+            format!("/* <begin connected objects> */\n{text}\n/* </end connected objects> */\n")
+        };
+        let head = "-- generated\n";
+        let one = format!(
+            "{head}{}{}",
+            block("CREATE TABLE a ();"),
+            block("CREATE TABLE b ();")
+        );
+        let swapped = format!(
+            "{head}{}{}",
+            block("CREATE TABLE b ();"),
+            block("CREATE TABLE a ();")
+        );
+        let edited = format!(
+            "{head}{}{}",
+            block("CREATE TABLE a (x int);"),
+            block("CREATE TABLE b ();")
+        );
+        assert_eq!(install_script_digest(&one), install_script_digest(&swapped));
+        assert_ne!(install_script_digest(&one), install_script_digest(&edited));
     }
 
     #[test]
