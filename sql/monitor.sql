@@ -8,7 +8,14 @@ SELECT 'threads'::text                                AS source,
          WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'threads_sync') AS jobs_running,
        cardinality(r.usernames)::bigint               AS accounts_without_token,
        r.usernames                                    AS accounts_needing_reauthorization,
-       NULL::bigint                                   AS items_quarantined
+       NULL::bigint                                   AS items_quarantined,
+       -- Active accounts whose latest sync waited for Meta's rate limit (deferred to the
+       -- next run, no error).
+       (SELECT count(*) FROM pullsync.workspace_threads_accounts a
+          CROSS JOIN LATERAL (SELECT l.status, l.error FROM pullsync.sync_logs l
+                               WHERE l.workspace_threads_account_id = a.id
+                               ORDER BY l.started_at DESC, l.id DESC LIMIT 1) last
+         WHERE a.is_active AND last.status = 'skipped' AND last.error LIKE 'rate\_limited%') AS accounts_rate_limited
   -- Active accounts without a usable token (expired, or refused by Threads), by username:
   -- whoever must authorise the app again.
   FROM (SELECT coalesce(array_agg(a.username ORDER BY a.username), '{}') AS usernames
@@ -28,7 +35,8 @@ SELECT 'feed:' || f.consumer_id                       AS source,
        NULL::text[]                                   AS accounts_needing_reauthorization,
        -- Items that could not be stored and wait in pullsync.feed_quarantine.
        (SELECT count(*) FROM pullsync.feed_quarantine q
-         WHERE q.consumer_id = f.consumer_id AND q.resolved_at IS NULL) AS items_quarantined
+         WHERE q.consumer_id = f.consumer_id AND q.resolved_at IS NULL) AS items_quarantined,
+       NULL::bigint                                   AS accounts_rate_limited
   FROM pullsync.feed_sources f;
 
 CREATE VIEW pullsync.rest_source_state AS
@@ -41,7 +49,8 @@ SELECT 'rest:' || r.name                              AS source,
        NULL::text[]                                   AS accounts_needing_reauthorization,
        -- Records the target would not take, waiting in pullsync.rest_quarantine.
        (SELECT count(*) FROM pullsync.rest_quarantine q
-         WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined
+         WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined,
+       NULL::bigint                                   AS accounts_rate_limited
   FROM pullsync.rest_sources r;
 
 -- Monitoring figures per source, for pullsync.metrics(), pullsync.health() and
@@ -78,7 +87,8 @@ SELECT s.source,
          WHERE a.source = s.source AND a.resolved_at IS NULL) AS alerts_open,
        c.accounts_without_token,
        c.accounts_needing_reauthorization,
-       c.items_quarantined
+       c.items_quarantined,
+       c.accounts_rate_limited
   FROM sources s
   LEFT JOIN states c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);

@@ -609,7 +609,7 @@ CREATE TABLE pullsync.sync_metric_totals (
 
 CREATE TABLE pullsync.alerts (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    alert_type  text NOT NULL CHECK (alert_type IN ('lag', 'error_rate', 'duration', 'token_expired', 'quarantine')),
+    alert_type  text NOT NULL CHECK (alert_type IN ('lag', 'error_rate', 'duration', 'token_expired', 'quarantine', 'throttled')),
     source      text NOT NULL,
     severity    text NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
     message     text NOT NULL,

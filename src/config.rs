@@ -18,6 +18,10 @@ static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 /// kB. Large enough for a 5,000-row feed page of 12 kB rows.
 static HTTP_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+/// kB. A REST page is parsed whole into a JSON tree, which costs 10× its bytes for
+/// ordinary records and up to ~200× for a page of tiny objects (issue 36): far below the
+/// feed's cap, and above the pages real APIs send (100 records of a few kB).
+static REST_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(4 * 1024);
 /// kB. Below the consumers' response limit, so a page always fits.
 static FEED_PAGE_MAX_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
@@ -41,6 +45,7 @@ static FEED_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(256);
 static FEED_HEADER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static FEED_IDLE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static HTTP_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static HTTP_ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 static UNIT_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 static ALLOW_SNAPSHOT_DELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -118,6 +123,16 @@ pub fn register(preloading: bool) {
         c"An HTTP answer larger than this is refused while it is read.",
         c"Bounds a worker's memory. A feed provider's pages stay below pullsync.feed_page_max_size.",
         &HTTP_MAX_RESPONSE_KB,
+        64,
+        1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.rest_max_response_size",
+        c"A REST source's answer larger than this is refused while it is read.",
+        c"Bounds the memory of a REST pull: a page is held as a JSON tree of up to ~200 times its size.",
+        &REST_MAX_RESPONSE_KB,
         64,
         1024 * 1024,
         GucContext::Suset,
@@ -279,6 +294,21 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // Superuser-only: it decides which of the server's neighbours a role may reach.
+    // SAFETY: the check hook is guarded and only reads its argument.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pullsync.http_allowed_hosts",
+            c"Non-public destinations HTTP requests may go to (empty: public addresses only).",
+            c"A comma list of loopback, private, link-local, addresses or CIDR blocks, host names with an optional :port; docs/SECURITY.md.",
+            &HTTP_ALLOWED_HOSTS,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_allowed_hosts),
+            None,
+            None,
+        );
+    }
     register_monitoring();
     register_retention();
     register_feed_server();
@@ -466,6 +496,33 @@ fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// Refuses a `pullsync.http_allowed_hosts` that does not parse, naming the entry.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_allowed_hosts(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: Postgres passes a valid pointer to the proposed value (NULL or a C string).
+    let value = unsafe {
+        match *newval {
+            p if p.is_null() => return true,
+            p => std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned(),
+        }
+    };
+    let Err(why) = pullsync_core::http::Destinations::parse(&value) else {
+        return true;
+    };
+    let message = CString::new(format!("invalid pullsync.http_allowed_hosts entry {why}"))
+        .unwrap_or_else(|_| c"invalid pullsync.http_allowed_hosts".into());
+    // SAFETY: pstrdup copies into the current memory context, where Postgres expects it;
+    // this is the documented way for a check hook to explain a refusal.
+    unsafe {
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+    }
+    false
+}
+
 /// Refuses every non-empty `pullsync.encryption_key`, from any source, with the way out.
 #[pg_guard]
 unsafe extern "C-unwind" fn refuse_literal_key(
@@ -544,11 +601,35 @@ pub fn http_settings() -> pullsync_core::http::HttpSettings {
         concurrency: HTTP_CONCURRENCY.get() as usize,
         ca_file: http_ca_file(),
         max_response_bytes: http_max_response_bytes(),
+        max_response_setting: "pullsync.http_max_response_size",
+        destinations: http_destinations(),
     }
+}
+
+/// `pullsync.http_allowed_hosts`, parsed; its check hook refused any value that does not
+/// parse, so the fallback (public addresses only) is never reached in practice.
+pub fn http_destinations() -> std::sync::Arc<pullsync_core::http::Destinations> {
+    let text = text(&HTTP_ALLOWED_HOSTS).unwrap_or_default();
+    std::sync::Arc::new(pullsync_core::http::Destinations::parse(&text).unwrap_or_default())
+}
+
+/// Refuses, before a run starts, a URL whose host the destination policy does not allow
+/// (resolving it here as the connection would; the connection checks again).
+pub fn check_destination(url: &str) -> Result<()> {
+    http_destinations()
+        .check_url(url)
+        .map_err(|refused| PullsyncError::Forbidden {
+            message: refused.to_string(),
+            hint: pullsync_core::http::DestinationRefused::hint(),
+        })
 }
 
 pub fn http_max_response_bytes() -> usize {
     HTTP_MAX_RESPONSE_KB.get().max(1) as usize * 1024
+}
+
+pub fn rest_max_response_bytes() -> usize {
+    REST_MAX_RESPONSE_KB.get().max(1) as usize * 1024
 }
 
 pub fn feed_page_max_bytes() -> usize {

@@ -51,6 +51,10 @@ pub enum PullsyncError {
         hint: Option<String>,
     },
 
+    /// A function that writes, called on a server in recovery.
+    #[error("pullsync.{function}() writes, and this server is a standby (in recovery), which is read-only")]
+    Standby { function: &'static str },
+
     #[error("interrupted: the work was stopped before it finished")]
     Interrupted,
 
@@ -81,6 +85,8 @@ impl PullsyncError {
             | PullsyncError::Unsealable { .. }
             | PullsyncError::CursorFromOtherProvider(_) => SqlState::ObjectNotInPrerequisiteState,
             PullsyncError::Postgres { sqlstate, .. } => *sqlstate,
+            // read_only_sql_transaction, as Postgres' own refusal of a write on a standby.
+            PullsyncError::Standby { .. } => SqlState::Other(*b"25006"),
             PullsyncError::Interrupted => SqlState::QueryCanceled,
             PullsyncError::Internal(_) => SqlState::InternalError,
         }
@@ -119,6 +125,11 @@ impl PullsyncError {
             PullsyncError::CursorFromOtherProvider(_) => Some(
                 "Rows written since may lie behind it. Start the stream over with updated_after set to the newest \
                  updated_at you hold less a margin, then reconcile; pg_pullsync consumers do so by themselves."
+                    .into(),
+            ),
+            PullsyncError::Standby { .. } => Some(
+                "Call it on the primary. When this server is promoted it takes writes, and its \
+                 background workers start working by themselves."
                     .into(),
             ),
             PullsyncError::Postgres { hint, .. } => hint.clone(),

@@ -93,6 +93,7 @@ fn rotate(new_key: &str) -> Result<Value> {
 #[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rotate_encryption_key(new_key: Option<String>) -> pgrx::JsonB {
+    crate::plumbing::standby::require_primary("rotate_encryption_key").or_raise();
     let new_key = required(new_key, "new_key");
     pgrx::JsonB(rotate(&new_key).or_raise())
 }

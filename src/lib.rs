@@ -56,7 +56,10 @@ pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     config::register(preloading);
     jobs::registry::install(SOURCES);
-    if preloading {
+    if preloading && plumbing::standby::binary_upgrade() {
+        // pg_upgrade's own run of the server: nothing of ours may start there (as pg_cron).
+        log!("pg_pullsync: binary-upgrade mode (pg_upgrade), so no background workers start");
+    } else if preloading {
         jobs::worker::register(config::workers());
         if config::feed_listen().is_some() {
             feed::server::register();

@@ -136,5 +136,6 @@ pub fn remove_expired() -> Result<Value> {
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn cleanup() -> pgrx::JsonB {
+    crate::plumbing::standby::require_primary("cleanup").or_raise();
     pgrx::JsonB(remove_expired().or_raise())
 }

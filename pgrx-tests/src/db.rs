@@ -9,13 +9,21 @@ pub fn dsn() -> String {
     })
 }
 
+/// Ceilings on every connection of the tests, so a server that never answers or a
+/// statement stuck on a lock fails the test instead of hanging it: far above what any
+/// connection or statement of theirs takes.
+pub(crate) const CEILINGS: &str = "connect_timeout=30 options='-c statement_timeout=600s'";
+
 fn dsn_for(database: &str, user: &str) -> String {
     let base: Vec<String> = dsn()
         .split_whitespace()
         .filter(|kv| !kv.starts_with("dbname=") && !kv.starts_with("user="))
         .map(String::from)
         .collect();
-    format!("{} dbname={database} user={user}", base.join(" "))
+    format!(
+        "{} dbname={database} user={user} {CEILINGS}",
+        base.join(" ")
+    )
 }
 
 /// The superuser connection string for `database`, for the client programs (pg_dump,
@@ -88,5 +96,20 @@ pub fn sqlstate_of(client: &mut Client, sql: &str) -> Option<String> {
                 .map(|c| c.code().to_owned())
                 .unwrap_or_else(|| panic!("no SQLSTATE for {sql}: {e}")),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CEILINGS;
+    use std::time::Duration;
+
+    #[test]
+    fn the_ceilings_reach_the_client_and_the_server() {
+        let config: postgres::Config = format!("host=127.0.0.1 user=postgres {CEILINGS}")
+            .parse()
+            .unwrap();
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(config.get_options(), Some("-c statement_timeout=600s"));
     }
 }

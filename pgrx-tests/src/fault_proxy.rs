@@ -111,7 +111,11 @@ impl FaultProxy {
             seed,
             requests: AtomicU64::new(0),
             fired: AtomicU64::new(0),
-            client: reqwest::Client::new(),
+            // A ceiling for the upstream's answer, which the consumer has long given up on.
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client"),
         });
         let app = axum::Router::new()
             .fallback(handle)

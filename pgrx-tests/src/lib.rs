@@ -13,4 +13,5 @@ pub mod scratch_cluster;
 pub mod server;
 pub mod sim;
 pub mod threads;
+pub mod wait;
 pub mod workers;

@@ -51,7 +51,20 @@ impl Drop for LocalServer {
             let _ = tx.send(());
         }
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // Bounded: a server thread that does not stop is left behind, said, rather
+            // than hanging the test that drops it (a panic here could abort).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                eprintln!(
+                    "the server at {} did not stop within 30 s; left running",
+                    self.base_url
+                );
+            }
         }
     }
 }

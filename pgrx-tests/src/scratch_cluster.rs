@@ -5,9 +5,11 @@
 
 use crate::db::connect;
 use crate::server::pg_bin;
+use crate::wait;
 use postgres::{Client, NoTls};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 pub struct ScratchCluster {
     home: PathBuf,
@@ -24,14 +26,43 @@ fn as_postgres(program: &Path) -> Command {
 }
 
 fn ok(mut command: Command, what: &str) {
-    let status = command.status().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(status.success(), "{what} failed");
+    let status = wait::status(&mut command, what, Duration::from_secs(300));
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+/// Settings a scratch cluster adds to the defaults.
+#[derive(Default)]
+pub struct ScratchOptions {
+    /// Ready to stream to a standby: wal_level replica, WAL senders, hot standby, and a
+    /// trust entry for replication from 127.0.0.1.
+    pub replication: bool,
+    /// More postgresql.conf lines.
+    pub conf: Vec<String>,
+}
+
+impl ScratchOptions {
+    fn conf_lines(&self) -> String {
+        let mut text = String::new();
+        if self.replication {
+            text.push_str("wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n");
+        }
+        for line in &self.conf {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
 }
 
 impl ScratchCluster {
     /// initdb, pg_pullsync preloaded with its workers in `database`, the server and its
     /// feed server on free ports, started. `database` still has to be created.
     pub fn start(name: &str, database: &str) -> Self {
+        Self::start_with(name, database, &ScratchOptions::default())
+    }
+
+    /// `start`, with `options` added to its configuration.
+    pub fn start_with(name: &str, database: &str, options: &ScratchOptions) -> Self {
         let ports = crate::ports::free_ports(2);
         let (port, feed_port) = (ports[0], ports[1]);
         use std::os::unix::fs::PermissionsExt;
@@ -66,7 +97,15 @@ impl ScratchCluster {
              pullsync.feed_listen = '127.0.0.1:{feed_port}'\npullsync.http_allowed_hosts = 'loopback'\n",
             home.display(),
             key_file.display()
-        );
+        ) + &options.conf_lines();
+        if options.replication {
+            // Streaming replication from 127.0.0.1 without a password, as the tests' clusters
+            // take every other local connection.
+            let hba = pgdata.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).unwrap();
+            text.push_str("\nhost replication all 127.0.0.1/32 trust\n");
+            std::fs::write(&hba, text).unwrap();
+        }
         let path = pgdata.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(&conf);
@@ -87,10 +126,97 @@ impl ScratchCluster {
         cluster
     }
 
+    /// A streaming standby of this cluster (which was started with `replication`), made
+    /// with `pg_basebackup -R` and started on free ports of its own: `name`'s directory,
+    /// the primary's settings and sealing key.
+    pub fn standby(&self, name: &str) -> ScratchCluster {
+        let ports = crate::ports::free_ports(2);
+        let (port, feed_port) = (ports[0], ports[1]);
+        let home = PathBuf::from(format!("/tmp/pst-{name}"));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut chown = Command::new("chown");
+        chown.arg("-R").arg("postgres:postgres").arg(&home);
+        ok(chown, "chown");
+        let pgdata = home.join("pgdata");
+        let mut backup = as_postgres(&pg_bin().join("pg_basebackup"));
+        backup
+            .arg("-D")
+            .arg(&pgdata)
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-X", "stream", "-R"])
+            .arg("-p")
+            .arg(self.port.to_string());
+        ok(backup, "pg_basebackup");
+        // postgresql.auto.conf is read last: its lines win over the primary's copied ones.
+        let auto = pgdata.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto).unwrap();
+        text.push_str(&format!(
+            "\nport = {port}\nunix_socket_directories = '{}'\n\
+             pullsync.feed_listen = '127.0.0.1:{feed_port}'\n",
+            home.display()
+        ));
+        std::fs::write(&auto, text).unwrap();
+        let standby = ScratchCluster {
+            home,
+            port,
+            feed_port,
+        };
+        standby.pg_ctl(&["-w", "-t", "120", "start"], "pg_ctl start (standby)");
+        standby
+    }
+
+    fn pg_ctl(&self, args: &[&str], what: &str) {
+        let mut command = as_postgres(&pg_bin().join("pg_ctl"));
+        command
+            .arg("-D")
+            .arg(self.home.join("pgdata"))
+            .arg("-l")
+            .arg(self.home.join("server.log"))
+            .args(args);
+        ok(command, what);
+    }
+
+    /// Promotes this standby (`pg_ctl promote`, waiting until it takes writes).
+    pub fn promote(&self) {
+        self.pg_ctl(&["-w", "-t", "120", "promote"], "pg_ctl promote");
+    }
+
+    /// A crash of the whole server: its postmaster and every child of it get SIGKILL, the
+    /// postmaster first stopped so that it starts no process meanwhile.
+    pub fn kill_9(&self) {
+        let pid_file = self.home.join("pgdata/postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).unwrap();
+        let pid = text.lines().next().unwrap().trim().to_string();
+        for (program, args) in [
+            ("kill", vec!["-STOP", pid.as_str()]),
+            ("pkill", vec!["-KILL", "-P", pid.as_str()]),
+            ("kill", vec!["-KILL", pid.as_str()]),
+        ] {
+            let mut command = Command::new(program);
+            command.args(&args);
+            wait::status(&mut command, program, Duration::from_secs(30));
+        }
+        wait::until(
+            "the killed postmaster to be gone",
+            Duration::from_secs(30),
+            // Gone, or a zombie its new parent has not reaped yet.
+            || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map_or(true, |stat| stat.contains(") Z "))
+            },
+        );
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("server.log")).unwrap_or_default()
+    }
+
     pub fn conninfo(&self, database: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname={database}",
-            self.port
+            "host=127.0.0.1 port={} user=postgres dbname={database} {}",
+            self.port,
+            crate::db::CEILINGS
         )
     }
 

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// The bin directory of the installation the test cluster runs from.
 pub fn pg_bin() -> PathBuf {
@@ -22,16 +23,19 @@ pub fn server_log() -> PathBuf {
 
 /// `pg_ctl restart` as the postgres OS user, with `mode` (fast, immediate).
 pub fn restart(mode: &str) {
-    let status = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(pg_bin().join("pg_ctl"))
-        .arg("-D")
-        .arg(pgdata())
-        .arg("-l")
-        .arg(server_log())
-        .args(["-m", mode, "-w", "-t", "120", "restart"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("pg_ctl");
-    assert!(status.success(), "pg_ctl restart -m {mode} failed");
+    let what = format!("pg_ctl restart -m {mode} (see {})", server_log().display());
+    let status = crate::wait::status(
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(pgdata())
+            .arg("-l")
+            .arg(server_log())
+            .args(["-m", mode, "-w", "-t", "120", "restart"])
+            .stdout(std::process::Stdio::null()),
+        &what,
+        Duration::from_secs(300),
+    );
+    assert!(status.success(), "{what} failed: {status}");
 }

@@ -17,12 +17,17 @@ pub fn connect_retrying() -> Client {
 }
 
 pub fn connect_retrying_to(database: &str) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let limit = Duration::from_secs(120);
+    let deadline = Instant::now() + limit;
     loop {
         match try_connect_as(database, "postgres") {
             Ok(c) => return c,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            Err(e) => panic!("connect to {database}: {e}"),
+            Err(e) => panic!(
+                "gave up after {} s waiting for a connection to {database} (is the server up? see {}): {e}",
+                limit.as_secs(),
+                crate::server::server_log().display()
+            ),
         }
     }
 }
@@ -36,17 +41,14 @@ pub fn worker_pids(db: &mut Client) -> Vec<i32> {
     .unwrap_or_default()
 }
 
+/// Polls `done` on `db` until it holds; fails naming `what` after `limit`.
 pub fn wait_for(
     db: &mut Client,
     what: &str,
     limit: Duration,
     mut done: impl FnMut(&mut Client) -> bool,
 ) {
-    let deadline = Instant::now() + limit;
-    while !done(db) {
-        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::wait::until(what, limit, || done(db));
 }
 
 /// Runs `sql` (an ALTER SYSTEM) and reloads the configuration. Reloads are asynchronous;

@@ -5,10 +5,10 @@
 //! table; then each restore goes on syncing from where the original stopped.
 
 use postgres::Client;
-use pullsync_tests::ports::feed_url;
 use pullsync_tests::catalog::{sequence_values, table_digests, tables};
 use pullsync_tests::db::{connect, connect_as, conninfo, fresh_database};
 use pullsync_tests::feed::rows;
+use pullsync_tests::ports::feed_url;
 use pullsync_tests::sim::{Counters, SimConfig, SimServer};
 use pullsync_tests::threads::{count, run_scheduled_sync, threads_fixture, QUICK_HTTP};
 use serde_json::{json, Value};
@@ -236,7 +236,7 @@ fn pg_program(name: &str) -> Command {
 /// about the order of the tables' data) is what an operator would see on every backup.
 fn run(mut command: Command) {
     let shown = format!("{command:?}");
-    let out = command.output().unwrap_or_else(|e| panic!("{shown}: {e}"));
+    let out = pullsync_tests::wait::output(&mut command, &shown, Duration::from_secs(600));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stderr.trim().is_empty(),

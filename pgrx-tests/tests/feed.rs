@@ -6,6 +6,7 @@
 use postgres::Client;
 use pullsync_tests::db::{connect, sqlstate_of};
 use pullsync_tests::feed::rows;
+use pullsync_tests::wait::Deadline;
 use serde_json::Value;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -164,7 +165,12 @@ fn killing_the_consumer_mid_pull_resumes_without_loss_or_duplicates() {
 fn all_messages(p: &mut Client, lim: i32, enough: Option<usize>) -> Vec<Value> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
+    let mut deadline = Deadline::after(
+        Duration::from_secs(600),
+        "the last page of feed_all_messages (a cursor that never ends?)",
+    );
     loop {
+        deadline.check();
         let page: Value = p
             .query_one(
                 "SELECT pullsync.feed_all_messages('partner', NULL, $1, $2)",

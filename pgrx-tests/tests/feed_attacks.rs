@@ -30,14 +30,22 @@ async fn connect_from(source: IpAddr) -> std::io::Result<tokio::net::TcpStream> 
     socket.connect(feed_addr()).await
 }
 
+/// What the slow clients saw: connections made, and connections the server closed.
+#[derive(Default)]
+struct Tally {
+    opened: AtomicU64,
+    closed: AtomicU64,
+}
+
 /// Sends a request line and one header, then a byte every second, never finishing the
-/// headers. Counts how often the server closes it.
-async fn slow_client(source: IpAddr, stop: Arc<AtomicBool>, closed: Arc<AtomicU64>) {
+/// headers. Counts its connections and how often the server closes them.
+async fn slow_client(source: IpAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut stream) = connect_from(source).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        tally.opened.fetch_add(1, Ordering::Relaxed);
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let _ = stream
             .write_all(b"GET /conversations HTTP/1.1\r\nHost: feed\r\n")
@@ -55,7 +63,7 @@ async fn slow_client(source: IpAddr, stop: Arc<AtomicBool>, closed: Arc<AtomicU6
                 _ => {}
             }
         }
-        closed.fetch_add(1, Ordering::Relaxed);
+        tally.closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -111,10 +119,10 @@ fn a_consumer_pulls_exactly_while_slow_clients_hold_connections_and_wrong_keys_f
         .build()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let closed = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::default());
     for i in 0..200u32 {
         let source = IpAddr::from([127, 0, 0, 2 + (i % 4) as u8]);
-        runtime.spawn(slow_client(source, stop.clone(), closed.clone()));
+        runtime.spawn(slow_client(source, stop.clone(), tally.clone()));
     }
     let floods: Vec<_> = (0..4u8)
         .map(|i| {
@@ -145,7 +153,7 @@ fn a_consumer_pulls_exactly_while_slow_clients_hold_connections_and_wrong_keys_f
     // Hold the attack until the server has dropped the slow clients once: they never
     // finished their headers.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while closed.load(Ordering::Relaxed) < 200 && Instant::now() < deadline {
+    while tally.closed.load(Ordering::Relaxed) < 200 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, Ordering::Relaxed);
@@ -155,10 +163,10 @@ fn a_consumer_pulls_exactly_while_slow_clients_hold_connections_and_wrong_keys_f
         totals = (totals.0 + u, totals.1 + t, totals.2 + o);
     }
     runtime.shutdown_timeout(Duration::from_secs(5));
+    let closed = tally.closed.load(Ordering::Relaxed);
     assert!(
-        closed.load(Ordering::Relaxed) >= 200,
-        "the server closes connections that never finish their headers ({} closed)",
-        closed.load(Ordering::Relaxed)
+        closed >= 200,
+        "the server closes connections that never finish their headers ({closed} closed)"
     );
     let (unauthorized, throttled, other) = totals;
     assert!(throttled > 0, "wrong keys get throttled: {totals:?}");
@@ -169,6 +177,69 @@ fn a_consumer_pulls_exactly_while_slow_clients_hold_connections_and_wrong_keys_f
         "at most the burst and the refill reach the key check: {totals:?} in {elapsed} s"
     );
     assert_eq!(other, 0, "every flood request was answered: {totals:?}");
+}
+
+/// Half-sent requests from more addresses than any per-address limit catches, more of them
+/// than the server holds connections, and a wrong-key flood from yet another address: a
+/// consumer whose address presented a valid key before the attack still gets every page.
+#[test]
+fn a_known_consumer_gets_every_page_while_many_addresses_hold_half_sent_requests() {
+    const SLOW_CLIENTS: u32 = 1_100;
+    const ADDRESSES: u32 = 50;
+    const FLOODERS: usize = 32;
+    let _serial = serial();
+    let mut p = provider(300, 1500, KEY);
+    // No retries: a single refused or dropped request of the consumer fails its pull.
+    let mut c = consumer("it_distributed_attack", &feed_url(), KEY, 50);
+    c.batch_execute("UPDATE pullsync.feed_sources SET max_retries = 0")
+        .unwrap();
+    // The consumer's address (127.0.0.1, the pull's own) presents its key before the attack.
+    assert!(present_key());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    for i in 0..SLOW_CLIENTS {
+        let source = IpAddr::from([127, 0, 0, 2 + (i % ADDRESSES) as u8]);
+        runtime.spawn(slow_client(source, stop.clone(), tally.clone()));
+    }
+    let flooder = IpAddr::from([127, 0, 0, 2 + ADDRESSES as u8]);
+    let floods: Vec<_> = (0..FLOODERS)
+        .map(|_| runtime.spawn(wrong_key_flood(flooder, stop.clone())))
+        .collect();
+    wait_for("every slow client to connect", || {
+        tally.opened.load(Ordering::Relaxed) >= u64::from(SLOW_CLIENTS)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let result = pull_to_the_end(&mut c);
+    p.batch_execute(
+        "UPDATE pullsync.conversations SET updated_at = updated_at + interval '1 day' WHERE id IN ('c1', 'c2', 'c3')",
+    )
+    .unwrap();
+    let again = pull_to_the_end(&mut c);
+    stop.store(true, Ordering::Relaxed);
+    let mut totals = (0, 0, 0);
+    for flood in floods {
+        let (u, t, o) = runtime.block_on(flood).unwrap();
+        totals = (totals.0 + u, totals.1 + t, totals.2 + o);
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(again["status"], "completed", "{again}");
+    assert_eq!(
+        rows(&mut c),
+        rows(&mut p),
+        "the consumer has every row, exactly"
+    );
+    assert!(
+        totals.0 + totals.1 > 0,
+        "the flood was answered: {totals:?}"
+    );
 }
 
 /// Sets feed server settings with ALTER SYSTEM and reloads; `wait_until` tells when the
@@ -212,11 +283,7 @@ impl Drop for FeedSettings {
 }
 
 fn wait_for(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    pullsync_tests::wait::until(what, Duration::from_secs(90), ready);
 }
 
 fn status_of(url: &str) -> Option<u16> {
@@ -263,16 +330,47 @@ fn raw_request(bytes: &[u8]) -> Option<String> {
     (!answer.is_empty()).then(|| String::from_utf8_lossy(&answer).into_owned())
 }
 
+/// A request with the consumer's valid key from 127.0.0.1, the tests' own address: from
+/// then on the server counts the address as a known consumer's.
+fn present_key() -> bool {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("{}/conversations", feed_url()))
+        .query(&[("consumer_id", "partner"), ("limit", "1")])
+        .bearer_auth(KEY)
+        .send()
+        .is_ok_and(|r| r.status().as_u16() == 200)
+}
+
+/// A plain connection to the feed server from `source`.
+fn std_connect_from(source: IpAddr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = runtime
+        .block_on(connect_from(source))
+        .unwrap()
+        .into_std()
+        .unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
 #[test]
 fn connection_cap_timeouts_and_size_limits_hold() {
     let _serial = serial();
+    let _p = provider(1, 1, KEY);
+    // The cap is filled by connections of a known consumer's address, which are never shed.
     let _settings = FeedSettings::apply(
         &[
             ("pullsync.feed_max_connections", "20"),
             ("pullsync.feed_header_timeout", "1s"),
             ("pullsync.feed_idle_timeout", "3s"),
         ],
-        || open_connections(20).1.is_some(),
+        || present_key() && open_connections(20).1.is_some(),
     );
     // Beyond the cap: 503 with Retry-After, at once. (A try may race the server's release
     // of the previous try's connections.)
@@ -290,6 +388,42 @@ fn connection_cap_timeouts_and_size_limits_hold() {
         "{refused}"
     );
     drop(held);
+    // The server has closed them before the strangers come.
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Strangers' half-sent requests do not keep a newcomer out: the oldest is shed for it.
+    let mut half_sent: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = std_connect_from(IpAddr::from([127, 0, 0, 9]));
+            stream
+                .write_all(b"GET /conversations HTTP/1.1\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // Well within the header timeout (1 s): none of them has been dropped for it yet.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut newcomer = std_connect_from(IpAddr::from([127, 0, 0, 10]));
+    newcomer
+        .write_all(b"GET /conversations HTTP/1.1\r\nHost: feed\r\n\r\n")
+        .unwrap();
+    newcomer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 12];
+    newcomer.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401", "the newcomer is served");
+    let oldest = &mut half_sent[0];
+    oldest
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let shed = match oldest.read(&mut [0u8; 64]) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(shed, "the oldest half-sent request was shed");
+    drop(half_sent);
 
     // A connection that never finishes its headers is closed after the header timeout.
     let mut silent = TcpStream::connect(feed_addr()).unwrap();
@@ -422,7 +556,10 @@ fn a_consumer_pulls_over_tls_with_a_private_ca_and_refuses_a_wrong_certificate()
     );
     let mut p = provider(40, 120, KEY);
     // Plain HTTP to the TLS port gets nothing served.
-    assert_ne!(status_of(&format!("{}/conversations", feed_url())), Some(401));
+    assert_ne!(
+        status_of(&format!("{}/conversations", feed_url())),
+        Some(401)
+    );
 
     let mut c = consumer("it_tls_consumer", &https, KEY, 25);
     c.batch_execute(&format!(

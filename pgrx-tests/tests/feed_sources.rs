@@ -6,8 +6,8 @@
 
 use postgres::Client;
 use pullsync_tests::db::sqlstate_of;
-use pullsync_tests::feed::{consumer, foreign_message, foreign_provider_of, provider, rows_from};
 use pullsync_tests::feed::PROVIDER;
+use pullsync_tests::feed::{consumer, foreign_message, foreign_provider_of, provider, rows_from};
 use pullsync_tests::ports::feed_url;
 use pullsync_tests::scratch_cluster::ScratchCluster;
 use pullsync_tests::server::pg_bin;
@@ -174,7 +174,7 @@ fn wait_for_port(port: u16) {
 }
 
 fn run(mut command: Command, what: &str) {
-    let out = command.output().unwrap();
+    let out = pullsync_tests::wait::output(&mut command, what, Duration::from_secs(600));
     assert!(
         out.status.success(),
         "{what}: {}",

@@ -3,8 +3,8 @@
 //! and cleanup().
 
 use postgres::Client;
+use pullsync_tests::db::{connect, connect_as, fresh_extension_database, fresh_role};
 use pullsync_tests::ports::feed_url;
-use pullsync_tests::db::{connect, fresh_extension_database};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -54,6 +54,12 @@ fn alerts_open_once_notify_listeners_and_resolve_when_healthy() {
     let mut db = connect("it_monitoring");
     let mut listener = connect("it_monitoring");
     listener.batch_execute("LISTEN pullsync_alerts").unwrap();
+    // Any role that may connect may listen, whatever it may read.
+    fresh_role(&mut db, "it_alert_eavesdropper");
+    let mut eavesdropper = connect_as("it_monitoring", "it_alert_eavesdropper");
+    eavesdropper
+        .batch_execute("LISTEN pullsync_alerts")
+        .unwrap();
 
     // A source that cannot be reached: every pull fails.
     db.execute(
@@ -98,7 +104,29 @@ fn alerts_open_once_notify_listeners_and_resolve_when_healthy() {
     let opened = notified.remove(0);
     assert_eq!(opened["event"], "opened");
     assert_eq!(opened["alert_type"], "error_rate");
-    assert_eq!(opened["source"], "feed:monitor");
+    // The payload names the alert, not the tenant's source, message or details: those
+    // are read from pullsync.alerts by who may.
+    let keys: Vec<&String> = opened.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["alert_type", "created_at", "event", "id", "severity"],
+        "{opened}"
+    );
+    let source: String = db
+        .query_one(
+            "SELECT source FROM pullsync.alerts WHERE id = $1",
+            &[&opened["id"].as_i64().unwrap()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(source, "feed:monitor");
+    let overheard = notifications(&mut eavesdropper);
+    assert_eq!(overheard.len(), 1, "{overheard:?}");
+    assert!(
+        !overheard[0].to_string().contains("monitor"),
+        "a role without grants learns no source from the payload: {}",
+        overheard[0]
+    );
 
     // The source is fixed; three good pulls bring the error rate back to zero.
     db.execute(

@@ -2,8 +2,8 @@
 //! pg_stat_activity — after a run full of failures, when secrets are most often echoed.
 
 use postgres::Client;
-use pullsync_tests::ports::feed_url;
 use pullsync_tests::db::connect;
+use pullsync_tests::ports::feed_url;
 use pullsync_tests::sim::faults::{FaultKind, FaultSpec};
 use pullsync_tests::sim::SimConfig;
 use pullsync_tests::threads::{run_scheduled_sync, threads_fixture};

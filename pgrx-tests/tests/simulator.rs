@@ -1,8 +1,9 @@
 //! The Threads simulator against the facts of shared/threads-api.md, parsed with the same
 //! models the extension uses.
 
-use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec};
+use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec, Malformation};
 use pullsync_tests::sim::{SimConfig, SimServer};
+use pullsync_tests::wait::Deadline;
 use reqwest::blocking::Client;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -68,7 +69,12 @@ impl Fixture {
             threads_model::POST_FIELDS
         );
         let mut posts = Vec::new();
+        let mut deadline = Deadline::after(
+            Duration::from_secs(300),
+            format!("the last page of {user}'s posts (a paging.next that never ends?)"),
+        );
         loop {
+            deadline.check();
             let page: Page<Post> = self.http.get(&url).send().unwrap().json().unwrap();
             assert!(page.data.len() <= limit.min(100));
             posts.extend(page.data.iter().cloned());
@@ -546,7 +552,7 @@ fn each_error_fault_fires_exactly_as_configured_and_only_there() {
         (
             FaultKind::TooManyRequests { retry_after: 7 },
             429,
-            Some(4),
+            Some(613),
             None,
             ErrorClass::Throttled,
         ),
@@ -712,4 +718,66 @@ fn probability_faults_and_latency_settings_over_http() {
         .unwrap();
     assert!(r.status().is_success());
     assert_eq!(*f.server.sim.latency.lock().unwrap(), (1, 2));
+}
+
+#[test]
+fn answers_carry_the_simulated_clock_usage_headers_and_broken_text_on_request() {
+    let f = fixture(1, 5);
+    let (a, token) = f.accounts[0].clone();
+    // Date is the simulated clock, which a test may set apart from the real one.
+    f.server.advance(3 * 86_400);
+    let now = f.server.sim.world.read().unwrap().now;
+    let r = f.get(&format!("/v1.0/{a}/threads"), &token);
+    let date = chrono::DateTime::parse_from_rfc2822(r.headers()["date"].to_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(date, now);
+
+    f.server.add_fault(once(
+        FaultKind::Usage {
+            percent: 93,
+            regain_minutes: Some(5),
+        },
+        &a,
+        Endpoint::Threads,
+    ));
+    let r = f.get(&format!("/v1.0/{a}/threads"), &token);
+    assert_eq!(r.status().as_u16(), 200);
+    let header = |name: &str| -> Value {
+        serde_json::from_str(r.headers()[name].to_str().unwrap()).unwrap()
+    };
+    assert_eq!(header("x-app-usage")["call_count"], 93);
+    assert_eq!(
+        header("x-business-use-case-usage")["1"][0]["estimated_time_to_regain_access"],
+        5
+    );
+
+    for malformation in Malformation::ALL {
+        f.server.add_fault(once(
+            FaultKind::MalformedText { malformation },
+            &a,
+            Endpoint::Threads,
+        ));
+        let body = f
+            .get(
+                &format!("/v1.0/{a}/threads?fields=id,text,timestamp"),
+                &token,
+            )
+            .bytes()
+            .unwrap();
+        assert!(
+            serde_json::from_slice::<Page<Post>>(&body).is_err()
+                || malformation == Malformation::Nul,
+            "{malformation:?}: a strict reader refuses the page"
+        );
+        // Fired once: the next page is clean.
+        let clean = f
+            .get(
+                &format!("/v1.0/{a}/threads?fields=id,text,timestamp"),
+                &token,
+            )
+            .bytes()
+            .unwrap();
+        assert!(serde_json::from_slice::<Page<Post>>(&clean).is_ok());
+    }
 }

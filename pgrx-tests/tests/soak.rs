@@ -17,14 +17,16 @@
 //! (PULLSYNC_SOAK_LEGACY): Threads listings and the one feed source its schema knows.
 
 use postgres::Client;
-use pullsync_tests::ports::feed_url;
 use pullsync_tests::db::{connect, fresh_extension_database, try_connect_as};
 use pullsync_tests::fault_proxy::{FaultProxy, FeedFaults};
 use pullsync_tests::feed::{self, foreign_message, paged_foreign_provider};
-use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec, Faults};
+use pullsync_tests::ports::feed_url;
+use pullsync_tests::server::server_log;
+use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec, Faults, Malformation};
 use pullsync_tests::sim::world::{World, WorldConfig};
 use pullsync_tests::sim::{SimConfig, SimServer};
 use pullsync_tests::threads::add_sim_accounts;
+use pullsync_tests::wait::{self, Deadline};
 use pullsync_tests::workers::{
     connect_retrying, connect_retrying_to, differences_where, finished, queue, wait_for,
     worker_pids, DB,
@@ -32,7 +34,7 @@ use pullsync_tests::workers::{
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const CONSUMER_DB: &str = "it_soak_consumer";
 const KEY: &str = "soak-consumer-key-0123456789";
@@ -79,21 +81,36 @@ fn legacy() -> bool {
     std::env::var_os("PULLSYNC_SOAK_LEGACY").is_some()
 }
 
+/// How long the feed may go on failing once the chaos is over: a completed pull of each
+/// source takes seconds then.
+const FEED_AFTER_CHAOS: Duration = Duration::from_secs(600);
+
 /// Pulls every source into the consumer until a pull of each completes after
 /// `chaos_over` is set; connections lost to crashes are simply made again.
 fn pull_until_complete(sources: Vec<&'static str>, chaos_over: Arc<AtomicBool>) -> u64 {
     let mut attempts = 0;
     let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut last: Vec<String> = Vec::new();
+    let mut deadline: Option<Deadline> = None;
     loop {
         let over = chaos_over.load(Ordering::SeqCst);
         attempts += 1;
+        last.clear();
         for source in &sources {
-            let completed = try_connect_as(CONSUMER_DB, "postgres")
-                .and_then(|mut c| {
-                    c.query_one("SELECT pullsync.feed_pull($1, 'incremental')", &[source])
-                })
-                .map(|row| row.get::<_, serde_json::Value>(0)["status"] == "completed")
-                .unwrap_or(false);
+            let answer = try_connect_as(CONSUMER_DB, "postgres").and_then(|mut c| {
+                c.query_one("SELECT pullsync.feed_pull($1, 'incremental')", &[source])
+            });
+            let completed = match answer {
+                Ok(row) => {
+                    let answer: serde_json::Value = row.get(0);
+                    last.push(format!("{source}: {answer}"));
+                    answer["status"] == "completed"
+                }
+                Err(e) => {
+                    last.push(format!("{source}: {e}"));
+                    false
+                }
+            };
             if completed && over {
                 done.insert(*source);
             }
@@ -101,7 +118,16 @@ fn pull_until_complete(sources: Vec<&'static str>, chaos_over: Arc<AtomicBool>) 
         if done.len() == sources.len() {
             return attempts;
         }
-        assert!(attempts < 2_000, "the feed never completed a pull");
+        if over {
+            deadline
+                .get_or_insert_with(|| {
+                    Deadline::after(
+                        FEED_AFTER_CHAOS,
+                        format!("a completed feed pull of each of {sources:?} after the chaos"),
+                    )
+                })
+                .check_with(|| format!("the last answers: {}", last.join("; ")));
+        }
         std::thread::sleep(Duration::from_millis(150));
     }
 }
@@ -186,9 +212,20 @@ fn change_the_world(sim: &SimServer, rng: &mut Seeded, tally: &mut Tally) -> Vec
     deleted
 }
 
+/// Says where a run is, so that no phase of the soak is silent for long.
+fn progress(seed: u64, started: Instant, phase: &str) {
+    println!(
+        "soak: seed {seed} at {:.0} s: {phase}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     let legacy = legacy();
     let mut rng = Seeded(seed);
+    let started = Instant::now();
+    let step = |phase: &str| progress(seed, started, phase);
+    step("the world, the provider and the consumer");
     // Accounts from 0 to 350 posts: one without any, one with several pages of 100.
     let posts: Vec<usize> = (0..ACCOUNTS)
         .map(|i| match i {
@@ -222,6 +259,24 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
         ] {
             faults.add(spec);
         }
+        // Text Meta cut or escaped wrongly: read with U+FFFD, never a lost page.
+        for malformation in Malformation::ALL
+            .into_iter()
+            .filter(|m| *m != Malformation::Unreadable)
+        {
+            faults.add(FaultSpec {
+                endpoint: Some(Endpoint::Threads),
+                ..FaultSpec::everywhere(FaultKind::MalformedText { malformation }, 0.01)
+            });
+        }
+        // The application's rate limit now and then: the rest of that run waits for the next.
+        faults.add(FaultSpec::everywhere(
+            FaultKind::Throttle {
+                code: 4,
+                status: 403,
+            },
+            0.002,
+        ));
         // Listings cut between pages: throttled on a later page, the run goes on without it.
         for page in 2..=6 {
             faults.add(FaultSpec {
@@ -241,7 +296,12 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     // Threads in it_workers (the workers' database), the feed's provider beside it.
     let mut db = connect_retrying();
     db.batch_execute("DROP EXTENSION IF EXISTS pg_pullsync CASCADE; CREATE EXTENSION pg_pullsync;")
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "recreate pg_pullsync in {DB} (see {}): {e}",
+                server_log().display()
+            )
+        });
     let accounts = add_sim_accounts(&mut db, sim, WORKSPACE);
     if !legacy {
         // One token near its end, old enough to be refreshed during the run.
@@ -300,9 +360,12 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
         sources.push(FOREIGN);
     }
     drop(consumer);
-    wait_for(&mut db, "two workers", Duration::from_secs(60), |db| {
-        worker_pids(db).len() >= 2
-    });
+    wait_for(
+        &mut db,
+        &format!("two pg_pullsync workers (see {})", server_log().display()),
+        Duration::from_secs(60),
+        |db| worker_pids(db).len() >= 2,
+    );
 
     let job = queue(&mut db);
     let chaos_over = Arc::new(AtomicBool::new(false));
@@ -331,6 +394,10 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     let mut deleted = Vec::new();
     let mut replaced = None;
     let mut jobs = vec![job];
+    step(&format!(
+        "run {job} queued; the chaos: {}",
+        events.join(", ")
+    ));
     for event in events {
         std::thread::sleep(Duration::from_millis(200 + rng.below(1_500)));
         if !finished(&mut db, job) {
@@ -341,6 +408,7 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
               WHERE id IN (SELECT 'm' || (1 + (random() * 1000)::int) FROM generate_series(1, 20))",
             &[],
         );
+        step(event);
         match event {
             "kill" => {
                 if let Some(pid) = worker_pids(&mut db).first() {
@@ -385,17 +453,25 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     }
     chaos_over.store(true, Ordering::SeqCst);
 
+    step(&format!("waiting for the faulty runs {jobs:?} to end"));
     for job in &jobs {
         wait_for(
             &mut db,
-            "the faulty runs to end",
+            &format!(
+                "the faulty run {job} to end (SELECT pullsync.job_status({job}) in {DB}; see {})",
+                server_log().display()
+            ),
             Duration::from_secs(300),
             |db| finished(db, *job),
         );
     }
     run_over.store(true, Ordering::SeqCst);
     if let Some(watcher) = watcher {
-        watcher.join().expect("the listing watcher");
+        wait::join(
+            watcher,
+            "the listing watcher to stop",
+            Duration::from_secs(120),
+        );
     }
     tally.api_faults += sim
         .sim
@@ -414,11 +490,16 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     }
     let truth = |db: &mut Client| threads_differences(db, sim, &deleted, legacy);
     let mut found = truth(&mut db);
-    for _ in 0..5 {
+    for cycle in 1..=5 {
         if found.is_empty() {
             break;
         }
         tally.recovery_cycles += 1;
+        step(&format!(
+            "recovery run {cycle} for {} differences (first: {})",
+            found.len(),
+            found[0]
+        ));
         if !legacy {
             // A refresh answered by Threads but lost to a crash before its commit leaves a
             // retired token, found refused only when a run uses it: its user connects the
@@ -426,9 +507,15 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
             reconnect_refused_accounts(&mut db, sim, None);
         }
         let job = queue(&mut db);
-        wait_for(&mut db, "a recovery run", Duration::from_secs(300), |db| {
-            finished(db, job)
-        });
+        wait_for(
+            &mut db,
+            &format!(
+                "the recovery run {job} to end (SELECT pullsync.job_status({job}) in {DB}; see {})",
+                server_log().display()
+            ),
+            Duration::from_secs(300),
+            |db| finished(db, job),
+        );
         if !legacy {
             // What the daily pullsync-threads-reconcile job does (sql/jobs.sql), over the
             // accounts with a usable token, the ones the monitor does not list: a deleted
@@ -467,7 +554,13 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
         }
     }
 
-    feed.join().expect("the feed thread");
+    step("waiting for a completed feed pull of each source");
+    wait::join(
+        feed,
+        "the feed thread: pulls until one of each source completes after the chaos",
+        FEED_AFTER_CHAOS * 2,
+    );
+    step("comparing the feed rows");
     tally.feed_faults += proxy.fired() + foreign_proxy.fired();
     let mut consumer = connect_retrying_to(CONSUMER_DB);
     let provided = feed::rows(&mut db);

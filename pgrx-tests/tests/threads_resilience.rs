@@ -2,7 +2,7 @@
 //! does not know, tokens are refreshed or refused: nothing is lost and nothing gets stuck.
 //! Each test has its own database and simulator; runs go through `run_jobs()`.
 
-use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec};
+use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec, Malformation};
 use pullsync_tests::sim::SimConfig;
 use pullsync_tests::threads::{run_token_refresh, threads_fixture, ThreadsFixture};
 use serde_json::Value;
@@ -34,7 +34,8 @@ fn admin(f: &ThreadsFixture, path: &str, body: Value) {
 
 #[test]
 fn a_listing_cut_short_on_page_two_is_completed_by_the_next_run() {
-    // A throttled page, a 5xx that outlives the retries, a malformed page.
+    // A throttled page (the account waits for the next run: skipped, the run partial), a
+    // 5xx that outlives the retries, a malformed page.
     let cases = [
         (
             "throttled",
@@ -43,11 +44,17 @@ fn a_listing_cut_short_on_page_two_is_completed_by_the_next_run() {
                 status: 403,
             },
             1,
+            "partial",
         ),
-        ("server_error", FaultKind::ServerError { status: 500 }, 4),
-        ("malformed", FaultKind::MalformedJson, 1),
+        (
+            "server_error",
+            FaultKind::ServerError { status: 500 },
+            4,
+            "failed",
+        ),
+        ("malformed", FaultKind::MalformedJson, 1, "failed"),
     ];
-    for (name, kind, times) in cases {
+    for (name, kind, times, first_status) in cases {
         let mut f = threads_fixture(&format!("it_cut_{name}"), &SimConfig::small(1, 230));
         let user = f.accounts[0].1.clone();
         f.sim.add_fault(FaultSpec {
@@ -56,7 +63,7 @@ fn a_listing_cut_short_on_page_two_is_completed_by_the_next_run() {
             ..fault(kind, &user, Endpoint::Threads)
         });
         let first = f.scheduled_sync();
-        assert_eq!(first["status"], "failed", "{name}: {first}");
+        assert_eq!(first["status"], first_status, "{name}: {first}");
         assert_eq!(stored_posts(&mut f), 100, "{name}: page 1 is kept");
         let gap: Option<String> =
             f.db.query_one(
@@ -355,5 +362,308 @@ fn reconciliation_marks_posts_threads_no_longer_lists_as_deleted() {
     assert_eq!(
         f.count("SELECT count(*) FROM pullsync.threads_post_stats"),
         19
+    );
+}
+
+/// The newest post with text (a REPOST_FACADE has none) as the simulator holds it, for
+/// account `index`: its id and text.
+fn newest_text(f: &ThreadsFixture, index: usize) -> (String, String) {
+    let world = f.sim.sim.world.read().unwrap();
+    let post = world.accounts[index]
+        .visible_posts(world.now)
+        .iter()
+        .find(|p| p.media_type != threads_model::MediaType::RepostFacade)
+        .expect("a post with text");
+    (post.id.clone(), post.text.clone())
+}
+
+fn stored_text(f: &mut ThreadsFixture, post_id: &str) -> String {
+    f.db.query_one(
+        "SELECT text FROM pullsync.workspace_threads_posts WHERE threads_post_id = $1",
+        &[&post_id],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn last_log(f: &mut ThreadsFixture, index: usize) -> (String, Option<String>, Vec<String>) {
+    let row =
+        f.db.query_one(
+            "SELECT status, error, notes FROM pullsync.sync_logs
+              WHERE workspace_threads_account_id = $1 ORDER BY id DESC LIMIT 1",
+            &[&f.accounts[index].0],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[test]
+fn malformed_text_is_stored_with_replacement_characters_and_the_account_completes() {
+    // Each malformation in the newest post of its own account, and what its text becomes.
+    let cases: Vec<(Malformation, &str)> = vec![
+        (Malformation::LoneSurrogate, "\u{FFFD}"),
+        (Malformation::CutEscape, "\u{FFFD}"),
+        (Malformation::InvalidEscape, "\u{FFFD}41"),
+        (Malformation::Nul, "\u{FFFD}"),
+        (Malformation::RawControl, "\u{FFFD}\u{7}"),
+        (Malformation::InvalidUtf8, "\u{FFFD}"),
+    ];
+    let mut f = threads_fixture("it_malformed_text", &SimConfig::small(cases.len(), 30));
+    for (i, (malformation, _)) in cases.iter().enumerate() {
+        let user = f.accounts[i].1.clone();
+        f.sim.add_fault(FaultSpec {
+            page: Some(1),
+            times: Some(1),
+            ..fault(
+                FaultKind::MalformedText {
+                    malformation: *malformation,
+                },
+                &user,
+                Endpoint::Threads,
+            )
+        });
+    }
+    let run = f.scheduled_sync();
+    assert_eq!(run["status"], "completed", "{run}");
+    for (i, (malformation, tail)) in cases.iter().enumerate() {
+        let (status, error, notes) = last_log(&mut f, i);
+        assert_eq!(status, "completed", "{malformation:?}: {error:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("replaced with U+FFFD")),
+            "{malformation:?}: {notes:?}"
+        );
+        let (id, text) = newest_text(&f, i);
+        assert_eq!(
+            stored_text(&mut f, &id),
+            format!("{text}{tail}"),
+            "{malformation:?}: the text up to the break is kept"
+        );
+    }
+    assert_eq!(stored_posts(&mut f), 30 * cases.len() as i64);
+    assert_eq!(f.layer_violations(), 0);
+}
+
+#[test]
+fn a_post_that_cannot_be_read_is_skipped_with_a_note_and_its_page_kept() {
+    let mut f = threads_fixture("it_unreadable_post", &SimConfig::small(1, 30));
+    let user = f.accounts[0].1.clone();
+    // The first post listed: its timestamp is broken.
+    let unreadable = {
+        let world = f.sim.sim.world.read().unwrap();
+        world.accounts[0].visible_posts(world.now)[0].id.clone()
+    };
+    f.sim.add_fault(FaultSpec {
+        times: Some(1),
+        ..fault(
+            FaultKind::MalformedText {
+                malformation: Malformation::Unreadable,
+            },
+            &user,
+            Endpoint::Threads,
+        )
+    });
+    let first = f.sync_account(0);
+    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!(stored_posts(&mut f), 29, "the rest of the page is stored");
+    let (_, _, notes) = last_log(&mut f, 0);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&format!("post {unreadable} could not be read"))),
+        "{notes:?}"
+    );
+    // Meta sends it readable again: the next run stores it.
+    let second = f.sync_account(0);
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(stored_posts(&mut f), 30);
+}
+
+/// Requests the simulator answered, every endpoint and account together.
+fn requests(f: &ThreadsFixture) -> u64 {
+    f.sim.counters().total
+}
+
+#[test]
+fn an_application_limit_defers_the_rest_of_the_run_without_a_request() {
+    let mut f = threads_fixture("it_app_limit", &SimConfig::small(4, 10));
+    // One request at a time, so "the first answer" is well defined.
+    f.db.batch_execute("SET pullsync.http_concurrency = 1")
+        .unwrap();
+    f.sim.add_fault(FaultSpec {
+        kind: FaultKind::Throttle {
+            code: 4,
+            status: 403,
+        },
+        account: None,
+        endpoint: None,
+        times: Some(1),
+        probability: None,
+        page: None,
+    });
+    f.sim.reset_counters();
+    let run = f.scheduled_sync();
+    assert_eq!(run["status"], "partial", "{run}");
+    assert_eq!(run["rate_limited_count"], 4, "{run}");
+    assert_eq!(run["error_count"], 0, "{run}");
+    assert_eq!(
+        requests(&f),
+        1,
+        "after code 4 no account makes a request: {:?}",
+        f.sim.counters()
+    );
+    for i in 0..4 {
+        let (status, error, _) = last_log(&mut f, i);
+        assert_eq!(status, "skipped", "{error:?}");
+        assert!(
+            error
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("rate_limited (application limit)"),
+            "{error:?}"
+        );
+    }
+    assert_eq!(
+        f.count("SELECT count(*) FROM pullsync.workspace_threads_tokens WHERE invalidated_at IS NOT NULL"),
+        0,
+        "a rate limit refuses no token"
+    );
+    assert_eq!(
+        f.count("SELECT coalesce(sum(errors), 0)::bigint FROM pullsync.sync_metrics WHERE source = 'threads'"),
+        0,
+        "a rate limit is no error"
+    );
+    assert_eq!(
+        f.count("SELECT count(*) FROM pullsync.alerts WHERE alert_type = 'error_rate'"),
+        0
+    );
+    assert_eq!(
+        f.count(
+            "SELECT accounts_rate_limited FROM pullsync.source_metrics WHERE source = 'threads'"
+        ),
+        4
+    );
+    // The next run goes on as if nothing happened.
+    let next = f.scheduled_sync();
+    assert_eq!(next["status"], "completed", "{next}");
+    assert_eq!(stored_posts(&mut f), 40);
+    assert_eq!(
+        f.count(
+            "SELECT accounts_rate_limited FROM pullsync.source_metrics WHERE source = 'threads'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_user_limit_stops_only_that_account() {
+    let mut f = threads_fixture("it_user_limit", &SimConfig::small(3, 10));
+    let limited = f.accounts[1].1.clone();
+    f.sim.add_fault(FaultSpec {
+        kind: FaultKind::Throttle {
+            code: 17,
+            status: 400,
+        },
+        account: Some(limited.clone()),
+        endpoint: None,
+        times: None,
+        probability: None,
+        page: None,
+    });
+    f.sim.reset_counters();
+    let run = f.scheduled_sync();
+    assert_eq!(run["status"], "partial", "{run}");
+    assert_eq!(run["success_count"], 2, "{run}");
+    assert_eq!(run["rate_limited_count"], 1, "{run}");
+    assert_eq!(run["error_count"], 0, "{run}");
+    let (status, error, _) = last_log(&mut f, 1);
+    assert_eq!(status, "skipped");
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("rate_limited (user limit)"),
+        "{error:?}"
+    );
+    assert_eq!(f.sim.counters().by_account[&limited], 1);
+    for i in [0, 2] {
+        assert_eq!(last_log(&mut f, i).0, "completed");
+    }
+    assert_eq!(
+        f.count("SELECT count(*) FROM pullsync.workspace_threads_tokens WHERE invalidated_at IS NOT NULL"),
+        0
+    );
+    // Its own alert and figures, not error_rate's.
+    let open = |f: &mut ThreadsFixture, kind: &str| {
+        f.count(&format!(
+            "SELECT count(*) FROM pullsync.alerts WHERE alert_type = '{kind}' AND resolved_at IS NULL"
+        ))
+    };
+    assert_eq!(open(&mut f, "throttled"), 1);
+    assert_eq!(open(&mut f, "error_rate"), 0);
+    let health: Value =
+        f.db.query_one("SELECT pullsync.health()", &[])
+            .unwrap()
+            .get(0);
+    assert_eq!(
+        health["sources"]["threads"]["accounts_rate_limited"], 1,
+        "{health}"
+    );
+    let metrics: String =
+        f.db.query_one("SELECT pullsync.metrics()", &[])
+            .unwrap()
+            .get(0);
+    assert!(
+        metrics.contains("pullsync_accounts_rate_limited{source=\"threads\"} 1"),
+        "{metrics}"
+    );
+    // The limit is over: the next run gets through and the alert resolves.
+    f.sim.clear_faults();
+    let next = f.scheduled_sync();
+    assert_eq!(next["status"], "completed", "{next}");
+    assert_eq!(open(&mut f, "throttled"), 0);
+}
+
+#[test]
+fn usage_near_the_limit_defers_the_remaining_accounts_before_the_limit() {
+    let mut f = threads_fixture("it_usage_headers", &SimConfig::small(3, 10));
+    f.db.batch_execute("SET pullsync.http_concurrency = 1")
+        .unwrap();
+    f.sim.add_fault(FaultSpec {
+        kind: FaultKind::Usage {
+            percent: 95,
+            regain_minutes: None,
+        },
+        account: None,
+        endpoint: None,
+        times: Some(1),
+        probability: None,
+        page: None,
+    });
+    f.sim.reset_counters();
+    let run = f.scheduled_sync();
+    assert_eq!(run["status"], "partial", "{run}");
+    assert_eq!(run["error_count"], 0, "{run}");
+    assert_eq!(
+        requests(&f),
+        1,
+        "the answer at 95% is the last request of the run: {:?}",
+        f.sim.counters()
+    );
+    // Its page was used.
+    assert_eq!(stored_posts(&mut f), 10);
+}
+
+#[test]
+fn insights_near_midnight_ask_for_the_day_meta_is_in() {
+    // Meta's clock is still before midnight UTC while the database's is past it.
+    let midnight = chrono::Utc::now().timestamp() / 86_400 * 86_400;
+    let mut config = SimConfig::small(1, 10);
+    config.world.start = midnight - 30;
+    let mut f = threads_fixture("it_clock_ahead", &config);
+    let synced = f.sync_account(0);
+    assert_eq!(synced["status"], "completed", "{synced}");
+    assert_eq!(
+        f.count("SELECT count(*) FROM pullsync.workspace_threads_account_insights"),
+        1
     );
 }

@@ -263,21 +263,21 @@ fn each_fault_gives_the_documented_outcome_and_leaves_the_others_synced() {
                 None,
                 None,
             ),
-            "failed",
-            "code 613",
+            "skipped",
+            "rate_limited (user limit): GET",
         ),
         (
             fault(
                 FaultKind::Throttle {
-                    code: 4,
+                    code: 17,
                     status: 400,
                 },
                 &a,
                 Some(Endpoint::AccountInsights),
                 None,
             ),
-            "partial",
-            "code 4",
+            "skipped",
+            "rate_limited (user limit): GET",
         ),
         (
             fault(
@@ -286,8 +286,8 @@ fn each_fault_gives_the_documented_outcome_and_leaves_the_others_synced() {
                 None,
                 None,
             ),
-            "failed",
-            "HTTP 429",
+            "skipped",
+            "rate_limited (user limit): GET",
         ),
         (
             fault(
@@ -354,7 +354,20 @@ fn each_fault_gives_the_documented_outcome_and_leaves_the_others_synced() {
         if status == "partial" {
             assert!(!steps.is_empty(), "partial names the steps that completed");
         }
-        if status == "skipped" {
+        // A rate limit is no refusal: the token stays, the next run retries.
+        let rate_limited = words.starts_with("rate_limited");
+        if rate_limited {
+            assert_eq!(
+                f.count(&format!(
+                    "SELECT count(*) FROM pullsync.workspace_threads_tokens
+                      WHERE workspace_threads_account_id = '{}' AND is_primary AND invalidated_at IS NOT NULL",
+                    f.accounts[0].0
+                )),
+                0,
+                "{spec:?}"
+            );
+        }
+        if status == "skipped" && !rate_limited {
             // The refused token is marked invalid and not used again; the user authorises
             // the app anew.
             let invalidated = f.count(&format!(
@@ -395,7 +408,9 @@ fn each_fault_gives_the_documented_outcome_and_leaves_the_others_synced() {
                 "{spec:?}: other accounts sync"
             );
         }
-        let expected_job = if status == "completed" || status == "skipped" {
+        let expected_job = if rate_limited {
+            "partial"
+        } else if status == "completed" || status == "skipped" {
             "completed"
         } else {
             "partial"

@@ -251,10 +251,11 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     // The new library, installed by rename while the old one runs: the server stays up.
     let install = env("PULLSYNC_UPGRADE_INSTALL");
     let mut words = install.split_whitespace();
-    let status = Command::new(words.next().expect("a command"))
-        .args(words)
-        .status()
-        .expect("run the install");
+    let status = pullsync_tests::wait::status(
+        Command::new(words.next().expect("a command")).args(words),
+        &format!("the install of the new library ({install})"),
+        Duration::from_secs(600),
+    );
     assert!(status.success(), "{install}: {status}");
     assert_eq!(count(&mut connect("postgres"), "SELECT 1::bigint"), 1);
     drop(fx.db);

@@ -23,8 +23,9 @@ fn sim() -> &'static SimServer {
     static SIM: OnceLock<SimServer> = OnceLock::new();
     SIM.get_or_init(|| {
         let port = pullsync_tests::ports::worker_sim_port();
-        SimServer::start_on(&SimConfig::small(6, 40), port, 2)
-            .unwrap_or_else(|e| panic!("the workers' simulator on port {port} (taken by another server?): {e}"))
+        SimServer::start_on(&SimConfig::small(6, 40), port, 2).unwrap_or_else(|e| {
+            panic!("the workers' simulator on port {port} (taken by another server?): {e}")
+        })
     })
 }
 

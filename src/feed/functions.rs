@@ -149,6 +149,7 @@ fn feed_add_consumer(
     api_key: Option<String>,
     rate_limit_per_minute: default!(Option<i32>, 600),
 ) {
+    crate::plumbing::standby::require_primary("feed_add_consumer").or_raise();
     serve::add_consumer(
         &required(consumer_id, "consumer_id"),
         &required(api_key, "api_key"),
@@ -171,6 +172,7 @@ fn feed_add_source(
     max_retries: default!(Option<i32>, 3),
     retry_delay: default!(Option<Interval>, "'5 s'"),
 ) {
+    crate::plumbing::standby::require_primary("feed_add_source").or_raise();
     super::provider::add_source(
         &required(consumer_id, "consumer_id"),
         &required(base_url, "base_url"),
@@ -193,6 +195,7 @@ fn feed_pull(
     mode: default!(Option<String>, "'incremental'"),
     max_pages: default!(Option<i32>, "NULL"),
 ) -> JsonB {
+    crate::plumbing::standby::require_primary("feed_pull").or_raise();
     let consumer_id = required(consumer_id, "consumer_id");
     let mode = required(mode, "mode");
     let max_pages = match max_pages {
@@ -223,6 +226,7 @@ fn feed_enqueue(
     consumer_id: Option<String>,
     mode: default!(Option<String>, "'incremental'"),
 ) -> JsonB {
+    crate::plumbing::standby::require_primary("feed_enqueue").or_raise();
     let consumer_id = required(consumer_id, "consumer_id");
     let mode = required(mode, "mode");
     validate::mode(&mode).or_raise();
@@ -235,6 +239,7 @@ fn feed_enqueue(
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn feed_scheduled_sync(mode: default!(Option<String>, "'incremental'")) -> JsonB {
+    crate::plumbing::standby::require_primary("feed_scheduled_sync").or_raise();
     let mode = required(mode, "mode");
     validate::mode(&mode).or_raise();
     let queued: Vec<serde_json::Value> = super::reconcile::active_sources()
@@ -254,6 +259,7 @@ fn feed_scheduled_sync(mode: default!(Option<String>, "'incremental'")) -> JsonB
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn feed_retry_quarantined(consumer_id: Option<String>) -> JsonB {
+    crate::plumbing::standby::require_primary("feed_retry_quarantined").or_raise();
     let consumer_id = required(consumer_id, "consumer_id");
     JsonB(super::store::retry_quarantined(&consumer_id).or_raise())
 }
@@ -264,6 +270,7 @@ fn feed_retry_quarantined(consumer_id: Option<String>) -> JsonB {
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn feed_new_epoch(reason: default!(Option<String>, "NULL")) -> i64 {
+    crate::plumbing::standby::require_primary("feed_new_epoch").or_raise();
     Spi::get_one_with_args::<i64>(
         "UPDATE pullsync.feed_epoch SET epoch = epoch + 1, changed_at = now(), reason = $1 RETURNING epoch",
         &[reason.into()],
@@ -284,6 +291,7 @@ fn sync_reconcile(
     consumer_id: default!(Option<String>, "NULL"),
     repair: default!(Option<bool>, false),
 ) -> JsonB {
+    crate::plumbing::standby::require_primary("sync_reconcile").or_raise();
     let (start, end) = crate::reconcile::runs::window_arguments(start, end);
     let repair = required(repair, "repair");
     let consumers = match consumer_id {

@@ -128,7 +128,10 @@ impl Provider {
             concurrency: 1,
             ca_file: crate::config::http_ca_file(),
             max_response_bytes: crate::config::http_max_response_bytes(),
+            max_response_setting: "pullsync.http_max_response_size",
+            destinations: crate::config::http_destinations(),
         })?;
+        crate::config::check_destination(&source.base_url)?;
         let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
         Ok(Provider {
             source,

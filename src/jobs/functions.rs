@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn run_jobs() -> i32 {
+    crate::plumbing::standby::require_primary("run_jobs").or_raise();
     super::runner::run_all_here().or_raise() as i32
 }
 

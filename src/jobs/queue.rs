@@ -172,14 +172,22 @@ pub fn job_waiting() -> Result<bool> {
 
 /// Claims a queued job. A run of units is split into its units in the same transaction; a
 /// job of a kind no source of this library runs is failed at once.
+///
+/// Kinds share the workers: the queued job whose kind holds the fewest running jobs goes
+/// first (the oldest among equals), so a pile of one kind's jobs (one tenant's REST
+/// sources, say) cannot keep another kind's run waiting behind all of it; a job's own
+/// wall-clock budget bounds how long a worker it holds stays away.
 pub fn claim_and_plan_run() -> Result<Option<Job>> {
     // The scalar subquery gives one row even when nothing was claimed.
     let claimed = Spi::get_one::<JsonB>(
         "WITH claimed AS (
              UPDATE pullsync.jobs SET state = 'running', worker_pid = pg_backend_pid(), claimed_at = now(),
                     heartbeat_at = now(), phase = 'planning'
-              WHERE id = (SELECT id FROM pullsync.jobs WHERE parent_id IS NULL AND state = 'queued'
-                           ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+              WHERE id = (SELECT q.id FROM pullsync.jobs q WHERE q.parent_id IS NULL AND q.state = 'queued'
+                           ORDER BY (SELECT count(*) FROM pullsync.jobs r
+                                      WHERE r.parent_id IS NULL AND r.state = 'running' AND r.kind = q.kind),
+                                    q.id
+                           FOR UPDATE SKIP LOCKED LIMIT 1)
              RETURNING id, kind, payload, job_log_id)
          SELECT (SELECT jsonb_build_object('id', id, 'kind', kind, 'payload', payload, 'job_log_id', job_log_id)
                    FROM claimed)",
@@ -455,6 +463,7 @@ fn run_totals(run: i64) -> Result<RunTotals> {
                   'units', count(*),
                   'succeeded', count(*) FILTER (WHERE result->>'status' = 'completed'),
                   'skipped', count(*) FILTER (WHERE result->>'status' = 'skipped'),
+                  'rate_limited', count(*) FILTER (WHERE result->>'status' = 'skipped' AND result->>'reason' = 'rate_limited'),
                   'failed', count(*) FILTER (WHERE coalesce(result->>'status', 'failed') NOT IN ('completed', 'skipped')),
                   'api_calls', coalesce(sum((result->>'api_calls')::bigint), 0),
                   'items', coalesce(sum((result->>'items')::bigint), 0),
@@ -470,6 +479,7 @@ fn run_totals(run: i64) -> Result<RunTotals> {
         units: number("units"),
         succeeded: number("succeeded"),
         skipped: number("skipped"),
+        rate_limited: number("rate_limited"),
         failed: number("failed"),
         api_calls: number("api_calls"),
         items: number("items"),

@@ -59,6 +59,8 @@ pub struct RunTotals {
     pub units: i64,
     pub succeeded: i64,
     pub skipped: i64,
+    /// Skipped units that wait for an API's rate limit (among `skipped`).
+    pub rate_limited: i64,
     pub failed: i64,
     pub api_calls: i64,
     pub items: i64,
@@ -69,12 +71,18 @@ pub struct RunTotals {
 
 impl RunTotals {
     /// A run in which no unit succeeded is a failure, even when none counted as an error
-    /// (every account's token refused, say).
+    /// (every account's token refused, say). Units deferred by a rate limit are no
+    /// failure, but the run is not done either: partial.
     pub fn status(&self) -> Status {
-        if self.units > 0 && self.succeeded == 0 {
-            Status::Failed
-        } else {
-            Status::of(self.succeeded as usize, self.failed as usize)
+        if self.units > 0 && self.succeeded == 0 && self.rate_limited == 0 {
+            return Status::Failed;
+        }
+        match Status::of(
+            (self.succeeded + self.rate_limited) as usize,
+            self.failed as usize,
+        ) {
+            Status::Completed if self.rate_limited > 0 => Status::Partial,
+            status => status,
         }
     }
 }

@@ -39,6 +39,7 @@ fn health() -> JsonB {
                 "accounts_without_token": s.accounts_without_token,
                 "accounts_needing_reauthorization": s.accounts_needing_reauthorization,
                 "items_quarantined": s.items_quarantined,
+                "accounts_rate_limited": s.accounts_rate_limited,
             }),
         );
     }
@@ -54,6 +55,7 @@ fn health() -> JsonB {
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn check_alerts() -> JsonB {
+    crate::plumbing::standby::require_primary("check_alerts").or_raise();
     JsonB(record::check_alerts().or_raise())
 }
 
@@ -71,6 +73,7 @@ struct Row {
     alerts_open: i64,
     accounts_without_token: Option<i64>,
     items_quarantined: Option<i64>,
+    accounts_rate_limited: Option<i64>,
 }
 
 fn source_rows() -> Result<Vec<Row>> {
@@ -78,7 +81,8 @@ fn source_rows() -> Result<Vec<Row>> {
         let rows = client.select(
             "SELECT source, runs_total, items_total, attempts_total, errors_total, lag_seconds,
                     extract(epoch FROM last_success_at)::float8, last_duration_seconds::float8,
-                    jobs_running, alerts_open, accounts_without_token, items_quarantined
+                    jobs_running, alerts_open, accounts_without_token, items_quarantined,
+                    accounts_rate_limited
                FROM pullsync.source_metrics ORDER BY source",
             None,
             &[],
@@ -98,6 +102,7 @@ fn source_rows() -> Result<Vec<Row>> {
                 alerts_open: r.get(10)?.unwrap_or(0),
                 accounts_without_token: r.get(11)?,
                 items_quarantined: r.get(12)?,
+                accounts_rate_limited: r.get(13)?,
             });
         }
         Ok::<_, PullsyncError>(out)
@@ -184,6 +189,12 @@ fn metrics() -> String {
             "Feed items that could not be stored and wait in pullsync.feed_quarantine.",
             Kind::Gauge,
             &|r| r.items_quarantined.map(|n| n as f64),
+        ),
+        family(
+            "pullsync_accounts_rate_limited",
+            "Active accounts whose latest sync waited for the API's rate limit (deferred, no error).",
+            Kind::Gauge,
+            &|r| r.accounts_rate_limited.map(|n| n as f64),
         ),
     ])
 }

@@ -67,7 +67,7 @@ pub fn states() -> Result<Vec<SourceState>> {
         let rows = client.select(
             "SELECT m.source, m.active, m.lag_seconds, m.last_duration_seconds::float8,
                     m.accounts_without_token, r.error_rate, r.runs, m.accounts_needing_reauthorization,
-                    m.items_quarantined
+                    m.items_quarantined, m.accounts_rate_limited
                FROM pullsync.source_metrics m
                LEFT JOIN LATERAL (
                     SELECT sum(errors)::float8 / nullif(sum(attempts), 0) AS error_rate, count(*) AS runs
@@ -87,6 +87,7 @@ pub fn states() -> Result<Vec<SourceState>> {
                 accounts_without_token: row.get(5)?,
                 accounts_needing_reauthorization: row.get::<Vec<String>>(8)?.unwrap_or_default(),
                 items_quarantined: row.get(9)?,
+                accounts_rate_limited: row.get(10)?,
                 error_rate: row.get(6)?,
                 runs_considered: row.get(7)?.unwrap_or(0),
             });
@@ -108,6 +109,9 @@ pub fn current_breaches() -> Result<(Vec<SourceState>, Vec<Breach>)> {
 
 /// Opens an alert per new breach, refreshes the open ones, resolves those no longer
 /// breached; each opening and resolution is a NOTIFY on `pullsync_alerts` (sent at commit).
+/// Any role connected to the database may LISTEN, whatever it may read, so a payload
+/// holds no tenant data: the alert's id, type and severity only; who may read
+/// `pullsync.alerts` finds the source, message and details there.
 pub fn check_alerts() -> Result<Value> {
     // One checker at a time: two jobs ending together would otherwise lock the same alert
     // rows in different orders.
@@ -123,8 +127,7 @@ pub fn check_alerts() -> Result<Value> {
                  RETURNING *),
              told AS (
                  SELECT pg_notify($6, jsonb_build_object('event', 'opened', 'id', id, 'alert_type', alert_type,
-                        'source', source, 'severity', severity, 'message', message, 'details', details,
-                        'created_at', created_at)::text)
+                        'severity', severity, 'created_at', created_at)::text)
                    FROM opened),
              refreshed AS (
                  UPDATE pullsync.alerts SET severity = $3, message = $4, details = $5
@@ -155,8 +158,7 @@ pub fn check_alerts() -> Result<Value> {
                 AND (a.alert_type, a.source) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))
              RETURNING *)
          SELECT count(pg_notify($3, jsonb_build_object('event', 'resolved', 'id', id, 'alert_type', alert_type,
-                'source', source, 'severity', severity, 'message', message, 'created_at', created_at,
-                'resolved_at', resolved_at)::text))
+                'severity', severity, 'created_at', created_at, 'resolved_at', resolved_at)::text))
            FROM resolved",
         &[types.into(), sources.into(), CHANNEL.into()],
     )?

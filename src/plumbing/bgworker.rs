@@ -5,7 +5,9 @@
 use super::txn::Txn;
 use crate::config;
 use crate::error::Result;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 use pullsync_core::schema_version::SchemaState;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,26 +19,57 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
+/// How often a process on a standby looks whether the server was promoted.
+const PROMOTION_CHECK: Duration = Duration::from_secs(1);
+
 /// Registers a static background process `name` running `function` of this library,
-/// shown as `backend_type` in pg_stat_activity.
+/// shown as `backend_type` in pg_stat_activity. It starts once a hot standby takes
+/// connections (and waits there in `start` until promotion), so that the log says why it
+/// idles and it works within a second of promotion.
 pub fn register(name: &str, backend_type: &str, function: &str) {
     BackgroundWorkerBuilder::new(name)
         .set_type(backend_type)
         .set_library("pg_pullsync")
         .set_function(function)
         .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::ConsistentState)
         .set_restart_time(Some(RESTART_AFTER))
         .load();
 }
 
-/// The first step of every background process: take SIGHUP and SIGTERM, and connect to
-/// `pullsync.database`. Returns the database name.
+/// The first step of every background process: take SIGHUP and SIGTERM, connect to
+/// `pullsync.database`, pin search_path, and on a standby wait for promotion. Returns the
+/// database name.
 pub fn start() -> String {
     map_large_allocations();
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = config::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    super::search_path::restrict_for_session();
+    wait_for_promotion();
     database
+}
+
+/// On a standby: does nothing (no transaction, no write, no port) until the server is
+/// promoted, saying so once on each side. Told to stop meanwhile, the process exits.
+fn wait_for_promotion() {
+    if !super::standby::in_recovery() {
+        return;
+    }
+    log!(
+        "{}: this server is a standby (in recovery); idle, writing nothing, until it is promoted",
+        name()
+    );
+    while super::standby::in_recovery() {
+        chores();
+        // Replaying a DROP DATABASE on the standby asks its sessions to end this way.
+        pg_sys::check_for_interrupts!();
+        if stopping() {
+            exit_for_restart();
+        }
+        wait(PROMOTION_CHECK);
+    }
+    log!("{}: the server was promoted; starting work", name());
 }
 
 /// Allocations from this size up get pages of their own, returned to the system when freed.

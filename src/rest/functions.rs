@@ -1,79 +1,120 @@
-//! SQL functions of the REST source (thin glue).
+//! SQL functions of the REST source (thin glue). SECURITY INVOKER with a pinned
+//! search_path: each notes its caller and switches to the extension's owner itself
+//! (caller.rs), and every function that names a source checks that the caller may use it.
 
+use super::caller;
 use super::{pull, store};
+use crate::error::Result;
 use crate::pg_error::{required, OrRaise};
 use crate::plumbing::txn::Txn;
 use crate::runtime::Cancel;
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use serde_json::Value;
 
-/// Adds a REST source: `config` is checked key by key (22023 naming the bad key), its
-/// target checked against the calling role's rights (42501), its secret sealed. Returns
-/// the configuration as stored, without the secret.
-#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+/// `work` for source `name`, as its owner's role or a role with its privileges.
+fn on_source<T>(function: &str, name: &str, work: impl FnOnce() -> Result<T>) -> T {
+    caller::enter(function, |caller| {
+        caller.may_use(name)?;
+        work()
+    })
+    .or_raise()
+}
+
+/// Adds a REST source owned by the calling role: `config` is checked key by key (22023
+/// naming the bad key), its target checked against the caller's rights (42501), its secret
+/// sealed. Returns the configuration as stored, without the secret.
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_add_source(name: Option<String>, config: Option<JsonB>) -> JsonB {
+    crate::plumbing::standby::require_primary("rest_add_source").or_raise();
     let name = required(name, "name");
     let config = required(config, "config").0;
-    JsonB(store::save(&name, &config, false, true).or_raise())
+    let stored = caller::enter("rest_add_source", |caller| {
+        store::save(&name, &config, &caller.name, false, true)
+    });
+    JsonB(stored.or_raise())
 }
 
 /// Changes a REST source: the keys of `config` replace the stored ones (give `auth` with
-/// its secret to change it; without, the sealed one is kept). Checked as when added, and
-/// its writes then have the calling role's rights.
-#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+/// its secret to change it; without, the sealed one is kept; a new `base_url` needs it).
+/// Checked as when added, against the rights of the source's owner, which stays.
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_alter_source(name: Option<String>, config: Option<JsonB>) -> JsonB {
+    crate::plumbing::standby::require_primary("rest_alter_source").or_raise();
     let name = required(name, "name");
     let patch = required(config, "config").0;
-    let merged = store::patched(&name, &patch).or_raise();
-    JsonB(store::save(&name, &merged, true, patch.get("auth").is_some()).or_raise())
+    JsonB(on_source("rest_alter_source", &name, || {
+        store::alter(&name, &patch)
+    }))
 }
 
 /// Removes a REST source (its target table and rows stay).
-#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_drop_source(name: Option<String>) {
-    store::drop_source(&required(name, "name")).or_raise()
+    crate::plumbing::standby::require_primary("rest_drop_source").or_raise();
+    let name = required(name, "name");
+    on_source("rest_drop_source", &name, || store::drop_source(&name))
 }
 
 /// Pulls a REST source now, in this session: every page with its position in a
 /// subtransaction. Returns `{status, pages, items, api_calls, since, …}`.
-#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_pull(name: Option<String>) -> JsonB {
+    crate::plumbing::standby::require_primary("rest_pull").or_raise();
     let name = required(name, "name");
-    JsonB(
-        pull::pull(&name, Txn::Subtransaction, Cancel::Backend)
-            .or_raise()
-            .result,
-    )
+    JsonB(on_source("rest_pull", &name, || {
+        pull::pull(&name, Txn::Subtransaction, Cancel::Backend).map(|o| o.result)
+    }))
 }
 
 /// Queues a pull for the background workers; returns `{"job_id": …}`.
-#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_enqueue(name: Option<String>) -> JsonB {
+    crate::plumbing::standby::require_primary("rest_enqueue").or_raise();
     let name = required(name, "name");
-    store::load(&name).or_raise();
-    let mut answer = super::source::enqueue(&name).or_raise();
-    crate::jobs::wake::warn_without_workers(&mut answer).or_raise();
-    JsonB(answer)
+    JsonB(on_source("rest_enqueue", &name, || {
+        store::load(&name)?;
+        let mut answer = super::source::enqueue(&name)?;
+        crate::jobs::wake::warn_without_workers(&mut answer)?;
+        Ok::<Value, _>(answer)
+    }))
 }
 
 /// Lists the source again (from `since`, sent as its incremental parameter, or all of it)
 /// and reports the keys the target lacks, as a row of `reconciliation_runs`.
-#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_reconcile(name: Option<String>, since: default!(Option<String>, "NULL")) -> JsonB {
+    crate::plumbing::standby::require_primary("rest_reconcile").or_raise();
     let name = required(name, "name");
-    JsonB(pull::reconcile(&name, since.as_deref(), Cancel::Backend).or_raise())
+    JsonB(on_source("rest_reconcile", &name, || {
+        pull::reconcile(&name, since.as_deref(), Cancel::Backend)
+    }))
 }
 
 /// Applies the source's quarantined records again (after the cause is fixed: a column
 /// type, a constraint); returns `{retried, stored, still_quarantined}`.
-#[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_retry_quarantined(name: Option<String>) -> JsonB {
-    JsonB(store::retry_quarantined(&required(name, "name")).or_raise())
+    crate::plumbing::standby::require_primary("rest_retry_quarantined").or_raise();
+    let name = required(name, "name");
+    JsonB(on_source("rest_retry_quarantined", &name, || {
+        store::retry_quarantined(&name)
+    }))
+}
+
+/// Refuses (42501) unless the calling role may use REST source `name` (42704 when there
+/// is none): `rest_schedule`, which runs with the caller's rights, asks before it makes a
+/// pg_cron job. It tells nothing but that.
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn rest_check_access(name: Option<String>) {
+    let name = required(name, "name");
+    on_source("rest_check_access", &name, || Ok(()))
 }

@@ -12,7 +12,8 @@ use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
 use pullsync_core::http::{
-    Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, Request, RequestAuth, RetryPolicy,
+    Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, Request, RequestAuth,
+    RetryPolicy, Secrets,
 };
 use pullsync_core::outcome::Status;
 use pullsync_core::rest::config::{Auth, RestConfig};
@@ -24,8 +25,13 @@ use std::time::Duration;
 /// How often one page is asked for again after a 429 before the run stops.
 const THROTTLE_WAITS: u32 = 3;
 
-/// An API's error answers → the HTTP layer's classes; the message is the start of the
-/// body, with the source's secret taken out by the caller.
+/// How much of a JSON error answer a message shows.
+const ERROR_BODY_CHARS: usize = 200;
+
+/// An API's error answers → the HTTP layer's classes. The message shows the start of a
+/// JSON body (with the source's secret already taken out by the HTTP layer); any other
+/// body is not shown: whatever answered was not the API, and its text is not the caller's
+/// to read.
 fn classify(status: u16, body: &[u8]) -> (FailureClass, String) {
     let class = match status {
         401 | 403 => FailureClass::Auth,
@@ -33,7 +39,14 @@ fn classify(status: u16, body: &[u8]) -> (FailureClass, String) {
         500..=599 => FailureClass::Transient,
         _ => FailureClass::Refused,
     };
-    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
+    let text = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => String::from_utf8_lossy(body)
+            .chars()
+            .take(ERROR_BODY_CHARS)
+            .collect(),
+        Err(_) if body.is_empty() => "no body".to_string(),
+        Err(_) => "the answer is not JSON (not shown)".to_string(),
+    };
     (class, text)
 }
 
@@ -42,6 +55,8 @@ pub struct Api<'a> {
     source: &'a Stored,
     http: HttpClient,
     limiter: Option<RateLimiter>,
+    /// The secret in every form the requests send it.
+    secrets: Secrets,
     pub calls: AtomicU32,
 }
 
@@ -58,23 +73,31 @@ impl<'a> Api<'a> {
             },
             concurrency: c.concurrency,
             ca_file: config::http_ca_file(),
-            max_response_bytes: config::http_max_response_bytes(),
+            max_response_bytes: config::rest_max_response_bytes(),
+            max_response_setting: "pullsync.rest_max_response_size",
+            destinations: config::http_destinations(),
         })?;
+        config::check_destination(&c.base_url)?;
         let limiter = (c.rate_limit > 0.0).then(|| RateLimiter::new(c.rate_limit, 1));
+        let mut secrets = Secrets::default();
+        if let Some(secret) = &source.secret {
+            match &c.auth {
+                Auth::Basic { username } => secrets.add_basic(username, secret),
+                _ => secrets.add(secret),
+            }
+        }
         Ok(Api {
             source,
             http,
             limiter,
+            secrets,
             calls: AtomicU32::new(0),
         })
     }
 
-    /// The message of a failure with the secret, wherever an API echoed it, removed.
+    /// The message of a failure with the secret, in any form an API echoed it, removed.
     pub fn redacted(&self, message: &str) -> String {
-        match &self.source.secret {
-            Some(secret) if !secret.is_empty() => message.replace(secret.as_str(), "[redacted]"),
-            _ => message.to_string(),
-        }
+        self.secrets.redact(message)
     }
 
     /// One page at `position`, waiting out throttling as the API asks (Retry-After).
@@ -100,6 +123,7 @@ impl<'a> Api<'a> {
             url: &url,
             auth,
             header,
+            query_secret: query_key,
         };
         let mut waits = 0;
         loop {
@@ -151,7 +175,7 @@ fn read_page(
     cancel: Cancel,
 ) -> Result<std::result::Result<Page, String>> {
     let config = &api.source.config;
-    let (body, link) = match api.page(position, since, cancel)? {
+    let (mut body, link) = match api.page(position, since, cancel)? {
         Ok(page) => page,
         Err(f) => return Ok(Err(f.message)),
     };
@@ -159,11 +183,11 @@ fn read_page(
         body: &body,
         link: link.as_deref(),
     };
-    let walked = paging::records(config, &body).and_then(|records| {
-        paging::next(config, position, &answer, records).map(|next| Page {
-            records: records.to_vec(),
-            next,
-        })
+    let next = paging::records(config, &body)
+        .and_then(|records| paging::next(config, position, &answer, records));
+    let walked = next.map(|next| Page {
+        records: paging::take_records(config, &mut body),
+        next,
     });
     Ok(walked.map_err(|e| api.redacted(&e.to_string())))
 }

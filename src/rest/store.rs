@@ -3,6 +3,7 @@
 //! run stands.
 
 use crate::error::{PullsyncError, Result};
+use crate::plumbing::search_path;
 use crate::plumbing::txn::Txn;
 use crate::secrets::Secrets;
 use pgrx::prelude::*;
@@ -86,15 +87,14 @@ pub fn load(name: &str) -> Result<Stored> {
     })
 }
 
-/// The role this session acts as outside the SECURITY DEFINER function that asks.
-fn calling_role() -> Result<String> {
-    // SAFETY: reads the session's outer user id, which SECURITY DEFINER does not change.
-    let outer = unsafe { pg_sys::GetOuterUserId() };
+/// The role that owns source `name` (whose rights its writes have).
+pub fn owner_of(name: &str) -> Result<String> {
+    // A scalar subquery: one row, null when there is no such source.
     Spi::get_one_with_args::<String>(
-        "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1",
-        &[outer.into()],
+        "SELECT (SELECT owner_role::text FROM pullsync.rest_sources WHERE name = $1)",
+        &[name.into()],
     )?
-    .ok_or_else(|| PullsyncError::Internal("the calling role has no name".into()))
+    .ok_or_else(|| not_found(name))
 }
 
 /// The target as a quoted, qualified name, after checking that it exists, has the mapped
@@ -186,7 +186,12 @@ pub fn check_target(owner: &str, config: &RestConfig) -> Result<String> {
 }
 
 /// Runs `work` with the rights of `role` (its privileges, its row level security), in a
-/// subtransaction whose end restores this process's user whatever happens.
+/// subtransaction whose end restores this process's user whatever happens. As PostgreSQL
+/// runs a table owner's code in REFRESH MATERIALIZED VIEW and index builds: a
+/// security-restricted operation (no SET ROLE, no temporary objects) in a GUC nest level of
+/// its own with search_path pinned, so nothing the owner's triggers, defaults, checks or
+/// policies set (search_path above all, even with `set_config(…, false)`) outlives the write
+/// and reaches the statements the extension runs afterwards with its own rights.
 pub fn as_role<T>(role: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     let oid = Spi::get_one_with_args::<pg_sys::Oid>(
         "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1",
@@ -199,9 +204,9 @@ pub fn as_role<T>(role: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     Txn::Subtransaction.run(|| {
         let mut user = pg_sys::InvalidOid;
         let mut context = 0;
-        // SAFETY: the documented pair, as SECURITY DEFINER and REFRESH MATERIALIZED VIEW use
-        // it; an ERROR aborts the subtransaction, which restores both.
-        unsafe {
+        // SAFETY: the sequence of ExecRefreshMatView; an ERROR aborts the subtransaction,
+        // which pops the nest level and restores the user and context.
+        let nest_level = unsafe {
             pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
             pg_sys::SetUserIdAndSecContext(
                 oid,
@@ -209,19 +214,31 @@ pub fn as_role<T>(role: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
                     | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
                     | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
-        }
+            pg_sys::NewGUCNestLevel()
+        };
+        search_path::restrict_in_nest_level();
         let result = work();
-        // SAFETY: restores what was saved above.
-        unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+        // SAFETY: undoes every setting made since NewGUCNestLevel (isCommit = false), then
+        // restores what was saved above.
+        unsafe {
+            pg_sys::AtEOXact_GUC(false, nest_level);
+            pg_sys::SetUserIdAndSecContext(user, context);
+        }
         result
     })
 }
 
-/// Stores a new source, or replaces one (`rest_alter_source`), checked as its owner.
-/// `new_secret`: the configuration carries the auth secret (always when adding; when
-/// altering, only if auth is changed), else the stored one is kept. Returns the stored
-/// configuration (no secret).
-pub fn save(name: &str, config: &Value, replace: bool, new_secret: bool) -> Result<Value> {
+/// Stores a new source owned by `owner`, or replaces one (`rest_alter_source`, which keeps
+/// its owner), checked against the owner's rights. `new_secret`: the configuration carries
+/// the auth secret (always when adding; when altering, only if auth is changed), else the
+/// stored one is kept. Returns the stored configuration (no secret).
+pub fn save(
+    name: &str,
+    config: &Value,
+    owner: &str,
+    replace: bool,
+    new_secret: bool,
+) -> Result<Value> {
     pullsync_core::feed::validate::consumer_id(name).map_err(|_| {
         PullsyncError::invalid(
             format!("name {name:?} is not valid"),
@@ -245,8 +262,7 @@ pub fn save(name: &str, config: &Value, replace: bool, new_secret: bool) -> Resu
         _ => {}
     }
     let (parsed, secret) = RestConfig::parse(config, new_secret)?;
-    let owner = calling_role()?;
-    check_target(&owner, &parsed)?;
+    check_target(owner, &parsed)?;
     let stored = RestConfig::without_secret(config);
     let sealed = match &secret {
         Some(s) => Some(Secrets::load()?.seal(s)),
@@ -262,28 +278,47 @@ pub fn save(name: &str, config: &Value, replace: bool, new_secret: bool) -> Resu
             name.into(),
             JsonB(stored.clone()).into(),
             sealed.into(),
-            owner.as_str().into(),
+            owner.into(),
             new_secret.into(),
         ],
     )?;
     Ok(stored)
 }
 
-/// The stored configuration with `patch`'s top-level keys in place of its own.
-pub fn patched(name: &str, patch: &Value) -> Result<Value> {
-    let stored = Spi::get_one_with_args::<JsonB>(
-        "SELECT config FROM pullsync.rest_sources WHERE name = $1",
-        &[name.into()],
-    )?
-    .ok_or_else(|| not_found(name))?
-    .0;
+/// `rest_alter_source`: the stored configuration with `patch`'s top-level keys in place of
+/// its own, saved under the same owner. A new `base_url` takes the secret again.
+pub fn alter(name: &str, patch: &Value) -> Result<Value> {
+    let (stored, has_secret, owner) = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT config, secret_encrypted IS NOT NULL, owner_role::text
+               FROM pullsync.rest_sources WHERE name = $1",
+            Some(1),
+            &[name.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok::<_, PullsyncError>(None);
+        }
+        let r = rows.first();
+        Ok(Some((
+            r.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null),
+            r.get::<bool>(2)?.unwrap_or(false),
+            r.get::<String>(3)?.unwrap_or_default(),
+        )))
+    })?
+    .ok_or_else(|| not_found(name))?;
+    if RestConfig::patch_needs_secret(&stored, patch, has_secret) {
+        return Err(PullsyncError::invalid(
+            "config.base_url: a new base_url needs the secret again",
+            "Give auth with its token, key or password in the same call: the sealed secret goes only to the base_url it was given for.",
+        ));
+    }
     let mut merged = stored;
     if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
         for (k, v) in p {
             m.insert(k.clone(), v.clone());
         }
     }
-    Ok(merged)
+    save(name, &merged, &owner, true, patch.get("auth").is_some())
 }
 
 pub fn drop_source(name: &str) -> Result<()> {

@@ -19,6 +19,7 @@ fn threads_add_account(
     access_token: Option<String>,
     expires_at: Option<TimestampWithTimeZone>,
 ) -> Uuid {
+    crate::plumbing::standby::require_primary("threads_add_account").or_raise();
     let workspace_id = required(workspace_id, "workspace_id");
     let account = NewAccount::validate(
         threads_user_id,
@@ -110,6 +111,7 @@ fn store_account(
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn threads_sync_account(account_id: Option<Uuid>) -> pgrx::JsonB {
+    crate::plumbing::standby::require_primary("threads_sync_account").or_raise();
     let account_id = required(account_id, "account_id");
     pgrx::JsonB(crate::threads::sync::sync_one(account_id).or_raise())
 }
@@ -120,6 +122,7 @@ fn threads_sync_account(account_id: Option<Uuid>) -> pgrx::JsonB {
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn threads_scheduled_sync() -> pgrx::JsonB {
+    crate::plumbing::standby::require_primary("threads_scheduled_sync").or_raise();
     let mut answer = super::source::enqueue_run().or_raise();
     crate::jobs::wake::warn_without_workers(&mut answer).or_raise();
     pgrx::JsonB(answer)
@@ -134,6 +137,7 @@ fn threads_scheduled_sync() -> pgrx::JsonB {
 fn threads_refresh_tokens(
     within: default!(Option<pgrx::datum::Interval>, "'7 days'"),
 ) -> pgrx::JsonB {
+    crate::plumbing::standby::require_primary("threads_refresh_tokens").or_raise();
     let within = required(within, "within");
     let secs = within.as_micros() as f64 / 1e6;
     if secs <= 0.0 {
@@ -157,6 +161,7 @@ fn threads_reconcile(
     start: Option<TimestampWithTimeZone>,
     end: Option<TimestampWithTimeZone>,
 ) -> pgrx::JsonB {
+    crate::plumbing::standby::require_primary("threads_reconcile").or_raise();
     let account_id = required(account_id, "account_id");
     let (start, end) = crate::reconcile::runs::window_arguments(start, end);
     pgrx::JsonB(super::reconcile::reconcile(account_id, start, end).or_raise())

@@ -29,6 +29,8 @@ struct Listing {
     metrics: Vec<(String, Reading<6>)>,
     first_failure: Option<Failure>,
     api_calls: u32,
+    /// Listed posts that could not be read: they exist.
+    unreadable: HashSet<String>,
 }
 
 fn list(
@@ -108,6 +110,7 @@ fn list(
                 metrics,
                 first_failure,
                 api_calls: session.calls.load(Ordering::Relaxed),
+                unreadable: session.unreadable_posts().into_iter().collect(),
             })
         },
         Cancel::Backend,
@@ -173,8 +176,14 @@ pub fn reconcile(
                     post,
                 })
                 .collect();
-            // Stored posts Threads no longer lists in the window are gone from it.
-            let gone: Vec<String> = extra.clone();
+            // Stored posts Threads no longer lists in the window are gone from it; one it
+            // listed but that could not be read is not.
+            let gone: Vec<String> = extra
+                .iter()
+                .filter(|id| !listing.unreadable.contains(*id))
+                .cloned()
+                .collect();
+            let marked_deleted = gone.len();
             if !to_write.is_empty() || !gone.is_empty() {
                 let checked = listing.metrics.iter().map(|(id, _)| id.clone()).collect();
                 let pull = AccountPull {
@@ -199,7 +208,7 @@ pub fn reconcile(
             let metrics_error = listing.first_failure.map(|f| f.message);
             out.streams.insert(
                 "posts".into(),
-                json!({ "missing": missing, "extra": extra, "marked_deleted": extra.len(), "repaired": out.repaired, "metrics_error": metrics_error }),
+                json!({ "missing": missing, "extra": extra, "marked_deleted": marked_deleted, "repaired": out.repaired, "metrics_error": metrics_error }),
             );
         }
     }

@@ -14,7 +14,7 @@ use chrono::Utc;
 use pgrx::prelude::*;
 use pgrx::Uuid;
 use pullsync_core::outcome::Status;
-use pullsync_core::threads::pull::AccountPull;
+use pullsync_core::threads::pull::{AccountPull, RateLimited, RATE_LIMITED};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -107,6 +107,29 @@ fn deleted_account(account_id: Uuid) -> Outcome {
     )
 }
 
+/// Whether an account of run `run` already met the application's rate limit: the run's
+/// remaining accounts then wait for the next run without a request (another worker's
+/// pulls stop on its own hold; this covers the units claimed after it).
+fn application_limited(run: i64) -> Result<bool> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pullsync.jobs
+                         WHERE parent_id = $1 AND state = 'completed' AND result->>'rate_limit' = $2)",
+        &[run.into(), RateLimited::Application.as_str().into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// An account deferred to the next run without a request.
+fn deferred(account_id: Uuid) -> Outcome {
+    let error = format!(
+        "{RATE_LIMITED} (application limit): deferred without a request, as an earlier account of this run met the application's rate limit"
+    );
+    let mut outcome = skipped(account_id, &error);
+    outcome.result["reason"] = json!(RATE_LIMITED);
+    outcome.result["rate_limit"] = json!(RateLimited::Application.as_str());
+    outcome
+}
+
 fn skipped(account_id: Uuid, error: &str) -> Outcome {
     Outcome {
         status: Status::Skipped,
@@ -167,6 +190,12 @@ impl Units for ThreadsSync {
             store::log_unpulled(account_id, Status::Skipped, error, &log)?;
             return Ok(Prepared::Done(skipped(account_id, error)));
         };
+        if application_limited(unit.run_id)? {
+            let outcome = deferred(account_id);
+            let error = outcome.error.as_deref().unwrap_or_default();
+            store::log_unpulled(account_id, Status::Skipped, error, &log)?;
+            return Ok(Prepared::Done(outcome));
+        }
         let (mut ready, mut failed) = sync::prepare(&[row], &log)?;
         match (ready.pop(), failed.pop()) {
             (Some(r), _) => Ok(Prepared::Ready(r)),
@@ -211,8 +240,9 @@ impl Units for ThreadsSync {
             attempts: totals.units,
             errors: totals.failed,
             duration_ms: totals.duration_ms,
-            // A run with no account to pull says nothing about the source's lag.
-            pulls_data: totals.units > 0,
+            // A run with no account to pull, or whose every account waited for a rate
+            // limit, says nothing about the source's lag.
+            pulls_data: totals.units > totals.rate_limited,
         })?;
         Spi::run_with_args(
             "DELETE FROM pullsync.system_job_locks WHERE name = $1",
@@ -222,6 +252,7 @@ impl Units for ThreadsSync {
             "total_accounts": totals.units,
             "success_count": totals.succeeded,
             "skipped_count": totals.skipped,
+            "rate_limited_count": totals.rate_limited,
             "error_count": totals.failed,
             "api_calls": totals.api_calls,
             "items": totals.items,

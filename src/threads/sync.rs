@@ -11,7 +11,7 @@ use pgrx::Uuid;
 use pullsync_core::outcome::Status;
 use pullsync_core::threads::api::ThreadsApi;
 use pullsync_core::threads::plan::Tiers;
-use pullsync_core::threads::pull::{pull_account, AccountPull};
+use pullsync_core::threads::pull::{pull_account, AccountPull, RateLimited, RATE_LIMITED};
 use serde_json::{json, Value};
 
 #[derive(Debug)]
@@ -22,11 +22,12 @@ pub struct AccountResult {
     pub steps: Vec<&'static str>,
     pub api_calls: u32,
     pub error: Option<String>,
+    pub rate_limited: Option<RateLimited>,
 }
 
 impl AccountResult {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut result = json!({
             "account_id": self.account_id.to_string(),
             "status": self.outcome.as_str(),
             "steps_completed": self.steps,
@@ -36,7 +37,12 @@ impl AccountResult {
             "deltas": self.counts.deltas,
             "api_calls": self.api_calls,
             "error": self.error,
-        })
+        });
+        if let Some(scope) = self.rate_limited {
+            result["reason"] = json!(RATE_LIMITED);
+            result["rate_limit"] = json!(scope.as_str());
+        }
+        result
     }
 
     /// Rows written: new and changed posts and snapshots.
@@ -52,13 +58,16 @@ impl AccountResult {
             steps: Vec::new(),
             api_calls: 0,
             error: Some(error.to_string()),
+            rate_limited: None,
         }
     }
 }
 
 pub fn threads_api() -> Result<ThreadsApi> {
     let http = config::http_client(config::http_settings())?;
-    Ok(ThreadsApi::new(http, &config::threads_api_url()))
+    let url = config::threads_api_url();
+    config::check_destination(&url)?;
+    Ok(ThreadsApi::new(http, &url))
 }
 
 /// An account ready to pull: its row, opened token, what the store knows, and the time
@@ -139,14 +148,22 @@ pub async fn pull(shared: &Shared, ready: &Ready) -> AccountPull {
 pub fn write(ready: &Ready, pull: &AccountPull, log: &LogContext) -> Result<AccountResult> {
     let heartbeat = config::snapshot_heartbeat_secs();
     let counts = store::write_account(ready.row.id, pull, Utc::now(), heartbeat, log)?;
-    if pull.outcome == Status::Skipped {
+    // Skipped for its token, not for a rate limit (which the next run retries).
+    if pull.outcome == Status::Skipped && pull.rate_limited.is_none() {
         store::invalidate_token(ready.row.token_id)?;
     }
     if !pull.notes.is_empty() {
         pgrx::log!(
-            "pg_pullsync: Threads account {} answered what this version does not know (stored as is): {}",
+            "pg_pullsync: Threads account {} answered what this version does not know or could not read (stored as is, repaired or skipped): {}",
             ready.row.id,
             pull.notes.join("; ")
+        );
+    }
+    if let (Some(scope), Some(error)) = (pull.rate_limited, &pull.error) {
+        pgrx::log!(
+            "pg_pullsync: Threads account {} deferred to the next run ({} rate limit): {error}",
+            ready.row.id,
+            scope.as_str()
         );
     }
     Ok(AccountResult {
@@ -156,6 +173,7 @@ pub fn write(ready: &Ready, pull: &AccountPull, log: &LogContext) -> Result<Acco
         steps: pull.steps_completed.iter().map(|s| s.name()).collect(),
         api_calls: pull.api_calls,
         error: pull.error.clone(),
+        rate_limited: pull.rate_limited,
     })
 }
 
@@ -205,7 +223,11 @@ pub fn sync_one(account_id: Uuid) -> Result<Value> {
         );
     };
     let result = sync_here(row, &log)?;
-    let status = result.outcome.as_job_state();
+    // A rate-limited account is no error, and not done either.
+    let status = match result.rate_limited {
+        Some(_) => Status::Partial,
+        None => result.outcome.as_job_state(),
+    };
     crate::monitor::record::record(&crate::monitor::record::Run {
         source: "threads",
         job_type: "threads_sync_account",
@@ -213,7 +235,7 @@ pub fn sync_one(account_id: Uuid) -> Result<Value> {
         status,
         items: result.items(),
         attempts: 1,
-        errors: i64::from(status != Status::Completed),
+        errors: i64::from(!matches!(status, Status::Completed) && result.rate_limited.is_none()),
         duration_ms: (Utc::now() - log.started_at).num_milliseconds(),
         // One account says little about the source's lag.
         pulls_data: false,

@@ -177,7 +177,10 @@ impl Cluster {
         ])
         .args(["-p", &self.port.to_string(), "-d", database])
         // NOTICEs (drop cascades to …) would bury the output that matters.
-        .env("PGOPTIONS", "-c client_min_messages=warning");
+        .env("PGOPTIONS", "-c client_min_messages=warning")
+        // Something on the port that never answers fails the connection instead of
+        // hanging the run.
+        .env("PGCONNECT_TIMEOUT", "30");
         c
     }
 

@@ -8,6 +8,8 @@ use crate::sentinel::Sentinel;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -97,14 +99,42 @@ struct Tally {
 impl Tally {
     /// Runs a test command, echoing its output and adding up libtest's result lines.
     fn phase(&mut self, name: &str, command: &mut Command) {
+        self.phase_within(name, command, phase_ceiling(name, command));
+    }
+
+    /// `phase`, which fails when it outlives `limit`: a hang no test's own bound caught
+    /// (a deadlock in a server thread, say) is killed with every process under it.
+    fn phase_within(&mut self, name: &str, command: &mut Command, limit: Duration) {
         println!("\nxtask: === {name} ===");
+        let mut timed_out = false;
         let ok = match command.stdout(Stdio::piped()).spawn() {
             Ok(mut child) => {
                 let stdout = child.stdout.take().expect("piped stdout");
-                for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                    println!("{line}");
-                    if let Some(rest) = line.trim().strip_prefix("test result: ") {
-                        self.add(count(rest, " passed"), count(rest, " failed"));
+                // Lines come through a channel, so that a silent hang still meets the limit.
+                let (send, lines) = mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                        if send.send(line).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut deadline = Instant::now() + limit;
+                loop {
+                    match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(line) => {
+                            println!("{line}");
+                            if let Some(rest) = line.trim().strip_prefix("test result: ") {
+                                self.add(count(rest, " passed"), count(rest, " failed"));
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) if !timed_out => {
+                            timed_out = true;
+                            kill_tree(child.id());
+                            // What the killed processes wrote last, for a few seconds.
+                            deadline = Instant::now() + Duration::from_secs(10);
+                        }
+                        Err(_) => break,
                     }
                 }
                 child.wait().map(|s| s.success()).unwrap_or(false)
@@ -114,7 +144,12 @@ impl Tally {
                 false
             }
         };
-        if !ok {
+        if timed_out {
+            let failure = format!("timed out after {}: {name}", shown(limit));
+            eprintln!("xtask: {failure}");
+            self.add(0, 1);
+            self.failed_phases.push(failure);
+        } else if !ok {
             self.failed_phases.push(name.to_string());
         }
     }
@@ -184,6 +219,61 @@ impl Tally {
         }
         Ok(())
     }
+}
+
+/// The longest a phase may run before it counts as hung, builds included: far above what
+/// a slow machine takes. The soak's grows with its seeds.
+fn phase_ceiling(name: &str, command: &Command) -> Duration {
+    let minutes = if name.starts_with("fault soak") {
+        let runs = command
+            .get_envs()
+            .find(|(key, _)| *key == "PULLSYNC_SOAK_RUNS")
+            .and_then(|(_, value)| value?.to_str()?.parse::<u64>().ok())
+            .unwrap_or(1);
+        (10 * runs).max(30)
+    } else {
+        40
+    };
+    Duration::from_secs(60 * minutes)
+}
+
+fn shown(limit: Duration) -> String {
+    match limit.as_secs() {
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// Kills `root` and every process under it (found through /proc). Not a process group of
+/// its own: Ctrl-C in the terminal must still reach the tests.
+fn kill_tree(root: u32) {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (name) state ppid …", where the name may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            Some((pid, ppid.parse().ok()?))
+        })
+        .collect();
+    let mut tree = vec![root];
+    let mut next = 0;
+    while let Some(&parent) = tree.get(next) {
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        next += 1;
+    }
+    let _ = cmd("kill")
+        .arg("-KILL")
+        .args(tree.iter().map(u32::to_string))
+        .status();
 }
 
 /// "ok. 5 passed; 0 failed; …" → the number before `label`.
@@ -304,10 +394,8 @@ fn version_phases(tally: &mut Tally, major: Major, package: &Package) -> Result<
         .status_ok()?;
     // The test build links the same library file as the packages (see install.rs).
     crate::install::remove_linked_library(&workspace_root().join("target"), Profile::Debug)?;
-    let port = crate::ports::choose_pgrx_test_port(
-        &prereqs::pgrx_home().join("config.toml"),
-        pg as u16,
-    )?;
+    let port =
+        crate::ports::choose_pgrx_test_port(&prereqs::pgrx_home().join("config.toml"), pg as u16)?;
     println!("xtask: cargo pgrx test's cluster takes port {port}");
     tally.phase(
         &format!("pgrx tests (cargo pgrx test pg{pg})"),
@@ -350,7 +438,6 @@ fn only_phase(tally: &mut Tally, major: Major, package: &Package, name: &str) ->
         }
     }
 }
-
 
 /// The integration-test cluster of `major`, to stop one an interrupted run left.
 fn integration_cluster(major: Major) -> Cluster {
@@ -622,8 +709,9 @@ pub fn build_debug_bin(name: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{count, flag_value, versions};
+    use super::{cmd, count, flag_value, phase_ceiling, versions, Tally};
     use crate::pg_tree::Major;
+    use std::time::{Duration, Instant};
 
     fn args(text: &str) -> Vec<String> {
         text.split_whitespace().map(String::from).collect()
@@ -641,6 +729,69 @@ mod tests {
         assert_eq!(versions(&args("")).unwrap(), Major::ALL.to_vec());
         assert_eq!(versions(&args("--pg 18")).unwrap(), vec![Major::Pg18]);
         assert!(versions(&args("--pg 16")).is_err());
+    }
+
+    #[test]
+    fn a_phase_past_its_limit_is_killed_with_its_children_and_fails() {
+        let pid_file = std::env::temp_dir().join(format!("xtask-phase-{}", std::process::id()));
+        let mut command = cmd("sh");
+        command.arg("-c").arg(format!(
+            "sleep 300 & echo $! > {}; echo 'test result: ok. 2 passed; 0 failed;'; wait",
+            pid_file.display()
+        ));
+        let mut tally = Tally::default();
+        let started = Instant::now();
+        tally.phase_within("a hung phase", &mut command, Duration::from_secs(2));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(tally.passed, 2, "the output before the hang still counts");
+        assert_eq!(tally.failed, 1);
+        assert_eq!(tally.failed_phases, ["timed out after 2 s: a hung phase"]);
+        let sleeper = std::fs::read_to_string(&pid_file).unwrap();
+        let _ = std::fs::remove_file(&pid_file);
+        // Killed, it is gone once init has reaped it.
+        let proc_dir = format!("/proc/{}", sleeper.trim());
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::read_to_string(format!("{proc_dir}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "))
+        });
+        assert!(
+            gone,
+            "the phase's child process {} still runs",
+            sleeper.trim()
+        );
+    }
+
+    #[test]
+    fn a_phase_within_its_limit_passes() {
+        let mut command = cmd("sh");
+        command.args(["-c", "echo 'test result: ok. 3 passed; 0 failed;'"]);
+        let mut tally = Tally::default();
+        tally.phase_within("a quick phase", &mut command, Duration::from_secs(60));
+        assert_eq!((tally.passed, tally.failed), (3, 0));
+        assert!(tally.failed_phases.is_empty());
+    }
+
+    #[test]
+    fn the_soak_gets_ten_minutes_a_seed_and_the_others_forty() {
+        let mut soak = cmd("cargo");
+        soak.env("PULLSYNC_SOAK_RUNS", "50");
+        assert_eq!(
+            phase_ceiling("fault soak (tests/soak.rs, PostgreSQL 15)", &soak),
+            Duration::from_secs(500 * 60)
+        );
+        soak.env("PULLSYNC_SOAK_RUNS", "3");
+        assert_eq!(
+            phase_ceiling("fault soak (tests/soak.rs, PostgreSQL 15)", &soak),
+            Duration::from_secs(30 * 60)
+        );
+        assert_eq!(
+            phase_ceiling(
+                "integration tests (pgrx-tests, PostgreSQL 15)",
+                &cmd("cargo")
+            ),
+            Duration::from_secs(40 * 60)
+        );
     }
 
     #[test]

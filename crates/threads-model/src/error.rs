@@ -40,6 +40,10 @@ pub enum ErrorClass {
 
 pub const THROTTLE_CODES: [i64; 4] = [4, 17, 32, 613];
 
+/// The throttle that concerns the whole application, whatever the token: its calls wait
+/// for every account alike. The other codes (and a bare HTTP 429) concern one user.
+pub const APPLICATION_LIMIT: i64 = 4;
+
 /// Classifies by the error code first: the API reports some errors with surprising HTTP
 /// statuses (code 10 with 500, code 100 with 500).
 pub fn classify(http_status: u16, error: Option<&ApiError>) -> ErrorClass {

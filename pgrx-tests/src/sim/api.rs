@@ -1,6 +1,6 @@
 //! The Threads Graph API endpoints of the simulator.
 
-use super::faults::{Endpoint, FaultKind};
+use super::faults::{Endpoint, FaultKind, Malformation};
 use super::world::{SimAccount, TokenProblem, World};
 use super::Sim;
 use axum::body::{Body, Bytes};
@@ -128,9 +128,16 @@ fn fault_response(kind: &FaultKind) -> Option<Refusal> {
             "THApiException",
             "Application request limit reached",
         ),
+        // A user's limit over 429 (code 4 would be the whole application's).
         FaultKind::TooManyRequests { retry_after } => Refusal {
             retry_after: Some(retry_after),
-            ..refusal(429, 4, None, "THApiException", "Too many calls")
+            ..refusal(
+                429,
+                613,
+                None,
+                "THApiException",
+                "Calls to this api have exceeded the rate limit.",
+            )
         },
         FaultKind::ServerError { status } => refusal(
             status,
@@ -161,6 +168,10 @@ struct Admitted<'a> {
     /// Cut the body in half and drop the connection.
     truncate: bool,
     malformed: bool,
+    /// Break the first post's text this way.
+    malformation: Option<Malformation>,
+    /// Usage headers to send: (percent, minutes to regain access).
+    usage: Option<(u32, Option<u64>)>,
 }
 
 /// Which account a request concerns, for counters and per-account faults.
@@ -211,6 +222,7 @@ async fn admit_page<'a>(
     sim.count(endpoint, account_user.as_deref());
 
     let mut admitted_faults = (false, false);
+    let (mut malformation, mut usage) = (None, None);
     if let Some(kind) = sim.fire(endpoint, account_user.as_deref(), page, |k| {
         !k.is_listing_fault() && *k != FaultKind::AbsurdExpiresIn
     }) {
@@ -221,6 +233,11 @@ async fn admit_page<'a>(
             }
             FaultKind::MalformedJson => admitted_faults.1 = true,
             FaultKind::TruncatedBody => admitted_faults.0 = true,
+            FaultKind::MalformedText { malformation: m } => malformation = Some(m),
+            FaultKind::Usage {
+                percent,
+                regain_minutes,
+            } => usage = Some((percent, regain_minutes)),
             ref other => {
                 if let Some(r) = fault_response(other) {
                     return Err(r);
@@ -234,6 +251,8 @@ async fn admit_page<'a>(
         account,
         truncate: admitted_faults.0,
         malformed: admitted_faults.1,
+        malformation,
+        usage,
     })
 }
 
@@ -244,7 +263,31 @@ fn rand_jitter(jitter: u64) -> u64 {
 }
 
 fn respond(admitted: &Admitted<'_>, value: &impl serde::Serialize) -> Response {
-    let body = serde_json::to_vec(value).expect("serialize");
+    let mut response = respond_body(admitted, value);
+    if let Some((percent, regain)) = admitted.usage {
+        let headers = response.headers_mut();
+        let app = json!({ "call_count": percent, "total_time": percent / 2, "total_cputime": percent / 2 });
+        headers.insert(
+            "x-app-usage",
+            HeaderValue::from_str(&app.to_string()).expect("header"),
+        );
+        if let Some(minutes) = regain {
+            let business = json!({ "1": [{ "type": "threads", "call_count": percent, "total_time": 10,
+                                           "total_cputime": 10, "estimated_time_to_regain_access": minutes }] });
+            headers.insert(
+                "x-business-use-case-usage",
+                HeaderValue::from_str(&business.to_string()).expect("header"),
+            );
+        }
+    }
+    response
+}
+
+fn respond_body(admitted: &Admitted<'_>, value: &impl serde::Serialize) -> Response {
+    let mut body = serde_json::to_vec(value).expect("serialize");
+    if let Some(m) = admitted.malformation {
+        body = m.apply(&body);
+    }
     if admitted.malformed {
         let mut broken = body[..body.len() / 2].to_vec();
         broken.extend_from_slice(b"<html>oops");

@@ -63,6 +63,84 @@ pub enum FaultKind {
     DuplicateItems,
     /// A token endpoint answers with an `expires_in` no token lives for.
     AbsurdExpiresIn,
+    /// The first post's text on a listing page ends in what Meta sometimes sends.
+    MalformedText {
+        malformation: Malformation,
+    },
+    /// Answer normally, with Graph's usage headers: `X-App-Usage` at `percent`, and
+    /// `X-Business-Use-Case-Usage` with `regain_minutes` when given.
+    Usage {
+        percent: u32,
+        #[serde(default)]
+        regain_minutes: Option<u64>,
+    },
+}
+
+/// What a post's text may end in (Meta cuts long text mid-character).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Malformation {
+    /// `\ud83d` at the end of the string: half of a surrogate pair.
+    LoneSurrogate,
+    /// `\u12`: an escape cut short.
+    CutEscape,
+    /// `\x41`: an escape JSON does not know.
+    InvalidEscape,
+    /// `\u0000`, which Postgres text cannot hold.
+    Nul,
+    /// Raw control bytes (NUL, BEL) inside the string.
+    RawControl,
+    /// A UTF-8 sequence cut mid-character (`F0 9F`).
+    InvalidUtf8,
+    /// A post that cannot be read at all: its timestamp is no time.
+    Unreadable,
+}
+
+impl Malformation {
+    pub const ALL: [Malformation; 7] = [
+        Malformation::LoneSurrogate,
+        Malformation::CutEscape,
+        Malformation::InvalidEscape,
+        Malformation::Nul,
+        Malformation::RawControl,
+        Malformation::InvalidUtf8,
+        Malformation::Unreadable,
+    ];
+
+    /// Breaks `body` (a serialized listing page) as this malformation does; unchanged
+    /// when it holds no post text (or timestamp) to break.
+    pub fn apply(self, body: &[u8]) -> Vec<u8> {
+        let (field, tail): (&[u8], &[u8]) = match self {
+            Malformation::LoneSurrogate => (b"\"text\":\"", br"\ud83d"),
+            Malformation::CutEscape => (b"\"text\":\"", br"\u12"),
+            Malformation::InvalidEscape => (b"\"text\":\"", br"\x41"),
+            Malformation::Nul => (b"\"text\":\"", br"\u0000"),
+            Malformation::RawControl => (b"\"text\":\"", b"\x00\x07"),
+            Malformation::InvalidUtf8 => (b"\"text\":\"", b"\xF0\x9F"),
+            Malformation::Unreadable => (b"\"timestamp\":\"", b""),
+        };
+        let Some(start) = find(body, field).map(|i| i + field.len()) else {
+            return body.to_vec();
+        };
+        // The string's closing quote: the first one no backslash escapes.
+        let mut end = start;
+        while end < body.len() && body[end] != b'"' {
+            end += if body[end] == b'\\' { 2 } else { 1 };
+        }
+        let mut out = body[..start].to_vec();
+        if self == Malformation::Unreadable {
+            out.extend_from_slice(b"yesterday");
+        } else {
+            out.extend_from_slice(&body[start..end]);
+            out.extend_from_slice(tail);
+        }
+        out.extend_from_slice(&body[end..]);
+        out
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 impl FaultKind {
@@ -271,6 +349,33 @@ mod tests {
         assert_eq!(
             f.fire(Endpoint::Threads, None, None, FaultKind::is_listing_fault),
             Some(FaultKind::DuplicateItems)
+        );
+    }
+
+    #[test]
+    fn malformations_break_the_first_text_only() {
+        let body = br#"{"data":[{"id":"1","text":"a \"b\"","timestamp":"2024-07-12T08:00:00+0000"},{"id":"2","text":"c"}]}"#;
+        assert_eq!(
+            Malformation::LoneSurrogate.apply(body),
+            br#"{"data":[{"id":"1","text":"a \"b\"\ud83d","timestamp":"2024-07-12T08:00:00+0000"},{"id":"2","text":"c"}]}"#
+        );
+        assert!(serde_json::from_slice::<serde_json::Value>(
+            &Malformation::LoneSurrogate.apply(body)
+        )
+        .is_err());
+        let unreadable = Malformation::Unreadable.apply(body);
+        let value: serde_json::Value = serde_json::from_slice(&unreadable).unwrap();
+        assert_eq!(value["data"][0]["timestamp"], "yesterday");
+        assert_eq!(Malformation::Nul.apply(b"{\"data\":[]}"), b"{\"data\":[]}");
+        let s: FaultSpec = serde_json::from_str(
+            r#"{"type":"malformed_text","malformation":"lone_surrogate","times":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.kind,
+            FaultKind::MalformedText {
+                malformation: Malformation::LoneSurrogate
+            }
         );
     }
 

@@ -207,5 +207,29 @@ impl SimServer {
 }
 
 pub fn router(sim: Arc<Sim>) -> axum::Router {
-    api::routes().merge(admin::routes()).with_state(sim)
+    api::routes()
+        .merge(admin::routes())
+        .layer(axum::middleware::map_response_with_state(
+            sim.clone(),
+            stamp_date,
+        ))
+        .with_state(sim)
+}
+
+/// Every answer's `Date` is the simulated clock, as Meta's is its own: a test can set it
+/// behind the database's (`SimConfig::world.start`).
+async fn stamp_date(
+    axum::extract::State(sim): axum::extract::State<Arc<Sim>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let now = sim.world.read().unwrap().now;
+    if let Some(date) = chrono::DateTime::from_timestamp(now, 0) {
+        let text = date.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::DATE, value);
+        }
+    }
+    response
 }

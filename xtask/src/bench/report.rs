@@ -190,7 +190,9 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
     }
     let _ = writeln!(
         md,
-        "| feed page latency under attack (200 slow clients + wrong-key flood) over idle | {}× |",
+        "| feed page latency under attack ({} slow clients from {} addresses + wrong-key flood) over idle | {}× |",
+        attack::SLOW_CLIENTS,
+        attack::SLOW_ADDRESSES,
         results.attack.slowdown().show(2)
     );
     let _ = writeln!(
@@ -461,14 +463,18 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
     let _ = writeln!(md, "## 4b. Feed server under attack\n");
     let _ = writeln!(
         md,
-        "A consumer's page (`/messages`, 500 rows, keep-alive) timed {} times in a row on the idle \
-         feed server, then again while 200 slow clients hold connections without finishing their \
-         headers and 4 connections send wrong keys as fast as they are answered (from the \
-         consumer's own address, so only its recently accepted key lets it past the throttle). \
-         Median page latency: {} ms idle, {} ms under attack; **{}× slower** (median of the \
-         per-run ratios, min–max in parentheses). The flood sent {} requests, {} of them \
-         throttled before any key check.\n",
+        "A consumer's page (`/messages`, 500 rows, keep-alive, from 127.0.0.1, which presented \
+         its key before the attack) timed {} times in a row on the idle feed server, then again \
+         while {} slow clients from {} other loopback addresses open requests without ever \
+         finishing their headers (more than the server's 256 connections) and {} connections \
+         from yet another address send wrong keys as fast as they are answered. Median page \
+         latency: {} ms idle, {} ms under attack; **{}× slower** (median of the per-run ratios, \
+         min–max in parentheses). The flood sent {} requests, {} of them throttled before any \
+         key check.\n",
         attack::SAMPLES,
+        attack::SLOW_CLIENTS,
+        attack::SLOW_ADDRESSES,
+        attack::FLOODERS,
         Summary::of(&a.idle_ms).show(2),
         Summary::of(&a.attacked_ms).show(2),
         a.slowdown().show(2),

@@ -1,9 +1,11 @@
 //! The feed server's network side, on its own thread and never touching Postgres:
-//! connections (capped), TLS, header and idle timeouts, request size limits, throttling of
-//! failed authentication per client address, and the bounded queue to the worker's main
-//! thread. A request that passes all of these becomes a `Call`.
+//! connections (capped, with slots strangers cannot take from known consumers), TLS, header
+//! and idle timeouts, request size limits, throttling of failed authentication per client
+//! address, and the bounded queue to the worker's main thread. A request that passes all of
+//! these becomes a `Call`.
 
 use super::auth_throttle::{Admission, AuthThrottle, CredentialDigest, ThrottleSettings};
+use super::connection_slots::{ConnectionId, Opened, SlotSettings, Slots};
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hmac::{Hmac, Mac};
@@ -19,13 +21,15 @@ use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio_rustls::rustls;
 
 /// Requests waiting for the main thread; beyond this a request is answered 503 at once.
 pub const QUEUE_CAPACITY: usize = 64;
 /// Request line plus headers; `/items` with its largest id list fits well within.
 pub const MAX_HEAD_BYTES: usize = 128 * 1024;
+/// How long a throttled address waits for its `429` (at most until its next attempt).
+const THROTTLED_ANSWER_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -129,12 +133,17 @@ struct Front {
     throttle: Mutex<AuthThrottle>,
     /// Per-process secret for credential digests.
     digest_key: [u8; 32],
-    connections: Arc<Semaphore>,
-    /// Connections beyond the cap, each answered 503 and closed.
+    /// The connections within the cap, each with the sender that closes it when shed.
+    slots: Mutex<Slots<oneshot::Sender<()>>>,
+    /// Connections beyond the cap that shed no other, each answered 503 and closed.
     overflow: Arc<Semaphore>,
 }
 
 impl Front {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots<oneshot::Sender<()>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn digest(&self, consumer_id: &str, api_key: &str) -> CredentialDigest {
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.digest_key)
             .expect("HMAC takes any key length");
@@ -247,7 +256,12 @@ fn respond(answer: Answer, close: bool) -> Response<Body> {
 }
 
 /// Everything a request must pass before it reaches the main thread.
-async fn handle(front: Arc<Front>, peer: IpAddr, request: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    front: Arc<Front>,
+    peer: IpAddr,
+    slot: ConnectionId,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let Some(route) = route(request.uri().path()) else {
         return respond(
             error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
@@ -317,6 +331,10 @@ async fn handle(front: Arc<Front>, peer: IpAddr, request: Request<Incoming>) -> 
     let admission = match admission {
         Ok(a) => a,
         Err(wait) => {
+            // Answered late, the connection sheddable meanwhile: a throttled address that
+            // asks again as soon as it is answered would otherwise keep this thread busy.
+            front.slots().request_finished(slot);
+            tokio::time::sleep(wait.min(THROTTLED_ANSWER_DELAY)).await;
             return respond(
                 retry_later(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -325,7 +343,7 @@ async fn handle(front: Arc<Front>, peer: IpAddr, request: Request<Incoming>) -> 
                     wait.as_secs_f64().ceil() as u64,
                 ),
                 false,
-            )
+            );
         }
     };
     let (Some(consumer_id), Some(api_key)) = (consumer_id, api_key) else {
@@ -359,6 +377,11 @@ async fn handle(front: Arc<Front>, peer: IpAddr, request: Request<Incoming>) -> 
     };
     if let Some(accepted) = answer.authenticated {
         settle(&front, peer, credential.as_ref(), admission, accepted);
+        if accepted {
+            front
+                .slots()
+                .presented_valid_key(slot, peer, Instant::now());
+        }
     } else if admission == Admission::Charged {
         // Not checked (busy, not ready): the attempt is given back.
         settle(&front, peer, None, admission, true);
@@ -386,14 +409,32 @@ fn settle(
     throttle.settle(peer, credential, admission, accepted, Instant::now());
 }
 
+/// Where a connection stands: in a slot, which a newcomer may shed, or beyond the cap.
+enum Place {
+    Slot(ConnectionId, oneshot::Receiver<()>),
+    Overflow,
+}
+
+/// Frees the connection's slot however its task ends.
+struct SlotGuard {
+    front: Arc<Front>,
+    id: ConnectionId,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.front.slots().close(self.id);
+    }
+}
+
 /// Serves one connection: TLS first when configured, then HTTP/1.1 until it closes, goes
-/// idle past the limit, or stalls in its headers.
+/// idle past the limit, stalls in its headers, or is shed for a newcomer.
 async fn connection(
     front: Arc<Front>,
     tls: Option<TlsConfig>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    over_capacity: bool,
+    place: Place,
 ) {
     let activity = Arc::new(Activity::new());
     let watched = Watched {
@@ -401,6 +442,10 @@ async fn connection(
         activity: activity.clone(),
     };
     let settings = front.settings.clone();
+    let (slot, shed) = match place {
+        Place::Slot(id, shed) => (Some(id), Some(shed)),
+        Place::Overflow => (None, None),
+    };
     let serve = async {
         match tls {
             Some(config) => {
@@ -409,24 +454,36 @@ async fn connection(
                 let handshake =
                     tokio::time::timeout(settings.header_timeout, acceptor.accept(watched));
                 if let Ok(Ok(tls_stream)) = handshake.await {
-                    http(front, tls_stream, peer, activity.clone(), over_capacity).await
+                    http(front, tls_stream, peer, activity.clone(), slot).await
                 }
             }
-            None => http(front, watched, peer, activity.clone(), over_capacity).await,
+            None => http(front, watched, peer, activity.clone(), slot).await,
+        }
+    };
+    let shed = async {
+        match shed {
+            // A dropped sender means the slot is gone too.
+            Some(shed) => {
+                let _ = shed.await;
+            }
+            None => std::future::pending().await,
         }
     };
     tokio::select! {
         () = serve => {}
         () = activity.idle_past(settings.idle_timeout) => {}
+        () = shed => {}
     }
 }
 
+/// HTTP/1.1 on one connection; `slot` is `None` beyond the cap, where every request is
+/// answered 503.
 async fn http<S>(
     front: Arc<Front>,
     io: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
-    over_capacity: bool,
+    slot: Option<ConnectionId>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -435,7 +492,7 @@ async fn http<S>(
         let front = front.clone();
         let activity = activity.clone();
         async move {
-            if over_capacity {
+            let Some(slot) = slot else {
                 return Ok::<_, Infallible>(respond(
                     retry_later(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -445,9 +502,11 @@ async fn http<S>(
                     ),
                     true,
                 ));
-            }
+            };
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            let response = handle(front, peer.ip(), request).await;
+            front.slots().request_started(slot);
+            let response = handle(front.clone(), peer.ip(), slot, request).await;
+            front.slots().request_finished(slot);
             activity.in_flight.fetch_sub(1, Ordering::Relaxed);
             activity.touch();
             Ok::<_, Infallible>(response)
@@ -457,9 +516,31 @@ async fn http<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
-        .keep_alive(!over_capacity)
+        .keep_alive(slot.is_some())
         .serve_connection(TokioIo::new(io), service)
         .await;
+}
+
+/// A thread of its own for known consumers' connections, so that the work strangers make
+/// on this one (accepting, shedding, throttling) never queues before theirs. Started from
+/// the HTTP thread, it inherits its blocked signals. Without it (no thread to be had), known
+/// consumers are served here with the rest.
+fn quiet_runtime() -> Option<tokio::runtime::Handle> {
+    let (handle, runtime) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("pullsync-feed-known".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let _ = handle.send(rt.handle().clone());
+            rt.block_on(std::future::pending::<()>());
+        })
+        .ok()?;
+    runtime.recv().ok()
 }
 
 /// Accepts connections until the process ends. Runs on the HTTP thread's runtime.
@@ -472,13 +553,14 @@ pub async fn serve(
     let mut digest_key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut digest_key);
     let front = Arc::new(Front {
-        connections: Arc::new(Semaphore::new(settings.max_connections)),
+        slots: Mutex::new(Slots::new(SlotSettings::for_cap(settings.max_connections))),
         overflow: Arc::new(Semaphore::new(settings.max_connections.clamp(16, 1024))),
         settings,
         calls,
         throttle: Mutex::new(AuthThrottle::new(ThrottleSettings::default())),
         digest_key,
     });
+    let quiet = quiet_runtime();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -489,20 +571,59 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (permit, over_capacity) = match front.connections.clone().try_acquire_owned() {
-            Ok(p) => (p, false),
-            Err(_) => match front.overflow.clone().try_acquire_owned() {
-                Ok(p) => (p, true),
-                // Far beyond the cap: closed unanswered.
-                Err(_) => continue,
-            },
-        };
-        let front = front.clone();
+        let (close, closed) = oneshot::channel();
+        let opened = front.slots().open(peer.ip(), Instant::now(), close);
         let tls = tls.clone();
-        tokio::spawn(async move {
-            connection(front, tls, stream, peer, over_capacity).await;
-            drop(permit);
-        });
+        match opened {
+            Ok(Opened { id, known, shed }) => {
+                if let Some(shed) = shed {
+                    let _ = shed.send(());
+                }
+                let guard = SlotGuard {
+                    front: front.clone(),
+                    id,
+                };
+                let serve = move |stream| async move {
+                    connection(
+                        guard.front.clone(),
+                        tls,
+                        stream,
+                        peer,
+                        Place::Slot(id, closed),
+                    )
+                    .await;
+                    drop(guard);
+                };
+                match (&quiet, known) {
+                    (Some(quiet), true) => {
+                        // Moved to the other thread's reactor.
+                        let Ok(stream) = stream.into_std() else {
+                            continue;
+                        };
+                        quiet.spawn(async move {
+                            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                                serve(stream).await;
+                            }
+                        });
+                    }
+                    _ => {
+                        tokio::spawn(serve(stream));
+                    }
+                }
+            }
+            Err(_) => {
+                // Full, and no connection may be shed: answered 503 while the overflow
+                // lasts, beyond it closed unanswered.
+                let Ok(permit) = front.overflow.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let front = front.clone();
+                tokio::spawn(async move {
+                    connection(front, tls, stream, peer, Place::Overflow).await;
+                    drop(permit);
+                });
+            }
+        }
     }
 }
 

@@ -1,6 +1,12 @@
-//! The HTTP client: bounded concurrency, timeouts, retries of transient failures.
+//! The HTTP client: bounded concurrency, timeouts, retries of transient failures, and the
+//! rules on where requests go: the destination policy (`destination`), redirects within
+//! the request's origin only, secrets out of every message.
 
-use super::{redact_url, Failure, FailureClass, RateLimiter, RetryPolicy};
+use super::destination::{DestinationRefused, Destinations, GuardedResolver};
+use super::redirect::{same_origin_redirects, RedirectRefused};
+use super::usage::{Usage, APP_USAGE, BUSINESS_USAGE};
+use super::{redact_url, Failure, FailureClass, RateLimiter, RetryPolicy, Secrets};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,6 +15,16 @@ use tokio::sync::Semaphore;
 
 /// Reads a non-2xx answer of one API: its class and a message without secrets.
 pub type Classifier = fn(status: u16, body: &[u8]) -> (FailureClass, String);
+
+/// Consulted around each request while it holds its connection slot, so a request
+/// waiting for the slot sees what the one before it learned (e.g. that the whole
+/// application is rate limited).
+pub trait Gate: Sync {
+    /// Just before the request goes out: an error stops it unsent.
+    fn admit(&self) -> Result<(), Failure>;
+    /// What came back, before the slot is given up.
+    fn answered(&self, outcome: &Result<Answer, Failure>);
+}
 
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -20,6 +36,10 @@ pub struct HttpSettings {
     pub ca_file: Option<String>,
     /// An answer larger than this is refused as it is read, before it is held whole.
     pub max_response_bytes: usize,
+    /// The setting that says so, for the message.
+    pub max_response_setting: &'static str,
+    /// Where requests may go (`pullsync.http_allowed_hosts`).
+    pub destinations: Arc<Destinations>,
 }
 
 pub struct HttpClient {
@@ -34,7 +54,14 @@ impl HttpClient {
         let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("pg_pullsync/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("pg_pullsync/", env!("CARGO_PKG_VERSION")))
+            .redirect(same_origin_redirects())
+            // The policy checks the address connected to; through a proxy that would be
+            // the proxy's, so the environment's proxy settings are not used.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                destinations: settings.destinations.clone(),
+            }));
         if let Some(path) = &settings.ca_file {
             for certificate in extra_roots(path)? {
                 builder = builder.add_root_certificate(certificate);
@@ -72,6 +99,7 @@ impl HttpClient {
             url,
             auth: bearer.map(RequestAuth::Bearer),
             header: None,
+            query_secret: None,
         };
         let answer = self.get(&request, limiter, classify, calls).await?;
         answer.json()
@@ -85,9 +113,22 @@ impl HttpClient {
         classify: Classifier,
         calls: &AtomicU32,
     ) -> Result<Answer, Failure> {
+        self.get_gated(request, limiter, classify, calls, None)
+            .await
+    }
+
+    /// `get`, each attempt first asking `gate` whether it may go out.
+    pub async fn get_gated(
+        &self,
+        request: &Request<'_>,
+        limiter: Option<&RateLimiter>,
+        classify: Classifier,
+        calls: &AtomicU32,
+        gate: Option<&dyn Gate>,
+    ) -> Result<Answer, Failure> {
         let mut retry = 0;
         loop {
-            let outcome = self.attempt(request, limiter, classify, calls).await;
+            let outcome = self.attempt(request, limiter, classify, calls, gate).await;
             match outcome {
                 Err(mut failure)
                     if failure.class == FailureClass::Transient
@@ -113,6 +154,7 @@ impl HttpClient {
         limiter: Option<&RateLimiter>,
         classify: Classifier,
         calls: &AtomicU32,
+        gate: Option<&dyn Gate>,
     ) -> Result<Answer, Failure> {
         if let Some(limiter) = limiter {
             limiter.acquire().await;
@@ -122,6 +164,35 @@ impl HttpClient {
             .acquire()
             .await
             .expect("semaphore never closes");
+        if let Some(gate) = gate {
+            gate.admit()?;
+        }
+        let outcome = self.send(req, classify, calls).await;
+        if let Some(gate) = gate {
+            gate.answered(&outcome);
+        }
+        outcome
+    }
+
+    /// One request, sent and its answer read; the caller holds its connection slot.
+    async fn send(
+        &self,
+        req: &Request<'_>,
+        classify: Classifier,
+        calls: &AtomicU32,
+    ) -> Result<Answer, Failure> {
+        let shown = redact_url(req.url);
+        // Address literals never reach the resolver, where other hosts are checked.
+        if let Ok(url) = reqwest::Url::parse(req.url) {
+            if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+                self.settings
+                    .destinations
+                    .check_target(host, port)
+                    .map_err(|refused| {
+                        Failure::new(FailureClass::Refused, format!("GET {shown}: {refused}"))
+                    })?;
+            }
+        }
         calls.fetch_add(1, Ordering::Relaxed);
         let mut request = self.client.get(req.url);
         request = match req.auth {
@@ -132,7 +203,6 @@ impl HttpClient {
         if let Some((name, value)) = req.header {
             request = request.header(name, value);
         }
-        let shown = redact_url(req.url);
         let response = request
             .send()
             .await
@@ -145,19 +215,32 @@ impl HttpClient {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
+        let usage = Usage::from_headers(
+            header(reqwest::header::HeaderName::from_static(APP_USAGE)).as_deref(),
+            header(reqwest::header::HeaderName::from_static(BUSINESS_USAGE)).as_deref(),
+        );
+        // Retry-After, else the time Meta estimates until access is regained.
         let retry_after = header(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .map(Duration::from_secs)
+            .or(usage.and_then(|u| u.regain));
+        let date = header(reqwest::header::DATE)
+            .and_then(|v| DateTime::parse_from_rfc2822(&v).ok())
+            .map(|d| d.with_timezone(&Utc));
         let link = header(reqwest::header::LINK);
-        let body = read_capped(response, self.settings.max_response_bytes, shown).await?;
+        let body = read_capped(response, &self.settings, shown).await?;
         if (200..300).contains(&status) {
             return Ok(Answer {
                 body,
                 link,
+                date,
+                usage,
                 shown: shown.to_string(),
             });
         }
-        let (class, message) = classify(status, &body);
+        // Before the classifier cuts the body short, so no secret is cut in half.
+        let body = req.secrets().redact(&String::from_utf8_lossy(&body));
+        let (class, message) = classify(status, body.as_bytes());
         Err(Failure {
             class,
             message: format!("GET {shown}: HTTP {status}: {message}"),
@@ -180,17 +263,47 @@ pub struct Request<'a> {
     pub url: &'a str,
     pub auth: Option<RequestAuth<'a>>,
     pub header: Option<(&'a str, &'a str)>,
+    /// A secret the URL's query carries (an API key, a token).
+    pub query_secret: Option<&'a str>,
 }
 
-/// A successful answer: its body and its `Link` header.
+impl Request<'_> {
+    /// Every secret the request sends, in every form an echo could show.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::default();
+        match self.auth {
+            Some(RequestAuth::Bearer(token)) => secrets.add(token),
+            Some(RequestAuth::Basic(user, password)) => secrets.add_basic(user, password),
+            None => {}
+        }
+        if let Some((_, value)) = self.header {
+            secrets.add(value);
+        }
+        if let Some(secret) = self.query_secret {
+            secrets.add(secret);
+        }
+        secrets
+    }
+}
+
+/// A successful answer: its body, its `Link` and `Date` headers, and the usage of its
+/// budget the API reported with it.
 #[derive(Debug)]
 pub struct Answer {
     pub body: Vec<u8>,
     pub link: Option<String>,
+    /// The server's clock when it answered.
+    pub date: Option<DateTime<Utc>>,
+    pub usage: Option<Usage>,
     shown: String,
 }
 
 impl Answer {
+    /// The answer's URL as messages may show it (no query string).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
     /// The body as JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Failure> {
         serde_json::from_slice(&self.body).map_err(|e| {
@@ -206,14 +319,16 @@ impl Answer {
 /// when the server sends one, else while the chunks arrive.
 async fn read_capped(
     mut response: reqwest::Response,
-    max: usize,
+    settings: &HttpSettings,
     shown: &str,
 ) -> Result<Vec<u8>, Failure> {
+    let max = settings.max_response_bytes;
     let too_large = || {
         Failure::new(
             FailureClass::Refused,
             format!(
-                "GET {shown}: the answer is larger than pullsync.http_max_response_size ({} kB); raise it, or ask for smaller pages (a feed source's batch_size)",
+                "GET {shown}: the answer is larger than {} ({} kB); raise it, or ask for smaller pages (a feed source's batch_size, a REST source's page size)",
+                settings.max_response_setting,
                 max / 1024
             ),
         )
@@ -252,33 +367,42 @@ fn extra_roots(path: &str) -> Result<Vec<reqwest::Certificate>, Failure> {
     Ok(roots)
 }
 
+/// A failed exchange as a message. Refused, reset and not-HTTP all read "could not reach
+/// <host>": the text must not tell an open port from a closed one. A timeout (an open port
+/// as well as a filtered one) and an untrusted certificate (an operator's fix) say so.
 fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "answer cut short"
-    } else {
-        "request failed"
-    };
-    // The innermost cause says why (refused, certificate not trusted, reset); it never
-    // holds the URL, whose query may carry a token.
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(inner) = cause.source() {
-        cause = inner;
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| url.to_string());
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut certificate = false;
+    while let Some(inner) = cause {
+        if let Some(refused) = inner.downcast_ref::<DestinationRefused>() {
+            return Failure::new(FailureClass::Refused, format!("GET {url}: {refused}"));
+        }
+        if let Some(refused) = inner.downcast_ref::<RedirectRefused>() {
+            return Failure::new(FailureClass::Refused, format!("GET {url}: {refused}"));
+        }
+        certificate |= inner.to_string().contains("certificate");
+        cause = inner.source();
     }
-    let message = if std::ptr::addr_eq(cause, e as &dyn std::error::Error) {
-        format!("GET {url}: {what}")
+    let (class, message) = if e.is_timeout() {
+        (
+            FailureClass::Transient,
+            format!("could not reach {host}: timed out"),
+        )
+    } else if certificate {
+        (
+            FailureClass::Refused,
+            format!("could not reach {host}: its TLS certificate is not trusted (pullsync.http_ca_file)"),
+        )
+    } else if e.is_body() || e.is_decode() {
+        (FailureClass::Transient, "answer cut short".to_string())
     } else {
-        format!("GET {url}: {what}: {cause}")
+        (FailureClass::Transient, format!("could not reach {host}"))
     };
-    let class = if cause.to_string().contains("certificate") {
-        FailureClass::Refused
-    } else {
-        FailureClass::Transient
-    };
-    Failure::new(class, message)
+    Failure::new(class, format!("GET {url}: {message}"))
 }
 
 fn seed_entropy() -> u64 {

@@ -3,12 +3,19 @@
 //! runs on a tokio runtime and never touches Postgres.
 
 mod client;
+pub mod destination;
 pub mod rate;
+pub mod redact;
+pub mod redirect;
 pub mod retry;
+pub mod usage;
 
-pub use client::{Answer, Classifier, HttpClient, HttpSettings, Request, RequestAuth};
+pub use client::{Answer, Classifier, Gate, HttpClient, HttpSettings, Request, RequestAuth};
+pub use destination::{DestinationRefused, Destinations};
 pub use rate::RateLimiter;
+pub use redact::Secrets;
 pub use retry::RetryPolicy;
+pub use usage::Usage;
 
 use std::time::Duration;
 
@@ -19,6 +26,9 @@ pub enum FailureClass {
     Auth,
     /// Rate limited: stop calling with this credential for the run.
     Throttled,
+    /// Rate limited for the whole application, whatever the credential: stop every call
+    /// of the run.
+    AppThrottled,
     /// 5xx, timeout, connection reset: retried; failed after the retries.
     Transient,
     /// The request itself is refused (4xx, permissions): not retried.

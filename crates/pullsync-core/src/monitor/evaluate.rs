@@ -18,6 +18,8 @@ pub struct SourceState {
     pub accounts_needing_reauthorization: Vec<String>,
     /// Feed items waiting in quarantine.
     pub items_quarantined: Option<i64>,
+    /// Accounts whose latest sync waited for the API's rate limit.
+    pub accounts_rate_limited: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +51,7 @@ pub enum AlertType {
     Duration,
     TokenExpired,
     Quarantine,
+    Throttled,
 }
 
 impl AlertType {
@@ -59,6 +62,7 @@ impl AlertType {
             AlertType::Duration => "duration",
             AlertType::TokenExpired => "token_expired",
             AlertType::Quarantine => "quarantine",
+            AlertType::Throttled => "throttled",
         }
     }
 }
@@ -188,6 +192,19 @@ pub fn breaches(state: &SourceState, limits: &Thresholds) -> Vec<Breach> {
             json!({ "items": n }),
         );
     }
+    // A rate limit is no error (it stays out of error_rate): its own alert, open while
+    // the latest syncs keep waiting for it.
+    if let Some(n) = state.accounts_rate_limited.filter(|n| *n > 0) {
+        breach(
+            AlertType::Throttled,
+            Severity::Warning,
+            format!(
+                "{}: the latest sync of {n} active account(s) waited for the API's rate limit and was deferred to the next run",
+                state.source
+            ),
+            json!({ "accounts": n }),
+        );
+    }
     found
 }
 
@@ -238,6 +255,7 @@ mod tests {
             accounts_without_token: None,
             accounts_needing_reauthorization: Vec::new(),
             items_quarantined: None,
+            accounts_rate_limited: None,
         }
     }
 
@@ -257,6 +275,7 @@ mod tests {
             accounts_without_token: Some(2),
             accounts_needing_reauthorization: vec!["alice".into(), "bob".into()],
             items_quarantined: Some(3),
+            accounts_rate_limited: Some(4),
             ..state()
         };
         let found = breaches(&s, &LIMITS);
@@ -273,7 +292,8 @@ mod tests {
                 AlertType::ErrorRate,
                 AlertType::Duration,
                 AlertType::TokenExpired,
-                AlertType::Quarantine
+                AlertType::Quarantine,
+                AlertType::Throttled
             ]
         );
         assert!(found.iter().all(|b| b.severity == Severity::Warning));

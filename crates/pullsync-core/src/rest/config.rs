@@ -231,6 +231,39 @@ fn token_like(value: &str, key: &str) -> Result<String> {
     }
 }
 
+/// Headers that steer the request or the connection rather than authenticate it: which
+/// host answers, how the body is framed, what the server's network position looks like.
+const STEERING_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// The header an API key goes in: a plain name that does not steer the request.
+fn key_header(value: &str) -> Result<String> {
+    let name = token_like(value, "auth.header")?;
+    let lower = name.to_ascii_lowercase();
+    if STEERING_HEADERS.contains(&lower.as_str())
+        || lower.starts_with("proxy-")
+        || lower.starts_with("x-forwarded-")
+    {
+        return Err(bad(
+            "auth.header",
+            format!("{value:?} is not a header for an API key"),
+            "Name the header the API reads its key from, e.g. \"X-Api-Key\"; headers that choose the host, frame the request or speak for a proxy are refused.",
+        ));
+    }
+    Ok(name)
+}
+
 fn identifier(value: &str, key: &str) -> Result<String> {
     if !value.is_empty() && value.len() <= 63 && !value.contains('\0') {
         Ok(value.to_string())
@@ -367,6 +400,17 @@ impl RestConfig {
         }
         shown
     }
+
+    /// Whether a change of a stored configuration (`patch`, the keys given to
+    /// `rest_alter_source`) must carry the secret again: a sealed secret is sent to the
+    /// `base_url` it was given with, so pointing the source elsewhere takes the secret anew
+    /// (else whoever may alter a source could send its key to a server of their own).
+    pub fn patch_needs_secret(stored: &Value, patch: &Value, has_secret: bool) -> bool {
+        let moved = patch
+            .get("base_url")
+            .is_some_and(|url| Some(url) != stored.get("base_url"));
+        has_secret && moved && patch.get("auth").is_none()
+    }
 }
 
 fn parse_auth(value: Option<&Value>, secret_required: bool) -> Result<(Auth, Option<String>)> {
@@ -397,7 +441,7 @@ fn parse_auth(value: Option<&Value>, secret_required: bool) -> Result<(Auth, Opt
             match (text(auth, "header", "auth.")?, text(auth, "query", "auth.")?) {
                 (Some(h), None) => Ok((
                     Auth::HeaderKey {
-                        header: token_like(h, "auth.header")?,
+                        header: key_header(h)?,
                     },
                     secret,
                 )),
@@ -626,6 +670,25 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn a_new_base_url_needs_the_secret_again() {
+        let stored = json!({ "base_url": "https://api.example.com", "path": "/a" });
+        let elsewhere = json!({ "base_url": "http://127.0.0.1:9" });
+        assert!(RestConfig::patch_needs_secret(&stored, &elsewhere, true));
+        let with_secret =
+            json!({ "base_url": "http://127.0.0.1:9", "auth": { "type": "bearer", "token": "t" } });
+        assert!(!RestConfig::patch_needs_secret(&stored, &with_secret, true));
+        // The same base_url, other keys, or a source without a secret: nothing to resend.
+        let same = json!({ "base_url": "https://api.example.com", "path": "/b" });
+        assert!(!RestConfig::patch_needs_secret(&stored, &same, true));
+        assert!(!RestConfig::patch_needs_secret(
+            &stored,
+            &json!({ "path": "/b" }),
+            true
+        ));
+        assert!(!RestConfig::patch_needs_secret(&stored, &elsewhere, false));
+    }
+
     fn github() -> Value {
         json!({
             "base_url": "https://api.example.com",
@@ -747,5 +810,29 @@ mod tests {
                 username: "u".into()
             }
         );
+    }
+
+    #[test]
+    fn an_api_key_header_may_not_steer_the_request() {
+        let mut c = github();
+        for header in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "Proxy-Authorization",
+            "X-Forwarded-For",
+            "forwarded",
+        ] {
+            c["auth"] = json!({ "type": "api_key", "header": header, "key": "k" });
+            let e = RestConfig::parse(&c, true).unwrap_err();
+            assert!(
+                e.to_string().contains("config.auth.header"),
+                "{header}: {e}"
+            );
+        }
+        for header in ["X-Api-Key", "Authorization", "api-key"] {
+            c["auth"] = json!({ "type": "api_key", "header": header, "key": "k" });
+            assert!(RestConfig::parse(&c, true).is_ok(), "{header}");
+        }
     }
 }

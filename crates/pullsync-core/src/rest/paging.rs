@@ -138,6 +138,15 @@ pub fn records<'a>(config: &RestConfig, body: &'a Value) -> Result<&'a [Value], 
         .ok_or_else(|| PagingError::NoRecords(config.records.as_str().to_string()))
 }
 
+/// The page's records moved out of it, so that a page is not held twice; empty where
+/// `records` finds no array.
+pub fn take_records(config: &RestConfig, body: &mut Value) -> Vec<Value> {
+    match config.records.get_mut(body) {
+        Some(Value::Array(items)) => std::mem::take(items),
+        _ => Vec::new(),
+    }
+}
+
 /// The `rel="next"` target of an RFC 8288 Link header.
 pub fn link_next(header: &str) -> Option<String> {
     let mut rest = header;
@@ -343,6 +352,19 @@ mod tests {
         )
         .unwrap()
         .0
+    }
+
+    #[test]
+    fn records_are_moved_out_of_the_page() {
+        let c = config(json!({ "style": "none" }));
+        let mut page = json!({ "data": [{ "id": 1 }, { "id": 2 }], "more": true });
+        assert_eq!(records(&c, &page).unwrap().len(), 2);
+        assert_eq!(
+            take_records(&c, &mut page),
+            vec![json!({ "id": 1 }), json!({ "id": 2 })]
+        );
+        assert_eq!(page, json!({ "data": [], "more": true }));
+        assert!(take_records(&c, &mut json!({ "other": [] })).is_empty());
     }
 
     #[test]

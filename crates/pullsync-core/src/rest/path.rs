@@ -42,6 +42,15 @@ impl JsonPath {
         })
     }
 
+    /// The value at this path, to change or move out of it.
+    pub fn get_mut<'a>(&self, value: &'a mut Value) -> Option<&'a mut Value> {
+        self.steps.iter().try_fold(value, |v, step| match v {
+            Value::Object(map) => map.get_mut(step),
+            Value::Array(items) => step.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            _ => None,
+        })
+    }
+
     /// The first key: the top-level field a record's mapping takes.
     pub fn top(&self) -> Option<&str> {
         self.steps.first().map(String::as_str)

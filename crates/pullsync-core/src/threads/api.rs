@@ -1,9 +1,12 @@
 //! The Threads Graph API client, over the shared HTTP layer. No pgrx.
 
-use crate::http::{Failure, FailureClass, HttpClient, RateLimiter, Request, RequestAuth};
+use super::lenient;
+use crate::http::{Failure, FailureClass, Gate, HttpClient, RateLimiter, Request, RequestAuth};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::AtomicU32;
-use threads_model::error::{classify, ErrorClass, ErrorEnvelope};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use threads_model::error::{classify, ErrorClass, ErrorEnvelope, APPLICATION_LIMIT};
 use threads_model::{AccountInsights, Page, Post, PostMetrics, TokenResponse};
 
 /// Values of one insights answer (see `threads_model::Readings`) and when it came.
@@ -20,18 +23,31 @@ pub type InsightsAnswer = Answer<7>;
 /// Longer than any token Threads issues (60 days): an `expires_in` beyond it is bad data.
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 10 * 365 * 86_400;
 
+/// How long the application's calls wait after an application-level limit (or usage
+/// near it) when Meta does not say: longer than a run, so the run's remaining accounts
+/// are deferred to the next one.
+pub const APP_HOLD: Duration = Duration::from_secs(15 * 60);
+
 pub struct ThreadsApi {
     pub http: HttpClient,
     /// Versioned base, e.g. `https://graph.threads.net/v1.0`.
     base: String,
+    /// Set when the whole application must wait: until when, and why.
+    hold: Mutex<Option<(Instant, String)>>,
 }
 
-/// One token's view of the API: its rate limiter and a count of the calls it made.
+/// One token's view of the API: its rate limiter, a count of the calls it made, the
+/// API's clock as its answers gave it, and what it noted on the way.
 pub struct TokenSession<'a> {
     pub api: &'a ThreadsApi,
     pub token: &'a str,
     pub limiter: RateLimiter,
     pub calls: AtomicU32,
+    /// The `Date` of the latest answer, and when it arrived.
+    clock: Mutex<Option<(DateTime<Utc>, Instant)>>,
+    notes: Mutex<Vec<String>>,
+    /// Listed posts that could not be read (and were skipped), by id.
+    unreadable: Mutex<Vec<String>>,
 }
 
 /// Graph API errors → the HTTP layer's classes. Messages carry the API's text, which never
@@ -40,6 +56,13 @@ fn classify_threads(status: u16, body: &[u8]) -> (FailureClass, String) {
     let envelope = serde_json::from_slice::<ErrorEnvelope>(body).ok();
     let class = match classify(status, envelope.as_ref().map(|e| &e.error)) {
         ErrorClass::Auth => FailureClass::Auth,
+        ErrorClass::Throttled
+            if envelope
+                .as_ref()
+                .is_some_and(|e| e.error.code == APPLICATION_LIMIT) =>
+        {
+            FailureClass::AppThrottled
+        }
         ErrorClass::Throttled => FailureClass::Throttled,
         ErrorClass::Transient => FailureClass::Transient,
         ErrorClass::Permission | ErrorClass::BadRequest => FailureClass::Refused,
@@ -60,11 +83,67 @@ fn classify_threads(status: u16, body: &[u8]) -> (FailureClass, String) {
     (class, message)
 }
 
+/// The application's hold, around every request of every token.
+impl Gate for ThreadsApi {
+    fn admit(&self) -> Result<(), Failure> {
+        self.may_call()
+    }
+
+    fn answered(&self, outcome: &Result<crate::http::Answer, Failure>) {
+        match outcome {
+            Err(failure) if failure.class == FailureClass::AppThrottled => {
+                self.hold(failure.retry_after.unwrap_or(APP_HOLD), &failure.message);
+            }
+            Ok(answer) => {
+                if let Some(usage) = answer.usage.filter(|u| u.near_limit()) {
+                    self.hold(
+                        usage.regain.unwrap_or(APP_HOLD),
+                        &format!("the API reported {}% of its rate limit used", usage.percent),
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 impl ThreadsApi {
     pub fn new(http: HttpClient, base: &str) -> Self {
         ThreadsApi {
             http,
             base: base.trim_end_matches('/').to_string(),
+            hold: Mutex::new(None),
+        }
+    }
+
+    /// Stops every call of the application for `hold` (the run's remaining accounts are
+    /// deferred without a request).
+    pub fn hold(&self, hold: Duration, why: &str) {
+        let until = Instant::now() + hold;
+        let mut held = self.hold.lock().expect("hold lock");
+        if held.as_ref().is_none_or(|(u, _)| *u < until) {
+            *held = Some((until, why.to_string()));
+        }
+    }
+
+    /// Whether the application may call now: an error while it is held.
+    pub fn may_call(&self) -> Result<(), Failure> {
+        let mut held = self.hold.lock().expect("hold lock");
+        match &*held {
+            Some((until, why)) => {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    *held = None;
+                    return Ok(());
+                }
+                Err(Failure {
+                    class: FailureClass::AppThrottled,
+                    message: format!("deferred without a request: {why}"),
+                    retry_after: Some(left),
+                    attempts: 0,
+                })
+            }
+            None => Ok(()),
         }
     }
 
@@ -82,26 +161,75 @@ impl ThreadsApi {
             token,
             limiter: RateLimiter::new(rate_per_sec, 1),
             calls: AtomicU32::new(0),
+            clock: Mutex::new(None),
+            notes: Mutex::new(Vec::new()),
+            unreadable: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl TokenSession<'_> {
-    async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, Failure> {
-        self.get_answer(url).await?.json()
-    }
-
-    /// The answer's body as it came: insights answers are read metric by metric from it.
+    /// One GET, every Threads answer through here: none goes out while the application is
+    /// held; an application-level limit, or usage near one, holds it; the body comes back
+    /// repaired (`lenient::repair`), so listings and insights are read alike.
     async fn get_answer(&self, url: &str) -> Result<crate::http::Answer, Failure> {
         let request = Request {
             url,
             auth: Some(RequestAuth::Bearer(self.token)),
             header: None,
+            query_secret: None,
         };
-        self.api
+        let mut answer = self
+            .api
             .http
-            .get(&request, Some(&self.limiter), classify_threads, &self.calls)
-            .await
+            .get_gated(
+                &request,
+                Some(&self.limiter),
+                classify_threads,
+                &self.calls,
+                Some(self.api),
+            )
+            .await?;
+        if let Some(date) = answer.date {
+            *self.clock.lock().expect("clock lock") = Some((date, Instant::now()));
+        }
+        let repaired = lenient::repair(&answer.body);
+        if repaired.replaced > 0 {
+            self.note(format!(
+                "{} unreadable characters replaced with U+FFFD (GET {})",
+                repaired.replaced,
+                answer.shown()
+            ));
+        }
+        if let std::borrow::Cow::Owned(body) = repaired.json {
+            answer.body = body;
+        }
+        Ok(answer)
+    }
+
+    fn note(&self, note: String) {
+        let mut notes = self.notes.lock().expect("notes lock");
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
+
+    /// What the session noted (repaired answers, unreadable posts), each once.
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().expect("notes lock"))
+    }
+
+    /// Listed posts that could not be read, by id: they exist though they were skipped.
+    pub fn unreadable_posts(&self) -> Vec<String> {
+        self.unreadable.lock().expect("unreadable lock").clone()
+    }
+
+    /// The API's clock now, from the `Date` of its latest answer; None before one came.
+    pub fn api_now(&self) -> Option<DateTime<Utc>> {
+        let (date, at) = (*self.clock.lock().expect("clock lock"))?;
+        chrono::Duration::from_std(at.elapsed())
+            .ok()
+            .map(|elapsed| date + elapsed)
     }
 
     /// One page of the account's posts, newest first.
@@ -133,7 +261,20 @@ impl TokenSession<'_> {
             url.push_str("&after=");
             url.push_str(&crate::http::urlencode(after));
         }
-        self.get(&url).await
+        let answer = self.get_answer(&url).await?;
+        let read = lenient::read_page::<Post>(&answer.body).map_err(|e| {
+            Failure::new(
+                FailureClass::BadData,
+                format!("GET {}: malformed answer: {e}", answer.shown()),
+            )
+        })?;
+        for item in read.unreadable {
+            self.note(item.note);
+            if let Some(id) = item.id {
+                self.unreadable.lock().expect("unreadable lock").push(id);
+            }
+        }
+        Ok(read.page)
     }
 
     /// Lifetime metrics of a post; None when the API has none (REPOST_FACADE).
@@ -196,17 +337,18 @@ impl TokenSession<'_> {
             self.api.root(),
             crate::http::urlencode(self.token)
         );
+        let request = Request {
+            url: &url,
+            auth: None,
+            header: None,
+            query_secret: Some(self.token),
+        };
         let answer: TokenResponse = self
             .api
             .http
-            .get_json(
-                &url,
-                None,
-                Some(&self.limiter),
-                classify_threads,
-                &self.calls,
-            )
-            .await?;
+            .get(&request, Some(&self.limiter), classify_threads, &self.calls)
+            .await?
+            .json()?;
         if !(1..=MAX_TOKEN_LIFETIME_SECS).contains(&answer.expires_in) {
             return Err(Failure::new(
                 FailureClass::BadData,
@@ -232,12 +374,20 @@ mod tests {
         assert_eq!(message, "code 190/463: Error validating access token");
         assert_eq!(classify_threads(503, b"<html>").0, FailureClass::Transient);
         assert_eq!(classify_threads(429, b"").0, FailureClass::Throttled);
+        let limit = |code: i64, status| {
+            let body = format!(r#"{{"error":{{"message":"limit","code":{code}}}}}"#);
+            classify_threads(status, body.as_bytes()).0
+        };
+        assert_eq!(limit(4, 403), FailureClass::AppThrottled);
+        assert_eq!(limit(4, 429), FailureClass::AppThrottled);
+        for code in [17, 32, 613] {
+            assert_eq!(limit(code, 400), FailureClass::Throttled, "{code}");
+        }
         assert_eq!(classify_threads(404, b"").0, FailureClass::Refused);
     }
 
-    #[test]
-    fn token_endpoints_are_unversioned() {
-        let http = HttpClient::new(crate::http::HttpSettings {
+    fn quiet_client() -> HttpClient {
+        HttpClient::new(crate::http::HttpSettings {
             timeout: std::time::Duration::from_secs(1),
             retry: crate::http::RetryPolicy {
                 max_retries: 0,
@@ -247,9 +397,33 @@ mod tests {
             concurrency: 1,
             ca_file: None,
             max_response_bytes: 1 << 20,
+            max_response_setting: "pullsync.http_max_response_size",
+            destinations: Default::default(),
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn token_endpoints_are_unversioned() {
+        let http = quiet_client();
         let api = ThreadsApi::new(http, "https://graph.threads.net/v1.0/");
         assert_eq!(api.root(), "https://graph.threads.net");
+    }
+
+    #[test]
+    fn an_application_hold_refuses_calls_until_it_ends() {
+        let api = ThreadsApi::new(quiet_client(), "https://graph.threads.net/v1.0");
+        assert!(api.may_call().is_ok());
+        api.hold(Duration::from_secs(60), "code 4");
+        let refused = api.may_call().unwrap_err();
+        assert_eq!(refused.class, FailureClass::AppThrottled);
+        assert_eq!(refused.attempts, 0, "no request was made");
+        assert!(refused.retry_after.unwrap() > Duration::from_secs(50));
+        api.hold(Duration::ZERO, "a shorter hold does not shorten it");
+        assert!(api.may_call().is_err());
+        let brief = ThreadsApi::new(quiet_client(), "https://graph.threads.net/v1.0");
+        brief.hold(Duration::from_millis(1), "over at once");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(brief.may_call().is_ok());
     }
 }

@@ -4,5 +4,6 @@
 pub mod accounts;
 pub mod api;
 pub mod layers;
+pub mod lenient;
 pub mod plan;
 pub mod pull;

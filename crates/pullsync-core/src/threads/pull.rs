@@ -89,6 +89,49 @@ pub struct AccountPull {
     pub notes: Vec<String>,
     pub api_calls: u32,
     pub retry_after: Option<Duration>,
+    /// Set when the API rate limited the account (it is `skipped`, not failed; the next
+    /// run retries it).
+    pub rate_limited: Option<RateLimited>,
+}
+
+/// Whose budget a rate limit concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimited {
+    /// The whole application's (code 4, or usage near the limit): every account waits.
+    Application,
+    /// One user's or token's (17, 32, 613, HTTP 429): only this account waits.
+    User,
+}
+
+impl RateLimited {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimited::Application => "application",
+            RateLimited::User => "user",
+        }
+    }
+}
+
+/// The reason recorded for an account the API rate limited.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// The day whose account insights a sync asks for, as [since, until] in the API's time:
+/// until is the earlier of our clock and the API's (from its `Date`), so `since` is never
+/// after the API's now even when our clock runs ahead of Meta's around midnight; since is
+/// that day's 00:00 UTC, never before the earliest the API accepts.
+pub fn insights_window(
+    now: DateTime<Utc>,
+    api_now: Option<DateTime<Utc>>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let until = api_now.map_or(now, |api| api.min(now));
+    let midnight = until
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    let floor =
+        DateTime::from_timestamp(threads_model::EARLIEST_INSIGHTS_SINCE, 0).expect("a valid time");
+    (midnight.max(floor), until)
 }
 
 /// Records the first failure of a pull and whether the token must not be called again.
@@ -97,6 +140,8 @@ struct Trouble {
     first: Mutex<Option<Failure>>,
     stop: AtomicBool,
     auth: AtomicBool,
+    /// 0: not rate limited; 1: a user's limit; 2: the application's.
+    rate_limited: std::sync::atomic::AtomicU8,
     notes: Mutex<Vec<String>>,
 }
 
@@ -107,17 +152,27 @@ impl Trouble {
                 self.auth.store(true, Ordering::Relaxed);
                 self.stop.store(true, Ordering::Relaxed);
             }
-            FailureClass::Throttled => self.stop.store(true, Ordering::Relaxed),
+            FailureClass::Throttled => {
+                self.rate_limited.fetch_max(1, Ordering::Relaxed);
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            FailureClass::AppThrottled => {
+                self.rate_limited.fetch_max(2, Ordering::Relaxed);
+                self.stop.store(true, Ordering::Relaxed);
+            }
             _ => {}
         }
+        let stops = |class| {
+            matches!(
+                class,
+                FailureClass::Auth | FailureClass::Throttled | FailureClass::AppThrottled
+            )
+        };
         let mut first = self.first.lock().expect("trouble lock");
         // An auth or throttling failure explains the run better than an earlier hiccup.
         let replace = match &*first {
             None => true,
-            Some(f) => {
-                matches!(failure.class, FailureClass::Auth | FailureClass::Throttled)
-                    && !matches!(f.class, FailureClass::Auth | FailureClass::Throttled)
-            }
+            Some(f) => stops(failure.class) && !stops(f.class),
         };
         if replace {
             *first = Some(failure);
@@ -301,12 +356,8 @@ pub async fn pull_account(
     // 3. Account insights for the current UTC day, and the follower count.
     let mut insights = None;
     if !trouble.stopped() {
-        let day_start = now
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc();
-        match session.account_insights(user_id, day_start, now).await {
+        let (since, until) = insights_window(now, session.api_now());
+        match session.account_insights(user_id, since, until).await {
             Ok(answer) => {
                 for note in answer.unknown {
                     trouble.note(format!("account insights: {note}"));
@@ -321,9 +372,23 @@ pub async fn pull_account(
         }
     }
 
-    let notes = trouble.notes.into_inner().expect("notes lock");
+    let mut notes = session.take_notes();
+    for note in trouble.notes.into_inner().expect("notes lock") {
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
     let failure = trouble.first.into_inner().expect("trouble lock");
-    let outcome = if trouble.auth.load(Ordering::Relaxed) {
+    let rate_limited = match trouble.rate_limited.load(Ordering::Relaxed) {
+        0 => None,
+        1 => Some(RateLimited::User),
+        _ => Some(RateLimited::Application),
+    };
+    let auth = trouble.auth.load(Ordering::Relaxed);
+    // A rate limit is no failure: what was fetched is written, the rest waits for the
+    // next run (a refused token weighs more: it needs a person).
+    let rate_limited = rate_limited.filter(|_| !auth);
+    let outcome = if auth || rate_limited.is_some() {
         Status::Skipped
     } else if steps.len() == 3 {
         Status::Completed
@@ -347,8 +412,55 @@ pub async fn pull_account(
         steps_completed: steps,
         outcome,
         retry_after: failure.as_ref().and_then(|f| f.retry_after),
-        error: failure.map(|f| f.message),
+        error: failure.map(|f| match rate_limited {
+            Some(scope) => format!("{RATE_LIMITED} ({} limit): {}", scope.as_str(), f.message),
+            None => f.message,
+        }),
         notes,
         api_calls: session.calls.load(Ordering::Relaxed),
+        rate_limited,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn insights_ask_for_the_api_s_day_when_our_clock_runs_ahead() {
+        // Our clock is past midnight, Meta's is not yet: yesterday, up to Meta's now.
+        let (since, until) =
+            insights_window(at("2026-12-06T00:00:05Z"), Some(at("2026-12-05T23:59:58Z")));
+        assert_eq!(since, at("2026-12-05T00:00:00Z"));
+        assert_eq!(until, at("2026-12-05T23:59:58Z"));
+        assert!(since < until);
+    }
+
+    #[test]
+    fn insights_keep_our_day_when_the_api_is_ahead_or_silent() {
+        let now = at("2026-12-06T10:00:00Z");
+        let today = at("2026-12-06T00:00:00Z");
+        assert_eq!(insights_window(now, None), (today, now));
+        assert_eq!(
+            insights_window(now, Some(at("2026-12-07T01:00:00Z"))),
+            (today, now)
+        );
+    }
+
+    #[test]
+    fn insights_never_ask_before_the_api_s_floor() {
+        let (since, until) = insights_window(at("2024-04-13T09:00:00Z"), None);
+        assert_eq!(since.timestamp(), threads_model::EARLIEST_INSIGHTS_SINCE);
+        assert!(since < until);
+        assert_eq!(
+            insights_window(at("2024-04-14T03:00:00Z"), None).0,
+            at("2024-04-14T00:00:00Z")
+        );
     }
 }

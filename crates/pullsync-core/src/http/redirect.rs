@@ -1,0 +1,183 @@
+//! Redirects: followed only within the origin (scheme, host, port) a request went to, a
+//! few times. reqwest would follow ten across hosts and keep custom headers such as an
+//! API key's; here another origin ends the request unsent, with an error naming it.
+
+use reqwest::Url;
+
+/// Redirects followed within one origin; more is a loop or a misconfiguration.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// What to do with a redirect to `next`, after `previous` requests (the first one the
+/// request itself).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Follow,
+    Refuse(RedirectRefused),
+}
+
+/// Why a redirect was not followed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectRefused {
+    #[error("redirected to another origin ({0}), not followed: credentials go to the source's origin only")]
+    OtherOrigin(String),
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooMany,
+}
+
+pub fn decide(previous: &[Url], next: &Url) -> Decision {
+    let origin = |url: &Url| {
+        (
+            url.scheme().to_string(),
+            url.host_str().map(str::to_ascii_lowercase),
+            url.port_or_known_default(),
+        )
+    };
+    if previous.first().map(origin) != Some(origin(next)) {
+        Decision::Refuse(RedirectRefused::OtherOrigin(
+            next.origin().ascii_serialization(),
+        ))
+    } else if previous.len() > MAX_REDIRECTS {
+        Decision::Refuse(RedirectRefused::TooMany)
+    } else {
+        Decision::Follow
+    }
+}
+
+/// The client's policy.
+pub(crate) fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| match decide(attempt.previous(), attempt.url()) {
+        Decision::Follow => attempt.follow(),
+        Decision::Refuse(why) => attempt.error(why),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Destinations, HttpClient, HttpSettings, Request, RequestAuth, RetryPolicy};
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn only_the_same_origin_is_followed() {
+        let from = [url("http://api.example:8080/items?key=k")];
+        assert_eq!(
+            decide(&from, &url("http://API.example:8080/other")),
+            Decision::Follow
+        );
+        for other in [
+            "http://localhost:8080/items",
+            "http://api.example:8081/items",
+            "https://api.example:8080/items",
+            "http://api.example/items",
+            "http://169.254.169.254/latest/meta-data",
+        ] {
+            assert!(
+                matches!(
+                    decide(&from, &url(other)),
+                    Decision::Refuse(RedirectRefused::OtherOrigin(_))
+                ),
+                "{other}"
+            );
+        }
+        let https = [url("https://api.example/a")];
+        assert_eq!(
+            decide(&https, &url("https://api.example:443/b")),
+            Decision::Follow
+        );
+        assert!(matches!(
+            decide(&https, &url("http://api.example/b")),
+            Decision::Refuse(RedirectRefused::OtherOrigin(o)) if o == "http://api.example"
+        ));
+    }
+
+    #[test]
+    fn a_few_redirects_at_most() {
+        let mut chain = vec![url("http://a.example/0")];
+        for i in 1..=MAX_REDIRECTS {
+            assert_eq!(decide(&chain, &url("http://a.example/n")), Decision::Follow);
+            chain.push(url(&format!("http://a.example/{i}")));
+        }
+        assert_eq!(
+            decide(&chain, &url("http://a.example/n")),
+            Decision::Refuse(RedirectRefused::TooMany)
+        );
+    }
+
+    /// A one-shot HTTP server on loopback answering `reply` to each request and keeping
+    /// the request heads it read.
+    fn serve(reply: String) -> (u16, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(8).flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                while reader.read_line(&mut head).unwrap_or(0) > 2 && !head.ends_with("\r\n\r\n") {}
+                kept.lock().unwrap().push(head);
+                let _ = (&stream).write_all(reply.as_bytes());
+            }
+        });
+        (port, seen)
+    }
+
+    fn client(allowed: &str) -> HttpClient {
+        HttpClient::new(HttpSettings {
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy {
+                max_retries: 0,
+                base_delay: Duration::ZERO,
+                max_delay: Duration::ZERO,
+            },
+            concurrency: 1,
+            ca_file: None,
+            max_response_bytes: 1 << 20,
+            max_response_setting: "pullsync.http_max_response_size",
+            destinations: Arc::new(Destinations::parse(allowed).unwrap()),
+        })
+        .unwrap()
+    }
+
+    fn classify(_: u16, _: &[u8]) -> (crate::http::FailureClass, String) {
+        (crate::http::FailureClass::Refused, String::new())
+    }
+
+    #[tokio::test]
+    async fn credentials_never_follow_a_redirect_to_another_origin() {
+        let (elsewhere, seen_elsewhere) =
+            serve("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]".into());
+        let (api, seen_api) = serve(format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://localhost:{elsewhere}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ));
+        let http = client("loopback");
+        let request = Request {
+            url: &format!("http://127.0.0.1:{api}/items"),
+            auth: Some(RequestAuth::Basic("user", "pw")),
+            header: Some(("X-Api-Key", "the-key")),
+            query_secret: None,
+        };
+        let failure = http
+            .get(&request, None, classify, &AtomicU32::new(0))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, crate::http::FailureClass::Refused);
+        assert!(
+            failure.message.contains(&format!(
+                "redirected to another origin (http://localhost:{elsewhere})"
+            )),
+            "{}",
+            failure.message
+        );
+        assert!(seen_api.lock().unwrap()[0].contains("the-key"));
+        assert!(seen_elsewhere.lock().unwrap().is_empty());
+    }
+}
