@@ -22,6 +22,7 @@ static HTTP_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024)
 /// ordinary records and up to ~200× for a page of tiny objects (issue 36): far below the
 /// feed's cap, and above the pages real APIs send (100 records of a few kB).
 static REST_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(4 * 1024);
+static REST_RUN_BUDGET_SECS: GucSetting<i32> = GucSetting::<i32>::new(600);
 /// kB. Below the consumers' response limit, so a page always fits.
 static FEED_PAGE_MAX_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
@@ -137,6 +138,16 @@ pub fn register(preloading: bool) {
         1024 * 1024,
         GucContext::Suset,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.rest_run_budget",
+        c"A REST run stops, partial and resumable, once it has read pages for this long.",
+        c"Bounds how long one source holds a worker: the page under way is finished and committed with its position first.",
+        &REST_RUN_BUDGET_SECS,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"pullsync.feed_page_max_size",
@@ -630,6 +641,11 @@ pub fn http_max_response_bytes() -> usize {
 
 pub fn rest_max_response_bytes() -> usize {
     REST_MAX_RESPONSE_KB.get().max(1) as usize * 1024
+}
+
+/// `pullsync.rest_run_budget`: how long a REST run may read pages.
+pub fn rest_run_budget() -> std::time::Duration {
+    std::time::Duration::from_secs(REST_RUN_BUDGET_SECS.get().max(1) as u64)
 }
 
 pub fn feed_page_max_bytes() -> usize {

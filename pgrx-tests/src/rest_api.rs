@@ -42,6 +42,8 @@ pub struct Data {
     pub requests: Vec<(String, String)>,
     /// Answer this status instead, once, to the request whose query contains this text.
     pub fail_once: Option<(String, u16)>,
+    /// How long each answer takes (a slow API).
+    pub delay: std::time::Duration,
 }
 
 pub struct RestApi {
@@ -80,6 +82,11 @@ impl RestApi {
     pub fn fail_once(&self, query_contains: &str, status: u16) {
         self.data.lock().unwrap().fail_once = Some((query_contains.into(), status));
     }
+
+    /// Makes every answer take `delay`.
+    pub fn slow_down(&self, delay: std::time::Duration) {
+        self.data.lock().unwrap().delay = delay;
+    }
 }
 
 /// `n` records, ids 1..=n, updated a minute apart from 2024-01-01.
@@ -117,6 +124,14 @@ fn note(data: &Shared, path: &str, query: &HashMap<String, String>) -> Option<Re
     let q = q.join("&");
     let mut d = data.lock().unwrap();
     d.requests.push((path.to_string(), q.clone()));
+    if !d.delay.is_zero() {
+        let delay = d.delay;
+        drop(d);
+        // The handlers answer one request at a time per connection; a blocking sleep on the
+        // server's own runtime thread is what a slow API looks like from outside.
+        std::thread::sleep(delay);
+        d = data.lock().unwrap();
+    }
     match d.fail_once.clone() {
         Some((needle, status)) if q.contains(&needle) => {
             d.fail_once = None;

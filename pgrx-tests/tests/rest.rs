@@ -226,6 +226,48 @@ fn a_run_that_fails_on_a_page_resumes_exactly_there() {
     assert_eq!(third["status"], "completed", "{third}");
 }
 
+/// A source cannot hold a worker for longer than `pullsync.rest_run_budget`: the run stops
+/// after the page under way, partial, and the next one resumes there.
+#[test]
+fn a_run_stops_at_its_wall_clock_budget_and_the_next_resumes() {
+    let api = rest_api::start(rest_api::records(25));
+    let mut db = fresh_extension_database("it_rest_budget");
+    db.batch_execute(TABLES).unwrap();
+    add(&mut db, "tickets", &tickets(&api, 0));
+    api.slow_down(std::time::Duration::from_millis(700));
+    db.batch_execute("SET pullsync.rest_run_budget = 1")
+        .unwrap();
+    let first = pull(&mut db, "tickets");
+    assert_eq!(first["status"], "partial", "{first}");
+    let pages = first["pages"].as_i64().unwrap();
+    assert!(
+        (1..4).contains(&pages),
+        "stopped before the last of 4 pages: {first}"
+    );
+    assert!(
+        first["error"].as_str().unwrap().contains("rest_run_budget"),
+        "{first}"
+    );
+    let stored: i64 = db
+        .query_one("SELECT count(*) FROM public.tickets", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, pages * 8, "every page read was committed");
+    api.slow_down(std::time::Duration::ZERO);
+    db.batch_execute("RESET pullsync.rest_run_budget").unwrap();
+    let second = pull(&mut db, "tickets");
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(second["resumed"], true, "{second}");
+    let expected: Vec<(i64, String)> = (1..=25).map(|i| (i, format!("record {i}"))).collect();
+    assert_eq!(
+        rows(
+            &mut db,
+            "SELECT id, subject FROM public.tickets ORDER BY id"
+        ),
+        expected
+    );
+}
+
 #[test]
 fn a_record_the_target_will_not_take_is_quarantined_and_the_run_goes_on() {
     let api = rest_api::start(rest_api::records(25));

@@ -633,3 +633,69 @@ fn an_account_deleted_mid_run_ends_its_unit_as_skipped() {
     assert_eq!(done["result"]["success_count"], 5, "{done}");
     assert_eq!(done["result"]["skipped_count"], 1, "{done}");
 }
+
+/// Kinds share the workers: with both workers busy on one tenant's REST runs and a third
+/// queued, a Threads run queued after it is claimed first when a worker frees up.
+#[test]
+fn a_pile_of_one_kinds_jobs_does_not_keep_another_kind_waiting() {
+    let _serial = serial();
+    let mut f = setup(0);
+    let api = pullsync_tests::rest_api::start(pullsync_tests::rest_api::records(24));
+    // Three pages of 8, each answered after 400 ms: a run holds its worker for over a second.
+    api.slow_down(Duration::from_millis(400));
+    let mut rest_jobs = Vec::new();
+    for n in 1..=3 {
+        let name = format!("fair_{n}");
+        f.db.batch_execute(&format!(
+            "DROP TABLE IF EXISTS public.{name};
+             CREATE TABLE public.{name} (id bigint PRIMARY KEY, subject text, changed timestamptz);
+             SELECT pullsync.rest_drop_source(name) FROM pullsync.rest_sources WHERE name = '{name}';"
+        ))
+        .unwrap();
+        let config = serde_json::json!({
+            "base_url": api.base_url(),
+            "path": "/api/v2/tickets",
+            "auth": { "type": "api_key", "header": "X-Api-Key", "key": pullsync_tests::rest_api::TICKETS_KEY },
+            "records": "results",
+            "primary_key": "id",
+            "pagination": { "style": "page_number", "size_param": "page_size", "size": 8 },
+            "target": { "table": format!("public.{name}"), "columns": { "id": "id", "subject": "title", "changed": "updated_at" } }
+        });
+        f.db.execute("SELECT pullsync.rest_add_source($1, $2)", &[&name, &config])
+            .unwrap();
+        let queued: serde_json::Value =
+            f.db.query_one("SELECT pullsync.rest_enqueue($1)", &[&name])
+                .unwrap()
+                .get(0);
+        rest_jobs.push(queued["job_id"].as_i64().expect("a queued REST run"));
+    }
+    let threads = queue(&mut f.db);
+    for job in rest_jobs.iter().chain([&threads]) {
+        wait_finished(&mut f.db, *job);
+    }
+    let claimed = |db: &mut Client, job: i64| -> std::time::SystemTime {
+        db.query_one(
+            "SELECT claimed_at FROM pullsync.jobs WHERE id = $1",
+            &[&job],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let (threads_at, last_rest_at) = (
+        claimed(&mut f.db, threads),
+        claimed(&mut f.db, rest_jobs[2]),
+    );
+    assert!(
+        threads_at < last_rest_at,
+        "the Threads run, queued last, is claimed before the third REST run"
+    );
+    for job in rest_jobs {
+        assert_eq!(status(&mut f.db, job)["state"], "completed");
+    }
+    assert_eq!(status(&mut f.db, threads)["state"], "completed");
+    f.db.batch_execute(
+        "SELECT pullsync.rest_drop_source(name) FROM pullsync.rest_sources WHERE name LIKE 'fair\\_%';
+         DROP TABLE public.fair_1, public.fair_2, public.fair_3;",
+    )
+    .unwrap();
+}

@@ -201,6 +201,8 @@ pub fn metrics_source(name: &str) -> String {
 /// unit of work.
 pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let started = Utc::now();
+    let clock = std::time::Instant::now();
+    let budget = config::rest_run_budget();
     let source = txn.run(|| store::load(name))?;
     let api = Api::new(&source)?;
     let config = &source.config;
@@ -240,6 +242,13 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
             error = Some(format!(
                 "stopped after config.max_pages ({}) pages; the next run resumes here",
                 config.max_pages
+            ));
+            break;
+        }
+        if pages > 0 && clock.elapsed() >= budget {
+            error = Some(format!(
+                "stopped after {pages} pages in pullsync.rest_run_budget ({} s); the next run resumes here",
+                budget.as_secs()
             ));
             break;
         }
