@@ -132,7 +132,7 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"pullsync.rest_max_response_size",
         c"A REST source's answer larger than this is refused while it is read.",
-        c"Bounds the memory of a REST pull: a page is held as a JSON tree of up to ~200 times its size.",
+        c"Bounds the memory of a REST pull: a page costs the backend up to ~15 times its size while it is written.",
         &REST_MAX_RESPONSE_KB,
         64,
         1024 * 1024,

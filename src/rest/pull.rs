@@ -12,12 +12,13 @@ use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
 use pullsync_core::http::{
-    Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, Request, RequestAuth,
+    self, Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, Request, RequestAuth,
     RetryPolicy, Secrets,
 };
 use pullsync_core::outcome::Status;
 use pullsync_core::rest::config::{Auth, RestConfig};
-use pullsync_core::rest::paging::{self, Answer, Position};
+use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -106,7 +107,7 @@ impl<'a> Api<'a> {
         position: &Position,
         since: Option<&str>,
         cancel: Cancel,
-    ) -> Result<std::result::Result<(Value, Option<String>), Failure>> {
+    ) -> Result<std::result::Result<http::Answer, Failure>> {
         let c: &RestConfig = &self.source.config;
         let secret = self.source.secret.as_deref();
         let query_key = matches!(c.auth, Auth::QueryKey { .. })
@@ -148,9 +149,7 @@ impl<'a> Api<'a> {
                     failure.message = self.redacted(&failure.message);
                     return Ok(Err(failure));
                 }
-                Ok(answer) => {
-                    return Ok(answer.json::<Value>().map(|body| (body, answer.link)));
-                }
+                Ok(answer) => return Ok(Ok(answer)),
             }
         }
     }
@@ -160,36 +159,32 @@ impl<'a> Api<'a> {
     }
 }
 
-/// A page's records and where the next page is.
-struct Page {
-    records: Vec<Value>,
-    next: Option<Position>,
-}
-
-/// Reads the page at `position`; the inner error says (without the secret) why the run
-/// stops there.
+/// Reads the page at `position`, hands each record (a slice of the body: a page is never
+/// one tree) to `each` with the page's number of records, and says where the next page is; the inner error says (without
+/// the secret) why the run stops there.
 fn read_page(
     api: &Api,
     position: &Position,
     since: Option<&str>,
     cancel: Cancel,
-) -> Result<std::result::Result<Page, String>> {
+    each: impl FnMut(&RawValue, usize),
+) -> Result<std::result::Result<Option<Position>, String>> {
     let config = &api.source.config;
-    let (mut body, link) = match api.page(position, since, cancel)? {
-        Ok(page) => page,
+    let fetched = match api.page(position, since, cancel)? {
+        Ok(fetched) => fetched,
         Err(f) => return Ok(Err(f.message)),
     };
-    let answer = Answer {
-        body: &body,
-        link: link.as_deref(),
+    let body = match fetched.json_borrowed::<&RawValue>() {
+        Ok(body) => body,
+        Err(f) => return Ok(Err(api.redacted(&f.message))),
     };
-    let next = paging::records(config, &body)
-        .and_then(|records| paging::next(config, position, &answer, records));
-    let walked = next.map(|next| Page {
-        records: paging::take_records(config, &mut body),
-        next,
-    });
-    Ok(walked.map_err(|e| api.redacted(&e.to_string())))
+    let answer = Answer {
+        body,
+        link: fetched.link.as_deref(),
+    };
+    let next = paging::each_record(config, body, each)
+        .and_then(|walked| paging::next(config, position, &answer, &walked));
+    Ok(next.map_err(|e| api.redacted(&e.to_string())))
 }
 
 /// A REST source's name in sync_metrics and alerts.
@@ -252,16 +247,23 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
             ));
             break;
         }
-        let Page { records, next } = match read_page(&api, &position, since.as_deref(), cancel)? {
-            Ok(page) => page,
+        let mut maker = RowMaker::new(config);
+        let next = match read_page(&api, &position, since.as_deref(), cancel, |r, of| {
+            maker.add(r, of)
+        })? {
+            Ok(next) => next,
             Err(message) => {
                 error = Some(message);
                 break;
             }
         };
-        let (rows, left_out) = paging::rows(config, &records);
+        let PageRows {
+            rows,
+            keyless: left_out,
+            high_water,
+        } = maker.finish();
         keyless += left_out;
-        run_high_water = paging::higher(run_high_water, paging::page_high_water(config, &records));
+        run_high_water = paging::higher(run_high_water, high_water);
         match txn.run(|| {
             store::write_page(
                 &source,
@@ -359,26 +361,29 @@ pub fn reconcile(name: &str, since: Option<&str>, cancel: Cancel) -> Result<Valu
     let mut listed: std::collections::BTreeSet<Vec<Option<String>>> = Default::default();
     let mut position = Position::Start;
     for _ in 0..config.max_pages {
-        let Page { records, next } = match read_page(&api, &position, since, cancel)? {
-            Ok(page) => page,
-            Err(message) => {
-                out.error = Some(message);
-                break;
-            }
-        };
-        for record in &records {
+        let read = read_page(&api, &position, since, cancel, |raw, _| {
+            let Ok(record) = serde_json::from_str::<Value>(raw.get()) else {
+                return;
+            };
             let key: Vec<Option<String>> = config
                 .primary_key
                 .iter()
                 .map(|k| {
-                    k.get(record)
+                    k.get(&record)
                         .and_then(pullsync_core::rest::path::scalar_text)
                 })
                 .collect();
             if key.iter().all(Option::is_some) {
                 listed.insert(key);
             }
-        }
+        })?;
+        let next = match read {
+            Ok(next) => next,
+            Err(message) => {
+                out.error = Some(message);
+                break;
+            }
+        };
         match next {
             Some(next) => position = next,
             None => break,

@@ -9,7 +9,7 @@ use crate::secrets::Secrets;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use pullsync_core::rest::config::RestConfig;
-use pullsync_core::rest::paging::Position;
+use pullsync_core::rest::paging::{Position, Rows};
 use serde_json::Value;
 
 /// A source as its runs read it: the configuration checked again, the secret opened.
@@ -390,56 +390,65 @@ fn is_refusal(error: &PullsyncError) -> bool {
         || matches!(error.sqlstate().code().as_str(), "42501")
 }
 
-fn upsert(source: &Stored, sql: &str, rows: &[Value]) -> Result<()> {
-    let json = serde_json::to_string(rows)
-        .map_err(|e| PullsyncError::Internal(format!("REST rows as JSON: {e}")))?;
+/// `rows`: the text of a JSON array of rows.
+fn upsert(source: &Stored, sql: &str, rows: &str) -> Result<()> {
     as_role(&source.owner, || {
-        Spi::run_with_args(sql, &[json.into()])?;
+        Spi::run_with_args(sql, &[rows.into()])?;
         Ok(())
     })
 }
 
-/// Upserts rows set-based as the owner; when that fails for a reason in the data, row by
-/// row, and a row that still fails goes to `pullsync.rest_quarantine` with the reason.
-fn upsert_or_quarantine(source: &Stored, table: &str, rows: &[Value]) -> Result<Written> {
+/// Rows an upsert statement takes at most: PostgreSQL holds a statement's rows (its
+/// jsonb parameter, the recordset) several times over until it ends, so a page is written
+/// in runs of rows to keep that to a small multiple of the run, not of the page.
+const UPSERT_ROWS: usize = 1024;
+const UPSERT_BYTES: usize = 256 << 10;
+
+/// Upserts rows set-based as the owner, a run of rows per statement; when a run fails for
+/// a reason in the data, its rows one by one, and a row that still fails goes to
+/// `pullsync.rest_quarantine` with the reason.
+fn upsert_or_quarantine(source: &Stored, table: &str, rows: &Rows) -> Result<Written> {
+    let mut written = Written::default();
     if rows.is_empty() {
-        return Ok(Written::default());
+        return Ok(written);
     }
     let sql = upsert_sql(source, table);
-    match upsert(source, &sql, rows) {
-        Ok(()) => {
-            return Ok(Written {
-                stored: rows.len(),
-                quarantined: 0,
-            })
-        }
-        Err(e) if is_refusal(&e) => return Err(e),
-        Err(_) => {}
-    }
     let keys = source.config.target.key_columns(&source.config.primary_key);
-    let mut written = Written::default();
-    for row in rows {
-        match upsert(source, &sql, std::slice::from_ref(row)) {
-            Ok(()) => written.stored += 1,
+    for (chunk, range) in rows.chunks(UPSERT_ROWS, UPSERT_BYTES) {
+        match upsert(source, &sql, &format!("[{chunk}]")) {
+            Ok(()) => {
+                written.stored += range.len();
+                continue;
+            }
             Err(e) if is_refusal(&e) => return Err(e),
-            Err(e) => {
-                let key: Vec<String> = keys
-                    .iter()
-                    .map(|k| {
-                        pullsync_core::rest::path::scalar_text(&row[k.as_str()]).unwrap_or_default()
-                    })
-                    .collect();
-                Spi::run_with_args(
-                    "INSERT INTO pullsync.rest_quarantine (source_name, record_key, reason, row_data)
-                     VALUES ($1, $2, $3, $4)",
-                    &[
-                        source.name.as_str().into(),
-                        key.join(",").into(),
-                        e.to_string().into(),
-                        JsonB(row.clone()).into(),
-                    ],
-                )?;
-                written.quarantined += 1;
+            Err(_) => {}
+        }
+        for text in rows.iter().skip(range.start).take(range.len()) {
+            match upsert(source, &sql, &format!("[{text}]")) {
+                Ok(()) => written.stored += 1,
+                Err(e) if is_refusal(&e) => return Err(e),
+                Err(e) => {
+                    let row: Value = serde_json::from_str(text)
+                        .map_err(|e| PullsyncError::Internal(format!("a REST row as JSON: {e}")))?;
+                    let key: Vec<String> = keys
+                        .iter()
+                        .map(|k| {
+                            pullsync_core::rest::path::scalar_text(&row[k.as_str()])
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    Spi::run_with_args(
+                        "INSERT INTO pullsync.rest_quarantine (source_name, record_key, reason, row_data)
+                         VALUES ($1, $2, $3, $4)",
+                        &[
+                            source.name.as_str().into(),
+                            key.join(",").into(),
+                            e.to_string().into(),
+                            JsonB(row).into(),
+                        ],
+                    )?;
+                    written.quarantined += 1;
+                }
             }
         }
     }
@@ -453,7 +462,7 @@ fn upsert_or_quarantine(source: &Stored, table: &str, rows: &[Value]) -> Result<
 pub fn write_page(
     source: &Stored,
     table: &str,
-    rows: &[Value],
+    rows: &Rows,
     next: Option<&Position>,
     run_high_water: Option<&str>,
 ) -> Result<Written> {
@@ -502,7 +511,7 @@ pub fn retry_quarantined(name: &str) -> Result<Value> {
     let sql = upsert_sql(&source, &table);
     let (mut stored, mut still, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
     for (id, row) in &open {
-        match upsert(&source, &sql, std::slice::from_ref(row)) {
+        match upsert(&source, &sql, &format!("[{row}]")) {
             Ok(()) => stored.push(*id),
             Err(e) if is_refusal(&e) => return Err(e),
             Err(e) => {

@@ -34,7 +34,8 @@ commands:
           --against 0.1.0: on the version that landed first, to see what it loses
   bench   run the benchmarks (about an hour) and write docs/BENCHMARKS.md and its charts;
           --quick: small sizes, written under target/bench/; --only attack: just the feed
-          server under attack, figures printed; --only threads --accounts N[,N…]
+          server under attack, figures printed; --only rest-memory: what a REST page costs
+          the backend that pulls it; --only threads --accounts N[,N…]
           [--posts N]: pg_pullsync's two cycles at those sizes, printed
 ";
 

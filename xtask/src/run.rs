@@ -640,6 +640,26 @@ fn soak_phase_with(tally: &mut Tally, mut command: Command, major: Major, runs: 
     );
 }
 
+/// `cargo xtask bench --only rest-memory`: what one REST page costs the backend that pulls
+/// it (pgrx-tests/tests/rest_memory.rs), on a fresh test cluster of the debug build.
+pub fn rest_memory() -> Result<()> {
+    let major = Major::Pg15;
+    build_and_install(&major.build_tree(), Profile::Debug)?;
+    let cluster = test_cluster(major)?;
+    let mut command = integration_command(&cluster);
+    command.args([
+        "--test",
+        "rest_memory",
+        "--",
+        "--ignored",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    let outcome = command.status_ok();
+    cluster.cluster.stop()?;
+    outcome
+}
+
 /// `cargo xtask soak [--pg 15|18] [--against 0.1.0]`: the long fault soak on a fresh test
 /// cluster; with `--against`, on the version that landed first (rebuilt from its commit),
 /// in the soak's 0.1.0 mode, to see what that version loses.

@@ -172,6 +172,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     if crate::run::flag_value(args, "--only")? == Some("attack") {
         return attack_only(&plan);
     }
+    if crate::run::flag_value(args, "--only")? == Some("rest-memory") {
+        return crate::run::rest_memory();
+    }
     prereqs::ensure_bench()?;
     if crate::run::flag_value(args, "--only")? == Some("threads") {
         return threads_only(args);

@@ -8,6 +8,7 @@ use super::usage::{Usage, APP_USAGE, BUSINESS_USAGE};
 use super::{redact_url, Failure, FailureClass, RateLimiter, RetryPolicy, Secrets};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -306,6 +307,12 @@ impl Answer {
 
     /// The body as JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Failure> {
+        self.json_borrowed()
+    }
+
+    /// The body as JSON that may borrow from it: `&RawValue` slices of the body rather
+    /// than a tree of it.
+    pub fn json_borrowed<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Failure> {
         serde_json::from_slice(&self.body).map_err(|e| {
             Failure::new(
                 FailureClass::BadData,

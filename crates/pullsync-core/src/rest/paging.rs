@@ -6,7 +6,14 @@ use super::config::{Auth, CursorFrom, Pagination, RestConfig};
 use super::path::{scalar_text, JsonPath};
 use crate::http::urlencode;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// The most records a page may hold. A record costs its bytes several times over while
+/// its page is written (its slice, its row, its key); this bounds that cost whatever the
+/// response cap, and a page of more ends the run.
+pub const MAX_RECORDS_PER_PAGE: usize = 1_000_000;
 
 /// Where the next request of a run starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,11 +44,14 @@ pub enum PagingError {
     ForeignUrl(String),
     #[error("the API handed out the same position twice ({0}); the listing would never end")]
     Repeated(String),
+    #[error("the page holds more than {MAX_RECORDS_PER_PAGE} records; ask the API for smaller pages (config.query or the pagination's size or limit)")]
+    TooManyRecords,
 }
 
-/// What one answer brought: its body and its `Link` header.
+/// What one answer brought: its body (read as text, never as one tree: a tree of a page
+/// costs up to ~200 times its bytes) and its `Link` header.
 pub struct Answer<'a> {
-    pub body: &'a Value,
+    pub body: &'a RawValue,
     pub link: Option<&'a str>,
 }
 
@@ -128,23 +138,58 @@ pub fn request_url(
     url
 }
 
-/// The records of a page.
-pub fn records<'a>(config: &RestConfig, body: &'a Value) -> Result<&'a [Value], PagingError> {
-    config
-        .records
-        .get(body)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .ok_or_else(|| PagingError::NoRecords(config.records.as_str().to_string()))
+/// How many records a page held and its last one (where some APIs continue).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Walked<'a> {
+    pub count: usize,
+    pub last: Option<&'a RawValue>,
 }
 
-/// The page's records moved out of it, so that a page is not held twice; empty where
-/// `records` finds no array.
-pub fn take_records(config: &RestConfig, body: &mut Value) -> Vec<Value> {
-    match config.records.get_mut(body) {
-        Some(Value::Array(items)) => std::mem::take(items),
-        _ => Vec::new(),
+/// Hands each record of a page, as the slice of the body it is, to `each` in order, with
+/// how many records the page holds (counted first, so that a page of too many is refused
+/// before any is handed on); no list of them is held.
+pub fn each_record<'a>(
+    config: &RestConfig,
+    body: &'a RawValue,
+    mut each: impl FnMut(&'a RawValue, usize),
+) -> Result<Walked<'a>, PagingError> {
+    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+    struct Records<F>(F, bool);
+    impl<'de, F: FnMut(&'de RawValue)> Visitor<'de> for &mut Records<F> {
+        type Value = Walked<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of records")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Walked<'de>, A::Error> {
+            let mut walked = Walked::default();
+            while let Some(record) = seq.next_element::<&'de RawValue>()? {
+                if walked.count == MAX_RECORDS_PER_PAGE {
+                    self.1 = true;
+                    return Err(A::Error::custom("too many records"));
+                }
+                (self.0)(record);
+                walked.count += 1;
+                walked.last = Some(record);
+            }
+            Ok(walked)
+        }
     }
+    let no_records = || PagingError::NoRecords(config.records.as_str().to_string());
+    let array = config
+        .records
+        .get_raw(body)
+        .filter(|r| r.get().starts_with('['))
+        .ok_or_else(no_records)?;
+    let walk = |each: &mut dyn FnMut(&'a RawValue)| {
+        let mut records = Records(each, false);
+        match serde_json::Deserializer::from_str(array.get()).deserialize_seq(&mut records) {
+            Ok(walked) => Ok(walked),
+            Err(_) if records.1 => Err(PagingError::TooManyRecords),
+            Err(_) => Err(no_records()),
+        }
+    };
+    let count = walk(&mut |_| {})?.count;
+    walk(&mut |record| each(record, count))
 }
 
 /// The `rel="next"` target of an RFC 8288 Link header.
@@ -190,8 +235,9 @@ fn own_url(config: &RestConfig, url: &str) -> Result<String, PagingError> {
     }
 }
 
-fn text_at(path: &JsonPath, value: &Value) -> Option<String> {
-    path.get(value)
+fn text_at(path: &JsonPath, value: &RawValue) -> Option<String> {
+    path.get_value(value)
+        .as_ref()
         .and_then(scalar_text)
         .filter(|s| !s.is_empty())
 }
@@ -201,20 +247,22 @@ pub fn next(
     config: &RestConfig,
     at: &Position,
     answer: &Answer,
-    records: &[Value],
+    records: &Walked,
 ) -> Result<Option<Position>, PagingError> {
     let next = match &config.pagination {
         Pagination::None => None,
         Pagination::Cursor { from, has_more, .. } => {
-            let more = has_more
-                .as_ref()
-                .map(|p| p.get(answer.body).and_then(Value::as_bool).unwrap_or(false));
+            let more = has_more.as_ref().map(|p| {
+                p.get_value(answer.body)
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false)
+            });
             if more == Some(false) {
                 None
             } else {
                 let cursor = match from {
                     CursorFrom::Page(path) => text_at(path, answer.body),
-                    CursorFrom::LastRecord(field) => records.last().and_then(|r| text_at(field, r)),
+                    CursorFrom::LastRecord(field) => records.last.and_then(|r| text_at(field, r)),
                 };
                 cursor.map(|cursor| Position::Cursor { cursor })
             }
@@ -232,15 +280,15 @@ pub fn next(
                 Position::Page { page } => *page,
                 _ => *start,
             };
-            (records.len() as u64 >= *size).then_some(Position::Page { page: page + 1 })
+            (records.count as u64 >= *size).then_some(Position::Page { page: page + 1 })
         }
         Pagination::Offset { limit, .. } => {
             let offset = match at {
                 Position::Offset { offset } => *offset,
                 _ => 0,
             };
-            (records.len() as u64 >= *limit).then_some(Position::Offset {
-                offset: offset + records.len() as u64,
+            (records.count as u64 >= *limit).then_some(Position::Offset {
+                offset: offset + records.count as u64,
             })
         }
     };
@@ -252,35 +300,170 @@ pub fn next(
     Ok(next)
 }
 
-/// The rows of a page as the target's columns take them (with the unmapped top-level
-/// fields in the extra column), one per key (the last record of a key wins, as an upsert
-/// may touch a row once), and how many records had no complete key (left out).
-pub fn rows(config: &RestConfig, records: &[Value]) -> (Vec<Value>, usize) {
-    let mapped: Vec<&str> = config
-        .target
-        .columns
-        .iter()
-        .filter_map(|(_, p)| p.top())
-        .collect();
-    let mut rows: Vec<Value> = Vec::with_capacity(records.len());
-    let mut at_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut keyless = 0;
-    for record in records {
+/// A page's rows as the target's columns take them, as the text of one JSON array, each
+/// row a slice of it: runs of rows go to the upsert as slices too.
+#[derive(Debug, Default)]
+pub struct Rows {
+    text: String,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Each row's JSON text, in page order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.spans.iter().map(|&(from, to)| &self.text[from..to])
+    }
+
+    /// The rows in runs of at most `max_rows` rows and (unless one row is larger) about
+    /// `max_bytes` bytes, each the rows' text between `[` and `]` (comma-separated) and
+    /// its rows, in page order.
+    pub fn chunks(&self, max_rows: usize, max_bytes: usize) -> Vec<(&str, std::ops::Range<usize>)> {
+        let mut out = Vec::new();
+        let mut first = 0;
+        while first < self.spans.len() {
+            let from = self.spans[first].0;
+            let mut last = first;
+            while last + 1 < self.spans.len()
+                && last + 1 - first < max_rows.max(1)
+                && self.spans[last + 1].1 - from <= max_bytes
+            {
+                last += 1;
+            }
+            out.push((&self.text[from..self.spans[last].1], first..last + 1));
+            first = last + 1;
+        }
+        out
+    }
+}
+
+/// What a page's records gave.
+#[derive(Debug, Default)]
+pub struct PageRows {
+    pub rows: Rows,
+    /// Records without a complete primary key, left out.
+    pub keyless: usize,
+    /// The highest incremental field among the records.
+    pub high_water: Option<String>,
+}
+
+/// Makes the rows of a page record by record (with the unmapped top-level fields in the
+/// extra column), one per key (the last record of a key wins, as an upsert may touch a
+/// row once), counts the records with no complete key (left out) and finds the page's
+/// high-water mark. One record is a tree at a time; the rows are text.
+pub struct RowMaker<'c> {
+    config: &'c RestConfig,
+    /// The top-level fields the columns take.
+    mapped: Vec<&'c str>,
+    out: PageRows,
+    /// Where each row is in the text; (0, 0): replaced by a later record of its key.
+    spans: Vec<(usize, usize)>,
+    keys: KeyIndex,
+}
+
+/// Which row holds each key, in few allocations: a record's key would otherwise be an
+/// allocation of its own, several times the size of a tiny record, and the many small
+/// ones kept between a record's passing ones fragment the heap.
+#[derive(Default)]
+struct KeyIndex {
+    hasher: std::collections::hash_map::RandomState,
+    /// The keys' texts, one after another, and where each row's key is in it.
+    text: String,
+    at: Vec<(usize, usize)>,
+    /// A key's hash → the row of the first key with that hash.
+    by_hash: HashMap<u64, usize>,
+    /// Keys whose hash an earlier, different key has (rare).
+    collided: HashMap<Box<str>, usize>,
+}
+
+impl KeyIndex {
+    fn reserve(&mut self, rows: usize) {
+        self.at.reserve_exact(rows);
+        self.by_hash.reserve(rows);
+    }
+
+    /// Notes that row `row` (the next one) has `key`; the earlier row with that key, if any.
+    fn insert(&mut self, key: &str, row: usize) -> Option<usize> {
+        use std::hash::BuildHasher;
+        let from = self.text.len();
+        self.text.push_str(key);
+        self.at.push((from, self.text.len()));
+        let hash = self.hasher.hash_one(key);
+        match self.by_hash.get(&hash).copied() {
+            None => {
+                self.by_hash.insert(hash, row);
+                None
+            }
+            Some(earlier) => {
+                let (from, to) = self.at[earlier];
+                if &self.text[from..to] == key {
+                    self.by_hash.insert(hash, row);
+                    Some(earlier)
+                } else {
+                    self.collided.insert(key.into(), row)
+                }
+            }
+        }
+    }
+}
+
+impl<'c> RowMaker<'c> {
+    pub fn new(config: &'c RestConfig) -> Self {
+        let mut out = PageRows::default();
+        out.rows.text.push('[');
+        RowMaker {
+            config,
+            mapped: config
+                .target
+                .columns
+                .iter()
+                .filter_map(|(_, p)| p.top())
+                .collect(),
+            out,
+            spans: Vec::new(),
+            keys: KeyIndex::default(),
+        }
+    }
+
+    /// Adds a record of a page of `of` records.
+    pub fn add(&mut self, raw: &RawValue, of: usize) {
+        if self.spans.capacity() == 0 {
+            // Sized once: growing doubles, and holds the old and the new table meanwhile.
+            self.spans.reserve_exact(of);
+            self.keys.reserve(of);
+        }
+        let config = self.config;
+        let out = &mut self.out;
+        let Ok(record) = serde_json::from_str::<Value>(raw.get()) else {
+            out.keyless += 1;
+            return;
+        };
+        if let Some(inc) = &config.incremental {
+            let mark = inc.field.get(&record).and_then(scalar_text);
+            out.high_water = higher(out.high_water.take(), mark);
+        }
         let key: Option<Vec<&Value>> = config
             .primary_key
             .iter()
-            .map(|k| k.get(record).filter(|v| !v.is_null()))
+            .map(|k| k.get(&record).filter(|v| !v.is_null()))
             .collect();
         let Some(key) = key else {
-            keyless += 1;
-            continue;
+            out.keyless += 1;
+            return;
         };
         let key = serde_json::to_string(&key).unwrap_or_default();
         let mut row = Map::new();
         for (column, path) in &config.target.columns {
             row.insert(
                 column.clone(),
-                path.get(record).cloned().unwrap_or(Value::Null),
+                path.get(&record).cloned().unwrap_or(Value::Null),
             );
         }
         if let Some(extra) = &config.target.extra {
@@ -288,22 +471,48 @@ pub fn rows(config: &RestConfig, records: &[Value]) -> (Vec<Value>, usize) {
                 .as_object()
                 .map(|o| {
                     o.iter()
-                        .filter(|(k, _)| !mapped.contains(&k.as_str()))
+                        .filter(|(k, _)| !self.mapped.contains(&k.as_str()))
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect()
                 })
                 .unwrap_or_default();
             row.insert(extra.clone(), Value::Object(rest));
         }
-        match at_key.get(&key) {
-            Some(&i) => rows[i] = Value::Object(row),
-            None => {
-                at_key.insert(key, rows.len());
-                rows.push(Value::Object(row));
-            }
+        let text = &mut out.rows.text;
+        if text.len() > 1 {
+            text.push(',');
         }
+        let from = text.len();
+        text.push_str(&Value::Object(row).to_string());
+        if let Some(replaced) = self.keys.insert(&key, self.spans.len()) {
+            self.spans[replaced] = (0, 0);
+        }
+        self.spans.push((from, text.len()));
     }
-    (rows, keyless)
+
+    pub fn finish(self) -> PageRows {
+        let RowMaker { mut out, spans, .. } = self;
+        out.rows.text.push(']');
+        if spans.iter().all(|&(from, _)| from > 0) {
+            out.rows.spans = spans;
+            return out;
+        }
+        // Rows replaced by later ones leave the array: it is written again without them.
+        let text = std::mem::take(&mut out.rows.text);
+        let kept = &mut out.rows;
+        kept.text.reserve(text.len());
+        kept.text.push('[');
+        for (from, to) in spans.into_iter().filter(|&(from, _)| from > 0) {
+            if kept.text.len() > 1 {
+                kept.text.push(',');
+            }
+            let start = kept.text.len();
+            kept.text.push_str(&text[from..to]);
+            kept.spans.push((start, kept.text.len()));
+        }
+        kept.text.push(']');
+        out
+    }
 }
 
 /// The higher of two high-water marks: numerically when both are numbers, else as text
@@ -319,15 +528,6 @@ pub fn higher(a: Option<String>, b: Option<String>) -> Option<String> {
         }
         (a, b) => a.or(b),
     }
-}
-
-/// The highest incremental field among a page's records.
-pub fn page_high_water(config: &RestConfig, records: &[Value]) -> Option<String> {
-    let field = &config.incremental.as_ref()?.field;
-    records
-        .iter()
-        .filter_map(|r| field.get(r).and_then(scalar_text))
-        .fold(None, |hw, v| higher(hw, Some(v)))
 }
 
 #[cfg(test)]
@@ -354,17 +554,66 @@ mod tests {
         .0
     }
 
+    /// All rows as one JSON array.
+    fn whole(rows: &Rows) -> Value {
+        let chunks = rows.chunks(usize::MAX, usize::MAX);
+        assert!(chunks.len() <= 1);
+        let text = chunks.first().map_or("", |c| c.0);
+        serde_json::from_str(&format!("[{text}]")).unwrap()
+    }
+
+    fn raw(value: &Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(value).unwrap()
+    }
+
+    fn records<'a>(c: &RestConfig, page: &'a RawValue) -> Result<Vec<&'a RawValue>, PagingError> {
+        let mut all = Vec::new();
+        let walked = each_record(c, page, |r, of| {
+            all.push(r);
+            assert!(of >= all.len());
+        })?;
+        assert_eq!(walked.count, all.len());
+        assert_eq!(walked.last.map(RawValue::get), all.last().map(|r| r.get()));
+        Ok(all)
+    }
+
+    fn walked<'a>(records: &[&'a RawValue]) -> Walked<'a> {
+        Walked {
+            count: records.len(),
+            last: records.last().copied(),
+        }
+    }
+
+    fn rows(c: &RestConfig, records: &[&RawValue]) -> PageRows {
+        let mut maker = RowMaker::new(c);
+        for r in records {
+            maker.add(r, records.len());
+        }
+        maker.finish()
+    }
+
     #[test]
-    fn records_are_moved_out_of_the_page() {
+    fn records_are_slices_of_the_page_and_a_page_has_few_enough() {
         let c = config(json!({ "style": "none" }));
-        let mut page = json!({ "data": [{ "id": 1 }, { "id": 2 }], "more": true });
-        assert_eq!(records(&c, &page).unwrap().len(), 2);
-        assert_eq!(
-            take_records(&c, &mut page),
-            vec![json!({ "id": 1 }), json!({ "id": 2 })]
-        );
-        assert_eq!(page, json!({ "data": [], "more": true }));
-        assert!(take_records(&c, &mut json!({ "other": [] })).is_empty());
+        let page = raw(&json!({ "data": [{ "id": 1 }, { "id": 2 }], "more": true }));
+        let texts: Vec<&str> = records(&c, &page)
+            .unwrap()
+            .iter()
+            .map(|r| r.get())
+            .collect();
+        assert_eq!(texts, [r#"{"id":1}"#, r#"{"id":2}"#]);
+        for other in [json!({ "other": [] }), json!({ "data": { "id": 1 } })] {
+            assert!(matches!(
+                records(&c, &raw(&other)),
+                Err(PagingError::NoRecords(_))
+            ));
+        }
+        let many = format!("{{\"data\":[{}0]}}", "0,".repeat(MAX_RECORDS_PER_PAGE));
+        let many: Box<RawValue> = serde_json::from_str(&many).unwrap();
+        assert!(matches!(
+            records(&c, &many),
+            Err(PagingError::TooManyRecords)
+        ));
     }
 
     #[test]
@@ -405,8 +654,9 @@ mod tests {
     #[test]
     fn each_style_finds_the_next_page_or_the_end() {
         let body =
-            json!({ "data": [{ "id": "a" }, { "id": "b" }], "has_more": true, "next": "c2" });
-        let records = body["data"].as_array().unwrap().clone();
+            raw(&json!({ "data": [{ "id": "a" }, { "id": "b" }], "has_more": true, "next": "c2" }));
+        let all = records(&config(json!({ "style": "none" })), &body).unwrap();
+        let records = walked(&all);
         let answer = Answer {
             body: &body,
             link: None,
@@ -418,7 +668,7 @@ mod tests {
             next(&stripe, &Position::Start, &answer, &records).unwrap(),
             Some(Position::Cursor { cursor: "b".into() })
         );
-        let last = json!({ "data": [], "has_more": false });
+        let last = raw(&json!({ "data": [], "has_more": false }));
         assert_eq!(
             next(
                 &stripe,
@@ -427,7 +677,7 @@ mod tests {
                     body: &last,
                     link: None
                 },
-                &[]
+                &Walked::default()
             )
             .unwrap(),
             None
@@ -456,7 +706,13 @@ mod tests {
             Some(Position::Page { page: 5 })
         );
         assert_eq!(
-            next(&pages, &Position::Page { page: 5 }, &answer, &records[..1]).unwrap(),
+            next(
+                &pages,
+                &Position::Page { page: 5 },
+                &answer,
+                &walked(&all[..1])
+            )
+            .unwrap(),
             None
         );
         let offsets = config(json!({ "style": "offset", "limit": 2 }));
@@ -488,17 +744,68 @@ mod tests {
     #[test]
     fn rows_map_columns_keep_the_rest_and_leave_keyless_records_out() {
         let c = config(json!({ "style": "none" }));
-        let records = vec![
-            json!({ "id": 1, "updated": "u0", "title": "old" }),
-            json!({ "id": 1, "updated": "u1", "title": "x" }),
-            json!({ "title": "no id" }),
+        let page = raw(&json!({ "data": [
+            { "id": 1, "updated": "u0", "title": "old" },
+            { "id": 2, "updated": "u3", "title": "y" },
+            { "id": 1, "updated": "u1", "title": "x" },
+            { "title": "no id", "updated": "u4" },
+            7
+        ] }));
+        let page = rows(&c, &records(&c, &page).unwrap());
+        assert_eq!(page.keyless, 2);
+        assert_eq!(page.high_water.as_deref(), Some("u4"));
+        let as_values = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+        let expected = [
+            json!({ "id": 2, "updated": "u3", "raw": { "title": "y" } }),
+            json!({ "id": 1, "updated": "u1", "raw": { "title": "x" } }),
         ];
-        let (rows, keyless) = rows(&c, &records);
-        assert_eq!(keyless, 1);
+        assert_eq!(page.rows.len(), 2);
+        assert_eq!(whole(&page.rows), json!(expected));
+        let each: Vec<Value> = page.rows.iter().map(as_values).collect();
+        assert_eq!(each, expected);
+        let chunks: Vec<(Value, std::ops::Range<usize>)> = page
+            .rows
+            .chunks(1, 1 << 20)
+            .into_iter()
+            .map(|(text, rows)| (as_values(&format!("[{text}]")), rows))
+            .collect();
         assert_eq!(
-            rows,
-            [json!({ "id": 1, "updated": "u1", "raw": { "title": "x" } })]
+            chunks,
+            [(json!([expected[0]]), 0..1), (json!([expected[1]]), 1..2)]
         );
+        assert_eq!(page.rows.chunks(10, 1 << 20).len(), 1);
+        assert_eq!(page.rows.chunks(10, 1).len(), 2);
+        let unique = raw(&json!({ "data": [{ "id": 1 }, { "id": 2 }] }));
+        let unique = rows(&c, &records(&c, &unique).unwrap());
+        assert_eq!(
+            whole(&unique.rows),
+            json!([
+                { "id": 1, "updated": null, "raw": {} },
+                { "id": 2, "updated": null, "raw": {} }
+            ])
+        );
+        assert!(rows(&c, &[]).rows.is_empty());
+    }
+
+    #[test]
+    fn keys_find_their_earlier_row_even_when_hashes_collide() {
+        let mut keys = KeyIndex::default();
+        assert_eq!(keys.insert("[1]", 0), None);
+        assert_eq!(keys.insert("[2]", 1), None);
+        assert_eq!(keys.insert("[1]", 2), Some(0));
+        assert_eq!(keys.insert("[1]", 3), Some(2));
+        // "[3]" under a hash an earlier "[2]" holds, as if the two hashed alike.
+        use std::hash::BuildHasher;
+        let mut colliding = KeyIndex::default();
+        colliding.text.push_str("[2]");
+        colliding.at.push((0, 3));
+        colliding
+            .by_hash
+            .insert(colliding.hasher.hash_one("[3]"), 0);
+        assert_eq!(colliding.insert("[3]", 1), None);
+        assert_eq!(colliding.insert("[3]", 2), Some(1));
+        assert_eq!(colliding.insert("[2]", 3), None);
+        assert_eq!(colliding.insert("[2]", 4), Some(3));
     }
 
     #[test]
@@ -513,10 +820,11 @@ mod tests {
         );
         assert_eq!(higher(None, Some("a".into())).as_deref(), Some("a"));
         let c = config(json!({ "style": "none" }));
-        let records = [
-            json!({ "id": 1, "updated": "2024-01-02" }),
-            json!({ "id": 2, "updated": "2024-03-01" }),
-        ];
-        assert_eq!(page_high_water(&c, &records).as_deref(), Some("2024-03-01"));
+        let page = raw(&json!({ "data": [
+            { "id": 1, "updated": "2024-01-02" },
+            { "id": 2, "updated": "2024-03-01" },
+        ] }));
+        let page = rows(&c, &records(&c, &page).unwrap());
+        assert_eq!(page.high_water.as_deref(), Some("2024-03-01"));
     }
 }

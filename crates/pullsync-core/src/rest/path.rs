@@ -2,7 +2,9 @@
 //! optionally after `$.` (`data`, `meta.next_cursor`, `$.links.next`, `items.0.id`); the
 //! empty path (or `$`) is the whole document.
 
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// A parsed path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,13 +44,31 @@ impl JsonPath {
         })
     }
 
-    /// The value at this path, to change or move out of it.
-    pub fn get_mut<'a>(&self, value: &'a mut Value) -> Option<&'a mut Value> {
-        self.steps.iter().try_fold(value, |v, step| match v {
-            Value::Object(map) => map.get_mut(step),
-            Value::Array(items) => step.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
-            _ => None,
+    /// The text of the value at this path in a document read as text, without building
+    /// the document's tree: only the objects and arrays on the way are split, each into
+    /// slices of its members (a duplicate key: the last one, as a tree keeps it).
+    pub fn get_raw<'a>(&self, value: &'a RawValue) -> Option<&'a RawValue> {
+        self.steps.iter().try_fold(value, |v, step| {
+            let text = v.get();
+            match text.as_bytes().first()? {
+                b'{' => serde_json::from_str::<HashMap<String, &RawValue>>(text)
+                    .ok()?
+                    .remove(step.as_str()),
+                b'[' => {
+                    let i = step.parse::<usize>().ok()?;
+                    serde_json::from_str::<Vec<&RawValue>>(text)
+                        .ok()?
+                        .get(i)
+                        .copied()
+                }
+                _ => None,
+            }
         })
+    }
+
+    /// The value at this path in a document read as text, as a tree of its own.
+    pub fn get_value(&self, value: &RawValue) -> Option<Value> {
+        serde_json::from_str(self.get_raw(value)?.get()).ok()
     }
 
     /// The first key: the top-level field a record's mapping takes.
@@ -93,6 +113,30 @@ mod tests {
         assert_eq!(JsonPath::parse("data.3").unwrap().get(&doc), None);
         assert_eq!(JsonPath::parse("meta.next.deeper").unwrap().get(&doc), None);
         assert!(JsonPath::parse("a..b").is_none());
+    }
+
+    #[test]
+    fn paths_reach_into_a_document_read_as_text() {
+        let doc: Box<RawValue> = serde_json::from_str(
+            r#"{ "meta": { "next": "c1", "next": "c2" }, "data": [{ "id": 7 }, 8] }"#,
+        )
+        .unwrap();
+        let at = |p: &str| JsonPath::parse(p).unwrap().get_value(&doc);
+        assert_eq!(at("meta.next"), Some(json!("c2")));
+        assert_eq!(at("$.data.0.id"), Some(json!(7)));
+        assert_eq!(at("data.1"), Some(json!(8)));
+        assert_eq!(
+            JsonPath::parse("data")
+                .unwrap()
+                .get_raw(&doc)
+                .unwrap()
+                .get(),
+            r#"[{ "id": 7 }, 8]"#
+        );
+        assert_eq!(at("$").unwrap()["meta"]["next"], json!("c2"));
+        assert_eq!(at("data.3"), None);
+        assert_eq!(at("data.x"), None);
+        assert_eq!(at("meta.next.deeper"), None);
     }
 
     #[test]
