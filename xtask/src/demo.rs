@@ -31,6 +31,28 @@ pub fn cluster(major: Major) -> Cluster {
     }
 }
 
+/// The demo clusters of this checkout and of every other one whose data the postgres user
+/// keeps (`pg_tree::demo_home`): a test run must leave each of them alone.
+pub fn clusters_on_this_machine() -> Vec<Cluster> {
+    let mut clusters: Vec<Cluster> = Major::ALL.into_iter().map(cluster).collect();
+    let others = std::fs::read_dir("/var/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pullsync-"));
+    for checkout in others {
+        for major in Major::ALL {
+            let ours = cluster(major);
+            let name = ours.home.file_name().expect("a named home").to_owned();
+            let home = checkout.path().join(name);
+            if clusters.iter().all(|c| c.home != home) {
+                clusters.push(Cluster::new(home, ours.port, ours.tree));
+            }
+        }
+    }
+    clusters
+}
+
 fn start_simulator() -> Result<()> {
     if crate::simulator::is_up(SIM_PORT) {
         println!("xtask: threads-sim already running on port {SIM_PORT}");

@@ -12,7 +12,7 @@
 
 use crate::cluster::Cluster;
 use crate::install::{install_atomically, Package};
-use crate::pg_tree::{Major, PgTree};
+use crate::pg_tree::PgTree;
 use crate::run::Result;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -131,9 +131,8 @@ impl Sentinel {
              server on {feed_port}) is up and synced {posts} posts"
         );
         let tripwires = Tripwires::start(&OLD_OTHER_PORTS);
-        let demos: Vec<(Cluster, u32)> = Major::ALL
+        let demos: Vec<(Cluster, u32)> = crate::demo::clusters_on_this_machine()
             .into_iter()
-            .map(crate::demo::cluster)
             .filter_map(|demo| {
                 demo.postmaster().map(|pid| {
                     println!(
