@@ -547,20 +547,7 @@ mod tests {
     }
 
     fn client(allowed: &str) -> crate::http::HttpClient {
-        crate::http::HttpClient::new(crate::http::HttpSettings {
-            timeout: std::time::Duration::from_secs(5),
-            retry: crate::http::RetryPolicy {
-                max_retries: 0,
-                base_delay: std::time::Duration::ZERO,
-                max_delay: std::time::Duration::ZERO,
-            },
-            concurrency: 1,
-            ca_file: None,
-            max_response_bytes: 1 << 20,
-            max_response_setting: "pullsync.http_max_response_size",
-            destinations: Arc::new(Destinations::parse(allowed).unwrap()),
-        })
-        .unwrap()
+        crate::http::test_client(std::time::Duration::from_secs(5), allowed)
     }
 
     async fn get(http: &crate::http::HttpClient, url: &str) -> crate::http::Failure {

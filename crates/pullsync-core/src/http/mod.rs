@@ -11,6 +11,26 @@ pub mod retry;
 pub mod usage;
 
 pub use client::{Answer, Classifier, Gate, HttpClient, HttpSettings, Request, RequestAuth};
+
+/// A client for unit tests: no retries, one request at a time, a 1 MB answer cap, requests
+/// only where `allowed` (`pullsync.http_allowed_hosts`' grammar) lets them go.
+#[cfg(test)]
+pub(crate) fn test_client(timeout: std::time::Duration, allowed: &str) -> HttpClient {
+    HttpClient::new(HttpSettings {
+        timeout,
+        retry: RetryPolicy {
+            max_retries: 0,
+            base_delay: std::time::Duration::ZERO,
+            max_delay: std::time::Duration::ZERO,
+        },
+        concurrency: 1,
+        ca_file: None,
+        max_response_bytes: 1 << 20,
+        max_response_setting: "pullsync.http_max_response_size",
+        destinations: std::sync::Arc::new(Destinations::parse(allowed).expect("a valid list")),
+    })
+    .expect("a test client")
+}
 pub use destination::{DestinationRefused, Destinations};
 pub use rate::RateLimiter;
 pub use redact::Secrets;

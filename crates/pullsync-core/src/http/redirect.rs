@@ -54,7 +54,7 @@ pub(crate) fn same_origin_redirects() -> reqwest::redirect::Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Destinations, HttpClient, HttpSettings, Request, RequestAuth, RetryPolicy};
+    use crate::http::{HttpClient, Request, RequestAuth};
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
     use std::sync::atomic::AtomicU32;
@@ -131,20 +131,7 @@ mod tests {
     }
 
     fn client(allowed: &str) -> HttpClient {
-        HttpClient::new(HttpSettings {
-            timeout: Duration::from_secs(5),
-            retry: RetryPolicy {
-                max_retries: 0,
-                base_delay: Duration::ZERO,
-                max_delay: Duration::ZERO,
-            },
-            concurrency: 1,
-            ca_file: None,
-            max_response_bytes: 1 << 20,
-            max_response_setting: "pullsync.http_max_response_size",
-            destinations: Arc::new(Destinations::parse(allowed).unwrap()),
-        })
-        .unwrap()
+        crate::http::test_client(Duration::from_secs(5), allowed)
     }
 
     fn classify(_: u16, _: &[u8]) -> (crate::http::FailureClass, String) {

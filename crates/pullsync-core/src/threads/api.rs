@@ -387,20 +387,7 @@ mod tests {
     }
 
     fn quiet_client() -> HttpClient {
-        HttpClient::new(crate::http::HttpSettings {
-            timeout: std::time::Duration::from_secs(1),
-            retry: crate::http::RetryPolicy {
-                max_retries: 0,
-                base_delay: std::time::Duration::ZERO,
-                max_delay: std::time::Duration::ZERO,
-            },
-            concurrency: 1,
-            ca_file: None,
-            max_response_bytes: 1 << 20,
-            max_response_setting: "pullsync.http_max_response_size",
-            destinations: Default::default(),
-        })
-        .unwrap()
+        crate::http::test_client(std::time::Duration::from_secs(1), "")
     }
 
     #[test]
