@@ -584,7 +584,7 @@ pub fn feed_tls_key_file() -> Option<String> {
     text(&FEED_TLS_KEY_FILE)
 }
 
-pub fn http_ca_file() -> Option<String> {
+fn http_ca_file() -> Option<String> {
     text(&HTTP_CA_FILE)
 }
 
@@ -619,7 +619,7 @@ pub fn http_settings() -> pullsync_core::http::HttpSettings {
 
 /// `pullsync.http_allowed_hosts`, parsed; its check hook refused any value that does not
 /// parse, so the fallback (public addresses only) is never reached in practice.
-pub fn http_destinations() -> std::sync::Arc<pullsync_core::http::Destinations> {
+fn http_destinations() -> std::sync::Arc<pullsync_core::http::Destinations> {
     let text = text(&HTTP_ALLOWED_HOSTS).unwrap_or_default();
     std::sync::Arc::new(pullsync_core::http::Destinations::parse(&text).unwrap_or_default())
 }
@@ -635,7 +635,7 @@ pub fn check_destination(url: &str) -> Result<()> {
         })
 }
 
-pub fn http_max_response_bytes() -> usize {
+fn http_max_response_bytes() -> usize {
     HTTP_MAX_RESPONSE_KB.get().max(1) as usize * 1024
 }
 

@@ -126,10 +126,7 @@ impl Provider {
                 max_delay: source.retry_delay.max(Duration::from_secs(1)) * 8,
             },
             concurrency: 1,
-            ca_file: crate::config::http_ca_file(),
-            max_response_bytes: crate::config::http_max_response_bytes(),
-            max_response_setting: "pullsync.http_max_response_size",
-            destinations: crate::config::http_destinations(),
+            ..crate::config::http_settings()
         })?;
         crate::config::check_destination(&source.base_url)?;
         let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);

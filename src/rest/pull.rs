@@ -73,10 +73,9 @@ impl<'a> Api<'a> {
                 max_delay: Duration::from_secs(30),
             },
             concurrency: c.concurrency,
-            ca_file: config::http_ca_file(),
             max_response_bytes: config::rest_max_response_bytes(),
             max_response_setting: "pullsync.rest_max_response_size",
-            destinations: config::http_destinations(),
+            ..config::http_settings()
         })?;
         config::check_destination(&c.base_url)?;
         let limiter = (c.rate_limit > 0.0).then(|| RateLimiter::new(c.rate_limit, 1));
