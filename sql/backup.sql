@@ -12,6 +12,10 @@ SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_post_metr
 SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_post_metrics_deltas', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_insights', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_insights_deltas', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_links', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_link_clicks', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_link_clicks_deltas', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_follower_demographics', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.system_job_logs', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_logs', '');
@@ -35,6 +39,8 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pu
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_post_metrics_deltas', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_insights', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_insights_deltas', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_link_clicks', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_link_clicks_deltas', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.system_job_logs', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.jobs', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_logs', 'id')::regclass, '');

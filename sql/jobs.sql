@@ -51,6 +51,11 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     d record;
 BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'pullsync.schedule_defaults() writes, and this server is a standby (in recovery), which is read-only'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Call it on the primary. When this server is promoted it takes writes, and its background workers start working by themselves.';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
         RAISE EXCEPTION 'pg_cron is not installed in this database'
             USING ERRCODE = 'undefined_object',
@@ -97,6 +102,11 @@ DECLARE
     removed integer := 0;
     id bigint;
 BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'pullsync.unschedule_all() writes, and this server is a standby (in recovery), which is read-only'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Call it on the primary. When this server is promoted it takes writes, and its background workers start working by themselves.';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
         RAISE EXCEPTION 'pg_cron is not installed in this database'
             USING ERRCODE = 'undefined_object',

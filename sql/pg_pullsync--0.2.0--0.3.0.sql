@@ -19,11 +19,16 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'rest_check_access_wrapper';
 REVOKE ALL ON FUNCTION pullsync.rest_check_access(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pullsync.rest_check_access(text) TO PUBLIC;
--- rest_schedule refuses a source of another role's up front.
+-- rest_schedule refuses a source of another role's up front, and on a standby.
 CREATE OR REPLACE FUNCTION pullsync.rest_schedule(name text, schedule text DEFAULT '*/15 * * * *')
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'pullsync.rest_schedule() writes, and this server is a standby (in recovery), which is read-only'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Call it on the primary. When this server is promoted it takes writes, and its background workers start working by themselves.';
+    END IF;
     IF name IS NULL OR schedule IS NULL THEN
         RAISE EXCEPTION 'name and schedule must not be null' USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the source''s name and a cron schedule such as ''*/15 * * * *''.';
@@ -140,3 +145,225 @@ SELECT s.source,
   FROM sources s
   LEFT JOIN states c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);
+
+-- Threads as Meta serves it in 2026 (issue 37): link clicks per URL in three layers,
+-- follower demographics a day per breakdown, the post fields without a column of their
+-- own, and an account's wait that Meta asked for, kept across runs.
+ALTER TABLE pullsync.workspace_threads_accounts ADD COLUMN rate_limited_until timestamptz;
+ALTER TABLE pullsync.workspace_threads_posts ADD COLUMN other_fields jsonb;
+-- Link clicks (account `clicks`, per link URL) in the same three layers as the other
+-- account insights: values are the current UTC day's, like the account's own clicks, and
+-- the links' current clicks add up to the account's current_clicks.
+-- L3: each link the account's posts were clicked through, with its latest value.
+CREATE TABLE pullsync.workspace_threads_account_links (
+    workspace_threads_account_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    link_url                     text NOT NULL,
+    current_clicks               bigint NOT NULL CHECK (current_clicks >= 0),
+    -- when the newest L1 snapshot was taken (the account's insights_updated_at says when
+    -- clicks were last fetched)
+    clicks_snapshot_at           timestamptz NOT NULL,
+    created_at                   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_threads_account_id, link_url)
+);
+
+-- L1: one immutable row per capture of a link whose clicks changed (or whose heartbeat
+-- was due). A link the answer no longer names has 0 clicks in the day.
+CREATE TABLE pullsync.workspace_threads_account_link_clicks (
+    id                           bigint GENERATED ALWAYS AS IDENTITY,
+    workspace_threads_account_id uuid NOT NULL,
+    link_url                     text NOT NULL,
+    clicks                       bigint NOT NULL CHECK (clicks >= 0),
+    captured_at                  timestamptz NOT NULL,
+    PRIMARY KEY (workspace_threads_account_id, id),
+    CONSTRAINT workspace_threads_account_link_clicks_link_captured_key
+        UNIQUE (workspace_threads_account_id, link_url, captured_at),
+    CONSTRAINT workspace_threads_account_link_clicks_link_fkey
+        FOREIGN KEY (workspace_threads_account_id, link_url)
+        REFERENCES pullsync.workspace_threads_account_links (workspace_threads_account_id, link_url)
+        ON DELETE CASCADE
+);
+CREATE INDEX workspace_threads_account_link_clicks_captured_idx
+    ON pullsync.workspace_threads_account_link_clicks (captured_at);
+
+-- L2: change between consecutive snapshots of a link; the first counts from zero.
+CREATE TABLE pullsync.workspace_threads_account_link_clicks_deltas (
+    id                           bigint GENERATED ALWAYS AS IDENTITY,
+    workspace_threads_account_id uuid NOT NULL,
+    link_url                     text NOT NULL,
+    period_start                 timestamptz,
+    period_end                   timestamptz NOT NULL,
+    clicks_delta                 bigint NOT NULL,
+    CHECK (period_start IS NULL OR period_start < period_end),
+    PRIMARY KEY (workspace_threads_account_id, id),
+    CONSTRAINT workspace_threads_account_link_clicks_deltas_link_end_key
+        UNIQUE (workspace_threads_account_id, link_url, period_end),
+    CONSTRAINT workspace_threads_account_link_clicks_deltas_link_fkey
+        FOREIGN KEY (workspace_threads_account_id, link_url)
+        REFERENCES pullsync.workspace_threads_account_links (workspace_threads_account_id, link_url)
+        ON DELETE CASCADE
+);
+
+-- Follower demographics: one snapshot a UTC day per account and breakdown (Meta answers
+-- one breakdown a call, only for accounts with at least 100 followers). `followers` maps
+-- each dimension value (a country code, a city, an age range, a gender) to its followers;
+-- when Meta refused the breakdown that day, `followers` is NULL and `error` says why.
+CREATE TABLE pullsync.workspace_threads_follower_demographics (
+    workspace_threads_account_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    snapshot_date                date NOT NULL,
+    breakdown                    text NOT NULL CHECK (breakdown IN ('country', 'city', 'age', 'gender')),
+    followers                    jsonb CHECK (jsonb_typeof(followers) = 'object'),
+    error                        text,
+    captured_at                  timestamptz NOT NULL,
+    CHECK ((followers IS NULL) <> (error IS NULL)),
+    PRIMARY KEY (workspace_threads_account_id, snapshot_date, breakdown)
+);
+CREATE INDEX workspace_threads_follower_demographics_date_idx
+    ON pullsync.workspace_threads_follower_demographics (snapshot_date);
+
+CREATE TRIGGER immutable_snapshot
+    BEFORE UPDATE OR DELETE ON pullsync.workspace_threads_account_link_clicks
+    FOR EACH ROW EXECUTE FUNCTION pullsync.guard_snapshot();
+ALTER TABLE pullsync.workspace_threads_account_links ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_account_links FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_account_link_clicks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_account_link_clicks FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_account_link_clicks_deltas ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_account_link_clicks_deltas FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_follower_demographics ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_follower_demographics FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+
+-- Clicks per link URL: the current UTC day's clicks through each link of the account's
+-- posts, and their change over the last 24 hours (sum of L2; a link's first snapshot
+-- counts from zero, as for the account's own insights).
+CREATE VIEW pullsync.threads_link_clicks WITH (security_barrier) AS
+SELECT l.workspace_threads_account_id,
+       a.workspace_id,
+       a.username,
+       l.link_url,
+       l.current_clicks              AS clicks,
+       coalesce(d.clicks, 0)         AS clicks_24h,
+       a.insights_updated_at         AS clicks_updated_at
+  FROM pullsync.workspace_threads_account_links l
+  JOIN pullsync.workspace_threads_accounts a ON a.id = l.workspace_threads_account_id
+  LEFT JOIN LATERAL (
+       SELECT sum(clicks_delta) AS clicks
+         FROM pullsync.workspace_threads_account_link_clicks_deltas d
+        WHERE d.workspace_threads_account_id = l.workspace_threads_account_id
+          AND d.link_url = l.link_url AND d.period_end > now() - interval '24 hours'
+          AND d.period_start IS NOT NULL) d ON true
+ WHERE pullsync.workspace_visible(a.workspace_id);
+
+-- Follower demographics as of each account's latest snapshot of each breakdown: one row
+-- per dimension value, with its share of the breakdown's followers.
+CREATE VIEW pullsync.threads_follower_demographics WITH (security_barrier) AS
+SELECT f.workspace_threads_account_id,
+       a.workspace_id,
+       a.username,
+       f.breakdown,
+       v.key                                       AS dimension_value,
+       v.value::bigint                             AS followers,
+       round(100.0 * v.value::bigint / nullif(sum(v.value::bigint)
+             OVER (PARTITION BY f.workspace_threads_account_id, f.breakdown), 0), 1) AS percent,
+       f.snapshot_date
+  FROM pullsync.workspace_threads_follower_demographics f
+  JOIN pullsync.workspace_threads_accounts a ON a.id = f.workspace_threads_account_id
+ CROSS JOIN LATERAL jsonb_each_text(f.followers) v
+ WHERE f.snapshot_date = (SELECT max(n.snapshot_date) FROM pullsync.workspace_threads_follower_demographics n
+                           WHERE n.workspace_threads_account_id = f.workspace_threads_account_id
+                             AND n.breakdown = f.breakdown AND n.followers IS NOT NULL)
+   AND pullsync.workspace_visible(a.workspace_id);
+
+REVOKE ALL ON pullsync.workspace_threads_account_links, pullsync.workspace_threads_account_link_clicks,
+              pullsync.workspace_threads_account_link_clicks_deltas,
+              pullsync.workspace_threads_follower_demographics,
+              pullsync.threads_link_clicks, pullsync.threads_follower_demographics FROM PUBLIC;
+REVOKE ALL ON SEQUENCE pullsync.workspace_threads_account_link_clicks_id_seq,
+              pullsync.workspace_threads_account_link_clicks_deltas_id_seq FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_links', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_link_clicks', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_link_clicks_deltas', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_follower_demographics', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_link_clicks', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_link_clicks_deltas', 'id')::regclass, '');
+
+-- The scheduling functions refuse on a standby as the others do (SQLSTATE 25006, issue 38).
+CREATE OR REPLACE FUNCTION pullsync.schedule_defaults(OUT jobname text, OUT schedule text, OUT command text, OUT jobid bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d record;
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'pullsync.schedule_defaults() writes, and this server is a standby (in recovery), which is read-only'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Call it on the primary. When this server is promoted it takes writes, and its background workers start working by themselves.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING ERRCODE = 'undefined_object',
+                  HINT = CASE WHEN EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron')
+                         THEN 'Add pg_cron to shared_preload_libraries, set cron.database_name, then CREATE EXTENSION pg_cron.'
+                         ELSE 'pg_cron is not available on this server: call the same functions from any scheduler '
+                              '(cron, a systemd timer, a Kubernetes CronJob); see docs/OPERATIONS.md, Scheduling without pg_cron.'
+                         END;
+    END IF;
+    FOR d IN SELECT * FROM (VALUES
+            ('pullsync-threads-sync', '0,15,30,45 * * * *', 'SELECT pullsync.threads_scheduled_sync()'),
+            ('pullsync-token-refresh', '17 3 * * *', 'SELECT pullsync.threads_refresh_tokens(''7 days'')'),
+            ('pullsync-feed-incremental', '*/5 * * * *', 'SELECT pullsync.feed_scheduled_sync(''incremental'')'),
+            ('pullsync-feed-full', '0 2 * * *', 'SELECT pullsync.feed_scheduled_sync(''full'')'),
+            -- The last day up to an hour ago: newer rows may still be on their way.
+            ('pullsync-reconcile', '40 * * * *',
+             'SELECT pullsync.sync_reconcile(now() - interval ''25 hours'', now() - interval ''1 hour'', repair => true) '
+             || 'WHERE EXISTS (SELECT 1 FROM pullsync.feed_sources WHERE is_active)'),
+            -- The safety net of the Threads listing: the last 30 days of every account
+            -- with a usable token, missing posts written, vanished ones marked deleted.
+            ('pullsync-threads-reconcile', '23 4 * * *',
+             'SELECT pullsync.threads_reconcile(a.id, now() - interval ''30 days'', now()) '
+             || 'FROM pullsync.workspace_threads_accounts a WHERE a.is_active AND EXISTS ('
+             || 'SELECT 1 FROM pullsync.workspace_threads_tokens t WHERE t.workspace_threads_account_id = a.id '
+             || 'AND t.is_primary AND t.revoked_at IS NULL AND t.invalidated_at IS NULL AND t.expires_at > now())'),
+            ('pullsync-alerts', '*/5 * * * *', 'SELECT pullsync.check_alerts()'),
+            ('pullsync-cleanup', '0 3 * * 0', 'SELECT pullsync.cleanup()')
+        ) AS v(jobname, schedule, command)
+    LOOP
+        jobname := d.jobname;
+        schedule := d.schedule;
+        command := d.command;
+        EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, current_database())'
+           INTO jobid USING d.jobname, d.schedule, d.command;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pullsync.unschedule_all() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    removed integer := 0;
+    id bigint;
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'pullsync.unschedule_all() writes, and this server is a standby (in recovery), which is read-only'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Call it on the primary. When this server is promoted it takes writes, and its background workers start working by themselves.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Nothing to unschedule: pg_pullsync jobs live in pg_cron.';
+    END IF;
+    FOR id IN EXECUTE 'SELECT jobid FROM cron.job WHERE jobname LIKE ''pullsync-%'' AND database = current_database()'
+    LOOP
+        EXECUTE 'SELECT cron.unschedule($1)' USING id;
+        removed := removed + 1;
+    END LOOP;
+    RETURN removed;
+END
+$$;

@@ -6,6 +6,11 @@ CREATE FUNCTION pullsync.rest_schedule(name text, schedule text DEFAULT '*/15 * 
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'pullsync.rest_schedule() writes, and this server is a standby (in recovery), which is read-only'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Call it on the primary. When this server is promoted it takes writes, and its background workers start working by themselves.';
+    END IF;
     IF name IS NULL OR schedule IS NULL THEN
         RAISE EXCEPTION 'name and schedule must not be null' USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass the source''s name and a cron schedule such as ''*/15 * * * *''.';

@@ -41,7 +41,10 @@ CREATE TABLE pullsync.workspace_threads_accounts (
     -- posts below it were last known to reach the end of the listing. Until then a listing
     -- does not stop at a stored post.
     posts_listing_resume_after text,
-    posts_listing_completed_at timestamptz
+    posts_listing_completed_at timestamptz,
+    -- Meta asked this account to wait (Retry-After, or the time its usage headers give to
+    -- regain access): no run calls for it before then (added in 0.3.0, hence last).
+    rate_limited_until         timestamptz
 );
 CREATE INDEX workspace_threads_accounts_workspace_idx
     ON pullsync.workspace_threads_accounts (workspace_id);
@@ -116,6 +119,9 @@ CREATE TABLE pullsync.workspace_threads_posts (
     updated_at                   timestamptz NOT NULL DEFAULT now(),
     -- when Threads said the post does not exist (any more); it keeps its history
     deleted_at                   timestamptz,
+    -- Fields Meta sends that no dashboard filters on, as sent (poll_attachment); added in
+    -- 0.3.0, hence after the others. NULL when the post has none of them.
+    other_fields                 jsonb,
     PRIMARY KEY (workspace_threads_account_id, id),
     CONSTRAINT workspace_threads_posts_account_post_key
         UNIQUE (workspace_threads_account_id, threads_post_id)
@@ -212,6 +218,77 @@ CREATE TABLE pullsync.workspace_threads_account_insights_deltas (
     PRIMARY KEY (workspace_threads_account_id, id)
 );
 
+-- Link clicks (account `clicks`, per link URL) in the same three layers as the other
+-- account insights: values are the current UTC day's, like the account's own clicks, and
+-- the links' current clicks add up to the account's current_clicks.
+-- L3: each link the account's posts were clicked through, with its latest value.
+CREATE TABLE pullsync.workspace_threads_account_links (
+    workspace_threads_account_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    link_url                     text NOT NULL,
+    current_clicks               bigint NOT NULL CHECK (current_clicks >= 0),
+    -- when the newest L1 snapshot was taken (the account's insights_updated_at says when
+    -- clicks were last fetched)
+    clicks_snapshot_at           timestamptz NOT NULL,
+    created_at                   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_threads_account_id, link_url)
+);
+
+-- L1: one immutable row per capture of a link whose clicks changed (or whose heartbeat
+-- was due). A link the answer no longer names has 0 clicks in the day.
+CREATE TABLE pullsync.workspace_threads_account_link_clicks (
+    id                           bigint GENERATED ALWAYS AS IDENTITY,
+    workspace_threads_account_id uuid NOT NULL,
+    link_url                     text NOT NULL,
+    clicks                       bigint NOT NULL CHECK (clicks >= 0),
+    captured_at                  timestamptz NOT NULL,
+    PRIMARY KEY (workspace_threads_account_id, id),
+    CONSTRAINT workspace_threads_account_link_clicks_link_captured_key
+        UNIQUE (workspace_threads_account_id, link_url, captured_at),
+    CONSTRAINT workspace_threads_account_link_clicks_link_fkey
+        FOREIGN KEY (workspace_threads_account_id, link_url)
+        REFERENCES pullsync.workspace_threads_account_links (workspace_threads_account_id, link_url)
+        ON DELETE CASCADE
+);
+CREATE INDEX workspace_threads_account_link_clicks_captured_idx
+    ON pullsync.workspace_threads_account_link_clicks (captured_at);
+
+-- L2: change between consecutive snapshots of a link; the first counts from zero.
+CREATE TABLE pullsync.workspace_threads_account_link_clicks_deltas (
+    id                           bigint GENERATED ALWAYS AS IDENTITY,
+    workspace_threads_account_id uuid NOT NULL,
+    link_url                     text NOT NULL,
+    period_start                 timestamptz,
+    period_end                   timestamptz NOT NULL,
+    clicks_delta                 bigint NOT NULL,
+    CHECK (period_start IS NULL OR period_start < period_end),
+    PRIMARY KEY (workspace_threads_account_id, id),
+    CONSTRAINT workspace_threads_account_link_clicks_deltas_link_end_key
+        UNIQUE (workspace_threads_account_id, link_url, period_end),
+    CONSTRAINT workspace_threads_account_link_clicks_deltas_link_fkey
+        FOREIGN KEY (workspace_threads_account_id, link_url)
+        REFERENCES pullsync.workspace_threads_account_links (workspace_threads_account_id, link_url)
+        ON DELETE CASCADE
+);
+
+-- Follower demographics: one snapshot a UTC day per account and breakdown (Meta answers
+-- one breakdown a call, only for accounts with at least 100 followers). `followers` maps
+-- each dimension value (a country code, a city, an age range, a gender) to its followers;
+-- when Meta refused the breakdown that day, `followers` is NULL and `error` says why.
+CREATE TABLE pullsync.workspace_threads_follower_demographics (
+    workspace_threads_account_id uuid NOT NULL
+        REFERENCES pullsync.workspace_threads_accounts (id) ON DELETE CASCADE,
+    snapshot_date                date NOT NULL,
+    breakdown                    text NOT NULL CHECK (breakdown IN ('country', 'city', 'age', 'gender')),
+    followers                    jsonb CHECK (jsonb_typeof(followers) = 'object'),
+    error                        text,
+    captured_at                  timestamptz NOT NULL,
+    CHECK ((followers IS NULL) <> (error IS NULL)),
+    PRIMARY KEY (workspace_threads_account_id, snapshot_date, breakdown)
+);
+CREATE INDEX workspace_threads_follower_demographics_date_idx
+    ON pullsync.workspace_threads_follower_demographics (snapshot_date);
+
 -- L1 snapshots are history: never updated, deleted only by the retention path
 -- (pullsync.cleanup sets pullsync.allow_snapshot_delete locally) or together with their
 -- post or account.
@@ -238,6 +315,9 @@ CREATE TRIGGER immutable_snapshot
     FOR EACH ROW EXECUTE FUNCTION pullsync.guard_snapshot();
 CREATE TRIGGER immutable_snapshot
     BEFORE UPDATE OR DELETE ON pullsync.workspace_threads_account_insights
+    FOR EACH ROW EXECUTE FUNCTION pullsync.guard_snapshot();
+CREATE TRIGGER immutable_snapshot
+    BEFORE UPDATE OR DELETE ON pullsync.workspace_threads_account_link_clicks
     FOR EACH ROW EXECUTE FUNCTION pullsync.guard_snapshot();
 
 ------------------------------------------------------------------------------------------
@@ -685,6 +765,18 @@ CREATE POLICY workspace_member ON pullsync.workspace_threads_account_insights FO
 ALTER TABLE pullsync.workspace_threads_account_insights_deltas ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_member ON pullsync.workspace_threads_account_insights_deltas FOR SELECT
     USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_account_links ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_account_links FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_account_link_clicks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_account_link_clicks FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_account_link_clicks_deltas ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_account_link_clicks_deltas FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
+ALTER TABLE pullsync.workspace_threads_follower_demographics ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_member ON pullsync.workspace_threads_follower_demographics FOR SELECT
+    USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
 ALTER TABLE pullsync.workspace_threads_post_metrics ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_member ON pullsync.workspace_threads_post_metrics FOR SELECT
     USING (workspace_threads_account_id IN (SELECT id FROM pullsync.workspace_threads_accounts));
@@ -771,3 +863,44 @@ SELECT a.id,
         WHERE d.workspace_threads_account_id = a.id AND d.period_end > now() - interval '24 hours'
           AND d.period_start IS NOT NULL) d ON true
  WHERE pullsync.workspace_visible(a.workspace_id);
+
+-- Clicks per link URL: the current UTC day's clicks through each link of the account's
+-- posts, and their change over the last 24 hours (sum of L2; a link's first snapshot
+-- counts from zero, as for the account's own insights).
+CREATE VIEW pullsync.threads_link_clicks WITH (security_barrier) AS
+SELECT l.workspace_threads_account_id,
+       a.workspace_id,
+       a.username,
+       l.link_url,
+       l.current_clicks              AS clicks,
+       coalesce(d.clicks, 0)         AS clicks_24h,
+       a.insights_updated_at         AS clicks_updated_at
+  FROM pullsync.workspace_threads_account_links l
+  JOIN pullsync.workspace_threads_accounts a ON a.id = l.workspace_threads_account_id
+  LEFT JOIN LATERAL (
+       SELECT sum(clicks_delta) AS clicks
+         FROM pullsync.workspace_threads_account_link_clicks_deltas d
+        WHERE d.workspace_threads_account_id = l.workspace_threads_account_id
+          AND d.link_url = l.link_url AND d.period_end > now() - interval '24 hours'
+          AND d.period_start IS NOT NULL) d ON true
+ WHERE pullsync.workspace_visible(a.workspace_id);
+
+-- Follower demographics as of each account's latest snapshot of each breakdown: one row
+-- per dimension value, with its share of the breakdown's followers.
+CREATE VIEW pullsync.threads_follower_demographics WITH (security_barrier) AS
+SELECT f.workspace_threads_account_id,
+       a.workspace_id,
+       a.username,
+       f.breakdown,
+       v.key                                       AS dimension_value,
+       v.value::bigint                             AS followers,
+       round(100.0 * v.value::bigint / nullif(sum(v.value::bigint)
+             OVER (PARTITION BY f.workspace_threads_account_id, f.breakdown), 0), 1) AS percent,
+       f.snapshot_date
+  FROM pullsync.workspace_threads_follower_demographics f
+  JOIN pullsync.workspace_threads_accounts a ON a.id = f.workspace_threads_account_id
+ CROSS JOIN LATERAL jsonb_each_text(f.followers) v
+ WHERE f.snapshot_date = (SELECT max(n.snapshot_date) FROM pullsync.workspace_threads_follower_demographics n
+                           WHERE n.workspace_threads_account_id = f.workspace_threads_account_id
+                             AND n.breakdown = f.breakdown AND n.followers IS NOT NULL)
+   AND pullsync.workspace_visible(a.workspace_id);

@@ -35,6 +35,8 @@ static DATABASE: GucSetting<Option<CString>> =
 static HTTP_MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 static HTTP_RETRY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
 static THREADS_RATE_LIMIT: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+static THREADS_DEMOGRAPHICS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"country,city,age,gender"));
 static METRICS_EVERY_RUN_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 static METRICS_HOURLY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 static METRICS_DAILY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
@@ -229,6 +231,20 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // SAFETY: the check hook is guarded and only reads its argument.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pullsync.threads_demographics",
+            c"Follower demographics breakdowns a sync stores once a day: country, city, age, gender.",
+            c"Comma-separated; empty stores none. Each costs one request a day per account with at least 100 followers.",
+            &THREADS_DEMOGRAPHICS,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_demographics),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"pullsync.metrics_every_run_age",
         c"Posts younger than this get their metrics refreshed on every run.",
@@ -507,6 +523,32 @@ fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// The value a check hook is asked about; None for NULL.
+///
+/// # Safety
+/// `newval` is the pointer Postgres passes to a string check hook.
+unsafe fn proposed(newval: *mut *mut std::ffi::c_char) -> Option<String> {
+    // SAFETY: Postgres passes a valid pointer to the proposed value (NULL or a C string).
+    unsafe {
+        match *newval {
+            p if p.is_null() => None,
+            p => Some(std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// Refuses a proposed value, saying why (always false, the check hook's answer).
+fn refuse(message: String) -> bool {
+    let message =
+        CString::new(message.replace('\0', "")).unwrap_or_else(|_| c"invalid value".into());
+    // SAFETY: pstrdup copies into the current memory context, where Postgres expects it;
+    // this is the documented way for a check hook to explain a refusal.
+    unsafe {
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+    }
+    false
+}
+
 /// Refuses a `pullsync.http_allowed_hosts` that does not parse, naming the entry.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_allowed_hosts(
@@ -514,24 +556,31 @@ unsafe extern "C-unwind" fn check_allowed_hosts(
     _extra: *mut *mut std::ffi::c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    // SAFETY: Postgres passes a valid pointer to the proposed value (NULL or a C string).
-    let value = unsafe {
-        match *newval {
-            p if p.is_null() => return true,
-            p => std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned(),
-        }
-    };
-    let Err(why) = pullsync_core::http::Destinations::parse(&value) else {
+    // SAFETY: called by Postgres as a string check hook.
+    let Some(value) = (unsafe { proposed(newval) }) else {
         return true;
     };
-    let message = CString::new(format!("invalid pullsync.http_allowed_hosts entry {why}"))
-        .unwrap_or_else(|_| c"invalid pullsync.http_allowed_hosts".into());
-    // SAFETY: pstrdup copies into the current memory context, where Postgres expects it;
-    // this is the documented way for a check hook to explain a refusal.
-    unsafe {
-        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+    match pullsync_core::http::Destinations::parse(&value) {
+        Ok(_) => true,
+        Err(why) => refuse(format!("invalid pullsync.http_allowed_hosts entry {why}")),
     }
-    false
+}
+
+/// Refuses a `pullsync.threads_demographics` naming a breakdown Meta does not answer.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_demographics(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: called by Postgres as a string check hook.
+    let Some(value) = (unsafe { proposed(newval) }) else {
+        return true;
+    };
+    match threads_model::demographics::parse_breakdowns(&value) {
+        Ok(_) => true,
+        Err(why) => refuse(format!("invalid pullsync.threads_demographics: {why}")),
+    }
 }
 
 /// Refuses every non-empty `pullsync.encryption_key`, from any source, with the way out.
@@ -720,6 +769,13 @@ pub fn unit_max_attempts() -> i32 {
 /// `pullsync.threads_rate_limit`: requests per second per token; 0 means none.
 pub fn threads_rate_limit() -> f64 {
     THREADS_RATE_LIMIT.get()
+}
+
+/// `pullsync.threads_demographics`: the breakdowns to snapshot (its check hook refused
+/// any other value).
+pub fn threads_demographics() -> Vec<&'static str> {
+    threads_model::demographics::parse_breakdowns(&text(&THREADS_DEMOGRAPHICS).unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// `pullsync.snapshot_heartbeat`, in seconds.

@@ -14,7 +14,7 @@ const BATCH: i64 = 5000;
 
 /// What goes, table by table: (report key, table, condition on the row `t`). `$1` is the
 /// log retention, `$2` the checkpoint retention, `$3` the snapshot retention (seconds).
-const RULES: [(&str, &str, &str); 12] = [
+const RULES: [(&str, &str, &str); 14] = [
     ("sync_logs", "pullsync.sync_logs", "t.started_at < now() - make_interval(secs => $1)"),
     ("sync_metrics", "pullsync.sync_metrics", "t.recorded_at < now() - make_interval(secs => $1)"),
     (
@@ -74,6 +74,23 @@ const RULES: [(&str, &str, &str); 12] = [
         "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
          AND t.captured_at < (SELECT max(n.captured_at) FROM pullsync.workspace_threads_account_insights n
                                WHERE n.workspace_threads_account_id = t.workspace_threads_account_id)",
+    ),
+    (
+        "link_click_snapshots",
+        "pullsync.workspace_threads_account_link_clicks",
+        "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
+         AND t.captured_at < (SELECT max(n.captured_at) FROM pullsync.workspace_threads_account_link_clicks n
+                               WHERE n.workspace_threads_account_id = t.workspace_threads_account_id
+                                 AND n.link_url = t.link_url)",
+    ),
+    // Each breakdown's newest demographics snapshot stays: the view shows it.
+    (
+        "demographics_snapshots",
+        "pullsync.workspace_threads_follower_demographics",
+        "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
+         AND t.snapshot_date < (SELECT max(n.snapshot_date) FROM pullsync.workspace_threads_follower_demographics n
+                                 WHERE n.workspace_threads_account_id = t.workspace_threads_account_id
+                                   AND n.breakdown = t.breakdown)",
     ),
     (
         "system_job_locks",

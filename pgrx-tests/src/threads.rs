@@ -111,7 +111,9 @@ pub fn count(db: &mut Client, sql: &str) -> i64 {
 }
 
 /// Violations of the three-layer invariants (must be zero): current = newest snapshot,
-/// sum of deltas = current, one delta per snapshot.
+/// sum of deltas = current, one delta per snapshot; for posts, accounts and each link's
+/// clicks. And the links' current clicks add up to their account's (the simulator always
+/// splits clicks by link).
 pub fn layer_violations(db: &mut Client) -> i64 {
     count(
         db,
@@ -146,6 +148,24 @@ pub fn layer_violations(db: &mut Client) -> i64 {
                     ON d.workspace_threads_account_id = a.id
                  WHERE (d.f, d.v, d.l, d.r, d.rp, d.q, d.c) IS DISTINCT FROM
                        (a.current_followers_count, a.current_views, a.current_likes, a.current_replies,
-                        a.current_reposts, a.current_quotes, a.current_clicks))",
+                        a.current_reposts, a.current_quotes, a.current_clicks))
+             + (SELECT count(*) FROM pullsync.workspace_threads_account_links l
+                  LEFT JOIN LATERAL (SELECT * FROM pullsync.workspace_threads_account_link_clicks c
+                                      WHERE c.workspace_threads_account_id = l.workspace_threads_account_id
+                                        AND c.link_url = l.link_url
+                                      ORDER BY captured_at DESC LIMIT 1) s ON true
+                 WHERE (s.clicks, s.captured_at) IS DISTINCT FROM (l.current_clicks, l.clicks_snapshot_at))
+             + (SELECT count(*) FROM pullsync.workspace_threads_account_links l
+                  LEFT JOIN (SELECT workspace_threads_account_id, link_url, sum(clicks_delta) c, count(*) n
+                               FROM pullsync.workspace_threads_account_link_clicks_deltas GROUP BY 1, 2) d
+                    USING (workspace_threads_account_id, link_url)
+                 WHERE d.c IS DISTINCT FROM l.current_clicks
+                    OR d.n IS DISTINCT FROM (SELECT count(*) FROM pullsync.workspace_threads_account_link_clicks c
+                                              WHERE c.workspace_threads_account_id = l.workspace_threads_account_id
+                                                AND c.link_url = l.link_url))
+             + (SELECT count(*) FROM pullsync.workspace_threads_accounts a
+                  JOIN (SELECT workspace_threads_account_id AS id, sum(current_clicks) c
+                          FROM pullsync.workspace_threads_account_links GROUP BY 1) l USING (id)
+                 WHERE l.c IS DISTINCT FROM a.current_clicks)",
     )
 }

@@ -137,8 +137,14 @@ fn the_documented_reader_role_reads_analytics_but_never_tokens() {
         "workspace_threads_post_metrics_deltas",
         "workspace_threads_account_insights",
         "workspace_threads_account_insights_deltas",
+        "workspace_threads_account_links",
+        "workspace_threads_account_link_clicks",
+        "workspace_threads_account_link_clicks_deltas",
+        "workspace_threads_follower_demographics",
         "threads_post_stats",
         "threads_account_stats",
+        "threads_link_clicks",
+        "threads_follower_demographics",
         "workspace_roles",
     ] {
         let sql = format!("SELECT * FROM pullsync.{relation}");

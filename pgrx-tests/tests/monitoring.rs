@@ -321,6 +321,30 @@ fn cleanup_removes_only_what_is_due() {
         &[&account],
     )
     .unwrap();
+    // Link clicks (two old snapshots of one link, one old of another) and demographics
+    // (an old and a newest day of one breakdown, an old only of another).
+    db.execute(
+        "WITH l AS (
+             INSERT INTO pullsync.workspace_threads_account_links
+                    (workspace_threads_account_id, link_url, current_clicks, clicks_snapshot_at)
+             VALUES ($1, 'https://a', 7, now() - interval '40 days'), ($1, 'https://b', 9, now() - interval '90 days')
+             RETURNING link_url)
+         INSERT INTO pullsync.workspace_threads_account_link_clicks
+                (workspace_threads_account_id, link_url, clicks, captured_at)
+         VALUES ($1, 'https://a', 3, now() - interval '60 days'), ($1, 'https://a', 7, now() - interval '40 days'),
+                ($1, 'https://b', 9, now() - interval '90 days')",
+        &[&account],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO pullsync.workspace_threads_follower_demographics
+                (workspace_threads_account_id, snapshot_date, breakdown, followers, captured_at)
+         VALUES ($1, current_date - 60, 'age', '{\"18-24\": 1}', now() - interval '60 days'),
+                ($1, current_date - 40, 'age', '{\"18-24\": 2}', now() - interval '40 days'),
+                ($1, current_date - 50, 'gender', '{\"F\": 2}', now() - interval '50 days')",
+        &[&account],
+    )
+    .unwrap();
     let totals_before = count(&mut db, "SELECT count(*) FROM pullsync.sync_metric_totals");
 
     let first = json(&mut db, "SELECT pullsync.cleanup()");
@@ -380,6 +404,22 @@ fn cleanup_removes_only_what_is_due() {
         .unwrap();
     let second = json(&mut db, "SELECT pullsync.cleanup()");
     assert_eq!(second["removed"]["post_snapshots"], 2, "{second}");
+    assert_eq!(
+        second["removed"]["link_click_snapshots"], 1,
+        "each link's newest stays: {second}"
+    );
+    assert_eq!(
+        second["removed"]["demographics_snapshots"], 1,
+        "each breakdown's newest day stays: {second}"
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pullsync.threads_follower_demographics WHERE followers = 2"
+        ),
+        2,
+        "the view shows each breakdown's newest day"
+    );
     let kept: Vec<i64> = db
         .query(
             "SELECT views FROM pullsync.workspace_threads_post_metrics ORDER BY views",
@@ -390,7 +430,7 @@ fn cleanup_removes_only_what_is_due() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(kept, [10, 200], "recent ones and each post's newest stay");
-    assert_eq!(second["total"], 2);
+    assert_eq!(second["total"], 4);
     assert!(
         db.batch_execute("DELETE FROM pullsync.workspace_threads_post_metrics")
             .is_err(),

@@ -11,15 +11,22 @@ const DB: &str = "it_tenants";
 const WS_A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const WS_B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 /// (table or view, what a workspace owns there)
-const READABLE: [(&str, i64); 8] = [
+const READABLE: [(&str, i64); 14] = [
     ("pullsync.workspace_threads_accounts", 2),
     ("pullsync.workspace_threads_posts", 6),
     ("pullsync.workspace_threads_post_metrics", 6),
     ("pullsync.workspace_threads_post_metrics_deltas", 6),
     ("pullsync.workspace_threads_account_insights", 2),
     ("pullsync.workspace_threads_account_insights_deltas", 2),
+    ("pullsync.workspace_threads_account_links", 2),
+    ("pullsync.workspace_threads_account_link_clicks", 2),
+    ("pullsync.workspace_threads_account_link_clicks_deltas", 2),
+    ("pullsync.workspace_threads_follower_demographics", 2),
     ("pullsync.threads_post_stats", 6),
     ("pullsync.threads_account_stats", 2),
+    ("pullsync.threads_link_clicks", 2),
+    // two values of one breakdown per account
+    ("pullsync.threads_follower_demographics", 4),
 ];
 
 /// Two accounts per workspace, three posts each, one snapshot and delta per post and account.
@@ -52,7 +59,20 @@ fn seed(db: &mut Client) {
          INSERT INTO pullsync.workspace_threads_account_insights_deltas
                 (workspace_threads_account_id, followers_count_delta, views_delta, likes_delta, replies_delta,
                  reposts_delta, quotes_delta, clicks_delta, period_start, period_end)
-         SELECT id, 1, 1, 1, 1, 1, 1, 1, now() - interval '1 hour', now() FROM pullsync.workspace_threads_accounts;",
+         SELECT id, 1, 1, 1, 1, 1, 1, 1, now() - interval '1 hour', now() FROM pullsync.workspace_threads_accounts;
+         INSERT INTO pullsync.workspace_threads_account_links
+                (workspace_threads_account_id, link_url, current_clicks, clicks_snapshot_at)
+         SELECT id, 'https://example.com/' || threads_user_id, 1, now() FROM pullsync.workspace_threads_accounts;
+         INSERT INTO pullsync.workspace_threads_account_link_clicks
+                (workspace_threads_account_id, link_url, clicks, captured_at)
+         SELECT workspace_threads_account_id, link_url, 1, now() FROM pullsync.workspace_threads_account_links;
+         INSERT INTO pullsync.workspace_threads_account_link_clicks_deltas
+                (workspace_threads_account_id, link_url, clicks_delta, period_start, period_end)
+         SELECT workspace_threads_account_id, link_url, 1, now() - interval '1 hour', now()
+           FROM pullsync.workspace_threads_account_links;
+         INSERT INTO pullsync.workspace_threads_follower_demographics
+                (workspace_threads_account_id, snapshot_date, breakdown, followers, captured_at)
+         SELECT id, current_date, 'age', '{\"18-24\": 60, \"25-34\": 40}', now() FROM pullsync.workspace_threads_accounts;",
     )
     .unwrap();
 }
@@ -65,7 +85,11 @@ fn tenant_role(db: &mut Client, role: &str, workspace: Option<&str>) {
          GRANT SELECT ON pullsync.workspace_threads_accounts, pullsync.workspace_threads_posts,
                          pullsync.workspace_threads_post_metrics, pullsync.workspace_threads_post_metrics_deltas,
                          pullsync.workspace_threads_account_insights, pullsync.workspace_threads_account_insights_deltas,
-                         pullsync.threads_post_stats, pullsync.threads_account_stats, pullsync.workspace_roles
+                         pullsync.workspace_threads_account_links, pullsync.workspace_threads_account_link_clicks,
+                         pullsync.workspace_threads_account_link_clicks_deltas,
+                         pullsync.workspace_threads_follower_demographics,
+                         pullsync.threads_post_stats, pullsync.threads_account_stats,
+                         pullsync.threads_link_clicks, pullsync.threads_follower_demographics, pullsync.workspace_roles
             TO {role};
          GRANT EXECUTE ON FUNCTION pullsync.workspace_visible(uuid) TO {role};"
     ))

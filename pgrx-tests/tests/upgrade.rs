@@ -55,9 +55,17 @@ const ADDED: &[Added] = &[
     },
     Added {
         version: "0.3.0",
-        columns: &[],
-        tables: &[],
-        sequences: &[],
+        columns: &["rate_limited_until", "other_fields"],
+        tables: &[
+            "workspace_threads_account_links",
+            "workspace_threads_account_link_clicks",
+            "workspace_threads_account_link_clicks_deltas",
+            "workspace_threads_follower_demographics",
+        ],
+        sequences: &[
+            "workspace_threads_account_link_clicks_id_seq",
+            "workspace_threads_account_link_clicks_deltas_id_seq",
+        ],
     },
 ];
 

@@ -16,7 +16,7 @@ use pullsync_core::pg_text::{array_literal, without_nul};
 use pullsync_core::threads::layers::{decide, Decision, Previous};
 use pullsync_core::threads::plan::ListingState;
 use pullsync_core::threads::pull::{
-    AccountPull, KnownAccount, KnownPost, PulledPost, Reading, Step,
+    AccountPull, DemographicsReading, KnownAccount, KnownPost, PulledPost, Reading, Step,
 };
 use std::collections::{HashMap, HashSet};
 use threads_model::MediaType;
@@ -28,11 +28,14 @@ pub struct AccountRow {
     pub threads_user_id: String,
     pub token_id: Uuid,
     pub sealed_token: String,
+    /// Until when Meta asked this account to wait, while that is still ahead.
+    pub rate_limited_until: Option<DateTime<Utc>>,
 }
 
 /// One account, with its primary token if that is unrevoked, valid and unexpired.
 const USABLE_ACCOUNT: &str = "
-    SELECT a.id, a.threads_user_id, t.id, t.access_token_encrypted
+    SELECT a.id, a.threads_user_id, t.id, t.access_token_encrypted,
+           CASE WHEN a.rate_limited_until > now() THEN a.rate_limited_until END
       FROM pullsync.workspace_threads_accounts a
       JOIN pullsync.workspace_threads_tokens t
         ON t.workspace_threads_account_id = a.id AND t.is_primary AND t.revoked_at IS NULL
@@ -56,6 +59,7 @@ pub fn usable_account(id: Uuid) -> Result<Option<AccountRow>> {
                 .get(3)?
                 .ok_or_else(|| PullsyncError::Internal("token without id".into()))?,
             sealed_token: row.get(4)?.unwrap_or_default(),
+            rate_limited_until: row.get::<TimestampWithTimeZone>(5)?.and_then(to_chrono),
         }))
     })
 }
@@ -79,25 +83,44 @@ pub fn account_exists(id: Uuid) -> Result<bool> {
     .unwrap_or(false))
 }
 
-/// What the store knows of an account, for planning the pull: its posts and how far its
-/// listing got.
-pub fn known_account(account_id: Uuid) -> Result<KnownAccount> {
+/// What the store knows of an account, for planning the pull: its posts, how far its
+/// listing got, its follower count and which of `breakdowns` have no demographics
+/// snapshot for the current UTC day.
+pub fn known_account(account_id: Uuid, breakdowns: &[&'static str]) -> Result<KnownAccount> {
     Spi::connect(|client| {
         let state = prepared::select(
             client,
-            "SELECT posts_listing_resume_after, posts_listing_completed_at IS NOT NULL
-               FROM pullsync.workspace_threads_accounts WHERE id = $1",
+            "SELECT posts_listing_resume_after, posts_listing_completed_at IS NOT NULL,
+                    current_followers_count,
+                    ARRAY(SELECT d.breakdown FROM pullsync.workspace_threads_follower_demographics d
+                           WHERE d.workspace_threads_account_id = a.id
+                             AND d.snapshot_date = (now() AT TIME ZONE 'UTC')::date)
+               FROM pullsync.workspace_threads_accounts a WHERE id = $1",
             Some(1),
             &[account_id.into()],
         )?;
-        let listing = if state.is_empty() {
-            ListingState::default()
+        let (listing, followers_count, demographics_due) = if state.is_empty() {
+            (ListingState::default(), None, Vec::new())
         } else {
-            let (resume_after, complete) = state.first().get_two::<String, bool>()?;
-            ListingState {
-                resume_after,
-                complete: complete.unwrap_or(false),
-            }
+            let row = state.first();
+            let captured: Vec<String> = row
+                .get::<Vec<Option<String>>>(4)?
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .collect();
+            (
+                ListingState {
+                    resume_after: row.get(1)?,
+                    complete: row.get(2)?.unwrap_or(false),
+                },
+                row.get::<i64>(3)?,
+                breakdowns
+                    .iter()
+                    .copied()
+                    .filter(|b| !captured.iter().any(|c| c == b))
+                    .collect(),
+            )
         };
         let rows = prepared::select(
             client,
@@ -131,6 +154,8 @@ pub fn known_account(account_id: Uuid) -> Result<KnownAccount> {
         Ok(KnownAccount {
             posts: known,
             listing,
+            followers_count,
+            demographics_due,
         })
     })
 }
@@ -163,27 +188,28 @@ WITH x AS (
                          $20::timestamptz[], $21::bigint[],
                          $22::bigint[], $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[],
                          $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[], $32::bigint[], $33::bigint[],
-                         $34::timestamptz[], $35::timestamptz[])
+                         $34::timestamptz[], $35::timestamptz[], $36::jsonb[])
         AS x(threads_post_id, media_product_type, media_type, media_url, thumbnail_url, permalink, shortcode,
              text, children_ids, is_quote_post, quoted_post_id, reposted_post_id, alt_text,
              link_attachment_url, gif_url, topic_tag, has_replies, reply_audience,
              published_at, content_hash,
              views, likes, replies, reposts, quotes, shares,
              views_delta, likes_delta, replies_delta, reposts_delta, quotes_delta, shares_delta,
-             captured_at, metrics_updated_at)),
+             captured_at, metrics_updated_at, other_fields)),
 up AS (
     INSERT INTO pullsync.workspace_threads_posts AS p
            (workspace_threads_account_id, threads_post_id, media_product_type, media_type, media_url,
             thumbnail_url, permalink, shortcode, text, children_ids, is_quote_post, quoted_post_id,
             reposted_post_id, alt_text, link_attachment_url, gif_url, topic_tag, has_replies,
             reply_audience, published_at, content_hash, current_views, current_likes, current_replies,
-            current_reposts, current_quotes, current_shares, metrics_snapshot_at, metrics_updated_at)
+            current_reposts, current_quotes, current_shares, metrics_snapshot_at, metrics_updated_at,
+            other_fields)
     SELECT $1, x.threads_post_id, coalesce(x.media_product_type, 'THREADS'), x.media_type, x.media_url,
            x.thumbnail_url, x.permalink, x.shortcode, x.text, x.children_ids::text[], x.is_quote_post,
            x.quoted_post_id, x.reposted_post_id, x.alt_text, x.link_attachment_url, x.gif_url, x.topic_tag,
            x.has_replies, x.reply_audience, x.published_at, x.content_hash, coalesce(x.views, 0),
            coalesce(x.likes, 0), coalesce(x.replies, 0), coalesce(x.reposts, 0), coalesce(x.quotes, 0),
-           coalesce(x.shares, 0), x.captured_at, x.metrics_updated_at
+           coalesce(x.shares, 0), x.captured_at, x.metrics_updated_at, x.other_fields
       FROM x
     ON CONFLICT (workspace_threads_account_id, threads_post_id) DO UPDATE SET
            media_product_type = EXCLUDED.media_product_type, media_type = EXCLUDED.media_type,
@@ -194,7 +220,8 @@ up AS (
            alt_text = EXCLUDED.alt_text, link_attachment_url = EXCLUDED.link_attachment_url,
            gif_url = EXCLUDED.gif_url, topic_tag = EXCLUDED.topic_tag, has_replies = EXCLUDED.has_replies,
            reply_audience = EXCLUDED.reply_audience, published_at = EXCLUDED.published_at,
-           content_hash = EXCLUDED.content_hash, deleted_at = NULL, updated_at = now()
+           content_hash = EXCLUDED.content_hash, other_fields = EXCLUDED.other_fields,
+           deleted_at = NULL, updated_at = now()
      WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR p.deleted_at IS NOT NULL
     RETURNING p.id, p.threads_post_id, (xmax = 0) AS inserted),
 first AS (
@@ -462,6 +489,19 @@ pub fn write_account(
             }
         }
 
+        if let (Some(insights), Some(links)) = (&pull.insights, &pull.link_clicks) {
+            let written = write_link_clicks(
+                client,
+                account_id,
+                links,
+                insights.fetched_at,
+                heartbeat_secs,
+            )?;
+            counts.snapshots += written;
+            counts.deltas += written;
+        }
+        write_demographics(client, account_id, &pull.demographics)?;
+
         let done = |step: Step| pull.steps_completed.contains(&step);
         let listing = pull.listing.as_ref();
         let steps: Vec<String> = pull
@@ -501,8 +541,176 @@ pub fn write_account(
             pull.notes.clone().into(),
         ]);
         prepared::update(client, ACCOUNT_WRITE, None, &args)?;
+        if let (Some(_), Some(wait)) = (pull.rate_limited, pull.retry_after) {
+            prepared::update(
+                client,
+                "UPDATE pullsync.workspace_threads_accounts
+                    SET rate_limited_until = greatest(rate_limited_until, $2 + make_interval(secs => $3))
+                  WHERE id = $1",
+                None,
+                &[account_id.into(), at.into(), wait.as_secs_f64().into()],
+            )?;
+        }
         Ok(counts)
     })
+}
+
+/// Clicks per link in the three layers: a snapshot and delta for each link whose clicks
+/// changed (or whose heartbeat is due), its current value with it. A stored link the
+/// answer no longer names had no clicks in the answer's day.
+const LINK_CLICKS_WRITE: &str = "
+WITH x AS (
+    SELECT * FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[])
+        AS x(link_url, clicks, clicks_delta, period_start)),
+current AS (
+    INSERT INTO pullsync.workspace_threads_account_links AS l
+           (workspace_threads_account_id, link_url, current_clicks, clicks_snapshot_at)
+    SELECT $1, link_url, clicks, $6 FROM x
+    ON CONFLICT (workspace_threads_account_id, link_url) DO UPDATE
+       SET current_clicks = EXCLUDED.current_clicks, clicks_snapshot_at = EXCLUDED.clicks_snapshot_at
+    RETURNING l.link_url),
+snapshots AS (
+    INSERT INTO pullsync.workspace_threads_account_link_clicks
+           (workspace_threads_account_id, link_url, clicks, captured_at)
+    SELECT $1, x.link_url, x.clicks, $6 FROM x JOIN current USING (link_url))
+INSERT INTO pullsync.workspace_threads_account_link_clicks_deltas
+       (workspace_threads_account_id, link_url, period_start, period_end, clicks_delta)
+SELECT $1, x.link_url, x.period_start, $6, x.clicks_delta FROM x JOIN current USING (link_url)";
+
+fn write_link_clicks(
+    client: &mut SpiClient<'_>,
+    account_id: Uuid,
+    links: &[(String, i64)],
+    fetched_at: DateTime<Utc>,
+    heartbeat_secs: i64,
+) -> Result<i64> {
+    let stored = prepared::select(
+        client,
+        "SELECT link_url, current_clicks, clicks_snapshot_at
+           FROM pullsync.workspace_threads_account_links WHERE workspace_threads_account_id = $1",
+        None,
+        &[account_id.into()],
+    )?;
+    let mut previous: HashMap<String, Previous<1>> = HashMap::with_capacity(stored.len());
+    for row in stored {
+        if let (Some(url), Some(clicks), Some(at)) = (
+            row.get::<String>(1)?,
+            row.get::<i64>(2)?,
+            row.get::<TimestampWithTimeZone>(3)?.and_then(to_chrono),
+        ) {
+            previous.insert(
+                url,
+                Previous {
+                    values: [clicks],
+                    captured_at: at,
+                },
+            );
+        }
+    }
+    let answered: HashMap<String, i64> = links
+        .iter()
+        .map(|(url, clicks)| (without_nul(url).into_owned(), *clicks))
+        .collect();
+    // A link already at zero that the answer leaves out has nothing new to say.
+    let gone = previous
+        .iter()
+        .filter(|(url, p)| !answered.contains_key(*url) && p.values[0] != 0)
+        .map(|(url, _)| (url.clone(), 0));
+    let mut rows = LinkRows::default();
+    for (url, clicks) in answered.clone().into_iter().chain(gone) {
+        if let Decision::Snapshot {
+            delta,
+            period_start,
+        } = decide(previous.get(&url), [clicks], fetched_at, heartbeat_secs)
+        {
+            rows.link_url.push(url);
+            rows.clicks.push(clicks);
+            rows.delta.push(delta[0]);
+            rows.period_start.push(period_start.map(to_pg));
+        }
+    }
+    let written = rows.link_url.len() as i64;
+    if written == 0 {
+        return Ok(0);
+    }
+    prepared::update(
+        client,
+        LINK_CLICKS_WRITE,
+        None,
+        &[
+            account_id.into(),
+            rows.link_url.into(),
+            rows.clicks.into(),
+            rows.delta.into(),
+            rows.period_start.into(),
+            to_pg(fetched_at).into(),
+        ],
+    )?;
+    Ok(written)
+}
+
+/// LINK_CLICKS_WRITE's rows, one array per column.
+#[derive(Default)]
+struct LinkRows {
+    link_url: Vec<String>,
+    clicks: Vec<i64>,
+    delta: Vec<i64>,
+    period_start: Vec<Option<TimestampWithTimeZone>>,
+}
+
+/// Each demographics breakdown's snapshot of the day it was taken (UTC); a breakdown
+/// another run stored that day first keeps that run's.
+fn write_demographics(
+    client: &mut SpiClient<'_>,
+    account_id: Uuid,
+    readings: &[DemographicsReading],
+) -> Result<()> {
+    if readings.is_empty() {
+        return Ok(());
+    }
+    let followers: Vec<Option<pgrx::JsonB>> = readings
+        .iter()
+        .map(|r| {
+            r.followers.as_ref().ok().map(|values| {
+                pgrx::JsonB(serde_json::Value::Object(
+                    values
+                        .iter()
+                        .map(|(k, v)| (without_nul(k).into_owned(), (*v).into()))
+                        .collect(),
+                ))
+            })
+        })
+        .collect();
+    prepared::update(
+        client,
+        "INSERT INTO pullsync.workspace_threads_follower_demographics
+                (workspace_threads_account_id, snapshot_date, breakdown, followers, error, captured_at)
+         SELECT $1, (x.captured_at AT TIME ZONE 'UTC')::date, x.breakdown, x.followers, x.error, x.captured_at
+           FROM unnest($2::text[], $3::jsonb[], $4::text[], $5::timestamptz[])
+                AS x(breakdown, followers, error, captured_at)
+         ON CONFLICT DO NOTHING",
+        None,
+        &[
+            account_id.into(),
+            readings
+                .iter()
+                .map(|r| r.breakdown)
+                .collect::<Vec<_>>()
+                .into(),
+            followers.into(),
+            readings
+                .iter()
+                .map(|r| r.followers.as_ref().err().map(|e| without_nul(e).into_owned()))
+                .collect::<Vec<_>>()
+                .into(),
+            readings
+                .iter()
+                .map(|r| to_pg(r.fetched_at))
+                .collect::<Vec<_>>()
+                .into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// A sync_logs row for an account that could not be pulled at all.
@@ -666,7 +874,31 @@ fn post_write_args<'a>(
             .iter()
             .map(|f| f.as_ref().filter(|f| f.checked).map(|_| written_at)),
     ));
+    args.push(column(posts.iter().map(|p| other_fields(&p.post))));
     args
+}
+
+/// The fields of a post that have no column of their own, as one object; None without
+/// any. NUL characters, which Postgres jsonb cannot hold, are dropped from its strings.
+fn other_fields(post: &threads_model::Post) -> Option<pgrx::JsonB> {
+    let poll = post.poll_attachment.as_ref()?;
+    Some(pgrx::JsonB(
+        serde_json::json!({ "poll_attachment": storable(poll) }),
+    ))
+}
+
+fn storable(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(without_nul(s).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(storable).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (without_nul(k).into_owned(), storable(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// POST_LAYERS' rows, one array per column.

@@ -50,6 +50,22 @@ impl AccountResult {
         self.counts.posts_new + self.counts.posts_updated + self.counts.snapshots
     }
 
+    /// An account Meta asked to wait until `until`: deferred without a request.
+    fn deferred(account_id: Uuid, until: DateTime<Utc>) -> Self {
+        AccountResult {
+            account_id,
+            outcome: Status::Skipped,
+            counts: WriteCounts::default(),
+            steps: Vec::new(),
+            api_calls: 0,
+            error: Some(format!(
+                "{RATE_LIMITED}: deferred without a request, as Threads asked to wait until {}",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+            rate_limited: Some(RateLimited::User),
+        }
+    }
+
     fn unpulled(account_id: Uuid, error: &PullsyncError) -> Self {
         AccountResult {
             account_id,
@@ -79,17 +95,25 @@ pub struct Ready {
     now: DateTime<Utc>,
 }
 
-/// Opens tokens and loads known posts (SPI). Accounts that cannot be pulled get their
-/// sync_logs row and a failed result at once.
+/// Opens tokens and loads known posts (SPI). Accounts that cannot be pulled, or that
+/// Threads asked to wait, get their sync_logs row and their result at once.
 pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec<AccountResult>)> {
     let secrets = Secrets::load()?;
+    let breakdowns = config::threads_demographics();
     let mut ready = Vec::with_capacity(rows.len());
     let mut failed = Vec::new();
     for row in rows {
+        if let Some(until) = row.rate_limited_until {
+            let deferred = AccountResult::deferred(row.id, until);
+            let error = deferred.error.as_deref().unwrap_or_default();
+            store::log_unpulled(row.id, Status::Skipped, error, log)?;
+            failed.push(deferred);
+            continue;
+        }
         let opened = secrets.open(&row.sealed_token, || {
             format!("token {} of account {}", row.token_id, row.id)
         });
-        match opened.and_then(|token| Ok((token, store::known_account(row.id)?))) {
+        match opened.and_then(|token| Ok((token, store::known_account(row.id, &breakdowns)?))) {
             Ok((token, known)) => ready.push(Ready {
                 row: row.clone(),
                 token,

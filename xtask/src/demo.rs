@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the demo cluster, the Threads simulator beside it, two syncs and a
-//! short report.
+//! short report: posts, clicks per link, follower demographics.
 
 use crate::cluster::Cluster;
 use crate::install::{build_and_install, Profile};
@@ -211,12 +211,21 @@ pub fn demo(args: &[String]) -> Result<()> {
                 (SELECT count(*) FROM pullsync.workspace_threads_post_metrics) AS snapshots,
                 (SELECT count(*) FROM pullsync.workspace_threads_post_metrics_deltas) AS deltas;
          SELECT username, media_type, text_preview, views, views_24h, likes, likes_24h
-           FROM pullsync.threads_post_stats ORDER BY views DESC LIMIT 10;",
+           FROM pullsync.threads_post_stats ORDER BY views DESC LIMIT 10;
+         SELECT username, link_url, clicks, clicks_24h
+           FROM pullsync.threads_link_clicks ORDER BY clicks DESC, link_url LIMIT 6;
+         SELECT username, breakdown, dimension_value, followers, percent
+           FROM pullsync.threads_follower_demographics
+          WHERE username = (SELECT min(username) FROM pullsync.threads_follower_demographics)
+            AND breakdown IN ('age', 'gender')
+          ORDER BY breakdown, dimension_value;",
     )?;
     println!(
         "\npg_pullsync demo cluster is running (data in {}), the simulator on port {SIM_PORT}.\n\
          Connect:  psql -h 127.0.0.1 -p {} -U postgres postgres\n\
          Try:      SELECT * FROM pullsync.threads_account_stats;\n\
+         \x20         SELECT * FROM pullsync.threads_link_clicks;          -- today's clicks per link\n\
+         \x20         SELECT * FROM pullsync.threads_follower_demographics; -- accounts with 100+ followers\n\
          Stop:     cargo xtask stop",
         cluster.pgdata().display(),
         cluster.port

@@ -154,7 +154,9 @@ struct Envelope<'a> {
 }
 
 /// The metrics of an answer; None when it has no `data` array.
-fn metric_texts(answer: &[u8]) -> Result<Option<Vec<&serde_json::value::RawValue>>, InsightsError> {
+pub(crate) fn metric_texts(
+    answer: &[u8],
+) -> Result<Option<Vec<&serde_json::value::RawValue>>, InsightsError> {
     let envelope: Envelope =
         serde_json::from_slice(answer).map_err(|e| InsightsError::Malformed(e.to_string()))?;
     Ok(envelope

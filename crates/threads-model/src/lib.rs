@@ -3,6 +3,7 @@
 //! One copy, used by the extension's client to parse and by the simulator to answer, so
 //! the two cannot drift apart. Pure: no I/O.
 
+pub mod demographics;
 pub mod error;
 pub mod insights;
 pub mod time;
@@ -27,7 +28,7 @@ pub const TOKEN_LIFETIME_SECS: i64 = 60 * 24 * 3600;
 pub const TOKEN_MIN_AGE_SECS: i64 = 24 * 3600;
 
 /// Fields the sync asks for when listing posts.
-pub const POST_FIELDS: &str = "id,media_product_type,media_type,media_url,permalink,owner,username,text,timestamp,shortcode,thumbnail_url,children,is_quote_post,quoted_post,reposted_post,alt_text,link_attachment_url,gif_url,topic_tag,has_replies,reply_audience";
+pub const POST_FIELDS: &str = "id,media_product_type,media_type,media_url,permalink,owner,username,text,timestamp,shortcode,thumbnail_url,children,is_quote_post,quoted_post,reposted_post,alt_text,link_attachment_url,gif_url,topic_tag,poll_attachment,has_replies,reply_audience";
 /// Metrics the sync asks for per post.
 pub const POST_METRICS: &str = "views,likes,replies,reposts,quotes,shares";
 /// Metrics the sync asks for per account.
@@ -158,6 +159,9 @@ pub struct Post {
     pub gif_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_tag: Option<String>,
+    /// A poll's options and, once it closed, its results, as Meta sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_attachment: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_replies: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

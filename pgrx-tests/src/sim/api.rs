@@ -139,6 +139,7 @@ fn fault_response(kind: &FaultKind) -> Option<Refusal> {
                 "Calls to this api have exceeded the rate limit.",
             )
         },
+        FaultKind::BadRequest => bad_param("(#100) Invalid parameter"),
         FaultKind::ServerError { status } => refusal(
             status,
             2,
@@ -707,13 +708,15 @@ async fn account_insights(
     headers: HeaderMap,
 ) -> Answer {
     let token = token_of(&params, &headers);
-    let admitted = admit(
-        &sim,
-        Endpoint::AccountInsights,
-        Target::User(&user),
-        token.as_deref(),
-    )
-    .await?;
+    let demographics = params
+        .get("metric")
+        .is_some_and(|m| m.split(',').any(|n| n.trim() == "follower_demographics"));
+    let endpoint = if demographics {
+        Endpoint::FollowerDemographics
+    } else {
+        Endpoint::AccountInsights
+    };
+    let admitted = admit(&sim, endpoint, Target::User(&user), token.as_deref()).await?;
     let world = sim.world.read().unwrap();
     let body = account_insights_body(&world, &user, &params, admitted.account)?;
     Ok(respond(&admitted, &body))

@@ -11,6 +11,9 @@ pub enum Endpoint {
     Threads,
     MediaInsights,
     AccountInsights,
+    /// `threads_insights?metric=follower_demographics`: the same path as account
+    /// insights, counted and faulted apart.
+    FollowerDemographics,
     RefreshToken,
 }
 
@@ -21,6 +24,7 @@ impl Endpoint {
             Endpoint::Threads => "threads",
             Endpoint::MediaInsights => "media_insights",
             Endpoint::AccountInsights => "account_insights",
+            Endpoint::FollowerDemographics => "follower_demographics",
             Endpoint::RefreshToken => "refresh_access_token",
         }
     }
@@ -44,6 +48,9 @@ pub enum FaultKind {
     TooManyRequests {
         retry_after: u64,
     },
+    /// HTTP 400 code 100: Meta refuses the request as it stands (a demographics
+    /// breakdown it will not answer for the account, say).
+    BadRequest,
     /// HTTP 5xx with code 1 or 2.
     ServerError {
         status: u16,
@@ -395,5 +402,10 @@ mod tests {
         let s: FaultSpec =
             serde_json::from_str(r#"{"type":"too_many_requests","retry_after":3}"#).unwrap();
         assert_eq!(s.kind, FaultKind::TooManyRequests { retry_after: 3 });
+        let s: FaultSpec =
+            serde_json::from_str(r#"{"type":"bad_request","endpoint":"follower_demographics"}"#)
+                .unwrap();
+        assert_eq!(s.kind, FaultKind::BadRequest);
+        assert_eq!(s.endpoint, Some(Endpoint::FollowerDemographics));
     }
 }

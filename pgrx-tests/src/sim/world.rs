@@ -27,6 +27,8 @@ const TEXTS: [&str; 8] = [
     "Plain ASCII post, nothing special.",
 ];
 
+const TOPICS: [&str; 4] = ["Postgres", "Rust", "Coffee", "Weather"];
+
 #[derive(Debug, Clone)]
 pub struct SimPost {
     pub id: String,
@@ -95,10 +97,26 @@ impl SimPost {
             reposted_post: (self.media_type == MediaType::RepostFacade).then(|| IdRef {
                 id: format!("{}9", self.id),
             }),
-            alt_text: None,
-            link_attachment_url: None,
+            alt_text: (self.media_type == MediaType::Image)
+                .then(|| format!("A picture for post {}", self.id)),
+            link_attachment_url: (self.media_type == MediaType::TextPost
+                && self.rates[2].is_multiple_of(4))
+            .then(|| format!("https://example.com/{}/{}", owner.username, self.shortcode)),
             gif_url: None,
-            topic_tag: None,
+            topic_tag: self.rates[1]
+                .is_multiple_of(3)
+                .then(|| TOPICS[(self.rates[0] % TOPICS.len() as u64) as usize].to_string()),
+            poll_attachment: (self.media_type == MediaType::TextPost
+                && self.rates[3].is_multiple_of(5))
+            .then(|| {
+                let votes = self.rates[4] % 1000;
+                serde_json::json!({
+                    "option_a": "Yes", "option_b": "No",
+                    "option_a_votes_percentage": 0.6, "option_b_votes_percentage": 0.4,
+                    "total_votes": votes,
+                    "expiration_timestamp": "2026-01-01T00:00:00+0000",
+                })
+            }),
             has_replies: Some(self.rates[2] > 0),
             reply_audience: Some("EVERYONE".into()),
         }

@@ -66,6 +66,17 @@ pub enum FailureClass {
     BadPosition,
 }
 
+impl FailureClass {
+    /// Whether a failure of this class stops every further call with the credential in
+    /// this run: it is refused, or rate limited.
+    pub fn stops_the_account(self) -> bool {
+        matches!(
+            self,
+            FailureClass::Auth | FailureClass::Throttled | FailureClass::AppThrottled
+        )
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct Failure {

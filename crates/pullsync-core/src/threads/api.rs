@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use std::sync::atomic::AtomicU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use threads_model::demographics::{follower_demographics, link_clicks};
 use threads_model::error::{classify, ErrorClass, ErrorEnvelope, APPLICATION_LIMIT};
 use threads_model::{AccountInsights, Page, Post, PostMetrics, TokenResponse};
 
@@ -20,6 +21,13 @@ pub struct Answer<const N: usize> {
 pub type MetricsAnswer = Answer<6>;
 pub type InsightsAnswer = Answer<7>;
 
+/// An account insights answer: its values, and the clicks per link when it gave them.
+#[derive(Debug, Clone)]
+pub struct AccountAnswer {
+    pub insights: InsightsAnswer,
+    pub link_clicks: Option<Vec<(String, i64)>>,
+}
+
 /// Longer than any token Threads issues (60 days): an `expires_in` beyond it is bad data.
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 10 * 365 * 86_400;
 
@@ -28,12 +36,19 @@ pub const MAX_TOKEN_LIFETIME_SECS: i64 = 10 * 365 * 86_400;
 /// are deferred to the next one.
 pub const APP_HOLD: Duration = Duration::from_secs(15 * 60);
 
+struct Hold {
+    until: Instant,
+    why: String,
+    told: bool,
+}
+
 pub struct ThreadsApi {
     pub http: HttpClient,
     /// Versioned base, e.g. `https://graph.threads.net/v1.0`.
     base: String,
-    /// Set when the whole application must wait: until when, and why.
-    hold: Mutex<Option<(Instant, String)>>,
+    /// Set when the whole application must wait: until when, why, and whether Meta said
+    /// how long (else the wait is our own guess, APP_HOLD).
+    hold: Mutex<Option<Hold>>,
 }
 
 /// One token's view of the API: its rate limiter, a count of the calls it made, the
@@ -92,12 +107,12 @@ impl Gate for ThreadsApi {
     fn answered(&self, outcome: &Result<crate::http::Answer, Failure>) {
         match outcome {
             Err(failure) if failure.class == FailureClass::AppThrottled => {
-                self.hold(failure.retry_after.unwrap_or(APP_HOLD), &failure.message);
+                self.hold(failure.retry_after, &failure.message);
             }
             Ok(answer) => {
                 if let Some(usage) = answer.usage.filter(|u| u.near_limit()) {
                     self.hold(
-                        usage.regain.unwrap_or(APP_HOLD),
+                        usage.regain,
                         &format!("the API reported {}% of its rate limit used", usage.percent),
                     );
                 }
@@ -116,30 +131,35 @@ impl ThreadsApi {
         }
     }
 
-    /// Stops every call of the application for `hold` (the run's remaining accounts are
-    /// deferred without a request).
-    pub fn hold(&self, hold: Duration, why: &str) {
-        let until = Instant::now() + hold;
+    /// Stops every call of the application for the time Meta gave (`APP_HOLD` when it
+    /// gave none): the run's remaining accounts are deferred without a request.
+    pub fn hold(&self, told: Option<Duration>, why: &str) {
+        let until = Instant::now() + told.unwrap_or(APP_HOLD);
         let mut held = self.hold.lock().expect("hold lock");
-        if held.as_ref().is_none_or(|(u, _)| *u < until) {
-            *held = Some((until, why.to_string()));
+        if held.as_ref().is_none_or(|h| h.until < until) {
+            *held = Some(Hold {
+                until,
+                why: why.to_string(),
+                told: told.is_some(),
+            });
         }
     }
 
-    /// Whether the application may call now: an error while it is held.
+    /// Whether the application may call now: an error while it is held, with the time
+    /// left when Meta gave it (which later runs honour too).
     pub fn may_call(&self) -> Result<(), Failure> {
         let mut held = self.hold.lock().expect("hold lock");
         match &*held {
-            Some((until, why)) => {
-                let left = until.saturating_duration_since(Instant::now());
+            Some(hold) => {
+                let left = hold.until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     *held = None;
                     return Ok(());
                 }
                 Err(Failure {
                     class: FailureClass::AppThrottled,
-                    message: format!("deferred without a request: {why}"),
-                    retry_after: Some(left),
+                    message: format!("deferred without a request: {}", hold.why),
+                    retry_after: hold.told.then_some(left),
                     attempts: 0,
                 })
             }
@@ -305,7 +325,7 @@ impl TokenSession<'_> {
         user_id: &str,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Result<InsightsAnswer, Failure> {
+    ) -> Result<AccountAnswer, Failure> {
         let url = format!(
             "{}/{user_id}/threads_insights?metric={}&since={}&until={}",
             self.api.base,
@@ -315,16 +335,41 @@ impl TokenSession<'_> {
         );
         let answer = self.get_answer(&url).await?;
         let fetched_at = Utc::now();
-        let r = AccountInsights::read(&answer.body).map_err(|e| {
+        let bad = |e: threads_model::InsightsError| {
             Failure::new(
                 FailureClass::BadData,
                 format!("account insights of {user_id}: {e}"),
             )
-        })?;
-        Ok(Answer {
-            values: r.values,
-            unknown: r.unknown,
-            fetched_at,
+        };
+        let r = AccountInsights::read(&answer.body).map_err(bad)?;
+        let link_clicks = link_clicks(&answer.body).map_err(bad)?;
+        Ok(AccountAnswer {
+            insights: Answer {
+                values: r.values,
+                unknown: r.unknown,
+                fetched_at,
+            },
+            link_clicks,
+        })
+    }
+
+    /// Followers per value of one demographics breakdown (country, city, age or gender).
+    pub async fn follower_demographics(
+        &self,
+        user_id: &str,
+        breakdown: &str,
+    ) -> Result<Vec<(String, i64)>, Failure> {
+        let url = format!(
+            "{}/{user_id}/threads_insights?metric=follower_demographics&breakdown={}",
+            self.api.base,
+            crate::http::urlencode(breakdown)
+        );
+        let answer = self.get_answer(&url).await?;
+        follower_demographics(&answer.body, breakdown).map_err(|e| {
+            Failure::new(
+                FailureClass::BadData,
+                format!("follower demographics ({breakdown}) of {user_id}: {e}"),
+            )
         })
     }
 
@@ -401,15 +446,22 @@ mod tests {
     fn an_application_hold_refuses_calls_until_it_ends() {
         let api = ThreadsApi::new(quiet_client(), "https://graph.threads.net/v1.0");
         assert!(api.may_call().is_ok());
-        api.hold(Duration::from_secs(60), "code 4");
+        api.hold(Some(Duration::from_secs(60)), "code 4");
         let refused = api.may_call().unwrap_err();
         assert_eq!(refused.class, FailureClass::AppThrottled);
         assert_eq!(refused.attempts, 0, "no request was made");
         assert!(refused.retry_after.unwrap() > Duration::from_secs(50));
-        api.hold(Duration::ZERO, "a shorter hold does not shorten it");
+        api.hold(Some(Duration::ZERO), "a shorter hold does not shorten it");
         assert!(api.may_call().is_err());
+        let guessed = ThreadsApi::new(quiet_client(), "https://graph.threads.net/v1.0");
+        guessed.hold(None, "code 4 without a time");
+        assert_eq!(
+            guessed.may_call().unwrap_err().retry_after,
+            None,
+            "a wait Meta did not give is not passed on as if it had"
+        );
         let brief = ThreadsApi::new(quiet_client(), "https://graph.threads.net/v1.0");
-        brief.hold(Duration::from_millis(1), "over at once");
+        brief.hold(Some(Duration::from_millis(1)), "over at once");
         std::thread::sleep(Duration::from_millis(5));
         assert!(brief.may_call().is_ok());
     }

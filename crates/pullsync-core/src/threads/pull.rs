@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use threads_model::demographics::DEMOGRAPHICS_MIN_FOLLOWERS;
 use threads_model::{MediaType, Post};
 
 /// What the store knows of a post before the pull.
@@ -31,6 +32,10 @@ pub struct KnownPost {
 pub struct KnownAccount {
     pub posts: HashMap<String, KnownPost>,
     pub listing: ListingState,
+    /// The latest follower count stored, if any.
+    pub followers_count: Option<i64>,
+    /// Demographics breakdowns without a snapshot for the current UTC day.
+    pub demographics_due: Vec<&'static str>,
 }
 
 /// What the tier planner needs of a post: media type, published, metrics last fetched.
@@ -80,6 +85,11 @@ pub struct AccountPull {
     /// Posts Threads says do not exist any more.
     pub deleted: Vec<String>,
     pub insights: Option<Reading<7>>,
+    /// Clicks per link URL, captured with `insights`; None when the answer did not split
+    /// its clicks by link.
+    pub link_clicks: Option<Vec<(String, i64)>>,
+    /// Demographics breakdowns asked for.
+    pub demographics: Vec<DemographicsReading>,
     /// The listing's state after this pull; None leaves the stored one.
     pub listing: Option<ListingState>,
     pub steps_completed: Vec<Step>,
@@ -88,10 +98,20 @@ pub struct AccountPull {
     /// Values this client does not know (media types, metric shapes), each once.
     pub notes: Vec<String>,
     pub api_calls: u32,
+    /// How long the API asked the account to wait, at most `LONGEST_WAIT`.
     pub retry_after: Option<Duration>,
     /// Set when the API rate limited the account (it is `skipped`, not failed; the next
     /// run retries it).
     pub rate_limited: Option<RateLimited>,
+}
+
+/// One demographics breakdown as the API answered it: followers per value, or why Meta
+/// refused it (kept for the day: asking again before tomorrow would get the same answer).
+#[derive(Debug, Clone)]
+pub struct DemographicsReading {
+    pub breakdown: &'static str,
+    pub followers: Result<Vec<(String, i64)>, String>,
+    pub fetched_at: DateTime<Utc>,
 }
 
 /// Whose budget a rate limit concerns.
@@ -111,6 +131,10 @@ impl RateLimited {
         }
     }
 }
+
+/// The longest wait an answer may ask of an account (its Retry-After, or the time its usage
+/// headers give to regain access): no answer parks an account for longer than a day.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
 
 /// The reason recorded for an account the API rate limited.
 pub const RATE_LIMITED: &str = "rate_limited";
@@ -162,12 +186,7 @@ impl Trouble {
             }
             _ => {}
         }
-        let stops = |class| {
-            matches!(
-                class,
-                FailureClass::Auth | FailureClass::Throttled | FailureClass::AppThrottled
-            )
-        };
+        let stops = |class: FailureClass| class.stops_the_account();
         let mut first = self.first.lock().expect("trouble lock");
         // An auth or throttling failure explains the run better than an earlier hiccup.
         let replace = match &*first {
@@ -355,20 +374,68 @@ pub async fn pull_account(
 
     // 3. Account insights for the current UTC day, and the follower count.
     let mut insights = None;
+    let mut link_clicks = None;
     if !trouble.stopped() {
         let (since, until) = insights_window(now, session.api_now());
         match session.account_insights(user_id, since, until).await {
             Ok(answer) => {
-                for note in answer.unknown {
+                let reading = answer.insights;
+                for note in reading.unknown {
                     trouble.note(format!("account insights: {note}"));
                 }
                 insights = Some(Reading {
-                    values: answer.values,
-                    fetched_at: answer.fetched_at,
+                    values: reading.values,
+                    fetched_at: reading.fetched_at,
                 });
+                link_clicks = answer.link_clicks;
                 steps.push(Step::Insights);
             }
             Err(failure) => trouble.record(failure),
+        }
+    }
+
+    // 4. Follower demographics, once a day per breakdown, for accounts Meta answers them
+    // for. A breakdown that fails costs only itself, unless the token or the rate limit
+    // stops the account.
+    let followers = insights
+        .as_ref()
+        .and_then(|r| r.values[0])
+        .or(known.followers_count);
+    let mut demographics = Vec::new();
+    if followers.is_some_and(|f| f >= DEMOGRAPHICS_MIN_FOLLOWERS) {
+        for &breakdown in &known.demographics_due {
+            if trouble.stopped() {
+                break;
+            }
+            let answer = session.follower_demographics(user_id, breakdown).await;
+            let followers = match answer {
+                Ok(values) => Ok(values),
+                Err(failure)
+                    if matches!(failure.class, FailureClass::Refused | FailureClass::Gone) =>
+                {
+                    trouble.note(format!(
+                        "follower demographics ({breakdown}): {}",
+                        failure.message
+                    ));
+                    Err(failure.message)
+                }
+                Err(failure) if failure.class.stops_the_account() => {
+                    trouble.record(failure);
+                    continue;
+                }
+                Err(failure) => {
+                    trouble.note(format!(
+                        "follower demographics ({breakdown}) left for the next run: {}",
+                        failure.message
+                    ));
+                    continue;
+                }
+            };
+            demographics.push(DemographicsReading {
+                breakdown,
+                followers,
+                fetched_at: Utc::now(),
+            });
         }
     }
 
@@ -408,10 +475,15 @@ pub async fn pull_account(
         metrics_checked,
         deleted,
         insights,
+        link_clicks,
+        demographics,
         listing: Some(listing),
         steps_completed: steps,
         outcome,
-        retry_after: failure.as_ref().and_then(|f| f.retry_after),
+        retry_after: failure
+            .as_ref()
+            .and_then(|f| f.retry_after)
+            .map(|wait| wait.min(LONGEST_WAIT)),
         error: failure.map(|f| match rate_limited {
             Some(scope) => format!("{RATE_LIMITED} ({} limit): {}", scope.as_str(), f.message),
             None => f.message,
