@@ -1,9 +1,11 @@
 //! Test tooling for pg_pullsync: helpers that drive a real cluster over a connection, and
 //! (in later modules) the simulators the integration tests start.
 
+pub mod auto_failover;
 pub mod catalog;
 pub mod citus;
 pub mod db;
+pub mod failover;
 pub mod fault_proxy;
 pub mod feed;
 pub mod local_server;
@@ -12,6 +14,7 @@ pub mod rest_api;
 pub mod scratch_cluster;
 pub mod server;
 pub mod sim;
+pub mod soak;
 pub mod threads;
 pub mod wait;
 pub mod workers;

@@ -143,7 +143,9 @@ impl ScratchCluster {
         backup
             .arg("-D")
             .arg(&pgdata)
+            // A fast checkpoint: a spread one waits minutes after writes.
             .args(["-h", "127.0.0.1", "-U", "postgres", "-X", "stream", "-R"])
+            .arg("--checkpoint=fast")
             .arg("-p")
             .arg(self.port.to_string());
         ok(backup, "pg_basebackup");
@@ -163,6 +165,35 @@ impl ScratchCluster {
         };
         standby.pg_ctl(&["-w", "-t", "120", "start"], "pg_ctl start (standby)");
         standby
+    }
+
+    /// The handle of a cluster that another program (pg_auto_failover's keeper) will make
+    /// in `name`'s directory and run on `port`; its feed server on `feed_port`.
+    pub fn made_elsewhere(name: &str, port: u16, feed_port: u16) -> ScratchCluster {
+        let home = PathBuf::from(format!("/tmp/pst-{name}"));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut chown = Command::new("chown");
+        chown.arg("-R").arg("postgres:postgres").arg(&home);
+        ok(chown, "chown");
+        ScratchCluster {
+            home,
+            port,
+            feed_port,
+        }
+    }
+
+    pub fn pgdata(&self) -> PathBuf {
+        self.home.join("pgdata")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A clean shutdown (`pg_ctl stop -m fast`).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "-t", "120", "stop"], "pg_ctl stop");
     }
 
     fn pg_ctl(&self, args: &[&str], what: &str) {
@@ -207,9 +238,40 @@ impl ScratchCluster {
         );
     }
 
-    /// The server's log so far.
+    /// Starts this crashed server again on a port of its own, to read what it had
+    /// committed (crash recovery gives all of it back): without pg_pullsync preloaded, so
+    /// its workers and feed server stay down, and without synchronous standbys to wait for.
+    pub fn restart_alone(&mut self) {
+        self.port = crate::ports::free_ports(1)[0];
+        let options = format!(
+            "-c port={} -c shared_preload_libraries='' -c synchronous_standby_names=''",
+            self.port
+        );
+        self.pg_ctl(
+            &["-w", "-t", "120", "-o", &options, "start"],
+            "pg_ctl start (alone, after the crash)",
+        );
+    }
+
+    /// The server's log so far, with the files of its logging collector if it has one (a
+    /// server pg_auto_failover's keeper runs).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.home.join("server.log")).unwrap_or_default()
+        let mut text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let mut collected: Vec<PathBuf> = std::fs::read_dir(self.pgdata().join("log"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        collected.sort();
+        for file in collected {
+            text.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+        text
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.home.join("server.log")
     }
 
     pub fn conninfo(&self, database: &str) -> String {

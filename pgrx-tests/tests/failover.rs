@@ -3,6 +3,7 @@
 //! write refuse with SQLSTATE 25006; after a crash of the primary (`kill -9`) during a
 //! run and `pg_ctl promote`, the promoted server finishes the run from what was committed.
 
+use pullsync_tests::failover::{caught_up, PROMOTED_LINE, STANDBY_LINE};
 use pullsync_tests::scratch_cluster::{ScratchCluster, ScratchOptions};
 use pullsync_tests::sim::{SimConfig, SimServer};
 use pullsync_tests::threads::{add_sim_accounts, count, layer_violations};
@@ -12,29 +13,6 @@ use serde_json::Value;
 use std::time::Duration;
 
 const DB: &str = "failover";
-const STANDBY_LINE: &str = "this server is a standby (in recovery); idle, writing nothing";
-const PROMOTED_LINE: &str = "the server was promoted; starting work";
-
-/// Waits until the standby has replayed everything the primary has written so far.
-fn caught_up(primary: &mut postgres::Client, standby: &mut postgres::Client) {
-    let lsn: String = primary
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .unwrap()
-        .get(0);
-    wait::until(
-        "the standby to replay the primary's WAL",
-        Duration::from_secs(60),
-        || {
-            standby
-                .query_one(
-                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-                    &[&lsn],
-                )
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false)
-        },
-    );
-}
 
 #[test]
 fn standby_idles_and_the_promoted_server_finishes_the_run() {
@@ -110,6 +88,9 @@ fn standby_idles_and_the_promoted_server_finishes_the_run() {
         ),
         ("feed_pull", "SELECT pullsync.feed_pull('nobody')"),
         ("rest_enqueue", "SELECT pullsync.rest_enqueue('nothing')"),
+        ("schedule_defaults", "SELECT pullsync.schedule_defaults()"),
+        ("unschedule_all", "SELECT pullsync.unschedule_all()"),
+        ("rest_schedule", "SELECT pullsync.rest_schedule('nothing')"),
     ] {
         let error = s.batch_execute(call).expect_err(call);
         let db_error = error.as_db_error().expect(call);

@@ -16,20 +16,20 @@
 //! `cargo xtask soak --against 0.1.0` runs it on the version that landed first
 //! (PULLSYNC_SOAK_LEGACY): Threads listings and the one feed source its schema knows.
 
-use postgres::Client;
 use pullsync_tests::db::{connect, fresh_extension_database, try_connect_as};
 use pullsync_tests::fault_proxy::{FaultProxy, FeedFaults};
 use pullsync_tests::feed::{self, foreign_message, paged_foreign_provider};
 use pullsync_tests::ports::feed_url;
 use pullsync_tests::server::server_log;
-use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec, Faults, Malformation};
-use pullsync_tests::sim::world::{World, WorldConfig};
 use pullsync_tests::sim::{SimConfig, SimServer};
+use pullsync_tests::soak::{
+    api_faults, api_faults_fired, feed_differences, listing_world, pull_until_complete,
+    reconnect_refused_accounts, settle_threads, unfinished_listings, Seeded, FEED_AFTER_CHAOS,
+};
 use pullsync_tests::threads::add_sim_accounts;
-use pullsync_tests::wait::{self, Deadline};
+use pullsync_tests::wait;
 use pullsync_tests::workers::{
-    connect_retrying, connect_retrying_to, differences_where, finished, queue, wait_for,
-    worker_pids, DB,
+    connect_retrying, connect_retrying_to, finished, queue, wait_for, worker_pids, DB,
 };
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,22 +42,6 @@ const WORKSPACE: &str = "50a50a50-0000-4000-8000-000000000001";
 /// The second feed source: a provider that is not pg_pullsync.
 const FOREIGN: &str = "soak-foreign";
 const ACCOUNTS: usize = 8;
-
-/// SplitMix64: a seeded generator, so a failing seed can be run again.
-struct Seeded(u64);
-
-impl Seeded {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Default, Debug)]
 struct Tally {
@@ -79,57 +63,6 @@ struct Tally {
 /// The 0.1.0 mode: only what that version's schema has.
 fn legacy() -> bool {
     std::env::var_os("PULLSYNC_SOAK_LEGACY").is_some()
-}
-
-/// How long the feed may go on failing once the chaos is over: a completed pull of each
-/// source takes seconds then.
-const FEED_AFTER_CHAOS: Duration = Duration::from_secs(600);
-
-/// Pulls every source into the consumer until a pull of each completes after
-/// `chaos_over` is set; connections lost to crashes are simply made again.
-fn pull_until_complete(sources: Vec<&'static str>, chaos_over: Arc<AtomicBool>) -> u64 {
-    let mut attempts = 0;
-    let mut done: BTreeSet<&str> = BTreeSet::new();
-    let mut last: Vec<String> = Vec::new();
-    let mut deadline: Option<Deadline> = None;
-    loop {
-        let over = chaos_over.load(Ordering::SeqCst);
-        attempts += 1;
-        last.clear();
-        for source in &sources {
-            let answer = try_connect_as(CONSUMER_DB, "postgres").and_then(|mut c| {
-                c.query_one("SELECT pullsync.feed_pull($1, 'incremental')", &[source])
-            });
-            let completed = match answer {
-                Ok(row) => {
-                    let answer: serde_json::Value = row.get(0);
-                    last.push(format!("{source}: {answer}"));
-                    answer["status"] == "completed"
-                }
-                Err(e) => {
-                    last.push(format!("{source}: {e}"));
-                    false
-                }
-            };
-            if completed && over {
-                done.insert(*source);
-            }
-        }
-        if done.len() == sources.len() {
-            return attempts;
-        }
-        if over {
-            deadline
-                .get_or_insert_with(|| {
-                    Deadline::after(
-                        FEED_AFTER_CHAOS,
-                        format!("a completed feed pull of each of {sources:?} after the chaos"),
-                    )
-                })
-                .check_with(|| format!("the last answers: {}", last.join("; ")));
-        }
-        std::thread::sleep(Duration::from_millis(150));
-    }
 }
 
 /// Records, until `over`, every listing seen cut short (an account with a resume
@@ -226,72 +159,8 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     let started = Instant::now();
     let step = |phase: &str| progress(seed, started, phase);
     step("the world, the provider and the consumer");
-    // Accounts from 0 to 350 posts: one without any, one with several pages of 100.
-    let posts: Vec<usize> = (0..ACCOUNTS)
-        .map(|i| match i {
-            0 => 0,
-            1 => 250 + rng.below(101) as usize,
-            _ => rng.below(351) as usize,
-        })
-        .collect();
-    *sim.sim.world.write().unwrap() = World::generate_with_posts(
-        &WorldConfig {
-            seed,
-            accounts: ACCOUNTS,
-            posts_per_account: 0,
-            start: chrono::Utc::now().timestamp() / 60 * 60,
-        },
-        |i| posts[i],
-    );
-    let cap = if seed.is_multiple_of(3) { 25 } else { 100 };
-    sim.sim.listing_cap.store(cap, Ordering::Relaxed);
-    // Latency makes the sync last seconds, so the crashes land in the middle of it.
-    *sim.sim.latency.lock().unwrap() = (20 + rng.below(30), 10);
-    {
-        let mut faults = sim.sim.faults.lock().unwrap();
-        *faults = Faults::new(seed);
-        for spec in [
-            FaultSpec::everywhere(FaultKind::ServerError { status: 500 }, 0.05),
-            FaultSpec::everywhere(FaultKind::TooManyRequests { retry_after: 1 }, 0.02),
-            FaultSpec::everywhere(FaultKind::Hang, 0.01),
-            FaultSpec::everywhere(FaultKind::MalformedJson, 0.01),
-            FaultSpec::everywhere(FaultKind::TruncatedBody, 0.01),
-        ] {
-            faults.add(spec);
-        }
-        // Text Meta cut or escaped wrongly: read with U+FFFD, never a lost page.
-        for malformation in Malformation::ALL
-            .into_iter()
-            .filter(|m| *m != Malformation::Unreadable)
-        {
-            faults.add(FaultSpec {
-                endpoint: Some(Endpoint::Threads),
-                ..FaultSpec::everywhere(FaultKind::MalformedText { malformation }, 0.01)
-            });
-        }
-        // The application's rate limit now and then: the rest of that run waits for the next.
-        faults.add(FaultSpec::everywhere(
-            FaultKind::Throttle {
-                code: 4,
-                status: 403,
-            },
-            0.002,
-        ));
-        // Listings cut between pages: throttled on a later page, the run goes on without it.
-        for page in 2..=6 {
-            faults.add(FaultSpec {
-                endpoint: Some(Endpoint::Threads),
-                page: Some(page),
-                ..FaultSpec::everywhere(
-                    FaultKind::Throttle {
-                        code: 613,
-                        status: 400,
-                    },
-                    0.25,
-                )
-            });
-        }
-    }
+    listing_world(sim, seed, &mut rng, ACCOUNTS);
+    api_faults(sim, seed);
 
     // Threads in it_workers (the workers' database), the feed's provider beside it.
     let mut db = connect_retrying();
@@ -371,7 +240,10 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     let chaos_over = Arc::new(AtomicBool::new(false));
     let feed = {
         let over = chaos_over.clone();
-        std::thread::spawn(move || pull_until_complete(sources, over))
+        let sources = sources.into_iter().map(String::from).collect();
+        std::thread::spawn(move || {
+            pull_until_complete(sources, over, || try_connect_as(CONSUMER_DB, "postgres"))
+        })
     };
     let run_over = Arc::new(AtomicBool::new(false));
     let cut_listings = Arc::new(Mutex::new(BTreeSet::new()));
@@ -473,64 +345,16 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
             Duration::from_secs(120),
         );
     }
-    tally.api_faults += sim
-        .sim
-        .faults
-        .lock()
-        .unwrap()
-        .list()
-        .iter()
-        .map(|f| f.fired)
-        .sum::<u64>();
+    tally.api_faults += api_faults_fired(sim);
     // Faults off, clock unchanged: further runs fetch what the faults kept from this one.
     // The account whose token was replaced is connected again, as its user would.
     sim.clear_faults();
     if !legacy {
-        reconnect_refused_accounts(&mut db, sim, replaced);
+        reconnect_refused_accounts(&mut db, sim, WORKSPACE, replaced);
     }
-    let truth = |db: &mut Client| threads_differences(db, sim, &deleted, legacy);
-    let mut found = truth(&mut db);
-    for cycle in 1..=5 {
-        if found.is_empty() {
-            break;
-        }
-        tally.recovery_cycles += 1;
-        step(&format!(
-            "recovery run {cycle} for {} differences (first: {})",
-            found.len(),
-            found[0]
-        ));
-        if !legacy {
-            // A refresh answered by Threads but lost to a crash before its commit leaves a
-            // retired token, found refused only when a run uses it: its user connects the
-            // account again once the monitor lists it.
-            reconnect_refused_accounts(&mut db, sim, None);
-        }
-        let job = queue(&mut db);
-        wait_for(
-            &mut db,
-            &format!(
-                "the recovery run {job} to end (SELECT pullsync.job_status({job}) in {DB}; see {})",
-                server_log().display()
-            ),
-            Duration::from_secs(300),
-            |db| finished(db, job),
-        );
-        if !legacy {
-            // What the daily pullsync-threads-reconcile job does (sql/jobs.sql), over the
-            // accounts with a usable token, the ones the monitor does not list: a deleted
-            // post whose metrics are never asked for (a repost has none) is found missing
-            // from the listing and marked.
-            db.batch_execute(
-                "SELECT pullsync.threads_reconcile(a.id, now() - interval '30 days', now())
-                   FROM pullsync.workspace_threads_accounts a
-                  WHERE a.is_active AND a.username NOT IN (
-                        SELECT unnest(accounts_needing_reauthorization) FROM pullsync.threads_source_state)",
-            )
-            .unwrap();
-        }
-        found = truth(&mut db);
-    }
+    let log = format!("{DB}, {}", server_log().display());
+    let (found, cycles) = settle_threads(&mut db, sim, WORKSPACE, &deleted, legacy, &log, &step);
+    tally.recovery_cycles += cycles;
     tally.differences.extend(
         found
             .into_iter()
@@ -539,14 +363,7 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     let cut = cut_listings.lock().unwrap().len() as u64;
     tally.listings_resumed += cut;
     if cut > 0 && !legacy {
-        let unfinished = db
-            .query_one(
-                "SELECT count(*) FROM pullsync.workspace_threads_accounts
-                  WHERE posts_listing_resume_after IS NOT NULL OR posts_listing_completed_at IS NULL",
-                &[],
-            )
-            .unwrap()
-            .get::<_, i64>(0);
+        let unfinished = unfinished_listings(&mut db);
         if unfinished > 0 {
             tally.differences.push(format!(
                 "seed {seed}, Threads: {unfinished} listings never finished"
@@ -569,24 +386,11 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
     } else {
         feed::rows_from(&mut consumer, "soak")
     };
-    for (stream, provided, pulled) in [
-        ("conversations", &provided.0, &pulled.0),
-        ("messages", &provided.1, &pulled.1),
-    ] {
-        if provided == pulled {
-            continue;
-        }
-        let missing = provided.keys().filter(|k| !pulled.contains_key(*k)).count();
-        let differ = provided
-            .iter()
-            .filter(|(k, v)| pulled.get(*k).is_some_and(|p| p != *v))
-            .count();
-        let extra = pulled.keys().filter(|k| !provided.contains_key(*k)).count();
-        tally.differences.push(format!(
-            "seed {seed}, feed {stream}: {missing} missing, {differ} differ, {extra} extra of {}",
-            provided.len()
-        ));
-    }
+    tally.differences.extend(feed_differences(
+        &format!("seed {seed}, feed"),
+        &provided,
+        &pulled,
+    ));
     if !legacy {
         let stored: Vec<String> = feed::rows_from(&mut consumer, FOREIGN)
             .1
@@ -619,64 +423,6 @@ fn one_run(seed: u64, sim: &SimServer, tally: &mut Tally) {
             ));
         }
     }
-}
-
-/// Connects again, as their users would, the accounts whose token Threads refused: the one
-/// whose token was replaced, and any whose refreshed token was lost to a crash before it
-/// was stored (the simulator, stricter than Meta, drops the old token on refresh).
-fn reconnect_refused_accounts(db: &mut Client, sim: &SimServer, replaced: Option<usize>) {
-    let refused: Vec<String> = db
-        .query(
-            "SELECT a.threads_user_id FROM pullsync.workspace_threads_accounts a
-              WHERE NOT EXISTS (SELECT 1 FROM pullsync.workspace_threads_tokens t
-                                 WHERE t.workspace_threads_account_id = a.id AND t.is_primary
-                                   AND t.invalidated_at IS NULL)",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let workspace: uuid::Uuid = WORKSPACE.parse().unwrap();
-    for (index, (user_id, username, token)) in sim.accounts().into_iter().enumerate() {
-        if refused.contains(&user_id) || replaced == Some(index) {
-            db.execute(
-                "SELECT pullsync.threads_add_account($1, $2, $3, $4, now() + interval '58 days')",
-                &[&workspace, &user_id, &username, &token],
-            )
-            .unwrap();
-        }
-    }
-}
-
-/// How the Threads data differ from what the API serves now: `differences` over the posts
-/// not marked deleted, and every deleted post that was stored marked as deleted.
-fn threads_differences(
-    db: &mut Client,
-    sim: &SimServer,
-    deleted: &[String],
-    legacy: bool,
-) -> Vec<String> {
-    if legacy {
-        return differences_where(db, sim, "true");
-    }
-    let mut found = differences_where(db, sim, "deleted_at IS NULL");
-    let unmarked: Vec<String> = db
-        .query(
-            "SELECT threads_post_id FROM pullsync.workspace_threads_posts
-              WHERE threads_post_id = ANY($1) AND deleted_at IS NULL ORDER BY 1",
-            &[&deleted],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    found.extend(
-        unmarked
-            .into_iter()
-            .map(|id| format!("post {id} deleted but not marked")),
-    );
-    found
 }
 
 #[test]

@@ -24,14 +24,16 @@ commands:
   test    install what is missing, then run every test (unit, pgrx, integration, soak,
           upgrade, package) on PostgreSQL 15 and 18, against private trees under target/pg/;
           --pg 15|18: one version; --only <name>: just pgrx-tests/tests/<name>.rs on a
-          fresh test cluster (upgrade, soak and package run their own phase)
+          fresh test cluster (upgrade, soak, failover_soak and package run their own phase)
   demo    build and install the extension, start the demo cluster (port 28815; with
           --pg 18 port 28915, a private tree, no pg_cron) and the Threads simulator, sync it
           twice and print a report
   stop    stop the demo clusters and the simulator
   package build the Debian package of the extension (target/*.deb); --pg 15|18
   soak    the long fault soak: 50 seeded runs with API faults, kill -9 and restarts; --pg;
-          --against 0.1.0: on the version that landed first, to see what it loses
+          --against 0.1.0: on the version that landed first, to see what it loses;
+          --failover: the failover soak instead, 20 seeds of a primary killed while it
+          syncs and its streaming standby promoted
   bench   run the benchmarks (about an hour) and write docs/BENCHMARKS.md and its charts;
           --quick: small sizes, written under target/bench/; --only attack: just the feed
           server under attack, figures printed; --only rest-memory: what a REST page costs

@@ -11,6 +11,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql-15",
     "postgresql-server-dev-15",
     "postgresql-15-cron",
+    // pg_auto_failover: the failover soak's monitor-driven seeds (on 15).
+    "postgresql-15-auto-failover",
     "libclang-dev",
     "clang",
     "pkg-config",

@@ -222,15 +222,19 @@ impl Tally {
 }
 
 /// The longest a phase may run before it counts as hung, builds included: far above what
-/// a slow machine takes. The soak's grows with its seeds.
+/// a slow machine takes. The soaks' grow with their seeds.
 fn phase_ceiling(name: &str, command: &Command) -> Duration {
-    let minutes = if name.starts_with("fault soak") {
-        let runs = command
+    let seeds = |variable: &str| {
+        command
             .get_envs()
-            .find(|(key, _)| *key == "PULLSYNC_SOAK_RUNS")
+            .find(|(key, _)| *key == variable)
             .and_then(|(_, value)| value?.to_str()?.parse::<u64>().ok())
-            .unwrap_or(1);
-        (10 * runs).max(30)
+            .unwrap_or(1)
+    };
+    let minutes = if name.starts_with("fault soak") {
+        (10 * seeds("PULLSYNC_SOAK_RUNS")).max(30)
+    } else if name.starts_with("failover soak") {
+        (5 * seeds("PULLSYNC_FAILOVER_SEEDS")).max(20)
     } else {
         40
     };
@@ -425,6 +429,13 @@ fn only_phase(tally: &mut Tally, major: Major, package: &Package, name: &str) ->
             let cluster = test_cluster(major)?;
             if name == "soak" {
                 soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
+            } else if name == "failover_soak" {
+                failover_soak_phase(
+                    tally,
+                    integration_command(&cluster),
+                    major,
+                    SHORT_FAILOVER_SEEDS,
+                );
             } else {
                 let mut command = integration_command(&cluster);
                 command.args(["--test", name, "--", "--test-threads=2", "--nocapture"]);
@@ -554,6 +565,12 @@ fn integration(tally: &mut Tally, major: Major) -> Result<()> {
         &mut command,
     );
     soak_phase(tally, &cluster, SHORT_SOAK_RUNS);
+    failover_soak_phase(
+        tally,
+        integration_command(&cluster),
+        major,
+        SHORT_FAILOVER_SEEDS,
+    );
     cluster.cluster.stop()
 }
 
@@ -619,6 +636,10 @@ fn package_phase(tally: &mut Tally, major: Major, package: &Package) -> Result<(
 /// Seeded runs of the short soak inside `cargo xtask test`; `cargo xtask soak` runs more.
 const SHORT_SOAK_RUNS: u32 = 3;
 const SOAK_RUNS: u32 = 50;
+/// Seeds of the failover soak inside `cargo xtask test` (the second with a synchronous
+/// standby), and in `cargo xtask soak --failover`.
+const SHORT_FAILOVER_SEEDS: u32 = 2;
+const FAILOVER_SEEDS: u32 = 20;
 
 /// The fault soak restarts the server, so it runs after the other tests, alone.
 fn soak_phase(tally: &mut Tally, cluster: &TestCluster, runs: u32) {
@@ -637,6 +658,21 @@ fn soak_phase_with(tally: &mut Tally, mut command: Command, major: Major, runs: 
             .args(["--test", "soak", "--"])
             .args(["--ignored", "--test-threads=1", "--nocapture"])
             .env("PULLSYNC_SOAK_RUNS", runs.to_string()),
+    );
+}
+
+/// The failover soak (tests/failover_soak.rs) kills and promotes scratch clusters of its
+/// own, so it runs alone too; it needs the test cluster only for its installation and key.
+fn failover_soak_phase(tally: &mut Tally, mut command: Command, major: Major, seeds: u32) {
+    tally.phase(
+        &format!(
+            "failover soak (tests/failover_soak.rs, PostgreSQL {})",
+            major.number()
+        ),
+        command
+            .args(["--test", "failover_soak", "--"])
+            .args(["--ignored", "--test-threads=1", "--nocapture"])
+            .env("PULLSYNC_FAILOVER_SEEDS", seeds.to_string()),
     );
 }
 
@@ -660,11 +696,16 @@ pub fn rest_memory() -> Result<()> {
     outcome
 }
 
-/// `cargo xtask soak [--pg 15|18] [--against 0.1.0]`: the long fault soak on a fresh test
-/// cluster; with `--against`, on the version that landed first (rebuilt from its commit),
-/// in the soak's 0.1.0 mode, to see what that version loses.
+/// `cargo xtask soak [--pg 15|18] [--against 0.1.0 | --failover]`: the long fault soak on
+/// a fresh test cluster; with `--against`, on the version that landed first (rebuilt from
+/// its commit), in the soak's 0.1.0 mode, to see what that version loses; with
+/// `--failover`, the failover soak's seeds instead.
 pub fn soak(args: &[String]) -> Result<()> {
     let majors = versions(args)?;
+    let failover = args.iter().any(|a| a == "--failover");
+    if failover && flag_value(args, "--against")?.is_some() {
+        return Err("--failover runs this build: it takes no --against".into());
+    }
     let against = match flag_value(args, "--against")? {
         Some("0.1.0") => Some(crate::releases::release("0.1.0")?),
         Some(other) => {
@@ -692,10 +733,14 @@ pub fn soak(args: &[String]) -> Result<()> {
             test_cluster(major)?
         };
         let mut command = integration_command(&cluster);
-        if against.is_some() {
-            command.env("PULLSYNC_SOAK_LEGACY", "1");
+        if failover {
+            failover_soak_phase(&mut tally, command, major, FAILOVER_SEEDS);
+        } else {
+            if against.is_some() {
+                command.env("PULLSYNC_SOAK_LEGACY", "1");
+            }
+            soak_phase_with(&mut tally, command, major, SOAK_RUNS);
         }
-        soak_phase_with(&mut tally, command, major, SOAK_RUNS);
         cluster.cluster.stop()?;
     }
     if tally.failed > 0 || !tally.failed_phases.is_empty() {
@@ -793,7 +838,24 @@ mod tests {
     }
 
     #[test]
-    fn the_soak_gets_ten_minutes_a_seed_and_the_others_forty() {
+    fn the_soaks_get_minutes_by_the_seed_and_the_others_forty() {
+        let mut failover = cmd("cargo");
+        failover.env("PULLSYNC_FAILOVER_SEEDS", "20");
+        assert_eq!(
+            phase_ceiling(
+                "failover soak (tests/failover_soak.rs, PostgreSQL 15)",
+                &failover
+            ),
+            Duration::from_secs(100 * 60)
+        );
+        failover.env("PULLSYNC_FAILOVER_SEEDS", "2");
+        assert_eq!(
+            phase_ceiling(
+                "failover soak (tests/failover_soak.rs, PostgreSQL 15)",
+                &failover
+            ),
+            Duration::from_secs(20 * 60)
+        );
         let mut soak = cmd("cargo");
         soak.env("PULLSYNC_SOAK_RUNS", "50");
         assert_eq!(
