@@ -23,6 +23,7 @@ static HTTP_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024)
 /// feed's cap, and above the pages real APIs send (100 records of a few kB).
 static REST_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(4 * 1024);
 static REST_RUN_BUDGET_SECS: GucSetting<i32> = GucSetting::<i32>::new(600);
+static MAX_SESSION_CALLS: GucSetting<i32> = GucSetting::<i32>::new(4);
 /// kB. Below the consumers' response limit, so a page always fits.
 static FEED_PAGE_MAX_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
@@ -150,6 +151,16 @@ pub fn register(preloading: bool) {
         86_400,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.max_session_calls",
+        c"How many calls made in sessions (rest_pull, feed_pull, threads_sync_account, the reconciliations, run_jobs) may run at once.",
+        c"Each runs in a background process of its own, a slot of max_worker_processes; beyond this a call is refused (53000) rather than taking the slots parallel query, replication and pg_cron need.",
+        &MAX_SESSION_CALLS,
+        1,
+        1000,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"pullsync.feed_page_max_size",
@@ -690,6 +701,11 @@ fn http_max_response_bytes() -> usize {
 
 pub fn rest_max_response_bytes() -> usize {
     REST_MAX_RESPONSE_KB.get().max(1) as usize * 1024
+}
+
+/// `pullsync.max_session_calls`: how many calls made in sessions may run at once.
+pub fn max_session_calls() -> i64 {
+    i64::from(MAX_SESSION_CALLS.get())
 }
 
 /// `pullsync.rest_run_budget`: how long a REST run may read pages.

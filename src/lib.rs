@@ -27,6 +27,17 @@ static SOURCES: jobs::registry::Sources = &[
     &rest::source::RestPull,
 ];
 
+/// The calls made in a session that run in a process of their own (jobs/session.rs).
+static CALLS: &[jobs::session::Call] = &[
+    jobs::functions::RUN_JOBS,
+    threads::source::SYNC_NOW,
+    threads::source::RECONCILE,
+    feed::source::PULL_NOW,
+    feed::source::RECONCILE,
+    rest::source::PULL_NOW,
+    rest::source::RECONCILE,
+];
+
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
@@ -56,6 +67,7 @@ pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     config::register(preloading);
     jobs::registry::install(SOURCES);
+    jobs::session::install(CALLS);
     if preloading && plumbing::standby::binary_upgrade() {
         // pg_upgrade's own run of the server: nothing of ours may start there (as pg_cron).
         log!("pg_pullsync: binary-upgrade mode (pg_upgrade), so no background workers start");

@@ -3,7 +3,6 @@
 
 use crate::error::{PullsyncError, Result};
 use crate::plumbing::{bgworker, signals};
-use pgrx::pg_sys;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -24,34 +23,24 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// What ends a wait early.
+/// What ends a wait early: the background process was told to stop (SIGTERM, as pgrx's
+/// handler records it). Every request is made in one: a worker, the feed server, or the
+/// process of a call made in a session (jobs/session.rs), whose caller's cancel reaches
+/// it as SIGTERM.
 #[derive(Debug, Clone, Copy)]
-pub enum Cancel {
-    /// A backend: query cancel or terminate (Postgres' own flags).
-    Backend,
-    /// A background worker: SIGTERM, as pgrx's handler records it.
-    Worker,
-}
+pub struct Cancel;
 
 impl Cancel {
-    /// Also answers what Postgres asks of every process while it waits: a worker must
-    /// absorb procsignal barriers (DROP DATABASE waits for them) even mid-HTTP.
+    /// Also answers what Postgres asks of every process while it waits: absorb
+    /// procsignal barriers (DROP DATABASE waits for them) even mid-HTTP.
     pub fn requested(self) -> bool {
-        if let Cancel::Worker = self {
-            bgworker::absorb_barriers();
-        }
-        match self {
-            // SAFETY: plain reads of flags that Postgres' signal handlers set.
-            Cancel::Backend => unsafe {
-                pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0
-            },
-            Cancel::Worker => bgworker::stopping(),
-        }
+        bgworker::absorb_barriers();
+        bgworker::stopping()
     }
 }
 
 /// Runs `work` to completion unless cancelled; then the work is dropped (its requests
-/// abandoned), a backend lets Postgres handle the interrupt, and Err is returned.
+/// abandoned) and Err is returned.
 pub fn block_on_until<F: Future>(work: F, cancel: Cancel) -> Result<F::Output> {
     let outcome = runtime().block_on(async {
         tokio::select! {
@@ -65,12 +54,7 @@ pub fn block_on_until<F: Future>(work: F, cancel: Cancel) -> Result<F::Output> {
     });
     match outcome {
         Some(out) => Ok(out),
-        None => {
-            if let Cancel::Backend = cancel {
-                pg_sys::check_for_interrupts!();
-            }
-            Err(PullsyncError::Interrupted)
-        }
+        None => Err(PullsyncError::Interrupted),
     }
 }
 

@@ -323,15 +323,28 @@ fn rss_anon(pid: i32) -> u64 {
 }
 
 /// The highest anonymous memory of each process while `work` runs, sampled every 10 ms.
-fn peak_memory<T>(pids: &[i32], work: impl FnOnce() -> T) -> (T, Vec<u64>) {
+/// The peak anonymous memory, while `work` runs, of the process a call made in database
+/// `consumer` pulls in (it starts with the call), and of the feed server (`server_pid`).
+fn peak_memory<T>(consumer: &str, server_pid: i32, work: impl FnOnce() -> T) -> (T, [u64; 2]) {
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (done, pids) = (done.clone(), pids.to_vec());
+        let done = done.clone();
+        let mut watcher = pullsync_tests::db::connect(consumer);
         std::thread::spawn(move || {
-            let mut peaks = vec![0u64; pids.len()];
+            let mut peaks = [0u64; 2];
             while !done.load(Ordering::Relaxed) {
-                for (peak, pid) in peaks.iter_mut().zip(&pids) {
-                    *peak = (*peak).max(rss_anon(*pid));
+                let pulling: Option<i32> = watcher
+                    .query_opt(
+                        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_pullsync session call'",
+                        &[],
+                    )
+                    .ok()
+                    .flatten()
+                    .map(|r| r.get(0));
+                for (peak, pid) in peaks.iter_mut().zip([pulling, Some(server_pid)]) {
+                    if let Some(pid) = pid {
+                        *peak = (*peak).max(rss_anon(pid));
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -376,7 +389,6 @@ fn rows_of_ten_megabytes_are_all_pulled_within_a_bounded_memory() {
     c.batch_execute("RESET pullsync.http_max_response_size")
         .unwrap();
 
-    let consumer_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let server_pid: i32 = p
         .query_one(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_pullsync feed server'",
@@ -384,14 +396,14 @@ fn rows_of_ten_megabytes_are_all_pulled_within_a_bounded_memory() {
         )
         .unwrap()
         .get(0);
-    let pids = [consumer_pid, server_pid];
-    let before = pids.map(rss_anon);
+    // The consumer pulls in a process started for each call: it has nothing before.
+    let before = [0, rss_anon(server_pid)];
     // 60 MB, then 180 MB more: with pages bounded, the second pull needs no more memory than
     // the first; if a page could take every row, it would need three times as much.
-    let (first, small) = peak_memory(&pids, || pull(&mut c, "partner"));
+    let (first, small) = peak_memory("it_big_rows", server_pid, || pull(&mut c, "partner"));
     assert_eq!(first["status"], "completed", "{first}");
     add_big_rows(&mut p, 7, 18);
-    let (second, large) = peak_memory(&pids, || pull(&mut c, "partner"));
+    let (second, large) = peak_memory("it_big_rows", server_pid, || pull(&mut c, "partner"));
     assert_eq!(second["status"], "completed", "{second}");
     assert_eq!(second["items"]["messages"], 18, "{second}");
     let pages = second["pages"].as_i64().unwrap();

@@ -1,11 +1,9 @@
 //! SQL functions of the conversation feed (thin glue).
 
-use super::{pull, serve};
+use super::serve;
 use crate::error::PullsyncError;
 use crate::pg_error::{required, OrRaise};
 use crate::pg_time::to_chrono;
-use crate::plumbing::txn::Txn;
-use crate::runtime::Cancel;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -186,8 +184,10 @@ fn feed_add_source(
     .or_raise()
 }
 
-/// Pulls a source now, in this session: every page and its checkpoint in a subtransaction.
-/// `max_pages` stops early (the next incremental pull resumes from the last checkpoint).
+/// Pulls a source now and waits for the pull: it runs in a background process of its own,
+/// every page committed with its checkpoint as it comes (other sessions see it; a cancel
+/// keeps what was committed and the next pull resumes there). `max_pages` stops early
+/// (the next incremental pull resumes from the last checkpoint).
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn feed_pull(
@@ -206,17 +206,13 @@ fn feed_pull(
         .raise_now(),
         m => m.map(|m| m as u32),
     };
-    JsonB(
-        pull::pull(
-            &consumer_id,
-            &mode,
-            max_pages,
-            Txn::Subtransaction,
-            Cancel::Backend,
-        )
-        .or_raise()
-        .result,
-    )
+    validate::mode(&mode).or_raise();
+    let call = super::source::PullArguments {
+        consumer_id,
+        mode,
+        max_pages,
+    };
+    JsonB(crate::jobs::session::run_with(&super::source::PULL_NOW, &call).or_raise())
 }
 
 /// Queues a pull for the background workers; returns `{"job_id": …}`.
@@ -282,7 +278,8 @@ fn feed_new_epoch(reason: default!(Option<String>, "NULL")) -> i64 {
 
 /// Compares a feed source's counts with this database's over [start, end), lists the
 /// missing and extra ids where they differ and, with `repair`, re-pulls the missing rows.
-/// `consumer_id` null: every active feed source. Returns `{"status", "runs": […]}`.
+/// `consumer_id` null: every active feed source. Returns `{"status", "runs": […]}`. Runs in
+/// a background process of its own, as `feed_pull`.
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn sync_reconcile(
@@ -309,20 +306,10 @@ fn sync_reconcile(
             all
         }
     };
-    let runs: Vec<_> = consumers
-        .iter()
-        .map(|c| super::reconcile::reconcile(c, start, end, repair, Cancel::Backend).or_raise())
-        .collect();
-    let rank = |s: &str| match s {
-        "success" => 0,
-        "repaired" => 1,
-        "mismatch" => 2,
-        _ => 3,
+    let call = super::source::ReconcileArguments {
+        consumer_ids: consumers,
+        window: (start, end),
+        repair,
     };
-    let status = runs
-        .iter()
-        .filter_map(|r| r["status"].as_str())
-        .max_by_key(|s| rank(s))
-        .unwrap_or("success");
-    JsonB(serde_json::json!({ "status": status, "runs": runs }))
+    JsonB(crate::jobs::session::run_with(&super::source::RECONCILE, &call).or_raise())
 }

@@ -227,9 +227,13 @@ pub fn pull(
         Some(_) if error.is_none() => {
             let now = Utc::now();
             let widest = ChronoDuration::seconds(crate::config::reconcile_max_window_secs());
-            Some(txn.run(|| {
-                super::reconcile::reconcile(consumer_id, now - widest, now, true, cancel)
-            })?)
+            Some(super::reconcile::reconcile(
+                consumer_id,
+                (now - widest, now),
+                true,
+                txn,
+                cancel,
+            )?)
         }
         _ => None,
     };

@@ -117,7 +117,7 @@ fn target_ids(consumer_id: &str, table: &str, column: &str, w: Window) -> Result
 }
 
 /// Re-pulls `ids` of a stream and upserts them; returns how many rows came back.
-fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
+fn repair(p: &Provider, stream: &str, ids: &[String], txn: Txn) -> Result<i64> {
     let mut wanted = ids.to_vec();
     // The provider answers in byte order of id and may stop early (its page byte budget):
     // what is left is asked for again.
@@ -132,9 +132,7 @@ fn repair(p: &Provider, stream: &str, ids: &[String]) -> Result<i64> {
         let items: Items = p
             .get("/items", &format!("kind={stream}&ids={}", urlencode(&list)))?
             .map_err(|f| refused("fetching missing rows from the provider", f))?;
-        written += Txn::Subtransaction
-            .run(|| upsert_items(&p.source.consumer_id, stream, &items.items))?
-            as i64;
+        written += txn.run(|| upsert_items(&p.source.consumer_id, stream, &items.items))? as i64;
         let last = items.items.last().and_then(|i| i["id"].as_str());
         // Past the last item returned, and at least one id further, so an answer out of
         // order cannot keep this asking forever.
@@ -166,11 +164,14 @@ fn counts_json(c: [i64; 2]) -> Value {
 }
 
 /// What one reconciliation found, filled in as far as it got.
-fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
+fn compare(p: &Provider, out: &mut Outcome, window: Window, txn: Txn) -> Result<()> {
     let max_ids = config::reconcile_max_ids();
     let consumer = p.source.consumer_id.as_str();
     let narrowed = narrow::narrow(window, LEAF_ROWS, MAX_PROBES, |w| {
-        Ok::<_, PullsyncError>((source_counts(p, w)?, target_counts(consumer, w)?))
+        Ok::<_, PullsyncError>((
+            source_counts(p, w)?,
+            txn.run(|| target_counts(consumer, w))?,
+        ))
     })?;
     out.source_counts = counts_json(narrowed.whole.0);
     out.target_counts = counts_json(narrowed.whole.1);
@@ -183,7 +184,7 @@ fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
             out.windows.push(json!({ "stream": stream, "start": time(w.start).to_rfc3339(), "end": time(w.end).to_rfc3339() }));
             let (m, e) = narrow::diff(
                 &source_ids(p, stream, *w)?,
-                &target_ids(consumer, table, column, *w)?,
+                &txn.run(|| target_ids(consumer, table, column, *w))?,
             );
             missing.extend(m);
             extra.extend(e);
@@ -197,9 +198,10 @@ fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
         listed += missing.len() + extra.len();
         let mut repaired = 0;
         if out.repair && !missing.is_empty() {
-            repaired = repair(p, stream, &missing)?;
+            repaired = repair(p, stream, &missing, txn)?;
             out.repaired += repaired;
-            out.still_missing += missing.len() as i64 - present(consumer, table, &missing)?;
+            out.still_missing +=
+                missing.len() as i64 - txn.run(|| present(consumer, table, &missing))?;
         } else {
             out.still_missing += missing.len() as i64;
         }
@@ -212,15 +214,16 @@ fn compare(p: &Provider, out: &mut Outcome, window: Window) -> Result<()> {
 }
 
 /// Reconciles one feed source over [start, end); records the run and its metrics.
-/// Failures of the provider are a `failed` run, not an ERROR.
+/// Failures of the provider are a `failed` run, not an ERROR. Every read and write of this
+/// database is a unit of work of its own (`txn`), none open while the provider answers.
 pub fn reconcile(
     consumer_id: &str,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
     repair: bool,
+    txn: Txn,
     cancel: Cancel,
 ) -> Result<Value> {
-    let provider = Provider::new(load_source(consumer_id)?, cancel)?;
+    let provider = Provider::new(txn.run(|| load_source(consumer_id))?, cancel)?;
     let mut out = Outcome::begin(
         "feed",
         None,
@@ -232,12 +235,12 @@ pub fn reconcile(
         start: micros(start),
         end: micros(end),
     };
-    match compare(&provider, &mut out, window) {
+    match compare(&provider, &mut out, window, txn) {
         Ok(()) => {}
         Err(PullsyncError::Interrupted) => return Err(PullsyncError::Interrupted),
         Err(e) => out.error = Some(e.to_string()),
     }
-    out.record(&super::provider::metrics_source(consumer_id), "reconcile")
+    txn.run(|| out.record(&super::provider::metrics_source(consumer_id), "reconcile"))
 }
 
 /// The active feed sources, for reconciling all of them.

@@ -25,10 +25,9 @@ pub fn upsert_items(consumer_id: &str, stream: &str, items: &[Value]) -> Result<
     Ok(n)
 }
 
-/// Brings the planner's statistics of a stream's table up to date. A pull run by
-/// `feed_pull` is one transaction, which autovacuum cannot see into; ANALYZE counts the
-/// transaction's own rows. Without it a first pull planned its lookups for an empty
-/// table and read every stored row once per page.
+/// Brings the planner's statistics of a stream's table up to date. A first pull writes
+/// pages faster than autovacuum looks at the table (a minute apart at best); without this
+/// it planned its lookups for an empty table and read every stored row once per page.
 pub fn refresh_statistics(table: &str) -> Result<()> {
     Spi::run(&format!("ANALYZE {table}"))?;
     Ok(())

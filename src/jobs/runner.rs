@@ -235,10 +235,10 @@ fn write<U: Units>(source: &U, back: Pulled<U>, txn: Txn) -> Result<()> {
     })
 }
 
-/// `run_jobs()`: works the queue in this backend until it is empty.
-pub fn run_all_here() -> Result<u32> {
+/// `run_jobs()`: works the queue until it is empty; returns how many steps ran.
+pub fn run_all(txn: Txn, cancel: Cancel) -> Result<u32> {
     let mut rounds = 0;
-    while step(Txn::Subtransaction, Cancel::Backend)? {
+    while step(txn, cancel)? {
         rounds += 1;
         if rounds > 1_000_000 {
             return Err(PullsyncError::Internal("the queue did not drain".into()));

@@ -33,7 +33,7 @@ pub extern "C-unwind" fn pullsync_worker_main(_arg: pg_sys::Datum) {
         bgworker::chores();
         let installed = schema.ready(&database);
         let busy = installed
-            && match runner::step(Txn::Transaction, Cancel::Worker) {
+            && match runner::step(Txn::Transaction, Cancel) {
                 Ok(busy) => busy,
                 Err(PullsyncError::Interrupted) => break,
                 Err(e) => {

@@ -62,6 +62,15 @@ pub fn update<'conn>(
 }
 
 /// `Spi::get_one_with_args` through the kept plan.
+/// One value of a read-only statement, which (unlike `get_one`) assigns the transaction
+/// no id: a call that only reads before it waits holds none while it waits.
+pub fn read_one<T: FromDatum + IntoDatum>(
+    sql: &'static str,
+    args: &[DatumWithOid],
+) -> SpiResult<Option<T>> {
+    Spi::connect(|client| select(client, sql, Some(1), args)?.first().get_one())
+}
+
 pub fn get_one<T: FromDatum + IntoDatum>(
     sql: &'static str,
     args: &[DatumWithOid],

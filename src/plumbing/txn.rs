@@ -1,7 +1,8 @@
-//! How a unit of work is delimited. Background processes run each unit in a transaction of
-//! its own; SQL functions run each in a subtransaction of the caller's. Either way a unit
-//! that fails rolls back alone, and a Postgres ERROR inside it comes back as a typed error
-//! with its SQLSTATE instead of escaping (in a background process, as FATAL).
+//! How a unit of work is delimited: in a transaction of its own (a background process's
+//! step, a page) or in a subtransaction of the transaction under way (one account of a
+//! batch, one item of a page). Either way a unit that fails rolls back alone, and a
+//! Postgres ERROR inside it comes back as a typed error with its SQLSTATE instead of
+//! escaping (in a background process, as FATAL).
 
 use super::subxact::{self, caught_error};
 use crate::error::Result;
@@ -13,7 +14,7 @@ pub enum Txn {
     /// A transaction per unit: committed when the work returns Ok, aborted on Err, ERROR
     /// or panic. Only outside any transaction (a background process's main loop).
     Transaction,
-    /// A subtransaction per unit, inside the caller's transaction.
+    /// A subtransaction per unit, inside the transaction under way.
     Subtransaction,
 }
 

@@ -11,8 +11,8 @@
 
 use super::store;
 use crate::error::{PullsyncError, Result};
+use crate::plumbing::prepared;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use std::ffi::{CStr, CString};
 
 pub struct Caller {
@@ -39,9 +39,10 @@ pub fn enter<T>(function: &str, work: impl FnOnce(&Caller) -> Result<T>) -> Resu
         oid,
         name: role_name(oid)?,
     };
-    let owner = Spi::get_one::<pg_sys::Oid>(
+    let owner = prepared::read_one::<pg_sys::Oid>(
         "SELECT e.extowner FROM pg_catalog.pg_extension e
           WHERE e.extname OPERATOR(pg_catalog.=) 'pg_pullsync'",
+        &[],
     )?
     .ok_or_else(|| PullsyncError::Internal("pg_pullsync is not installed here".into()))?;
     let (mut user, mut context) = (pg_sys::InvalidOid, 0);

@@ -3,11 +3,10 @@
 //! (caller.rs), and every function that names a source checks that the caller may use it.
 
 use super::caller;
-use super::{pull, store};
+use super::{source, store};
 use crate::error::Result;
+use crate::jobs::session;
 use crate::pg_error::{required, OrRaise};
-use crate::plumbing::txn::Txn;
-use crate::runtime::Cancel;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -59,15 +58,23 @@ fn rest_drop_source(name: Option<String>) {
     on_source("rest_drop_source", &name, || store::drop_source(&name))
 }
 
-/// Pulls a REST source now, in this session: every page with its position in a
-/// subtransaction. Returns `{status, pages, items, api_calls, since, …}`.
+/// Pulls a REST source now and waits for the pull: it runs in a background process of its
+/// own, every page committed with its position as it comes (other sessions see it; a
+/// cancel keeps what was committed and the next pull resumes there). Returns
+/// `{status, pages, items, api_calls, since, …}`.
 #[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_pull(name: Option<String>) -> JsonB {
     crate::plumbing::standby::require_primary("rest_pull").or_raise();
     let name = required(name, "name");
     JsonB(on_source("rest_pull", &name, || {
-        pull::pull(&name, Txn::Subtransaction, Cancel::Backend).map(|o| o.result)
+        session::run_with(
+            &source::PULL_NOW,
+            &source::Named {
+                name: name.clone(),
+                since: None,
+            },
+        )
     }))
 }
 
@@ -86,14 +93,21 @@ fn rest_enqueue(name: Option<String>) -> JsonB {
 }
 
 /// Lists the source again (from `since`, sent as its incremental parameter, or all of it)
-/// and reports the keys the target lacks, as a row of `reconciliation_runs`.
+/// and reports the keys the target lacks, as a row of `reconciliation_runs`; in a
+/// background process of its own, as `rest_pull`.
 #[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn rest_reconcile(name: Option<String>, since: default!(Option<String>, "NULL")) -> JsonB {
     crate::plumbing::standby::require_primary("rest_reconcile").or_raise();
     let name = required(name, "name");
     JsonB(on_source("rest_reconcile", &name, || {
-        pull::reconcile(&name, since.as_deref(), Cancel::Backend)
+        session::run_with(
+            &source::RECONCILE,
+            &source::Named {
+                name: name.clone(),
+                since,
+            },
+        )
     }))
 }
 

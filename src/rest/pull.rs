@@ -350,8 +350,8 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
 
 /// `rest_reconcile`: lists the source again (from `since`, sent as the incremental
 /// parameter, or all of it) and names the keys the target lacks.
-pub fn reconcile(name: &str, since: Option<&str>, cancel: Cancel) -> Result<Value> {
-    let source = store::load(name)?;
+pub fn reconcile(name: &str, since: Option<&str>, txn: Txn, cancel: Cancel) -> Result<Value> {
+    let source = txn.run(|| store::load(name))?;
     let api = Api::new(&source)?;
     let config = &source.config;
     let mut out =
@@ -388,8 +388,10 @@ pub fn reconcile(name: &str, since: Option<&str>, cancel: Cancel) -> Result<Valu
             None => break,
         }
     }
-    let stored: std::collections::BTreeSet<Vec<Option<String>>> =
-        store::stored_keys(&source)?.into_iter().collect();
+    let stored: std::collections::BTreeSet<Vec<Option<String>>> = txn
+        .run(|| store::stored_keys(&source))?
+        .into_iter()
+        .collect();
     let max_ids = config::reconcile_max_ids();
     let missing: Vec<String> = listed
         .difference(&stored)
@@ -403,5 +405,5 @@ pub fn reconcile(name: &str, since: Option<&str>, cancel: Cancel) -> Result<Valu
         "records".into(),
         json!({ "missing": missing.iter().take(max_ids).collect::<Vec<_>>(), "extra": [], "rest_source": name }),
     );
-    out.record(&metrics_source(name), "rest_reconcile")
+    txn.run(|| out.record(&metrics_source(name), "rest_reconcile"))
 }

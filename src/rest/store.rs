@@ -3,6 +3,7 @@
 //! run stands.
 
 use crate::error::{PullsyncError, Result};
+use crate::plumbing::prepared;
 use crate::plumbing::search_path;
 use crate::plumbing::txn::Txn;
 use crate::secrets::Secrets;
@@ -90,7 +91,7 @@ pub fn load(name: &str) -> Result<Stored> {
 /// The role that owns source `name` (whose rights its writes have).
 pub fn owner_of(name: &str) -> Result<String> {
     // A scalar subquery: one row, null when there is no such source.
-    Spi::get_one_with_args::<String>(
+    prepared::read_one::<String>(
         "SELECT (SELECT owner_role::text FROM pullsync.rest_sources WHERE name = $1)",
         &[name.into()],
     )?

@@ -106,14 +106,19 @@ fn store_account(
     })
 }
 
-/// Syncs one account now: posts, metrics (L1→L2→L3), account insights (L1→L2→L3), and
-/// its sync_logs row. Returns a summary.
+/// Syncs one account now and waits for it: posts, metrics (L1→L2→L3), account insights
+/// (L1→L2→L3), and its sync_logs row, in a background process of its own, with no
+/// transaction open while a request is under way. Returns a summary.
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn threads_sync_account(account_id: Option<Uuid>) -> pgrx::JsonB {
     crate::plumbing::standby::require_primary("threads_sync_account").or_raise();
     let account_id = required(account_id, "account_id");
-    pgrx::JsonB(crate::threads::sync::sync_one(account_id).or_raise())
+    let call = super::source::OfAccount {
+        account_id: account_id.to_string(),
+        window: None,
+    };
+    pgrx::JsonB(crate::jobs::session::run_with(&super::source::SYNC_NOW, &call).or_raise())
 }
 
 /// The pg_cron entry point: queues a run of every active account for the background
@@ -153,7 +158,8 @@ fn threads_refresh_tokens(
 }
 
 /// Compares an account's stored posts with the API's listing of posts published in
-/// [start, end) and writes the missing ones with their metrics.
+/// [start, end) and writes the missing ones with their metrics, in a background process of
+/// its own (no transaction open while the listing is fetched).
 #[pg_extern(schema = "pullsync", security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn threads_reconcile(
@@ -163,6 +169,9 @@ fn threads_reconcile(
 ) -> pgrx::JsonB {
     crate::plumbing::standby::require_primary("threads_reconcile").or_raise();
     let account_id = required(account_id, "account_id");
-    let (start, end) = crate::reconcile::runs::window_arguments(start, end);
-    pgrx::JsonB(super::reconcile::reconcile(account_id, start, end).or_raise())
+    let call = super::source::OfAccount {
+        account_id: account_id.to_string(),
+        window: Some(crate::reconcile::runs::window_arguments(start, end)),
+    };
+    pgrx::JsonB(crate::jobs::session::run_with(&super::source::RECONCILE, &call).or_raise())
 }

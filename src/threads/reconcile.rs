@@ -7,6 +7,7 @@ use super::sync;
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::pg_time::to_pg;
+use crate::plumbing::txn::Txn;
 use crate::reconcile::runs::Outcome;
 use crate::runtime::{self, Cancel};
 use chrono::{DateTime, Utc};
@@ -36,9 +37,9 @@ struct Listing {
 fn list(
     token: &str,
     user_id: &str,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
     stored: &HashSet<String>,
+    cancel: Cancel,
 ) -> Result<std::result::Result<Listing, Failure>> {
     let api = sync::threads_api()?;
     let session = api.session(token, config::threads_rate_limit());
@@ -113,7 +114,7 @@ fn list(
                 unreadable: session.unreadable_posts().into_iter().collect(),
             })
         },
-        Cancel::Backend,
+        cancel,
     )
 }
 
@@ -133,13 +134,15 @@ fn stored_posts(account_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc>) -> R
     })
 }
 
-/// Reconciles one account over [start, end) and re-fetches the posts the store lacks.
-pub fn reconcile(
-    account_id: Uuid,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> Result<serde_json::Value> {
-    let started_at = Utc::now();
+/// What reconciling an account needs of the store before it lists: the account's row
+/// with its token opened, and the posts stored in the window.
+struct Known {
+    row: store::AccountRow,
+    token: String,
+    stored: Vec<String>,
+}
+
+fn known(account_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Known> {
     if !store::account_exists(account_id)? {
         return Err(PullsyncError::NotFound {
             message: format!("Threads account {account_id} does not exist"),
@@ -155,62 +158,105 @@ pub fn reconcile(
     let token = crate::secrets::open(&row.sealed_token, || {
         format!("token {} of account {account_id}", row.token_id)
     })?;
-    let stored: Vec<String> = stored_posts(account_id, start, end)?;
+    let stored = stored_posts(account_id, start, end)?;
+    Ok(Known { row, token, stored })
+}
+
+/// Reconciles one account over [start, end) and re-fetches the posts the store lacks:
+/// what the store knows in one unit of work, the listing with none open, the repair and
+/// the run's row in another.
+pub fn reconcile(
+    account_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    txn: Txn,
+    cancel: Cancel,
+) -> Result<serde_json::Value> {
+    let started_at = Utc::now();
+    let Known { row, token, stored } = txn.run(|| known(account_id, start, end))?;
     let stored_set: HashSet<String> = stored.iter().cloned().collect();
     let mut out = Outcome::begin("threads", Some(account_id), None, (start, end), true);
     out.started_at = started_at;
     out.target_counts = json!({ "posts": stored.len() });
-    match list(&token, &row.threads_user_id, start, end, &stored_set)? {
-        Err(f) => out.error = Some(f.message),
-        Ok(listing) => {
-            let api_calls = listing.api_calls;
-            out.source_counts = json!({ "posts": listing.posts.len() });
-            let listed: Vec<String> = listing.posts.iter().map(|p| p.id.clone()).collect();
-            let (missing, extra) = pullsync_core::reconcile::narrow::diff(&listed, &stored);
-            let to_write: Vec<PulledPost> = listing
-                .posts
-                .into_iter()
-                .filter(|p| !stored_set.contains(&p.id))
-                .map(|post| PulledPost {
-                    content_hash: content_hash(&post),
-                    post,
-                })
-                .collect();
-            // Stored posts Threads no longer lists in the window are gone from it; one it
-            // listed but that could not be read is not.
-            let gone: Vec<String> = extra
-                .iter()
-                .filter(|id| !listing.unreadable.contains(*id))
-                .cloned()
-                .collect();
-            let marked_deleted = gone.len();
-            if !to_write.is_empty() || !gone.is_empty() {
-                let checked = listing.metrics.iter().map(|(id, _)| id.clone()).collect();
-                let pull = AccountPull {
-                    posts: to_write,
-                    metrics: listing.metrics,
-                    metrics_checked: checked,
-                    deleted: gone,
-                    api_calls,
-                    ..AccountPull::default()
-                };
-                let log = LogContext {
-                    job_log_id: None,
-                    job_type: "threads_reconcile",
-                    started_at,
-                };
-                let heartbeat = config::snapshot_heartbeat_secs();
-                let counts = store::write_account(account_id, &pull, Utc::now(), heartbeat, &log)?;
-                out.repaired = counts.posts_new;
-            }
-            out.still_missing = missing.len() as i64 - out.repaired;
-            // Posts written without their metrics get them from the next sync.
-            let metrics_error = listing.first_failure.map(|f| f.message);
-            out.streams.insert(
-                "posts".into(),
-                json!({ "missing": missing, "extra": extra, "marked_deleted": marked_deleted, "repaired": out.repaired, "metrics_error": metrics_error }),
-            );
+    let listing = list(
+        &token,
+        &row.threads_user_id,
+        (start, end),
+        &stored_set,
+        cancel,
+    )?;
+    txn.run(|| {
+        match listing {
+            Err(f) => out.error = Some(f.message),
+            Ok(listing) => repair(
+                account_id,
+                listing,
+                &stored,
+                &stored_set,
+                started_at,
+                &mut out,
+            )?,
         }
+        out.record("threads", "threads_reconcile")
+    })
+}
+
+/// Writes the listed posts the store lacks (with their metrics) and marks deleted the
+/// stored ones Threads no longer lists; fills in the run's findings.
+fn repair(
+    account_id: Uuid,
+    listing: Listing,
+    stored: &[String],
+    stored_set: &HashSet<String>,
+    started_at: DateTime<Utc>,
+    out: &mut Outcome,
+) -> Result<()> {
+    let api_calls = listing.api_calls;
+    out.source_counts = json!({ "posts": listing.posts.len() });
+    let listed: Vec<String> = listing.posts.iter().map(|p| p.id.clone()).collect();
+    let (missing, extra) = pullsync_core::reconcile::narrow::diff(&listed, stored);
+    let to_write: Vec<PulledPost> = listing
+        .posts
+        .into_iter()
+        .filter(|p| !stored_set.contains(&p.id))
+        .map(|post| PulledPost {
+            content_hash: content_hash(&post),
+            post,
+        })
+        .collect();
+    // Stored posts Threads no longer lists in the window are gone from it; one it listed
+    // but that could not be read is not.
+    let gone: Vec<String> = extra
+        .iter()
+        .filter(|id| !listing.unreadable.contains(*id))
+        .cloned()
+        .collect();
+    let marked_deleted = gone.len();
+    if !to_write.is_empty() || !gone.is_empty() {
+        let checked = listing.metrics.iter().map(|(id, _)| id.clone()).collect();
+        let pull = AccountPull {
+            posts: to_write,
+            metrics: listing.metrics,
+            metrics_checked: checked,
+            deleted: gone,
+            api_calls,
+            ..AccountPull::default()
+        };
+        let log = LogContext {
+            job_log_id: None,
+            job_type: "threads_reconcile",
+            started_at,
+        };
+        let heartbeat = config::snapshot_heartbeat_secs();
+        let counts = store::write_account(account_id, &pull, Utc::now(), heartbeat, &log)?;
+        out.repaired = counts.posts_new;
     }
-    out.record("threads", "threads_reconcile")
+    out.still_missing = missing.len() as i64 - out.repaired;
+    // Posts written without their metrics get them from the next sync.
+    let metrics_error = listing.first_failure.map(|f| f.message);
+    out.streams.insert(
+        "posts".into(),
+        json!({ "missing": missing, "extra": extra, "marked_deleted": marked_deleted, "repaired": out.repaired, "metrics_error": metrics_error }),
+    );
+    Ok(())
 }

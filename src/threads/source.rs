@@ -5,21 +5,24 @@ use super::store::{self, LogContext};
 use super::sync::{self, AccountResult, Ready, Shared};
 use crate::config;
 use crate::error::{PullsyncError, Result};
+use crate::jobs::session::{self, Call};
 use crate::jobs::source::{Job, Outcome, Prepared, RunTotals, Source, Unit, Units};
 use crate::jobs::{lock, log, queue};
 use crate::monitor::record::{self, Run};
 use crate::plumbing::txn::Txn;
 use crate::runtime::Cancel;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
 use pgrx::Uuid;
 use pullsync_core::outcome::Status;
 use pullsync_core::threads::pull::{AccountPull, RateLimited, RATE_LIMITED};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 const RUN: &str = "threads_sync";
 const REFRESH: &str = "threads_refresh_tokens";
+
 /// The lock a scheduled run holds from its queueing to its end.
 const LOCK_NAME: &str = "scheduled_sync";
 const JOB_TYPE: &str = "threads_scheduled_sync";
@@ -81,11 +84,16 @@ fn log_context(unit: &Unit) -> LogContext<'static> {
 }
 
 fn account_of(unit: &Unit) -> Result<Uuid> {
-    unit.payload["account_id"]
+    account_in(&unit.payload)
+        .ok_or_else(|| PullsyncError::Internal(format!("unit {} names no account", unit.id)))
+}
+
+/// The account a payload names (`account_id`).
+fn account_in(payload: &Value) -> Option<Uuid> {
+    payload["account_id"]
         .as_str()
         .and_then(|id| uuid::Uuid::parse_str(id).ok())
         .map(|id| Uuid::from_bytes(*id.as_bytes()))
-        .ok_or_else(|| PullsyncError::Internal(format!("unit {} names no account", unit.id)))
 }
 
 fn outcome(result: &AccountResult) -> Outcome {
@@ -277,4 +285,44 @@ impl Source for TokenRefresh {
             .unwrap_or(7.0 * 86_400.0);
         super::refresh::refresh_tokens(within, txn, cancel)
     }
+}
+
+/// `threads_sync_account(account_id)` and `threads_reconcile(account_id, start, end)`.
+#[derive(Serialize, Deserialize)]
+pub struct OfAccount {
+    pub account_id: String,
+    #[serde(default)]
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl OfAccount {
+    fn account(&self) -> Result<Uuid> {
+        account_in(&json!({ "account_id": self.account_id }))
+            .ok_or_else(|| PullsyncError::Internal("the call names no account".into()))
+    }
+}
+
+/// `threads_sync_account`: one account, now.
+pub const SYNC_NOW: Call = Call {
+    name: "threads_sync_account",
+    run: sync_now,
+};
+
+/// `threads_reconcile`: an account's listing over a window against the stored posts.
+pub const RECONCILE: Call = Call {
+    name: "threads_reconcile",
+    run: reconcile_now,
+};
+
+fn sync_now(arguments: &Value, txn: Txn, cancel: Cancel) -> Result<Value> {
+    let call: OfAccount = session::arguments(arguments)?;
+    sync::sync_one(call.account()?, txn, cancel).map(|outcome| outcome.result)
+}
+
+fn reconcile_now(arguments: &Value, txn: Txn, cancel: Cancel) -> Result<Value> {
+    let call: OfAccount = session::arguments(arguments)?;
+    let (start, end) = call
+        .window
+        .ok_or_else(|| PullsyncError::Internal("the call names no window".into()))?;
+    super::reconcile::reconcile(call.account()?, start, end, txn, cancel)
 }

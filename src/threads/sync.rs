@@ -4,7 +4,9 @@
 use super::store::{self, AccountRow, LogContext, WriteCounts};
 use crate::config;
 use crate::error::{PullsyncError, Result};
-use crate::runtime;
+use crate::jobs::source::Outcome;
+use crate::plumbing::txn::Txn;
+use crate::runtime::{self, Cancel};
 use crate::secrets::Secrets;
 use chrono::{DateTime, Utc};
 use pgrx::Uuid;
@@ -212,41 +214,68 @@ pub fn write_failed(
     Ok(AccountResult::unpulled(account_id, &error))
 }
 
-/// One account in the calling backend and transaction: open, pull, write.
-fn sync_here(row: AccountRow, log: &LogContext) -> Result<AccountResult> {
-    let (mut ready, mut failed) = prepare(&[row], log)?;
-    let Some(r) = ready.pop() else {
-        return failed.pop().ok_or_else(|| {
-            PullsyncError::Internal("the account was neither opened nor failed".into())
-        });
-    };
-    let shared = shared()?;
-    let pulled = runtime::block_on_until(pull(&shared, &r), runtime::Cancel::Backend)?;
-    write(&r, &pulled, log).or_else(|e| write_failed(r.row.id, &e, log))
+/// One account as `sync_one` found it.
+enum Opened {
+    /// No usable token: nothing to pull or record beyond its sync_logs row.
+    WithoutToken(Outcome),
+    /// Done without a request (its token would not open, or Threads asked it to wait).
+    Settled(AccountResult),
+    Ready(Box<Ready>),
 }
 
-/// `threads_sync_account`: one account, synchronously, in the caller's transaction.
-pub fn sync_one(account_id: Uuid) -> Result<Value> {
-    if !store::account_exists(account_id)? {
-        return Err(PullsyncError::NotFound {
-            message: format!("Threads account {account_id} does not exist"),
-            hint: "Pass an id from pullsync.workspace_threads_accounts (threads_add_account returns it).".into(),
-        });
-    }
+/// `threads_sync_account`'s work, as a job without units: open the token and plan (one
+/// transaction), pull over HTTP (none open), write the account with its sync_logs row and
+/// the source's metrics (another).
+pub fn sync_one(account_id: Uuid, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let log = LogContext {
         job_log_id: None,
         job_type: "threads_sync_account",
         started_at: Utc::now(),
     };
-    let Some(row) = store::usable_account(account_id)? else {
-        let error =
-            "the account has no primary, unrevoked, unexpired token; refresh it or add a new one";
-        store::log_unpulled(account_id, Status::Skipped, error, &log)?;
-        return Ok(
-            json!({ "account_id": account_id.to_string(), "status": "skipped", "error": error }),
-        );
+    let opened = txn.run(|| {
+        if !store::account_exists(account_id)? {
+            return Err(PullsyncError::NotFound {
+                message: format!("Threads account {account_id} does not exist"),
+                hint: "Pass an id from pullsync.workspace_threads_accounts (threads_add_account returns it).".into(),
+            });
+        }
+        let Some(row) = store::usable_account(account_id)? else {
+            let error =
+                "the account has no primary, unrevoked, unexpired token; refresh it or add a new one";
+            store::log_unpulled(account_id, Status::Skipped, error, &log)?;
+            return Ok(Opened::WithoutToken(Outcome {
+                status: Status::Skipped,
+                api_calls: 0,
+                items: 0,
+                error: Some(error.to_string()),
+                result: json!({ "account_id": account_id.to_string(), "status": "skipped", "error": error }),
+            }));
+        };
+        let (mut ready, mut failed) = prepare(&[row], &log)?;
+        match (ready.pop(), failed.pop()) {
+            (Some(ready), _) => Ok(Opened::Ready(Box::new(ready))),
+            (None, Some(failed)) => Ok(Opened::Settled(failed)),
+            (None, None) => Err(PullsyncError::Internal(
+                "the account was neither opened nor failed".into(),
+            )),
+        }
+    })?;
+    let ready = match opened {
+        Opened::WithoutToken(skipped) => return Ok(skipped),
+        Opened::Settled(result) => return txn.run(|| finish(result, &log)),
+        Opened::Ready(ready) => ready,
     };
-    let result = sync_here(row, &log)?;
+    let shared = shared()?;
+    let pulled = runtime::block_on_until(pull(&shared, &ready), cancel)?;
+    txn.run(|| {
+        let result =
+            write(&ready, &pulled, &log).or_else(|e| write_failed(ready.row.id, &e, &log))?;
+        finish(result, &log)
+    })
+}
+
+/// Records one account's sync in the source's metrics and describes it.
+fn finish(result: AccountResult, log: &LogContext) -> Result<Outcome> {
     // A rate-limited account is no error, and not done either.
     let status = match result.rate_limited {
         Some(_) => Status::Partial,
@@ -264,5 +293,11 @@ pub fn sync_one(account_id: Uuid) -> Result<Value> {
         // One account says little about the source's lag.
         pulls_data: false,
     })?;
-    Ok(result.to_json())
+    Ok(Outcome {
+        status: result.outcome,
+        api_calls: i64::from(result.api_calls),
+        items: result.items(),
+        error: result.error.clone(),
+        result: result.to_json(),
+    })
 }
