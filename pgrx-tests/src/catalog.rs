@@ -10,6 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 /// default and identity), constraints, indexes, triggers, policies, views, functions with
 /// their signatures and properties, sequences, row security, grants, comments and the
 /// config-dump registrations.
+///
+/// Two things are compared by meaning rather than by spelling, because PostgreSQL, not
+/// pg_pullsync, chooses them and pg_upgrade from 15 to 18 chooses otherwise than a fresh
+/// install: a grant list is the set of its grants, and when equal to the default
+/// (`acldefault`) the default, which pg_dump leaves out, in another order; and a NOT NULL constraint (named by PostgreSQL 18, never by
+/// pg_pullsync) is its table and column, without the name.
 const DESCRIBE: &str = r#"
 WITH ext AS (
     SELECT oid, extconfig, extcondition FROM pg_extension WHERE extname = 'pg_pullsync'
@@ -25,8 +31,9 @@ SELECT 'member ' || pg_describe_object(d.classid, d.objid, 0)
  WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
 UNION ALL
 SELECT format('relation %s kind=%s persistence=%s rls=%s force_rls=%s options=%s acl=%s comment=%s',
-              relname, relkind, relpersistence, relrowsecurity, relforcerowsecurity,
-              reloptions, relacl, obj_description(oid, 'pg_class'))
+              relname, relkind, relpersistence, relrowsecurity, relforcerowsecurity, reloptions,
+              (SELECT array_agg(i::text ORDER BY i::text) FROM unnest(coalesce(relacl, acldefault((CASE relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char", relowner))) i),
+              obj_description(oid, 'pg_class'))
   FROM rel
 UNION ALL
 SELECT format('column %s.%s #%s %s notnull=%s default=%s identity=%s generated=%s collation=%s acl=%s',
@@ -39,7 +46,9 @@ SELECT format('column %s.%s #%s %s notnull=%s default=%s identity=%s generated=%
   LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
  WHERE r.relkind IN ('r', 'v', 'm', 'p', 'f')
 UNION ALL
-SELECT format('constraint %s.%s %s', r.relname, co.conname, pg_get_constraintdef(co.oid))
+SELECT format('constraint %s.%s %s', r.relname,
+              CASE co.contype WHEN 'n' THEN '(not null)' ELSE co.conname END,
+              pg_get_constraintdef(co.oid))
   FROM pg_constraint co JOIN rel r ON r.oid = co.conrelid
 UNION ALL
 SELECT 'index ' || pg_get_indexdef(i.indexrelid)
@@ -68,7 +77,8 @@ UNION ALL
 SELECT format('function %s(%s) returns %s language=%s volatile=%s strict=%s secdef=%s parallel=%s leakproof=%s cost=%s rows=%s config=%s acl=%s src=%s bin=%s comment=%s',
               p.proname, pg_get_function_identity_arguments(p.oid), pg_get_function_result(p.oid),
               l.lanname, p.provolatile, p.proisstrict, p.prosecdef, p.proparallel, p.proleakproof,
-              p.procost, p.prorows, p.proconfig, p.proacl, md5(p.prosrc), p.probin,
+              p.procost, p.prorows, p.proconfig, (SELECT array_agg(i::text ORDER BY i::text) FROM unnest(coalesce(p.proacl, acldefault('f'::"char", p.proowner))) i),
+              md5(p.prosrc), p.probin,
               obj_description(p.oid, 'pg_proc'))
   FROM fn p JOIN pg_language l ON l.oid = p.prolang
 UNION ALL
@@ -80,7 +90,8 @@ SELECT format('type %s %s', t.typname, t.typtype)
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
  WHERE n.nspname = 'pullsync' AND t.typrelid = 0 AND t.typelem = 0
 UNION ALL
-SELECT format('schema pullsync owner-is-bootstrap=%s acl=%s', nspowner = 10, nspacl)
+SELECT format('schema pullsync owner-is-bootstrap=%s acl=%s', nspowner = 10,
+              (SELECT array_agg(i::text ORDER BY i::text) FROM unnest(coalesce(nspacl, acldefault('n'::"char", nspowner))) i))
   FROM pg_namespace WHERE nspname = 'pullsync'
 UNION ALL
 SELECT format('config-dump %s filter=%s', c.cfg::regclass, coalesce(ext.extcondition[c.n], ''))

@@ -23,16 +23,32 @@ pub fn server_log() -> PathBuf {
 
 /// `pg_ctl restart` as the postgres OS user, with `mode` (fast, immediate).
 pub fn restart(mode: &str) {
-    let what = format!("pg_ctl restart -m {mode} (see {})", server_log().display());
+    pg_ctl(
+        &pg_bin(),
+        Path::new(&pgdata()),
+        &["-m", mode, "-w", "-t", "120", "restart"],
+    );
+}
+
+/// `pg_ctl <args>` as the postgres OS user on the cluster in `pgdata`, with the programs
+/// of `bin`; the server writes its log beside pgdata, as in xtask's clusters.
+pub fn pg_ctl(bin: &Path, pgdata: &Path, args: &[&str]) {
+    let log = pgdata.with_file_name("server.log");
+    let what = format!(
+        "pg_ctl {} on {} (see {})",
+        args.join(" "),
+        pgdata.display(),
+        log.display()
+    );
     let status = crate::wait::status(
         Command::new("runuser")
             .args(["-u", "postgres", "--"])
-            .arg(pg_bin().join("pg_ctl"))
+            .arg(bin.join("pg_ctl"))
             .arg("-D")
-            .arg(pgdata())
+            .arg(pgdata)
             .arg("-l")
-            .arg(server_log())
-            .args(["-m", mode, "-w", "-t", "120", "restart"])
+            .arg(&log)
+            .args(args)
             .stdout(std::process::Stdio::null()),
         &what,
         Duration::from_secs(300),

@@ -7,21 +7,14 @@
 //! 0.2.0 explicitly, the other takes the whole chain at once), and checks that the
 //! upgraded catalog equals a fresh install, that no row changed, and that syncs go on.
 
-use postgres::Client;
 use pullsync_tests::catalog::{describe, differences, sequence_values, table_digests};
 use pullsync_tests::db::{connect, fresh_extension_database};
-use pullsync_tests::rest_api::{self, RestApi, TICKETS_KEY};
+use pullsync_tests::fill::{env, fill, json, older, version, DATA, PROVIDER};
 use pullsync_tests::server;
-use pullsync_tests::sim::SimConfig;
-use pullsync_tests::threads::{threads_fixture, QUICK_HTTP};
+use pullsync_tests::threads::count;
 use pullsync_tests::workers::wait_for;
-use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const PROVIDER: &str = "upgrade_provider";
-const DATA: &str = "upgrade_data";
-const KEY: &str = "upgrade-feed-key-0123456789";
 
 /// What each version added, oldest first: columns (`column` or `table.column`) and tables
 /// that start empty or derived, so the row comparison leaves them out, and sequences.
@@ -69,92 +62,6 @@ const ADDED: &[Added] = &[
     },
 ];
 
-/// Whether release `a` comes before `b` (versions of the form x.y.z).
-fn older(a: &str, b: &str) -> bool {
-    let parts = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
-    parts(a) < parts(b)
-}
-
-/// Whether `version` has REST sources (0.2.0 and later).
-fn has_rest(version: &str) -> bool {
-    !older(version, "0.2.0")
-}
-
-/// The REST source of the fill: the page-number API into a table that refuses one
-/// record, which goes to quarantine.
-fn add_rest_source(db: &mut Client, api: &RestApi) {
-    db.batch_execute(
-        "CREATE TABLE public.tickets (id bigint PRIMARY KEY, subject text, changed timestamptz,
-                                      CONSTRAINT no_four CHECK (subject <> 'record 4'))",
-    )
-    .unwrap();
-    let config = serde_json::json!({
-        "base_url": api.base_url(),
-        "path": "/api/v2/tickets",
-        "auth": { "type": "api_key", "header": "X-Api-Key", "key": TICKETS_KEY },
-        "records": "results",
-        "primary_key": "id",
-        "pagination": { "style": "page_number", "size_param": "page_size", "size": 8 },
-        "target": { "table": "public.tickets", "columns": { "id": "id", "subject": "title", "changed": "updated_at" } },
-        "retries": 0
-    });
-    db.execute("SELECT pullsync.rest_add_source('tickets', $1)", &[&config])
-        .unwrap();
-}
-
-fn rest_pull(db: &mut Client) -> Value {
-    db.query_one("SELECT pullsync.rest_pull('tickets')", &[])
-        .unwrap()
-        .get(0)
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run with `cargo xtask test`"))
-}
-
-fn version(db: &mut Client) -> String {
-    db.query_one(
-        "SELECT extversion FROM pg_extension WHERE extname = 'pg_pullsync'",
-        &[],
-    )
-    .unwrap()
-    .get(0)
-}
-
-fn json(db: &mut Client, sql: &str) -> Value {
-    db.query_one(sql, &[]).unwrap().get(0)
-}
-
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).unwrap().get(0)
-}
-
-/// Provider rows `first..first+n` (conversations and two messages each).
-fn add_provider_rows(provider: &mut Client, first: i32, n: i32) {
-    provider
-        .execute(
-            "INSERT INTO pullsync.conversations (id, user_id, started_at, updated_at)
-             SELECT 'uc' || g, 'u' || (g % 7), timestamptz '2026-06-01 12:00+00' + g * interval '1 s',
-                    timestamptz '2026-06-01 12:00+00' + g * interval '1 s'
-               FROM generate_series($1::int, $1 + $2 - 1) g",
-            &[&first, &n],
-        )
-        .unwrap();
-    provider
-        .execute(
-            "INSERT INTO pullsync.conversation_messages (id, conversation_id, role, content_redacted, created_at, updated_at)
-             SELECT 'um' || g || '-' || k, 'uc' || g, (ARRAY['user', 'assistant'])[k], 'text ' || g,
-                    timestamptz '2026-06-01 12:00+00' + g * interval '1 s', timestamptz '2026-06-01 12:00+00' + g * interval '1 s'
-               FROM generate_series($1::int, $1 + $2 - 1) g, generate_series(1, 2) k",
-            &[&first, &n],
-        )
-        .unwrap();
-}
-
-fn pull(db: &mut Client) -> Value {
-    json(db, "SELECT pullsync.feed_pull('partner', 'incremental')")
-}
-
 fn log_contains(needle: &str) -> bool {
     std::fs::read_to_string(server::server_log()).is_ok_and(|log| log.contains(needle))
 }
@@ -165,91 +72,10 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     let from = env("PULLSYNC_UPGRADE_FROM");
     let feed_url = env("PULLSYNC_UPGRADE_FEED_URL");
 
-    // The previous version, filled as a user would fill it: demo-sized Threads data synced
-    // twice a day apart, a feed consumer with checkpoints, reconciliation, an alert.
-    let mut provider = connect(PROVIDER);
-    provider
-        .batch_execute("CREATE EXTENSION pg_pullsync")
-        .unwrap();
-    assert_eq!(
-        version(&mut provider),
-        from,
-        "the cluster runs the previous version"
-    );
-    provider
-        .execute(
-            "SELECT pullsync.feed_add_consumer('partner', $1, 1000000)",
-            &[&KEY],
-        )
-        .unwrap();
-    add_provider_rows(&mut provider, 1, 300);
-
-    let mut fx = threads_fixture(DATA, &SimConfig::small(20, 200));
-    assert_eq!(version(&mut fx.db), from);
-    assert_eq!(fx.scheduled_sync()["status"], "completed");
-    fx.sim.advance(86_400);
-    fx.db
-        .batch_execute("SET pullsync.metrics_every_run_age = '400d'")
-        .unwrap();
-    assert_eq!(fx.scheduled_sync()["status"], "completed");
-    fx.db
-        .execute(
-            "SELECT pullsync.feed_add_source('partner', $1, $2, batch_size => 50, rate_limit => 10000,
-                                             timeout => '10 s', max_retries => 2, retry_delay => '10 ms')",
-            &[&feed_url, &KEY],
-        )
-        .unwrap();
-    let pulled = pull(&mut fx.db);
-    assert_eq!(pulled["status"], "completed", "{pulled}");
-    json(
-        &mut fx.db,
-        "SELECT pullsync.sync_reconcile('2026-06-01', '2026-06-02', 'partner')",
-    );
-    fx.db
-        .execute(
-            "SELECT pullsync.feed_add_source('unreachable', 'http://127.0.0.1:9', $1, max_retries => 0, timeout => '1 s')",
-            &[&KEY],
-        )
-        .unwrap();
-    fx.db
-        .batch_execute("SET pullsync.alert_error_runs = 1")
-        .unwrap();
-    json(
-        &mut fx.db,
-        "SELECT pullsync.feed_pull('unreachable', 'incremental')",
-    );
-    fx.db
-        .execute(
-            "INSERT INTO pullsync.workspace_roles (workspace_id, role_name)
-             VALUES ('11111111-1111-1111-1111-111111111111', 'postgres')",
-            &[],
-        )
-        .unwrap();
-    let api = rest_api::start(rest_api::records(30));
-    if has_rest(&from) {
-        add_rest_source(&mut fx.db, &api);
-        let pulled = rest_pull(&mut fx.db);
-        assert_eq!(
-            (pulled["status"].as_str(), pulled["quarantined"].as_i64()),
-            (Some("completed"), Some(1)),
-            "{pulled}"
-        );
-    }
-    let before = table_digests(&mut fx.db, &[]);
-    let provider_before = table_digests(&mut provider, &[]);
-    // Provider tables (consumers, bookmarks) fill in the provider's database. Only a feed
-    // item no schema accepts would fill feed_quarantine, which the feed's own tests do.
-    let empty: Vec<&String> = before
-        .iter()
-        .filter(|(table, (rows, _))| {
-            *rows == 0
-                && provider_before[*table].0 == 0
-                && !["system_job_locks", "feed_quarantine"].contains(&table.as_str())
-        })
-        .map(|(table, _)| table)
-        .collect();
-    assert!(empty.is_empty(), "tables the fill left empty: {empty:?}");
-    let sequences_before = sequence_values(&mut fx.db);
+    // The previous version, filled as a user would fill it.
+    let mut filled = fill(&from, &feed_url);
+    let (before, provider_before) = filled.digests();
+    let sequences_before = sequence_values(&mut filled.fx.db);
     let rows: i64 = before
         .values()
         .chain(provider_before.values())
@@ -266,8 +92,6 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     );
     assert!(status.success(), "{install}: {status}");
     assert_eq!(count(&mut connect("postgres"), "SELECT 1::bigint"), 1);
-    drop(fx.db);
-    drop(provider);
     server::restart("fast");
 
     // Workers on the new library wait, saying why, until the update has run.
@@ -409,56 +233,13 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
     assert_eq!(sequences_after, sequences_before);
     println!("upgrade: {rows} rows unchanged");
 
-    // (c) Syncs go on: an incremental Threads run, the feed from its checkpoint, and the
-    // provider's worker back at work.
-    data.batch_execute(&format!(
-        "SET pullsync.threads_api_url = '{}'; {QUICK_HTTP}",
-        fx.sim.api_url()
-    ))
-    .unwrap();
-    let posts_before = count(
-        &mut data,
-        "SELECT count(*) FROM pullsync.workspace_threads_posts",
-    );
-    fx.db = data;
-    assert_eq!(fx.scheduled_sync()["status"], "completed");
-    assert_eq!(
-        count(
-            &mut fx.db,
-            "SELECT count(*) FROM pullsync.workspace_threads_posts"
-        ),
-        posts_before
-    );
-    assert_eq!(fx.layer_violations(), 0);
-    add_provider_rows(&mut provider, 301, 20);
-    let pulled = pull(&mut fx.db);
-    assert_eq!(pulled["status"], "completed", "{pulled}");
-    assert_eq!(
-        count(
-            &mut fx.db,
-            "SELECT count(*) FROM pullsync.conversations WHERE feed_source = 'partner'"
-        ),
-        320
-    );
-    assert_eq!(
-        count(
-            &mut fx.db,
-            "SELECT count(*) FROM pullsync.conversation_messages"
-        ),
-        640
-    );
-    if has_rest(&from) {
-        api.upsert(31, "record 31", "2024-01-02T00:00:00Z");
-        let pulled = rest_pull(&mut fx.db);
-        assert_eq!(pulled["status"], "completed", "{pulled}");
-        assert_eq!(
-            count(&mut fx.db, "SELECT count(*) FROM public.tickets"),
-            30,
-            "every record but the quarantined one, and the new one"
-        );
-    }
+    // (c) Syncs go on: an incremental Threads run, the feed from its checkpoint, REST, and
+    // the provider's worker back at work.
+    filled.fx.db = data;
+    filled.provider = provider;
+    filled.assert_syncs_go_on();
     wait_for(
-        &mut provider,
+        &mut filled.provider,
         "the provider's workers to run the run that waited",
         Duration::from_secs(90),
         |p| pullsync_tests::workers::finished(p, waiting),

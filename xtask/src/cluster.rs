@@ -52,6 +52,11 @@ impl Cluster {
     /// Creates the cluster with trust authentication on loopback only, writes `key` into
     /// its key file, then appends `settings` and the key file's path to postgresql.conf.
     pub fn create(&self, key: &str, settings: &str) -> Result<()> {
+        self.create_with(key, settings, &[])
+    }
+
+    /// `create`, with more options for initdb.
+    pub fn create_with(&self, key: &str, settings: &str, initdb_options: &[&str]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&self.home)?;
         cmd("chown")
@@ -75,6 +80,7 @@ impl Cluster {
                 "--locale=C.UTF-8",
                 "--auth=trust",
             ])
+            .args(initdb_options)
             .status_ok()?;
         let conf = format!(
             "\n# added by cargo xtask\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\

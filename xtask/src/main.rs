@@ -8,6 +8,7 @@ mod install;
 mod layering;
 mod package;
 mod pg_tree;
+mod pg_upgrade;
 mod ports;
 mod prereqs;
 mod releases;
@@ -22,9 +23,11 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test    install what is missing, then run every test (unit, pgrx, integration, soak,
-          upgrade, package) on PostgreSQL 15 and 18, against private trees under target/pg/;
+          upgrade, package) on PostgreSQL 15 and 18, and pg_upgrade from 15 to 18, against
+          private trees under target/pg/;
           --pg 15|18: one version; --only <name>: just pgrx-tests/tests/<name>.rs on a
-          fresh test cluster (upgrade, soak, failover_soak and package run their own phase)
+          fresh test cluster (upgrade, soak, failover_soak, package and pg_upgrade run their own
+          phase; pg_upgrade, PostgreSQL 15 → 18, needs both versions)
   demo    build and install the extension, start the demo cluster (port 28815; with
           --pg 18 port 28915, a private tree, no pg_cron) and the Threads simulator, sync it
           twice and print a report

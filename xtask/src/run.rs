@@ -3,6 +3,7 @@
 use crate::cluster::Cluster;
 use crate::install::{build_and_install, install_atomically, Package, Profile};
 use crate::pg_tree::{cluster_home, Major, PgTree};
+use crate::pg_upgrade;
 use crate::prereqs;
 use crate::sentinel::Sentinel;
 use std::io::{BufRead, BufReader};
@@ -334,6 +335,12 @@ pub fn test(args: &[String]) -> Result<()> {
         packages.push(build_and_install(&major.build_tree(), Profile::Debug)?);
     }
 
+    if only == Some(PG_UPGRADE) {
+        tally.version(pg_upgrade::NEW);
+        let outcome = pg_upgrade_phase(&mut tally, &majors, &packages);
+        tally.record(pg_upgrade::NEW, outcome);
+        return tally.summary();
+    }
     if let Some(name) = only {
         for (major, package) in majors.iter().zip(&packages) {
             tally.version(*major);
@@ -377,6 +384,17 @@ pub fn test(args: &[String]) -> Result<()> {
             major.number(),
             started.elapsed().as_secs()
         );
+    }
+
+    if majors.contains(&pg_upgrade::OLD) && majors.contains(&pg_upgrade::NEW) {
+        let outcome = pg_upgrade_phase(&mut tally, &majors, &packages);
+        tally.record(pg_upgrade::NEW, outcome);
+    } else {
+        tally.skipped.push(format!(
+            "the pg_upgrade test (PostgreSQL {} → {}; --pg picked one version)",
+            pg_upgrade::OLD.number(),
+            pg_upgrade::NEW.number()
+        ));
     }
 
     let problems = sentinel.check();
@@ -617,6 +635,55 @@ fn upgrade_phase(tally: &mut Tally, major: Major, package: &Package) -> Result<(
         );
         cluster.stop()?;
     }
+    Ok(())
+}
+
+/// The name `--only` takes for the pg_upgrade test, its file's.
+const PG_UPGRADE: &str = "pg_upgrade";
+/// Filling, two pg_upgrade runs and the checks after each take minutes; a build of the
+/// tests before them (with `--only`) more.
+const PG_UPGRADE_CEILING: Duration = Duration::from_secs(30 * 60);
+
+/// pg_upgrade from PostgreSQL 15 to 18 (tests/pg_upgrade.rs), with this build's package of
+/// each version.
+fn pg_upgrade_phase(tally: &mut Tally, majors: &[Major], packages: &[Package]) -> Result<()> {
+    let [old, new] = [pg_upgrade::OLD, pg_upgrade::NEW].map(|wanted| {
+        majors
+            .iter()
+            .position(|m| *m == wanted)
+            .map(|i| &packages[i])
+    });
+    let (Some(old), Some(new)) = (old, new) else {
+        return Err(format!(
+            "the pg_upgrade test needs PostgreSQL {} and {}: leave out --pg",
+            pg_upgrade::OLD.number(),
+            pg_upgrade::NEW.number()
+        )
+        .into());
+    };
+    let started = Instant::now();
+    let prepared = pg_upgrade::prepare(&[old, new])?;
+    let mut command = cargo();
+    command
+        .args(["test", "-p", "pullsync-tests", "--test", PG_UPGRADE, "--"])
+        .args(["--ignored", "--test-threads=1", "--nocapture"])
+        .envs(prepared.env);
+    tally.phase_within(
+        &format!(
+            "pg_upgrade test (PostgreSQL {} → {}, copy and link)",
+            pg_upgrade::OLD.number(),
+            pg_upgrade::NEW.number()
+        ),
+        &mut command,
+        PG_UPGRADE_CEILING,
+    );
+    for cluster in prepared.clusters {
+        cluster.stop()?;
+    }
+    println!(
+        "xtask: the pg_upgrade phase took {} s",
+        started.elapsed().as_secs()
+    );
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! The upgrade test's cluster: a released version of pg_pullsync as it landed, rebuilt
 //! from its commit and installed into a tree of its own; pgrx-tests/tests/upgrade.rs fills
 //! it through real syncs, installs this build's package over it and runs `ALTER
-//! EXTENSION … UPDATE` along the chain of upgrade scripts.
+//! EXTENSION … UPDATE` along the chain of upgrade scripts. The pg_upgrade test
+//! (xtask/src/pg_upgrade.rs) starts its cluster the same way.
 
 use crate::cluster::Cluster;
 use crate::install::{build_package, install_atomically, Package, Profile};
@@ -10,7 +11,8 @@ use crate::releases::Release;
 use crate::run::{cmd, workspace_root, Result, StatusOk};
 use std::path::{Path, PathBuf};
 
-const KEY: &str = "dXBncmFkZS10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
+/// The sealing key of the upgrade tests' clusters.
+pub const KEY: &str = "dXBncmFkZS10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
 
 /// The sources of `release` for `major`, exported from git (once), with the changes a
 /// rebuild here needs (`patch_sources`).
@@ -163,21 +165,44 @@ pub fn prepare(
     }
     tree.ensure_copied()?;
     install_atomically(old, &tree)?;
-    cluster.create(
-        KEY,
-        &format!(
-            "{}pullsync.database = 'upgrade_provider'\n\
-             pullsync.http_retry_delay = 5\n\
-             pullsync.feed_listen = '127.0.0.1:{feed_port}'\n",
-            crate::run::cluster_settings(major)
+    start_cluster(&cluster, feed_port)?;
+    let mut env = test_env(&cluster, feed_port);
+    env.extend([
+        (
+            "PULLSYNC_UPGRADE_INSTALL".into(),
+            install_command(new_package, &tree)?,
         ),
-    )?;
+        ("PULLSYNC_UPGRADE_FROM".into(), release.version.into()),
+    ]);
+    Ok((cluster, env))
+}
+
+/// The settings of the upgrade tests' clusters: pg_pullsync's workers and its feed server
+/// (on `feed_port`) serve the provider database of pgrx-tests/src/fill.rs.
+pub fn settings(major: Major, feed_port: u16) -> String {
+    format!(
+        "{}pullsync.database = 'upgrade_provider'\n\
+         pullsync.http_retry_delay = 5\n\
+         pullsync.feed_listen = '127.0.0.1:{feed_port}'\n",
+        crate::run::cluster_settings(major)
+    )
+}
+
+/// Creates `cluster` (a new one) with [`settings`] and the upgrade tests' key, starts it,
+/// creates the provider database and waits for the feed server to serve it.
+pub fn start_cluster(cluster: &Cluster, feed_port: u16) -> Result<()> {
+    cluster.create(KEY, &settings(cluster.tree.major, feed_port))?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE upgrade_provider")?;
     // Its feed server started before the database existed and comes back after its
     // restart time.
-    crate::run::wait_for_feed_server(&cluster, feed_port, "the upgrade cluster's feed server")?;
-    let env = vec![
+    crate::run::wait_for_feed_server(cluster, feed_port, "the upgrade cluster's feed server")
+}
+
+/// What the upgrade tests read of a cluster `start_cluster` started: how to reach it and
+/// its feed server, its data directory and its programs.
+pub fn test_env(cluster: &Cluster, feed_port: u16) -> Vec<(String, String)> {
+    vec![
         ("PULLSYNC_TEST_DSN".into(), cluster.dsn()),
         (
             "PULLSYNC_TEST_PGDATA".into(),
@@ -185,17 +210,11 @@ pub fn prepare(
         ),
         (
             "PULLSYNC_TEST_PG_BIN".into(),
-            tree.bin().display().to_string(),
-        ),
-        (
-            "PULLSYNC_UPGRADE_INSTALL".into(),
-            install_command(new_package, &tree)?,
+            cluster.tree.bin().display().to_string(),
         ),
         (
             "PULLSYNC_UPGRADE_FEED_URL".into(),
             format!("http://127.0.0.1:{feed_port}"),
         ),
-        ("PULLSYNC_UPGRADE_FROM".into(), release.version.into()),
-    ];
-    Ok((cluster, env))
+    ]
 }
