@@ -71,9 +71,9 @@ fn log_file(path: &Path) -> std::fs::File {
 }
 
 impl Formation {
-    /// A monitor in `/tmp/pst-<name>`, on a free port, running.
+    /// A monitor in `name`'s scratch directory, on a free port, running.
     pub fn start(name: &str) -> Formation {
-        let home = PathBuf::from(format!("/tmp/pst-{name}"));
+        let home = crate::server::scratch_home(name);
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
         let mut chown = Command::new("chown");

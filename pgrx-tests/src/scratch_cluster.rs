@@ -66,7 +66,7 @@ impl ScratchCluster {
         let ports = crate::ports::free_ports(2);
         let (port, feed_port) = (ports[0], ports[1]);
         use std::os::unix::fs::PermissionsExt;
-        let home = PathBuf::from(format!("/tmp/pst-{name}"));
+        let home = crate::server::scratch_home(name);
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
         let key_file = home.join("pullsync.key");
@@ -132,7 +132,7 @@ impl ScratchCluster {
     pub fn standby(&self, name: &str) -> ScratchCluster {
         let ports = crate::ports::free_ports(2);
         let (port, feed_port) = (ports[0], ports[1]);
-        let home = PathBuf::from(format!("/tmp/pst-{name}"));
+        let home = crate::server::scratch_home(name);
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
         let mut chown = Command::new("chown");
@@ -170,7 +170,7 @@ impl ScratchCluster {
     /// The handle of a cluster that another program (pg_auto_failover's keeper) will make
     /// in `name`'s directory and run on `port`; its feed server on `feed_port`.
     pub fn made_elsewhere(name: &str, port: u16, feed_port: u16) -> ScratchCluster {
-        let home = PathBuf::from(format!("/tmp/pst-{name}"));
+        let home = crate::server::scratch_home(name);
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
         let mut chown = Command::new("chown");

@@ -16,6 +16,19 @@ pub fn pgdata() -> String {
     std::env::var("PULLSYNC_TEST_PGDATA").expect("PULLSYNC_TEST_PGDATA")
 }
 
+/// Where scratch cluster `name` lives: beside the test cluster, in this checkout's own
+/// directory (`/tmp/pullsync-<hash of the checkout>/scratch/<name>`), so test runs of two
+/// checkouts at once never share one.
+pub fn scratch_home(name: &str) -> PathBuf {
+    let pgdata = pgdata();
+    Path::new(&pgdata)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("PULLSYNC_TEST_PGDATA={pgdata} has no checkout directory"))
+        .join("scratch")
+        .join(name)
+}
+
 /// The server log, beside pgdata (where xtask's clusters write it).
 pub fn server_log() -> PathBuf {
     Path::new(&pgdata()).with_file_name("server.log")
