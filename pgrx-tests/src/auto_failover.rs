@@ -73,12 +73,7 @@ fn log_file(path: &Path) -> std::fs::File {
 impl Formation {
     /// A monitor in `name`'s scratch directory, on a free port, running.
     pub fn start(name: &str) -> Formation {
-        let home = crate::server::scratch_home(name);
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        let mut chown = Command::new("chown");
-        chown.arg("-R").arg("postgres:postgres").arg(&home);
-        wait::status(&mut chown, "chown", Duration::from_secs(60));
+        let home = crate::server::fresh_scratch_home(name);
         let port = crate::ports::free_ports(1)[0];
         let monitor_bin = Path::new(MONITOR_BIN);
         let mut create = autoctl(&home, monitor_bin);

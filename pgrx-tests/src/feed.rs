@@ -45,6 +45,13 @@ fn rows_where(
 
 /// The provider database of the test cluster, served by its feed server.
 pub const PROVIDER: &str = "it_workers";
+
+/// The provider database is one for the whole cluster: the tests of one binary that fill
+/// it take turns (cargo runs a binary's tests on several threads).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// The provider with `conversations` conversations and `messages` messages; half the rows
 /// share one timestamp, all share one writing transaction.
 pub fn provider(conversations: i32, messages: i32, key: &str) -> Client {

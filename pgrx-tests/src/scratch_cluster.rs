@@ -66,9 +66,7 @@ impl ScratchCluster {
         let ports = crate::ports::free_ports(2);
         let (port, feed_port) = (ports[0], ports[1]);
         use std::os::unix::fs::PermissionsExt;
-        let home = crate::server::scratch_home(name);
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
+        let home = crate::server::fresh_scratch_home(name);
         let key_file = home.join("pullsync.key");
         let main_key_file: String = connect("postgres")
             .query_one("SHOW pullsync.encryption_key_file", &[])
@@ -76,9 +74,7 @@ impl ScratchCluster {
             .get(0);
         std::fs::copy(&main_key_file, &key_file).unwrap();
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let mut chown = Command::new("chown");
-        chown.arg("-R").arg("postgres:postgres").arg(&home);
-        ok(chown, "chown");
+        crate::server::give_to_postgres(&key_file);
         let pgdata = home.join("pgdata");
         let mut initdb = as_postgres(&pg_bin().join("initdb"));
         initdb.arg("-D").arg(&pgdata).args([
@@ -132,12 +128,7 @@ impl ScratchCluster {
     pub fn standby(&self, name: &str) -> ScratchCluster {
         let ports = crate::ports::free_ports(2);
         let (port, feed_port) = (ports[0], ports[1]);
-        let home = crate::server::scratch_home(name);
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        let mut chown = Command::new("chown");
-        chown.arg("-R").arg("postgres:postgres").arg(&home);
-        ok(chown, "chown");
+        let home = crate::server::fresh_scratch_home(name);
         let pgdata = home.join("pgdata");
         let mut backup = as_postgres(&pg_bin().join("pg_basebackup"));
         backup
@@ -170,12 +161,7 @@ impl ScratchCluster {
     /// The handle of a cluster that another program (pg_auto_failover's keeper) will make
     /// in `name`'s directory and run on `port`; its feed server on `feed_port`.
     pub fn made_elsewhere(name: &str, port: u16, feed_port: u16) -> ScratchCluster {
-        let home = crate::server::scratch_home(name);
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        let mut chown = Command::new("chown");
-        chown.arg("-R").arg("postgres:postgres").arg(&home);
-        ok(chown, "chown");
+        let home = crate::server::fresh_scratch_home(name);
         ScratchCluster {
             home,
             port,

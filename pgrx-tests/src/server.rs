@@ -16,17 +16,33 @@ pub fn pgdata() -> String {
     std::env::var("PULLSYNC_TEST_PGDATA").expect("PULLSYNC_TEST_PGDATA")
 }
 
-/// Where scratch cluster `name` lives: beside the test cluster, in this checkout's own
-/// directory (`/tmp/pullsync-<hash of the checkout>/scratch/<name>`), so test runs of two
-/// checkouts at once never share one.
-pub fn scratch_home(name: &str) -> PathBuf {
+/// A fresh, empty directory for scratch cluster `name`, owned by the postgres user: beside
+/// the test cluster, in this checkout's own directory (`/tmp/pullsync-<hash of the
+/// checkout>/scratch/<name>`), so test runs of two checkouts at once never share one.
+pub fn fresh_scratch_home(name: &str) -> PathBuf {
     let pgdata = pgdata();
-    Path::new(&pgdata)
+    let home = Path::new(&pgdata)
         .parent()
         .and_then(Path::parent)
         .unwrap_or_else(|| panic!("PULLSYNC_TEST_PGDATA={pgdata} has no checkout directory"))
         .join("scratch")
-        .join(name)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    give_to_postgres(&home);
+    home
+}
+
+/// Makes `path` (and all under it) the postgres user's.
+pub fn give_to_postgres(path: &Path) {
+    let mut chown = Command::new("chown");
+    chown.arg("-R").arg("postgres:postgres").arg(path);
+    let status = crate::wait::status(&mut chown, "chown", Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "chown {} failed: {status}",
+        path.display()
+    );
 }
 
 /// The server log, beside pgdata (where xtask's clusters write it).

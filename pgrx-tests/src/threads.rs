@@ -101,6 +101,19 @@ impl ThreadsFixture {
         count(&mut self.db, sql)
     }
 
+    /// The latest sync_logs row of account `index`: (status, error, notes).
+    pub fn last_log(&mut self, index: usize) -> (String, Option<String>, Vec<String>) {
+        let row = self
+            .db
+            .query_one(
+                "SELECT status, error, notes FROM pullsync.sync_logs
+                  WHERE workspace_threads_account_id = $1 ORDER BY id DESC LIMIT 1",
+                &[&self.accounts[index].0],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    }
+
     pub fn layer_violations(&mut self) -> i64 {
         layer_violations(&mut self.db)
     }

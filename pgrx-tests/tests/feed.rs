@@ -8,17 +8,11 @@ use pullsync_tests::db::{connect, sqlstate_of};
 use pullsync_tests::feed::rows;
 use pullsync_tests::wait::Deadline;
 use serde_json::Value;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use pullsync_tests::feed::PROVIDER;
 use pullsync_tests::ports::feed_url;
 const KEY: &str = "feed-key-0123456789abcdef";
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn provider(conversations: i32, messages: i32) -> Client {
     pullsync_tests::feed::provider(conversations, messages, KEY)
@@ -39,7 +33,7 @@ fn pull(c: &mut Client, max_pages: Option<i32>) -> Value {
 
 #[test]
 fn two_databases_end_to_end_with_writers_and_a_late_commit() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(2_000, 100_000);
     let mut c = consumer("it_feed_consumer", 1000);
 
@@ -122,7 +116,7 @@ fn two_databases_end_to_end_with_writers_and_a_late_commit() {
 
 #[test]
 fn killing_the_consumer_mid_pull_resumes_without_loss_or_duplicates() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(500, 40_000);
     let mut c = consumer("it_feed_kill", 100);
     // Some pages committed in an earlier call.
@@ -190,7 +184,7 @@ fn all_messages(p: &mut Client, lim: i32, enough: Option<usize>) -> Vec<Value> {
 
 #[test]
 fn any_page_size_yields_every_row_exactly_once() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(300, 3_000);
     for lim in [1, 7, 100, 999, 5000] {
         // A page size of one proves the point without 3,000 round trips.
@@ -252,7 +246,7 @@ fn any_page_size_yields_every_row_exactly_once() {
 /// the feed must page in numeric order or it skips rows.
 #[test]
 fn rows_written_on_both_sides_of_an_xid_digit_boundary_are_all_served() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(0, 0);
     let next_xid = |p: &mut Client| -> i64 {
         p.query_one("SELECT pg_current_xact_id()::text::bigint", &[])
@@ -309,7 +303,7 @@ fn rows_written_on_both_sides_of_an_xid_digit_boundary_are_all_served() {
 
 #[test]
 fn a_first_pull_reads_each_page_not_every_row_stored_so_far() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(0, 0);
     let messages = 100_000;
     p.execute(
@@ -354,7 +348,7 @@ fn a_first_pull_reads_each_page_not_every_row_stored_so_far() {
 
 #[test]
 fn bad_arguments_and_cursors_get_clear_errors() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(10, 10);
     let good: Value = p
         .query_one(
@@ -403,7 +397,7 @@ fn bad_arguments_and_cursors_get_clear_errors() {
 
 #[test]
 fn the_feed_server_checks_keys_rate_limits_and_answers_json_errors() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(20, 20);
     p.execute("SELECT pullsync.feed_add_consumer('slow', $1, 6)", &[&KEY])
         .unwrap();
@@ -466,7 +460,7 @@ fn the_feed_server_checks_keys_rate_limits_and_answers_json_errors() {
 
 #[test]
 fn a_queued_pull_runs_through_the_job_runner() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(100, 2_000);
     let mut c = consumer("it_feed_queue", 300);
     let queued: Value = c
@@ -524,7 +518,7 @@ fn ids(run: &Value, stream: &str, side: &str) -> Vec<String> {
 
 #[test]
 fn reconcile_names_exactly_the_missing_and_extra_rows_and_repair_restores_equality() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(300, 6_000);
     let mut c = consumer("it_feed_reconcile", 1000);
     assert_eq!(pull(&mut c, None)["status"], "completed");
@@ -615,7 +609,7 @@ fn reconcile_names_exactly_the_missing_and_extra_rows_and_repair_restores_equali
 
 #[test]
 fn updates_under_replica_mode_are_served() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(20, 20);
     let mut c = consumer("it_feed_replica", 50);
     assert_eq!(pull(&mut c, None)["status"], "completed");
@@ -643,7 +637,7 @@ fn updates_under_replica_mode_are_served() {
 fn items_no_schema_accepts_are_quarantined_and_the_consumer_moves_on() {
     // Its pull holds a transaction open, which holds back every provider's horizon in
     // the cluster: the paging tests must not run beside it.
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     use pullsync_tests::feed::{foreign_message as message, foreign_provider};
     let server = foreign_provider(vec![
         message("fm1", "user", "none", "2026-06-01T10:00:00Z"),

@@ -12,15 +12,10 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "attack-test-key-0123456789abcdef";
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A TCP connection to the feed server from `source` (any 127.0.0.0/8 address works on
 /// Linux), so attackers and the consumer have distinct client addresses.
@@ -106,7 +101,7 @@ fn pull_to_the_end(c: &mut Client) -> Value {
 
 #[test]
 fn a_consumer_pulls_exactly_while_slow_clients_hold_connections_and_wrong_keys_flood() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(300, 1500, KEY);
     // No retries: a single refused or timed-out request of the consumer fails its pull.
     let mut c = consumer("it_attack_consumer", &feed_url(), KEY, 50);
@@ -187,7 +182,7 @@ fn a_known_consumer_gets_every_page_while_many_addresses_hold_half_sent_requests
     const SLOW_CLIENTS: u32 = 1_100;
     const ADDRESSES: u32 = 50;
     const FLOODERS: usize = 32;
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(300, 1500, KEY);
     // No retries: a single refused or dropped request of the consumer fails its pull.
     let mut c = consumer("it_distributed_attack", &feed_url(), KEY, 50);
@@ -361,7 +356,7 @@ fn std_connect_from(source: IpAddr) -> TcpStream {
 
 #[test]
 fn connection_cap_timeouts_and_size_limits_hold() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let _p = provider(1, 1, KEY);
     // The cap is filled by connections of a known consumer's address, which are never shed.
     let _settings = FeedSettings::apply(
@@ -538,7 +533,7 @@ impl Pki {
 
 #[test]
 fn a_consumer_pulls_over_tls_with_a_private_ca_and_refuses_a_wrong_certificate() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let pki = Pki::create();
     let https = feed_url().replace("http://", "https://");
     let client = pki.client();

@@ -14,15 +14,10 @@ use pullsync_tests::server::pg_bin;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "feed-sources-key-0123456789";
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn json(db: &mut Client, sql: &str) -> Value {
     db.query_one(sql, &[]).unwrap().get(0)
@@ -45,7 +40,7 @@ fn ids(items: &Value) -> Vec<String> {
 
 #[test]
 fn sources_with_overlapping_ids_and_the_databases_own_rows_stay_apart() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(40, 120, KEY);
     // A second partner whose ids overlap the first's, with other content.
     let conversation = json!({
@@ -184,7 +179,7 @@ fn run(mut command: Command, what: &str) {
 
 #[test]
 fn a_provider_restored_into_another_cluster_loses_its_consumer_nothing() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(30, 90, KEY);
     let mut c = consumer("it_moved", &feed_url(), KEY, 20);
     assert_eq!(pull(&mut c, "partner")["status"], "completed");
@@ -370,7 +365,7 @@ fn add_big_rows(p: &mut Client, first: i32, n: i32) {
 #[test]
 fn rows_of_ten_megabytes_are_all_pulled_within_a_bounded_memory() {
     const MB: u64 = 1024 * 1024;
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut p = provider(1, 0, KEY);
     add_big_rows(&mut p, 1, 6);
     let mut c = consumer("it_big_rows", &feed_url(), KEY, 500);

@@ -48,46 +48,25 @@ fn rest_pull_commits_page_by_page_and_a_cancel_resumes_where_it_stopped() {
     db.execute("SELECT pullsync.rest_add_source('tickets', $1)", &[&config])
         .unwrap();
     api.slow_down(Duration::from_millis(600));
-    let pid: i32 = db.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let cancel = db.cancel_token();
-    let caller = std::thread::spawn(move || {
-        let outcome = db.query_one("SELECT pullsync.rest_pull('tickets')", &[]);
-        (db, outcome.map(|r| r.get::<_, Value>(0)))
-    });
 
     // Another session sees the first pages while the call is under way, and the caller
-    // holds no transaction id meanwhile.
-    let mut watcher = connect("it_session_rest");
-    wait::until(
-        "two pages to be committed while rest_pull runs",
-        Duration::from_secs(30),
-        || count(&mut watcher, "SELECT count(*) FROM public.tickets") >= 16,
-    );
-    let seen = count(&mut watcher, "SELECT count(*) FROM public.tickets");
-    assert!(seen < 40, "pages show before the call ends ({seen} of 40)");
-    assert!(!holds_xid(&mut watcher, pid), "the caller holds no xid");
-    cancel.cancel_query(postgres::NoTls).unwrap();
-    let (mut db, outcome) = caller.join().unwrap();
-    let error = outcome.expect_err("the call was cancelled");
-    assert_eq!(
-        error.as_db_error().map(|e| e.code().code()),
-        Some("57014"),
-        "{error}"
-    );
-
-    // What was committed stays; the next call resumes after it, not at page 1.
-    let kept = count(&mut watcher, "SELECT count(*) FROM public.tickets");
-    assert!(kept >= seen, "the cancel kept the committed pages ({kept})");
-    wait::until(
-        "the call's process to stop",
-        Duration::from_secs(30),
-        || {
-            count(
-                &mut watcher,
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_pullsync session call'",
-            ) == 0
+    // holds no transaction id meanwhile; what was committed stays after the cancel.
+    let stored = "SELECT count(*) FROM public.tickets";
+    let mut seen = 0;
+    let mut db = cancel_midway(
+        "it_session_rest",
+        db,
+        "SELECT pullsync.rest_pull('tickets')",
+        |w| count(w, stored) >= 16,
+        |w| {
+            seen = count(w, stored);
+            assert!(seen < 40, "pages show before the call ends ({seen} of 40)");
         },
     );
+    let kept = count(&mut db, stored);
+    assert!(kept >= seen, "the cancel kept the committed pages ({kept})");
+
+    // The next call resumes after what was committed, not at page 1.
     api.slow_down(Duration::ZERO);
     api.clear_requests();
     let second: Value = db
@@ -111,6 +90,7 @@ fn rest_pull_commits_page_by_page_and_a_cancel_resumes_where_it_stopped() {
     // Calls beyond pullsync.max_session_calls are refused rather than taking every
     // background worker slot: one runs now (slow), and this session allows one.
     api.slow_down(Duration::from_millis(600));
+    let mut watcher = connect("it_session_rest");
     let slow = std::thread::spawn(|| {
         connect("it_session_rest").batch_execute("SELECT pullsync.rest_pull('tickets')")
     });
@@ -158,27 +138,17 @@ fn threads_sync_account_holds_no_transaction_across_its_requests() {
     .unwrap();
     let accounts = add_sim_accounts(&mut db, &sim, "11111111-1111-1111-1111-111111111111");
     let account = accounts[0].0;
-    let pid: i32 = db.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let mut watcher = connect("it_session_threads");
-    let cancel = db.cancel_token();
-    let id = account;
-    let caller = std::thread::spawn(move || {
-        let outcome = db.query_one("SELECT pullsync.threads_sync_account($1)", &[&id]);
-        (db, outcome.map(|r| r.get::<_, Value>(0)))
-    });
-    wait::until(
-        "the account's requests to start",
-        Duration::from_secs(30),
-        || sim.counters().total >= 3,
-    );
-    assert!(!holds_xid(&mut watcher, pid), "the caller holds no xid");
-    cancel.cancel_query(postgres::NoTls).unwrap();
-    let (mut db, outcome) = caller.join().unwrap();
-    let error = outcome.expect_err("the call was cancelled");
-    assert_eq!(
-        error.as_db_error().map(|e| e.code().code()),
-        Some("57014"),
-        "{error}"
+    db.execute(
+        "CREATE TEMP TABLE call AS SELECT $1::uuid AS account",
+        &[&account],
+    )
+    .unwrap();
+    let mut db = cancel_midway(
+        "it_session_threads",
+        db,
+        "SELECT pullsync.threads_sync_account((SELECT account FROM call))",
+        |_| sim.counters().total >= 3,
+        |_| {},
     );
 
     // The session's setting (the API's URL) went with the call; the next one completes.
@@ -198,6 +168,7 @@ fn threads_sync_account_holds_no_transaction_across_its_requests() {
 
 #[test]
 fn feed_pull_commits_page_by_page_and_a_cancel_resumes_where_it_stopped() {
+    let _serial = feed::serial();
     let _provider = feed::provider(120, 0, "session-key-0123456789");
     let mut db = fresh_extension_database("it_session_feed");
     // Ten rows a page, three pages a second: the pull takes seconds.
@@ -207,35 +178,23 @@ fn feed_pull_commits_page_by_page_and_a_cancel_resumes_where_it_stopped() {
         &[&ports::feed_url()],
     )
     .unwrap();
-    let pid: i32 = db.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let cancel = db.cancel_token();
-    let caller = std::thread::spawn(move || {
-        let outcome = db.query_one("SELECT pullsync.feed_pull('partner')", &[]);
-        (db, outcome.map(|r| r.get::<_, Value>(0)))
-    });
-    let mut watcher = connect("it_session_feed");
     let stored = "SELECT count(*) FROM pullsync.conversations WHERE feed_source = 'partner'";
-    wait::until(
-        "three pages to be committed while feed_pull runs",
-        Duration::from_secs(30),
-        || count(&mut watcher, stored) >= 30,
-    );
-    let seen = count(&mut watcher, stored);
-    assert!(
-        seen < 120,
-        "pages show before the call ends ({seen} of 120)"
-    );
-    assert!(!holds_xid(&mut watcher, pid), "the caller holds no xid");
-    cancel.cancel_query(postgres::NoTls).unwrap();
-    let (mut db, outcome) = caller.join().unwrap();
-    let error = outcome.expect_err("the call was cancelled");
-    assert_eq!(
-        error.as_db_error().map(|e| e.code().code()),
-        Some("57014"),
-        "{error}"
+    let mut seen = 0;
+    let mut db = cancel_midway(
+        "it_session_feed",
+        db,
+        "SELECT pullsync.feed_pull('partner')",
+        |w| count(w, stored) >= 30,
+        |w| {
+            seen = count(w, stored);
+            assert!(
+                seen < 120,
+                "pages show before the call ends ({seen} of 120)"
+            );
+        },
     );
     assert!(
-        count(&mut watcher, stored) >= seen,
+        count(&mut db, stored) >= seen,
         "the cancel kept the committed pages"
     );
 
@@ -252,14 +211,16 @@ fn feed_pull_commits_page_by_page_and_a_cancel_resumes_where_it_stopped() {
     assert_eq!(count(&mut db, stored), 120);
 }
 
-/// Runs `sql` on `db` in a thread and, once `started` says its requests are under way,
-/// checks that the caller holds no transaction id and that a cancel ends both the call
-/// (57014) and the process it runs in. Returns the connection.
+/// Runs `sql` on `db` in a thread and, once `started` (asked of another session) says its
+/// work is under way, checks that the caller holds no transaction id, lets `during` look
+/// (from that session), then cancels: both the call (57014) and the process it runs in
+/// end. Returns the connection.
 fn cancel_midway(
     database: &str,
     mut db: Client,
     sql: &'static str,
-    started: impl Fn() -> bool,
+    mut started: impl FnMut(&mut Client) -> bool,
+    during: impl FnOnce(&mut Client),
 ) -> Client {
     let pid: i32 = db.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let cancel = db.cancel_token();
@@ -269,14 +230,15 @@ fn cancel_midway(
     });
     let mut watcher = connect(database);
     wait::until(
-        &format!("the requests of {sql} to start"),
+        &format!("the work of {sql} to be under way"),
         Duration::from_secs(30),
-        &started,
+        || started(&mut watcher),
     );
     assert!(
         !holds_xid(&mut watcher, pid),
         "{sql}: the caller holds no xid"
     );
+    during(&mut watcher);
     cancel.cancel_query(postgres::NoTls).unwrap();
     let (db, outcome) = caller.join().unwrap();
     let error = outcome.expect_err(sql);
@@ -325,15 +287,20 @@ fn reconciliations_and_run_jobs_hold_no_transaction_and_stop_on_a_cancel() {
         "it_session_misc",
         db,
         "SELECT pullsync.rest_reconcile('tickets')",
-        || requests() > before,
+        |_| requests() > before,
+        |_| {},
     );
     let mut db = db;
     db.batch_execute("SELECT pullsync.rest_enqueue('tickets')")
         .unwrap();
     let before = requests();
-    let mut db = cancel_midway("it_session_misc", db, "SELECT pullsync.run_jobs()", || {
-        requests() > before
-    });
+    let mut db = cancel_midway(
+        "it_session_misc",
+        db,
+        "SELECT pullsync.run_jobs()",
+        |_| requests() > before,
+        |_| {},
+    );
     api.slow_down(Duration::ZERO);
     let steps: i32 = db
         .query_one("SELECT pullsync.run_jobs()", &[])
@@ -374,11 +341,13 @@ fn reconciliations_and_run_jobs_hold_no_transaction_and_stop_on_a_cancel() {
         "it_session_misc",
         db,
         "SELECT pullsync.threads_reconcile((SELECT account FROM call), now() - interval '30 days', now())",
-        || sim.counters().total > 0,
+        |_| sim.counters().total > 0,
+        |_| {},
     );
 
     // Feed: a source reconciled with repair, one provider call a second.
     let mut db = db;
+    let _serial = feed::serial();
     let _provider = feed::provider(60, 0, "misc-key-0123456789");
     db.execute(
         "SELECT pullsync.feed_add_source('partner', $1, 'misc-key-0123456789', batch_size => 10, rate_limit => 1,
@@ -391,6 +360,7 @@ fn reconciliations_and_run_jobs_hold_no_transaction_and_stop_on_a_cancel() {
         "it_session_misc",
         db,
         "SELECT pullsync.sync_reconcile('2026-05-01', '2026-07-01', 'partner', repair => true)",
-        || started.elapsed() > Duration::from_secs(1),
+        |_| started.elapsed() > Duration::from_secs(1),
+        |_| {},
     );
 }

@@ -20,18 +20,6 @@ fn fault(kind: FaultKind, account: &str, endpoint: Option<Endpoint>, times: u64)
     }
 }
 
-/// The latest sync_logs row of account `index`: (status, error, notes).
-fn last_log(f: &mut ThreadsFixture, index: usize) -> (String, Option<String>, Vec<String>) {
-    let row =
-        f.db.query_one(
-            "SELECT status, error, notes FROM pullsync.sync_logs
-              WHERE workspace_threads_account_id = $1 ORDER BY id DESC LIMIT 1",
-            &[&f.accounts[index].0],
-        )
-        .unwrap();
-    (row.get(0), row.get(1), row.get(2))
-}
-
 /// Each link of account `index` in L3: link URL → current clicks.
 fn links(f: &mut ThreadsFixture, index: usize) -> BTreeMap<String, i64> {
     f.db.query(
@@ -378,7 +366,7 @@ fn a_breakdown_that_fails_costs_only_itself() {
     );
 
     // Refused: kept with its error for the day, the other breakdowns stored.
-    let (status, error, notes) = last_log(&mut f, 0);
+    let (status, error, notes) = f.last_log(0);
     assert_eq!(status, "completed", "{error:?}");
     assert!(
         notes
@@ -409,7 +397,7 @@ fn a_breakdown_that_fails_costs_only_itself() {
     );
 
     // Transient: nothing stored for it, left for the next run; the account completes.
-    let (status, error, notes) = last_log(&mut f, 1);
+    let (status, error, notes) = f.last_log(1);
     assert_eq!(status, "completed", "{error:?}");
     assert!(
         notes
@@ -425,7 +413,7 @@ fn a_breakdown_that_fails_costs_only_itself() {
     assert_eq!(f.sim.calls(Endpoint::FollowerDemographics, &users[1]), 7);
 
     // Rate limited: the account stops there, as at any other call.
-    let (status, error, _) = last_log(&mut f, 2);
+    let (status, error, _) = f.last_log(2);
     assert_eq!(status, "skipped");
     assert!(
         error
@@ -537,7 +525,7 @@ fn a_retry_after_is_honoured_by_the_next_runs_without_a_request() {
     let first = f.scheduled_sync();
     assert_eq!(first["status"], "partial", "{first}");
     assert_eq!(first["rate_limited_count"], 1, "{first}");
-    let (status, error, _) = last_log(&mut f, 1);
+    let (status, error, _) = f.last_log(1);
     assert_eq!(status, "skipped");
     assert!(
         error
@@ -569,7 +557,7 @@ fn a_retry_after_is_honoured_by_the_next_runs_without_a_request() {
             .unwrap_or(0)
             > 0
     );
-    let (status, error, _) = last_log(&mut f, 1);
+    let (status, error, _) = f.last_log(1);
     assert_eq!(status, "skipped");
     let error = error.unwrap_or_default();
     assert!(
@@ -579,7 +567,7 @@ fn a_retry_after_is_honoured_by_the_next_runs_without_a_request() {
         "{error}"
     );
     for i in [0, 2] {
-        assert_eq!(last_log(&mut f, i).0, "completed");
+        assert_eq!(f.last_log(i).0, "completed");
     }
     let still = wait_left(&mut f, 1).expect("still waiting");
     assert!(
@@ -611,7 +599,7 @@ fn a_retry_after_is_honoured_by_the_next_runs_without_a_request() {
             .unwrap_or(0)
             > 0
     );
-    assert_eq!(last_log(&mut f, 1).0, "completed");
+    assert_eq!(f.last_log(1).0, "completed");
     assert_eq!(
         f.count(&format!(
             "SELECT count(*) FROM pullsync.workspace_threads_posts WHERE workspace_threads_account_id = '{}'",

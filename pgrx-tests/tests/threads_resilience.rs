@@ -386,17 +386,6 @@ fn stored_text(f: &mut ThreadsFixture, post_id: &str) -> String {
     .get(0)
 }
 
-fn last_log(f: &mut ThreadsFixture, index: usize) -> (String, Option<String>, Vec<String>) {
-    let row =
-        f.db.query_one(
-            "SELECT status, error, notes FROM pullsync.sync_logs
-              WHERE workspace_threads_account_id = $1 ORDER BY id DESC LIMIT 1",
-            &[&f.accounts[index].0],
-        )
-        .unwrap();
-    (row.get(0), row.get(1), row.get(2))
-}
-
 #[test]
 fn malformed_text_is_stored_with_replacement_characters_and_the_account_completes() {
     // Each malformation in the newest post of its own account, and what its text becomes.
@@ -426,7 +415,7 @@ fn malformed_text_is_stored_with_replacement_characters_and_the_account_complete
     let run = f.scheduled_sync();
     assert_eq!(run["status"], "completed", "{run}");
     for (i, (malformation, tail)) in cases.iter().enumerate() {
-        let (status, error, notes) = last_log(&mut f, i);
+        let (status, error, notes) = f.last_log(i);
         assert_eq!(status, "completed", "{malformation:?}: {error:?}");
         assert!(
             notes.iter().any(|n| n.contains("replaced with U+FFFD")),
@@ -465,7 +454,7 @@ fn a_post_that_cannot_be_read_is_skipped_with_a_note_and_its_page_kept() {
     let first = f.sync_account(0);
     assert_eq!(first["status"], "completed", "{first}");
     assert_eq!(stored_posts(&mut f), 29, "the rest of the page is stored");
-    let (_, _, notes) = last_log(&mut f, 0);
+    let (_, _, notes) = f.last_log(0);
     assert!(
         notes
             .iter()
@@ -512,7 +501,7 @@ fn an_application_limit_defers_the_rest_of_the_run_without_a_request() {
         f.sim.counters()
     );
     for i in 0..4 {
-        let (status, error, _) = last_log(&mut f, i);
+        let (status, error, _) = f.last_log(i);
         assert_eq!(status, "skipped", "{error:?}");
         assert!(
             error
@@ -575,7 +564,7 @@ fn a_user_limit_stops_only_that_account() {
     assert_eq!(run["success_count"], 2, "{run}");
     assert_eq!(run["rate_limited_count"], 1, "{run}");
     assert_eq!(run["error_count"], 0, "{run}");
-    let (status, error, _) = last_log(&mut f, 1);
+    let (status, error, _) = f.last_log(1);
     assert_eq!(status, "skipped");
     assert!(
         error
@@ -586,7 +575,7 @@ fn a_user_limit_stops_only_that_account() {
     );
     assert_eq!(f.sim.counters().by_account[&limited], 1);
     for i in [0, 2] {
-        assert_eq!(last_log(&mut f, i).0, "completed");
+        assert_eq!(f.last_log(i).0, "completed");
     }
     assert_eq!(
         f.count("SELECT count(*) FROM pullsync.workspace_threads_tokens WHERE invalidated_at IS NOT NULL"),

@@ -11,13 +11,8 @@ use pullsync_tests::workers::{
     connect_retrying, differences, finished, queue, set_system, status, wait_finished, wait_for,
     worker_pids,
 };
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn sim() -> &'static SimServer {
     static SIM: OnceLock<SimServer> = OnceLock::new();
@@ -73,7 +68,7 @@ fn assert_clean(f: &mut Fixture) {
 
 #[test]
 fn the_call_returns_at_once_and_workers_share_the_run() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(150);
     let job = queue(&mut f.db);
     // Returned before the work was done: the job is still queued or running.
@@ -117,7 +112,7 @@ fn the_call_returns_at_once_and_workers_share_the_run() {
 
 #[test]
 fn an_error_in_one_unit_rolls_back_that_unit_only() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(0);
     let victim = f.accounts[2].0;
     f.db.batch_execute(&format!(
@@ -158,7 +153,7 @@ fn an_error_in_one_unit_rolls_back_that_unit_only() {
 
 #[test]
 fn kill_9_of_a_worker_mid_run_still_ends_with_clean_data() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(120);
     // One account a batch, so units finish one by one: with a batch each, both workers'
     // few accounts were written in the same instant and no moment was mid-run.
@@ -192,7 +187,7 @@ fn kill_9_of_a_worker_mid_run_still_ends_with_clean_data() {
 
 #[test]
 fn sigterm_stops_a_worker_and_its_units_are_picked_up() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(200);
     let job = queue(&mut f.db);
     wait_for(&mut f.db, "a unit running", Duration::from_secs(60), |db| {
@@ -223,7 +218,7 @@ fn sigterm_stops_a_worker_and_its_units_are_picked_up() {
 
 #[test]
 fn sighup_reloads_the_http_concurrency() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(60);
     let run = |f: &mut Fixture| {
         f.db.batch_execute("TRUNCATE pullsync.workspace_threads_posts CASCADE")
@@ -247,7 +242,7 @@ fn sighup_reloads_the_http_concurrency() {
 
 #[test]
 fn pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(0);
     f.db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         .unwrap();
@@ -369,7 +364,7 @@ fn without_pg_cron_schedule_defaults_explains_and_the_rest_works() {
 
 #[test]
 fn throttling_in_a_worker_run_stops_that_token_only() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(0);
     let throttled = f.accounts[1].1.clone();
     sim().add_fault(FaultSpec {
@@ -441,7 +436,7 @@ fn unit_worker(db: &mut Client, account: uuid::Uuid) -> Option<(i32, i32)> {
 
 #[test]
 fn a_unit_that_outlives_unit_timeout_is_not_pulled_twice() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(0);
     let _settings = WorkerSettings::apply(&mut f.db, &[("pullsync.unit_timeout", "10s")]);
     let (slow_id, slow) = f.accounts[0].clone();
@@ -475,7 +470,7 @@ fn a_unit_that_outlives_unit_timeout_is_not_pulled_twice() {
 
 #[test]
 fn a_fleet_that_needs_more_than_the_lock_ttl_is_synced_in_turn() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(0);
     // One account per batch and a pause after each: the run takes longer than the lock
     // TTL, as a large fleet does.
@@ -556,7 +551,7 @@ fn a_fleet_that_needs_more_than_the_lock_ttl_is_synced_in_turn() {
 
 #[test]
 fn a_unit_whose_worker_stops_every_time_fails_after_three_attempts() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(0);
     let (poison_id, poison) = f.accounts[2].clone();
     // Its listing never answers: each worker that takes it is stopped while it waits.
@@ -606,7 +601,7 @@ fn a_unit_whose_worker_stops_every_time_fails_after_three_attempts() {
 
 #[test]
 fn an_account_deleted_mid_run_ends_its_unit_as_skipped() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(0);
     let (gone_id, gone) = f.accounts[3].clone();
     fault_on(
@@ -638,7 +633,7 @@ fn an_account_deleted_mid_run_ends_its_unit_as_skipped() {
 /// queued, a Threads run queued after it is claimed first when a worker frees up.
 #[test]
 fn a_pile_of_one_kinds_jobs_does_not_keep_another_kind_waiting() {
-    let _serial = serial();
+    let _serial = pullsync_tests::feed::serial();
     let mut f = setup(0);
     let api = pullsync_tests::rest_api::start(pullsync_tests::rest_api::records(24));
     // Three pages of 8, each answered after 400 ms: a run holds its worker for over a second.

@@ -489,7 +489,14 @@ pub fn write_account(
             }
         }
 
-        if let (Some(insights), Some(links)) = (&pull.insights, &pull.link_clicks) {
+        // The links' current clicks add up to the account's: with none stored and none
+        // answered there is nothing to read or write (most accounts, most runs).
+        let clicks_before = previous_insights.as_ref().map_or(0, |p| p.values[6]);
+        let links = pull
+            .link_clicks
+            .as_ref()
+            .filter(|links| !links.is_empty() || clicks_before != 0);
+        if let (Some(insights), Some(links)) = (&pull.insights, links) {
             let written = write_link_clicks(
                 client,
                 account_id,
