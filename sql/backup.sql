@@ -5,48 +5,19 @@
 -- feed_epoch, which a restored database draws anew so that cursors handed out before the
 -- restore are refused.
 -- A new table is added here and in the version's upgrade script.
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_accounts', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_tokens', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_posts', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_post_metrics', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_post_metrics_deltas', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_insights', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_insights_deltas', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_links', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_link_clicks', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_account_link_clicks_deltas', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_threads_follower_demographics', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.system_job_logs', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_logs', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.conversations', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.conversation_messages', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_consumers', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_bookmarks', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_sources', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_sources', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_quarantine', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.reconciliation_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.sync_metric_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.alerts', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.workspace_roles', '');
-SELECT pg_catalog.pg_extension_config_dump('pullsync.feed_quarantine', '');
 
 -- The identity sequences, so restored tables go on numbering after their last row.
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_post_metrics', 'id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_post_metrics_deltas', 'id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_insights', 'id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_insights_deltas', 'id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_link_clicks', 'id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_link_clicks_deltas', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.system_job_logs', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.jobs', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_logs', 'id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_checkpoints', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.reconciliation_runs', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.sync_metrics', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.alerts', 'id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.feed_quarantine', 'id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.rest_quarantine', 'id')::regclass, '');

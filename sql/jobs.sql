@@ -25,7 +25,7 @@ DECLARE
 BEGIN
     IF job_id IS NULL THEN
         RAISE EXCEPTION 'job_id must not be null' USING ERRCODE = 'null_value_not_allowed',
-            HINT = 'Pass the job_id that threads_scheduled_sync() returned.';
+            HINT = 'Pass the job_id that the function which queued the job returned.';
     END IF;
     SELECT * INTO r FROM pullsync.jobs j WHERE j.id = job_status.job_id AND j.parent_id IS NULL;
     IF NOT FOUND THEN
@@ -65,25 +65,8 @@ BEGIN
                               '(cron, a systemd timer, a Kubernetes CronJob); see docs/OPERATIONS.md, Scheduling without pg_cron.'
                          END;
     END IF;
-    FOR d IN SELECT * FROM (VALUES
-            ('pullsync-threads-sync', '0,15,30,45 * * * *', 'SELECT pullsync.threads_scheduled_sync()'),
-            ('pullsync-token-refresh', '17 3 * * *', 'SELECT pullsync.threads_refresh_tokens(''7 days'')'),
-            ('pullsync-feed-incremental', '*/5 * * * *', 'SELECT pullsync.feed_scheduled_sync(''incremental'')'),
-            ('pullsync-feed-full', '0 2 * * *', 'SELECT pullsync.feed_scheduled_sync(''full'')'),
-            -- The last day up to an hour ago: newer rows may still be on their way.
-            ('pullsync-reconcile', '40 * * * *',
-             'SELECT pullsync.sync_reconcile(now() - interval ''25 hours'', now() - interval ''1 hour'', repair => true) '
-             || 'WHERE EXISTS (SELECT 1 FROM pullsync.feed_sources WHERE is_active)'),
-            -- The safety net of the Threads listing: the last 30 days of every account
-            -- with a usable token, missing posts written, vanished ones marked deleted.
-            ('pullsync-threads-reconcile', '23 4 * * *',
-             'SELECT pullsync.threads_reconcile(a.id, now() - interval ''30 days'', now()) '
-             || 'FROM pullsync.workspace_threads_accounts a WHERE a.is_active AND EXISTS ('
-             || 'SELECT 1 FROM pullsync.workspace_threads_tokens t WHERE t.workspace_threads_account_id = a.id '
-             || 'AND t.is_primary AND t.revoked_at IS NULL AND t.invalidated_at IS NULL AND t.expires_at > now())'),
-            ('pullsync-alerts', '*/5 * * * *', 'SELECT pullsync.check_alerts()'),
-            ('pullsync-cleanup', '0 3 * * 0', 'SELECT pullsync.cleanup()')
-        ) AS v(jobname, schedule, command)
+    -- Each source's (its SourceSpec::schedules), then the general ones.
+    FOR d IN SELECT * FROM pullsync.default_schedules()
     LOOP
         jobname := d.jobname;
         schedule := d.schedule;

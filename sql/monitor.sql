@@ -1,69 +1,35 @@
--- Each source states, in a view of its own, when it was configured (null: it is not), its
--- jobs queued or running, and the figures only it has; source_metrics joins them with the
--- metric totals. A new source adds its state view and one line to `states` below.
-CREATE VIEW pullsync.threads_source_state AS
-SELECT 'threads'::text                                AS source,
-       (SELECT min(created_at) FROM pullsync.workspace_threads_accounts WHERE is_active) AS configured_at,
-       (SELECT count(*) FROM pullsync.jobs j
-         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'threads_sync') AS jobs_running,
-       cardinality(r.usernames)::bigint               AS accounts_without_token,
-       r.usernames                                    AS accounts_needing_reauthorization,
-       NULL::bigint                                   AS items_quarantined,
-       -- Active accounts whose latest sync waited for Meta's rate limit (deferred to the
-       -- next run, no error).
-       (SELECT count(*) FROM pullsync.workspace_threads_accounts a
-          CROSS JOIN LATERAL (SELECT l.status, l.error FROM pullsync.sync_logs l
-                               WHERE l.workspace_threads_account_id = a.id
-                               ORDER BY l.started_at DESC, l.id DESC LIMIT 1) last
-         WHERE a.is_active AND last.status = 'skipped' AND last.error LIKE 'rate\_limited%') AS accounts_rate_limited
-  -- Active accounts without a usable token (expired, or refused by Threads), by username:
-  -- whoever must authorise the app again.
-  FROM (SELECT coalesce(array_agg(a.username ORDER BY a.username), '{}') AS usernames
-          FROM pullsync.workspace_threads_accounts a
-         WHERE a.is_active AND NOT EXISTS (
-               SELECT 1 FROM pullsync.workspace_threads_tokens k
-                WHERE k.workspace_threads_account_id = a.id AND k.is_primary
-                  AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now())) r;
+-- Each source states, in a view of its own (its `SourceSpec::state_view`), when each of
+-- its instances was configured (null: it is not), its jobs queued or running, and in
+-- `details` the figures only it has. source_states is all of them: CREATE EXTENSION
+-- defines it from the registered sources once every source's SQL has run
+-- (define_source_states() in sql/privileges.sql); until then it is empty.
+CREATE VIEW pullsync.source_states AS
+SELECT NULL::text AS source, NULL::timestamptz AS configured_at, NULL::bigint AS jobs_running,
+       NULL::jsonb AS details
+ WHERE false;
 
-CREATE VIEW pullsync.feed_source_state AS
-SELECT 'feed:' || f.consumer_id                       AS source,
-       CASE WHEN f.is_active THEN f.created_at END    AS configured_at,
-       (SELECT count(*) FROM pullsync.jobs j
-         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'feed_pull'
-           AND j.payload->>'consumer_id' = f.consumer_id) AS jobs_running,
-       NULL::bigint                                   AS accounts_without_token,
-       NULL::text[]                                   AS accounts_needing_reauthorization,
-       -- Items that could not be stored and wait in pullsync.feed_quarantine.
-       (SELECT count(*) FROM pullsync.feed_quarantine q
-         WHERE q.consumer_id = f.consumer_id AND q.resolved_at IS NULL) AS items_quarantined,
-       NULL::bigint                                   AS accounts_rate_limited
-  FROM pullsync.feed_sources f;
-
-CREATE VIEW pullsync.rest_source_state AS
-SELECT 'rest:' || r.name                              AS source,
-       CASE WHEN r.is_active THEN r.created_at END    AS configured_at,
-       (SELECT count(*) FROM pullsync.jobs j
-         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'rest_pull'
-           AND j.payload->>'name' = r.name)           AS jobs_running,
-       NULL::bigint                                   AS accounts_without_token,
-       NULL::text[]                                   AS accounts_needing_reauthorization,
-       -- Records the target would not take, waiting in pullsync.rest_quarantine.
-       (SELECT count(*) FROM pullsync.rest_quarantine q
-         WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined,
-       NULL::bigint                                   AS accounts_rate_limited
-  FROM pullsync.rest_sources r;
+-- source_states from every registered source's state view; run again by an upgrade that
+-- adds a source.
+CREATE FUNCTION pullsync.define_source_states() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    body text;
+BEGIN
+    SELECT string_agg(format('SELECT source, configured_at, jobs_running, details FROM %s', v.name::regclass),
+                      ' UNION ALL ' ORDER BY v.n)
+      INTO body
+      FROM pullsync.source_state_views() WITH ORDINALITY AS v(name, n);
+    EXECUTE 'CREATE OR REPLACE VIEW pullsync.source_states AS '
+         || coalesce(body, 'SELECT NULL::text, NULL::timestamptz, NULL::bigint, NULL::jsonb WHERE false');
+END
+$$;
 
 -- Monitoring figures per source, for pullsync.metrics(), pullsync.health() and
 -- postgres_exporter (docs/MONITORING.md). A source is one its state view says is
--- configured ('threads' with any active account, 'feed:<consumer_id>' for an active feed
--- source, 'rest:<name>' for an active REST source) or any source that has recorded runs ('maintenance').
+-- configured, or any that has recorded runs ('maintenance'). The columns after
+-- alerts_open are 0.2.0's, read from the sources' details, null where a source has none.
 CREATE VIEW pullsync.source_metrics AS
-WITH states AS (
-    SELECT * FROM pullsync.threads_source_state
-    UNION ALL
-    SELECT * FROM pullsync.feed_source_state
-    UNION ALL
-    SELECT * FROM pullsync.rest_source_state),
+WITH states AS (SELECT * FROM pullsync.source_states),
 sources AS (
     SELECT source FROM states WHERE configured_at IS NOT NULL
     UNION
@@ -85,10 +51,13 @@ SELECT s.source,
        coalesce(c.jobs_running, 0)                    AS jobs_running,
        (SELECT count(*) FROM pullsync.alerts a
          WHERE a.source = s.source AND a.resolved_at IS NULL) AS alerts_open,
-       c.accounts_without_token,
-       c.accounts_needing_reauthorization,
-       c.items_quarantined,
-       c.accounts_rate_limited
+       (c.details->>'accounts_without_token')::bigint AS accounts_without_token,
+       CASE WHEN c.details ? 'accounts_needing_reauthorization'
+            THEN ARRAY(SELECT jsonb_array_elements_text(c.details->'accounts_needing_reauthorization'))
+       END                                            AS accounts_needing_reauthorization,
+       (c.details->>'items_quarantined')::bigint      AS items_quarantined,
+       (c.details->>'accounts_rate_limited')::bigint  AS accounts_rate_limited,
+       c.details
   FROM sources s
   LEFT JOIN states c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);

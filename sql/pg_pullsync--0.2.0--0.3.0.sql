@@ -55,68 +55,107 @@ ALTER TABLE pullsync.alerts DROP CONSTRAINT alerts_alert_type_check,
     ADD CONSTRAINT alerts_alert_type_check
     CHECK (alert_type IN ('lag', 'error_rate', 'duration', 'token_expired', 'quarantine', 'throttled'));
 CREATE OR REPLACE VIEW pullsync.threads_source_state AS
-SELECT 'threads'::text                                AS source,
-       (SELECT min(created_at) FROM pullsync.workspace_threads_accounts WHERE is_active) AS configured_at,
-       (SELECT count(*) FROM pullsync.jobs j
-         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'threads_sync') AS jobs_running,
-       cardinality(r.usernames)::bigint               AS accounts_without_token,
-       r.usernames                                    AS accounts_needing_reauthorization,
-       NULL::bigint                                   AS items_quarantined,
-       -- Active accounts whose latest sync waited for Meta's rate limit (deferred to the
-       -- next run, no error).
-       (SELECT count(*) FROM pullsync.workspace_threads_accounts a
-          CROSS JOIN LATERAL (SELECT l.status, l.error FROM pullsync.sync_logs l
-                               WHERE l.workspace_threads_account_id = a.id
-                               ORDER BY l.started_at DESC, l.id DESC LIMIT 1) last
-         WHERE a.is_active AND last.status = 'skipped' AND last.error LIKE 'rate\_limited%') AS accounts_rate_limited
-  -- Active accounts without a usable token (expired, or refused by Threads), by username:
-  -- whoever must authorise the app again.
-  FROM (SELECT coalesce(array_agg(a.username ORDER BY a.username), '{}') AS usernames
-          FROM pullsync.workspace_threads_accounts a
-         WHERE a.is_active AND NOT EXISTS (
-               SELECT 1 FROM pullsync.workspace_threads_tokens k
-                WHERE k.workspace_threads_account_id = a.id AND k.is_primary
-                  AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now())) r;
+SELECT s.*,
+       -- what only this source has, for source_metrics.details
+       jsonb_build_object('accounts_without_token', s.accounts_without_token,
+                          'accounts_needing_reauthorization', to_jsonb(s.accounts_needing_reauthorization),
+                          'accounts_rate_limited', s.accounts_rate_limited) AS details
+  FROM (SELECT 'threads'::text                                AS source,
+              (SELECT min(created_at) FROM pullsync.workspace_threads_accounts WHERE is_active) AS configured_at,
+              (SELECT count(*) FROM pullsync.jobs j
+                WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'threads_sync') AS jobs_running,
+              cardinality(r.usernames)::bigint               AS accounts_without_token,
+              r.usernames                                    AS accounts_needing_reauthorization,
+              NULL::bigint                                   AS items_quarantined,
+              -- Active accounts whose latest sync waited for Meta's rate limit (deferred to the
+              -- next run, no error).
+              (SELECT count(*) FROM pullsync.workspace_threads_accounts a
+                 CROSS JOIN LATERAL (SELECT l.status, l.error FROM pullsync.sync_logs l
+                                      WHERE l.workspace_threads_account_id = a.id
+                                      ORDER BY l.started_at DESC, l.id DESC LIMIT 1) last
+                WHERE a.is_active AND last.status = 'skipped' AND last.error LIKE 'rate\_limited%') AS accounts_rate_limited
+         -- Active accounts without a usable token (expired, or refused by Threads), by username:
+         -- whoever must authorise the app again.
+         FROM (SELECT coalesce(array_agg(a.username ORDER BY a.username), '{}') AS usernames
+                 FROM pullsync.workspace_threads_accounts a
+                WHERE a.is_active AND NOT EXISTS (
+                      SELECT 1 FROM pullsync.workspace_threads_tokens k
+                       WHERE k.workspace_threads_account_id = a.id AND k.is_primary
+                         AND k.revoked_at IS NULL AND k.invalidated_at IS NULL AND k.expires_at > now())) r) s;
 
 CREATE OR REPLACE VIEW pullsync.feed_source_state AS
-SELECT 'feed:' || f.consumer_id                       AS source,
-       CASE WHEN f.is_active THEN f.created_at END    AS configured_at,
-       (SELECT count(*) FROM pullsync.jobs j
-         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'feed_pull'
-           AND j.payload->>'consumer_id' = f.consumer_id) AS jobs_running,
-       NULL::bigint                                   AS accounts_without_token,
-       NULL::text[]                                   AS accounts_needing_reauthorization,
-       -- Items that could not be stored and wait in pullsync.feed_quarantine.
-       (SELECT count(*) FROM pullsync.feed_quarantine q
-         WHERE q.consumer_id = f.consumer_id AND q.resolved_at IS NULL) AS items_quarantined,
-       NULL::bigint                                   AS accounts_rate_limited
-  FROM pullsync.feed_sources f;
+SELECT s.*,
+       -- what only this source has, for source_metrics.details
+       jsonb_build_object('items_quarantined', s.items_quarantined) AS details
+  FROM (SELECT 'feed:' || f.consumer_id                       AS source,
+              CASE WHEN f.is_active THEN f.created_at END    AS configured_at,
+              (SELECT count(*) FROM pullsync.jobs j
+                WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'feed_pull'
+                  AND j.payload->>'consumer_id' = f.consumer_id) AS jobs_running,
+              NULL::bigint                                   AS accounts_without_token,
+              NULL::text[]                                   AS accounts_needing_reauthorization,
+              -- Items that could not be stored and wait in pullsync.feed_quarantine.
+              (SELECT count(*) FROM pullsync.feed_quarantine q
+                WHERE q.consumer_id = f.consumer_id AND q.resolved_at IS NULL) AS items_quarantined,
+              NULL::bigint                                   AS accounts_rate_limited
+         FROM pullsync.feed_sources f) s;
 
 CREATE OR REPLACE VIEW pullsync.rest_source_state AS
-SELECT 'rest:' || r.name                              AS source,
-       CASE WHEN r.is_active THEN r.created_at END    AS configured_at,
-       (SELECT count(*) FROM pullsync.jobs j
-         WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'rest_pull'
-           AND j.payload->>'name' = r.name)           AS jobs_running,
-       NULL::bigint                                   AS accounts_without_token,
-       NULL::text[]                                   AS accounts_needing_reauthorization,
-       -- Records the target would not take, waiting in pullsync.rest_quarantine.
-       (SELECT count(*) FROM pullsync.rest_quarantine q
-         WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined,
-       NULL::bigint                                   AS accounts_rate_limited
-  FROM pullsync.rest_sources r;
+SELECT s.*,
+       -- what only this source has, for source_metrics.details
+       jsonb_build_object('items_quarantined', s.items_quarantined) AS details
+  FROM (SELECT 'rest:' || r.name                              AS source,
+              CASE WHEN r.is_active THEN r.created_at END    AS configured_at,
+              (SELECT count(*) FROM pullsync.jobs j
+                WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'rest_pull'
+                  AND j.payload->>'name' = r.name)           AS jobs_running,
+              NULL::bigint                                   AS accounts_without_token,
+              NULL::text[]                                   AS accounts_needing_reauthorization,
+              -- Records the target would not take, waiting in pullsync.rest_quarantine.
+              (SELECT count(*) FROM pullsync.rest_quarantine q
+                WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined,
+              NULL::bigint                                   AS accounts_rate_limited
+         FROM pullsync.rest_sources r) s;
+
+-- A source is one folder (issue 39): each state view gains `details`, the figures only
+-- its source has, and source_metrics reads them all through source_states, which lists
+-- the registered sources' state views.
+-- Each source states, in a view of its own (its `SourceSpec::state_view`), when each of
+-- its instances was configured (null: it is not), its jobs queued or running, and in
+-- `details` the figures only it has. source_states is all of them: CREATE EXTENSION
+-- defines it from the registered sources once every source's SQL has run
+-- (define_source_states() in sql/privileges.sql); until then it is empty.
+CREATE VIEW pullsync.source_states AS
+SELECT NULL::text AS source, NULL::timestamptz AS configured_at, NULL::bigint AS jobs_running,
+       NULL::jsonb AS details
+ WHERE false;
+
+-- source_states from every registered source's state view; run again by an upgrade that
+-- adds a source.
+CREATE FUNCTION pullsync.define_source_states() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    body text;
+BEGIN
+    SELECT string_agg(format('SELECT source, configured_at, jobs_running, details FROM %s', v.name::regclass),
+                      ' UNION ALL ' ORDER BY v.n)
+      INTO body
+      FROM pullsync.source_state_views() WITH ORDINALITY AS v(name, n);
+    EXECUTE 'CREATE OR REPLACE VIEW pullsync.source_states AS '
+         || coalesce(body, 'SELECT NULL::text, NULL::timestamptz, NULL::bigint, NULL::jsonb WHERE false');
+END
+$$;
+
+CREATE FUNCTION pullsync."source_state_views"() RETURNS SETOF TEXT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'source_state_views_wrapper';
 
 -- Monitoring figures per source, for pullsync.metrics(), pullsync.health() and
 -- postgres_exporter (docs/MONITORING.md). A source is one its state view says is
--- configured ('threads' with any active account, 'feed:<consumer_id>' for an active feed
--- source, 'rest:<name>' for an active REST source) or any source that has recorded runs ('maintenance').
+-- configured, or any that has recorded runs ('maintenance'). The columns after
+-- alerts_open are 0.2.0's, read from the sources' details, null where a source has none.
 CREATE OR REPLACE VIEW pullsync.source_metrics AS
-WITH states AS (
-    SELECT * FROM pullsync.threads_source_state
-    UNION ALL
-    SELECT * FROM pullsync.feed_source_state
-    UNION ALL
-    SELECT * FROM pullsync.rest_source_state),
+WITH states AS (SELECT * FROM pullsync.source_states),
 sources AS (
     SELECT source FROM states WHERE configured_at IS NOT NULL
     UNION
@@ -138,13 +177,19 @@ SELECT s.source,
        coalesce(c.jobs_running, 0)                    AS jobs_running,
        (SELECT count(*) FROM pullsync.alerts a
          WHERE a.source = s.source AND a.resolved_at IS NULL) AS alerts_open,
-       c.accounts_without_token,
-       c.accounts_needing_reauthorization,
-       c.items_quarantined,
-       c.accounts_rate_limited
+       (c.details->>'accounts_without_token')::bigint AS accounts_without_token,
+       CASE WHEN c.details ? 'accounts_needing_reauthorization'
+            THEN ARRAY(SELECT jsonb_array_elements_text(c.details->'accounts_needing_reauthorization'))
+       END                                            AS accounts_needing_reauthorization,
+       (c.details->>'items_quarantined')::bigint      AS items_quarantined,
+       (c.details->>'accounts_rate_limited')::bigint  AS accounts_rate_limited,
+       c.details
   FROM sources s
   LEFT JOIN states c USING (source)
   LEFT JOIN pullsync.sync_metric_totals t USING (source);
+SELECT pullsync.define_source_states();
+REVOKE ALL ON pullsync.source_states FROM PUBLIC;
+REVOKE ALL ON FUNCTION pullsync.define_source_states(), pullsync.source_state_views() FROM PUBLIC;
 
 -- Threads as Meta serves it in 2026 (issue 37): link clicks per URL in three layers,
 -- follower demographics a day per breakdown, the post fields without a column of their
@@ -293,6 +338,15 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pu
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.workspace_threads_account_link_clicks_deltas', 'id')::regclass, '');
 
 -- The scheduling functions refuse on a standby as the others do (SQLSTATE 25006, issue 38).
+-- schedule_defaults() takes the default jobs from the registered sources (issue 39).
+CREATE FUNCTION pullsync."default_schedules"() RETURNS TABLE (
+	"jobname" TEXT,
+	"schedule" TEXT,
+	"command" TEXT
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'default_schedules_wrapper';
+REVOKE ALL ON FUNCTION pullsync.default_schedules() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pullsync.schedule_defaults(OUT jobname text, OUT schedule text, OUT command text, OUT jobid bigint)
 RETURNS SETOF record
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -313,25 +367,8 @@ BEGIN
                               '(cron, a systemd timer, a Kubernetes CronJob); see docs/OPERATIONS.md, Scheduling without pg_cron.'
                          END;
     END IF;
-    FOR d IN SELECT * FROM (VALUES
-            ('pullsync-threads-sync', '0,15,30,45 * * * *', 'SELECT pullsync.threads_scheduled_sync()'),
-            ('pullsync-token-refresh', '17 3 * * *', 'SELECT pullsync.threads_refresh_tokens(''7 days'')'),
-            ('pullsync-feed-incremental', '*/5 * * * *', 'SELECT pullsync.feed_scheduled_sync(''incremental'')'),
-            ('pullsync-feed-full', '0 2 * * *', 'SELECT pullsync.feed_scheduled_sync(''full'')'),
-            -- The last day up to an hour ago: newer rows may still be on their way.
-            ('pullsync-reconcile', '40 * * * *',
-             'SELECT pullsync.sync_reconcile(now() - interval ''25 hours'', now() - interval ''1 hour'', repair => true) '
-             || 'WHERE EXISTS (SELECT 1 FROM pullsync.feed_sources WHERE is_active)'),
-            -- The safety net of the Threads listing: the last 30 days of every account
-            -- with a usable token, missing posts written, vanished ones marked deleted.
-            ('pullsync-threads-reconcile', '23 4 * * *',
-             'SELECT pullsync.threads_reconcile(a.id, now() - interval ''30 days'', now()) '
-             || 'FROM pullsync.workspace_threads_accounts a WHERE a.is_active AND EXISTS ('
-             || 'SELECT 1 FROM pullsync.workspace_threads_tokens t WHERE t.workspace_threads_account_id = a.id '
-             || 'AND t.is_primary AND t.revoked_at IS NULL AND t.invalidated_at IS NULL AND t.expires_at > now())'),
-            ('pullsync-alerts', '*/5 * * * *', 'SELECT pullsync.check_alerts()'),
-            ('pullsync-cleanup', '0 3 * * 0', 'SELECT pullsync.cleanup()')
-        ) AS v(jobname, schedule, command)
+    -- Each source's (its SourceSpec::schedules), then the general ones.
+    FOR d IN SELECT * FROM pullsync.default_schedules()
     LOOP
         jobname := d.jobname;
         schedule := d.schedule;
@@ -365,5 +402,75 @@ BEGIN
         removed := removed + 1;
     END LOOP;
     RETURN removed;
+END
+$$;
+
+-- The shared log tables speak of subjects (issue 39): `subject` is what a run or a
+-- reconciliation was about, as its source names it. 0.2.0's columns stay for their
+-- readers, filled by each source's trigger. A REST source's name, which 0.2.0 wrote into
+-- consumer_id (the feed's column), is its subject from now on; rows already written keep
+-- what they hold.
+ALTER TABLE pullsync.sync_logs ADD COLUMN subject text;
+UPDATE pullsync.sync_logs SET subject = coalesce(workspace_threads_account_id::text, consumer_id, '');
+ALTER TABLE pullsync.sync_logs ALTER COLUMN subject SET NOT NULL;
+CREATE INDEX sync_logs_subject_idx ON pullsync.sync_logs (source, subject, started_at DESC);
+ALTER TABLE pullsync.reconciliation_runs ADD COLUMN subject text;
+UPDATE pullsync.reconciliation_runs
+   SET subject = coalesce(workspace_threads_account_id::text, consumer_id,
+                          (SELECT min(s.value->>'rest_source') FROM jsonb_each(details->'streams') s), '');
+ALTER TABLE pullsync.reconciliation_runs ALTER COLUMN subject SET NOT NULL;
+-- The shared log tables' subject of a Threads row is its account: whichever of the two a
+-- writer gives, the other is filled.
+CREATE FUNCTION pullsync.threads_subject() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    NEW.subject := coalesce(NEW.subject, NEW.workspace_threads_account_id::text);
+    NEW.workspace_threads_account_id := coalesce(NEW.workspace_threads_account_id, NEW.subject::uuid);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER threads_subject BEFORE INSERT ON pullsync.sync_logs
+    FOR EACH ROW WHEN (NEW.source = 'threads') EXECUTE FUNCTION pullsync.threads_subject();
+CREATE TRIGGER threads_subject BEFORE INSERT ON pullsync.reconciliation_runs
+    FOR EACH ROW WHEN (NEW.source = 'threads') EXECUTE FUNCTION pullsync.threads_subject();
+-- The shared log tables' subject of a feed row is its source's consumer_id: whichever of
+-- the two a writer gives, the other is filled.
+CREATE FUNCTION pullsync.feed_subject() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    NEW.subject := coalesce(NEW.subject, NEW.consumer_id);
+    NEW.consumer_id := coalesce(NEW.consumer_id, NEW.subject);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER feed_subject BEFORE INSERT ON pullsync.sync_logs
+    FOR EACH ROW WHEN (NEW.source = 'feed') EXECUTE FUNCTION pullsync.feed_subject();
+CREATE TRIGGER feed_subject BEFORE INSERT ON pullsync.reconciliation_runs
+    FOR EACH ROW WHEN (NEW.source = 'feed') EXECUTE FUNCTION pullsync.feed_subject();
+REVOKE ALL ON FUNCTION pullsync.threads_subject(), pullsync.feed_subject() FROM PUBLIC;
+
+-- job_status() no longer names a source in its hint.
+CREATE OR REPLACE FUNCTION pullsync.job_status(job_id bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r pullsync.jobs;
+BEGIN
+    IF job_id IS NULL THEN
+        RAISE EXCEPTION 'job_id must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the job_id that the function which queued the job returned.';
+    END IF;
+    SELECT * INTO r FROM pullsync.jobs j WHERE j.id = job_status.job_id AND j.parent_id IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'undefined_object',
+            HINT = 'See pullsync.jobs_running for runs under way, or pullsync.system_job_logs for past runs.';
+    END IF;
+    RETURN jsonb_build_object(
+        'job_id', r.id, 'kind', r.kind, 'state', r.state, 'phase', r.phase,
+        'units_done', r.units_done, 'units_total', r.units_total,
+        'queued_at', r.created_at, 'started_at', r.claimed_at, 'finished_at', r.finished_at,
+        'errors', r.errors, 'errors_so_far', jsonb_array_length(r.errors),
+        'worker_pids', (SELECT coalesce(jsonb_agg(DISTINCT u.worker_pid), '[]') FROM pullsync.jobs u
+                         WHERE u.parent_id = r.id AND u.worker_pid IS NOT NULL),
+        'result', r.result);
 END
 $$;

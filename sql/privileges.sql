@@ -1,14 +1,25 @@
--- Runs after every function exists: nothing of pg_pullsync is usable by PUBLIC.
--- docs/SECURITY.md shows the grants for operator and reader roles.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pullsync FROM PUBLIC;
+-- Runs after every source's SQL: source_states from their state views (sql/monitor.sql).
+SELECT pullsync.define_source_states();
+
+-- Runs after every function exists: nothing of pg_pullsync is usable by PUBLIC but what a
+-- file granted on purpose (a function whose privileges were never set is revoked; the
+-- sources' SQL files grant their own). docs/SECURITY.md shows the grants for operator and
+-- reader roles.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'pullsync'::regnamespace AND p.proacl IS NULL
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$$;
 REVOKE ALL ON ALL TABLES IN SCHEMA pullsync FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pullsync FROM PUBLIC;
 -- Checked on every write of a source name (sources.sql), whoever writes; it tells only
 -- which sources this library has.
 GRANT EXECUTE ON FUNCTION pullsync.is_source(text) TO PUBLIC;
--- Row security's checks in the form Citus takes: each answers only for the caller, within
--- what the caller's own row security already lets it see.
-GRANT EXECUTE ON FUNCTION pullsync.account_visible(uuid), pullsync.role_held(name) TO PUBLIC;
--- Whether the calling role may use a REST source (rest_schedule asks it with the caller's
--- rights); it tells only that, for the caller alone.
-GRANT EXECUTE ON FUNCTION pullsync.rest_check_access(text) TO PUBLIC;
+-- Row security's check in the form Citus takes: it answers only for the caller.
+GRANT EXECUTE ON FUNCTION pullsync.role_held(name) TO PUBLIC;

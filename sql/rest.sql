@@ -1,3 +1,45 @@
+-- The REST source: its sources and quarantine, scheduling, its state. docs/REST.md.
+
+-- A REST source (docs/REST.md): its checked configuration (without the secret), the
+-- sealed secret, the role whose rights every write into its target has, and where its
+-- runs stand. A run's position and marks are written with each page it commits.
+CREATE TABLE pullsync.rest_sources (
+    name             text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,64}$'),
+    config           jsonb NOT NULL,
+    secret_encrypted text CHECK (secret_encrypted LIKE 'v1:%'),
+    owner_role       name NOT NULL,
+    is_active        boolean NOT NULL DEFAULT true,
+    -- the high-water mark the next run sends (incremental sources)
+    high_water       text,
+    -- an unfinished run: where it resumes, the mark it sends, the highest value it wrote
+    run_position     jsonb,
+    run_since        text,
+    run_high_water   text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+
+-- Records of a REST source its target would not take (a value of the wrong type, a
+-- constraint): kept as mapped rows with the reason, so the run goes on and nothing is
+-- lost; pullsync.rest_retry_quarantined() applies them again once the cause is fixed.
+CREATE TABLE pullsync.rest_quarantine (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source_name    text NOT NULL REFERENCES pullsync.rest_sources (name) ON DELETE CASCADE,
+    record_key     text,
+    reason         text NOT NULL,
+    row_data       jsonb NOT NULL,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    retried_at     timestamptz,
+    resolved_at    timestamptz
+);
+CREATE INDEX rest_quarantine_open_idx
+    ON pullsync.rest_quarantine (source_name, id) WHERE resolved_at IS NULL;
+
+-- Whether the calling role may use a REST source (rest_schedule asks it with the caller's
+-- rights): it tells only that, for the caller alone, so every role may ask.
+REVOKE ALL ON FUNCTION pullsync.rest_check_access(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pullsync.rest_check_access(text) TO PUBLIC;
+
 -- Scheduling a REST source with pg_cron: a job named pullsync-rest-<name> that queues its
 -- pull (rest_enqueue refuses a name that is not a source). Idempotent (pg_cron replaces a job of the same name); runs with the caller's
 -- rights, as schedule_defaults() does. A source of another role's is refused up front
@@ -28,3 +70,26 @@ BEGIN
                          format('SELECT pullsync.rest_enqueue(%L)', name));
 END
 $$;
+
+-- Its state, for pullsync.source_metrics (sql/monitor.sql).
+CREATE VIEW pullsync.rest_source_state AS
+SELECT s.*,
+       -- what only this source has, for source_metrics.details
+       jsonb_build_object('items_quarantined', s.items_quarantined) AS details
+  FROM (SELECT 'rest:' || r.name                              AS source,
+              CASE WHEN r.is_active THEN r.created_at END    AS configured_at,
+              (SELECT count(*) FROM pullsync.jobs j
+                WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'rest_pull'
+                  AND j.payload->>'name' = r.name)           AS jobs_running,
+              NULL::bigint                                   AS accounts_without_token,
+              NULL::text[]                                   AS accounts_needing_reauthorization,
+              -- Records the target would not take, waiting in pullsync.rest_quarantine.
+              (SELECT count(*) FROM pullsync.rest_quarantine q
+                WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined,
+              NULL::bigint                                   AS accounts_rate_limited
+         FROM pullsync.rest_sources r) s;
+
+-- Its tables' rows go into pg_dump's backups (sql/backup.sql says why).
+SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_sources', '');
+SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_quarantine', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.rest_quarantine', 'id')::regclass, '');

@@ -10,22 +10,11 @@ use std::time::Duration;
 
 static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTION_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-/// Threads' production API, with the version this library speaks.
-const THREADS_API_URL_DEFAULT: &std::ffi::CStr = c"https://graph.threads.net/v1.0";
-static THREADS_API_URL: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(THREADS_API_URL_DEFAULT));
 static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 /// kB. Large enough for a 5,000-row feed page of 12 kB rows.
 static HTTP_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
-/// kB. A REST page is parsed whole into a JSON tree, which costs 10× its bytes for
-/// ordinary records and up to ~200× for a page of tiny objects (issue 36): far below the
-/// feed's cap, and above the pages real APIs send (100 records of a few kB).
-static REST_MAX_RESPONSE_KB: GucSetting<i32> = GucSetting::<i32>::new(4 * 1024);
-static REST_RUN_BUDGET_SECS: GucSetting<i32> = GucSetting::<i32>::new(600);
 static MAX_SESSION_CALLS: GucSetting<i32> = GucSetting::<i32>::new(4);
-/// kB. Below the consumers' response limit, so a page always fits.
-static FEED_PAGE_MAX_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
 static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static ACCOUNT_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -35,19 +24,6 @@ static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static HTTP_MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 static HTTP_RETRY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
-static THREADS_RATE_LIMIT: GucSetting<f64> = GucSetting::<f64>::new(0.0);
-static THREADS_DEMOGRAPHICS: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"country,city,age,gender"));
-static METRICS_EVERY_RUN_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-static METRICS_HOURLY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
-static METRICS_DAILY_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
-static SNAPSHOT_HEARTBEAT_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-static FEED_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static FEED_TLS_CERT_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static FEED_TLS_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static FEED_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(256);
-static FEED_HEADER_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-static FEED_IDLE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static HTTP_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static HTTP_ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static UNIT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(600);
@@ -93,15 +69,6 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::SUPERUSER_ONLY,
     );
-    // Superuser-only: whoever sets the API URL receives the tokens.
-    GucRegistry::define_string_guc(
-        c"pullsync.threads_api_url",
-        c"Base URL of the Threads Graph API, with its version.",
-        c"Point it at a simulator for demos and tests.",
-        &THREADS_API_URL,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
     GucRegistry::define_int_guc(
         c"pullsync.http_timeout",
         c"Timeout of one HTTP request.",
@@ -133,44 +100,14 @@ pub fn register(preloading: bool) {
         GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
-        c"pullsync.rest_max_response_size",
-        c"A REST source's answer larger than this is refused while it is read.",
-        c"Bounds the memory of a REST pull: a page costs the backend up to ~15 times its size while it is written.",
-        &REST_MAX_RESPONSE_KB,
-        64,
-        1024 * 1024,
-        GucContext::Suset,
-        GucFlags::UNIT_KB,
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.rest_run_budget",
-        c"A REST run stops, partial and resumable, once it has read pages for this long.",
-        c"Bounds how long one source holds a worker: the page under way is finished and committed with its position first.",
-        &REST_RUN_BUDGET_SECS,
-        1,
-        86_400,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
         c"pullsync.max_session_calls",
-        c"How many calls made in sessions (rest_pull, feed_pull, threads_sync_account, the reconciliations, run_jobs) may run at once.",
+        c"How many calls made in sessions (a pull, sync or reconciliation called in SQL, run_jobs) may run at once.",
         c"Each runs in a background process of its own, a slot of max_worker_processes; beyond this a call is refused (53000) rather than taking the slots parallel query, replication and pg_cron need.",
         &MAX_SESSION_CALLS,
         1,
         1000,
         GucContext::Suset,
         GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.feed_page_max_size",
-        c"A feed page ends early once its rows reach this size (it always holds at least one row).",
-        c"Keep it below the consumers' pullsync.http_max_response_size.",
-        &FEED_PAGE_MAX_KB,
-        64,
-        1024 * 1024,
-        GucContext::Suset,
-        GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
         c"pullsync.batch_size",
@@ -232,70 +169,6 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::UNIT_MS,
     );
-    GucRegistry::define_float_guc(
-        c"pullsync.threads_rate_limit",
-        c"Threads API requests per second per token; 0 means no limit beyond http_concurrency.",
-        c"A token bucket per token; Threads also answers throttling with 429 and Retry-After, which runs honour.",
-        &THREADS_RATE_LIMIT,
-        0.0,
-        10_000.0,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    // SAFETY: the check hook is guarded and only reads its argument.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"pullsync.threads_demographics",
-            c"Follower demographics breakdowns a sync stores once a day: country, city, age, gender.",
-            c"Comma-separated; empty stores none. Each costs one request a day per account with at least 100 followers.",
-            &THREADS_DEMOGRAPHICS,
-            GucContext::Suset,
-            GucFlags::default(),
-            Some(check_demographics),
-            None,
-            None,
-        );
-    }
-    GucRegistry::define_int_guc(
-        c"pullsync.metrics_every_run_age",
-        c"Posts younger than this get their metrics refreshed on every run.",
-        c"Young posts change fastest; docs/THREADS.md describes the refresh tiers.",
-        &METRICS_EVERY_RUN_AGE_S,
-        0,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.metrics_hourly_age",
-        c"Posts younger than this (and older than metrics_every_run_age) are refreshed at most hourly.",
-        c"docs/THREADS.md describes the refresh tiers.",
-        &METRICS_HOURLY_AGE_S,
-        0,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.metrics_daily_age",
-        c"Posts younger than this are refreshed at most daily; older ones at most weekly.",
-        c"docs/THREADS.md describes the refresh tiers.",
-        &METRICS_DAILY_AGE_S,
-        0,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.snapshot_heartbeat",
-        c"An unchanged value still gets a new L1 snapshot once this much time has passed.",
-        c"Keeps the L1 history dense enough to show that a value held, without a row per run.",
-        &SNAPSHOT_HEARTBEAT_S,
-        1,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
     GucRegistry::define_int_guc(
         c"pullsync.unit_timeout",
         c"A claimed unit whose worker is silent this long goes back to the queue.",
@@ -349,7 +222,6 @@ pub fn register(preloading: bool) {
     }
     register_monitoring();
     register_retention();
-    register_feed_server();
     if preloading {
         GucRegistry::define_int_guc(
             c"pullsync.workers",
@@ -358,14 +230,6 @@ pub fn register(preloading: bool) {
             &WORKERS,
             0,
             64,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
-        GucRegistry::define_string_guc(
-            c"pullsync.feed_listen",
-            c"Address of the built-in HTTP feed server, e.g. 127.0.0.1:8787; empty = off.",
-            c"Serves pullsync.database's conversation feed to consumers with API keys.",
-            &FEED_LISTEN,
             GucContext::Postmaster,
             GucFlags::default(),
         );
@@ -443,57 +307,6 @@ fn register_monitoring() {
     );
 }
 
-/// The feed server reads these at start and restarts itself when one changes on reload,
-/// except a renewed certificate in the same files, which it takes in place.
-fn register_feed_server() {
-    GucRegistry::define_string_guc(
-        c"pullsync.feed_tls_cert_file",
-        c"PEM certificate chain of the feed server; with pullsync.feed_tls_key_file it serves HTTPS only.",
-        c"A renewed certificate in the same files is taken on reload, without a restart.",
-        &FEED_TLS_CERT_FILE,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"pullsync.feed_tls_key_file",
-        c"PEM private key of the feed server's certificate.",
-        c"Only the server's operating-system user may read it (mode 0600), or root-owned with mode 0640.",
-        &FEED_TLS_KEY_FILE,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.feed_max_connections",
-        c"Connections the feed server holds at once; more are answered 503 and closed.",
-        c"Bounds the feed server's memory and file descriptors under a flood of connections.",
-        &FEED_MAX_CONNECTIONS,
-        1,
-        100_000,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.feed_header_timeout",
-        c"A feed client must send its request headers (and finish the TLS handshake) within this time.",
-        c"Slow clients (slowloris) are cut off instead of holding a connection slot.",
-        &FEED_HEADER_TIMEOUT_MS,
-        100,
-        600_000,
-        GucContext::Sighup,
-        GucFlags::UNIT_MS,
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.feed_idle_timeout",
-        c"A feed connection that moves no byte for this long is closed.",
-        c"Frees the slots of clients that went away without closing.",
-        &FEED_IDLE_TIMEOUT_MS,
-        100,
-        3_600_000,
-        GucContext::Sighup,
-        GucFlags::UNIT_MS,
-    );
-}
-
 fn register_retention() {
     GucRegistry::define_int_guc(
         c"pullsync.log_retention",
@@ -527,7 +340,7 @@ fn register_retention() {
     );
 }
 
-fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
+pub(crate) fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting
         .get()
         .map(|s| s.to_string_lossy().into_owned())
@@ -538,7 +351,7 @@ fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
 ///
 /// # Safety
 /// `newval` is the pointer Postgres passes to a string check hook.
-unsafe fn proposed(newval: *mut *mut std::ffi::c_char) -> Option<String> {
+pub(crate) unsafe fn proposed(newval: *mut *mut std::ffi::c_char) -> Option<String> {
     // SAFETY: Postgres passes a valid pointer to the proposed value (NULL or a C string).
     unsafe {
         match *newval {
@@ -549,7 +362,7 @@ unsafe fn proposed(newval: *mut *mut std::ffi::c_char) -> Option<String> {
 }
 
 /// Refuses a proposed value, saying why (always false, the check hook's answer).
-fn refuse(message: String) -> bool {
+pub(crate) fn refuse(message: String) -> bool {
     let message =
         CString::new(message.replace('\0', "")).unwrap_or_else(|_| c"invalid value".into());
     // SAFETY: pstrdup copies into the current memory context, where Postgres expects it;
@@ -574,23 +387,6 @@ unsafe extern "C-unwind" fn check_allowed_hosts(
     match pullsync_core::http::Destinations::parse(&value) {
         Ok(_) => true,
         Err(why) => refuse(format!("invalid pullsync.http_allowed_hosts entry {why}")),
-    }
-}
-
-/// Refuses a `pullsync.threads_demographics` naming a breakdown Meta does not answer.
-#[pg_guard]
-unsafe extern "C-unwind" fn check_demographics(
-    newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: called by Postgres as a string check hook.
-    let Some(value) = (unsafe { proposed(newval) }) else {
-        return true;
-    };
-    match threads_model::demographics::parse_breakdowns(&value) {
-        Ok(_) => true,
-        Err(why) => refuse(format!("invalid pullsync.threads_demographics: {why}")),
     }
 }
 
@@ -632,32 +428,8 @@ pub fn sealing_key() -> Result<SealingKey> {
     SealingKey::from_base64(&text).map_err(|e| PullsyncError::KeyUnusable(e.to_string()))
 }
 
-pub fn feed_listen() -> Option<String> {
-    text(&FEED_LISTEN)
-}
-
-pub fn feed_tls_cert_file() -> Option<String> {
-    text(&FEED_TLS_CERT_FILE)
-}
-
-pub fn feed_tls_key_file() -> Option<String> {
-    text(&FEED_TLS_KEY_FILE)
-}
-
 fn http_ca_file() -> Option<String> {
     text(&HTTP_CA_FILE)
-}
-
-pub fn feed_front_settings() -> pullsync_core::feed::front::FrontSettings {
-    pullsync_core::feed::front::FrontSettings {
-        max_connections: FEED_MAX_CONNECTIONS.get() as usize,
-        header_timeout: Duration::from_millis(FEED_HEADER_TIMEOUT_MS.get() as u64),
-        idle_timeout: Duration::from_millis(FEED_IDLE_TIMEOUT_MS.get() as u64),
-    }
-}
-
-pub fn threads_api_url() -> String {
-    text(&THREADS_API_URL).unwrap_or_else(|| THREADS_API_URL_DEFAULT.to_string_lossy().into_owned())
 }
 
 /// HTTP settings for the current GUC values.
@@ -699,22 +471,9 @@ fn http_max_response_bytes() -> usize {
     HTTP_MAX_RESPONSE_KB.get().max(1) as usize * 1024
 }
 
-pub fn rest_max_response_bytes() -> usize {
-    REST_MAX_RESPONSE_KB.get().max(1) as usize * 1024
-}
-
 /// `pullsync.max_session_calls`: how many calls made in sessions may run at once.
 pub fn max_session_calls() -> i64 {
     i64::from(MAX_SESSION_CALLS.get())
-}
-
-/// `pullsync.rest_run_budget`: how long a REST run may read pages.
-pub fn rest_run_budget() -> std::time::Duration {
-    std::time::Duration::from_secs(REST_RUN_BUDGET_SECS.get().max(1) as u64)
-}
-
-pub fn feed_page_max_bytes() -> usize {
-    FEED_PAGE_MAX_KB.get().max(1) as usize * 1024
 }
 
 /// The one way an HTTP client is made: a bad CA file is a setting to fix, not an internal error.
@@ -727,15 +486,6 @@ pub fn http_client(
             "pullsync.http_ca_file must name a readable PEM file of CA certificates, or be empty.",
         )
     })
-}
-
-/// The metrics refresh tiers for the current GUC values.
-pub fn tiers() -> pullsync_core::threads::plan::Tiers {
-    pullsync_core::threads::plan::Tiers {
-        every_run_age: i64::from(METRICS_EVERY_RUN_AGE_S.get()),
-        hourly_age: i64::from(METRICS_HOURLY_AGE_S.get()),
-        daily_age: i64::from(METRICS_DAILY_AGE_S.get()),
-    }
 }
 
 /// `pullsync.workers`: background workers started with the server.
@@ -780,23 +530,6 @@ pub fn unit_timeout_secs() -> i32 {
 /// `pullsync.unit_max_attempts`.
 pub fn unit_max_attempts() -> i32 {
     UNIT_MAX_ATTEMPTS.get()
-}
-
-/// `pullsync.threads_rate_limit`: requests per second per token; 0 means none.
-pub fn threads_rate_limit() -> f64 {
-    THREADS_RATE_LIMIT.get()
-}
-
-/// `pullsync.threads_demographics`: the breakdowns to snapshot (its check hook refused
-/// any other value).
-pub fn threads_demographics() -> Vec<&'static str> {
-    threads_model::demographics::parse_breakdowns(&text(&THREADS_DEMOGRAPHICS).unwrap_or_default())
-        .unwrap_or_default()
-}
-
-/// `pullsync.snapshot_heartbeat`, in seconds.
-pub fn snapshot_heartbeat_secs() -> i64 {
-    i64::from(SNAPSHOT_HEARTBEAT_S.get())
 }
 
 /// The alert thresholds for the current settings.

@@ -1,37 +1,14 @@
-//! `pullsync.rotate_encryption_key(new_key)`: every sealed value — Threads tokens, feed
-//! consumer keys, feed source keys, REST source secrets — opened with the key in use and
-//! sealed again with the new one, in one transaction. Afterwards the old key opens nothing.
+//! `pullsync.rotate_encryption_key(new_key)`: every sealed value of every source (its
+//! `SourceSpec::sealed`) opened with the key in use and sealed again with the new one, in
+//! one transaction. Afterwards the old key opens nothing.
 
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::pg_error::{required, OrRaise};
+use crate::registry::{self, Sealed};
 use pgrx::prelude::*;
 use pullsync_core::crypto::SealingKey;
 use serde_json::{json, Map, Value};
-
-/// (table, sealed column, what a row is called in errors)
-const SEALED: [(&str, &str, &str); 4] = [
-    (
-        "pullsync.workspace_threads_tokens",
-        "access_token_encrypted",
-        "token",
-    ),
-    (
-        "pullsync.feed_consumers",
-        "api_key_encrypted",
-        "feed consumer key",
-    ),
-    (
-        "pullsync.feed_sources",
-        "api_key_encrypted",
-        "feed source key",
-    ),
-    (
-        "pullsync.rest_sources",
-        "secret_encrypted",
-        "REST source secret",
-    ),
-];
 
 fn rotate(new_key: &str) -> Result<Value> {
     let new = SealingKey::from_base64(new_key).map_err(|_| {
@@ -49,7 +26,12 @@ fn rotate(new_key: &str) -> Result<Value> {
     }
     let mut counts = Map::new();
     Spi::connect_mut(|client| {
-        for (table, column, what) in SEALED {
+        for sealed in registry::all().iter().flat_map(|s| s.sealed.iter()) {
+            let Sealed {
+                table,
+                column,
+                what,
+            } = sealed;
             // Locked, so no writer can seal a value with the old key behind this loop.
             let rows = client.update(
                 &format!("SELECT ctid::text, {column} FROM {table} WHERE {column} IS NOT NULL FOR UPDATE"),

@@ -13,6 +13,7 @@ mod pg_error;
 mod pg_time;
 pub mod plumbing;
 pub mod reconcile;
+pub mod registry;
 pub mod rest;
 mod retention;
 mod runtime;
@@ -20,35 +21,21 @@ mod secrets;
 pub mod threads;
 
 /// Every source this library runs, one line each.
-static SOURCES: jobs::registry::Sources = &[
-    &threads::source::ThreadsSync,
-    &threads::source::TokenRefresh,
-    &feed::source::FeedPull,
-    &rest::source::RestPull,
-];
-
-/// The calls made in a session that run in a process of their own (jobs/session.rs).
-static CALLS: &[jobs::session::Call] = &[
-    jobs::functions::RUN_JOBS,
-    threads::source::SYNC_NOW,
-    threads::source::RECONCILE,
-    feed::source::PULL_NOW,
-    feed::source::RECONCILE,
-    rest::source::PULL_NOW,
-    rest::source::RECONCILE,
+static SOURCES: registry::Sources = &[
+    &threads::source::SPEC,
+    &feed::source::SPEC,
+    &rest::source::SPEC,
 ];
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/jobs.sql", name = "jobs", requires = ["schema"]);
-extension_sql_file!("../sql/feed.sql", name = "feed", requires = ["schema"]);
 extension_sql_file!(
     "../sql/monitor.sql",
     name = "monitor",
     requires = ["schema"]
 );
-extension_sql_file!("../sql/rest.sql", name = "rest", requires = ["schema"]);
 extension_sql_file!("../sql/backup.sql", name = "backup", requires = ["schema"]);
 extension_sql_file!(
     "../sql/sources.sql",
@@ -65,16 +52,23 @@ mod pullsync {}
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    registry::install(SOURCES);
     config::register(preloading);
-    jobs::registry::install(SOURCES);
-    jobs::session::install(CALLS);
+    for source in SOURCES {
+        (source.define_settings)(preloading);
+    }
+    jobs::session::install(
+        std::iter::once(&jobs::functions::RUN_JOBS)
+            .chain(SOURCES.iter().flat_map(|s| s.calls.iter()))
+            .collect(),
+    );
     if preloading && plumbing::standby::binary_upgrade() {
         // pg_upgrade's own run of the server: nothing of ours may start there (as pg_cron).
         log!("pg_pullsync: binary-upgrade mode (pg_upgrade), so no background workers start");
     } else if preloading {
         jobs::worker::register(config::workers());
-        if config::feed_listen().is_some() {
-            feed::server::register();
+        for source in SOURCES {
+            (source.start_workers)();
         }
     } else {
         log!(

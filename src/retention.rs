@@ -5,6 +5,7 @@ use crate::config;
 use crate::error::Result;
 use crate::monitor::record::{self, Run};
 use crate::pg_error::OrRaise;
+use crate::registry::{self, Retention};
 use chrono::Utc;
 use pgrx::prelude::*;
 use pullsync_core::outcome::Status;
@@ -12,91 +13,45 @@ use serde_json::{json, Map, Value};
 
 const BATCH: i64 = 5000;
 
-/// What goes, table by table: (report key, table, condition on the row `t`). `$1` is the
-/// log retention, `$2` the checkpoint retention, `$3` the snapshot retention (seconds).
-const RULES: [(&str, &str, &str); 14] = [
-    ("sync_logs", "pullsync.sync_logs", "t.started_at < now() - make_interval(secs => $1)"),
-    ("sync_metrics", "pullsync.sync_metrics", "t.recorded_at < now() - make_interval(secs => $1)"),
-    (
-        "reconciliation_runs",
-        "pullsync.reconciliation_runs",
-        "t.started_at < now() - make_interval(secs => $1)",
-    ),
-    // Quarantined feed items and REST records once resolved; one still waiting stays
-    // however old.
-    (
-        "feed_quarantine",
-        "pullsync.feed_quarantine",
-        "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
-    ),
-    (
-        "rest_quarantine",
-        "pullsync.rest_quarantine",
-        "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
-    ),
-    (
-        "alerts",
-        "pullsync.alerts",
-        "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
-    ),
-    // Finished runs (their units go with them) and finished feed pulls.
-    (
-        "jobs",
-        "pullsync.jobs",
-        "t.parent_id IS NULL AND t.finished_at < now() - make_interval(secs => $1)",
-    ),
-    (
-        "system_job_logs",
-        "pullsync.system_job_logs",
-        "t.status <> 'running' AND t.started_at < now() - make_interval(secs => $1)
-         AND NOT EXISTS (SELECT 1 FROM pullsync.jobs j WHERE j.job_log_id = t.id AND j.finished_at IS NULL)",
-    ),
-    // Each stream's newest checkpoint per mode stays: it is where the next pull resumes.
-    (
-        "sync_checkpoints",
-        "pullsync.sync_checkpoints",
-        "t.created_at < now() - make_interval(secs => $2)
-         AND t.id < (SELECT max(n.id) FROM pullsync.sync_checkpoints n
-                      WHERE n.consumer_id = t.consumer_id AND n.stream = t.stream AND n.mode = t.mode)",
-    ),
-    // Each post's and account's newest snapshot stays: current values equal it.
-    (
-        "post_snapshots",
-        "pullsync.workspace_threads_post_metrics",
-        "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
-         AND t.captured_at < (SELECT max(n.captured_at) FROM pullsync.workspace_threads_post_metrics n
-                               WHERE n.workspace_threads_account_id = t.workspace_threads_account_id
-                                 AND n.workspace_threads_post_id = t.workspace_threads_post_id)",
-    ),
-    (
-        "account_snapshots",
-        "pullsync.workspace_threads_account_insights",
-        "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
-         AND t.captured_at < (SELECT max(n.captured_at) FROM pullsync.workspace_threads_account_insights n
-                               WHERE n.workspace_threads_account_id = t.workspace_threads_account_id)",
-    ),
-    (
-        "link_click_snapshots",
-        "pullsync.workspace_threads_account_link_clicks",
-        "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
-         AND t.captured_at < (SELECT max(n.captured_at) FROM pullsync.workspace_threads_account_link_clicks n
-                               WHERE n.workspace_threads_account_id = t.workspace_threads_account_id
-                                 AND n.link_url = t.link_url)",
-    ),
-    // Each breakdown's newest demographics snapshot stays: the view shows it.
-    (
-        "demographics_snapshots",
-        "pullsync.workspace_threads_follower_demographics",
-        "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
-         AND t.snapshot_date < (SELECT max(n.snapshot_date) FROM pullsync.workspace_threads_follower_demographics n
-                                 WHERE n.workspace_threads_account_id = t.workspace_threads_account_id
-                                   AND n.breakdown = t.breakdown)",
-    ),
-    (
-        "system_job_locks",
-        "pullsync.system_job_locks",
-        "t.expires_at < now() - make_interval(secs => $1)",
-    ),
+/// What goes of the general tables; each source adds its own (`SourceSpec::retention`).
+const RULES: &[Retention] = &[
+    Retention {
+        key: "sync_logs",
+        table: "pullsync.sync_logs",
+        condition: "t.started_at < now() - make_interval(secs => $1)",
+    },
+    Retention {
+        key: "sync_metrics",
+        table: "pullsync.sync_metrics",
+        condition: "t.recorded_at < now() - make_interval(secs => $1)",
+    },
+    Retention {
+        key: "reconciliation_runs",
+        table: "pullsync.reconciliation_runs",
+        condition: "t.started_at < now() - make_interval(secs => $1)",
+    },
+    Retention {
+        key: "alerts",
+        table: "pullsync.alerts",
+        condition: "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
+    },
+    // Finished runs (their units go with them) and finished single jobs.
+    Retention {
+        key: "jobs",
+        table: "pullsync.jobs",
+        condition: "t.parent_id IS NULL AND t.finished_at < now() - make_interval(secs => $1)",
+    },
+    Retention {
+        key: "system_job_logs",
+        table: "pullsync.system_job_logs",
+        condition: "t.status <> 'running' AND t.started_at < now() - make_interval(secs => $1)
+                    AND NOT EXISTS (SELECT 1 FROM pullsync.jobs j WHERE j.job_log_id = t.id AND j.finished_at IS NULL)",
+    },
+    Retention {
+        key: "system_job_locks",
+        table: "pullsync.system_job_locks",
+        condition: "t.expires_at < now() - make_interval(secs => $1)",
+    },
 ];
 
 fn delete_batch(table: &str, condition: &str, args: [f64; 3]) -> Result<i64> {
@@ -121,17 +76,20 @@ pub fn remove_expired() -> Result<Value> {
     Spi::run("SELECT set_config('pullsync.allow_snapshot_delete', 'on', true)")?;
     let mut removed = Map::new();
     let mut total = 0;
-    for (key, table, condition) in RULES {
+    let rules = RULES
+        .iter()
+        .chain(registry::all().iter().flat_map(|s| s.retention.iter()));
+    for rule in rules {
         let mut n = 0;
         loop {
-            let batch = delete_batch(table, condition, args)?;
+            let batch = delete_batch(rule.table, rule.condition, args)?;
             n += batch;
             if batch < BATCH {
                 break;
             }
         }
         total += n;
-        removed.insert(key.to_string(), json!(n));
+        removed.insert(rule.key.to_string(), json!(n));
     }
     Spi::run("SELECT set_config('pullsync.allow_snapshot_delete', 'off', true)")?;
     record::record(&Run {

@@ -416,6 +416,8 @@ fn a_tenant_cannot_use_another_tenants_source() {
         "pullsync.rest_sources",
         "pullsync.rest_quarantine",
         "pullsync.rest_source_state",
+        "pullsync.source_states",
+        "pullsync.source_metrics",
     ] {
         let e = a
             .batch_execute(&format!("SELECT * FROM {relation}"))

@@ -165,7 +165,7 @@ fn three_apis_shaped_like_real_ones_are_pulled_and_then_incrementally() {
 
     // Every run logged and measured under its own source.
     let logged: i64 = db
-        .query_one("SELECT count(*) FROM pullsync.sync_logs WHERE source = 'rest' AND consumer_id = 'github' AND status = 'completed'", &[])
+        .query_one("SELECT count(*) FROM pullsync.sync_logs WHERE source = 'rest' AND subject = 'github' AND status = 'completed'", &[])
         .unwrap()
         .get(0);
     assert_eq!(logged, 2);

@@ -48,7 +48,7 @@ const ADDED: &[Added] = &[
     },
     Added {
         version: "0.3.0",
-        columns: &["rate_limited_until", "other_fields"],
+        columns: &["rate_limited_until", "other_fields", "subject"],
         tables: &[
             "workspace_threads_account_links",
             "workspace_threads_account_link_clicks",
@@ -226,6 +226,23 @@ fn upgrade_from_the_previous_version_keeps_every_row_and_matches_a_fresh_install
         300
     );
     assert_eq!(after, before);
+    // Every log and reconciliation row names its subject, taken from 0.2.0's columns (a
+    // REST reconciliation's from its details).
+    assert_eq!(
+        count(
+            &mut data,
+            "SELECT count(*) FROM pullsync.sync_logs
+              WHERE subject IS DISTINCT FROM coalesce(workspace_threads_account_id::text, consumer_id)"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut data,
+            "SELECT count(*) FROM pullsync.reconciliation_runs WHERE subject = ''"
+        ),
+        0
+    );
     let mut sequences_after = sequence_values(&mut data);
     for sequence in added.iter().flat_map(|a| a.sequences) {
         assert_eq!(sequences_after.remove(*sequence), Some(None), "{sequence}");

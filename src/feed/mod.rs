@@ -9,6 +9,10 @@ pub mod pull;
 pub mod reconcile;
 pub mod serve;
 pub mod server;
+pub mod settings;
 pub mod source;
 pub mod store;
 pub mod streams;
+
+// Its tables, views and their registration for backups.
+pgrx::extension_sql_file!("../../sql/feed.sql", name = "feed", requires = ["schema"]);

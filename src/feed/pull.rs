@@ -6,7 +6,7 @@ use super::provider::{load_source, FeedPage, Provider};
 use super::store::{refresh_statistics, write_page};
 use super::streams::{self, Stream};
 use crate::error::Result;
-use crate::jobs::source::Outcome;
+use crate::jobs::kind::Outcome;
 use crate::monitor::sync_log::{finish_paged_run, RunLog};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Background, Cancel};
@@ -250,7 +250,7 @@ pub fn pull(
             &RunLog {
                 source: "feed",
                 job_type: &job_type,
-                name: consumer_id,
+                subject: consumer_id,
                 status,
                 items,
                 calls: api_calls,

@@ -224,13 +224,7 @@ pub fn reconcile(
     cancel: Cancel,
 ) -> Result<Value> {
     let provider = Provider::new(txn.run(|| load_source(consumer_id))?, cancel)?;
-    let mut out = Outcome::begin(
-        "feed",
-        None,
-        Some(consumer_id.to_string()),
-        (start, end),
-        repair,
-    );
+    let mut out = Outcome::begin("feed", consumer_id.to_string(), (start, end), repair);
     let window = Window {
         start: micros(start),
         end: micros(end),

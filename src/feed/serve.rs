@@ -193,7 +193,7 @@ fn read_bounded(
 ) -> Result<(Vec<Value>, Option<Position>, bool)> {
     Spi::connect(|client| {
         let mut rows = client.try_open_cursor(sql, args)?;
-        let mut page = PageFill::new(limit, config::feed_page_max_bytes());
+        let mut page = PageFill::new(limit, super::settings::page_max_bytes());
         let mut last: Option<Position> = None;
         // Fetched a few rows at a time, sized by the largest row seen so far, so a page of
         // big rows never holds much more than its byte budget.

@@ -5,7 +5,6 @@
 //! one short transaction.
 
 use super::serve::{self, Stream};
-use crate::config;
 use crate::error::PullsyncError;
 use crate::plumbing::bgworker::{self, SchemaWatch};
 use crate::plumbing::signals;
@@ -291,7 +290,10 @@ struct Startup {
 
 impl Startup {
     fn from_settings() -> Result<Startup, String> {
-        let tls_files = match (config::feed_tls_cert_file(), config::feed_tls_key_file()) {
+        let tls_files = match (
+            super::settings::tls_cert_file(),
+            super::settings::tls_key_file(),
+        ) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
             _ => return Err(
@@ -300,7 +302,7 @@ impl Startup {
             ),
         };
         Ok(Startup {
-            front: config::feed_front_settings(),
+            front: super::settings::front_settings(),
             tls_files,
         })
     }
@@ -338,7 +340,7 @@ fn reload(startup: &Startup, tls: Option<&TlsConfig>) {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pullsync_feed_server_main(_arg: pg_sys::Datum) {
     let database = bgworker::start();
-    let listen = config::feed_listen().unwrap_or_default();
+    let listen = super::settings::listen().unwrap_or_default();
     let startup = Startup::from_settings().unwrap_or_else(|e| fail_start(&e));
     let tls: Option<TlsConfig> = startup.tls_files.as_ref().map(|(cert, key)| {
         let config = front::load_tls(cert, key).unwrap_or_else(|e| fail_start(&e));

@@ -2,10 +2,11 @@
 //! units, its pages committed one by one.
 
 use crate::error::Result;
+use crate::jobs::kind::{Job, JobKind, Outcome};
 use crate::jobs::queue;
 use crate::jobs::session::{self, Call};
-use crate::jobs::source::{Job, Outcome, Source};
 use crate::plumbing::txn::Txn;
+use crate::registry::{Retention, Schedule, Sealed, SourceSpec};
 use crate::runtime::Cancel;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,19 +28,90 @@ pub fn enqueue(consumer_id: &str, mode: &str) -> Result<Value> {
     )
 }
 
-impl Source for FeedPull {
-    fn name(&self) -> &'static str {
-        "feed"
-    }
+/// The conversation feed (consumer and provider), as general code sees it.
+pub static SPEC: SourceSpec = SourceSpec {
+    name: "feed",
+    job_kinds: &[&FeedPull],
+    calls: &[PULL_NOW, RECONCILE],
+    define_settings: super::settings::define,
+    start_workers: start_server,
+    retention: &[
+        // Once resolved; an item still waiting stays however old.
+        Retention {
+            key: "feed_quarantine",
+            table: "pullsync.feed_quarantine",
+            condition: "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
+        },
+        // Each stream's newest checkpoint per mode stays: it is where the next pull resumes.
+        Retention {
+            key: "sync_checkpoints",
+            table: "pullsync.sync_checkpoints",
+            condition: "t.created_at < now() - make_interval(secs => $2)
+                        AND t.id < (SELECT max(n.id) FROM pullsync.sync_checkpoints n
+                                     WHERE n.consumer_id = t.consumer_id AND n.stream = t.stream AND n.mode = t.mode)",
+        },
+    ],
+    sealed: &[
+        Sealed {
+            table: "pullsync.feed_consumers",
+            column: "api_key_encrypted",
+            what: "feed consumer key",
+        },
+        Sealed {
+            table: "pullsync.feed_sources",
+            column: "api_key_encrypted",
+            what: "feed source key",
+        },
+    ],
+    state_view: "pullsync.feed_source_state",
+    schedules: &[
+        Schedule {
+            jobname: "pullsync-feed-incremental",
+            schedule: "*/5 * * * *",
+            command: "SELECT pullsync.feed_scheduled_sync('incremental')",
+        },
+        Schedule {
+            jobname: "pullsync-feed-full",
+            schedule: "0 2 * * *",
+            command: "SELECT pullsync.feed_scheduled_sync('full')",
+        },
+        // The last day up to an hour ago: newer rows may still be on their way.
+        Schedule {
+            jobname: "pullsync-reconcile",
+            schedule: "40 * * * *",
+            command: "SELECT pullsync.sync_reconcile(now() - interval '25 hours', now() - interval '1 hour', repair => true) \
+                      WHERE EXISTS (SELECT 1 FROM pullsync.feed_sources WHERE is_active)",
+        },
+    ],
+};
 
+/// The feed server, when `pullsync.feed_listen` is set.
+fn start_server() {
+    if super::settings::listen().is_some() {
+        super::server::register();
+    }
+}
+
+/// A queued pull.
+#[derive(Deserialize)]
+struct QueuedPull {
+    consumer_id: String,
+    #[serde(default = "incremental")]
+    mode: String,
+}
+
+fn incremental() -> String {
+    "incremental".into()
+}
+
+impl JobKind for FeedPull {
     fn kind(&self) -> &'static str {
         PULL
     }
 
     fn run(&self, job: &Job, txn: Txn, cancel: Cancel) -> Result<Outcome> {
-        let consumer = job.payload["consumer_id"].as_str().unwrap_or_default();
-        let mode = job.payload["mode"].as_str().unwrap_or("incremental");
-        super::pull::pull(consumer, mode, None, txn, cancel)
+        let pull: QueuedPull = job.payload()?;
+        super::pull::pull(&pull.consumer_id, &pull.mode, None, txn, cancel)
     }
 }
 

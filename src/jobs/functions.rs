@@ -4,6 +4,7 @@ use super::session::{self, Call};
 use crate::error::Result;
 use crate::pg_error::OrRaise;
 use crate::plumbing::txn::Txn;
+use crate::registry::Schedule;
 use crate::runtime::Cancel;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
@@ -33,5 +34,46 @@ fn run_jobs() -> i32 {
 /// reconciliation_runs). Immutable for a given library: sources change only with it.
 #[pg_extern(schema = "pullsync", immutable, strict, parallel_safe)]
 pub fn is_source(name: &str) -> bool {
-    super::registry::is_source(name)
+    crate::registry::is_source(name)
+}
+
+/// The default pg_cron jobs of the general code; each source adds its own.
+const GENERAL_SCHEDULES: &[Schedule] = &[
+    Schedule {
+        jobname: "pullsync-alerts",
+        schedule: "*/5 * * * *",
+        command: "SELECT pullsync.check_alerts()",
+    },
+    Schedule {
+        jobname: "pullsync-cleanup",
+        schedule: "0 3 * * 0",
+        command: "SELECT pullsync.cleanup()",
+    },
+];
+
+/// Every default pg_cron job, the sources' first: what `schedule_defaults()` schedules.
+#[pg_extern(schema = "pullsync", stable, parallel_safe)]
+fn default_schedules() -> TableIterator<
+    'static,
+    (
+        name!(jobname, String),
+        name!(schedule, String),
+        name!(command, String),
+    ),
+> {
+    let sources = crate::registry::all()
+        .iter()
+        .flat_map(|s| s.schedules.iter());
+    TableIterator::new(
+        sources
+            .chain(GENERAL_SCHEDULES.iter())
+            .map(|s| {
+                (
+                    s.jobname.to_string(),
+                    s.schedule.to_string(),
+                    s.command.to_string(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
 }

@@ -1,15 +1,14 @@
-//! Jobs shared by every source: the `Source` trait and the registry of sources, the queue,
+//! Jobs shared by every source: the `JobKind` trait the runner drives, the queue,
 //! the one runner, the background workers, the process that runs a call made in a session,
 //! the lock a run takes, its system_job_logs row.
 //! Nothing here names a source.
 
 pub mod functions;
+pub mod kind;
 pub mod lock;
 pub mod log;
 pub mod queue;
-pub mod registry;
 pub mod runner;
 pub mod session;
-pub mod source;
 pub mod wake;
 pub mod worker;

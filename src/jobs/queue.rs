@@ -2,11 +2,11 @@
 //! that workers claim with FOR UPDATE SKIP LOCKED. All SPI, in the caller's transaction.
 //! Which source a job belongs to is its kind (`registry`); nothing here names one.
 
-use super::registry;
-use super::source::{Job, Outcome, RunTotals, Unit};
+use super::kind::{Job, Outcome, RunTotals, Unit};
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::plumbing::prepared;
+use crate::registry;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use pullsync_core::outcome::Status;
@@ -201,7 +201,7 @@ pub fn claim_and_plan_run() -> Result<Option<Job>> {
         payload: claimed["payload"].clone(),
         job_log_id: claimed["job_log_id"].as_i64(),
     };
-    let Some(source) = registry::by_kind(&job.kind) else {
+    let Some(source) = registry::job_kind(&job.kind) else {
         let error = format!(
             "no source of this pg_pullsync library runs jobs of kind {}",
             job.kind
@@ -514,7 +514,7 @@ fn close_run(run: i64) -> Result<()> {
         payload: job["payload"].clone(),
         job_log_id: job["job_log_id"].as_i64(),
     };
-    let batches = registry::by_kind(&job.kind)
+    let batches = registry::job_kind(&job.kind)
         .and_then(|s| s.units())
         .ok_or_else(|| {
             PullsyncError::Internal(format!("run {run} of kind {} has no source", job.kind))

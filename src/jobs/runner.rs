@@ -5,13 +5,13 @@
 //! transaction on the background runtime (the next batch's while this one is written),
 //! written in one transaction with a subtransaction each.
 
+use super::kind::{Batches, Job, JobKind, Outcome, Prepared, Unit, Units};
 use super::queue;
-use super::registry;
-use super::source::{Batches, Job, Outcome, Prepared, Source, Unit, Units};
 use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::plumbing::bgworker;
 use crate::plumbing::txn::Txn;
+use crate::registry;
 use crate::runtime::{self, Background, Cancel};
 use futures_util::future::join_all;
 use pullsync_core::outcome::Status;
@@ -23,7 +23,7 @@ use std::time::Duration;
 pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
     txn.run(queue::requeue_abandoned)?;
     if let Some(job) = txn.run(queue::claim_and_plan_run)? {
-        match registry::by_kind(&job.kind) {
+        match registry::job_kind(&job.kind) {
             Some(source) if source.units().is_none() => run_single(source, &job, txn, cancel)?,
             // Planning sorted the whole fleet: give back what the sort left free.
             _ => bgworker::release_free_memory(),
@@ -31,7 +31,7 @@ pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
         return Ok(true);
     }
     let limit = i64::from(config::batch_size());
-    for source in registry::all() {
+    for source in registry::job_kinds() {
         if let Some(batches) = source.units() {
             if batches.work(source.kind(), limit, txn, cancel)? {
                 // The pause spreads a run's calls over time (the seed's 2 s between batches).
@@ -48,7 +48,7 @@ pub fn step(txn: Txn, cancel: Cancel) -> Result<bool> {
 
 /// A job without units, to its end. Stopped by the worker's stop, it goes back to the
 /// queue; what it committed stays.
-fn run_single(source: &dyn Source, job: &Job, txn: Txn, cancel: Cancel) -> Result<()> {
+fn run_single(source: &dyn JobKind, job: &Job, txn: Txn, cancel: Cancel) -> Result<()> {
     let outcome = match source.run(job, txn, cancel) {
         Ok(outcome) => outcome,
         Err(PullsyncError::Interrupted) => {
@@ -120,7 +120,7 @@ impl<U: Units> Batches for U {
         Ok(claimed)
     }
 
-    fn finish(&self, job: &Job, totals: &super::source::RunTotals) -> Result<Value> {
+    fn finish(&self, job: &Job, totals: &super::kind::RunTotals) -> Result<Value> {
         Units::finish(self, job, totals)
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! The request (the call's name and arguments, the database, the caller's pg_pullsync
 //! settings) and the answer travel in a dynamic shared memory segment the caller creates.
-//! Each source declares its calls (`Call`); `lib.rs` installs them.
+//! Each source declares its calls (`Call`) in its `SourceSpec`; `lib.rs` installs them.
 
 use crate::error::{PullsyncError, Result, SqlState};
 use crate::plumbing::txn::Txn;
@@ -33,10 +33,10 @@ pub struct Call {
     pub run: fn(&Value, Txn, Cancel) -> Result<Value>,
 }
 
-static CALLS: std::sync::OnceLock<&'static [Call]> = std::sync::OnceLock::new();
+static CALLS: std::sync::OnceLock<Vec<&'static Call>> = std::sync::OnceLock::new();
 
 /// The calls this library was built with, installed once by `_PG_init`.
-pub fn install(calls: &'static [Call]) {
+pub fn install(calls: Vec<&'static Call>) {
     // _PG_init runs once per process; a second call would install the same list.
     let _ = CALLS.set(calls);
 }
@@ -57,7 +57,7 @@ pub fn run_with<T: Serialize>(call: &Call, arguments: &T) -> Result<Value> {
 fn call_named(name: &str) -> Option<&'static Call> {
     CALLS
         .get()
-        .and_then(|calls| calls.iter().find(|c| c.name == name))
+        .and_then(|calls| calls.iter().copied().find(|c| c.name == name))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -188,7 +188,7 @@ fn refuse_beyond_the_cap(kind: &str) -> Result<()> {
         ),
         detail: None,
         hint: Some(
-            "Retry when one has finished, queue the work for pg_pullsync's workers (rest_enqueue, feed_enqueue, threads_scheduled_sync), or raise pullsync.max_session_calls."
+            "Retry when one has finished, queue the work for pg_pullsync's workers instead (the source's enqueue or scheduled function), or raise pullsync.max_session_calls."
                 .into(),
         ),
     })
@@ -257,7 +257,7 @@ pub fn run(call: &Call, arguments: Value) -> Result<Value> {
                     .into(),
             ),
             hint: Some(
-                "Raise max_worker_processes, or queue the work for pg_pullsync's workers (rest_enqueue, feed_enqueue, threads_scheduled_sync)."
+                "Raise max_worker_processes, or queue the work for pg_pullsync's workers instead (the source's enqueue or scheduled function)."
                     .into(),
             ),
         });

@@ -186,7 +186,7 @@ fn metrics() -> String {
         ),
         family(
             "pullsync_items_quarantined",
-            "Feed items that could not be stored and wait in pullsync.feed_quarantine.",
+            "Items that could not be stored and wait in their source's quarantine.",
             Kind::Gauge,
             &|r| r.items_quarantined.map(|n| n as f64),
         ),
@@ -197,4 +197,15 @@ fn metrics() -> String {
             &|r| r.accounts_rate_limited.map(|n| n as f64),
         ),
     ])
+}
+
+/// Every registered source's state view, in the registry's order (`define_source_states()`).
+#[pg_extern(schema = "pullsync", stable, parallel_safe)]
+fn source_state_views() -> SetOfIterator<'static, String> {
+    SetOfIterator::new(
+        crate::registry::all()
+            .iter()
+            .map(|s| s.state_view.to_string())
+            .collect::<Vec<_>>(),
+    )
 }

@@ -12,8 +12,8 @@ pub struct RunLog<'a> {
     /// The source kind (`sync_logs.source`), e.g. 'feed' or 'rest'.
     pub source: &'a str,
     pub job_type: &'a str,
-    /// The source's name (`sync_logs.consumer_id`).
-    pub name: &'a str,
+    /// What the run was about, as the source names it (`sync_logs.subject`).
+    pub subject: &'a str,
     pub status: Status,
     pub items: i64,
     pub calls: u32,
@@ -24,12 +24,12 @@ pub struct RunLog<'a> {
 
 fn log_run(run: &RunLog) -> Result<()> {
     Spi::run_with_args(
-        "INSERT INTO pullsync.sync_logs (job_type, source, consumer_id, status, items_new, api_calls, error, notes, started_at)
+        "INSERT INTO pullsync.sync_logs (job_type, source, subject, status, items_new, api_calls, error, notes, started_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             run.job_type.into(),
             run.source.into(),
-            run.name.into(),
+            run.subject.into(),
             run.status.as_str().into(),
             (run.items.min(i64::from(i32::MAX)) as i32).into(),
             (run.calls as i32).into(),

@@ -6,7 +6,7 @@ use crate::pg_time::{to_chrono, to_pg};
 use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use pgrx::{JsonB, Uuid};
+use pgrx::JsonB;
 use pullsync_core::outcome::Status;
 use serde_json::{json, Value};
 
@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 pub struct Outcome {
     /// The source reconciled (`reconciliation_runs.source`).
     pub source: &'static str,
-    pub consumer_id: Option<String>,
-    pub account_id: Option<Uuid>,
+    /// What of it was reconciled, as the source names it (`reconciliation_runs.subject`).
+    pub subject: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
@@ -33,19 +33,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// A reconciliation of [start, end) that found nothing yet, for an account or a feed
-    /// source.
+    /// A reconciliation of `subject` of `source` over [start, end) that found nothing yet.
     pub fn begin(
         source: &'static str,
-        account_id: Option<Uuid>,
-        consumer_id: Option<String>,
+        subject: String,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
         repair: bool,
     ) -> Self {
         Outcome {
             source,
-            consumer_id,
-            account_id,
+            subject,
             start,
             end,
             started_at: Utc::now(),
@@ -117,16 +114,17 @@ impl Outcome {
         let extra = self.ids("extra");
         let status = self.status();
         let details = json!({ "streams": self.streams, "windows": self.windows, "truncated": self.truncated });
-        let id = Spi::get_one_with_args::<i64>(
+        // The source's own columns of the row (0.2.0's names of the subject) come back as
+        // its SQL filled them, for the result.
+        let (id, consumer_id, account_id) = Spi::get_three_with_args::<i64, String, String>(
             "INSERT INTO pullsync.reconciliation_runs
-                    (source, consumer_id, workspace_threads_account_id, window_start, window_end, status,
+                    (source, subject, window_start, window_end, status,
                      source_counts, target_counts, discrepancies, missing_ids, extra_ids, repaired, details,
                      error, started_at)
-             VALUES ($15, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-             RETURNING id",
+             VALUES ($14, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             RETURNING id, consumer_id, workspace_threads_account_id::text",
             &[
-                self.consumer_id.clone().into(),
-                self.account_id.into(),
+                self.subject.clone().into(),
                 to_pg(self.start).into(),
                 to_pg(self.end).into(),
                 status.into(),
@@ -141,12 +139,15 @@ impl Outcome {
                 to_pg(self.started_at).into(),
                 self.source.into(),
             ],
-        )?
-        .ok_or_else(|| PullsyncError::Internal("reconciliation run insert returned no id".into()))?;
+        )?;
+        let id = id.ok_or_else(|| {
+            PullsyncError::Internal("reconciliation run insert returned no id".into())
+        })?;
         Ok(json!({
             "run_id": id,
-            "consumer_id": self.consumer_id,
-            "account_id": self.account_id.map(|a| a.to_string()),
+            "subject": self.subject,
+            "consumer_id": consumer_id,
+            "account_id": account_id,
             "start": self.start.to_rfc3339(),
             "end": self.end.to_rfc3339(),
             "status": status,

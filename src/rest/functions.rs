@@ -128,7 +128,7 @@ fn rest_retry_quarantined(name: Option<String>) -> JsonB {
 /// pg_cron job. It tells nothing but that.
 #[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn rest_check_access(name: Option<String>) {
+pub fn rest_check_access(name: Option<String>) {
     let name = required(name, "name");
     on_source("rest_check_access", &name, || Ok(()))
 }

@@ -6,5 +6,13 @@
 pub mod caller;
 pub mod functions;
 pub mod pull;
+pub mod settings;
 pub mod source;
 pub mod store;
+
+// Its tables, views and their registration for backups.
+pgrx::extension_sql_file!(
+    "../../sql/rest.sql",
+    name = "rest",
+    requires = ["schema", functions::rest_check_access]
+);

@@ -6,7 +6,7 @@
 use super::store::{self, Stored};
 use crate::config;
 use crate::error::Result;
-use crate::jobs::source::Outcome;
+use crate::jobs::kind::Outcome;
 use crate::monitor::sync_log::{finish_paged_run, RunLog};
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
@@ -73,7 +73,7 @@ impl<'a> Api<'a> {
                 max_delay: Duration::from_secs(30),
             },
             concurrency: c.concurrency,
-            max_response_bytes: config::rest_max_response_bytes(),
+            max_response_bytes: super::settings::max_response_bytes(),
             max_response_setting: "pullsync.rest_max_response_size",
             ..config::http_settings()
         })?;
@@ -196,7 +196,7 @@ pub fn metrics_source(name: &str) -> String {
 pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let started = Utc::now();
     let clock = std::time::Instant::now();
-    let budget = config::rest_run_budget();
+    let budget = super::settings::run_budget();
     let source = txn.run(|| store::load(name))?;
     let api = Api::new(&source)?;
     let config = &source.config;
@@ -315,7 +315,7 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
             &RunLog {
                 source: "rest",
                 job_type: "rest_pull",
-                name,
+                subject: name,
                 status,
                 items,
                 calls,
@@ -354,8 +354,12 @@ pub fn reconcile(name: &str, since: Option<&str>, txn: Txn, cancel: Cancel) -> R
     let source = txn.run(|| store::load(name))?;
     let api = Api::new(&source)?;
     let config = &source.config;
-    let mut out =
-        crate::reconcile::runs::Outcome::begin("rest", None, None, (Utc::now(), Utc::now()), false);
+    let mut out = crate::reconcile::runs::Outcome::begin(
+        "rest",
+        name.to_string(),
+        (Utc::now(), Utc::now()),
+        false,
+    );
     out.windows.push(json!({ "since": since }));
     let mut listed: std::collections::BTreeSet<Vec<Option<String>>> = Default::default();
     let mut position = Position::Start;

@@ -2,10 +2,11 @@
 //! units, its pages committed one by one.
 
 use crate::error::Result;
+use crate::jobs::kind::{Job, JobKind, Outcome};
 use crate::jobs::queue;
 use crate::jobs::session::{self, Call};
-use crate::jobs::source::{Job, Outcome, Source};
 use crate::plumbing::txn::Txn;
+use crate::registry::{Retention, Sealed, SourceSpec};
 use crate::runtime::Cancel;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -26,18 +27,38 @@ pub fn enqueue(name: &str) -> Result<Value> {
     )
 }
 
-impl Source for RestPull {
-    fn name(&self) -> &'static str {
-        "rest"
-    }
+/// The REST source, as general code sees it.
+pub static SPEC: SourceSpec = SourceSpec {
+    name: "rest",
+    job_kinds: &[&RestPull],
+    calls: &[PULL_NOW, RECONCILE],
+    define_settings: super::settings::define,
+    start_workers: || {},
+    retention: &[Retention {
+        key: "rest_quarantine",
+        table: "pullsync.rest_quarantine",
+        // Once resolved; a record still waiting stays however old.
+        condition:
+            "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
+    }],
+    sealed: &[Sealed {
+        table: "pullsync.rest_sources",
+        column: "secret_encrypted",
+        what: "REST source secret",
+    }],
+    state_view: "pullsync.rest_source_state",
+    // Each source is scheduled on its own (`rest_schedule`).
+    schedules: &[],
+};
 
+impl JobKind for RestPull {
     fn kind(&self) -> &'static str {
         PULL
     }
 
     fn run(&self, job: &Job, txn: Txn, cancel: Cancel) -> Result<Outcome> {
-        let name = job.payload["name"].as_str().unwrap_or_default();
-        super::pull::pull(name, txn, cancel)
+        let source: Named = job.payload()?;
+        super::pull::pull(&source.name, txn, cancel)
     }
 }
 

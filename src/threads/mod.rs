@@ -5,6 +5,14 @@
 pub mod functions;
 pub mod reconcile;
 pub mod refresh;
+pub mod settings;
 pub mod source;
 pub mod store;
 pub mod sync;
+
+// Its tables, views and their registration for backups.
+pgrx::extension_sql_file!(
+    "../../sql/threads.sql",
+    name = "threads",
+    requires = ["schema"]
+);

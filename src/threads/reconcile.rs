@@ -4,7 +4,6 @@
 
 use super::store::{self, LogContext};
 use super::sync;
-use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::pg_time::to_pg;
 use crate::plumbing::txn::Txn;
@@ -42,7 +41,7 @@ fn list(
     cancel: Cancel,
 ) -> Result<std::result::Result<Listing, Failure>> {
     let api = sync::threads_api()?;
-    let session = api.session(token, config::threads_rate_limit());
+    let session = api.session(token, super::settings::rate_limit());
     // The API's window is whole seconds, both ends included, and starts no earlier than
     // its first accepted `since`; the exact bounds are applied here.
     let since = start.timestamp().max(EARLIEST_POSTS_SINCE);
@@ -175,7 +174,7 @@ pub fn reconcile(
     let started_at = Utc::now();
     let Known { row, token, stored } = txn.run(|| known(account_id, start, end))?;
     let stored_set: HashSet<String> = stored.iter().cloned().collect();
-    let mut out = Outcome::begin("threads", Some(account_id), None, (start, end), true);
+    let mut out = Outcome::begin("threads", account_id.to_string(), (start, end), true);
     out.started_at = started_at;
     out.target_counts = json!({ "posts": stored.len() });
     let listing = list(
@@ -247,7 +246,7 @@ fn repair(
             job_type: "threads_reconcile",
             started_at,
         };
-        let heartbeat = config::snapshot_heartbeat_secs();
+        let heartbeat = super::settings::snapshot_heartbeat_secs();
         let counts = store::write_account(account_id, &pull, Utc::now(), heartbeat, &log)?;
         out.repaired = counts.posts_new;
     }

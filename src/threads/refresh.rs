@@ -6,7 +6,7 @@
 
 use super::sync::threads_api;
 use crate::error::{PullsyncError, Result};
-use crate::jobs::source::Outcome;
+use crate::jobs::kind::Outcome;
 use crate::pg_time::to_pg;
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};

@@ -5,11 +5,12 @@ use super::store::{self, LogContext};
 use super::sync::{self, AccountResult, Ready, Shared};
 use crate::config;
 use crate::error::{PullsyncError, Result};
+use crate::jobs::kind::{Job, JobKind, Outcome, Prepared, RunTotals, Unit, Units};
 use crate::jobs::session::{self, Call};
-use crate::jobs::source::{Job, Outcome, Prepared, RunTotals, Source, Unit, Units};
 use crate::jobs::{lock, log, queue};
 use crate::monitor::record::{self, Run};
 use crate::plumbing::txn::Txn;
+use crate::registry::{Retention, Schedule, Sealed, SourceSpec};
 use crate::runtime::Cancel;
 use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
@@ -32,6 +33,92 @@ pub struct ThreadsSync;
 
 /// The refresh of primary tokens that expire soon.
 pub struct TokenRefresh;
+
+/// Of a table of one row per capture (`t`): past `pullsync.snapshot_retention`, and not
+/// the newest of its series, which the current values equal.
+macro_rules! older_snapshot {
+    ($table:literal, $series:literal) => {
+        concat!(
+            "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3) AND t.captured_at < (SELECT max(n.captured_at) FROM ",
+            $table,
+            " n WHERE ",
+            $series,
+            ")"
+        )
+    };
+}
+
+/// The Threads source, as general code sees it.
+pub static SPEC: SourceSpec = SourceSpec {
+    name: "threads",
+    job_kinds: &[&ThreadsSync, &TokenRefresh],
+    calls: &[SYNC_NOW, RECONCILE],
+    define_settings: super::settings::define,
+    start_workers: || {},
+    retention: &[
+        Retention {
+            key: "post_snapshots",
+            table: "pullsync.workspace_threads_post_metrics",
+            condition: older_snapshot!(
+                "pullsync.workspace_threads_post_metrics",
+                "n.workspace_threads_account_id = t.workspace_threads_account_id AND n.workspace_threads_post_id = t.workspace_threads_post_id"
+            ),
+        },
+        Retention {
+            key: "account_snapshots",
+            table: "pullsync.workspace_threads_account_insights",
+            condition: older_snapshot!(
+                "pullsync.workspace_threads_account_insights",
+                "n.workspace_threads_account_id = t.workspace_threads_account_id"
+            ),
+        },
+        Retention {
+            key: "link_click_snapshots",
+            table: "pullsync.workspace_threads_account_link_clicks",
+            condition: older_snapshot!(
+                "pullsync.workspace_threads_account_link_clicks",
+                "n.workspace_threads_account_id = t.workspace_threads_account_id AND n.link_url = t.link_url"
+            ),
+        },
+        // One snapshot a day: each breakdown's newest day stays, as the view shows it.
+        Retention {
+            key: "demographics_snapshots",
+            table: "pullsync.workspace_threads_follower_demographics",
+            condition: "$3 > 0 AND t.captured_at < now() - make_interval(secs => $3)
+                        AND t.snapshot_date < (SELECT max(n.snapshot_date) FROM pullsync.workspace_threads_follower_demographics n
+                                                WHERE n.workspace_threads_account_id = t.workspace_threads_account_id
+                                                  AND n.breakdown = t.breakdown)",
+        },
+    ],
+    sealed: &[Sealed {
+        table: "pullsync.workspace_threads_tokens",
+        column: "access_token_encrypted",
+        what: "token",
+    }],
+    state_view: "pullsync.threads_source_state",
+    schedules: &[
+        Schedule {
+            jobname: "pullsync-threads-sync",
+            schedule: "0,15,30,45 * * * *",
+            command: "SELECT pullsync.threads_scheduled_sync()",
+        },
+        Schedule {
+            jobname: "pullsync-token-refresh",
+            schedule: "17 3 * * *",
+            command: "SELECT pullsync.threads_refresh_tokens('7 days')",
+        },
+        // The safety net of the listing: the last 30 days of every account with a usable
+        // token, missing posts written, vanished ones marked deleted.
+        Schedule {
+            jobname: "pullsync-threads-reconcile",
+            schedule: "23 4 * * *",
+            command: "SELECT pullsync.threads_reconcile(a.id, now() - interval '30 days', now()) \
+                      FROM pullsync.workspace_threads_accounts a WHERE a.is_active AND EXISTS (\
+                      SELECT 1 FROM pullsync.workspace_threads_tokens t WHERE t.workspace_threads_account_id = a.id \
+                      AND t.is_primary AND t.revoked_at IS NULL AND t.invalidated_at IS NULL AND t.expires_at > now())",
+        },
+    ],
+};
 
 /// Queues a run, or says why not: `{"job_id": …}` or `{"skipped": true, …}`.
 pub fn enqueue_run() -> Result<Value> {
@@ -148,16 +235,12 @@ fn skipped(account_id: Uuid, error: &str) -> Outcome {
     }
 }
 
-impl Source for ThreadsSync {
-    fn name(&self) -> &'static str {
-        "threads"
-    }
-
+impl JobKind for ThreadsSync {
     fn kind(&self) -> &'static str {
         RUN
     }
 
-    fn units(&self) -> Option<&dyn crate::jobs::source::Batches> {
+    fn units(&self) -> Option<&dyn crate::jobs::kind::Batches> {
         Some(self)
     }
 }
@@ -270,20 +353,20 @@ impl Units for ThreadsSync {
     }
 }
 
-impl Source for TokenRefresh {
-    fn name(&self) -> &'static str {
-        "threads"
-    }
+/// A queued token refresh.
+#[derive(Deserialize)]
+struct QueuedRefresh {
+    within_secs: f64,
+}
 
+impl JobKind for TokenRefresh {
     fn kind(&self) -> &'static str {
         REFRESH
     }
 
     fn run(&self, job: &Job, txn: Txn, cancel: Cancel) -> Result<Outcome> {
-        let within = job.payload["within_secs"]
-            .as_f64()
-            .unwrap_or(7.0 * 86_400.0);
-        super::refresh::refresh_tokens(within, txn, cancel)
+        let refresh: QueuedRefresh = job.payload()?;
+        super::refresh::refresh_tokens(refresh.within_secs, txn, cancel)
     }
 }
 

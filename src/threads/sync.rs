@@ -4,7 +4,7 @@
 use super::store::{self, AccountRow, LogContext, WriteCounts};
 use crate::config;
 use crate::error::{PullsyncError, Result};
-use crate::jobs::source::Outcome;
+use crate::jobs::kind::Outcome;
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use crate::secrets::Secrets;
@@ -83,7 +83,7 @@ impl AccountResult {
 
 pub fn threads_api() -> Result<ThreadsApi> {
     let http = config::http_client(config::http_settings())?;
-    let url = config::threads_api_url();
+    let url = super::settings::api_url();
     config::check_destination(&url)?;
     Ok(ThreadsApi::new(http, &url))
 }
@@ -101,7 +101,7 @@ pub struct Ready {
 /// Threads asked to wait, get their sync_logs row and their result at once.
 pub fn prepare(rows: &[AccountRow], log: &LogContext) -> Result<(Vec<Ready>, Vec<AccountResult>)> {
     let secrets = Secrets::load()?;
-    let breakdowns = config::threads_demographics();
+    let breakdowns = super::settings::demographics();
     let mut ready = Vec::with_capacity(rows.len());
     let mut failed = Vec::new();
     for row in rows {
@@ -149,8 +149,8 @@ pub fn shared() -> Result<Shared> {
     };
     Ok(Shared {
         api,
-        tiers: config::tiers(),
-        rate: config::threads_rate_limit(),
+        tiers: super::settings::tiers(),
+        rate: super::settings::rate_limit(),
         per_account,
     })
 }
@@ -172,7 +172,7 @@ pub async fn pull(shared: &Shared, ready: &Ready) -> AccountPull {
 /// Writes one pulled account (SPI) and describes the result. A token Threads refused is
 /// marked invalid: it is not used again until the account is authorised anew.
 pub fn write(ready: &Ready, pull: &AccountPull, log: &LogContext) -> Result<AccountResult> {
-    let heartbeat = config::snapshot_heartbeat_secs();
+    let heartbeat = super::settings::snapshot_heartbeat_secs();
     let counts = store::write_account(ready.row.id, pull, Utc::now(), heartbeat, log)?;
     // Skipped for its token, not for a rate limit (which the next run retries).
     if pull.outcome == Status::Skipped && pull.rate_limited.is_none() {

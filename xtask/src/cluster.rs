@@ -2,8 +2,8 @@
 //! refuses root) from one installation tree: the demo cluster (the system installation),
 //! the test and benchmark clusters (private trees).
 
-use crate::pg_tree::PgTree;
-use crate::run::{cmd, Result, StatusOk};
+use crate::pg_tree::{Major, PgTree};
+use crate::process::{cmd, output_of, Result, StatusOk};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
@@ -207,7 +207,7 @@ impl Cluster {
 
     /// The unaligned, tuples-only output of one query.
     pub fn query(&self, database: &str, sql: &str) -> Option<String> {
-        crate::run::output_of(self.psql_command(database).args(["-At", "-c", sql]))
+        output_of(self.psql_command(database).args(["-At", "-c", sql]))
             .map(|s| s.trim().to_string())
     }
 
@@ -216,6 +216,52 @@ impl Cluster {
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
             self.port
         )
+    }
+}
+
+/// Settings every cluster of ours needs: the workers preloaded, and pg_cron where the
+/// version has it.
+pub fn cluster_settings(major: Major) -> String {
+    // The tests' and the demo's APIs listen on loopback, which the default refuses.
+    let common = "max_worker_processes = 32\npullsync.http_allowed_hosts = 'loopback'\n";
+    if major.has_pg_cron() {
+        format!(
+            "shared_preload_libraries = 'pg_cron,pg_pullsync'\n\
+             cron.database_name = 'postgres'\n\
+             cron.use_background_workers = on\n{common}"
+        )
+    } else {
+        format!("shared_preload_libraries = 'pg_pullsync'\n{common}")
+    }
+}
+
+/// Waits up to a minute until `cluster`'s own feed server serves on `port`: its log says
+/// so and the port accepts connections. Something else listening there is not enough.
+pub fn wait_for_feed_server(cluster: &Cluster, port: u16, what: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let serving = format!("://127.0.0.1:{port}");
+    loop {
+        let log = std::fs::read_to_string(cluster.log_file()).unwrap_or_default();
+        let ours = log
+            .lines()
+            .any(|l| l.contains("pg_pullsync feed server: serving") && l.ends_with(&serving));
+        if ours && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(refused) = log
+            .lines()
+            .find(|l| l.contains(&format!("cannot listen on 127.0.0.1:{port}")))
+        {
+            return Err(format!("{what} could not take port {port}: {refused}").into());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{what} did not start serving on port {port} within 60 s (see {})",
+                cluster.log_file().display()
+            )
+            .into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

@@ -5,7 +5,8 @@ use crate::cluster::Cluster;
 use crate::install::{build_and_install, Profile};
 use crate::pg_tree::{demo_home, Major, PgTree};
 use crate::prereqs;
-use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
+use crate::process::{cmd, output_of, Result, StatusOk};
+use crate::workspace::workspace_root;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,7 +59,7 @@ fn start_simulator() -> Result<()> {
         println!("xtask: threads-sim already running on port {SIM_PORT}");
         return Ok(());
     }
-    crate::run::build_release_bin("threads-sim")?;
+    crate::workspace::build_release_bin("threads-sim")?;
     let args = ["--accounts", "20", "--posts", "200", "--seed", "42"].map(String::from);
     let child =
         crate::simulator::spawn("release", SIM_PORT, &args, &home().join("threads-sim.log"))?;
@@ -142,7 +143,7 @@ fn move_literal_key_to_file(cluster: &Cluster) -> Result<()> {
 
 /// `cargo xtask demo [--pg 15|18]` (15 when not given).
 pub fn demo(args: &[String]) -> Result<()> {
-    let major = match crate::run::flag_value(args, "--pg")? {
+    let major = match crate::args::flag_value(args, "--pg")? {
         Some(v) => Major::parse(v)?,
         None => Major::Pg15,
     };
@@ -158,7 +159,7 @@ pub fn demo(args: &[String]) -> Result<()> {
     if !cluster.exists() {
         let key = output_of(cmd("sh").args(["-c", "head -c 32 /dev/urandom | base64"]))
             .ok_or("cannot generate an encryption key")?;
-        cluster.create(key.trim(), &crate::run::cluster_settings(major))?;
+        cluster.create(key.trim(), &crate::cluster::cluster_settings(major))?;
     }
     move_literal_key_to_file(&cluster)?;
     println!(

@@ -6,7 +6,8 @@
 //! library it loaded and new backends load the new one.
 
 use crate::pg_tree::{Major, PgTree};
-use crate::run::{cmd, workspace_root, Result, StatusOk};
+use crate::process::{cmd, Result, StatusOk};
+use crate::workspace::workspace_root;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -84,7 +85,7 @@ pub fn build_package(
         // Files of an earlier build (an older version's SQL) must not ship again.
         std::fs::remove_dir_all(&out)?;
     }
-    let mut build = crate::run::cargo();
+    let mut build = crate::workspace::cargo();
     build
         .current_dir(source)
         .env("CARGO_TARGET_DIR", &target_dir)

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's own tooling. It installs what a fresh Debian
 //! machine lacks, builds, runs the tests, and runs the demo cluster.
 
+mod args;
 mod bench;
 mod cluster;
 mod demo;
@@ -11,11 +12,14 @@ mod pg_tree;
 mod pg_upgrade;
 mod ports;
 mod prereqs;
+mod process;
 mod releases;
 mod run;
 mod sentinel;
 mod simulator;
+mod source_names;
 mod upgrade;
+mod workspace;
 
 use std::process::ExitCode;
 

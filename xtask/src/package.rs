@@ -4,15 +4,15 @@
 
 use crate::install::{build_package, Package, Profile};
 use crate::pg_tree::Major;
-use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
+use crate::process::{cmd, output_of, Result, StatusOk};
+use crate::workspace::{cargo, workspace_root};
 use std::path::{Path, PathBuf};
 
 /// The extension's version: the root crate's, from `cargo metadata` (xtask's own version
 /// is another crate's).
 pub fn extension_version() -> Result<String> {
-    let metadata =
-        output_of(crate::run::cargo().args(["metadata", "--no-deps", "--format-version", "1"]))
-            .ok_or("cargo metadata failed")?;
+    let metadata = output_of(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))
+        .ok_or("cargo metadata failed")?;
     let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
     metadata["packages"]
         .as_array()
@@ -231,7 +231,7 @@ pub fn check_deb(major: Major, deb: &Path) -> Result<Vec<String>> {
 
 /// `cargo xtask package [--pg 15|18]`.
 pub fn package(args: &[String]) -> Result<()> {
-    let majors = crate::run::versions(args)?;
+    let majors = crate::args::versions(args)?;
     crate::prereqs::ensure(&majors)?;
     for major in majors {
         let files = build_package(

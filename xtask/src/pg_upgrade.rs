@@ -7,7 +7,8 @@
 use crate::cluster::Cluster;
 use crate::install::{install_atomically, Package};
 use crate::pg_tree::{cluster_home, Major, PgTree};
-use crate::run::{cmd, workspace_root, Result, StatusOk};
+use crate::process::{cmd, Result, StatusOk};
+use crate::workspace::workspace_root;
 
 pub const OLD: Major = Major::Pg15;
 pub const NEW: Major = Major::Pg18;

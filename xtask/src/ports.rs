@@ -2,7 +2,7 @@
 //! server of the user's on a port an earlier version of the tests used (a demo cluster,
 //! say) is never reached; a fixed port (the demo's) is checked before use.
 
-use crate::run::Result;
+use crate::process::Result;
 use std::net::TcpListener;
 
 /// `n` distinct ports no one listens on now.

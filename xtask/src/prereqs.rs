@@ -1,8 +1,8 @@
 //! Installs what a fresh Debian machine lacks, and skips what is present.
 
 use crate::pg_tree::Major;
-use crate::run::{cmd, output_of, workspace_root, Result, StatusOk};
-use std::path::PathBuf;
+use crate::process::{cmd, output_of, Result, StatusOk};
+use crate::workspace::{cargo, pgrx_home};
 
 const PGRX_VERSION: &str = "0.18.1";
 
@@ -68,7 +68,7 @@ pub fn ensure(majors: &[Major]) -> Result<()> {
 
     // Every build compiles against a private tree per version, which is also where the
     // tests install: the system installation is only ever written by `cargo xtask demo`.
-    let mut init = crate::run::cargo();
+    let mut init = cargo();
     init.args(["pgrx", "init"]);
     let mut initialised = true;
     let config = std::fs::read_to_string(pgrx_home().join("config.toml")).unwrap_or_default();
@@ -91,10 +91,4 @@ pub fn ensure(majors: &[Major]) -> Result<()> {
 /// What `cargo xtask bench` needs beyond the tests: the chart's font and Python's venv.
 pub fn ensure_bench() -> Result<()> {
     install_missing(&["fonts-dejavu-core", "python3-venv"])
-}
-
-/// pgrx's home for every cargo command of xtask: its own, so `~/.pgrx` (a developer's
-/// other pgrx projects) is neither read nor changed.
-pub fn pgrx_home() -> PathBuf {
-    workspace_root().join("target/pgrx-home")
 }

@@ -7,7 +7,8 @@
 
 use crate::install::Package;
 use crate::pg_tree::Major;
-use crate::run::{workspace_root, Result};
+use crate::process::Result;
+use crate::workspace::workspace_root;
 
 pub struct Release {
     pub version: &'static str,

@@ -1,84 +1,21 @@
-//! The commands, and small helpers to run programs.
+//! The test, soak and stop commands.
 
-use crate::cluster::Cluster;
+use crate::args::{flag_value, versions};
+use crate::cluster::{cluster_settings, wait_for_feed_server, Cluster};
 use crate::install::{build_and_install, install_atomically, Package, Profile};
 use crate::pg_tree::{cluster_home, Major, PgTree};
 use crate::pg_upgrade;
 use crate::prereqs;
+use crate::process::{cmd, Result, StatusOk};
 use crate::sentinel::Sentinel;
+use crate::workspace::{cargo, pgrx_home, workspace_root};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
 /// A throwaway key for the throwaway test cluster; the demo generates its own.
 const TEST_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-
-pub fn cmd(program: &str) -> Command {
-    Command::new(program)
-}
-
-pub trait StatusOk {
-    fn status_ok(&mut self) -> Result<()>;
-}
-
-impl StatusOk for Command {
-    fn status_ok(&mut self) -> Result<()> {
-        let status = self
-            .status()
-            .map_err(|e| format!("{:?}: {e}", self.get_program()))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{:?} {:?} failed: {status}",
-                self.get_program(),
-                self.get_args().collect::<Vec<_>>()
-            )
-            .into())
-        }
-    }
-}
-
-pub fn output_of(command: &mut Command) -> Option<String> {
-    let out = command.stderr(Stdio::null()).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives inside the workspace")
-        .to_path_buf()
-}
-
-pub fn cargo() -> Command {
-    let mut c = cmd("cargo");
-    c.current_dir(workspace_root())
-        .env("PGRX_HOME", prereqs::pgrx_home());
-    c
-}
-
-/// Settings every cluster of ours needs: the workers preloaded, and pg_cron where the
-/// version has it.
-pub fn cluster_settings(major: Major) -> String {
-    // The tests' and the demo's APIs listen on loopback, which the default refuses.
-    let common = "max_worker_processes = 32\npullsync.http_allowed_hosts = 'loopback'\n";
-    if major.has_pg_cron() {
-        format!(
-            "shared_preload_libraries = 'pg_cron,pg_pullsync'\n\
-             cron.database_name = 'postgres'\n\
-             cron.use_background_workers = on\n{common}"
-        )
-    } else {
-        format!("shared_preload_libraries = 'pg_pullsync'\n{common}")
-    }
-}
 
 /// The integration tests that need pg_cron: on a version without it they are skipped,
 /// and the summary says so.
@@ -297,29 +234,6 @@ fn count(summary: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The value after `flag` in `args`, if the flag is there. `--flag=value` is refused
-/// rather than ignored.
-pub fn flag_value<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>> {
-    if let Some(glued) = args.iter().find(|a| a.starts_with(&format!("{flag}="))) {
-        return Err(format!("write {glued:?} as two words: {flag} <value>").into());
-    }
-    match args.iter().position(|a| a == flag) {
-        None => Ok(None),
-        Some(i) => args
-            .get(i + 1)
-            .map(|v| Some(v.as_str()))
-            .ok_or_else(|| format!("{flag} needs a value").into()),
-    }
-}
-
-/// The versions `--pg 15|18` selects (every version without it).
-pub fn versions(args: &[String]) -> Result<Vec<Major>> {
-    Ok(match flag_value(args, "--pg")? {
-        Some(v) => vec![Major::parse(v)?],
-        None => Major::ALL.to_vec(),
-    })
-}
-
 /// `cargo xtask test [--pg 15|18] [--only <integration test>]`.
 pub fn test(args: &[String]) -> Result<()> {
     let majors = versions(args)?;
@@ -416,8 +330,7 @@ fn version_phases(tally: &mut Tally, major: Major, package: &Package) -> Result<
         .status_ok()?;
     // The test build links the same library file as the packages (see install.rs).
     crate::install::remove_linked_library(&workspace_root().join("target"), Profile::Debug)?;
-    let port =
-        crate::ports::choose_pgrx_test_port(&prereqs::pgrx_home().join("config.toml"), pg as u16)?;
+    let port = crate::ports::choose_pgrx_test_port(&pgrx_home().join("config.toml"), pg as u16)?;
     println!("xtask: cargo pgrx test's cluster takes port {port}");
     tally.phase(
         &format!("pgrx tests (cargo pgrx test pg{pg})"),
@@ -517,36 +430,6 @@ fn test_cluster_on(tree: PgTree) -> Result<TestCluster> {
         feed_port,
         worker_sim_port,
     })
-}
-
-/// Waits up to a minute until `cluster`'s own feed server serves on `port`: its log says
-/// so and the port accepts connections. Something else listening there is not enough.
-pub fn wait_for_feed_server(cluster: &Cluster, port: u16, what: &str) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let serving = format!("://127.0.0.1:{port}");
-    loop {
-        let log = std::fs::read_to_string(cluster.log_file()).unwrap_or_default();
-        let ours = log
-            .lines()
-            .any(|l| l.contains("pg_pullsync feed server: serving") && l.ends_with(&serving));
-        if ours && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if let Some(refused) = log
-            .lines()
-            .find(|l| l.contains(&format!("cannot listen on 127.0.0.1:{port}")))
-        {
-            return Err(format!("{what} could not take port {port}: {refused}").into());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "{what} did not start serving on port {port} within 60 s (see {})",
-                cluster.log_file().display()
-            )
-            .into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
 }
 
 /// `cargo test -p pullsync-tests` pointed at the test cluster and its servers.
@@ -825,43 +708,10 @@ pub fn stop() -> Result<()> {
     Ok(())
 }
 
-/// Builds one of the test-tooling binaries (the simulator, its benchmark) in release mode.
-pub fn build_release_bin(name: &str) -> Result<()> {
-    cargo()
-        .args(["build", "--release", "-p", "pullsync-tests", "--bin", name])
-        .status_ok()
-}
-
-/// The same in debug mode, which shares the integration tests' build.
-pub fn build_debug_bin(name: &str) -> Result<()> {
-    cargo()
-        .args(["build", "-p", "pullsync-tests", "--bin", name])
-        .status_ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{cmd, count, flag_value, phase_ceiling, versions, Tally};
-    use crate::pg_tree::Major;
+    use super::{cmd, count, phase_ceiling, Tally};
     use std::time::{Duration, Instant};
-
-    fn args(text: &str) -> Vec<String> {
-        text.split_whitespace().map(String::from).collect()
-    }
-
-    #[test]
-    fn reads_flags_and_versions() {
-        assert_eq!(
-            flag_value(&args("--only backup"), "--only").unwrap(),
-            Some("backup")
-        );
-        assert_eq!(flag_value(&args("--pg 18"), "--only").unwrap(), None);
-        assert!(flag_value(&args("--only"), "--only").is_err());
-        assert!(flag_value(&args("--pg=18"), "--pg").is_err());
-        assert_eq!(versions(&args("")).unwrap(), Major::ALL.to_vec());
-        assert_eq!(versions(&args("--pg 18")).unwrap(), vec![Major::Pg18]);
-        assert!(versions(&args("--pg 16")).is_err());
-    }
 
     #[test]
     fn a_phase_past_its_limit_is_killed_with_its_children_and_fails() {

@@ -13,7 +13,7 @@
 use crate::cluster::Cluster;
 use crate::install::{install_atomically, Package};
 use crate::pg_tree::PgTree;
-use crate::run::Result;
+use crate::process::Result;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Child;
@@ -113,17 +113,17 @@ impl Sentinel {
             &format!(
                 "{}pullsync.threads_api_url = 'http://127.0.0.1:{sim_port}/v1.0'\n\
                  pullsync.feed_listen = '127.0.0.1:{feed_port}'\n",
-                crate::run::cluster_settings(major)
+                crate::cluster::cluster_settings(major)
             ),
         )?;
         cluster.start()?;
-        crate::run::build_debug_bin("threads-sim")?;
+        crate::workspace::build_debug_bin("threads-sim")?;
         let args = ["--accounts", "3", "--posts", "30", "--seed", "7"].map(String::from);
         let simulator =
             crate::simulator::spawn("debug", sim_port, &args, &home.join("threads-sim.log"))?;
         let simulator_started = Instant::now();
         cluster.psql_quiet("postgres", "CREATE EXTENSION pg_pullsync")?;
-        crate::run::wait_for_feed_server(&cluster, feed_port, "the sentinel's feed server")?;
+        crate::cluster::wait_for_feed_server(&cluster, feed_port, "the sentinel's feed server")?;
         crate::simulator::add_accounts(&cluster, "postgres", sim_port, WORKSPACE)?;
         let posts = sync(&cluster)?;
         println!(

@@ -1,7 +1,8 @@
 //! The Threads simulator as a separate process, and plain HTTP/1.1 to its admin API.
 
 use crate::cluster::Cluster;
-use crate::run::{cmd, workspace_root, Result};
+use crate::process::{cmd, Result};
+use crate::workspace::workspace_root;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;

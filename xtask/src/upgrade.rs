@@ -7,8 +7,9 @@
 use crate::cluster::Cluster;
 use crate::install::{build_package, install_atomically, Package, Profile};
 use crate::pg_tree::{Major, PgTree};
+use crate::process::{cmd, Result, StatusOk};
 use crate::releases::Release;
-use crate::run::{cmd, workspace_root, Result, StatusOk};
+use crate::workspace::workspace_root;
 use std::path::{Path, PathBuf};
 
 /// The sealing key of the upgrade tests' clusters.
@@ -184,7 +185,7 @@ pub fn settings(major: Major, feed_port: u16) -> String {
         "{}pullsync.database = 'upgrade_provider'\n\
          pullsync.http_retry_delay = 5\n\
          pullsync.feed_listen = '127.0.0.1:{feed_port}'\n",
-        crate::run::cluster_settings(major)
+        crate::cluster::cluster_settings(major)
     )
 }
 
@@ -196,7 +197,7 @@ pub fn start_cluster(cluster: &Cluster, feed_port: u16) -> Result<()> {
     cluster.psql("postgres", "CREATE DATABASE upgrade_provider")?;
     // Its feed server started before the database existed and comes back after its
     // restart time.
-    crate::run::wait_for_feed_server(cluster, feed_port, "the upgrade cluster's feed server")
+    crate::cluster::wait_for_feed_server(cluster, feed_port, "the upgrade cluster's feed server")
 }
 
 /// What the upgrade tests read of a cluster `start_cluster` started: how to reach it and

@@ -7,7 +7,7 @@
 
 use super::stats::Summary;
 use super::{Plan, FEED_PORT};
-use crate::run::Result;
+use crate::process::Result;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -4,7 +4,7 @@
 
 use super::growth::{Growth, TABLES};
 use super::report::{feed_points, threads_points, Results};
-use crate::run::Result;
+use crate::process::Result;
 use plotters::prelude::*;
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! pg_pullsync workers, backends, WAL writer, checkpointer), read from /proc. Children
 //! that exited were reaped by the postmaster, so their time is in its cutime/cstime.
 
-use crate::run::{cmd, output_of, Result};
+use crate::process::{cmd, output_of, Result};
 
 pub struct ClusterCpu {
     postmaster: u32,

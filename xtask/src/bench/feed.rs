@@ -3,7 +3,7 @@
 
 use super::stats::Summary;
 use super::{Bench, Plan, CONSUMER_DB, DB, FEED_PORT};
-use crate::run::Result;
+use crate::process::Result;
 use std::time::Instant;
 
 pub const KEY: &str = "bench-consumer-key-0123456789";

@@ -5,7 +5,7 @@
 
 use super::threads::{self, PULLSYNC};
 use super::{Bench, DB};
-use crate::run::Result;
+use crate::process::Result;
 use std::time::Instant;
 
 /// The Threads tables, in the order the report lists them.

@@ -19,7 +19,8 @@ use crate::cluster::Cluster;
 use crate::install::{build_and_install, Profile};
 use crate::pg_tree::PgTree;
 use crate::prereqs;
-use crate::run::{build_release_bin, cmd, output_of, workspace_root, Result};
+use crate::process::{cmd, output_of, Result};
+use crate::workspace::{build_release_bin, workspace_root};
 use std::path::PathBuf;
 
 const BENCH_PORT: u16 = 28820;
@@ -128,7 +129,7 @@ impl Bench {
              shared_buffers = '2GB'\n\
              max_wal_size = '16GB'\n\
              checkpoint_timeout = '30min'\n",
-            crate::run::cluster_settings(crate::pg_tree::Major::Pg15)
+            crate::cluster::cluster_settings(crate::pg_tree::Major::Pg15)
         );
         cluster.create(key.trim(), &settings)?;
         cluster.start()?;
@@ -169,14 +170,14 @@ pub fn bench(args: &[String]) -> Result<()> {
         Plan::full()
     };
     prereqs::ensure(&[crate::pg_tree::Major::Pg15])?;
-    if crate::run::flag_value(args, "--only")? == Some("attack") {
+    if crate::args::flag_value(args, "--only")? == Some("attack") {
         return attack_only(&plan);
     }
-    if crate::run::flag_value(args, "--only")? == Some("rest-memory") {
+    if crate::args::flag_value(args, "--only")? == Some("rest-memory") {
         return crate::run::rest_memory();
     }
     prereqs::ensure_bench()?;
-    if crate::run::flag_value(args, "--only")? == Some("threads") {
+    if crate::args::flag_value(args, "--only")? == Some("threads") {
         return threads_only(args);
     }
     let tree = bench_tree();
@@ -264,7 +265,7 @@ fn attack_only(plan: &Plan) -> Result<()> {
 /// docs/BENCHMARKS.md is written by the full run only).
 fn threads_only(args: &[String]) -> Result<()> {
     let number_list = |flag: &str, default: &str| -> Result<Vec<usize>> {
-        crate::run::flag_value(args, flag)?
+        crate::args::flag_value(args, flag)?
             .unwrap_or(default)
             .split(',')
             .map(|n| {

@@ -3,8 +3,9 @@
 //! tuned by dlt's performance guide, and as dlt's declarative `rest_api` source.
 
 use super::{Bench, BENCH_PORT, DB, SIM_PORT};
-use crate::run::{cmd, workspace_root, Result, StatusOk};
+use crate::process::{cmd, Result, StatusOk};
 use crate::simulator::http;
+use crate::workspace::workspace_root;
 use std::path::{Path, PathBuf};
 
 /// The pinned dlt release the figures were measured with.

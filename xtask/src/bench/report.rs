@@ -7,7 +7,8 @@ use super::stats::{log_log_slope, Summary};
 use super::threads::{self, Cycle, Pair, Run};
 use super::{attack, feed};
 use super::{Plan, SCALE_POSTS};
-use crate::run::{cmd, output_of};
+use crate::process::{cmd, output_of};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -118,16 +119,42 @@ fn file_name(path: &Path) -> String {
 
 pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Path) -> String {
     let mut md = String::new();
-    let t = &results.threads;
-    let largest = t.scaling.iter().next_back();
-    let fraction_at_largest = results.feed.last().map(|s| s.fraction_of_copy());
-    let slope_threads = log_log_slope(&threads_points(results));
-    let slope_feed = log_log_slope(
+    intro(&mut md, plan);
+    headlines(&mut md, results, plan);
+    threads_section(&mut md, results);
+    scale_section(&mut md, &results.scale);
+    peer_section(&mut md, &results.threads);
+    seed_section(&mut md, &results.threads.seed);
+    feed_section(&mut md, results);
+    attack_section(&mut md, &results.attack);
+    chart_section(&mut md, chart);
+    growth_section(&mut md, &results.growth, growth_chart);
+    simulator_section(&mut md, &results.simulator);
+    reproduce_section(&mut md);
+    md.push_str(KEEP_MARKER);
+    md.push('\n');
+    md
+}
+
+/// A log-log slope with two decimals, a dash when there are too few points.
+fn shown_slope(points: &[(f64, f64)]) -> String {
+    log_log_slope(points).map_or("—".into(), |s| format!("{s:.2}"))
+}
+
+fn threads_slope(results: &Results) -> String {
+    shown_slope(&threads_points(results))
+}
+
+fn feed_slope(results: &Results) -> String {
+    shown_slope(
         &feed_points(results)
             .iter()
             .map(|p| (p.0, p.1))
             .collect::<Vec<_>>(),
-    );
+    )
+}
+
+fn intro(md: &mut String, plan: &Plan) {
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
@@ -139,10 +166,24 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         plan.reps,
         machine()
     );
+}
 
+fn headlines(md: &mut String, results: &Results, plan: &Plan) {
     let _ = writeln!(md, "## Headlines\n");
     let _ = writeln!(md, "| what | figure |\n|---|---|");
-    if let Some((accounts, runs)) = largest {
+    headline_cycles(md, results, plan);
+    headline_comparisons(md, results);
+    let _ = writeln!(
+        md,
+        "| log-log slope of time against accounts / against messages | {} / {} |\n",
+        threads_slope(results),
+        feed_slope(results)
+    );
+}
+
+/// The headlines on pg_pullsync's own cycles against the cron interval.
+fn headline_cycles(md: &mut String, results: &Results, plan: &Plan) {
+    if let Some((accounts, runs)) = results.threads.scaling.iter().next_back() {
         let seconds = first(runs, |c| c.seconds);
         let _ = writeln!(
             md,
@@ -165,6 +206,11 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
             );
         }
     }
+}
+
+/// The headlines that compare: against dlt, the seed's design, COPY and an idle server.
+fn headline_comparisons(md: &mut String, results: &Results) {
+    let t = &results.threads;
     let (strongest, strongest_name) = strongest_peer(t);
     let _ = writeln!(
         md,
@@ -178,7 +224,8 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         t.seed.accounts,
         seed_throughput(&t.seed).show(1)
     );
-    if let (Some(size), Some(fraction)) = (results.feed.last(), fraction_at_largest) {
+    if let Some(size) = results.feed.last() {
+        let fraction = size.fraction_of_copy();
         let _ = writeln!(
             md,
             "| feed end to end, {} messages, as a fraction of COPY | **{:.0}%** ({:.0}–{:.0}%) |",
@@ -195,13 +242,10 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         attack::SLOW_ADDRESSES,
         results.attack.slowdown().show(2)
     );
-    let _ = writeln!(
-        md,
-        "| log-log slope of time against accounts / against messages | {} / {} |\n",
-        slope_threads.map_or("—".into(), |s| format!("{s:.2}")),
-        slope_feed.map_or("—".into(), |s| format!("{s:.2}"))
-    );
+}
 
+/// Section 1: pg_pullsync's cycles at each size, then their CPU and latency floor.
+fn threads_section(md: &mut String, results: &Results) {
     let _ = writeln!(md, "## 1. Threads cycle scaling\n");
     let _ = writeln!(
         md,
@@ -215,15 +259,31 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
          100 ms.\n",
         settings(threads::PULLSYNC)
     );
+    threads_table(md, &results.threads.scaling);
+    let _ = writeln!(
+        md,
+        "\nTime against accounts, log-log: slope {} (1 = proportional).\n",
+        threads_slope(results)
+    );
+    cpu_table(md, &results.threads.scaling);
+}
+
+/// Picks one cycle of a run.
+type Pick = fn(&Run) -> Cycle;
+
+/// Each size's first and incremental cycles, in the order the tables show them.
+const CYCLES: [(&str, Pick); 2] = [
+    ("first", |r: &Run| r.first),
+    ("incremental", |r: &Run| r.incremental),
+];
+
+fn threads_table(md: &mut String, scaling: &BTreeMap<usize, Vec<Run>>) {
     let _ = writeln!(
         md,
         "| accounts | cycle | seconds | API requests | requests/s | rows | rows/s | worker own memory, MiB | worker peak RSS, MiB |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for (accounts, runs) in &t.scaling {
-        for (name, pick) in [
-            ("first", (|r: &Run| r.first) as fn(&Run) -> Cycle),
-            ("incremental", |r: &Run| r.incremental),
-        ] {
+    for (accounts, runs) in scaling {
+        for (name, pick) in CYCLES {
             let of = |f: fn(&Cycle) -> f64| summary(runs, |r| f(&pick(r)));
             let _ = writeln!(
                 md,
@@ -238,11 +298,9 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
             );
         }
     }
-    let _ = writeln!(
-        md,
-        "\nTime against accounts, log-log: slope {} (1 = proportional).\n",
-        slope_threads.map_or("—".into(), |s| format!("{s:.2}"))
-    );
+}
+
+fn cpu_table(md: &mut String, scaling: &BTreeMap<usize, Vec<Run>>) {
     let _ = writeln!(
         md,
         "CPU: the seconds the cluster's processes used during the cycle (the postmaster and \
@@ -256,11 +314,8 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         md,
         "| accounts | cycle | CPU, s | CPU ms per 1,000 requests | CPU ms per 1,000 rows | latency floor, s | wall ÷ floor |\n|---:|---|---:|---:|---:|---:|---:|"
     );
-    for (accounts, runs) in &t.scaling {
-        for (name, pick) in [
-            ("first", (|r: &Run| r.first) as fn(&Run) -> Cycle),
-            ("incremental", |r: &Run| r.incremental),
-        ] {
+    for (accounts, runs) in scaling {
+        for (name, pick) in CYCLES {
             let of = |f: fn(&Cycle) -> Option<f64>, digits: usize| {
                 let values: Option<Vec<f64>> = runs.iter().map(|r| f(&pick(r))).collect();
                 values.map_or("—".into(), |v| Summary::of(&v).show(digits))
@@ -277,7 +332,10 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         }
     }
     let _ = writeln!(md);
+}
 
+/// Section 1b: one run per fleet size at `SCALE_POSTS` posts per account.
+fn scale_section(md: &mut String, scale: &[(usize, Run)]) {
     let _ = writeln!(
         md,
         "## 1b. Scale: {SCALE_POSTS} posts per account, up to the largest fleet\n"
@@ -290,7 +348,7 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         md,
         "| accounts | cycle | seconds | API requests | rows | CPU, s | CPU ms per 1,000 requests | wall ÷ floor | worker own memory, MiB | worker peak RSS, MiB |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for (accounts, run) in &results.scale {
+    for (accounts, run) in scale {
         for (name, c) in [("first", &run.first), ("incremental", &run.incremental)] {
             let _ = writeln!(
                 md,
@@ -308,7 +366,10 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         }
     }
     let _ = writeln!(md);
+}
 
+/// Section 2: pg_pullsync against the three dlt pipelines.
+fn peer_section(md: &mut String, t: &threads::Results) {
     let _ = writeln!(md, "## 2. Peer: dlt\n");
     let _ = writeln!(
         md,
@@ -353,8 +414,10 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         );
     }
     let _ = writeln!(md);
+}
 
-    let seed = &t.seed;
+/// Section 3: pg_pullsync against the seed's design on the same fleet.
+fn seed_section(md: &mut String, seed: &threads::SeedPair) {
     let _ = writeln!(md, "## 3. The seed's design\n");
     let _ = writeln!(
         md,
@@ -369,52 +432,40 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
          until every account was synced once; the fleet's time counts the 15 minutes between \
          invocations. pg_pullsync's figures are its first cycle on the same fleet.\n"
     );
-    let accounts_per_minute_ours = summary(&seed.ours, |r| {
-        seed.accounts as f64 * 60.0 / r.first.seconds
-    });
-    let per_minute_theirs: Vec<f64> = seed
-        .theirs
-        .iter()
-        .map(|f| f.first().accounts_synced as f64 * 60.0 / f.first().seconds)
-        .collect();
-    let fleet_ours: Vec<f64> = seed.ours.iter().map(|r| r.first.seconds).collect();
-    let fleet_theirs: Vec<f64> = seed.theirs.iter().map(FleetRun::fleet_seconds).collect();
     let _ = writeln!(
         md,
         "| {} accounts | pg_pullsync | the seed's design | pg_pullsync is better by |\n|---|---:|---:|---:|",
         seed.accounts
     );
+    seed_table(md, seed);
+}
+
+fn seed_table(md: &mut String, seed: &threads::SeedPair) {
+    let accounts_per_minute_ours = summary(&seed.ours, |r| {
+        seed.accounts as f64 * 60.0 / r.first.seconds
+    });
+    let theirs = |figure: fn(&FleetRun) -> f64| {
+        Summary::of(&seed.theirs.iter().map(figure).collect::<Vec<_>>())
+    };
+    let fleet_ours: Vec<f64> = seed.ours.iter().map(|r| r.first.seconds).collect();
+    let fleet_theirs: Vec<f64> = seed.theirs.iter().map(FleetRun::fleet_seconds).collect();
     let _ = writeln!(
         md,
         "| accounts synced per minute of work | {} | {} | {}× |",
         accounts_per_minute_ours.show(0),
-        Summary::of(&per_minute_theirs).show(1),
+        theirs(|f| f.first().accounts_synced as f64 * 60.0 / f.first().seconds).show(1),
         seed_throughput(seed).show(1)
     );
     let _ = writeln!(
         md,
         "| accounts synced by the first invocation (60 s) / cycle | {} | {} | |",
         seed.accounts,
-        Summary::of(
-            &seed
-                .theirs
-                .iter()
-                .map(|f| f.first().accounts_synced as f64)
-                .collect::<Vec<_>>()
-        )
-        .show(0)
+        theirs(|f| f.first().accounts_synced as f64).show(0)
     );
     let _ = writeln!(
         md,
         "| invocations until every account was synced once | 1 | {} | |",
-        Summary::of(
-            &seed
-                .theirs
-                .iter()
-                .map(|f| f.invocations.len() as f64)
-                .collect::<Vec<_>>()
-        )
-        .show(0)
+        theirs(|f| f.invocations.len() as f64).show(0)
     );
     let _ = writeln!(
         md,
@@ -423,7 +474,10 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         Summary::of(&fleet_theirs).show(0),
         Summary::of_ratios(&fleet_theirs, &fleet_ours).show(0)
     );
+}
 
+/// Section 4: the feed's pull against COPY of the same rows.
+fn feed_section(md: &mut String, results: &Results) {
     let _ = writeln!(md, "## 4. Feed: end to end against COPY\n");
     let _ = writeln!(
         md,
@@ -456,10 +510,12 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
     let _ = writeln!(
         md,
         "\nTime against messages, log-log: slope {}.\n",
-        slope_feed.map_or("—".into(), |s| format!("{s:.2}"))
+        feed_slope(results)
     );
+}
 
-    let a = &results.attack;
+/// Section 4b: a consumer's page latency while slow clients and a wrong-key flood attack.
+fn attack_section(md: &mut String, a: &attack::Latency) {
     let _ = writeln!(md, "## 4b. Feed server under attack\n");
     let _ = writeln!(
         md,
@@ -481,30 +537,34 @@ pub fn markdown(results: &Results, plan: &Plan, chart: &Path, growth_chart: &Pat
         a.flood_requests,
         a.flood_throttled
     );
+}
 
+/// Section 5: the scaling chart.
+fn chart_section(md: &mut String, chart: &Path) {
     let _ = writeln!(md, "## 5. Scaling chart\n");
     let _ = writeln!(
         md,
         "![time against accounts and against messages, log-log]({})\n",
         file_name(chart)
     );
-    growth_section(&mut md, &results.growth, growth_chart);
+}
 
+fn simulator_section(md: &mut String, simulator: &Summary) {
     let _ = writeln!(md, "## The simulator's own ceiling\n");
     let _ = writeln!(
         md,
         "`sim-bench`: `/{{media-id}}/insights` with no latency, the server on one thread and 64 \
          connections from another: {} requests/s. The Threads figures above are far below it, so \
          the simulator is not what limits them.\n",
-        results.simulator.show(0)
+        simulator.show(0)
     );
+}
+
+fn reproduce_section(md: &mut String) {
     let _ = writeln!(
         md,
         "## Reproduce\n\n```sh\ncargo xtask bench          # everything above, about an hour\ncargo xtask bench --quick  # small sizes, written under target/bench/\n```\n"
     );
-    md.push_str(KEEP_MARKER);
-    md.push('\n');
-    md
 }
 
 /// What a daily cleanup of snapshots may take before partitions, dropped whole, are worth
@@ -601,6 +661,193 @@ fn settings(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::growth::{Day, Month};
+    use crate::bench::memory::Peak;
+    use crate::bench::seed::Invocation;
+
+    fn cycle(seconds: f64, requests: u64, rows: u64, cpu_seconds: Option<f64>) -> Cycle {
+        Cycle {
+            seconds,
+            requests,
+            rows,
+            peak: Peak {
+                anon_kib: rows * 3 + 2048,
+                hwm_kib: rows * 7 + 90_000,
+            },
+            cpu_seconds,
+            in_flight: cpu_seconds.map(|_| 32),
+        }
+    }
+
+    /// pg_pullsync's run at `scale`, or a peer's (no CPU, no floor) when `ours` is false.
+    fn run(scale: f64, ours: bool) -> Run {
+        let cpu = |s: f64| ours.then_some(s);
+        Run {
+            first: cycle(
+                12.5 * scale,
+                (900.0 * scale) as u64,
+                (4_000.0 * scale) as u64,
+                cpu(3.2 * scale),
+            ),
+            incremental: cycle(
+                4.25 * scale,
+                (300.0 * scale) as u64,
+                (700.0 * scale) as u64,
+                cpu(0.9 * scale),
+            ),
+        }
+    }
+
+    fn pair(accounts: usize, theirs: f64) -> Pair {
+        Pair {
+            accounts,
+            ours: vec![run(1.0, true), run(1.1, true), run(0.95, true)],
+            theirs: vec![
+                run(theirs, false),
+                run(theirs * 1.2, false),
+                run(theirs * 0.9, false),
+            ],
+        }
+    }
+
+    fn fleet(invocations: usize, synced: u64) -> FleetRun {
+        let invocation = |i: usize| Invocation {
+            accounts_total: 10,
+            accounts_synced: synced + i as u64,
+            accounts_failed: 0,
+            requests: 400,
+            rows: 900,
+            seconds: 60.0 - i as f64,
+            cut_off: i + 1 < invocations,
+        };
+        FleetRun {
+            invocations: (0..invocations).map(invocation).collect(),
+        }
+    }
+
+    fn day(scale: i64) -> Day {
+        Day {
+            rows: (1..=7).map(|t| t * 1_000 * scale).collect(),
+            bytes: (1..=7).map(|t| t * 65_536 * scale).collect(),
+        }
+    }
+
+    fn sample() -> Results {
+        Results {
+            simulator: Summary::of(&[41_000.0, 39_500.0, 40_250.0]),
+            threads: threads::Results {
+                scaling: [
+                    (10, vec![run(0.2, true), run(0.25, true), run(0.22, true)]),
+                    (100, vec![run(1.0, true), run(1.3, true), run(0.9, true)]),
+                ]
+                .into(),
+                seed: threads::SeedPair {
+                    accounts: 10,
+                    ours: vec![run(0.3, true), run(0.35, true)],
+                    theirs: vec![fleet(3, 4), fleet(2, 6)],
+                },
+                peer: pair(5, 6.0),
+                peer_default: pair(5, 15.0),
+                peer_rest_api: pair(5, 5.5),
+            },
+            scale: vec![(100, run(2.0, true)), (300, run(5.5, false))],
+            growth: Growth {
+                month: Month {
+                    accounts: 50,
+                    posts: 20,
+                    days: 2,
+                    step_hours: 12,
+                },
+                days: vec![day(1), day(2), day(4)],
+                cleanup_rows: 12_345,
+                cleanup_seconds: 1.75,
+            },
+            feed: vec![
+                feed::Size {
+                    messages: 1_000,
+                    rows: 1_020,
+                    pull_seconds: vec![0.5, 0.45, 0.6],
+                    copy_seconds: vec![0.2, 0.21, 0.19],
+                },
+                feed::Size {
+                    messages: 10_000,
+                    rows: 10_200,
+                    pull_seconds: vec![2.5, 2.4, 2.9],
+                    copy_seconds: vec![1.2, 1.1, 1.3],
+                },
+            ],
+            attack: attack::Latency {
+                idle_ms: vec![1.2, 1.1, 1.3],
+                attacked_ms: vec![2.5, 2.2, 3.1],
+                flood_requests: 123_456,
+                flood_throttled: 120_000,
+            },
+        }
+    }
+
+    #[test]
+    fn the_report_has_every_section_in_order() {
+        let md = markdown(
+            &sample(),
+            &Plan::quick(),
+            Path::new("/x/scaling.png"),
+            Path::new("/x/growth.png"),
+        );
+        let headings: Vec<&str> = md.lines().filter(|l| l.starts_with("## ")).collect();
+        assert_eq!(
+            headings,
+            [
+                "## Headlines",
+                "## 1. Threads cycle scaling",
+                "## 1b. Scale: 20 posts per account, up to the largest fleet",
+                "## 2. Peer: dlt",
+                "## 3. The seed's design",
+                "## 4. Feed: end to end against COPY",
+                "## 4b. Feed server under attack",
+                "## 5. Scaling chart",
+                "## 5b. Storage over a simulated month",
+                "## The simulator's own ceiling",
+                "## Reproduce",
+            ]
+        );
+        assert!(md.ends_with(&format!("\n{KEEP_MARKER}\n")));
+        for line in [
+            "Written by `cargo xtask bench --quick` (small sizes) on",
+            "| first sync of 100 accounts × 100 posts (50 ms API latency) | 12.5 (11.2–16.2) s — inside",
+            "| pg_pullsync vs dlt rest_api (the faster dlt pipeline), first sync of 5 accounts | **5.5 (5.2–6.0)× faster** |",
+            "| 300 | first | 68.8 | 4950 | 22000 | — | — | — | 66.5 | 238 |",
+            "| invocations until every account was synced once | 1 | 2 (2–3) | |",
+            "| 10000 | 10200 | 2.50 (2.40–2.90) | 4080 (3517–4250) | 1.20 (1.10–1.30) | 8500 (7846–9273) | 46% (45–48%) |",
+            "![time against accounts and against messages, log-log](scaling.png)",
+            "retention by row deletion keeps up",
+        ] {
+            assert!(md.contains(line), "{line:?} not in:\n{md}");
+        }
+    }
+
+    #[test]
+    fn the_report_says_what_is_too_slow_and_what_is_missing() {
+        let mut slow = sample();
+        slow.threads.scaling = [(10_000, vec![run(80.0, true)])].into();
+        slow.scale.clear();
+        slow.feed.clear();
+        slow.growth.cleanup_seconds = 5_000.0;
+        let md = markdown(
+            &slow,
+            &Plan::full(),
+            Path::new("scaling.png"),
+            Path::new("growth.png"),
+        );
+        for line in [
+            "Written by `cargo xtask bench` on",
+            "| first sync of 10000 accounts × 100 posts (50 ms API latency) | 1000.0 (1000.0–1000.0) s — **outside**",
+            "| log-log slope of time against accounts / against messages | — / — |",
+            "**more than 10 minutes a day: retention by row deletion does not keep up;",
+        ] {
+            assert!(md.contains(line), "{line:?} not in:\n{md}");
+        }
+        assert!(!md.contains("| feed end to end"), "{md}");
+    }
 
     #[test]
     fn the_hand_written_part_survives_a_rewrite() {

@@ -3,7 +3,8 @@
 //! minutes, against the same simulator and tables.
 
 use super::{Bench, BENCH_PORT, DB, SIM_PORT};
-use crate::run::{cmd, workspace_root, Result, StatusOk};
+use crate::process::{cmd, Result, StatusOk};
+use crate::workspace::workspace_root;
 use serde_json::Value;
 use std::path::PathBuf;
 

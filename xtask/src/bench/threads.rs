@@ -7,7 +7,7 @@ use super::memory::{Peak, Sampler};
 use super::peer::Variant;
 use super::seed::FleetRun;
 use super::{peer, seed, Bench, Plan, DB, SIM_PORT};
-use crate::run::Result;
+use crate::process::Result;
 use crate::simulator::http;
 use std::collections::BTreeMap;
 use std::process::Child;

@@ -1,7 +1,7 @@
-//! What a source is to the job runner. The queue and the runner drive every source through
-//! this trait and never name one; a source is registered once, in `lib.rs`.
+//! What a kind of job is to the job runner. The queue and the runner drive every kind
+//! through this trait and never name one; each source lists its kinds in its `SourceSpec`.
 //!
-//! A job of a source is either a run of units (Threads: one unit per account, claimed by
+//! A job is either a run of units (Threads: one unit per account, claimed by
 //! any worker, each written in its own transaction) or a single piece of work that the
 //! source does in one call of `run` (a feed pull, the token refresh).
 
@@ -20,6 +20,18 @@ pub struct Job {
     pub kind: String,
     pub payload: Value,
     pub job_log_id: Option<i64>,
+}
+
+impl Job {
+    /// The payload as the kind's own type.
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.payload.clone()).map_err(|e| {
+            PullsyncError::Internal(format!(
+                "job {} of kind {}: its payload: {e}",
+                self.id, self.kind
+            ))
+        })
+    }
 }
 
 /// A claimed unit of a run.
@@ -87,13 +99,10 @@ impl RunTotals {
     }
 }
 
-/// A source: the kind of job it runs, and how. A job is either done by `run` in one go,
-/// or, when `units` says so, a run of units the runner works in batches.
-pub trait Source: Sync {
-    /// The source's name in `sync_logs.source` and `reconciliation_runs.source`.
-    fn name(&self) -> &'static str;
-
-    /// `pullsync.jobs.kind` of this source's jobs.
+/// A kind of job, and how it runs. A job is either done by `run` in one go, or, when
+/// `units` says so, a run of units the runner works in batches.
+pub trait JobKind: Sync {
+    /// `pullsync.jobs.kind` of these jobs.
     fn kind(&self) -> &'static str;
 
     /// A job without units, from start to end: the source delimits its own units of work
@@ -107,13 +116,13 @@ pub trait Source: Sync {
         )))
     }
 
-    /// For a source whose jobs are runs of units: itself, as the runner drives it.
+    /// For a kind whose jobs are runs of units: itself, as the runner drives it.
     fn units(&self) -> Option<&dyn Batches> {
         None
     }
 }
 
-/// A source whose jobs are runs of units: how a run is planned, the four steps of each
+/// A kind of job that is a run of units: how a run is planned, the four steps of each
 /// batch, and how a run closes. Every method runs on the main thread; only the future
 /// `pull` returns runs on the background HTTP runtime.
 pub trait Units: Sync {
@@ -164,7 +173,7 @@ pub trait Units: Sync {
     fn finish(&self, job: &Job, totals: &RunTotals) -> Result<Value>;
 }
 
-/// A run of units as the runner drives it, whatever the source's types (`runner.rs`
+/// A run of units as the runner drives it, whatever the kind's types (`runner.rs`
 /// implements it for every `Units`).
 pub trait Batches: Sync {
     fn units_query(&self) -> &'static str;
