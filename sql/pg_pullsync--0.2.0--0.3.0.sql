@@ -347,6 +347,8 @@ CREATE FUNCTION pullsync."default_schedules"() RETURNS TABLE (
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c AS 'MODULE_PATHNAME', 'default_schedules_wrapper';
 REVOKE ALL ON FUNCTION pullsync.default_schedules() FROM PUBLIC;
+-- Their fixed text: schedule_defaults() reads it with its caller's rights.
+GRANT EXECUTE ON FUNCTION pullsync.default_schedules() TO PUBLIC;
 CREATE OR REPLACE FUNCTION pullsync.schedule_defaults(OUT jobname text, OUT schedule text, OUT command text, OUT jobid bigint)
 RETURNS SETOF record
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

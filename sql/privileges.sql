@@ -23,3 +23,5 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA pullsync FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pullsync.is_source(text) TO PUBLIC;
 -- Row security's check in the form Citus takes: it answers only for the caller.
 GRANT EXECUTE ON FUNCTION pullsync.role_held(name) TO PUBLIC;
+-- The default pg_cron jobs' fixed text: schedule_defaults() reads it with its caller's rights.
+GRANT EXECUTE ON FUNCTION pullsync.default_schedules() TO PUBLIC;

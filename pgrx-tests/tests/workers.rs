@@ -3,7 +3,7 @@
 //! simulator on port 28818 (the cluster's pullsync.threads_api_url), so they run one at a time.
 
 use postgres::Client;
-use pullsync_tests::db::{fresh_database, sqlstate_of};
+use pullsync_tests::db::{connect_as, fresh_database, fresh_role, sqlstate_of};
 use pullsync_tests::sim::faults::{Endpoint, FaultKind, FaultSpec};
 use pullsync_tests::sim::{SimConfig, SimServer};
 use pullsync_tests::threads::{add_sim_accounts, count};
@@ -278,6 +278,29 @@ fn pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent() {
         expected.len() as i64,
         "idempotent"
     );
+    // An operator granted what docs/SECURITY.md says schedules with its own rights: the
+    // sources' default jobs are read from the registry (default_schedules()).
+    fresh_role(&mut f.db, "it_cron_operator");
+    f.db.batch_execute(
+        "GRANT USAGE ON SCHEMA pullsync, cron TO it_cron_operator;
+         GRANT EXECUTE ON FUNCTION pullsync.schedule_defaults(), pullsync.unschedule_all() TO it_cron_operator",
+    )
+    .unwrap();
+    let database: String =
+        f.db.query_one("SELECT current_database()", &[])
+            .unwrap()
+            .get(0);
+    let mut operator = connect_as(&database, "it_cron_operator");
+    let theirs = operator
+        .query("SELECT jobname FROM pullsync.schedule_defaults()", &[])
+        .unwrap();
+    assert_eq!(theirs.len(), expected.len());
+    let removed: i32 = operator
+        .query_one("SELECT pullsync.unschedule_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, expected.len() as i32, "the operator's own jobs");
+    drop(operator);
     // Every registered command is valid SQL here (explained, not run).
     for row in
         f.db.query(
