@@ -43,6 +43,18 @@ static SNAPSHOT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// library is preloaded: Postgres refuses to define them later, and without preloading
 /// there are no workers for them to configure.
 pub fn register(preloading: bool) {
+    register_key();
+    register_http();
+    register_jobs();
+    register_monitoring();
+    register_retention();
+    if preloading {
+        register_server_start();
+    }
+}
+
+/// The sealing key: only its file.
+fn register_key() {
     // 0.1.0 took the key itself as a setting. Any value is refused now, so the key can no
     // longer sit where pg_read_all_settings (and so pg_monitor) reads it.
     // SAFETY: the check hook is guarded and only reads its argument.
@@ -69,6 +81,10 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::SUPERUSER_ONLY,
     );
+}
+
+/// Every HTTP request: timeouts, retries, sizes, certificates, where it may go.
+fn register_http() {
     GucRegistry::define_int_guc(
         c"pullsync.http_timeout",
         c"Timeout of one HTTP request.",
@@ -99,6 +115,53 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::UNIT_KB,
     );
+    GucRegistry::define_int_guc(
+        c"pullsync.http_max_retries",
+        c"Retries of a request that failed transiently (5xx, timeout, reset).",
+        c"Authentication failures, refusals and bad answers are never retried; throttling waits for Retry-After.",
+        &HTTP_MAX_RETRIES,
+        0,
+        10,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pullsync.http_retry_delay",
+        c"Base delay of the exponential backoff between retries (full jitter).",
+        c"The n-th retry waits a random time up to this times 2^n, capped at 30 s.",
+        &HTTP_RETRY_DELAY_MS,
+        0,
+        60_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_string_guc(
+        c"pullsync.http_ca_file",
+        c"PEM file of CA certificates trusted besides the public roots, e.g. a feed provider's private CA.",
+        c"For providers whose certificate no public root signs; the public roots stay trusted.",
+        &HTTP_CA_FILE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // Superuser-only: it decides which of the server's neighbours a role may reach.
+    // SAFETY: the check hook is guarded and only reads its argument.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pullsync.http_allowed_hosts",
+            c"Non-public destinations HTTP requests may go to (empty: public addresses only).",
+            c"A comma list of loopback, private, link-local, addresses or CIDR blocks, host names with an optional :port; docs/SECURITY.md.",
+            &HTTP_ALLOWED_HOSTS,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_allowed_hosts),
+            None,
+            None,
+        );
+    }
+}
+
+/// The job runner: batches, locks, units, the calls made in sessions.
+fn register_jobs() {
     GucRegistry::define_int_guc(
         c"pullsync.max_session_calls",
         c"How many calls made in sessions (a pull, sync or reconciliation called in SQL, run_jobs) may run at once.",
@@ -150,26 +213,6 @@ pub fn register(preloading: bool) {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
-        c"pullsync.http_max_retries",
-        c"Retries of a request that failed transiently (5xx, timeout, reset).",
-        c"Authentication failures, refusals and bad answers are never retried; throttling waits for Retry-After.",
-        &HTTP_MAX_RETRIES,
-        0,
-        10,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pullsync.http_retry_delay",
-        c"Base delay of the exponential backoff between retries (full jitter).",
-        c"The n-th retry waits a random time up to this times 2^n, capped at 30 s.",
-        &HTTP_RETRY_DELAY_MS,
-        0,
-        60_000,
-        GucContext::Suset,
-        GucFlags::UNIT_MS,
-    );
-    GucRegistry::define_int_guc(
         c"pullsync.unit_timeout",
         c"A claimed unit whose worker is silent this long goes back to the queue.",
         c"Units of a worker that is gone are requeued at once.",
@@ -189,59 +232,28 @@ pub fn register(preloading: bool) {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_bool_guc(
-        c"pullsync.allow_snapshot_delete",
-        c"Lets the retention path delete L1 snapshot rows in this transaction.",
-        c"Set locally by pullsync.cleanup(); leave it off otherwise.",
-        &ALLOW_SNAPSHOT_DELETE,
-        GucContext::Suset,
-        GucFlags::NO_SHOW_ALL,
-    );
-    GucRegistry::define_string_guc(
-        c"pullsync.http_ca_file",
-        c"PEM file of CA certificates trusted besides the public roots, e.g. a feed provider's private CA.",
-        c"For providers whose certificate no public root signs; the public roots stay trusted.",
-        &HTTP_CA_FILE,
-        GucContext::Suset,
+}
+
+/// Server-start settings: the workers and their database.
+fn register_server_start() {
+    GucRegistry::define_int_guc(
+        c"pullsync.workers",
+        c"Number of background workers that run sync jobs.",
+        c"Needs pg_pullsync in shared_preload_libraries; takes effect at server start.",
+        &WORKERS,
+        0,
+        64,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
-    // Superuser-only: it decides which of the server's neighbours a role may reach.
-    // SAFETY: the check hook is guarded and only reads its argument.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"pullsync.http_allowed_hosts",
-            c"Non-public destinations HTTP requests may go to (empty: public addresses only).",
-            c"A comma list of loopback, private, link-local, addresses or CIDR blocks, host names with an optional :port; docs/SECURITY.md.",
-            &HTTP_ALLOWED_HOSTS,
-            GucContext::Suset,
-            GucFlags::default(),
-            Some(check_allowed_hosts),
-            None,
-            None,
-        );
-    }
-    register_monitoring();
-    register_retention();
-    if preloading {
-        GucRegistry::define_int_guc(
-            c"pullsync.workers",
-            c"Number of background workers that run sync jobs.",
-            c"Needs pg_pullsync in shared_preload_libraries; takes effect at server start.",
-            &WORKERS,
-            0,
-            64,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
-        GucRegistry::define_string_guc(
-            c"pullsync.database",
-            c"Database the background workers connect to.",
-            c"pg_pullsync must be installed in it; the workers and the feed server wait until it is.",
-            &DATABASE,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
-    }
+    GucRegistry::define_string_guc(
+        c"pullsync.database",
+        c"Database the background workers connect to.",
+        c"pg_pullsync must be installed in it; the workers and the feed server wait until it is.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
 }
 
 fn register_monitoring() {
@@ -308,6 +320,14 @@ fn register_monitoring() {
 }
 
 fn register_retention() {
+    GucRegistry::define_bool_guc(
+        c"pullsync.allow_snapshot_delete",
+        c"Lets the retention path delete L1 snapshot rows in this transaction.",
+        c"Set locally by pullsync.cleanup(); leave it off otherwise.",
+        &ALLOW_SNAPSHOT_DELETE,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
+    );
     GucRegistry::define_int_guc(
         c"pullsync.log_retention",
         c"pullsync.cleanup() removes logs, finished jobs, metrics, reconciliation runs, resolved alerts and resolved quarantined items older than this.",
