@@ -283,6 +283,8 @@ fn pg_cron_triggers_a_run_and_schedule_defaults_is_idempotent() {
     fresh_role(&mut f.db, "it_cron_operator");
     f.db.batch_execute(
         "GRANT USAGE ON SCHEMA pullsync, cron TO it_cron_operator;
+         GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean)
+            TO it_cron_operator;
          GRANT EXECUTE ON FUNCTION pullsync.schedule_defaults(), pullsync.unschedule_all() TO it_cron_operator",
     )
     .unwrap();
