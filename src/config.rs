@@ -452,19 +452,37 @@ fn http_ca_file() -> Option<String> {
     text(&HTTP_CA_FILE)
 }
 
-/// HTTP settings for the current GUC values.
-pub fn http_settings() -> pullsync_core::http::HttpSettings {
+/// What a source sets for its own requests in place of the `pullsync.http_*` settings;
+/// each None keeps the setting's value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpOverrides {
+    pub timeout: Option<Duration>,
+    pub retry: Option<pullsync_core::http::RetryPolicy>,
+    pub concurrency: Option<usize>,
+    /// The cap on an answer's size, with the setting that says so (for the message).
+    pub max_response: Option<(usize, &'static str)>,
+}
+
+/// The HTTP settings for the current GUC values, with the overrides in their place.
+fn http_settings(overrides: HttpOverrides) -> pullsync_core::http::HttpSettings {
+    let (max_response_bytes, max_response_setting) = overrides
+        .max_response
+        .unwrap_or((http_max_response_bytes(), "pullsync.http_max_response_size"));
     pullsync_core::http::HttpSettings {
-        timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get() as u64),
-        retry: pullsync_core::http::RetryPolicy {
+        timeout: overrides
+            .timeout
+            .unwrap_or(Duration::from_millis(HTTP_TIMEOUT_MS.get() as u64)),
+        retry: overrides.retry.unwrap_or(pullsync_core::http::RetryPolicy {
             max_retries: HTTP_MAX_RETRIES.get() as u32,
             base_delay: Duration::from_millis(HTTP_RETRY_DELAY_MS.get() as u64),
             max_delay: Duration::from_secs(30),
-        },
-        concurrency: HTTP_CONCURRENCY.get() as usize,
+        }),
+        concurrency: overrides
+            .concurrency
+            .unwrap_or(HTTP_CONCURRENCY.get() as usize),
         ca_file: http_ca_file(),
-        max_response_bytes: http_max_response_bytes(),
-        max_response_setting: "pullsync.http_max_response_size",
+        max_response_bytes,
+        max_response_setting,
         destinations: http_destinations(),
     }
 }
@@ -496,11 +514,10 @@ pub fn max_session_calls() -> i64 {
     i64::from(MAX_SESSION_CALLS.get())
 }
 
-/// The one way an HTTP client is made: a bad CA file is a setting to fix, not an internal error.
-pub fn http_client(
-    settings: pullsync_core::http::HttpSettings,
-) -> Result<pullsync_core::http::HttpClient> {
-    pullsync_core::http::HttpClient::new(settings).map_err(|e| {
+/// The one way an HTTP client is made: the `pullsync.http_*` settings, with what the source
+/// sets for itself in their place. A bad CA file is a setting to fix, not an internal error.
+pub fn http_client(overrides: HttpOverrides) -> Result<pullsync_core::http::HttpClient> {
+    pullsync_core::http::HttpClient::new(http_settings(overrides)).map_err(|e| {
         PullsyncError::invalid(
             e.message,
             "pullsync.http_ca_file must name a readable PEM file of CA certificates, or be empty.",

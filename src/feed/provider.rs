@@ -2,12 +2,11 @@
 //! with the key opened, and its provider over the shared HTTP layer, which classifies the
 //! provider's JSON errors.
 
+use crate::config::HttpOverrides;
 use crate::error::{PullsyncError, Result};
 use crate::runtime::{self, Background, Cancel};
 use pgrx::prelude::*;
-use pullsync_core::http::{
-    Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, RetryPolicy,
-};
+use pullsync_core::http::{throttle, Failure, FailureClass, HttpClient, RateLimiter, RetryPolicy};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -118,15 +117,15 @@ pub struct Provider {
 
 impl Provider {
     pub fn new(source: Source, cancel: Cancel) -> Result<Self> {
-        let http = crate::config::http_client(HttpSettings {
-            timeout: source.timeout,
-            retry: RetryPolicy {
+        let http = crate::config::http_client(HttpOverrides {
+            timeout: Some(source.timeout),
+            retry: Some(RetryPolicy {
                 max_retries: source.max_retries.max(0) as u32,
                 base_delay: source.retry_delay,
                 max_delay: source.retry_delay.max(Duration::from_secs(1)) * 8,
-            },
-            concurrency: 1,
-            ..crate::config::http_settings()
+            }),
+            concurrency: Some(1),
+            max_response: None,
         })?;
         crate::config::check_destination(&source.base_url)?;
         let limiter = RateLimiter::new(f64::from(source.rate_limit), 1);
@@ -146,14 +145,24 @@ impl Provider {
         path: &str,
         query: &str,
     ) -> Result<std::result::Result<T, Failure>> {
-        self.start(path, query).wait(self.cancel)
+        self.request(path, query, false).wait(self.cancel)
     }
 
-    /// Starts the GET of `get` and returns at once; `wait` on the result.
-    pub fn start<T: serde::de::DeserializeOwned + Send + 'static>(
+    /// Starts the GET of a page of a listing and returns at once; `wait` on the result.
+    /// Throttling is waited out as the provider asks (the HTTP layer's throttle waits).
+    pub fn start_page<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
         query: &str,
+    ) -> Background<std::result::Result<T, Failure>> {
+        self.request(path, query, true)
+    }
+
+    fn request<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        path: &str,
+        query: &str,
+        wait_out_throttling: bool,
     ) -> Background<std::result::Result<T, Failure>> {
         let url = format!(
             "{}{path}?consumer_id={}{}{query}",
@@ -164,8 +173,13 @@ impl Provider {
         let key = self.source.api_key.clone();
         let (http, limiter, calls) = (self.http.clone(), self.limiter.clone(), self.calls.clone());
         runtime::spawn(async move {
-            http.get_json::<T>(&url, Some(&key), Some(&limiter), classify_feed, &calls)
-                .await
+            let get =
+                || http.get_json::<T>(&url, Some(&key), Some(&limiter), classify_feed, &calls);
+            if wait_out_throttling {
+                throttle::waiting_out(get).await
+            } else {
+                get().await
+            }
         })
     }
 

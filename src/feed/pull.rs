@@ -2,21 +2,20 @@
 //! writes each page's rows together with its cursor checkpoint, so a crash resumes from
 //! the last committed page. Pages are written as they arrive; nothing accumulates.
 
-use super::provider::{load_source, FeedPage, Provider};
+use super::provider::{load_source, metrics_source, FeedPage, Provider};
 use super::store::{refresh_statistics, write_page};
 use super::streams::{self, Stream};
-use crate::error::Result;
+use crate::error::{PullsyncError, Result};
 use crate::jobs::kind::Outcome;
-use crate::monitor::sync_log::{finish_paged_run, RunLog};
+use crate::jobs::paged::{self, End, Fetched, Limit, Pages, Progress, Tail};
+use crate::jobs::quarantine::Written;
 use crate::plumbing::txn::Txn;
-use crate::runtime::{self, Background, Cancel};
+use crate::runtime::{Background, Cancel};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use pgrx::prelude::*;
 use pullsync_core::feed::statistics::StatisticsRefresh;
 use pullsync_core::http::{Failure, FailureClass};
-use pullsync_core::outcome::Status;
-use serde_json::{json, Value};
-use std::time::Duration;
+use serde_json::{json, Map, Value};
 
 /// A full pull reaches this far back.
 const FULL_WINDOW_DAYS: i64 = 90;
@@ -83,6 +82,210 @@ fn page_query(
     query
 }
 
+/// What a pull's streams share.
+struct Pull<'a> {
+    consumer_id: &'a str,
+    mode: &'a str,
+    max_pages: Option<u32>,
+    provider: Provider,
+    /// Set when the provider refused a cursor as another identity's: from where changes
+    /// were read again (None: from the start); reconciled once the streams are through.
+    moved_since: Option<Option<DateTime<Utc>>>,
+    /// Rows stored, per stream.
+    totals: Map<String, Value>,
+}
+
+/// One stream of a pull, page by page.
+struct StreamPages<'p, 'a> {
+    pull: &'p mut Pull<'a>,
+    def: &'static Stream,
+    cursor: Option<String>,
+    updated_after: Option<DateTime<Utc>>,
+    /// Started over once already (the provider moved, or refused the position).
+    restarted: bool,
+    count: usize,
+    statistics: StatisticsRefresh,
+    /// The next page's request, started before this page is written.
+    next_page: Option<(String, Background<std::result::Result<FeedPage, Failure>>)>,
+    /// The cursor after the page being written.
+    next: Option<String>,
+}
+
+impl<'p, 'a> StreamPages<'p, 'a> {
+    /// A full pull starts over within its window; otherwise resume from the checkpoint
+    /// (or, the first time, from the beginning).
+    fn start(
+        pull: &'p mut Pull<'a>,
+        def: &'static Stream,
+        started: DateTime<Utc>,
+        txn: Txn,
+    ) -> Result<Self> {
+        let (cursor, updated_after) = match pull.mode {
+            "full" => (None, Some(started - ChronoDuration::days(FULL_WINDOW_DAYS))),
+            _ => txn.run(|| latest_checkpoint(pull.consumer_id, def.name))?,
+        };
+        Ok(StreamPages {
+            pull,
+            def,
+            cursor,
+            updated_after,
+            restarted: false,
+            count: 0,
+            statistics: StatisticsRefresh::default(),
+            next_page: None,
+            next: None,
+        })
+    }
+
+    fn query(&self, cursor: Option<&str>) -> String {
+        let batch_size = self.pull.provider.source.batch_size;
+        page_query(batch_size, cursor, self.updated_after)
+    }
+
+    /// The provider serves the next page while this process writes this one. If the
+    /// write fails, the request is dropped (aborted) and the page fetched again later.
+    fn prefetch(&mut self, progress: &Progress) {
+        let Some(next) = &self.next else {
+            return;
+        };
+        if self.pull.max_pages.is_none_or(|m| progress.pages + 1 < m) {
+            let query = self.query(Some(next));
+            let request = self.pull.provider.start_page(self.def.path, &query);
+            self.next_page = Some((query, request));
+        }
+    }
+
+    /// A page the provider refused: the stream starts over once when the provider moved
+    /// or refused the position; any other failure ends the pull.
+    fn failed(&mut self, failure: Failure, txn: Txn) -> Result<Fetched<FeedPage>> {
+        match failure.class {
+            FailureClass::Stale if !self.restarted => {
+                // The provider was restored, recovered or promoted: positions after ours
+                // may hold rows we never saw. Read every change since shortly before the
+                // newest one held again (upserts make that harmless).
+                self.restarted = true;
+                self.cursor = None;
+                // A full pull keeps its own window.
+                if self.pull.mode != "full" {
+                    self.updated_after =
+                        txn.run(|| restart_point(self.pull.consumer_id, self.def))?;
+                }
+                self.pull.moved_since = Some(
+                    match (self.pull.moved_since.flatten(), self.updated_after) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                );
+                Ok(Fetched::Again)
+            }
+            FailureClass::BadPosition if !self.restarted => {
+                // An expired or foreign checkpoint: start this stream over. Unfiltered, so
+                // its checkpoints can be resumed from: everything again, upserts make that
+                // harmless.
+                self.restarted = true;
+                self.cursor = None;
+                self.updated_after = None;
+                Ok(Fetched::Again)
+            }
+            _ => Ok(Fetched::Failed(failure.message)),
+        }
+    }
+
+    /// The stream read to its end: its count stands in the totals, even at none.
+    fn listed(self) {
+        self.pull
+            .totals
+            .insert(self.def.name.to_string(), json!(self.count));
+    }
+}
+
+impl Pages for StreamPages<'_, '_> {
+    type Page = FeedPage;
+
+    fn limit(&self, progress: &Progress) -> Limit {
+        match self.pull.max_pages {
+            Some(m) if progress.pages >= m => Limit::Enough,
+            _ => Limit::Go,
+        }
+    }
+
+    fn fetch(
+        &mut self,
+        progress: &Progress,
+        txn: Txn,
+        cancel: Cancel,
+    ) -> Result<Fetched<FeedPage>> {
+        let query = self.query(self.cursor.as_deref());
+        let request = match self.next_page.take() {
+            Some((started, request)) if started == query => request,
+            _ => self.pull.provider.start_page(self.def.path, &query),
+        };
+        let page = match request.wait(cancel)? {
+            Ok(page) => page,
+            Err(failure) => return self.failed(failure, txn),
+        };
+        self.next = page.next_cursor.clone();
+        self.prefetch(progress);
+        Ok(Fetched::Page(page))
+    }
+
+    fn write(&mut self, page: FeedPage) -> Result<Written> {
+        // A filtered read resumes with its filter until its end, whose checkpoint the
+        // provider hands out in the unfiltered order.
+        let (consumer_id, mode) = (self.pull.consumer_id, self.pull.mode);
+        let resume_filter = if self.next.is_some() || mode == "full" {
+            self.updated_after
+        } else {
+            None
+        };
+        write_page(consumer_id, self.def.name, mode, page, resume_filter)
+    }
+
+    fn write_failed(&self, error: &PullsyncError) -> String {
+        format!("writing a page of {} failed: {error}", self.def.name)
+    }
+
+    fn committed(&mut self, written: Written, txn: Txn) -> Result<bool> {
+        self.count += written.stored;
+        if self.statistics.due(self.count) {
+            txn.run(|| refresh_statistics(self.def.table))?;
+        }
+        self.pull
+            .totals
+            .insert(self.def.name.to_string(), json!(self.count));
+        // Later pages continue from the cursor, with the same filter.
+        self.cursor = self.next.take();
+        Ok(self.cursor.is_some())
+    }
+}
+
+/// What the log says of a provider that moved.
+const MOVED: &str =
+    "the provider's identity changed (restored, recovered or promoted): recent changes read again";
+
+/// Rows the moved provider holds but did not serve again (changed before the overlap)
+/// were created before it too: reconciliation over the widest window it allows finds
+/// them, and those the provider lost, and repairs what is missing. Only after a pull that
+/// completed; the note says which.
+fn reconcile_moved(
+    consumer_id: &str,
+    completed: bool,
+    txn: Txn,
+    cancel: Cancel,
+) -> Result<(Option<Value>, String)> {
+    if !completed {
+        let note = format!(
+            "{MOVED}; not reconciled, as the pull did not complete: run pullsync.sync_reconcile"
+        );
+        return Ok((None, note));
+    }
+    let now = Utc::now();
+    let widest = ChronoDuration::seconds(crate::config::reconcile_max_window_secs());
+    let reconciliation =
+        super::reconcile::reconcile(consumer_id, (now - widest, now), true, txn, cancel)?;
+    Ok((Some(reconciliation), format!("{MOVED}, then reconciled")))
+}
+
 /// Pulls every stream of a source to its end (or for at most `max_pages` pages): each page
 /// in its own unit of work.
 pub fn pull(
@@ -95,190 +298,47 @@ pub fn pull(
     pullsync_core::feed::validate::mode(mode)?;
     let started = Utc::now();
     let provider = Provider::new(txn.run(|| load_source(consumer_id))?, cancel)?;
-    let batch_size = provider.source.batch_size;
-    let mut totals = serde_json::Map::new();
-    let mut pages = 0u32;
-    let mut quarantined = 0usize;
-    let mut error: Option<String> = None;
-    let mut notes: Vec<String> = Vec::new();
-    // Set when the provider refused a cursor as another identity's: from where changes
-    // were read again (None: from the start); reconciled once the streams are through.
-    let mut moved_since: Option<Option<DateTime<Utc>>> = None;
-
-    'streams: for def in streams::ALL {
-        let (stream, path) = (def.name, def.path);
-        // A full pull starts over within its window; otherwise resume from the checkpoint
-        // (or, the first time, from the beginning).
-        let (mut cursor, mut updated_after) = match mode {
-            "full" => (None, Some(started - ChronoDuration::days(FULL_WINDOW_DAYS))),
-            _ => txn.run(|| latest_checkpoint(consumer_id, stream))?,
-        };
-        let mut restarted = false;
-        let mut throttled = 0;
-        let mut count = 0usize;
-        let mut statistics = StatisticsRefresh::default();
-        // The next page's request, started before this page is written.
-        let mut next_page: Option<(String, Background<std::result::Result<FeedPage, Failure>>)> =
-            None;
-        loop {
-            if max_pages.is_some_and(|m| pages >= m) {
-                break 'streams;
-            }
-            let query = page_query(batch_size, cursor.as_deref(), updated_after);
-            let fetched = match next_page.take() {
-                Some((started, request)) if started == query => request.wait(cancel)?,
-                _ => provider.get::<FeedPage>(path, &query)?,
-            };
-            let page = match fetched {
-                Ok(page) => page,
-                Err(f) if f.class == FailureClass::Stale && !restarted => {
-                    // The provider was restored, recovered or promoted: positions after
-                    // ours may hold rows we never saw. Read every change since shortly
-                    // before the newest one held again (upserts make that harmless).
-                    restarted = true;
-                    cursor = None;
-                    // A full pull keeps its own window.
-                    if mode != "full" {
-                        updated_after = txn.run(|| restart_point(consumer_id, def))?;
-                    }
-                    moved_since = Some(match (moved_since.flatten(), updated_after) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    });
-                    continue;
-                }
-                Err(f) if f.class == FailureClass::BadPosition && !restarted => {
-                    // An expired or foreign checkpoint: start this stream over.
-                    // Unfiltered, so its checkpoints can be resumed from: everything again,
-                    // upserts make that harmless.
-                    restarted = true;
-                    cursor = None;
-                    updated_after = None;
-                    continue;
-                }
-                Err(Failure {
-                    class: FailureClass::Throttled,
-                    retry_after,
-                    ..
-                }) if throttled < 3 => {
-                    throttled += 1;
-                    // Honour Retry-After (capped).
-                    let wait = retry_after
-                        .unwrap_or(Duration::from_secs(1))
-                        .min(Duration::from_secs(30));
-                    runtime::sleep(wait, cancel)?;
-                    continue;
-                }
-                Err(f) => {
-                    error = Some(f.message);
-                    break 'streams;
-                }
-            };
-            let next = page.next_cursor.clone();
-            // The provider serves the next page while this process writes this one. If the
-            // write fails, the request is dropped (aborted) and the page fetched again later.
-            if let Some(next) = &next {
-                if max_pages.is_none_or(|m| pages + 1 < m) {
-                    let query = page_query(batch_size, Some(next), updated_after);
-                    next_page = Some((query.clone(), provider.start(path, &query)));
-                }
-            }
-            // A filtered read resumes with its filter until its end, whose checkpoint the
-            // provider hands out in the unfiltered order.
-            let resume_filter = if next.is_some() || mode == "full" {
-                updated_after
-            } else {
-                None
-            };
-            match txn.run(|| write_page(consumer_id, stream, mode, page, resume_filter)) {
-                Ok(written) => {
-                    count += written.stored;
-                    quarantined += written.quarantined;
-                    if statistics.due(count) {
-                        txn.run(|| refresh_statistics(def.table))?;
-                    }
-                }
-                // Logged with the run below; the page is fetched again on the next pull.
-                Err(e) => {
-                    error = Some(format!("writing a page of {stream} failed: {e}"));
-                    break 'streams;
-                }
-            }
-            totals.insert(stream.to_string(), json!(count));
-            pages += 1;
-            match next {
-                // Later pages continue from the cursor, with the same filter.
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        totals.insert(stream.to_string(), json!(count));
-    }
-    let items: i64 = totals.values().filter_map(Value::as_i64).sum();
-    let status = match (&error, items) {
-        (None, _) => Status::Completed,
-        (Some(_), 0) => Status::Failed,
-        (Some(_), _) => Status::Partial,
+    let mut pull = Pull {
+        consumer_id,
+        mode,
+        max_pages,
+        provider,
+        moved_since: None,
+        totals: Map::new(),
     };
-    // Rows the moved provider holds but did not serve again (changed before the overlap)
-    // were created before it too: reconciliation over the widest window it allows finds
-    // them, and those the provider lost, and repairs what is missing.
-    let reconciliation = match moved_since {
-        Some(_) if error.is_none() => {
-            let now = Utc::now();
-            let widest = ChronoDuration::seconds(crate::config::reconcile_max_window_secs());
-            Some(super::reconcile::reconcile(
-                consumer_id,
-                (now - widest, now),
-                true,
-                txn,
-                cancel,
-            )?)
+    let mut progress = Progress::default();
+    for def in streams::ALL {
+        let mut pages = StreamPages::start(&mut pull, def, started, txn)?;
+        if paged::read(&mut pages, &mut progress, txn, cancel)? != End::Listed {
+            break;
         }
-        _ => None,
-    };
-    if moved_since.is_some() {
-        notes.push(match &reconciliation {
-            Some(_) => "the provider's identity changed (restored, recovered or promoted): recent changes read again, then reconciled".into(),
-            None => "the provider's identity changed (restored, recovered or promoted): recent changes read again; not reconciled, as the pull did not complete: run pullsync.sync_reconcile".into(),
-        });
+        pages.listed();
     }
-    let api_calls = provider.calls();
-    let job_type = format!("feed_{mode}");
-    txn.run(|| {
-        finish_paged_run(
-            &RunLog {
-                source: "feed",
-                job_type: &job_type,
-                subject: consumer_id,
-                status,
-                items,
-                calls: api_calls,
-                error: error.as_deref(),
-                notes: &notes,
-                started,
-            },
-            &super::provider::metrics_source(consumer_id),
-            pages,
-        )
-    })?;
-    let result = json!({
-        "consumer_id": consumer_id,
-        "mode": mode,
-        "status": status.as_str(),
-        "pages": pages,
-        "items": totals,
-        "quarantined": quarantined,
-        "api_calls": api_calls,
-        "error": error,
-        "provider_moved": moved_since.is_some(),
-        "reconciliation": reconciliation,
-    });
-    Ok(Outcome {
-        status,
-        api_calls: i64::from(api_calls),
-        items,
-        error,
+    let (reconciliation, notes) = match pull.moved_since {
+        Some(_) => {
+            let (reconciliation, note) =
+                reconcile_moved(consumer_id, progress.error.is_none(), txn, cancel)?;
+            (reconciliation, vec![note])
+        }
+        None => (None, Vec::new()),
+    };
+    let mut result = Map::new();
+    result.insert("consumer_id".into(), json!(consumer_id));
+    result.insert("mode".into(), json!(mode));
+    result.insert("items".into(), Value::Object(pull.totals));
+    result.insert("provider_moved".into(), json!(pull.moved_since.is_some()));
+    result.insert("reconciliation".into(), json!(reconciliation));
+    let (job_type, metrics_source) = (format!("feed_{mode}"), metrics_source(consumer_id));
+    let tail = Tail {
+        source: "feed",
+        job_type: &job_type,
+        subject: consumer_id,
+        metrics_source: &metrics_source,
+        started,
+        calls: pull.provider.calls(),
+        kept: progress.items > 0,
+        notes: &notes,
         result,
-    })
+    };
+    paged::finish(tail, progress, txn)
 }

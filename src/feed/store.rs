@@ -5,11 +5,11 @@
 use super::provider::{load_source, FeedPage};
 use super::streams;
 use crate::error::{PullsyncError, Result};
+use crate::jobs::quarantine::{store_or_quarantine, Attempt, Table, Written};
 use crate::plumbing::txn::Txn;
 use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
-use pgrx::JsonB;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Upserts rows of a stream pulled from `consumer_id` (their `feed_source`); an older
 /// version never overwrites a newer one. Borrowed and sent as JSON text, so a page retried
@@ -33,71 +33,43 @@ pub fn refresh_statistics(table: &str) -> Result<()> {
     Ok(())
 }
 
-/// What became of a page's items.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    pub stored: usize,
-    pub quarantined: usize,
+/// Where a feed source's items no schema accepts are kept.
+const QUARANTINE: Table = Table {
+    name: "pullsync.feed_quarantine",
+    source: "consumer_id",
+    item: "item",
+    context: &["stream", "item_id", "page_cursor"],
+};
+
+/// Upserts `items` in a subtransaction: an error is the items' fault.
+fn attempt(consumer_id: &str, stream: &str, items: &[Value]) -> Attempt {
+    Ok(Txn::Subtransaction
+        .run(|| upsert_items(consumer_id, stream, items))
+        .map(drop))
 }
 
-/// Upserts items set-based; when that fails, item by item, each in a subtransaction, and
-/// an item that still fails goes to `pullsync.feed_quarantine` with the reason. So one bad
-/// item costs only itself.
+/// Upserts items set-based; when that fails, item by item, and an item that still fails
+/// goes to `pullsync.feed_quarantine` with the reason.
 pub fn upsert_or_quarantine(
     consumer_id: &str,
     stream: &str,
     items: Vec<Value>,
     page_cursor: Option<&str>,
 ) -> Result<Written> {
-    let all = items.len();
-    if Txn::Subtransaction
-        .run(|| upsert_items(consumer_id, stream, &items))
-        .is_ok()
-    {
-        return Ok(Written {
-            stored: all,
-            quarantined: 0,
-        });
-    }
-    let mut written = Written::default();
-    for item in &items {
-        match Txn::Subtransaction
-            .run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
-        {
-            Ok(_) => written.stored += 1,
-            Err(e) => {
-                quarantine(consumer_id, stream, item, &e.to_string(), page_cursor)?;
-                written.quarantined += 1;
-            }
-        }
-    }
-    Ok(written)
-}
-
-fn quarantine(
-    consumer_id: &str,
-    stream: &str,
-    item: &Value,
-    reason: &str,
-    page_cursor: Option<&str>,
-) -> Result<()> {
-    let item_id = item.get("id").map(|id| match id {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    });
-    Spi::run_with_args(
-        "INSERT INTO pullsync.feed_quarantine (consumer_id, stream, item_id, reason, item, page_cursor)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[
-            consumer_id.into(),
-            stream.into(),
-            item_id.into(),
-            reason.into(),
-            JsonB(item.clone()).into(),
-            page_cursor.into(),
-        ],
-    )?;
-    Ok(())
+    store_or_quarantine(
+        items.len(),
+        || attempt(consumer_id, stream, &items),
+        &items,
+        |item| attempt(consumer_id, stream, std::slice::from_ref(*item)),
+        |item, reason| {
+            let item_id = item.get("id").map(|id| match id {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            let context = [Some(stream), item_id.as_deref(), page_cursor];
+            QUARANTINE.put(consumer_id, (*item).clone(), reason, &context)
+        },
+    )
 }
 
 /// Upserts a page's rows (bad ones to quarantine) and records its checkpoint with the
@@ -134,50 +106,8 @@ pub fn write_page(
 /// that now store are resolved, the others keep their (new) reason.
 pub fn retry_quarantined(consumer_id: &str) -> Result<Value> {
     load_source(consumer_id)?;
-    let open: Vec<(i64, String, Value)> = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT id, stream, item FROM pullsync.feed_quarantine
-              WHERE consumer_id = $1 AND resolved_at IS NULL ORDER BY id",
-            None,
-            &[consumer_id.into()],
-        )?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push((
-                row.get(1)?.unwrap_or_default(),
-                row.get(2)?.unwrap_or_default(),
-                row.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
-            ));
-        }
-        Ok::<_, PullsyncError>(out)
-    })?;
-    let mut stored: Vec<i64> = Vec::new();
-    let (mut still, mut reasons): (Vec<i64>, Vec<String>) = (Vec::new(), Vec::new());
-    for (id, stream, item) in &open {
-        match Txn::Subtransaction
-            .run(|| upsert_items(consumer_id, stream, std::slice::from_ref(item)))
-        {
-            Ok(_) => stored.push(*id),
-            Err(e) => {
-                still.push(*id);
-                reasons.push(e.to_string());
-            }
-        }
-    }
-    Spi::run_with_args(
-        "UPDATE pullsync.feed_quarantine SET resolved_at = now(), retried_at = now() WHERE id = ANY($1)",
-        &[stored.clone().into()],
-    )?;
-    Spi::run_with_args(
-        "UPDATE pullsync.feed_quarantine q SET reason = r.reason, retried_at = now()
-           FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) WHERE q.id = r.id",
-        &[still.clone().into(), reasons.into()],
-    )?;
-    crate::monitor::record::check_alerts()?;
-    Ok(json!({
-        "consumer_id": consumer_id,
-        "retried": open.len(),
-        "stored": stored.len(),
-        "still_quarantined": still.len(),
-    }))
+    QUARANTINE.retry(consumer_id, ("consumer_id", consumer_id), |held| {
+        let stream = held.context[0].as_deref().unwrap_or_default();
+        attempt(consumer_id, stream, std::slice::from_ref(&held.item))
+    })
 }

@@ -4,27 +4,24 @@
 //! source sends the high-water mark committed by its last complete run.
 
 use super::store::{self, Stored};
-use crate::config;
-use crate::error::Result;
+use crate::config::{self, HttpOverrides};
+use crate::error::{PullsyncError, Result};
 use crate::jobs::kind::Outcome;
-use crate::monitor::sync_log::{finish_paged_run, RunLog};
+use crate::jobs::paged::{self, Fetched, Limit, Pages, Progress, Tail};
+use crate::jobs::quarantine::Written;
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
 use pullsync_core::http::{
-    self, Failure, FailureClass, HttpClient, HttpSettings, RateLimiter, Request, RequestAuth,
+    self, throttle, Failure, FailureClass, HttpClient, RateLimiter, Request, RequestAuth,
     RetryPolicy, Secrets,
 };
-use pullsync_core::outcome::Status;
 use pullsync_core::rest::config::{Auth, RestConfig};
-use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker};
+use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker, Rows};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
-
-/// How often one page is asked for again after a 429 before the run stops.
-const THROTTLE_WAITS: u32 = 3;
+use std::time::{Duration, Instant};
 
 /// How much of a JSON error answer a message shows.
 const ERROR_BODY_CHARS: usize = 200;
@@ -65,17 +62,18 @@ impl<'a> Api<'a> {
     pub fn new(source: &'a Stored) -> Result<Self> {
         let c = &source.config;
         let delay = Duration::from_millis(500);
-        let http = config::http_client(HttpSettings {
-            timeout: Duration::from_millis(c.timeout_ms),
-            retry: RetryPolicy {
+        let http = config::http_client(HttpOverrides {
+            timeout: Some(Duration::from_millis(c.timeout_ms)),
+            retry: Some(RetryPolicy {
                 max_retries: c.retries,
                 base_delay: delay,
                 max_delay: Duration::from_secs(30),
-            },
-            concurrency: c.concurrency,
-            max_response_bytes: super::settings::max_response_bytes(),
-            max_response_setting: "pullsync.rest_max_response_size",
-            ..config::http_settings()
+            }),
+            concurrency: Some(c.concurrency),
+            max_response: Some((
+                super::settings::max_response_bytes(),
+                "pullsync.rest_max_response_size",
+            )),
         })?;
         config::check_destination(&c.base_url)?;
         let limiter = (c.rate_limit > 0.0).then(|| RateLimiter::new(c.rate_limit, 1));
@@ -125,31 +123,16 @@ impl<'a> Api<'a> {
             header,
             query_secret: query_key,
         };
-        let mut waits = 0;
-        loop {
-            let fetched = runtime::block_on_until(
-                self.http
-                    .get(&request, self.limiter.as_ref(), classify, &self.calls),
-                cancel,
-            )?;
-            match fetched {
-                Err(Failure {
-                    class: FailureClass::Throttled,
-                    retry_after,
-                    ..
-                }) if waits < THROTTLE_WAITS => {
-                    waits += 1;
-                    let wait = retry_after
-                        .unwrap_or(Duration::from_secs(1))
-                        .min(Duration::from_secs(60));
-                    runtime::sleep(wait, cancel)?;
-                }
-                Err(mut failure) => {
-                    failure.message = self.redacted(&failure.message);
-                    return Ok(Err(failure));
-                }
-                Ok(answer) => return Ok(Ok(answer)),
+        let get = || {
+            self.http
+                .get(&request, self.limiter.as_ref(), classify, &self.calls)
+        };
+        match runtime::block_on_until(throttle::waiting_out(get), cancel)? {
+            Err(mut failure) => {
+                failure.message = self.redacted(&failure.message);
+                Ok(Err(failure))
             }
+            Ok(answer) => Ok(Ok(answer)),
         }
     }
 
@@ -191,110 +174,118 @@ pub fn metrics_source(name: &str) -> String {
     format!("rest:{name}")
 }
 
-/// Runs `name` to the end of its listing (or to its first failure), each page in its own
-/// unit of work.
-pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
-    let started = Utc::now();
-    let clock = std::time::Instant::now();
-    let budget = super::settings::run_budget();
-    let source = txn.run(|| store::load(name))?;
-    let api = Api::new(&source)?;
-    let config = &source.config;
-    // An unfinished run resumes where it stopped, with the mark it was started with.
-    let (mut position, since, mut run_high_water) = match &source.run {
-        Some(run) => (
-            run.position.clone(),
-            run.since.clone(),
-            run.high_water.clone(),
-        ),
-        None => {
-            let since = source
-                .high_water
-                .clone()
-                .or_else(|| config.incremental.as_ref().and_then(|i| i.initial.clone()));
-            txn.run(|| store::begin_run(name, since.as_deref()))?;
-            (Position::Start, since, None)
-        }
-    };
-    let resumed = source.run.is_some();
-    let (mut pages, mut items, mut keyless, mut quarantined) = (0u32, 0i64, 0usize, 0usize);
-    let mut error: Option<String> = None;
-    // The target, checked against the owner's rights once for the run; every write still
-    // runs as the owner, so a right revoked meanwhile stops it as well.
-    let table = match txn.run(|| store::check_target(&source.owner, config)) {
-        Ok(table) => Some(table),
-        Err(e) => {
-            error = Some(format!(
-                "writing a page failed: {}",
-                api.redacted(&e.to_string())
+/// A run's listing, page by page.
+struct Listing<'a> {
+    source: &'a Stored,
+    api: &'a Api<'a>,
+    /// The target, quoted and qualified.
+    table: String,
+    clock: Instant,
+    budget: Duration,
+    position: Position,
+    /// The mark the run sends.
+    since: Option<String>,
+    /// The highest incremental value written so far.
+    run_high_water: Option<String>,
+    /// Records left out for want of a complete primary key.
+    keyless: usize,
+    /// Where the page being written leads (None: it is the last).
+    next: Option<Position>,
+}
+
+impl Pages for Listing<'_> {
+    type Page = Rows;
+
+    fn limit(&self, progress: &Progress) -> Limit {
+        let (pages, max_pages) = (progress.pages, self.source.config.max_pages);
+        if pages >= max_pages {
+            return Limit::Stop(format!(
+                "stopped after config.max_pages ({max_pages}) pages; the next run resumes here"
             ));
-            None
         }
-    };
-    while let Some(table) = table.as_deref() {
-        if pages >= config.max_pages {
-            error = Some(format!(
-                "stopped after config.max_pages ({}) pages; the next run resumes here",
-                config.max_pages
-            ));
-            break;
-        }
-        if pages > 0 && clock.elapsed() >= budget {
-            error = Some(format!(
+        if pages > 0 && self.clock.elapsed() >= self.budget {
+            return Limit::Stop(format!(
                 "stopped after {pages} pages in pullsync.rest_run_budget ({} s); the next run resumes here",
-                budget.as_secs()
+                self.budget.as_secs()
             ));
-            break;
         }
-        let mut maker = RowMaker::new(config);
-        let next = match read_page(&api, &position, since.as_deref(), cancel, |r, of| {
+        Limit::Go
+    }
+
+    fn fetch(&mut self, _: &Progress, _: Txn, cancel: Cancel) -> Result<Fetched<Rows>> {
+        let mut maker = RowMaker::new(&self.source.config);
+        let since = self.since.as_deref();
+        let read = read_page(self.api, &self.position, since, cancel, |r, of| {
             maker.add(r, of)
-        })? {
+        })?;
+        self.next = match read {
             Ok(next) => next,
-            Err(message) => {
-                error = Some(message);
-                break;
-            }
+            Err(message) => return Ok(Fetched::Failed(message)),
         };
         let PageRows {
             rows,
-            keyless: left_out,
+            keyless,
             high_water,
         } = maker.finish();
-        keyless += left_out;
-        run_high_water = paging::higher(run_high_water, high_water);
-        match txn.run(|| {
-            store::write_page(
-                &source,
-                table,
-                &rows,
-                next.as_ref(),
-                run_high_water.as_deref(),
-            )
-        }) {
-            Ok(written) => {
-                items += written.stored as i64;
-                quarantined += written.quarantined;
+        self.keyless += keyless;
+        self.run_high_water = paging::higher(self.run_high_water.take(), high_water);
+        Ok(Fetched::Page(rows))
+    }
+
+    fn write(&mut self, rows: Rows) -> Result<Written> {
+        let high_water = self.run_high_water.as_deref();
+        store::write_page(
+            self.source,
+            &self.table,
+            &rows,
+            self.next.as_ref(),
+            high_water,
+        )
+    }
+
+    fn write_failed(&self, error: &PullsyncError) -> String {
+        write_failed(self.api, error)
+    }
+
+    fn committed(&mut self, _: Written, _: Txn) -> Result<bool> {
+        match self.next.take() {
+            Some(next) => {
+                self.position = next;
+                Ok(true)
             }
-            Err(e) => {
-                error = Some(format!(
-                    "writing a page failed: {}",
-                    api.redacted(&e.to_string())
-                ));
-                break;
-            }
-        }
-        pages += 1;
-        match next {
-            Some(next) => position = next,
-            None => break,
+            None => Ok(false),
         }
     }
-    let status = match (&error, pages) {
-        (None, _) => Status::Completed,
-        (Some(_), 0) => Status::Failed,
-        (Some(_), _) => Status::Partial,
-    };
+}
+
+fn write_failed(api: &Api, error: &PullsyncError) -> String {
+    format!(
+        "writing a page failed: {}",
+        api.redacted(&error.to_string())
+    )
+}
+
+/// Where the run starts: an unfinished run resumes where it stopped, with the mark it was
+/// started with; a fresh one notes its start and the mark it sends.
+fn start(source: &Stored, txn: Txn) -> Result<(Position, Option<String>, Option<String>)> {
+    if let Some(run) = &source.run {
+        return Ok((
+            run.position.clone(),
+            run.since.clone(),
+            run.high_water.clone(),
+        ));
+    }
+    let config = &source.config;
+    let since = source
+        .high_water
+        .clone()
+        .or_else(|| config.incremental.as_ref().and_then(|i| i.initial.clone()));
+    txn.run(|| store::begin_run(&source.name, since.as_deref()))?;
+    Ok((Position::Start, since, None))
+}
+
+/// What a run's log says besides its error.
+fn notes(resumed: bool, quarantined: usize, keyless: usize) -> Vec<String> {
     let mut notes = Vec::new();
     if resumed {
         notes.push("resumed an unfinished run after its last committed page".to_string());
@@ -309,43 +300,59 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
             "{keyless} records without a complete primary key were left out"
         ));
     }
-    let calls = api.calls();
-    txn.run(|| {
-        finish_paged_run(
-            &RunLog {
-                source: "rest",
-                job_type: "rest_pull",
-                subject: name,
-                status,
-                items,
-                calls,
-                error: error.as_deref(),
-                notes: &notes,
-                started,
-            },
-            &metrics_source(name),
-            pages,
-        )
-    })?;
-    let result = json!({
-        "name": name,
-        "status": status.as_str(),
-        "pages": pages,
-        "items": items,
-        "api_calls": calls,
-        "since": since,
-        "resumed": resumed,
-        "left_out": keyless,
-        "quarantined": quarantined,
-        "error": error,
-    });
-    Ok(Outcome {
-        status,
-        api_calls: i64::from(calls),
-        items,
-        error,
+    notes
+}
+
+/// Runs `name` to the end of its listing (or to its first failure), each page in its own
+/// unit of work.
+pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let source = txn.run(|| store::load(name))?;
+    let api = Api::new(&source)?;
+    let (position, since, run_high_water) = start(&source, txn)?;
+    let mut listing = Listing {
+        source: &source,
+        api: &api,
+        table: String::new(),
+        clock,
+        budget: super::settings::run_budget(),
+        position,
+        since,
+        run_high_water,
+        keyless: 0,
+        next: None,
+    };
+    let mut progress = Progress::default();
+    // The target, checked against the owner's rights once for the run; every write still
+    // runs as the owner, so a right revoked meanwhile stops it as well.
+    match txn.run(|| store::check_target(&source.owner, &source.config)) {
+        Ok(table) => {
+            listing.table = table;
+            paged::read(&mut listing, &mut progress, txn, cancel)?;
+        }
+        Err(e) => progress.error = Some(write_failed(&api, &e)),
+    }
+    let resumed = source.run.is_some();
+    let notes = notes(resumed, progress.quarantined, listing.keyless);
+    let mut result = Map::new();
+    result.insert("name".into(), json!(name));
+    result.insert("items".into(), json!(progress.items));
+    result.insert("since".into(), json!(listing.since));
+    result.insert("resumed".into(), json!(resumed));
+    result.insert("left_out".into(), json!(listing.keyless));
+    let tail = Tail {
+        source: "rest",
+        job_type: "rest_pull",
+        subject: name,
+        metrics_source: &metrics_source(name),
+        started,
+        calls: api.calls(),
+        kept: progress.pages > 0,
+        notes: &notes,
         result,
-    })
+    };
+    paged::finish(tail, progress, txn)
 }
 
 /// `rest_reconcile`: lists the source again (from `since`, sent as the incremental

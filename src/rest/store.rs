@@ -3,6 +3,7 @@
 //! run stands.
 
 use crate::error::{PullsyncError, Result};
+use crate::jobs::quarantine::{store_or_quarantine, Attempt, Table, Written};
 use crate::plumbing::prepared;
 use crate::plumbing::search_path;
 use crate::plumbing::txn::Txn;
@@ -348,12 +349,13 @@ pub fn begin_run(name: &str, since: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// What became of a page's rows.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    pub stored: usize,
-    pub quarantined: usize,
-}
+/// Where a REST source's rows its target would not take are kept.
+const QUARANTINE: Table = Table {
+    name: "pullsync.rest_quarantine",
+    source: "source_name",
+    item: "row_data",
+    context: &["record_key"],
+};
 
 /// The upsert of rows into the source's target: `$1` the rows as a JSON array.
 fn upsert_sql(source: &Stored, table: &str) -> String {
@@ -399,11 +401,34 @@ fn upsert(source: &Stored, sql: &str, rows: &str) -> Result<()> {
     })
 }
 
+/// `upsert` as an attempt: a refusal stops the write, any other error is the rows' fault.
+fn attempt(source: &Stored, sql: &str, rows: &str) -> Attempt {
+    match upsert(source, sql, rows) {
+        Err(e) if is_refusal(&e) => Err(e),
+        done => Ok(done),
+    }
+}
+
 /// Rows an upsert statement takes at most: PostgreSQL holds a statement's rows (its
 /// jsonb parameter, the recordset) several times over until it ends, so a page is written
 /// in runs of rows to keep that to a small multiple of the run, not of the page.
 const UPSERT_ROWS: usize = 1024;
 const UPSERT_BYTES: usize = 256 << 10;
+
+/// Keeps a row the target would not take, named by its key.
+fn quarantine(source: &Stored, text: &str, reason: &str) -> Result<()> {
+    let row: Value = serde_json::from_str(text)
+        .map_err(|e| PullsyncError::Internal(format!("a REST row as JSON: {e}")))?;
+    let key: Vec<String> = source
+        .config
+        .target
+        .key_columns(&source.config.primary_key)
+        .iter()
+        .map(|k| pullsync_core::rest::path::scalar_text(&row[k.as_str()]).unwrap_or_default())
+        .collect();
+    let key = key.join(",");
+    QUARANTINE.put(&source.name, row, reason, &[Some(key.as_str())])
+}
 
 /// Upserts rows set-based as the owner, a run of rows per statement; when a run fails for
 /// a reason in the data, its rows one by one, and a row that still fails goes to
@@ -414,44 +439,16 @@ fn upsert_or_quarantine(source: &Stored, table: &str, rows: &Rows) -> Result<Wri
         return Ok(written);
     }
     let sql = upsert_sql(source, table);
-    let keys = source.config.target.key_columns(&source.config.primary_key);
     for (chunk, range) in rows.chunks(UPSERT_ROWS, UPSERT_BYTES) {
-        match upsert(source, &sql, &format!("[{chunk}]")) {
-            Ok(()) => {
-                written.stored += range.len();
-                continue;
-            }
-            Err(e) if is_refusal(&e) => return Err(e),
-            Err(_) => {}
-        }
-        for text in rows.iter().skip(range.start).take(range.len()) {
-            match upsert(source, &sql, &format!("[{text}]")) {
-                Ok(()) => written.stored += 1,
-                Err(e) if is_refusal(&e) => return Err(e),
-                Err(e) => {
-                    let row: Value = serde_json::from_str(text)
-                        .map_err(|e| PullsyncError::Internal(format!("a REST row as JSON: {e}")))?;
-                    let key: Vec<String> = keys
-                        .iter()
-                        .map(|k| {
-                            pullsync_core::rest::path::scalar_text(&row[k.as_str()])
-                                .unwrap_or_default()
-                        })
-                        .collect();
-                    Spi::run_with_args(
-                        "INSERT INTO pullsync.rest_quarantine (source_name, record_key, reason, row_data)
-                         VALUES ($1, $2, $3, $4)",
-                        &[
-                            source.name.as_str().into(),
-                            key.join(",").into(),
-                            e.to_string().into(),
-                            JsonB(row).into(),
-                        ],
-                    )?;
-                    written.quarantined += 1;
-                }
-            }
-        }
+        let run = store_or_quarantine(
+            range.len(),
+            || attempt(source, &sql, &format!("[{chunk}]")),
+            rows.iter().skip(range.start).take(range.len()),
+            |text| attempt(source, &sql, &format!("[{text}]")),
+            |text, reason| quarantine(source, text, reason),
+        )?;
+        written.stored += run.stored;
+        written.quarantined += run.quarantined;
     }
     Ok(written)
 }
@@ -492,51 +489,11 @@ pub fn write_page(
 /// those the target now takes are resolved, the others keep their (new) reason.
 pub fn retry_quarantined(name: &str) -> Result<Value> {
     let source = load(name)?;
-    let open: Vec<(i64, Value)> = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT id, row_data FROM pullsync.rest_quarantine
-              WHERE source_name = $1 AND resolved_at IS NULL ORDER BY id",
-            None,
-            &[name.into()],
-        )?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push((
-                row.get(1)?.unwrap_or_default(),
-                row.get::<JsonB>(2)?.map(|j| j.0).unwrap_or(Value::Null),
-            ));
-        }
-        Ok::<_, PullsyncError>(out)
-    })?;
     let table = check_target(&source.owner, &source.config)?;
     let sql = upsert_sql(&source, &table);
-    let (mut stored, mut still, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, row) in &open {
-        match upsert(&source, &sql, &format!("[{row}]")) {
-            Ok(()) => stored.push(*id),
-            Err(e) if is_refusal(&e) => return Err(e),
-            Err(e) => {
-                still.push(*id);
-                reasons.push(e.to_string());
-            }
-        }
-    }
-    Spi::run_with_args(
-        "UPDATE pullsync.rest_quarantine SET resolved_at = now(), retried_at = now() WHERE id = ANY($1)",
-        &[stored.clone().into()],
-    )?;
-    Spi::run_with_args(
-        "UPDATE pullsync.rest_quarantine q SET reason = r.reason, retried_at = now()
-           FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) WHERE q.id = r.id",
-        &[still.clone().into(), reasons.into()],
-    )?;
-    crate::monitor::record::check_alerts()?;
-    Ok(serde_json::json!({
-        "name": name,
-        "retried": open.len(),
-        "stored": stored.len(),
-        "still_quarantined": still.len(),
-    }))
+    QUARANTINE.retry(name, ("name", name), |held| {
+        attempt(&source, &sql, &format!("[{}]", held.item))
+    })
 }
 
 /// The key values of the target's rows, each as its key columns' text (reconciliation),

@@ -82,7 +82,7 @@ impl AccountResult {
 }
 
 pub fn threads_api() -> Result<ThreadsApi> {
-    let http = config::http_client(config::http_settings())?;
+    let http = config::http_client(config::HttpOverrides::default())?;
     let url = super::settings::api_url();
     config::check_destination(&url)?;
     Ok(ThreadsApi::new(http, &url))

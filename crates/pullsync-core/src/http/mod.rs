@@ -1,6 +1,7 @@
 //! The one HTTP layer every source uses: client with timeouts, retries with exponential
-//! backoff and jitter, rate limiting, and classification of failures. No pgrx here: it
-//! runs on a tokio runtime and never touches Postgres.
+//! backoff and jitter, rate limiting, throttling waited out between pages, and
+//! classification of failures. No pgrx here: it runs on a tokio runtime and never touches
+//! Postgres.
 
 mod client;
 pub mod destination;
@@ -8,6 +9,7 @@ pub mod rate;
 pub mod redact;
 pub mod redirect;
 pub mod retry;
+pub mod throttle;
 pub mod usage;
 
 pub use client::{Answer, Classifier, Gate, HttpClient, HttpSettings, Request, RequestAuth};
