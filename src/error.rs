@@ -72,23 +72,25 @@ impl PullsyncError {
 
     pub fn sqlstate(&self) -> SqlState {
         match self {
-            PullsyncError::NullArgument { .. } => SqlState::NullValueNotAllowed,
+            PullsyncError::NullArgument { .. } => SqlState::NULL_VALUE_NOT_ALLOWED,
             PullsyncError::InvalidArgument { .. } | PullsyncError::InvalidCursor(_) => {
-                SqlState::InvalidParameterValue
+                SqlState::INVALID_PARAMETER_VALUE
             }
-            PullsyncError::Conflict { .. } => SqlState::UniqueViolation,
-            PullsyncError::NotFound { .. } => SqlState::UndefinedObject,
-            PullsyncError::Forbidden { .. } => SqlState::InsufficientPrivilege,
+            PullsyncError::Conflict { .. } => SqlState::UNIQUE_VIOLATION,
+            PullsyncError::NotFound { .. } => SqlState::UNDEFINED_OBJECT,
+            PullsyncError::Forbidden { .. } => SqlState::INSUFFICIENT_PRIVILEGE,
             PullsyncError::KeyNotConfigured
             | PullsyncError::KeyUnusable(_)
             | PullsyncError::KeyFile(_)
             | PullsyncError::Unsealable { .. }
-            | PullsyncError::CursorFromOtherProvider(_) => SqlState::ObjectNotInPrerequisiteState,
+            | PullsyncError::CursorFromOtherProvider(_) => {
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             PullsyncError::Postgres { sqlstate, .. } => *sqlstate,
-            // read_only_sql_transaction, as Postgres' own refusal of a write on a standby.
-            PullsyncError::Standby { .. } => SqlState::Other(*b"25006"),
-            PullsyncError::Interrupted => SqlState::QueryCanceled,
-            PullsyncError::Internal(_) => SqlState::InternalError,
+            // As Postgres' own refusal of a write on a standby.
+            PullsyncError::Standby { .. } => SqlState::READ_ONLY_SQL_TRANSACTION,
+            PullsyncError::Interrupted => SqlState::QUERY_CANCELED,
+            PullsyncError::Internal(_) => SqlState::INTERNAL_ERROR,
         }
     }
 
@@ -156,20 +158,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_error_has_a_sqlstate_of_five_characters() {
+    fn every_error_has_its_sqlstate() {
         let errors = [
-            PullsyncError::NullArgument { name: "x" },
-            PullsyncError::invalid("m", "h"),
-            PullsyncError::KeyNotConfigured,
-            PullsyncError::KeyUnusable("short".into()),
-            PullsyncError::Unsealable {
-                what: "token 1".into(),
-                reason: CryptoError::WrongKeyOrTampered,
-            },
-            PullsyncError::Internal("boom".into()),
+            (
+                PullsyncError::NullArgument { name: "x" },
+                SqlState::NULL_VALUE_NOT_ALLOWED,
+            ),
+            (
+                PullsyncError::invalid("m", "h"),
+                SqlState::INVALID_PARAMETER_VALUE,
+            ),
+            (
+                PullsyncError::KeyNotConfigured,
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ),
+            (
+                PullsyncError::Unsealable {
+                    what: "token 1".into(),
+                    reason: CryptoError::WrongKeyOrTampered,
+                },
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ),
+            (
+                PullsyncError::Standby { function: "f" },
+                SqlState::READ_ONLY_SQL_TRANSACTION,
+            ),
+            (
+                PullsyncError::Postgres {
+                    sqlstate: SqlState::UNIQUE_VIOLATION,
+                    message: "m".into(),
+                    detail: None,
+                    hint: None,
+                },
+                SqlState::UNIQUE_VIOLATION,
+            ),
+            (PullsyncError::Interrupted, SqlState::QUERY_CANCELED),
+            (
+                PullsyncError::Internal("boom".into()),
+                SqlState::INTERNAL_ERROR,
+            ),
         ];
-        for e in errors {
-            assert_eq!(e.sqlstate().code().len(), 5, "{e}");
+        for (e, state) in errors {
+            assert_eq!(e.sqlstate(), state, "{e}");
         }
     }
 

@@ -5,20 +5,11 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
+/// pgrx's name for a SQLSTATE (the other way: `SqlState::from_packed(code as i32)`). pgrx
+/// names the SQLSTATEs of PostgreSQL 12 and a few since: any other, e.g. one a user's
+/// RAISE chose, has no name, and pgrx makes it XX000 (when it catches an ERROR too).
 fn pg_code(state: SqlState) -> PgSqlErrorCode {
-    match state {
-        SqlState::NullValueNotAllowed => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        SqlState::InvalidParameterValue => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        SqlState::UniqueViolation => PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
-        SqlState::InsufficientPrivilege => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        SqlState::UndefinedObject => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-        SqlState::ObjectNotInPrerequisiteState => {
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-        }
-        SqlState::QueryCanceled => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
-        SqlState::InternalError => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        SqlState::Other(_) => PgSqlErrorCode::from(state.packed()),
-    }
+    PgSqlErrorCode::from(state.packed())
 }
 
 /// Raises `error` as a Postgres ERROR; never returns.

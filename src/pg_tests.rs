@@ -675,4 +675,66 @@ mod tests {
         assert_eq!(state(job.id).as_deref(), Some("running"));
         assert_eq!(work_mem().as_deref(), Some("8MB"));
     }
+
+    /// A Postgres ERROR caught in a unit of work keeps its SQLSTATE, message and detail, and
+    /// is raised at the SQL boundary with that SQLSTATE, not as XX000.
+    #[pg_test]
+    fn a_caught_error_is_raised_again_with_its_own_sqlstate() {
+        use crate::error::{PullsyncError, SqlState};
+        use crate::plumbing::txn::Txn;
+        use pgrx::pg_sys::panic::CaughtError;
+        use pgrx::PgTryBuilder;
+        Spi::run(
+            "CREATE TABLE public.kept_sqlstate (id int PRIMARY KEY);
+             INSERT INTO public.kept_sqlstate VALUES (1);
+             CREATE ROLE kept_sqlstate_nobody",
+        )
+        .unwrap();
+        let duplicate = Txn::Subtransaction
+            .run(|| Ok(Spi::run("INSERT INTO public.kept_sqlstate VALUES (1)")?))
+            .unwrap_err();
+        assert_eq!(
+            duplicate.sqlstate(),
+            SqlState::UNIQUE_VIOLATION,
+            "{duplicate}"
+        );
+        match &duplicate {
+            PullsyncError::Postgres {
+                message, detail, ..
+            } => {
+                assert!(message.contains("kept_sqlstate_pkey"), "{message}");
+                assert_eq!(detail.as_deref(), Some("Key (id)=(1) already exists."));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A REST write's path: as the source's owner, who may not write there.
+        let denied = crate::rest::store::as_role("kept_sqlstate_nobody", || {
+            Ok(Spi::run("INSERT INTO public.kept_sqlstate VALUES (2)")?)
+        })
+        .unwrap_err();
+        assert_eq!(
+            denied.sqlstate(),
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            "{denied}"
+        );
+
+        for (error, expected) in [
+            (duplicate, SqlState::UNIQUE_VIOLATION),
+            (denied, SqlState::INSUFFICIENT_PRIVILEGE),
+        ] {
+            let error = std::panic::AssertUnwindSafe(error);
+            let raised = PgTryBuilder::new(move || {
+                let error = error;
+                error.0.raise_now()
+            })
+            .catch_others(|caught| match caught {
+                CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => {
+                    SqlState::from_packed(e.sql_error_code() as i32)
+                }
+                CaughtError::RustPanic { ereport, .. } => panic!("{}", ereport.message()),
+            })
+            .execute();
+            assert_eq!(raised, expected);
+        }
+    }
 }

@@ -5,8 +5,8 @@
 //! page written. The run's tail is one too: its status, `sync_logs` row, metrics and
 //! outcome. A source supplies only its pages (`Pages`).
 
-use super::quarantine::Written;
 use super::kind::Outcome;
+use super::quarantine::Written;
 use crate::error::{PullsyncError, Result};
 use crate::monitor::sync_log::{finish_paged_run, RunLog};
 use crate::plumbing::txn::Txn;

@@ -2,7 +2,7 @@
 //! target table, and each page written with the owner's rights together with where the
 //! run stands.
 
-use crate::error::{PullsyncError, Result};
+use crate::error::{PullsyncError, Result, SqlState};
 use crate::jobs::quarantine::{store_or_quarantine, Attempt, Table, Written};
 use crate::plumbing::prepared;
 use crate::plumbing::search_path;
@@ -389,8 +389,8 @@ fn upsert_sql(source: &Stored, table: &str) -> String {
 /// An error that says the owner may not write (privileges, row level security), not that
 /// a record is bad: it stops the run instead of quarantining records.
 fn is_refusal(error: &PullsyncError) -> bool {
-    matches!(error, PullsyncError::Forbidden { .. })
-        || matches!(error.sqlstate().code().as_str(), "42501")
+    // Forbidden is ours, 42501 also Postgres' own refusal caught from the write.
+    error.sqlstate() == SqlState::INSUFFICIENT_PRIVILEGE
 }
 
 /// `rows`: the text of a JSON array of rows.

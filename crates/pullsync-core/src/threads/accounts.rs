@@ -114,43 +114,43 @@ mod tests {
         let cases = [
             (
                 call(None, Some("a"), Some("t"), later()),
-                SqlState::NullValueNotAllowed,
+                SqlState::NULL_VALUE_NOT_ALLOWED,
             ),
             (
                 call(Some("1"), None, Some("t"), later()),
-                SqlState::NullValueNotAllowed,
+                SqlState::NULL_VALUE_NOT_ALLOWED,
             ),
             (
                 call(Some("1"), Some("a"), None, later()),
-                SqlState::NullValueNotAllowed,
+                SqlState::NULL_VALUE_NOT_ALLOWED,
             ),
             (
                 call(Some("1"), Some("a"), Some("t"), None),
-                SqlState::NullValueNotAllowed,
+                SqlState::NULL_VALUE_NOT_ALLOWED,
             ),
             (
                 call(Some(""), Some("a"), Some("t"), later()),
-                SqlState::InvalidParameterValue,
+                SqlState::INVALID_PARAMETER_VALUE,
             ),
             (
                 call(Some("12a"), Some("a"), Some("t"), later()),
-                SqlState::InvalidParameterValue,
+                SqlState::INVALID_PARAMETER_VALUE,
             ),
             (
                 call(Some("1"), Some(" "), Some("t"), later()),
-                SqlState::InvalidParameterValue,
+                SqlState::INVALID_PARAMETER_VALUE,
             ),
             (
                 call(Some("1"), Some("a"), Some(""), later()),
-                SqlState::InvalidParameterValue,
+                SqlState::INVALID_PARAMETER_VALUE,
             ),
             (
                 call(Some("1"), Some("a"), Some("t t"), later()),
-                SqlState::InvalidParameterValue,
+                SqlState::INVALID_PARAMETER_VALUE,
             ),
             (
                 call(Some("1"), Some("a"), Some("t"), Some(None)),
-                SqlState::InvalidParameterValue,
+                SqlState::INVALID_PARAMETER_VALUE,
             ),
             (
                 call(
@@ -159,7 +159,7 @@ mod tests {
                     Some("t"),
                     Some(Some(Utc::now() - Duration::hours(1))),
                 ),
-                SqlState::InvalidParameterValue,
+                SqlState::INVALID_PARAMETER_VALUE,
             ),
         ];
         for (i, (result, state)) in cases.into_iter().enumerate() {
