@@ -346,7 +346,7 @@ fn an_echoing_api_leaves_no_form_of_the_secret_in_errors_or_logs() {
             let error = result["error"].as_str().unwrap().to_string();
             let logged: String = db
                 .query_one(
-                    "SELECT error FROM pullsync.sync_logs WHERE source = 'rest' AND consumer_id = $1 ORDER BY id DESC LIMIT 1",
+                    "SELECT error FROM pullsync.sync_logs WHERE source = 'rest' AND subject = $1 ORDER BY id DESC LIMIT 1",
                     &[&name],
                 )
                 .unwrap()

@@ -133,7 +133,7 @@ mod tests {
                 .next()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .unwrap_or_default();
-            !sources.iter().any(|s| *s == top) && top != "lib.rs" && top != "pg_tests.rs"
+            !sources.contains(&top) && top != "lib.rs" && top != "pg_tests.rs"
         });
         let sql = std::fs::read_dir(root.join("sql"))
             .expect("sql/")

@@ -195,12 +195,7 @@ impl HttpClient {
             }
         }
         calls.fetch_add(1, Ordering::Relaxed);
-        let mut request = self.client.get(req.url);
-        request = match req.auth {
-            Some(RequestAuth::Bearer(token)) => request.bearer_auth(token),
-            Some(RequestAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
-            None => request,
-        };
+        let mut request = authorized(self.client.get(req.url), req.auth);
         if let Some((name, value)) = req.header {
             request = request.header(name, value);
         }
@@ -256,6 +251,18 @@ impl HttpClient {
 pub enum RequestAuth<'a> {
     Bearer(&'a str),
     Basic(&'a str, &'a str),
+}
+
+/// `request` with its credentials: Basic with an empty password is `base64(user:)`.
+fn authorized(
+    request: reqwest::RequestBuilder,
+    auth: Option<RequestAuth<'_>>,
+) -> reqwest::RequestBuilder {
+    match auth {
+        Some(RequestAuth::Bearer(token)) => request.bearer_auth(token),
+        Some(RequestAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+        None => request,
+    }
 }
 
 /// One GET: its URL, credentials and one extra header (an API key's).
@@ -426,4 +433,32 @@ fn next_entropy(state: &AtomicU64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(auth: RequestAuth<'_>) -> String {
+        let request = authorized(reqwest::Client::new().get("http://h/"), Some(auth));
+        let built = request.build().unwrap();
+        built.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn credentials_go_in_the_authorization_header() {
+        use base64::{engine::general_purpose::STANDARD, Engine};
+        assert_eq!(header(RequestAuth::Bearer("t")), "Bearer t");
+        assert_eq!(
+            header(RequestAuth::Basic("alice", "pw")),
+            format!("Basic {}", STANDARD.encode("alice:pw"))
+        );
+        assert_eq!(
+            header(RequestAuth::Basic("user", "")),
+            format!("Basic {}", STANDARD.encode("user:"))
+        );
+    }
 }

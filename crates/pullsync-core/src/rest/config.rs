@@ -43,7 +43,8 @@ pub enum Auth {
     QueryKey {
         param: String,
     },
-    /// HTTP basic: the user is configuration, the password the secret.
+    /// HTTP basic: the user is configuration (shown back), the password the secret
+    /// (it may be empty: `Authorization: Basic base64(user:)`).
     Basic {
         username: String,
     },
@@ -96,7 +97,7 @@ pub struct Incremental {
 }
 
 /// Where records go: an existing table, columns filled from paths, the rest of each
-/// record (its top-level fields no column takes) into `extra` when set.
+/// record (all of it no column's path takes, nested fields too) into `extra` when set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub table: String,
@@ -468,7 +469,19 @@ fn parse_auth(value: Option<&Value>, secret_required: bool) -> Result<(Auth, Opt
                     "HTTP basic cannot carry it.",
                 ));
             }
-            Ok((Auth::Basic { username }, secret_of("password")?))
+            // An empty password is one (the API reads the user alone): sealed like any.
+            let password = match auth.get("password") {
+                Some(Value::String(p)) if p.is_empty() => Some(String::new()),
+                _ => secret_of("password")?,
+            };
+            if password.as_deref() == Some("") && looks_like_a_secret_key(&username) {
+                return Err(bad(
+                    "auth.username",
+                    "looks like a secret API key, and the username is shown back",
+                    "For an API that takes its key as the basic user (Stripe), pass {\"type\": \"bearer\", \"token\": …}: the token is sealed.",
+                ));
+            }
+            Ok((Auth::Basic { username }, password))
         }
         other => Err(bad(
             "auth.type",
@@ -476,6 +489,14 @@ fn parse_auth(value: Option<&Value>, secret_required: bool) -> Result<(Auth, Opt
             "Use \"bearer\", \"api_key\" or \"basic\"; leave auth out for none.",
         )),
     }
+}
+
+/// Stripe's secret and restricted keys, which its API takes as the basic user: the
+/// username is configuration, stored and shown back, so such a key must not go there.
+fn looks_like_a_secret_key(username: &str) -> bool {
+    ["sk_live_", "sk_test_", "rk_live_", "rk_test_"]
+        .iter()
+        .any(|prefix| username.starts_with(prefix))
 }
 
 fn parse_key(value: Option<&Value>) -> Result<Vec<JsonPath>> {
@@ -810,6 +831,56 @@ mod tests {
                 username: "u".into()
             }
         );
+    }
+
+    #[test]
+    fn basic_takes_an_empty_password_but_no_key_as_the_shown_username() {
+        let mut c = github();
+        c["auth"] = json!({ "type": "basic", "username": "u", "password": "" });
+        let (config, secret) = RestConfig::parse(&c, true).unwrap();
+        assert_eq!(
+            config.auth,
+            Auth::Basic {
+                username: "u".into()
+            }
+        );
+        assert_eq!(secret.as_deref(), Some(""));
+        let stored = RestConfig::without_secret(&c);
+        assert_eq!(stored["auth"], json!({ "type": "basic", "username": "u" }));
+        assert_eq!(RestConfig::parse(&stored, false).unwrap().1, None);
+        // A missing password is still a forgotten one.
+        c["auth"] = json!({ "type": "basic", "username": "u" });
+        assert!(RestConfig::parse(&c, true)
+            .unwrap_err()
+            .to_string()
+            .contains("config.auth.password"));
+        c["auth"] = json!({ "type": "basic", "username": "sk_test_51abc", "password": "" });
+        // Message and hint, neither echoing the key.
+        let refused = format!("{:?}", RestConfig::parse(&c, true).unwrap_err());
+        assert!(refused.contains("config.auth.username"), "{refused}");
+        assert!(refused.contains("bearer"), "{refused}");
+        assert!(!refused.contains("sk_test_51abc"), "{refused}");
+        c["auth"] = json!({ "type": "bearer", "token": "sk_test_51abc" });
+        assert_eq!(
+            RestConfig::parse(&c, true).unwrap().1.as_deref(),
+            Some("sk_test_51abc")
+        );
+    }
+
+    #[test]
+    fn an_incremental_initial_may_be_a_number() {
+        let mut c = github();
+        c["incremental"]["initial"] = json!(1_700_000_000);
+        let (config, _) = RestConfig::parse(&c, true).unwrap();
+        assert_eq!(
+            config.incremental.unwrap().initial.as_deref(),
+            Some("1700000000")
+        );
+        c["incremental"]["initial"] = json!({ "at": 1 });
+        assert!(RestConfig::parse(&c, true)
+            .unwrap_err()
+            .to_string()
+            .contains("config.incremental.initial"));
     }
 
     #[test]

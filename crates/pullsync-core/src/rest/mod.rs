@@ -2,5 +2,6 @@
 //! (request URLs, next positions, records to rows, high-water marks).
 
 pub mod config;
+pub mod extra;
 pub mod paging;
 pub mod path;

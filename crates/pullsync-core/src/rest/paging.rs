@@ -354,14 +354,14 @@ pub struct PageRows {
     pub high_water: Option<String>,
 }
 
-/// Makes the rows of a page record by record (with the unmapped top-level fields in the
-/// extra column), one per key (the last record of a key wins, as an upsert may touch a
+/// Makes the rows of a page record by record (with what no column takes in the extra
+/// column), one per key (the last record of a key wins, as an upsert may touch a
 /// row once), counts the records with no complete key (left out) and finds the page's
 /// high-water mark. One record is a tree at a time; the rows are text.
 pub struct RowMaker<'c> {
     config: &'c RestConfig,
-    /// The top-level fields the columns take.
-    mapped: Vec<&'c str>,
+    /// The columns' paths: what the extra column leaves out.
+    mapped: Vec<&'c JsonPath>,
     out: PageRows,
     /// Where each row is in the text; (0, 0): replaced by a later record of its key.
     spans: Vec<(usize, usize)>,
@@ -420,12 +420,7 @@ impl<'c> RowMaker<'c> {
         out.rows.text.push('[');
         RowMaker {
             config,
-            mapped: config
-                .target
-                .columns
-                .iter()
-                .filter_map(|(_, p)| p.top())
-                .collect(),
+            mapped: config.target.columns.iter().map(|(_, p)| p).collect(),
             out,
             spans: Vec::new(),
             keys: KeyIndex::default(),
@@ -467,15 +462,7 @@ impl<'c> RowMaker<'c> {
             );
         }
         if let Some(extra) = &config.target.extra {
-            let rest: Map<String, Value> = record
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .filter(|(k, _)| !self.mapped.contains(&k.as_str()))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rest = super::extra::untaken(record, &self.mapped);
             row.insert(extra.clone(), Value::Object(rest));
         }
         let text = &mut out.rows.text;
@@ -785,6 +772,34 @@ mod tests {
             ])
         );
         assert!(rows(&c, &[]).rows.is_empty());
+    }
+
+    #[test]
+    fn extra_keeps_what_nested_columns_leave() {
+        let mut c = config(json!({ "style": "none" }));
+        c.target.columns = [
+            ("id", "id"),
+            ("author_name", "author.name"),
+            ("title", "title"),
+        ]
+        .iter()
+        .map(|(c, p)| (c.to_string(), JsonPath::parse(p).unwrap()))
+        .collect();
+        let page = raw(&json!({ "data": [{
+            "id": 1,
+            "author": { "name": "a", "roles": ["x"], "address": { "zip": "1" } },
+            "title": "t"
+        }] }));
+        let page = rows(&c, &records(&c, &page).unwrap());
+        assert_eq!(
+            whole(&page.rows),
+            json!([{
+                "id": 1,
+                "author_name": "a",
+                "title": "t",
+                "raw": { "author": { "roles": ["x"], "address": { "zip": "1" } } }
+            }])
+        );
     }
 
     #[test]

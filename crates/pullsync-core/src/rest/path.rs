@@ -71,9 +71,14 @@ impl JsonPath {
         serde_json::from_str(self.get_raw(value)?.get()).ok()
     }
 
-    /// The first key: the top-level field a record's mapping takes.
+    /// The first step; None for the whole document.
     pub fn top(&self) -> Option<&str> {
         self.steps.first().map(String::as_str)
+    }
+
+    /// The keys and indexes, outermost first.
+    pub fn steps(&self) -> &[String] {
+        &self.steps
     }
 
     pub fn as_str(&self) -> &str {
