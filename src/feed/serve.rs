@@ -240,84 +240,11 @@ pub fn page(
     let name = stream.name();
     let now = Utc::now().timestamp();
     let from = match cursor_text {
-        // A filtered request may go on from a position of the unfiltered order (the end of
-        // an earlier filtered read hands one out, see below): the filter only drops rows.
-        Some(text) => match (open(text, &key, &name, &who, now), stream.unfiltered_name()) {
-            (Err(PullsyncError::InvalidArgument { .. }), Some(whole)) => {
-                open(text, &key, whole, &who, now)?.position
-            }
-            (opened, _) => opened?.position,
-        },
+        Some(text) => resume_from(text, &stream, &name, &key, &who, now)?,
         None => Position::start(),
     };
-    // Rows written by transactions still running are not served yet: everything below the
-    // oldest running transaction is final, so nothing can appear behind a cursor later.
-    // The text copy of change_xid has its own name: ORDER BY change_xid must mean the xid8
-    // column (numeric order, the index), not the text ('10000' < '9999').
-    let (sql, filter_arg, user_arg): (String, Option<pgrx::datum::TimestampWithTimeZone>, Option<String>) = match &stream {
-        Stream::Conversations { updated_after, user_id } => (
-            format!(
-                "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversations
-                  WHERE feed_source = '' AND (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
-                    AND ($4::timestamptz IS NULL OR updated_at > $4) {}
-                  ORDER BY change_xid, id LIMIT $3",
-                CONVERSATIONS.row_json,
-                if user_id.is_some() { "AND user_id = $5" } else { "AND $5::text IS NULL" }
-            ),
-            updated_after.map(to_pg),
-            user_id.map(str::to_string),
-        ),
-        Stream::ConversationMessages { conversation_id } => (
-            format!(
-                "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
-                  WHERE feed_source = '' AND conversation_id = $5 AND (change_xid, id) > ($1::text::xid8, $2)
-                    AND change_xid < pg_snapshot_xmin(pg_current_snapshot()) AND $4::timestamptz IS NULL
-                  ORDER BY change_xid, id LIMIT $3",
-                MESSAGES.row_json
-            ),
-            None,
-            Some(conversation_id.to_string()),
-        ),
-        Stream::AllMessages { updated_after } => (
-            format!(
-                "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
-                  WHERE feed_source = '' AND (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
-                    AND ($4::timestamptz IS NULL OR updated_at > $4) AND $5::text IS NULL
-                  ORDER BY change_xid, id LIMIT $3",
-                MESSAGES.row_json
-            ),
-            updated_after.map(to_pg),
-            None,
-        ),
-    };
-    let (items, last, more) = read_bounded(
-        &sql,
-        &[
-            from.xid.to_string().into(),
-            from.id.clone().into(),
-            (limit + 1).into(),
-            filter_arg.into(),
-            user_arg.into(),
-        ],
-        limit as usize,
-    )?;
-    let mut end = last.unwrap_or(from);
-    // Once a read of changes after updated_after has reached the end, what follows is
-    // every later change: its checkpoint goes on in the unfiltered order, from where the
-    // read could see (every row below the horizon it skipped is older than the filter).
-    let checkpoint_stream = match stream.unfiltered_name() {
-        Some(whole) if !more => {
-            let horizon = Position {
-                xid: who.horizon_xid,
-                id: String::new(),
-            };
-            if (horizon.xid, &horizon.id) > (end.xid, &end.id) {
-                end = horizon;
-            }
-            whole.to_string()
-        }
-        _ => name.clone(),
-    };
+    let (items, last, more) = stream.query().read(&from, limit)?;
+    let (end, checkpoint_stream) = page_end(&stream, &name, last.unwrap_or(from), more, &who);
     let checkpoint = cursor::encode(
         &Cursor {
             position: end,
@@ -337,6 +264,126 @@ pub fn page(
         "next_cursor": if more { Some(checkpoint.clone()) } else { None },
         "checkpoint": checkpoint,
     }))
+}
+
+/// The position a cursor of `stream` (named `name`) goes on from. A filtered request may
+/// go on from a position of the unfiltered order (the end of an earlier filtered read hands
+/// one out, see `page_end`): the filter only drops rows.
+fn resume_from(
+    text: &str,
+    stream: &Stream,
+    name: &str,
+    key: &[u8],
+    who: &Identity,
+    now: i64,
+) -> Result<Position> {
+    match (open(text, key, name, who, now), stream.unfiltered_name()) {
+        (Err(PullsyncError::InvalidArgument { .. }), Some(whole)) => {
+            Ok(open(text, key, whole, who, now)?.position)
+        }
+        (opened, _) => Ok(opened?.position),
+    }
+}
+
+/// Where a page's checkpoint stands, and the stream it belongs to: the last row served
+/// (`end`) in the page's own stream. Once a read of changes after updated_after has reached
+/// the end, what follows is every later change: its checkpoint goes on in the unfiltered
+/// order, from where the read could see (every row below the horizon it skipped is older
+/// than the filter).
+fn page_end(
+    stream: &Stream,
+    name: &str,
+    end: Position,
+    more: bool,
+    who: &Identity,
+) -> (Position, String) {
+    match stream.unfiltered_name() {
+        Some(whole) if !more => {
+            let horizon = Position {
+                xid: who.horizon_xid,
+                id: String::new(),
+            };
+            let end = if (horizon.xid, &horizon.id) > (end.xid, &end.id) {
+                horizon
+            } else {
+                end
+            };
+            (end, whole.to_string())
+        }
+        _ => (end, name.to_string()),
+    }
+}
+
+/// A page's statement and the filters it binds: `$4` (updated_after) and `$5` (the user or
+/// the conversation).
+struct PageQuery {
+    sql: String,
+    updated_after: Option<pgrx::datum::TimestampWithTimeZone>,
+    id_filter: Option<String>,
+}
+
+impl Stream<'_> {
+    /// The statement of a page of this stream. Rows written by transactions still running
+    /// are not served yet: everything below the oldest running transaction is final, so
+    /// nothing can appear behind a cursor later. The text copy of change_xid has its own
+    /// name: ORDER BY change_xid must mean the xid8 column (numeric order, the index), not
+    /// the text ('10000' < '9999').
+    fn query(&self) -> PageQuery {
+        match self {
+            Stream::Conversations { updated_after, user_id } => PageQuery {
+                sql: format!(
+                    "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversations
+                  WHERE feed_source = '' AND (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
+                    AND ($4::timestamptz IS NULL OR updated_at > $4) {}
+                  ORDER BY change_xid, id LIMIT $3",
+                    CONVERSATIONS.row_json,
+                    if user_id.is_some() { "AND user_id = $5" } else { "AND $5::text IS NULL" }
+                ),
+                updated_after: updated_after.map(to_pg),
+                id_filter: user_id.map(str::to_string),
+            },
+            Stream::ConversationMessages { conversation_id } => PageQuery {
+                sql: format!(
+                    "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
+                  WHERE feed_source = '' AND conversation_id = $5 AND (change_xid, id) > ($1::text::xid8, $2)
+                    AND change_xid < pg_snapshot_xmin(pg_current_snapshot()) AND $4::timestamptz IS NULL
+                  ORDER BY change_xid, id LIMIT $3",
+                    MESSAGES.row_json
+                ),
+                updated_after: None,
+                id_filter: Some(conversation_id.to_string()),
+            },
+            Stream::AllMessages { updated_after } => PageQuery {
+                sql: format!(
+                    "SELECT {}::text, change_xid::text AS position_xid, id FROM pullsync.conversation_messages
+                  WHERE feed_source = '' AND (change_xid, id) > ($1::text::xid8, $2) AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
+                    AND ($4::timestamptz IS NULL OR updated_at > $4) AND $5::text IS NULL
+                  ORDER BY change_xid, id LIMIT $3",
+                    MESSAGES.row_json
+                ),
+                updated_after: updated_after.map(to_pg),
+                id_filter: None,
+            },
+        }
+    }
+}
+
+impl PageQuery {
+    /// Up to `limit` rows after `from`: the items, the last row's position, and whether
+    /// there is more.
+    fn read(self, from: &Position, limit: i64) -> Result<(Vec<Value>, Option<Position>, bool)> {
+        read_bounded(
+            &self.sql,
+            &[
+                from.xid.to_string().into(),
+                from.id.clone().into(),
+                (limit + 1).into(),
+                self.updated_after.into(),
+                self.id_filter.into(),
+            ],
+            limit as usize,
+        )
+    }
 }
 
 fn record_bookmark(consumer_id: &str, stream: &str, checkpoint: &str, served: i64) -> Result<()> {

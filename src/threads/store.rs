@@ -13,6 +13,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 use pullsync_core::outcome::Status;
 use pullsync_core::pg_text::{array_literal, without_nul};
+use pullsync_core::statement::parameter_count;
 use pullsync_core::threads::layers::{decide, Decision, Previous};
 use pullsync_core::threads::plan::ListingState;
 use pullsync_core::threads::pull::{
@@ -315,6 +316,152 @@ struct InsightsRow {
     period_start: Option<DateTime<Utc>>,
 }
 
+/// ACCOUNT_WRITE's parameters by name, in the statement's order: `datums` binds them, and
+/// a debug build checks that they are as many as the statement's highest `$n`.
+struct AccountWriteParams<'a> {
+    /// $1
+    account_id: Uuid,
+    /// $2, $3, $4: the steps completed, whose sync timestamps the write sets.
+    posts_done: bool,
+    metrics_done: bool,
+    insights_done: bool,
+    /// $5
+    written_at: TimestampWithTimeZone,
+    /// $6: the outcome, for the account and its sync_logs row.
+    status: &'a str,
+    /// $7: whether the account's sync status is set (a repair, with no step and no
+    /// failure, leaves it alone).
+    sets_status: bool,
+    /// $8, $9, $10: whether this pull listed posts, and the listing's state if it did.
+    listed: bool,
+    resume_after: Option<String>,
+    listing_complete: bool,
+    /// $11–$17: followers_count, views, likes, replies, reposts, quotes, clicks of the
+    /// insights snapshot; None when none is stored.
+    insights: [Option<i64>; 7],
+    /// $18–$24: their deltas, in the same order.
+    insights_delta: [Option<i64>; 7],
+    /// $25: the snapshot's capture time, None when no snapshot is stored.
+    captured_at: Option<TimestampWithTimeZone>,
+    /// $26
+    period_start: Option<TimestampWithTimeZone>,
+    /// $27–$37: the sync_logs row.
+    job_log_id: Option<i64>,
+    job_type: &'a str,
+    steps: Vec<String>,
+    items_new: i32,
+    items_updated: i32,
+    snapshots: i32,
+    deltas: i32,
+    api_calls: i32,
+    error: Option<String>,
+    started_at: TimestampWithTimeZone,
+    notes: Vec<String>,
+}
+
+impl<'a> AccountWriteParams<'a> {
+    fn of(write: &AccountWrite<'a>, insights: Option<&InsightsRow>, log: &LogContext<'a>) -> Self {
+        let pull = write.pull;
+        let done = |step: Step| pull.steps_completed.contains(&step);
+        let listing = pull.listing.as_ref();
+        let counts = write.counts;
+        AccountWriteParams {
+            account_id: write.account_id,
+            posts_done: done(Step::Posts),
+            metrics_done: done(Step::Metrics),
+            insights_done: done(Step::Insights),
+            written_at: write.at,
+            status: pull.outcome.as_str(),
+            sets_status: !pull.steps_completed.is_empty() || pull.error.is_some(),
+            listed: listing.is_some(),
+            resume_after: listing.and_then(|l| l.resume_after.clone()),
+            listing_complete: listing.is_some_and(|l| l.complete),
+            insights: std::array::from_fn(|i| insights.map(|r| r.values[i])),
+            insights_delta: std::array::from_fn(|i| insights.map(|r| r.delta[i])),
+            captured_at: insights.map(|r| to_pg(r.captured_at)),
+            period_start: insights.and_then(|r| r.period_start.map(to_pg)),
+            job_log_id: log.job_log_id,
+            job_type: log.job_type,
+            steps: pull
+                .steps_completed
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect(),
+            items_new: counts.posts_new as i32,
+            items_updated: counts.posts_updated as i32,
+            snapshots: counts.snapshots as i32,
+            deltas: counts.deltas as i32,
+            api_calls: pull.api_calls as i32,
+            error: pull.error.clone(),
+            started_at: to_pg(log.started_at),
+            notes: pull.notes.clone(),
+        }
+    }
+
+    /// The parameters as datums, `$1` first. Every field is named here once: one left out
+    /// does not compile.
+    fn datums(self) -> Vec<DatumWithOid<'a>> {
+        let AccountWriteParams {
+            account_id,
+            posts_done,
+            metrics_done,
+            insights_done,
+            written_at,
+            status,
+            sets_status,
+            listed,
+            resume_after,
+            listing_complete,
+            insights,
+            insights_delta,
+            captured_at,
+            period_start,
+            job_log_id,
+            job_type,
+            steps,
+            items_new,
+            items_updated,
+            snapshots,
+            deltas,
+            api_calls,
+            error,
+            started_at,
+            notes,
+        } = self;
+        let mut datums: Vec<DatumWithOid<'a>> = vec![
+            account_id.into(),
+            posts_done.into(),
+            metrics_done.into(),
+            insights_done.into(),
+            written_at.into(),
+            status.into(),
+            sets_status.into(),
+            listed.into(),
+            resume_after.into(),
+            listing_complete.into(),
+        ];
+        datums.extend(insights.map(DatumWithOid::from));
+        datums.extend(insights_delta.map(DatumWithOid::from));
+        datums.extend([
+            captured_at.into(),
+            period_start.into(),
+            job_log_id.into(),
+            job_type.into(),
+            steps.into(),
+            items_new.into(),
+            items_updated.into(),
+            snapshots.into(),
+            deltas.into(),
+            api_calls.into(),
+            error.into(),
+            started_at.into(),
+            notes.into(),
+        ]);
+        debug_assert_eq!(datums.len(), parameter_count(ACCOUNT_WRITE));
+        datums
+    }
+}
+
 /// A reading's values, a missing one taken from the previous snapshot (or 0 without one),
 /// so a metric the answer left out makes no delta.
 fn filled<const N: usize>(reading: &Reading<N>, previous: Option<&Previous<N>>) -> [i64; N] {
@@ -335,9 +482,40 @@ pub fn write_account(
     heartbeat_secs: i64,
     log: &LogContext,
 ) -> Result<WriteCounts> {
-    let at = to_pg(written_at);
     Spi::connect_mut(|client| {
-        let mut counts = WriteCounts::default();
+        let mut write = AccountWrite {
+            account_id,
+            pull,
+            at: to_pg(written_at),
+            heartbeat_secs,
+            counts: WriteCounts::default(),
+        };
+        let previous_insights = write.lock_account(client)?;
+        write.posts(client)?;
+        let insights = write.insights_row(previous_insights.as_ref());
+        write.links(client, previous_insights.as_ref())?;
+        write_demographics(client, account_id, &pull.demographics)?;
+        let params = AccountWriteParams::of(&write, insights.as_ref(), log);
+        prepared::update(client, ACCOUNT_WRITE, None, &params.datums())?;
+        write.rate_limit(client)?;
+        Ok(write.counts)
+    })
+}
+
+/// One account's write in progress: what every phase reads, and the rows counted so far.
+struct AccountWrite<'p> {
+    account_id: Uuid,
+    pull: &'p AccountPull,
+    at: TimestampWithTimeZone,
+    heartbeat_secs: i64,
+    counts: WriteCounts,
+}
+
+impl<'p> AccountWrite<'p> {
+    /// Locks the account's row, which serialises its writers, and reads its newest
+    /// insights snapshot.
+    fn lock_account(&self, client: &mut SpiClient<'_>) -> Result<Option<Previous<7>>> {
+        let account_id = self.account_id;
         let account = prepared::update(
             client,
             "SELECT current_followers_count, current_views, current_likes, current_replies, current_reposts,
@@ -353,79 +531,117 @@ pub fn write_account(
             });
         }
         let row = account.first();
-        let previous_insights = match row.get::<TimestampWithTimeZone>(8)?.and_then(to_chrono) {
-            Some(captured) => Some(Previous {
-                values: [
-                    row.get(1)?.unwrap_or(0),
-                    row.get(2)?.unwrap_or(0),
-                    row.get(3)?.unwrap_or(0),
-                    row.get(4)?.unwrap_or(0),
-                    row.get(5)?.unwrap_or(0),
-                    row.get(6)?.unwrap_or(0),
-                    row.get(7)?.unwrap_or(0),
-                ],
-                captured_at: captured,
-            }),
-            None => None,
-        };
+        Ok(
+            match row.get::<TimestampWithTimeZone>(8)?.and_then(to_chrono) {
+                Some(captured) => Some(Previous {
+                    values: [
+                        row.get(1)?.unwrap_or(0),
+                        row.get(2)?.unwrap_or(0),
+                        row.get(3)?.unwrap_or(0),
+                        row.get(4)?.unwrap_or(0),
+                        row.get(5)?.unwrap_or(0),
+                        row.get(6)?.unwrap_or(0),
+                        row.get(7)?.unwrap_or(0),
+                    ],
+                    captured_at: captured,
+                }),
+                None => None,
+            },
+        )
+    }
 
+    /// The posts and their metrics: listed posts, deleted ones, snapshots of stored ones,
+    /// and the checked mark of the rest.
+    fn posts(&mut self, client: &mut SpiClient<'_>) -> Result<()> {
         // Under the account's lock, the store says which pulled posts are new to it.
-        let stored = stored_posts(client, account_id, pull)?;
+        let stored = stored_posts(client, self.account_id, self.pull)?;
+        // Posts whose `metrics_updated_at` this write sets along with their metrics: new
+        // ones in POST_WRITE, stored ones with a snapshot in POST_LAYERS. The rest of the
+        // checked ones are only marked checked.
+        let mut recorded = self.listed_posts(client, &stored)?;
+        self.deleted_posts(client)?;
+        recorded.extend(self.post_layers(client, &stored)?);
+        self.checked_posts(client, &recorded)
+    }
+
+    /// POST_WRITE: the listed posts, new ones with their first metrics. Returns the new
+    /// posts whose metrics it recorded.
+    fn listed_posts(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        stored: &HashMap<String, StoredPost>,
+    ) -> Result<HashSet<&'p str>> {
+        let pull = self.pull;
+        let mut recorded = HashSet::new();
+        if pull.posts.is_empty() {
+            return Ok(recorded);
+        }
         let readings: HashMap<&str, &Reading<6>> = pull
             .metrics
             .iter()
             .map(|(id, r)| (id.as_str(), r))
             .collect();
         let checked: HashSet<&str> = pull.metrics_checked.iter().map(String::as_str).collect();
-        // Posts whose `metrics_updated_at` this write sets along with their metrics: new
-        // ones in POST_WRITE, stored ones with a snapshot in POST_LAYERS. The rest of the
-        // checked ones are only marked checked.
-        let mut recorded: HashSet<&str> = HashSet::new();
+        let firsts: Vec<Option<FirstMetrics>> = pull
+            .posts
+            .iter()
+            .map(|p| {
+                let id = p.post.id.as_str();
+                if stored.contains_key(id) {
+                    return None;
+                }
+                recorded.insert(id);
+                let reading = readings.get(id).copied();
+                Some(FirstMetrics::of(
+                    reading,
+                    checked.contains(id),
+                    self.heartbeat_secs,
+                ))
+            })
+            .collect();
+        let written = prepared::update(
+            client,
+            POST_WRITE,
+            None,
+            &post_write_args(self.account_id, &pull.posts, &firsts, self.at),
+        )?;
+        let (new, updated, snapshots) = written.first().get_three::<i64, i64, i64>()?;
+        self.counts.posts_new = new.unwrap_or(0);
+        self.counts.posts_updated = updated.unwrap_or(0);
+        self.counts.snapshots += snapshots.unwrap_or(0);
+        self.counts.deltas += snapshots.unwrap_or(0);
+        Ok(recorded)
+    }
 
-        if !pull.posts.is_empty() {
-            let firsts: Vec<Option<FirstMetrics>> = pull
-                .posts
-                .iter()
-                .map(|p| {
-                    let id = p.post.id.as_str();
-                    if stored.contains_key(id) {
-                        return None;
-                    }
-                    recorded.insert(id);
-                    let reading = readings.get(id).copied();
-                    Some(FirstMetrics::of(
-                        reading,
-                        checked.contains(id),
-                        heartbeat_secs,
-                    ))
-                })
-                .collect();
-            let written = prepared::update(
-                client,
-                POST_WRITE,
-                None,
-                &post_write_args(account_id, &pull.posts, &firsts, at),
-            )?;
-            let (new, updated, snapshots) = written.first().get_three::<i64, i64, i64>()?;
-            counts.posts_new = new.unwrap_or(0);
-            counts.posts_updated = updated.unwrap_or(0);
-            counts.snapshots += snapshots.unwrap_or(0);
-            counts.deltas += snapshots.unwrap_or(0);
+    fn deleted_posts(&self, client: &mut SpiClient<'_>) -> Result<()> {
+        if self.pull.deleted.is_empty() {
+            return Ok(());
         }
-
-        if !pull.deleted.is_empty() {
-            prepared::update(
-                client,
-                "UPDATE pullsync.workspace_threads_posts SET deleted_at = $3, updated_at = now()
+        prepared::update(
+            client,
+            "UPDATE pullsync.workspace_threads_posts SET deleted_at = $3, updated_at = now()
                   WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)
                     AND deleted_at IS NULL",
-                None,
-                &[account_id.into(), pull.deleted.clone().into(), at.into()],
-            )?;
-        }
+            None,
+            &[
+                self.account_id.into(),
+                self.pull.deleted.clone().into(),
+                self.at.into(),
+            ],
+        )?;
+        Ok(())
+    }
 
+    /// POST_LAYERS: snapshots and deltas of the stored posts whose metrics changed (or
+    /// whose heartbeat is due). Returns those posts.
+    fn post_layers(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        stored: &HashMap<String, StoredPost>,
+    ) -> Result<Vec<&'p str>> {
         let mut layers = Layers::default();
-        for (threads_id, reading) in &pull.metrics {
+        let mut recorded = Vec::new();
+        for (threads_id, reading) in &self.pull.metrics {
             let Some(post) = stored.get(threads_id) else {
                 continue;
             };
@@ -437,61 +653,72 @@ pub fn write_account(
                 post.previous.as_ref(),
                 values,
                 reading.fetched_at,
-                heartbeat_secs,
+                self.heartbeat_secs,
             ) {
-                recorded.insert(threads_id.as_str());
+                recorded.push(threads_id.as_str());
                 layers.push(post.id, values, delta, period_start, reading.fetched_at);
             }
         }
         if !layers.post_id.is_empty() {
-            counts.snapshots += layers.post_id.len() as i64;
-            counts.deltas += layers.post_id.len() as i64;
-            prepared::update(client, POST_LAYERS, None, &layers.into_args(account_id, at))?;
+            self.counts.snapshots += layers.post_id.len() as i64;
+            self.counts.deltas += layers.post_id.len() as i64;
+            let args = layers.into_args(self.account_id, self.at);
+            prepared::update(client, POST_LAYERS, None, &args)?;
         }
-        // A snapshot's write marked its post checked: each post row is written once, not
-        // twice (every update of a post writes all its index entries again).
-        let unchanged: Vec<&str> = pull
+        Ok(recorded)
+    }
+
+    /// Marks checked the posts whose metrics were asked for and not recorded with them. A
+    /// snapshot's write marked its post checked: each post row is written once, not twice
+    /// (every update of a post writes all its index entries again).
+    fn checked_posts(&self, client: &mut SpiClient<'_>, recorded: &HashSet<&str>) -> Result<()> {
+        let unchanged: Vec<&str> = self
+            .pull
             .metrics_checked
             .iter()
             .map(String::as_str)
             .filter(|id| !recorded.contains(id))
             .collect();
-        if !unchanged.is_empty() {
-            prepared::update(
-                client,
-                "UPDATE pullsync.workspace_threads_posts SET metrics_updated_at = $3
+        if unchanged.is_empty() {
+            return Ok(());
+        }
+        prepared::update(
+            client,
+            "UPDATE pullsync.workspace_threads_posts SET metrics_updated_at = $3
                   WHERE workspace_threads_account_id = $1 AND threads_post_id = ANY($2)",
-                None,
-                &[account_id.into(), unchanged.into(), at.into()],
-            )?;
-        }
+            None,
+            &[self.account_id.into(), unchanged.into(), self.at.into()],
+        )?;
+        Ok(())
+    }
 
-        let mut insights_row = None;
-        if let Some(insights) = &pull.insights {
-            let values = filled(insights, previous_insights.as_ref());
-            if let Decision::Snapshot {
-                delta,
-                period_start,
-            } = decide(
-                previous_insights.as_ref(),
-                values,
-                insights.fetched_at,
-                heartbeat_secs,
-            ) {
-                insights_row = Some(InsightsRow {
-                    values,
-                    delta,
-                    captured_at: insights.fetched_at,
-                    period_start,
-                });
-                counts.snapshots += 1;
-                counts.deltas += 1;
-            }
-        }
+    /// The account insights to store, if they changed (or their heartbeat is due).
+    fn insights_row(&mut self, previous: Option<&Previous<7>>) -> Option<InsightsRow> {
+        let insights = self.pull.insights.as_ref()?;
+        let values = filled(insights, previous);
+        let Decision::Snapshot {
+            delta,
+            period_start,
+        } = decide(previous, values, insights.fetched_at, self.heartbeat_secs)
+        else {
+            return None;
+        };
+        self.counts.snapshots += 1;
+        self.counts.deltas += 1;
+        Some(InsightsRow {
+            values,
+            delta,
+            captured_at: insights.fetched_at,
+            period_start,
+        })
+    }
 
-        // The links' current clicks add up to the account's: with none stored and none
-        // answered there is nothing to read or write (most accounts, most runs).
-        let clicks_before = previous_insights.as_ref().map_or(0, |p| p.values[6]);
+    /// The clicks per link. The links' current clicks add up to the account's: with none
+    /// stored and none answered there is nothing to read or write (most accounts, most
+    /// runs).
+    fn links(&mut self, client: &mut SpiClient<'_>, previous: Option<&Previous<7>>) -> Result<()> {
+        let pull = self.pull;
+        let clicks_before = previous.map_or(0, |p| p.values[6]);
         let links = pull
             .link_clicks
             .as_ref()
@@ -499,67 +726,32 @@ pub fn write_account(
         if let (Some(insights), Some(links)) = (&pull.insights, links) {
             let written = write_link_clicks(
                 client,
-                account_id,
+                self.account_id,
                 links,
                 insights.fetched_at,
-                heartbeat_secs,
+                self.heartbeat_secs,
             )?;
-            counts.snapshots += written;
-            counts.deltas += written;
+            self.counts.snapshots += written;
+            self.counts.deltas += written;
         }
-        write_demographics(client, account_id, &pull.demographics)?;
+        Ok(())
+    }
 
-        let done = |step: Step| pull.steps_completed.contains(&step);
-        let listing = pull.listing.as_ref();
-        let steps: Vec<String> = pull
-            .steps_completed
-            .iter()
-            .map(|s| s.name().to_string())
-            .collect();
-        let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
-            account_id.into(),
-            done(Step::Posts).into(),
-            done(Step::Metrics).into(),
-            done(Step::Insights).into(),
-            at.into(),
-            pull.outcome.as_str().into(),
-            // A repair (no step, no failure) leaves the account's sync status alone.
-            (!pull.steps_completed.is_empty() || pull.error.is_some()).into(),
-            listing.is_some().into(),
-            listing.and_then(|l| l.resume_after.clone()).into(),
-            listing.is_some_and(|l| l.complete).into(),
-        ];
-        let row = insights_row.as_ref();
-        args.extend((0..7).map(|i| row.map(|r| r.values[i]).into()));
-        args.extend((0..7).map(|i| row.map(|r| r.delta[i]).into()));
-        args.push(row.map(|r| to_pg(r.captured_at)).into());
-        args.push(row.and_then(|r| r.period_start.map(to_pg)).into());
-        args.extend([
-            log.job_log_id.into(),
-            log.job_type.into(),
-            steps.into(),
-            (counts.posts_new as i32).into(),
-            (counts.posts_updated as i32).into(),
-            (counts.snapshots as i32).into(),
-            (counts.deltas as i32).into(),
-            (pull.api_calls as i32).into(),
-            pull.error.clone().into(),
-            to_pg(log.started_at).into(),
-            pull.notes.clone().into(),
-        ]);
-        prepared::update(client, ACCOUNT_WRITE, None, &args)?;
-        if let (Some(_), Some(wait)) = (pull.rate_limited, pull.retry_after) {
-            prepared::update(
-                client,
-                "UPDATE pullsync.workspace_threads_accounts
+    /// How long Meta asked the account to wait, when it rate limited it.
+    fn rate_limit(&self, client: &mut SpiClient<'_>) -> Result<()> {
+        let (Some(_), Some(wait)) = (self.pull.rate_limited, self.pull.retry_after) else {
+            return Ok(());
+        };
+        prepared::update(
+            client,
+            "UPDATE pullsync.workspace_threads_accounts
                     SET rate_limited_until = greatest(rate_limited_until, $2 + make_interval(secs => $3))
                   WHERE id = $1",
-                None,
-                &[account_id.into(), at.into(), wait.as_secs_f64().into()],
-            )?;
-        }
-        Ok(counts)
-    })
+            None,
+            &[self.account_id.into(), self.at.into(), wait.as_secs_f64().into()],
+        )?;
+        Ok(())
+    }
 }
 
 /// Clicks per link in the three layers: a snapshot and delta for each link whose clicks
@@ -882,6 +1074,7 @@ fn post_write_args<'a>(
             .map(|f| f.as_ref().filter(|f| f.checked).map(|_| written_at)),
     ));
     args.push(column(posts.iter().map(|p| other_fields(&p.post))));
+    debug_assert_eq!(args.len(), parameter_count(POST_WRITE));
     args
 }
 
@@ -942,6 +1135,7 @@ impl Layers {
         args.extend(self.delta.into_iter().map(DatumWithOid::from));
         args.push(self.period_start.into());
         args.push(self.captured_at.into());
+        debug_assert_eq!(args.len(), parameter_count(POST_LAYERS));
         args
     }
 }

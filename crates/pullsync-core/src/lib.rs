@@ -12,4 +12,5 @@ pub mod pg_text;
 pub mod reconcile;
 pub mod rest;
 pub mod schema_version;
+pub mod statement;
 pub mod threads;

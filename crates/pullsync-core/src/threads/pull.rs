@@ -210,6 +210,8 @@ impl Trouble {
     }
 }
 
+/// Pulls one account: its posts, the metrics that are due, its insights and follower
+/// demographics, each phase going as far as the token and the rate limit allow.
 pub async fn pull_account(
     session: &TokenSession<'_>,
     user_id: &str,
@@ -218,106 +220,162 @@ pub async fn pull_account(
     now: DateTime<Utc>,
     concurrency: usize,
 ) -> AccountPull {
-    let trouble = Trouble::default();
-    let mut steps = Vec::new();
-    let stored = &known.posts;
-
-    // 1. Posts, newest first, until a page reaches a stored, unchanged post of a listing
-    // that once went to the end; an interrupted listing resumes at its gap.
-    let mut posts: Vec<PulledPost> = Vec::new();
-    let mut seen = HashSet::new();
-    let (mut after, mut phase): (Option<String>, Phase) = (None, Phase::Top);
-    let listing = loop {
-        let page = match session.posts_page(user_id, after.as_deref()).await {
-            Ok(page) => page,
-            Err(failure) => {
-                let refused = phase == Phase::Resume
-                    && after == known.listing.resume_after
-                    && matches!(failure.class, FailureClass::Refused);
-                trouble.record(failure);
-                break after_failure(&known.listing, phase, after.as_deref(), refused);
-            }
-        };
-        let stop_here = reaches_known(&page.data, |id| stored.get(id).and_then(|k| k.content_hash));
-        let next = page.next_after().map(str::to_string);
-        for post in page.data {
-            let Some(media_type) = &post.media_type else {
-                trouble.record(Failure::new(
-                    FailureClass::BadData,
-                    format!("post {} was listed without media_type", post.id),
-                ));
-                continue;
-            };
-            if post.timestamp.is_none() {
-                trouble.record(Failure::new(
-                    FailureClass::BadData,
-                    format!("post {} was listed without timestamp", post.id),
-                ));
-                continue;
-            }
-            if !media_type.is_known() {
-                trouble.note(format!(
-                    "media_type {} (post {})",
-                    media_type.as_str(),
-                    post.id
-                ));
-            }
-            // Pages may repeat an item; keep its first listing.
-            if seen.insert(post.id.clone()) {
-                let content_hash = content_hash(&post);
-                posts.push(PulledPost { post, content_hash });
-            }
-        }
-        match after_page(&known.listing, phase, stop_here, next) {
-            Next::Fetch {
-                after: cursor,
-                phase: next_phase,
-            } => {
-                after = Some(cursor);
-                phase = next_phase;
-            }
-            Next::Done(state) => break state,
-        }
+    let pulling = Pulling {
+        session,
+        user_id,
+        known,
+        trouble: Trouble::default(),
     };
-    let listed_to_the_stop = trouble.first.lock().expect("trouble lock").is_none();
-    if listed_to_the_stop {
+    let mut steps = Vec::new();
+    let listed = pulling.list_posts().await;
+    if listed.to_the_stop {
         steps.push(Step::Posts);
     }
+    let due = due_metrics(known, &listed.posts, tiers, now);
+    let metrics = pulling.fetch_metrics(due, concurrency).await;
+    if metrics.complete {
+        steps.push(Step::Metrics);
+    }
+    let insights = pulling.account_insights(now).await;
+    if insights.is_some() {
+        steps.push(Step::Insights);
+    }
+    let followers = insights
+        .as_ref()
+        .and_then(|insights| insights.reading.values[0])
+        .or(known.followers_count);
+    let demographics = pulling.demographics(followers).await;
+    pulling.finish(listed, metrics, insights, demographics, steps)
+}
 
-    // 2. Metrics of the posts that are due, `concurrency` at a time (the HTTP layer also
-    // bounds all accounts together).
-    let mut candidates: HashMap<&str, Candidate> = stored
-        .iter()
-        .filter(|(_, k)| !k.deleted)
-        .map(|(id, k)| {
-            (
-                id.as_str(),
-                (k.media_type.clone(), k.published_at, k.metrics_updated_at),
-            )
-        })
-        .collect();
-    // A listed post exists, whatever was said of it before.
-    for p in &posts {
-        if let (Some(media_type), Some(published_at)) = (&p.post.media_type, p.post.timestamp) {
-            let refreshed = stored.get(&p.post.id).and_then(|k| k.metrics_updated_at);
-            candidates.insert(
-                p.post.id.as_str(),
-                (media_type.clone(), published_at, refreshed),
-            );
+/// One account's pull in progress: what every phase reads, and the trouble they record.
+struct Pulling<'a, 's> {
+    session: &'a TokenSession<'s>,
+    user_id: &'a str,
+    known: &'a KnownAccount,
+    trouble: Trouble,
+}
+
+/// What listing the posts found.
+struct Listed {
+    /// Every listed post that could be read, each once, newest first.
+    posts: Vec<PulledPost>,
+    /// The listing's state after this pull.
+    listing: ListingState,
+    /// The listing went without failure as far as it had to.
+    to_the_stop: bool,
+}
+
+/// What the metrics phase fetched.
+#[derive(Default)]
+struct Metrics {
+    metrics: Vec<(String, Reading<6>)>,
+    checked: Vec<String>,
+    deleted: Vec<String>,
+    /// The phase ran, and every due post was answered (or found deleted).
+    complete: bool,
+}
+
+/// The account's insights as the API answered them.
+struct AccountInsights {
+    reading: Reading<7>,
+    /// Clicks per link URL; None when the answer did not split its clicks by link.
+    link_clicks: Option<Vec<(String, i64)>>,
+}
+
+impl Pulling<'_, '_> {
+    /// Posts, newest first, until a page reaches a stored, unchanged post of a listing
+    /// that once went to the end; an interrupted listing resumes at its gap.
+    async fn list_posts(&self) -> Listed {
+        let known = self.known;
+        let mut posts: Vec<PulledPost> = Vec::new();
+        let mut seen = HashSet::new();
+        let (mut after, mut phase): (Option<String>, Phase) = (None, Phase::Top);
+        let listing = loop {
+            let page = match self
+                .session
+                .posts_page(self.user_id, after.as_deref())
+                .await
+            {
+                Ok(page) => page,
+                Err(failure) => {
+                    let refused = phase == Phase::Resume
+                        && after == known.listing.resume_after
+                        && matches!(failure.class, FailureClass::Refused);
+                    self.trouble.record(failure);
+                    break after_failure(&known.listing, phase, after.as_deref(), refused);
+                }
+            };
+            let stop_here = reaches_known(&page.data, |id| {
+                known.posts.get(id).and_then(|k| k.content_hash)
+            });
+            let next = page.next_after().map(str::to_string);
+            for post in page.data {
+                if !self.readable(&post) {
+                    continue;
+                }
+                // Pages may repeat an item; keep its first listing.
+                if seen.insert(post.id.clone()) {
+                    let content_hash = content_hash(&post);
+                    posts.push(PulledPost { post, content_hash });
+                }
+            }
+            match after_page(&known.listing, phase, stop_here, next) {
+                Next::Fetch {
+                    after: cursor,
+                    phase: next_phase,
+                } => {
+                    after = Some(cursor);
+                    phase = next_phase;
+                }
+                Next::Done(state) => break state,
+            }
+        };
+        let to_the_stop = self.trouble.first.lock().expect("trouble lock").is_none();
+        Listed {
+            posts,
+            listing,
+            to_the_stop,
         }
     }
-    let due: Vec<&str> = candidates
-        .iter()
-        .filter(|(_, (media_type, published, refreshed))| {
-            tiers.due(media_type, *published, *refreshed, now)
-        })
-        .map(|(id, _)| *id)
-        .collect();
-    let mut metrics = Vec::new();
-    let mut metrics_checked = Vec::new();
-    let mut deleted = Vec::new();
-    let mut metrics_ok = !trouble.stopped();
-    if metrics_ok {
+
+    /// A listed post without media type or timestamp is bad data, left out; an unknown
+    /// media type is kept and noted.
+    fn readable(&self, post: &Post) -> bool {
+        let Some(media_type) = &post.media_type else {
+            self.trouble.record(Failure::new(
+                FailureClass::BadData,
+                format!("post {} was listed without media_type", post.id),
+            ));
+            return false;
+        };
+        if post.timestamp.is_none() {
+            self.trouble.record(Failure::new(
+                FailureClass::BadData,
+                format!("post {} was listed without timestamp", post.id),
+            ));
+            return false;
+        }
+        if !media_type.is_known() {
+            self.trouble.note(format!(
+                "media_type {} (post {})",
+                media_type.as_str(),
+                post.id
+            ));
+        }
+        true
+    }
+
+    /// Metrics of the posts that are due, `concurrency` at a time (the HTTP layer also
+    /// bounds all accounts together).
+    async fn fetch_metrics(&self, due: Vec<&str>, concurrency: usize) -> Metrics {
+        let mut fetched = Metrics {
+            complete: !self.trouble.stopped(),
+            ..Metrics::default()
+        };
+        if !fetched.complete {
+            return fetched;
+        }
         // None: not called, as the token was stopped for this run meanwhile.
         type Fetched = Option<Result<Option<super::api::MetricsAnswer>, Failure>>;
         // Made before the stream rather than by a closure in it: a closure over borrowed
@@ -326,7 +384,7 @@ pub async fn pull_account(
         let fetches: Vec<_> = due
             .into_iter()
             .map(|id| {
-                let trouble = &trouble;
+                let (trouble, session) = (&self.trouble, self.session);
                 async move {
                     if trouble.stopped() {
                         return (id, None);
@@ -342,12 +400,12 @@ pub async fn pull_account(
         for (id, result) in results {
             match result {
                 Some(Ok(answer)) => {
-                    metrics_checked.push(id.to_string());
+                    fetched.checked.push(id.to_string());
                     if let Some(answer) = answer {
                         for note in answer.unknown {
-                            trouble.note(format!("post insights: {note}"));
+                            self.trouble.note(format!("post insights: {note}"));
                         }
-                        metrics.push((
+                        fetched.metrics.push((
                             id.to_string(),
                             Reading {
                                 values: answer.values,
@@ -358,73 +416,82 @@ pub async fn pull_account(
                 }
                 // Deleted on Threads (or no longer visible to the token).
                 Some(Err(failure)) if failure.class == FailureClass::Gone => {
-                    deleted.push(id.to_string());
+                    fetched.deleted.push(id.to_string());
                 }
                 Some(Err(failure)) => {
-                    metrics_ok = false;
-                    trouble.record(failure);
+                    fetched.complete = false;
+                    self.trouble.record(failure);
                 }
-                None => metrics_ok = false,
+                None => fetched.complete = false,
             }
         }
-    }
-    if metrics_ok {
-        steps.push(Step::Metrics);
+        fetched
     }
 
-    // 3. Account insights for the current UTC day, and the follower count.
-    let mut insights = None;
-    let mut link_clicks = None;
-    if !trouble.stopped() {
-        let (since, until) = insights_window(now, session.api_now());
-        match session.account_insights(user_id, since, until).await {
+    /// Account insights for the current UTC day, and the follower count.
+    async fn account_insights(&self, now: DateTime<Utc>) -> Option<AccountInsights> {
+        if self.trouble.stopped() {
+            return None;
+        }
+        let (since, until) = insights_window(now, self.session.api_now());
+        match self
+            .session
+            .account_insights(self.user_id, since, until)
+            .await
+        {
             Ok(answer) => {
                 let reading = answer.insights;
                 for note in reading.unknown {
-                    trouble.note(format!("account insights: {note}"));
+                    self.trouble.note(format!("account insights: {note}"));
                 }
-                insights = Some(Reading {
-                    values: reading.values,
-                    fetched_at: reading.fetched_at,
-                });
-                link_clicks = answer.link_clicks;
-                steps.push(Step::Insights);
+                Some(AccountInsights {
+                    reading: Reading {
+                        values: reading.values,
+                        fetched_at: reading.fetched_at,
+                    },
+                    link_clicks: answer.link_clicks,
+                })
             }
-            Err(failure) => trouble.record(failure),
+            Err(failure) => {
+                self.trouble.record(failure);
+                None
+            }
         }
     }
 
-    // 4. Follower demographics, once a day per breakdown, for accounts Meta answers them
-    // for. A breakdown that fails costs only itself, unless the token or the rate limit
-    // stops the account.
-    let followers = insights
-        .as_ref()
-        .and_then(|r| r.values[0])
-        .or(known.followers_count);
-    let mut demographics = Vec::new();
-    if followers.is_some_and(|f| f >= DEMOGRAPHICS_MIN_FOLLOWERS) {
-        for &breakdown in &known.demographics_due {
-            if trouble.stopped() {
+    /// Follower demographics, once a day per breakdown, for accounts Meta answers them
+    /// for. A breakdown that fails costs only itself, unless the token or the rate limit
+    /// stops the account.
+    async fn demographics(&self, followers: Option<i64>) -> Vec<DemographicsReading> {
+        let mut demographics = Vec::new();
+        if followers.is_none_or(|f| f < DEMOGRAPHICS_MIN_FOLLOWERS) {
+            return demographics;
+        }
+        for &breakdown in &self.known.demographics_due {
+            if self.trouble.stopped() {
                 break;
             }
-            let answer = session.follower_demographics(user_id, breakdown).await;
+            let answer = self
+                .session
+                .follower_demographics(self.user_id, breakdown)
+                .await;
             let followers = match answer {
                 Ok(values) => Ok(values),
                 Err(failure)
                     if matches!(failure.class, FailureClass::Refused | FailureClass::Gone) =>
                 {
-                    trouble.note(format!(
+                    self.trouble.note(format!(
                         "follower demographics ({breakdown}): {}",
                         failure.message
                     ));
                     Err(failure.message)
                 }
                 Err(failure) if failure.class.stops_the_account() => {
-                    trouble.record(failure);
+                    self.trouble.record(failure);
                     continue;
                 }
                 Err(failure) => {
-                    trouble.note(format!(
+                    self.trouble.note(format!(
                         "follower demographics ({breakdown}) left for the next run: {}",
                         failure.message
                     ));
@@ -437,61 +504,116 @@ pub async fn pull_account(
                 fetched_at: Utc::now(),
             });
         }
+        demographics
     }
 
-    let mut notes = session.take_notes();
-    for note in trouble.notes.into_inner().expect("notes lock") {
-        if !notes.contains(&note) {
-            notes.push(note);
+    /// The pull's result: the outcome from the steps completed and the trouble met, and
+    /// only the listed posts that need a write.
+    fn finish(
+        self,
+        listed: Listed,
+        metrics: Metrics,
+        insights: Option<AccountInsights>,
+        demographics: Vec<DemographicsReading>,
+        steps: Vec<Step>,
+    ) -> AccountPull {
+        let mut notes = self.session.take_notes();
+        for note in self.trouble.notes.into_inner().expect("notes lock") {
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+        let failure = self.trouble.first.into_inner().expect("trouble lock");
+        let rate_limited = match self.trouble.rate_limited.load(Ordering::Relaxed) {
+            0 => None,
+            1 => Some(RateLimited::User),
+            _ => Some(RateLimited::Application),
+        };
+        let auth = self.trouble.auth.load(Ordering::Relaxed);
+        // A rate limit is no failure: what was fetched is written, the rest waits for the
+        // next run (a refused token weighs more: it needs a person).
+        let rate_limited = rate_limited.filter(|_| !auth);
+        let outcome = if auth || rate_limited.is_some() {
+            Status::Skipped
+        } else if steps.len() == 3 {
+            Status::Completed
+        } else if steps.is_empty() {
+            Status::Failed
+        } else {
+            Status::Partial
+        };
+        let stored = &self.known.posts;
+        let mut posts = listed.posts;
+        posts.retain(|p| {
+            stored
+                .get(&p.post.id)
+                .is_none_or(|k| k.deleted || k.content_hash != Some(p.content_hash))
+        });
+        let (insights, link_clicks) = match insights {
+            Some(i) => (Some(i.reading), i.link_clicks),
+            None => (None, None),
+        };
+        AccountPull {
+            posts,
+            metrics: metrics.metrics,
+            metrics_checked: metrics.checked,
+            deleted: metrics.deleted,
+            insights,
+            link_clicks,
+            demographics,
+            listing: Some(listed.listing),
+            steps_completed: steps,
+            outcome,
+            retry_after: failure
+                .as_ref()
+                .and_then(|f| f.retry_after)
+                .map(|wait| wait.min(LONGEST_WAIT)),
+            error: failure.map(|f| match rate_limited {
+                Some(scope) => format!("{RATE_LIMITED} ({} limit): {}", scope.as_str(), f.message),
+                None => f.message,
+            }),
+            notes,
+            api_calls: self.session.calls.load(Ordering::Relaxed),
+            rate_limited,
         }
     }
-    let failure = trouble.first.into_inner().expect("trouble lock");
-    let rate_limited = match trouble.rate_limited.load(Ordering::Relaxed) {
-        0 => None,
-        1 => Some(RateLimited::User),
-        _ => Some(RateLimited::Application),
-    };
-    let auth = trouble.auth.load(Ordering::Relaxed);
-    // A rate limit is no failure: what was fetched is written, the rest waits for the
-    // next run (a refused token weighs more: it needs a person).
-    let rate_limited = rate_limited.filter(|_| !auth);
-    let outcome = if auth || rate_limited.is_some() {
-        Status::Skipped
-    } else if steps.len() == 3 {
-        Status::Completed
-    } else if steps.is_empty() {
-        Status::Failed
-    } else {
-        Status::Partial
-    };
-    posts.retain(|p| {
-        stored
-            .get(&p.post.id)
-            .is_none_or(|k| k.deleted || k.content_hash != Some(p.content_hash))
-    });
-    AccountPull {
-        posts,
-        metrics,
-        metrics_checked,
-        deleted,
-        insights,
-        link_clicks,
-        demographics,
-        listing: Some(listing),
-        steps_completed: steps,
-        outcome,
-        retry_after: failure
-            .as_ref()
-            .and_then(|f| f.retry_after)
-            .map(|wait| wait.min(LONGEST_WAIT)),
-        error: failure.map(|f| match rate_limited {
-            Some(scope) => format!("{RATE_LIMITED} ({} limit): {}", scope.as_str(), f.message),
-            None => f.message,
-        }),
-        notes,
-        api_calls: session.calls.load(Ordering::Relaxed),
-        rate_limited,
+}
+
+/// The posts whose metrics are due: every stored post not deleted, and every listed one
+/// (a listed post exists, whatever was said of it before).
+fn due_metrics<'a>(
+    known: &'a KnownAccount,
+    listed: &'a [PulledPost],
+    tiers: Tiers,
+    now: DateTime<Utc>,
+) -> Vec<&'a str> {
+    let stored = &known.posts;
+    let mut candidates: HashMap<&str, Candidate> = stored
+        .iter()
+        .filter(|(_, k)| !k.deleted)
+        .map(|(id, k)| {
+            (
+                id.as_str(),
+                (k.media_type.clone(), k.published_at, k.metrics_updated_at),
+            )
+        })
+        .collect();
+    for p in listed {
+        if let (Some(media_type), Some(published_at)) = (&p.post.media_type, p.post.timestamp) {
+            let refreshed = stored.get(&p.post.id).and_then(|k| k.metrics_updated_at);
+            candidates.insert(
+                p.post.id.as_str(),
+                (media_type.clone(), published_at, refreshed),
+            );
+        }
     }
+    candidates
+        .iter()
+        .filter(|(_, (media_type, published, refreshed))| {
+            tiers.due(media_type, *published, *refreshed, now)
+        })
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 #[cfg(test)]
