@@ -371,7 +371,7 @@ pub(crate) fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
 ///
 /// # Safety
 /// `newval` is the pointer Postgres passes to a string check hook.
-pub(crate) unsafe fn proposed(newval: *mut *mut std::ffi::c_char) -> Option<String> {
+unsafe fn proposed(newval: *mut *mut std::ffi::c_char) -> Option<String> {
     // SAFETY: Postgres passes a valid pointer to the proposed value (NULL or a C string).
     unsafe {
         match *newval {
@@ -381,8 +381,24 @@ pub(crate) unsafe fn proposed(newval: *mut *mut std::ffi::c_char) -> Option<Stri
     }
 }
 
+/// A string check hook's answer: true for NULL or a value `check` accepts; otherwise false,
+/// with `check`'s reason for Postgres to show.
+///
+/// # Safety
+/// `newval` is the pointer Postgres passes to a string check hook.
+pub(crate) unsafe fn check_proposed(
+    newval: *mut *mut std::ffi::c_char,
+    check: impl FnOnce(&str) -> std::result::Result<(), String>,
+) -> bool {
+    // SAFETY: as the caller promises.
+    match unsafe { proposed(newval) } {
+        None => true,
+        Some(value) => check(&value).map_or_else(refuse, |()| true),
+    }
+}
+
 /// Refuses a proposed value, saying why (always false, the check hook's answer).
-pub(crate) fn refuse(message: String) -> bool {
+fn refuse(message: String) -> bool {
     let message =
         CString::new(message.replace('\0', "")).unwrap_or_else(|_| c"invalid value".into());
     // SAFETY: pstrdup copies into the current memory context, where Postgres expects it;
@@ -401,12 +417,12 @@ unsafe extern "C-unwind" fn check_allowed_hosts(
     _source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: called by Postgres as a string check hook.
-    let Some(value) = (unsafe { proposed(newval) }) else {
-        return true;
-    };
-    match pullsync_core::http::Destinations::parse(&value) {
-        Ok(_) => true,
-        Err(why) => refuse(format!("invalid pullsync.http_allowed_hosts entry {why}")),
+    unsafe {
+        check_proposed(newval, |value| {
+            pullsync_core::http::Destinations::parse(value)
+                .map(drop)
+                .map_err(|why| format!("invalid pullsync.http_allowed_hosts entry {why}"))
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Threads source's settings (`pullsync.threads_*`, the metrics refresh tiers, the
 //! snapshot heartbeat), defined by its `SourceSpec`.
 
-use crate::config::{proposed, refuse, text};
+use crate::config::{check_proposed, text};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys};
 use std::ffi::CString;
@@ -102,12 +102,12 @@ unsafe extern "C-unwind" fn check_demographics(
     _source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: called by Postgres as a string check hook.
-    let Some(value) = (unsafe { proposed(newval) }) else {
-        return true;
-    };
-    match threads_model::demographics::parse_breakdowns(&value) {
-        Ok(_) => true,
-        Err(why) => refuse(format!("invalid pullsync.threads_demographics: {why}")),
+    unsafe {
+        check_proposed(newval, |value| {
+            threads_model::demographics::parse_breakdowns(value)
+                .map(drop)
+                .map_err(|why| format!("invalid pullsync.threads_demographics: {why}"))
+        })
     }
 }
 

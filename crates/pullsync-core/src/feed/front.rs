@@ -262,64 +262,11 @@ async fn handle(
     slot: ConnectionId,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let Some(route) = route(request.uri().path()) else {
-        return respond(
-            error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-            false,
-        );
+    let (route, params) = match read_head(&request) {
+        Ok(head) => head,
+        Err((refusal, close)) => return respond(refusal, close),
     };
-    if request.method() != Method::GET {
-        return respond(
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET",
-            ),
-            true,
-        );
-    }
-    let headers = request.headers();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
-    if has_body {
-        // Not read, so the connection cannot be reused.
-        return respond(
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_not_allowed",
-                "feed requests carry no body",
-            ),
-            true,
-        );
-    }
-    let params = match axum::extract::Query::<HashMap<String, String>>::try_from_uri(request.uri())
-    {
-        Ok(q) => q.0,
-        Err(_) => {
-            return respond(
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the query string is not valid",
-                ),
-                false,
-            )
-        }
-    };
-    let api_key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|k| k.trim().to_string());
-    let consumer_id = params.get("consumer_id").cloned().or_else(|| {
-        headers
-            .get("x-consumer-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
+    let (consumer_id, api_key) = credentials(request.headers(), &params);
     let credential = match (&consumer_id, &api_key) {
         (Some(c), Some(k)) => Some(front.digest(c, k)),
         _ => None,
@@ -330,21 +277,7 @@ async fn handle(
     };
     let admission = match admission {
         Ok(a) => a,
-        Err(wait) => {
-            // Answered late, the connection sheddable meanwhile: a throttled address that
-            // asks again as soon as it is answered would otherwise keep this thread busy.
-            front.slots().request_finished(slot);
-            tokio::time::sleep(wait.min(THROTTLED_ANSWER_DELAY)).await;
-            return respond(
-                retry_later(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_failed_authentications",
-                    "too many failed authentications from this address; retry later",
-                    wait.as_secs_f64().ceil() as u64,
-                ),
-                false,
-            );
-        }
+        Err(wait) => return throttled(&front, slot, wait).await,
     };
     let (Some(consumer_id), Some(api_key)) = (consumer_id, api_key) else {
         settle(&front, peer, None, admission, false);
@@ -357,6 +290,105 @@ async fn handle(
             false,
         );
     };
+    let answer = ask(&front, route, consumer_id, api_key, params).await;
+    settle_answered(&front, peer, slot, credential.as_ref(), admission, &answer);
+    respond(answer, false)
+}
+
+/// The route and query of a request, or its refusal before any credential is looked at:
+/// the answer and whether the connection must close.
+fn read_head<B>(request: &Request<B>) -> Result<(Route, HashMap<String, String>), (Answer, bool)> {
+    let Some(route) = route(request.uri().path()) else {
+        return Err((
+            error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+            false,
+        ));
+    };
+    if request.method() != Method::GET {
+        return Err((
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            ),
+            true,
+        ));
+    }
+    if has_body(request.headers()) {
+        // Not read, so the connection cannot be reused.
+        return Err((
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_not_allowed",
+                "feed requests carry no body",
+            ),
+            true,
+        ));
+    }
+    match axum::extract::Query::<HashMap<String, String>>::try_from_uri(request.uri()) {
+        Ok(q) => Ok((route, q.0)),
+        Err(_) => Err((
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the query string is not valid",
+            ),
+            false,
+        )),
+    }
+}
+
+fn has_body(headers: &header::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// The consumer id (query before header) and the bearer key, each if given.
+fn credentials(
+    headers: &header::HeaderMap,
+    params: &HashMap<String, String>,
+) -> (Option<String>, Option<String>) {
+    let api_key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_string());
+    let consumer_id = params.get("consumer_id").cloned().or_else(|| {
+        headers
+            .get("x-consumer-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    (consumer_id, api_key)
+}
+
+/// Answered late, the connection sheddable meanwhile: a throttled address that asks again
+/// as soon as it is answered would otherwise keep this thread busy.
+async fn throttled(front: &Front, slot: ConnectionId, wait: Duration) -> Response<Body> {
+    front.slots().request_finished(slot);
+    tokio::time::sleep(wait.min(THROTTLED_ANSWER_DELAY)).await;
+    respond(
+        retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failed_authentications",
+            "too many failed authentications from this address; retry later",
+            wait.as_secs_f64().ceil() as u64,
+        ),
+        false,
+    )
+}
+
+/// Queues the call for the main thread and waits for its answer; a full queue is busy.
+async fn ask(
+    front: &Front,
+    route: Route,
+    consumer_id: String,
+    api_key: String,
+    params: HashMap<String, String>,
+) -> Answer {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let call = Call {
         route,
@@ -365,7 +397,7 @@ async fn handle(
         params,
         reply,
     };
-    let answer = match front.calls.try_send(call) {
+    match front.calls.try_send(call) {
         Err(mpsc::TrySendError::Full(_)) => retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -374,9 +406,20 @@ async fn handle(
         ),
         Err(mpsc::TrySendError::Disconnected(_)) => stopping(),
         Ok(()) => answer.await.unwrap_or_else(|_| stopping()),
-    };
+    }
+}
+
+/// Tells the throttle (and, for a valid key, the slots) what the main thread made of the key.
+fn settle_answered(
+    front: &Front,
+    peer: IpAddr,
+    slot: ConnectionId,
+    credential: Option<&CredentialDigest>,
+    admission: Admission,
+    answer: &Answer,
+) {
     if let Some(accepted) = answer.authenticated {
-        settle(&front, peer, credential.as_ref(), admission, accepted);
+        settle(front, peer, credential, admission, accepted);
         if accepted {
             front
                 .slots()
@@ -384,9 +427,8 @@ async fn handle(
         }
     } else if admission == Admission::Charged {
         // Not checked (busy, not ready): the attempt is given back.
-        settle(&front, peer, None, admission, true);
+        settle(front, peer, None, admission, true);
     }
-    respond(answer, false)
 }
 
 fn stopping() -> Answer {
@@ -654,5 +696,54 @@ mod tests {
         assert!(activity.idle_for() >= Duration::from_millis(20));
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         assert_eq!(activity.idle_for(), Duration::ZERO);
+    }
+
+    fn head(method: Method, uri: &str, headers: &[(&str, &str)]) -> Result<Route, (u16, bool)> {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        match read_head(&request.body(()).unwrap()) {
+            Ok((route, _)) => Ok(route),
+            Err((refusal, close)) => Err((refusal.status.as_u16(), close)),
+        }
+    }
+
+    #[test]
+    fn the_head_is_refused_by_route_first_then_by_method_then_by_body() {
+        assert_eq!(head(Method::POST, "/admin", &[]), Err((404, false)));
+        assert_eq!(head(Method::POST, "/stats", &[]), Err((405, true)));
+        assert_eq!(
+            head(Method::GET, "/stats", &[("content-length", "3")]),
+            Err((413, true))
+        );
+        assert_eq!(
+            head(Method::GET, "/stats", &[("transfer-encoding", "chunked")]),
+            Err((413, true))
+        );
+        assert_eq!(
+            head(Method::GET, "/stats?x=1", &[("content-length", " 0 ")]),
+            Ok(Route::Stats)
+        );
+    }
+
+    #[test]
+    fn credentials_take_the_query_consumer_first_and_only_a_bearer_key() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert("x-consumer-id", HeaderValue::from_static("from-header"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer  k-1 "),
+        );
+        let query = HashMap::from([("consumer_id".to_string(), "from-query".to_string())]);
+        assert_eq!(
+            credentials(&headers, &query),
+            (Some("from-query".into()), Some("k-1".into()))
+        );
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic k-1"));
+        assert_eq!(
+            credentials(&headers, &HashMap::new()),
+            (Some("from-header".into()), None)
+        );
     }
 }

@@ -91,121 +91,162 @@ fn human(seconds: f64) -> String {
     }
 }
 
+/// The breaches of an active source, in a fixed order: lag, error rate, duration, expired
+/// tokens, quarantine, throttling.
 pub fn breaches(state: &SourceState, limits: &Thresholds) -> Vec<Breach> {
-    let mut found = Vec::new();
     if !state.active {
-        return found;
+        return Vec::new();
     }
-    let mut breach = |alert_type, severity, message: String, details: Value| {
-        found.push(Breach {
-            alert_type,
-            source: state.source.clone(),
-            severity,
-            message,
-            details,
-        })
+    [
+        lag(state, limits),
+        error_rate(state, limits),
+        duration(state, limits),
+        token_expired(state),
+        quarantine(state),
+        throttled(state),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn breach(
+    state: &SourceState,
+    alert_type: AlertType,
+    severity: Severity,
+    message: String,
+    details: Value,
+) -> Breach {
+    Breach {
+        alert_type,
+        source: state.source.clone(),
+        severity,
+        message,
+        details,
+    }
+}
+
+fn lag(state: &SourceState, limits: &Thresholds) -> Option<Breach> {
+    let lag = state.lag_seconds.filter(|l| *l > limits.lag_seconds)?;
+    let severity = if lag > limits.lag_seconds * CRITICAL_LAG_FACTOR {
+        Severity::Critical
+    } else {
+        Severity::Warning
     };
-    if let Some(lag) = state.lag_seconds.filter(|l| *l > limits.lag_seconds) {
-        let severity = if lag > limits.lag_seconds * CRITICAL_LAG_FACTOR {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
-        breach(
-            AlertType::Lag,
-            severity,
-            format!(
-                "{}: no successful pull for {} (threshold {})",
-                state.source,
-                human(lag),
-                human(limits.lag_seconds)
-            ),
-            json!({ "lag_seconds": lag, "threshold_seconds": limits.lag_seconds }),
-        );
-    }
-    if let Some(rate) = state.error_rate.filter(|r| *r > limits.error_rate) {
-        let severity = if rate >= CRITICAL_ERROR_RATE {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
-        breach(
-            AlertType::ErrorRate,
-            severity,
-            format!(
-                "{}: {:.0}% of the work failed over the last {} runs (threshold {:.0}%)",
-                state.source,
-                rate * 100.0,
-                state.runs_considered,
-                limits.error_rate * 100.0
-            ),
-            json!({ "error_rate": rate, "runs": state.runs_considered, "threshold": limits.error_rate }),
-        );
-    }
-    if let Some(duration) = state
+    Some(breach(
+        state,
+        AlertType::Lag,
+        severity,
+        format!(
+            "{}: no successful pull for {} (threshold {})",
+            state.source,
+            human(lag),
+            human(limits.lag_seconds)
+        ),
+        json!({ "lag_seconds": lag, "threshold_seconds": limits.lag_seconds }),
+    ))
+}
+
+fn error_rate(state: &SourceState, limits: &Thresholds) -> Option<Breach> {
+    let rate = state.error_rate.filter(|r| *r > limits.error_rate)?;
+    let severity = if rate >= CRITICAL_ERROR_RATE {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    Some(breach(
+        state,
+        AlertType::ErrorRate,
+        severity,
+        format!(
+            "{}: {:.0}% of the work failed over the last {} runs (threshold {:.0}%)",
+            state.source,
+            rate * 100.0,
+            state.runs_considered,
+            limits.error_rate * 100.0
+        ),
+        json!({ "error_rate": rate, "runs": state.runs_considered, "threshold": limits.error_rate }),
+    ))
+}
+
+fn duration(state: &SourceState, limits: &Thresholds) -> Option<Breach> {
+    let duration = state
         .last_duration_seconds
-        .filter(|d| *d > limits.duration_seconds)
-    {
-        breach(
-            AlertType::Duration,
-            Severity::Warning,
-            format!(
-                "{}: the last run took {} (threshold {})",
-                state.source,
-                human(duration),
-                human(limits.duration_seconds)
-            ),
-            json!({ "duration_seconds": duration, "threshold_seconds": limits.duration_seconds }),
-        );
+        .filter(|d| *d > limits.duration_seconds)?;
+    Some(breach(
+        state,
+        AlertType::Duration,
+        Severity::Warning,
+        format!(
+            "{}: the last run took {} (threshold {})",
+            state.source,
+            human(duration),
+            human(limits.duration_seconds)
+        ),
+        json!({ "duration_seconds": duration, "threshold_seconds": limits.duration_seconds }),
+    ))
+}
+
+fn token_expired(state: &SourceState) -> Option<Breach> {
+    let n = state.accounts_without_token.filter(|n| *n > 0)?;
+    let names = &state.accounts_needing_reauthorization;
+    Some(breach(
+        state,
+        AlertType::TokenExpired,
+        Severity::Warning,
+        format!(
+            "{}: {n} active account(s) have no usable token (expired or refused by Threads) and are not synced; authorise again: {}",
+            state.source,
+            first_names(names)
+        ),
+        json!({ "accounts": n, "usernames": names }),
+    ))
+}
+
+/// The first usernames, then how many more: the message stays short, the details list all.
+fn first_names(names: &[String]) -> String {
+    const NAMED: usize = 10;
+    let mut who = names
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMED {
+        who.push_str(&format!(" and {} more", names.len() - NAMED));
     }
-    if let Some(n) = state.accounts_without_token.filter(|n| *n > 0) {
-        let names = &state.accounts_needing_reauthorization;
-        const NAMED: usize = 10;
-        let mut who = names
-            .iter()
-            .take(NAMED)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        if names.len() > NAMED {
-            who.push_str(&format!(" and {} more", names.len() - NAMED));
-        }
-        breach(
-            AlertType::TokenExpired,
-            Severity::Warning,
-            format!(
-                "{}: {n} active account(s) have no usable token (expired or refused by Threads) and are not synced; authorise again: {who}",
-                state.source
-            ),
-            json!({ "accounts": n, "usernames": names }),
-        );
-    }
-    if let Some(n) = state.items_quarantined.filter(|n| *n > 0) {
-        breach(
-            AlertType::Quarantine,
-            Severity::Warning,
-            format!(
-                "{}: {n} feed item(s) could not be stored and wait in pullsync.feed_quarantine; fix the cause, then SELECT pullsync.feed_retry_quarantined('{}')",
-                state.source,
-                state.source.trim_start_matches("feed:")
-            ),
-            json!({ "items": n }),
-        );
-    }
-    // A rate limit is no error (it stays out of error_rate): its own alert, open while
-    // the latest syncs keep waiting for it.
-    if let Some(n) = state.accounts_rate_limited.filter(|n| *n > 0) {
-        breach(
-            AlertType::Throttled,
-            Severity::Warning,
-            format!(
-                "{}: the latest sync of {n} active account(s) waited for the API's rate limit and was deferred to the next run",
-                state.source
-            ),
-            json!({ "accounts": n }),
-        );
-    }
-    found
+    who
+}
+
+fn quarantine(state: &SourceState) -> Option<Breach> {
+    let n = state.items_quarantined.filter(|n| *n > 0)?;
+    Some(breach(
+        state,
+        AlertType::Quarantine,
+        Severity::Warning,
+        format!(
+            "{}: {n} feed item(s) could not be stored and wait in pullsync.feed_quarantine; fix the cause, then SELECT pullsync.feed_retry_quarantined('{}')",
+            state.source,
+            state.source.trim_start_matches("feed:")
+        ),
+        json!({ "items": n }),
+    ))
+}
+
+/// A rate limit is no error (it stays out of error_rate): its own alert, open while the
+/// latest syncs keep waiting for it.
+fn throttled(state: &SourceState) -> Option<Breach> {
+    let n = state.accounts_rate_limited.filter(|n| *n > 0)?;
+    Some(breach(
+        state,
+        AlertType::Throttled,
+        Severity::Warning,
+        format!(
+            "{}: the latest sync of {n} active account(s) waited for the API's rate limit and was deferred to the next run",
+            state.source
+        ),
+        json!({ "accounts": n }),
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,5 +372,45 @@ mod tests {
             ..state()
         };
         assert!(breaches(&gone, &LIMITS).is_empty());
+    }
+
+    #[test]
+    fn past_ten_usernames_the_message_counts_the_rest_and_the_details_list_all() {
+        let names: Vec<String> = (1..=12).map(|i| format!("u{i}")).collect();
+        let s = SourceState {
+            accounts_without_token: Some(12),
+            accounts_needing_reauthorization: names.clone(),
+            ..state()
+        };
+        let found = breaches(&s, &LIMITS);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0]
+                .message
+                .ends_with("authorise again: u1, u2, u3, u4, u5, u6, u7, u8, u9, u10 and 2 more"),
+            "{}",
+            found[0].message
+        );
+        assert_eq!(
+            found[0].details,
+            json!({ "accounts": 12, "usernames": names })
+        );
+    }
+
+    #[test]
+    fn quarantine_names_the_feed_to_retry() {
+        let s = SourceState {
+            items_quarantined: Some(3),
+            ..state()
+        };
+        let found = breaches(&s, &LIMITS);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0]
+                .message
+                .ends_with("then SELECT pullsync.feed_retry_quarantined('partner')"),
+            "{}",
+            found[0].message
+        );
     }
 }
