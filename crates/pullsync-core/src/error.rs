@@ -46,12 +46,6 @@ impl SqlState {
         self.chars().iter().map(|&c| char::from(c)).collect()
     }
 
-    /// The class: the state with its last three characters zero (`ERRCODE_TO_CATEGORY`),
-    /// e.g. 23000 (integrity constraint violation) for 23505.
-    pub fn class(self) -> SqlState {
-        SqlState(self.0 & ((1 << 12) - 1))
-    }
-
     fn chars(self) -> [u8; 5] {
         let mut chars = [0u8; 5];
         for (i, c) in chars.iter_mut().enumerate() {
@@ -190,20 +184,6 @@ mod tests {
         let custom: SqlState = "PT0A1".parse().unwrap();
         assert_eq!(SqlState::from_packed(custom.packed()).code(), "PT0A1");
         assert_eq!(format!("{custom:?}"), "SqlState(PT0A1)");
-    }
-
-    #[test]
-    fn the_class_is_the_first_two_characters() {
-        assert_eq!(SqlState::UNIQUE_VIOLATION.class().code(), "23000");
-        assert_eq!(
-            SqlState::INSUFFICIENT_PRIVILEGE.class(),
-            "42000".parse().unwrap()
-        );
-        assert_eq!(SqlState::INTERNAL_ERROR.class(), SqlState::INTERNAL_ERROR);
-        assert_ne!(
-            SqlState::UNIQUE_VIOLATION.class(),
-            SqlState::NULL_VALUE_NOT_ALLOWED.class()
-        );
     }
 
     #[test]
