@@ -13,6 +13,7 @@ pub mod local_server;
 pub mod pg_upgrade;
 pub mod ports;
 pub mod rest_api;
+pub mod rest_responses_api;
 pub mod scratch_cluster;
 pub mod server;
 pub mod sim;

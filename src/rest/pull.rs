@@ -18,6 +18,7 @@ use pullsync_core::http::{
 };
 use pullsync_core::rest::config::{Auth, RestConfig};
 use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker, Rows};
+use pullsync_core::rest::responses::{self, Action};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -56,6 +57,8 @@ pub struct Api<'a> {
     /// The secret in every form the requests send it.
     secrets: Secrets,
     pub calls: AtomicU32,
+    /// Pages a `skip` rule of `config.responses` left out.
+    pub skipped: AtomicU32,
 }
 
 impl<'a> Api<'a> {
@@ -90,6 +93,7 @@ impl<'a> Api<'a> {
             limiter,
             secrets,
             calls: AtomicU32::new(0),
+            skipped: AtomicU32::new(0),
         })
     }
 
@@ -124,8 +128,13 @@ impl<'a> Api<'a> {
             query_secret: query_key,
         };
         let get = || {
-            self.http
-                .get(&request, self.limiter.as_ref(), classify, &self.calls)
+            self.http.get_gated(
+                &request,
+                self.limiter.as_ref(),
+                classify,
+                &self.calls,
+                Some(&c.responses),
+            )
         };
         match runtime::block_on_until(throttle::waiting_out(get), cancel)? {
             Err(mut failure) => {
@@ -156,6 +165,15 @@ fn read_page(
         Ok(fetched) => fetched,
         Err(f) => return Ok(Err(f.message)),
     };
+    match config.responses.action(fetched.status, &fetched.body) {
+        Some(Action::End) => return Ok(Ok(None)),
+        Some(Action::Skip) => {
+            api.skipped.fetch_add(1, Ordering::Relaxed);
+            let next = responses::after_skip(config, position, fetched.link.as_deref());
+            return Ok(next.map_err(|e| api.redacted(&e.to_string())));
+        }
+        _ => {}
+    }
     let body = match fetched.json_borrowed::<&RawValue>() {
         Ok(body) => body,
         Err(f) => return Ok(Err(api.redacted(&f.message))),
@@ -341,6 +359,7 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     result.insert("since".into(), json!(listing.since));
     result.insert("resumed".into(), json!(resumed));
     result.insert("left_out".into(), json!(listing.keyless));
+    result.insert("skipped".into(), json!(api.skipped.load(Ordering::Relaxed)));
     let tail = Tail {
         source: "rest",
         job_type: "rest_pull",

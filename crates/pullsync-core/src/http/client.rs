@@ -3,6 +3,7 @@
 //! the request's origin only, secrets out of every message.
 
 use super::destination::{DestinationRefused, Destinations, GuardedResolver};
+use super::quota::{Budget, Quota};
 use super::redirect::{same_origin_redirects, RedirectRefused};
 use super::usage::{Usage, APP_USAGE, BUSINESS_USAGE};
 use super::{redact_url, Failure, FailureClass, RateLimiter, RetryPolicy, Secrets};
@@ -25,6 +26,21 @@ pub trait Gate: Sync {
     fn admit(&self) -> Result<(), Failure>;
     /// What came back, before the slot is given up.
     fn answered(&self, outcome: &Result<Answer, Failure>);
+    /// What the caller's own rules make of an answer, before its status is classified.
+    fn judge(&self, _status: u16, _body: &[u8]) -> Verdict {
+        Verdict::Usual
+    }
+}
+
+/// A caller's ruling on an answer (`Gate::judge`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// As its status says: 2xx an answer, else the classifier's failure.
+    Usual,
+    /// An answer whatever its status: the caller reads it (`Answer::status`).
+    Answer,
+    /// A failure of this class with this message (retried when transient).
+    Failure(FailureClass, String),
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +64,8 @@ pub struct HttpClient {
     settings: HttpSettings,
     permits: Arc<Semaphore>,
     entropy: AtomicU64,
+    /// The rate limit the API announced: requests wait for its reset once it is spent.
+    budget: Budget,
 }
 
 impl HttpClient {
@@ -77,6 +95,7 @@ impl HttpClient {
         Ok(HttpClient {
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             entropy: AtomicU64::new(seed_entropy()),
+            budget: Budget::default(),
             client,
             settings,
         })
@@ -129,6 +148,10 @@ impl HttpClient {
     ) -> Result<Answer, Failure> {
         let mut retry = 0;
         loop {
+            if let Err(mut failure) = self.budget.admit(redact_url(request.url)).await {
+                failure.attempts = retry;
+                return Err(failure);
+            }
             let outcome = self.attempt(request, limiter, classify, calls, gate).await;
             match outcome {
                 Err(mut failure)
@@ -168,7 +191,7 @@ impl HttpClient {
         if let Some(gate) = gate {
             gate.admit()?;
         }
-        let outcome = self.send(req, classify, calls).await;
+        let outcome = self.send(req, classify, calls, gate).await;
         if let Some(gate) = gate {
             gate.answered(&outcome);
         }
@@ -181,6 +204,7 @@ impl HttpClient {
         req: &Request<'_>,
         classify: Classifier,
         calls: &AtomicU32,
+        gate: Option<&dyn Gate>,
     ) -> Result<Answer, Failure> {
         let shown = redact_url(req.url);
         // Address literals never reach the resolver, where other hosts are checked.
@@ -224,14 +248,41 @@ impl HttpClient {
             .and_then(|v| DateTime::parse_from_rfc2822(&v).ok())
             .map(|d| d.with_timezone(&Utc));
         let link = header(reqwest::header::LINK);
+        // An absolute reset counts from the server's clock, which set it.
+        let now = date.map_or_else(
+            || Utc::now().timestamp_millis() as f64 / 1000.0,
+            |d| d.timestamp() as f64,
+        );
+        let quota = Quota::from_headers(
+            |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            },
+            now,
+        );
+        self.budget.note(quota, std::time::Instant::now());
         let body = read_capped(response, &self.settings, shown).await?;
-        if (200..300).contains(&status) {
+        let verdict = gate.map_or(Verdict::Usual, |g| g.judge(status, &body));
+        if verdict == Verdict::Answer || (verdict == Verdict::Usual && (200..300).contains(&status))
+        {
             return Ok(Answer {
                 body,
+                status,
                 link,
                 date,
                 usage,
                 shown: shown.to_string(),
+            });
+        }
+        if let Verdict::Failure(class, message) = verdict {
+            return Err(Failure {
+                class,
+                message: format!("GET {shown}: HTTP {status}: {message}"),
+                retry_after,
+                attempts: 1,
             });
         }
         // Before the classifier cuts the body short, so no secret is cut in half.
@@ -299,6 +350,8 @@ impl Request<'_> {
 #[derive(Debug)]
 pub struct Answer {
     pub body: Vec<u8>,
+    /// 2xx, or any status a caller's rules took as an answer (`Verdict::Answer`).
+    pub status: u16,
     pub link: Option<String>,
     /// The server's clock when it answered.
     pub date: Option<DateTime<Utc>>,

@@ -1,10 +1,11 @@
 //! The one HTTP layer every source uses: client with timeouts, retries with exponential
-//! backoff and jitter, rate limiting, throttling waited out between pages, and
-//! classification of failures. No pgrx here: it runs on a tokio runtime and never touches
+//! backoff and jitter, rate limiting, throttling waited out between pages, the API's
+//! announced rate limit honoured before it is reached, and classification of failures. No pgrx here: it runs on a tokio runtime and never touches
 //! Postgres.
 
 mod client;
 pub mod destination;
+pub mod quota;
 pub mod rate;
 pub mod redact;
 pub mod redirect;
@@ -12,7 +13,9 @@ pub mod retry;
 pub mod throttle;
 pub mod usage;
 
-pub use client::{Answer, Classifier, Gate, HttpClient, HttpSettings, Request, RequestAuth};
+pub use client::{
+    Answer, Classifier, Gate, HttpClient, HttpSettings, Request, RequestAuth, Verdict,
+};
 
 /// A client for unit tests: no retries, one request at a time, a 1 MB answer cap, requests
 /// only where `allowed` (`pullsync.http_allowed_hosts`' grammar) lets them go.

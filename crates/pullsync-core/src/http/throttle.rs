@@ -25,7 +25,9 @@ pub fn wait_for(retry_after: Option<Duration>) -> Duration {
 }
 
 /// Makes `request` and, while it is throttled, again after each wait, up to `WAITS` times;
-/// then its answer or its failure.
+/// then its answer or its failure. A throttled failure that made no request (the API's
+/// announced budget spent until a reset past the cap) is not waited on: the cap would not
+/// reach the reset.
 pub async fn waiting_out<T, F, Fut>(mut request: F) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
@@ -34,7 +36,11 @@ where
     let mut waits = 0;
     loop {
         match request().await {
-            Err(failure) if failure.class == FailureClass::Throttled && waits < WAITS => {
+            Err(failure)
+                if failure.class == FailureClass::Throttled
+                    && failure.attempts > 0
+                    && waits < WAITS =>
+            {
                 waits += 1;
                 tokio::time::sleep(wait_for(failure.retry_after)).await;
             }
@@ -96,5 +102,22 @@ mod tests {
         let refused: Result<(), Failure> =
             waiting_out(|| async { Err(Failure::new(FailureClass::Refused, "400")) }).await;
         assert_eq!(refused.unwrap_err().class, FailureClass::Refused);
+    }
+
+    #[tokio::test]
+    async fn a_throttled_failure_without_a_request_is_not_waited_on() {
+        let made = Cell::new(0);
+        let outcome: Result<(), Failure> = waiting_out(|| {
+            made.set(made.get() + 1);
+            async {
+                Err(Failure {
+                    attempts: 0,
+                    ..throttled(Some(Duration::from_secs(3600)))
+                })
+            }
+        })
+        .await;
+        assert_eq!(outcome.unwrap_err().class, FailureClass::Throttled);
+        assert_eq!(made.get(), 1);
     }
 }

@@ -3,6 +3,7 @@
 //! password) is taken out to be sealed; what is stored and shown back never holds it.
 
 use super::path::JsonPath;
+use super::responses::Responses;
 use crate::error::{InputError, Result};
 use serde_json::{Map, Value};
 
@@ -27,6 +28,8 @@ pub struct RestConfig {
     pub retries: u32,
     /// A run stops (failed) after this many pages: a listing that never ends is an error.
     pub max_pages: u32,
+    /// What answers mean, checked before their status is classified.
+    pub responses: Responses,
 }
 
 /// How requests authenticate; the secret itself is sealed apart.
@@ -134,7 +137,7 @@ const KEYS: [&str; 13] = [
     "timeout_ms",
     "retries",
 ];
-const MORE_KEYS: [&str; 1] = ["max_pages"];
+const MORE_KEYS: [&str; 2] = ["max_pages", "responses"];
 
 fn bad(key: &str, problem: impl std::fmt::Display, hint: impl Into<String>) -> InputError {
     InputError::invalid(format!("config.{key} {problem}"), hint)
@@ -387,6 +390,7 @@ impl RestConfig {
             timeout_ms: number(obj, "timeout_ms", 100.0, 600_000.0, 30_000.0)? as u64,
             retries: number(obj, "retries", 0.0, 10.0, 3.0)? as u32,
             max_pages: number(obj, "max_pages", 1.0, 1_000_000.0, 10_000.0)? as u32,
+            responses: Responses::parse(obj.get("responses"))?,
         };
         Ok((config, secret))
     }
