@@ -10,6 +10,7 @@ pub mod fault_proxy;
 pub mod feed;
 pub mod fill;
 pub mod local_server;
+pub mod paged_api;
 pub mod pg_upgrade;
 pub mod ports;
 pub mod rest_api;

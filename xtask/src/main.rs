@@ -45,7 +45,9 @@ commands:
           --quick: small sizes, written under target/bench/; --only attack: just the feed
           server under attack, figures printed; --only rest-memory: what a REST page costs
           the backend that pulls it; --only threads --accounts N[,N…]
-          [--posts N]: pg_pullsync's two cycles at those sizes, printed
+          [--posts N]: pg_pullsync's two cycles at those sizes, printed; --only rest
+          [--records N] [--page-sizes 100,1000]: a paged JSON API (20 ms a page) read by
+          the REST source, by dlt's rest_api and by COPY, and a fan-out, printed
 ";
 
 fn main() -> ExitCode {

@@ -21,19 +21,24 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn start() -> Sampler {
+        Sampler::start_for("pg_pullsync worker", Duration::from_millis(100))
+    }
+
+    /// Samples the processes whose title holds `title`, every `period`.
+    pub fn start_for(title: &'static str, period: Duration) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut peak = Peak::default();
             loop {
-                for status in worker_statuses() {
+                for status in statuses_of(title) {
                     peak.anon_kib = peak.anon_kib.max(field_kib(&status, "RssAnon:"));
                     peak.hwm_kib = peak.hwm_kib.max(field_kib(&status, "VmHWM:"));
                 }
                 if flag.load(Ordering::Relaxed) {
                     return peak;
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(period);
             }
         });
         Sampler { stop, thread }
@@ -45,8 +50,8 @@ impl Sampler {
     }
 }
 
-/// /proc/<pid>/status of every process titled "… pg_pullsync worker N".
-fn worker_statuses() -> Vec<String> {
+/// /proc/<pid>/status of every process whose title holds `title`.
+fn statuses_of(title: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -60,7 +65,7 @@ fn worker_statuses() -> Vec<String> {
         })
         .filter(|e| {
             std::fs::read(e.path().join("cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains("pg_pullsync worker"))
+                .map(|c| String::from_utf8_lossy(&c).contains(title))
                 .unwrap_or(false)
         })
         .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())

@@ -11,6 +11,7 @@ mod growth;
 mod memory;
 mod peer;
 mod report;
+mod rest;
 mod seed;
 mod stats;
 mod threads;
@@ -177,6 +178,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         return crate::run::rest_memory();
     }
     prereqs::ensure_bench()?;
+    if crate::args::flag_value(args, "--only")? == Some("rest") {
+        return rest::run(args);
+    }
     if crate::args::flag_value(args, "--only")? == Some("threads") {
         return threads_only(args);
     }

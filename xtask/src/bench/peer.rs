@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// The pinned dlt release the figures were measured with.
 const DLT: &str = "dlt[postgres]==1.31.0";
 
-fn venv(home: &Path) -> PathBuf {
+pub fn venv(home: &Path) -> PathBuf {
     home.join("venv")
 }
 
