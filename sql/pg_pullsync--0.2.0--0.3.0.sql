@@ -476,3 +476,15 @@ BEGIN
         'result', r.result);
 END
 $$;
+
+-- A listing sampled before a source exists (issue 40): rest_preview reads a few pages of a
+-- configuration's listing and writes nothing; rest_infer_table proposes a table for it.
+CREATE FUNCTION pullsync."rest_preview"("config" jsonb, "pages" INT DEFAULT 1) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_preview_wrapper';
+CREATE FUNCTION pullsync."rest_infer_table"("config" jsonb) RETURNS TEXT
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'rest_infer_table_wrapper';
+REVOKE ALL ON FUNCTION pullsync.rest_preview(jsonb, integer), pullsync.rest_infer_table(jsonb) FROM PUBLIC;

@@ -4,6 +4,7 @@
 pub mod auto_failover;
 pub mod catalog;
 pub mod citus;
+pub mod datasette;
 pub mod db;
 pub mod failover;
 pub mod fault_proxy;

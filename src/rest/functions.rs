@@ -3,7 +3,7 @@
 //! (caller.rs), and every function that names a source checks that the caller may use it.
 
 use super::caller;
-use super::{source, store};
+use super::{preview, source, store};
 use crate::error::Result;
 use crate::jobs::session;
 use crate::pg_error::{required, OrRaise};
@@ -33,6 +33,38 @@ fn rest_add_source(name: Option<String>, config: Option<JsonB>) -> JsonB {
         store::save(&name, &config, &caller.name, false, true)
     });
     JsonB(stored.or_raise())
+}
+
+/// Reads up to `pages` pages (1 to 10) of the listing `config` describes, as a pull would,
+/// and writes nothing: the config is checked as `rest_add_source` checks it (`target` may
+/// be left out, or name a table that does not exist yet). Returns the requests made (their
+/// URLs without the secret), the rows as a pull would write them, the columns' inferred
+/// types and where a pull would go on.
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn rest_preview(config: Option<JsonB>, pages: default!(Option<i32>, 1)) -> JsonB {
+    let config = required(config, "config").0;
+    let pages = required(pages, "pages");
+    JsonB(
+        caller::enter("rest_preview", |caller| {
+            preview::preview(&config, pages, caller)
+        })
+        .or_raise(),
+    )
+}
+
+/// Samples the first page of the listing `config` describes (as `rest_preview` does) and
+/// proposes a `CREATE TABLE` for its records: the mapped columns (or the records' top-level
+/// fields), typed by the values seen, the key as primary key, an `extra jsonb` column; then
+/// the `target` to give `rest_add_source`, as a comment.
+#[pg_extern(schema = "pullsync", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn rest_infer_table(config: Option<JsonB>) -> String {
+    let config = required(config, "config").0;
+    caller::enter("rest_infer_table", |caller| {
+        preview::infer_table(&config, caller)
+    })
+    .or_raise()
 }
 
 /// Changes a REST source: the keys of `config` replace the stored ones (give `auth` with

@@ -1,10 +1,12 @@
 //! The REST source: declarative, incremental pulls of any JSON API into a table of the
 //! user's (docs/REST.md). Its configuration and the walk of a listing are pure
 //! (pullsync-core/src/rest); here are its row (store), its runs (pull), its job (source),
-//! its SQL functions and who may call them (caller).
+//! a listing sampled before a source exists (preview), its SQL functions and who may call
+//! them (caller).
 
 pub mod caller;
 pub mod functions;
+pub mod preview;
 pub mod pull;
 pub mod settings;
 pub mod source;

@@ -31,7 +31,7 @@ pub fn enqueue(name: &str) -> Result<Value> {
 pub static SPEC: SourceSpec = SourceSpec {
     name: "rest",
     job_kinds: &[&RestPull],
-    calls: &[PULL_NOW, RECONCILE],
+    calls: &[PULL_NOW, RECONCILE, super::preview::PREVIEW],
     define_settings: super::settings::define,
     start_workers: || {},
     retention: &[Retention {

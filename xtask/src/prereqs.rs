@@ -2,7 +2,8 @@
 
 use crate::pg_tree::Major;
 use crate::process::{cmd, output_of, Result, StatusOk};
-use crate::workspace::{cargo, pgrx_home};
+use crate::workspace::{cargo, pgrx_home, workspace_root};
+use std::path::PathBuf;
 
 const PGRX_VERSION: &str = "0.18.1";
 
@@ -86,6 +87,38 @@ pub fn ensure(majors: &[Major]) -> Result<()> {
         init.status_ok()?;
     }
     Ok(())
+}
+
+/// The third-party REST server tests/rest_third_party.rs pulls from: PyPI's datasette (a
+/// SQLite database served as JSON, its pages linked by `next_url`), written by others.
+const DATASETTE: &str = "datasette==0.65.5";
+
+/// Where datasette's program is once `ensure_rest_server` has run (a virtualenv under
+/// target/, nothing system-wide).
+pub fn datasette_program() -> PathBuf {
+    workspace_root().join("target/datasette-venv/bin/datasette")
+}
+
+/// Installs the pinned datasette into its virtualenv when it is missing or another version.
+pub fn ensure_rest_server() -> Result<()> {
+    let program = datasette_program();
+    let version = DATASETTE.trim_start_matches("datasette==");
+    let installed = output_of(cmd(program.to_str().expect("utf-8 path")).arg("--version"))
+        .is_some_and(|v| v.trim().ends_with(version));
+    if installed {
+        println!("xtask: {DATASETTE} present");
+        return Ok(());
+    }
+    let venv = workspace_root().join("target/datasette-venv");
+    println!("xtask: installing {DATASETTE} into {}", venv.display());
+    cmd("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status_ok()?;
+    cmd(venv.join("bin/python").to_str().expect("utf-8 path"))
+        .args(["-m", "pip", "install", "--quiet", DATASETTE])
+        .status_ok()
 }
 
 /// What `cargo xtask bench` needs beyond the tests: the chart's font and Python's venv.

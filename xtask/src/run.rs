@@ -239,6 +239,7 @@ pub fn test(args: &[String]) -> Result<()> {
     let majors = versions(args)?;
     let only = flag_value(args, "--only")?;
     prereqs::ensure(&majors)?;
+    prereqs::ensure_rest_server()?;
     // A cluster left by an interrupted run runs from the tree this run installs into.
     for major in &majors {
         integration_cluster(*major).stop()?;
@@ -448,7 +449,8 @@ fn integration_command(test: &TestCluster) -> Command {
         .env(
             "PULLSYNC_TEST_WORKER_SIM_PORT",
             test.worker_sim_port.to_string(),
-        );
+        )
+        .env("PULLSYNC_TEST_DATASETTE", prereqs::datasette_program());
     command
 }
 

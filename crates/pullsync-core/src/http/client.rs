@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
+/// What precedes the status in the message of a failed answer (`GET <url>: HTTP 404: …`).
+pub(super) const HTTP_STATUS: &str = ": HTTP ";
+
 /// Reads a non-2xx answer of one API: its class and a message without secrets.
 pub type Classifier = fn(status: u16, body: &[u8]) -> (FailureClass, String);
 
@@ -269,8 +272,8 @@ impl HttpClient {
         if verdict == Verdict::Answer || (verdict == Verdict::Usual && (200..300).contains(&status))
         {
             return Ok(Answer {
-                body,
                 status,
+                body,
                 link,
                 date,
                 usage,
@@ -280,7 +283,7 @@ impl HttpClient {
         if let Verdict::Failure(class, message) = verdict {
             return Err(Failure {
                 class,
-                message: format!("GET {shown}: HTTP {status}: {message}"),
+                message: format!("GET {shown}{HTTP_STATUS}{status}: {message}"),
                 retry_after,
                 attempts: 1,
             });
@@ -290,7 +293,7 @@ impl HttpClient {
         let (class, message) = classify(status, body.as_bytes());
         Err(Failure {
             class,
-            message: format!("GET {shown}: HTTP {status}: {message}"),
+            message: format!("GET {shown}{HTTP_STATUS}{status}: {message}"),
             retry_after,
             attempts: 1,
         })

@@ -95,6 +95,14 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The HTTP status of the answer that failed; None when none came (refused, not
+    /// reached, timed out, too large). Read from the message, which names it first.
+    pub fn status(&self) -> Option<u16> {
+        let (_, after) = self.message.split_once(client::HTTP_STATUS)?;
+        let (status, _) = after.split_once(':')?;
+        status.parse().ok()
+    }
+
     pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
         Failure {
             class,
@@ -125,6 +133,18 @@ pub fn urlencode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_names_the_status_of_its_answer() {
+        let answered = Failure::new(
+            FailureClass::Refused,
+            "GET http://h/x: HTTP 404: {\"error\": \"HTTP 500: no\"}",
+        );
+        assert_eq!(answered.status(), Some(404));
+        let unreachable =
+            Failure::new(FailureClass::Transient, "GET http://h/x: could not reach h");
+        assert_eq!(unreachable.status(), None);
+    }
 
     #[test]
     fn query_values_are_percent_encoded() {
