@@ -15,6 +15,7 @@ pub mod paged_api;
 pub mod pg_upgrade;
 pub mod ports;
 pub mod rest_api;
+pub mod rest_incremental_api;
 pub mod rest_responses_api;
 pub mod scratch_cluster;
 pub mod server;

@@ -1,9 +1,10 @@
 //! The REST source: declarative, incremental pulls of any JSON API into a table of the
 //! user's (docs/REST.md). Its configuration and the walk of a listing are pure
-//! (pullsync-core/src/rest); here are its row (store), its runs (pull), its job (source),
-//! a listing sampled before a source exists (preview), its SQL functions and who may call
-//! them (caller).
+//! (pullsync-core/src/rest); here are its row (store), its runs (pull) and first-run
+//! backfills (backfill), its job (source), a listing sampled before a source exists
+//! (preview), its SQL functions and who may call them (caller).
 
+pub mod backfill;
 pub mod caller;
 pub mod functions;
 pub mod preview;

@@ -5,7 +5,7 @@
 //! and nothing is written. The secret goes with the requests, never into the answer.
 
 use super::caller::Caller;
-use super::pull::Api;
+use super::pull::{walk_answer, Api};
 use super::store::{self, Stored};
 use crate::error::{PullsyncError, Result};
 use crate::jobs::session::{self, Call};
@@ -14,10 +14,9 @@ use crate::runtime::Cancel;
 use pgrx::prelude::*;
 use pullsync_core::rest::config::Auth;
 use pullsync_core::rest::infer::{self, Column, Proposal};
-use pullsync_core::rest::paging::{self, Answer, Position};
+use pullsync_core::rest::paging::{self, Position};
 use pullsync_core::rest::preview::{Mapping, PreviewConfig, Sample, MAX_PAGES};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 /// What the background process is given: the configuration as the caller gave it (with
@@ -183,27 +182,18 @@ fn read_page(
         .flatten();
     let url = api.redacted(&paging::request_url(config, position, since, query_key));
     let mut request = json!({ "method": "GET", "url": url });
-    let fetched = match api.page(position, since, cancel)? {
-        Ok(fetched) => fetched,
-        Err(failure) => {
-            request["status"] = json!(failure.status());
-            return Ok((request, Err(failure.message)));
-        }
-    };
-    request["status"] = json!(fetched.status);
-    let body = match fetched.json_borrowed::<&RawValue>() {
-        Ok(body) => body,
-        Err(f) => return Ok((request, Err(api.redacted(&f.message)))),
-    };
-    let answer = Answer {
-        body,
-        link: fetched.link.as_deref(),
-    };
-    let next = paging::each_record(config, body, |r, _| sample.add(r)).and_then(|walked| {
-        request["records"] = json!(walked.count);
-        paging::next(config, position, &answer, &walked)
+    let fetched = api.page(position, since, cancel)?;
+    request["status"] = json!(match &fetched {
+        Ok(answer) => Some(answer.status),
+        Err(failure) => failure.status(),
     });
-    Ok((request, next.map_err(|e| api.redacted(&e.to_string()))))
+    let mut records = 0;
+    let next = walk_answer(api, position, fetched, |r, of| {
+        records = of;
+        sample.add(r)
+    });
+    request["records"] = json!(records);
+    Ok((request, next))
 }
 
 /// The background process's work: the pages read one after another, as a pull reads
@@ -219,6 +209,7 @@ fn preview_now(arguments: &Value, _: Txn, cancel: Cancel) -> Result<Value> {
         owner: String::new(),
         high_water: None,
         run: None,
+        backfill: None,
     };
     let api = Api::new(&source)?;
     let clean = |row: Value| redacted(&api, row);

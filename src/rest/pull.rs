@@ -17,6 +17,7 @@ use pullsync_core::http::{
     RetryPolicy, Secrets,
 };
 use pullsync_core::rest::config::{Auth, RestConfig};
+use pullsync_core::rest::incremental;
 use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker, Rows};
 use pullsync_core::rest::responses::{self, Action};
 use serde_json::value::RawValue;
@@ -109,12 +110,26 @@ impl<'a> Api<'a> {
         since: Option<&str>,
         cancel: Cancel,
     ) -> Result<std::result::Result<http::Answer, Failure>> {
+        runtime::block_on_until(self.page_until(position, since, None), cancel)
+    }
+
+    /// `page`, as a future of its own (a backfill waits for several windows' pages at
+    /// once), with a window's end (`until`: its parameter and value) when it has one.
+    pub async fn page_until(
+        &self,
+        position: &Position,
+        since: Option<&str>,
+        until: Option<(&str, &str)>,
+    ) -> std::result::Result<http::Answer, Failure> {
         let c: &RestConfig = &self.source.config;
         let secret = self.source.secret.as_deref();
         let query_key = matches!(c.auth, Auth::QueryKey { .. })
             .then_some(secret)
             .flatten();
-        let url = paging::request_url(c, position, since, query_key);
+        let mut url = paging::request_url(c, position, since, query_key);
+        if let (Some((param, value)), false) = (until, matches!(position, Position::Url { .. })) {
+            url = incremental::with_param(url, param, value);
+        }
         let (auth, header) = match (&c.auth, secret) {
             (Auth::Bearer, Some(s)) => (Some(RequestAuth::Bearer(s)), None),
             (Auth::Basic { username }, Some(s)) => (Some(RequestAuth::Basic(username, s)), None),
@@ -136,13 +151,10 @@ impl<'a> Api<'a> {
                 Some(&c.responses),
             )
         };
-        match runtime::block_on_until(throttle::waiting_out(get), cancel)? {
-            Err(mut failure) => {
-                failure.message = self.redacted(&failure.message);
-                Ok(Err(failure))
-            }
-            Ok(answer) => Ok(Ok(answer)),
-        }
+        throttle::waiting_out(get).await.map_err(|mut failure| {
+            failure.message = self.redacted(&failure.message);
+            failure
+        })
     }
 
     pub fn calls(&self) -> u32 {
@@ -160,31 +172,39 @@ fn read_page(
     cancel: Cancel,
     each: impl FnMut(&RawValue, usize),
 ) -> Result<std::result::Result<Option<Position>, String>> {
+    let fetched = api.page(position, since, cancel)?;
+    Ok(walk_answer(api, position, fetched, each))
+}
+
+/// The records of a page fetched at `position` to `each`, and where the next page is (the
+/// error: why the listing stops there, without the secret).
+pub(super) fn walk_answer(
+    api: &Api,
+    position: &Position,
+    fetched: std::result::Result<http::Answer, Failure>,
+    each: impl FnMut(&RawValue, usize),
+) -> std::result::Result<Option<Position>, String> {
     let config = &api.source.config;
-    let fetched = match api.page(position, since, cancel)? {
-        Ok(fetched) => fetched,
-        Err(f) => return Ok(Err(f.message)),
-    };
+    let fetched = fetched.map_err(|f| f.message)?;
     match config.responses.action(fetched.status, &fetched.body) {
-        Some(Action::End) => return Ok(Ok(None)),
+        Some(Action::End) => return Ok(None),
         Some(Action::Skip) => {
             api.skipped.fetch_add(1, Ordering::Relaxed);
             let next = responses::after_skip(config, position, fetched.link.as_deref());
-            return Ok(next.map_err(|e| api.redacted(&e.to_string())));
+            return next.map_err(|e| api.redacted(&e.to_string()));
         }
         _ => {}
     }
-    let body = match fetched.json_borrowed::<&RawValue>() {
-        Ok(body) => body,
-        Err(f) => return Ok(Err(api.redacted(&f.message))),
-    };
+    let body = fetched
+        .json_borrowed::<&RawValue>()
+        .map_err(|f| api.redacted(&f.message))?;
     let answer = Answer {
         body,
         link: fetched.link.as_deref(),
     };
     let next = paging::each_record(config, body, each)
         .and_then(|walked| paging::next(config, position, &answer, &walked));
-    Ok(next.map_err(|e| api.redacted(&e.to_string())))
+    next.map_err(|e| api.redacted(&e.to_string()))
 }
 
 /// A REST source's name in sync_metrics and alerts.
@@ -207,6 +227,8 @@ struct Listing<'a> {
     run_high_water: Option<String>,
     /// Records left out for want of a complete primary key.
     keyless: usize,
+    /// Records at or below the stored mark (read again by the lookback or the boundary).
+    reread: usize,
     /// Where the page being written leads (None: it is the last).
     next: Option<Position>,
 }
@@ -231,7 +253,8 @@ impl Pages for Listing<'_> {
     }
 
     fn fetch(&mut self, _: &Progress, _: Txn, cancel: Cancel) -> Result<Fetched<Rows>> {
-        let mut maker = RowMaker::new(&self.source.config);
+        let mut maker =
+            RowMaker::new(&self.source.config).rereading(self.source.high_water.clone());
         let since = self.since.as_deref();
         let read = read_page(self.api, &self.position, since, cancel, |r, of| {
             maker.add(r, of)
@@ -244,20 +267,25 @@ impl Pages for Listing<'_> {
             rows,
             keyless,
             high_water,
+            reread,
         } = maker.finish();
         self.keyless += keyless;
+        self.reread += reread;
         self.run_high_water = paging::higher(self.run_high_water.take(), high_water);
         Ok(Fetched::Page(rows))
     }
 
     fn write(&mut self, rows: Rows) -> Result<Written> {
-        let high_water = self.run_high_water.as_deref();
+        // A lookback reads below the mark: the mark it leaves is never lower than the one
+        // it started from.
+        let high_water =
+            paging::higher(self.source.high_water.clone(), self.run_high_water.clone());
         store::write_page(
             self.source,
             &self.table,
             &rows,
             self.next.as_ref(),
-            high_water,
+            high_water.as_deref(),
         )
     }
 
@@ -276,7 +304,7 @@ impl Pages for Listing<'_> {
     }
 }
 
-fn write_failed(api: &Api, error: &PullsyncError) -> String {
+pub(super) fn write_failed(api: &Api, error: &PullsyncError) -> String {
     format!(
         "writing a page failed: {}",
         api.redacted(&error.to_string())
@@ -294,16 +322,25 @@ fn start(source: &Stored, txn: Txn) -> Result<(Position, Option<String>, Option<
         ));
     }
     let config = &source.config;
-    let since = source
-        .high_water
-        .clone()
-        .or_else(|| config.incremental.as_ref().and_then(|i| i.initial.clone()));
+    let since = match (&source.high_water, &config.incremental) {
+        (Some(mark), Some(inc)) => {
+            Some(incremental::since_for(mark, &inc.options).map_err(|e| {
+                PullsyncError::invalid(
+                    e,
+                    "Change config.incremental (docs/REST.md, \"Incremental runs\").",
+                )
+            })?)
+        }
+        (mark, inc) => mark
+            .clone()
+            .or_else(|| inc.as_ref().and_then(|i| i.initial.clone())),
+    };
     txn.run(|| store::begin_run(&source.name, since.as_deref()))?;
     Ok((Position::Start, since, None))
 }
 
 /// What a run's log says besides its error.
-fn notes(resumed: bool, quarantined: usize, keyless: usize) -> Vec<String> {
+pub(super) fn notes(resumed: bool, quarantined: usize, keyless: usize) -> Vec<String> {
     let mut notes = Vec::new();
     if resumed {
         notes.push("resumed an unfinished run after its last committed page".to_string());
@@ -328,6 +365,9 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let clock = Instant::now();
     let source = txn.run(|| store::load(name))?;
     let api = Api::new(&source)?;
+    if let Some(backfill) = super::backfill::pending(&source, txn)? {
+        return super::backfill::run(&source, &api, backfill, txn, cancel);
+    }
     let (position, since, run_high_water) = start(&source, txn)?;
     let mut listing = Listing {
         source: &source,
@@ -339,6 +379,7 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
         since,
         run_high_water,
         keyless: 0,
+        reread: 0,
         next: None,
     };
     let mut progress = Progress::default();
@@ -360,6 +401,7 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     result.insert("resumed".into(), json!(resumed));
     result.insert("left_out".into(), json!(listing.keyless));
     result.insert("skipped".into(), json!(api.skipped.load(Ordering::Relaxed)));
+    result.insert("reread".into(), json!(listing.reread));
     let tail = Tail {
         source: "rest",
         job_type: "rest_pull",
@@ -389,6 +431,8 @@ pub fn reconcile(name: &str, since: Option<&str>, txn: Txn, cancel: Cancel) -> R
     out.windows.push(json!({ "since": since }));
     let mut listed: std::collections::BTreeSet<Vec<Option<String>>> = Default::default();
     let mut position = Position::Start;
+    // Only a listing read to its last page may mark keys as deleted.
+    let mut complete = false;
     for _ in 0..config.max_pages {
         let read = read_page(&api, &position, since, cancel, |raw, _| {
             let Ok(record) = serde_json::from_str::<Value>(raw.get()) else {
@@ -415,9 +459,19 @@ pub fn reconcile(name: &str, since: Option<&str>, txn: Txn, cancel: Cancel) -> R
         };
         match next {
             Some(next) => position = next,
-            None => break,
+            None => {
+                complete = true;
+                break;
+            }
         }
     }
+    let deletes = match (&config.deletes, since, complete) {
+        (Some(d), None, true) => {
+            let keys = json!(listed.iter().collect::<Vec<_>>());
+            Some(txn.run(|| store::mark_deletes(&source, &d.column, &keys))?)
+        }
+        _ => None,
+    };
     let stored: std::collections::BTreeSet<Vec<Option<String>>> = txn
         .run(|| store::stored_keys(&source))?
         .into_iter()
@@ -431,9 +485,18 @@ pub fn reconcile(name: &str, since: Option<&str>, txn: Txn, cancel: Cancel) -> R
     out.still_missing = missing.len() as i64;
     out.source_counts = json!({ "records": listed.len() });
     out.target_counts = json!({ "rows": stored.len() });
-    out.streams.insert(
-        "records".into(),
-        json!({ "missing": missing.iter().take(max_ids).collect::<Vec<_>>(), "extra": [], "rest_source": name }),
-    );
-    txn.run(|| out.record(&metrics_source(name), "rest_reconcile"))
+    let mut records = json!({ "missing": missing.iter().take(max_ids).collect::<Vec<_>>(), "extra": [], "rest_source": name });
+    let (marked, unmarked) = deletes.unzip();
+    if config.deletes.is_some() {
+        records["marked_deleted"] = json!(marked.unwrap_or(0));
+        records["unmarked_deleted"] = json!(unmarked.unwrap_or(0));
+    }
+    out.streams.insert("records".into(), records);
+    let mut answer = txn.run(|| out.record(&metrics_source(name), "rest_reconcile"))?;
+    if config.deletes.is_some() {
+        // null: this listing marks nothing (a `since`, or not read to its end).
+        answer["marked_deleted"] = json!(marked);
+        answer["unmarked_deleted"] = json!(unmarked);
+    }
+    Ok(answer)
 }

@@ -11,6 +11,7 @@ use crate::secrets::Secrets;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use pullsync_core::rest::config::RestConfig;
+use pullsync_core::rest::incremental::Backfill;
 use pullsync_core::rest::paging::{Position, Rows};
 use serde_json::Value;
 
@@ -23,6 +24,8 @@ pub struct Stored {
     pub high_water: Option<String>,
     /// An unfinished run, to be resumed.
     pub run: Option<Run>,
+    /// An unfinished backfill in date windows, to be resumed.
+    pub backfill: Option<Backfill>,
 }
 
 pub struct Run {
@@ -67,7 +70,8 @@ pub fn load(name: &str) -> Result<Stored> {
     let secret = sealed
         .map(|s| crate::secrets::open(&s, || format!("secret of REST source {name}")))
         .transpose()?;
-    let run = match position {
+    let backfill = position.as_ref().and_then(Backfill::from_stored);
+    let run = match position.filter(|_| backfill.is_none()) {
         Some(p) => Some(Run {
             position: serde_json::from_value(p).map_err(|e| {
                 PullsyncError::Internal(format!(
@@ -86,6 +90,7 @@ pub fn load(name: &str) -> Result<Stored> {
         owner,
         high_water,
         run,
+        backfill,
     })
 }
 
@@ -142,6 +147,18 @@ pub fn check_target(owner: &str, config: &RestConfig) -> Result<String> {
             return Err(PullsyncError::invalid(
                 format!("config.target.extra: {table} has no jsonb column {extra}"),
                 "Name a jsonb column for the fields no column takes, or leave extra out.",
+            ));
+        }
+    }
+    if let Some(deletes) = &config.deletes {
+        let column = &deletes.column;
+        if !columns
+            .iter()
+            .any(|(c, t)| c == column && t == "timestamp with time zone")
+        {
+            return Err(PullsyncError::invalid(
+                format!("config.deletes.column: {table} has no timestamptz column {column}"),
+                "Add the column (ALTER TABLE … ADD COLUMN deleted_at timestamptz), or name one the table has.",
             ));
         }
     }
@@ -347,6 +364,83 @@ pub fn begin_run(name: &str, since: Option<&str>) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// Notes a backfill's windows before its first request, and the start it sends.
+pub fn begin_backfill(name: &str, backfill: &Backfill, since: &str) -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.rest_sources SET run_position = $2, run_since = $3, run_high_water = NULL WHERE name = $1",
+        &[
+            name.into(),
+            JsonB(serde_json::to_value(backfill).unwrap_or_default()).into(),
+            since.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes a window's page as the owner, with the backfill's state after it; `mark`, once
+/// every window is done, becomes the source's mark and ends the backfill.
+pub fn write_backfill_page(
+    source: &Stored,
+    table: &str,
+    rows: &Rows,
+    backfill: &Backfill,
+    mark: Option<&str>,
+) -> Result<Written> {
+    let written = upsert_or_quarantine(source, table, rows)?;
+    match mark {
+        None => Spi::run_with_args(
+            "UPDATE pullsync.rest_sources SET run_position = $2, run_high_water = $3 WHERE name = $1",
+            &[
+                source.name.as_str().into(),
+                JsonB(serde_json::to_value(backfill).unwrap_or_default()).into(),
+                backfill.high_water.as_deref().into(),
+            ],
+        )?,
+        Some(mark) => Spi::run_with_args(
+            "UPDATE pullsync.rest_sources
+                SET high_water = $2, run_position = NULL, run_since = NULL,
+                    run_high_water = NULL, updated_at = now()
+              WHERE name = $1",
+            &[source.name.as_str().into(), mark.into()],
+        )?,
+    }
+    Ok(written)
+}
+
+/// `rest_reconcile`'s deletes: as the owner, sets `column` to now() on the target's rows
+/// whose key `listed` (a complete listing's keys, each as its columns' text) lacks, and
+/// clears it on those it holds again. Returns (marked, unmarked).
+pub fn mark_deletes(source: &Stored, column: &str, listed: &Value) -> Result<(i64, i64)> {
+    let table = check_target(&source.owner, &source.config)?;
+    let keys = source.config.target.key_columns(&source.config.primary_key);
+    let key = keys
+        .iter()
+        .map(|k| format!("t.{}::text", pgrx::spi::quote_identifier(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let column = pgrx::spi::quote_identifier(column);
+    // Anti- and semi-joins against the listed keys (hashed), not a probe per row.
+    let listed_has = format!(
+        "EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements($1::jsonb) l(k) WHERE l.k = pg_catalog.to_jsonb(ARRAY[{key}]))"
+    );
+    let mark = format!(
+        "WITH m AS (UPDATE {table} t SET {column} = pg_catalog.now() WHERE t.{column} IS NULL AND NOT {listed_has} RETURNING 1)
+         SELECT count(*) FROM m"
+    );
+    let unmark = format!(
+        "WITH m AS (UPDATE {table} t SET {column} = NULL WHERE t.{column} IS NOT NULL AND {listed_has} RETURNING 1)
+         SELECT count(*) FROM m"
+    );
+    as_role(&source.owner, || {
+        let count = |sql: &str| {
+            Spi::get_one_with_args::<i64>(sql, &[JsonB(listed.clone()).into()])
+                .map(|n| n.unwrap_or(0))
+                .map_err(PullsyncError::from)
+        };
+        Ok((count(&mark)?, count(&unmark)?))
+    })
 }
 
 /// Where a REST source's rows its target would not take are kept.

@@ -30,6 +30,8 @@ pub struct RestConfig {
     pub max_pages: u32,
     /// What answers mean, checked before their status is classified.
     pub responses: Responses,
+    /// The column `rest_reconcile` marks rows with when their key is no longer listed.
+    pub deletes: Option<Deletes>,
 }
 
 /// How requests authenticate; the secret itself is sealed apart.
@@ -97,6 +99,16 @@ pub struct Incremental {
     pub field: JsonPath,
     pub param: String,
     pub initial: Option<String>,
+    /// Lookback, boundary and backfill windows.
+    pub options: super::incremental::Options,
+}
+
+/// `rest_reconcile` marks the target's rows whose key a complete listing no longer holds:
+/// `column` (a timestamptz of the target) is set to the time, and cleared when the key
+/// comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletes {
+    pub column: String,
 }
 
 /// Where records go: an existing table, columns filled from paths, the rest of each
@@ -137,7 +149,7 @@ const KEYS: [&str; 13] = [
     "timeout_ms",
     "retries",
 ];
-const MORE_KEYS: [&str; 2] = ["max_pages", "responses"];
+const MORE_KEYS: [&str; 3] = ["max_pages", "responses", "deletes"];
 
 fn bad(key: &str, problem: impl std::fmt::Display, hint: impl Into<String>) -> InputError {
     InputError::invalid(format!("config.{key} {problem}"), hint)
@@ -354,7 +366,13 @@ impl RestConfig {
             None => None,
             Some(v) => {
                 let inc = object(v, "incremental")?;
-                unknown_keys(inc, &["field", "param", "initial"], "incremental.")?;
+                unknown_keys(
+                    inc,
+                    &[
+                        "field", "param", "initial", "lookback", "boundary", "windows",
+                    ],
+                    "incremental.",
+                )?;
                 Some(Incremental {
                     field: required_path(inc, "field", "incremental.")?,
                     param: token_like(
@@ -371,10 +389,12 @@ impl RestConfig {
                             )
                         })?),
                     },
+                    options: super::incremental::parse_options(inc)?,
                 })
             }
         };
         let target = parse_target(obj.get("target"), &primary_key, incremental.as_ref())?;
+        let deletes = parse_deletes(obj.get("deletes"), &target)?;
         let config = RestConfig {
             base_url,
             path: endpoint,
@@ -391,6 +411,7 @@ impl RestConfig {
             retries: number(obj, "retries", 0.0, 10.0, 3.0)? as u32,
             max_pages: number(obj, "max_pages", 1.0, 1_000_000.0, 10_000.0)? as u32,
             responses: Responses::parse(obj.get("responses"))?,
+            deletes,
         };
         Ok((config, secret))
     }
@@ -616,6 +637,24 @@ fn parse_pagination(value: Option<&Value>) -> Result<Pagination> {
             "Use \"cursor\", \"next_url\", \"link_header\", \"page_number\", \"offset\" or \"none\".",
         )),
     }
+}
+
+fn parse_deletes(value: Option<&Value>, target: &Target) -> Result<Option<Deletes>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let d = object(value, "deletes")?;
+    unknown_keys(d, &["column"], "deletes.")?;
+    let column = identifier(required_text(d, "column", "deletes.")?, "deletes.column")?;
+    let filled = target.columns.iter().any(|(c, _)| *c == column);
+    if filled || target.extra.as_ref() == Some(&column) {
+        return Err(bad(
+            "deletes.column",
+            "is a column the records fill",
+            "Name a timestamptz column of the target no path fills, e.g. \"deleted_at\".",
+        ));
+    }
+    Ok(Some(Deletes { column }))
 }
 
 fn parse_target(
@@ -885,6 +924,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("config.incremental.initial"));
+    }
+
+    #[test]
+    fn deletes_name_a_column_no_path_fills() {
+        let mut c = github();
+        c["deletes"] = json!({ "column": "deleted_at" });
+        let (config, _) = RestConfig::parse(&c, true).unwrap();
+        assert_eq!(config.deletes.unwrap().column, "deleted_at");
+        assert!(refusal(|c| c["deletes"] = json!({ "column": "title" }))
+            .starts_with("config.deletes.column"));
+        assert!(refusal(|c| c["deletes"] = json!({})).starts_with("config.deletes.column"));
+        assert!(
+            refusal(|c| c["deletes"] = json!({ "column": "d", "soft": true }))
+                .starts_with("config.deletes.soft")
+        );
+        assert!(refusal(|c| c["incremental"]["boundary"] = json!("open"))
+            .starts_with("config.incremental.boundary"));
     }
 
     #[test]

@@ -352,6 +352,9 @@ pub struct PageRows {
     pub keyless: usize,
     /// The highest incremental field among the records.
     pub high_water: Option<String>,
+    /// Records at or below the mark the run started from (`RowMaker::rereading`): read
+    /// again, by the lookback or the boundary.
+    pub reread: usize,
 }
 
 /// Makes the rows of a page record by record (with what no column takes in the extra
@@ -366,6 +369,8 @@ pub struct RowMaker<'c> {
     /// Where each row is in the text; (0, 0): replaced by a later record of its key.
     spans: Vec<(usize, usize)>,
     keys: KeyIndex,
+    /// The mark the run started from: records at or below it are counted as read again.
+    mark: Option<String>,
 }
 
 /// Which row holds each key, in few allocations: a record's key would otherwise be an
@@ -424,7 +429,14 @@ impl<'c> RowMaker<'c> {
             out,
             spans: Vec::new(),
             keys: KeyIndex::default(),
+            mark: None,
         }
+    }
+
+    /// Counts the records at or below `mark` (`PageRows::reread`).
+    pub fn rereading(mut self, mark: Option<String>) -> Self {
+        self.mark = mark;
+        self
     }
 
     /// Adds a record of a page of `of` records.
@@ -441,8 +453,11 @@ impl<'c> RowMaker<'c> {
             return;
         };
         if let Some(inc) = &config.incremental {
-            let mark = inc.field.get(&record).and_then(scalar_text);
-            out.high_water = higher(out.high_water.take(), mark);
+            let value = inc.field.get(&record).and_then(scalar_text);
+            if let (Some(v), Some(m)) = (&value, &self.mark) {
+                out.reread += usize::from(super::incremental::not_above(v, m));
+            }
+            out.high_water = higher(out.high_water.take(), value);
         }
         let key: Option<Vec<&Value>> = config
             .primary_key
@@ -741,6 +756,19 @@ mod tests {
         let page = rows(&c, &records(&c, &page).unwrap());
         assert_eq!(page.keyless, 2);
         assert_eq!(page.high_water.as_deref(), Some("u4"));
+        assert_eq!(page.reread, 0);
+        let mut maker = RowMaker::new(&c).rereading(Some("u1".into()));
+        let listed = raw(
+            &json!({ "data": [{ "id": 1, "updated": "u0" }, { "id": 2, "updated": "u1" }, { "id": 3, "updated": "u2" }] }),
+        );
+        for r in records(&c, &listed).unwrap() {
+            maker.add(r, 3);
+        }
+        assert_eq!(
+            maker.finish().reread,
+            2,
+            "u0 and u1 are at or below the mark"
+        );
         let as_values = |text: &str| serde_json::from_str::<Value>(text).unwrap();
         let expected = [
             json!({ "id": 2, "updated": "u3", "raw": { "title": "y" } }),
