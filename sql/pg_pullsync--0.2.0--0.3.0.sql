@@ -488,3 +488,40 @@ VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'rest_infer_table_wrapper';
 REVOKE ALL ON FUNCTION pullsync.rest_preview(jsonb, integer), pullsync.rest_infer_table(jsonb) FROM PUBLIC;
+
+-- OAuth 2 for REST sources (issue 40): the refresh token (rotated ones replace it), the
+-- access token in use and its expiry, sealed like the secret; a source whose grant the
+-- authorization server refused (invalid_grant) waits for new credentials, and its state
+-- view counts it as a credential to authorise again (the token_expired alert).
+ALTER TABLE pullsync.rest_sources
+    ADD COLUMN refresh_token_encrypted text CHECK (refresh_token_encrypted LIKE 'v1:%'),
+    ADD COLUMN access_token_encrypted  text CHECK (access_token_encrypted LIKE 'v1:%'),
+    ADD COLUMN access_token_expires_at timestamptz,
+    ADD COLUMN needs_reauth_at         timestamptz,
+    ADD COLUMN needs_reauth_reason     text;
+CREATE OR REPLACE VIEW pullsync.rest_source_state AS
+SELECT s.source, s.configured_at, s.jobs_running, s.accounts_without_token,
+       s.accounts_needing_reauthorization, s.items_quarantined, s.accounts_rate_limited,
+       -- what only this source has, for source_metrics.details; a source whose grant the
+       -- authorization server refused counts as a credential to authorise again
+       jsonb_build_object('items_quarantined', s.items_quarantined)
+       || CASE WHEN s.accounts_without_token > 0
+               THEN jsonb_build_object('accounts_without_token', s.accounts_without_token,
+                                       'accounts_needing_reauthorization', to_jsonb(s.accounts_needing_reauthorization),
+                                       'needs_reauthorization', s.needs_reauthorization)
+               ELSE '{}'::jsonb END AS details
+  FROM (SELECT 'rest:' || r.name                              AS source,
+              CASE WHEN r.is_active THEN r.created_at END    AS configured_at,
+              (SELECT count(*) FROM pullsync.jobs j
+                WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'rest_pull'
+                  AND j.payload->>'name' = r.name)           AS jobs_running,
+              CASE WHEN r.needs_reauth_at IS NOT NULL THEN 1::bigint END AS accounts_without_token,
+              CASE WHEN r.needs_reauth_at IS NOT NULL THEN ARRAY[r.name] END AS accounts_needing_reauthorization,
+              -- Records the target would not take, waiting in pullsync.rest_quarantine.
+              (SELECT count(*) FROM pullsync.rest_quarantine q
+                WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined,
+              NULL::bigint                                   AS accounts_rate_limited,
+              CASE WHEN r.needs_reauth_at IS NOT NULL
+                   THEN jsonb_build_object('since', r.needs_reauth_at, 'reason', r.needs_reauth_reason)
+              END                                            AS needs_reauthorization
+         FROM pullsync.rest_sources r) s;

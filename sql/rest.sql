@@ -16,7 +16,16 @@ CREATE TABLE pullsync.rest_sources (
     run_since        text,
     run_high_water   text,
     created_at       timestamptz NOT NULL DEFAULT now(),
-    updated_at       timestamptz NOT NULL DEFAULT now()
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    -- OAuth 2: the refresh token (rotated ones replace it as they come), the access token
+    -- in use and its expiry, all sealed but the expiry
+    refresh_token_encrypted text CHECK (refresh_token_encrypted LIKE 'v1:%'),
+    access_token_encrypted  text CHECK (access_token_encrypted LIKE 'v1:%'),
+    access_token_expires_at timestamptz,
+    -- the authorization server refused the grant (invalid_grant): no request is made until
+    -- rest_alter_source gives new credentials
+    needs_reauth_at         timestamptz,
+    needs_reauth_reason     text
 );
 
 -- Records of a REST source its target would not take (a value of the wrong type, a
@@ -73,20 +82,30 @@ $$;
 
 -- Its state, for pullsync.source_metrics (sql/monitor.sql).
 CREATE VIEW pullsync.rest_source_state AS
-SELECT s.*,
-       -- what only this source has, for source_metrics.details
-       jsonb_build_object('items_quarantined', s.items_quarantined) AS details
+SELECT s.source, s.configured_at, s.jobs_running, s.accounts_without_token,
+       s.accounts_needing_reauthorization, s.items_quarantined, s.accounts_rate_limited,
+       -- what only this source has, for source_metrics.details; a source whose grant the
+       -- authorization server refused counts as a credential to authorise again
+       jsonb_build_object('items_quarantined', s.items_quarantined)
+       || CASE WHEN s.accounts_without_token > 0
+               THEN jsonb_build_object('accounts_without_token', s.accounts_without_token,
+                                       'accounts_needing_reauthorization', to_jsonb(s.accounts_needing_reauthorization),
+                                       'needs_reauthorization', s.needs_reauthorization)
+               ELSE '{}'::jsonb END AS details
   FROM (SELECT 'rest:' || r.name                              AS source,
               CASE WHEN r.is_active THEN r.created_at END    AS configured_at,
               (SELECT count(*) FROM pullsync.jobs j
                 WHERE j.parent_id IS NULL AND j.state IN ('queued', 'running') AND j.kind = 'rest_pull'
                   AND j.payload->>'name' = r.name)           AS jobs_running,
-              NULL::bigint                                   AS accounts_without_token,
-              NULL::text[]                                   AS accounts_needing_reauthorization,
+              CASE WHEN r.needs_reauth_at IS NOT NULL THEN 1::bigint END AS accounts_without_token,
+              CASE WHEN r.needs_reauth_at IS NOT NULL THEN ARRAY[r.name] END AS accounts_needing_reauthorization,
               -- Records the target would not take, waiting in pullsync.rest_quarantine.
               (SELECT count(*) FROM pullsync.rest_quarantine q
                 WHERE q.source_name = r.name AND q.resolved_at IS NULL) AS items_quarantined,
-              NULL::bigint                                   AS accounts_rate_limited
+              NULL::bigint                                   AS accounts_rate_limited,
+              CASE WHEN r.needs_reauth_at IS NOT NULL
+                   THEN jsonb_build_object('since', r.needs_reauth_at, 'reason', r.needs_reauth_reason)
+              END                                            AS needs_reauthorization
          FROM pullsync.rest_sources r) s;
 
 -- Its tables' rows go into pg_dump's backups (sql/backup.sql says why).

@@ -61,7 +61,10 @@ fn rotate(new_key: &str) -> Result<Value> {
                 None,
                 &[ctids.into(), moved.into()],
             )?;
-            counts.insert(table.trim_start_matches("pullsync.").to_string(), json!(n));
+            // Per table: a table with several sealed columns counts the values of all.
+            let key = table.trim_start_matches("pullsync.").to_string();
+            let before = counts.get(&key).and_then(Value::as_u64).unwrap_or(0);
+            counts.insert(key, json!(before + n as u64));
         }
         Ok::<_, PullsyncError>(())
     })?;

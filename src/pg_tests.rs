@@ -349,16 +349,23 @@ mod tests {
              CREATE TABLE public.rotated (id bigint PRIMARY KEY);
              SELECT pullsync.rest_add_source('api', '{\"base_url\": \"http://127.0.0.1:9\",
                \"auth\": {\"type\": \"bearer\", \"token\": \"rest-token-0123456789\"},
+               \"primary_key\": \"id\", \"target\": {\"table\": \"public.rotated\", \"columns\": {\"id\": \"id\"}}}');
+             SELECT pullsync.rest_add_source('oauth', '{\"base_url\": \"http://127.0.0.1:9\",
+               \"auth\": {\"type\": \"oauth2\", \"grant\": \"refresh_token\", \"token_url\": \"http://127.0.0.1:9/token\",
+                          \"client_id\": \"app\", \"client_secret\": \"client-secret-0123456789\", \"refresh_token\": \"refresh-0123456789\"},
                \"primary_key\": \"id\", \"target\": {\"table\": \"public.rotated\", \"columns\": {\"id\": \"id\"}}}');",
         )
         .unwrap();
+        crate::rest::store::save_tokens("oauth", "access-0123456789", None, None).unwrap();
         let sealed = || {
             Spi::get_one::<String>(
                 "SELECT string_agg(v, ',' ORDER BY v) FROM (
                    SELECT access_token_encrypted AS v FROM pullsync.workspace_threads_tokens
                    UNION ALL SELECT api_key_encrypted FROM pullsync.feed_consumers
                    UNION ALL SELECT api_key_encrypted FROM pullsync.feed_sources
-                   UNION ALL SELECT secret_encrypted FROM pullsync.rest_sources) s",
+                   UNION ALL SELECT secret_encrypted FROM pullsync.rest_sources
+                   UNION ALL SELECT refresh_token_encrypted FROM pullsync.rest_sources
+                   UNION ALL SELECT access_token_encrypted FROM pullsync.rest_sources) s",
             )
             .unwrap()
             .unwrap()
@@ -373,7 +380,8 @@ mod tests {
         assert_eq!(result["resealed"]["workspace_threads_tokens"], 1);
         assert_eq!(result["resealed"]["feed_consumers"], 1);
         assert_eq!(result["resealed"]["feed_sources"], 1);
-        assert_eq!(result["resealed"]["rest_sources"], 1);
+        // Two secrets, a refresh token and an access token.
+        assert_eq!(result["resealed"]["rest_sources"], 4);
         assert!(!result.to_string().contains(NEW_KEY));
         let after = sealed();
         assert!(
@@ -388,6 +396,11 @@ mod tests {
             crate::rest::store::load("api").unwrap().secret.as_deref(),
             Some("rest-token-0123456789")
         );
+        let tokens = crate::rest::store::load_tokens("oauth").unwrap();
+        assert_eq!(
+            (tokens.refresh.as_deref(), tokens.access.as_deref()),
+            (Some("refresh-0123456789"), Some("access-0123456789"))
+        );
         // With the old key nothing opens any more.
         Spi::run(&format!(
             "SET pullsync.encryption_key_file = '{}'",
@@ -397,6 +410,7 @@ mod tests {
         assert!(open_primary_token(account).is_err());
         assert!(crate::feed::provider::load_source("upstream").is_err());
         assert!(crate::rest::store::load("api").is_err());
+        assert!(crate::rest::store::load_tokens("oauth").is_err());
     }
 
     #[pg_test(

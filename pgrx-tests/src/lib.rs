@@ -11,6 +11,7 @@ pub mod fault_proxy;
 pub mod feed;
 pub mod fill;
 pub mod local_server;
+pub mod oauth_api;
 pub mod paged_api;
 pub mod pg_upgrade;
 pub mod ports;

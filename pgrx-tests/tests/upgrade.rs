@@ -48,7 +48,16 @@ const ADDED: &[Added] = &[
     },
     Added {
         version: "0.3.0",
-        columns: &["rate_limited_until", "other_fields", "subject"],
+        columns: &[
+            "rate_limited_until",
+            "other_fields",
+            "subject",
+            "rest_sources.refresh_token_encrypted",
+            "rest_sources.access_token_encrypted",
+            "rest_sources.access_token_expires_at",
+            "rest_sources.needs_reauth_at",
+            "rest_sources.needs_reauth_reason",
+        ],
         tables: &[
             "workspace_threads_account_links",
             "workspace_threads_account_link_clicks",

@@ -103,6 +103,11 @@ pub fn run(
                 incremental::since_for(&w.since, &bounds).unwrap_or_else(|_| w.since.clone());
             requests.push((i, w.next.clone().unwrap_or(Position::Start), since));
         }
+        // The windows' requests share one access token (an OAuth 2 source's).
+        if let Err(failure) = api.authorize(txn, cancel)? {
+            failures.push(failure.message);
+            break;
+        }
         let answers = runtime::block_on_until(
             futures_util::future::join_all(requests.iter().map(|(i, at, since)| {
                 api.page_until(

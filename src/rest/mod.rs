@@ -2,11 +2,12 @@
 //! user's (docs/REST.md). Its configuration and the walk of a listing are pure
 //! (pullsync-core/src/rest); here are its row (store), its runs (pull) and first-run
 //! backfills (backfill), its job (source), a listing sampled before a source exists
-//! (preview), its SQL functions and who may call them (caller).
+//! (preview), its SQL functions and who may call them (caller), its OAuth 2 tokens (oauth).
 
 pub mod backfill;
 pub mod caller;
 pub mod functions;
+pub mod oauth;
 pub mod preview;
 pub mod pull;
 pub mod settings;

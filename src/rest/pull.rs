@@ -57,6 +57,8 @@ pub struct Api<'a> {
     limiter: Option<RateLimiter>,
     /// The secret in every form the requests send it.
     secrets: Secrets,
+    /// An OAuth 2 source's access token.
+    oauth: Option<super::oauth::Session>,
     pub calls: AtomicU32,
     /// Pages a `skip` rule of `config.responses` left out.
     pub skipped: AtomicU32,
@@ -80,6 +82,15 @@ impl<'a> Api<'a> {
             )),
         })?;
         config::check_destination(&c.base_url)?;
+        let oauth = match &c.auth {
+            Auth::OAuth2(client) => {
+                // The token endpoint may be another origin: it is checked as the API is.
+                config::check_destination(&client.token_url)?;
+                let secret = source.secret.as_deref();
+                Some(super::oauth::Session::new(&source.name, client, secret))
+            }
+            _ => None,
+        };
         let limiter = (c.rate_limit > 0.0).then(|| RateLimiter::new(c.rate_limit, 1));
         let mut secrets = Secrets::default();
         if let Some(secret) = &source.secret {
@@ -93,6 +104,7 @@ impl<'a> Api<'a> {
             http,
             limiter,
             secrets,
+            oauth,
             calls: AtomicU32::new(0),
             skipped: AtomicU32::new(0),
         })
@@ -100,7 +112,46 @@ impl<'a> Api<'a> {
 
     /// The message of a failure with the secret, in any form an API echoed it, removed.
     pub fn redacted(&self, message: &str) -> String {
-        self.secrets.redact(message)
+        let message = self.secrets.redact(message);
+        match &self.oauth {
+            Some(session) => session.redact(&message),
+            None => message,
+        }
+    }
+
+    /// An OAuth 2 source's access token had before requests are made: the committed one
+    /// while it is good, else a new one. Nothing for other sources.
+    pub fn authorize(&self, txn: Txn, cancel: Cancel) -> Result<std::result::Result<(), Failure>> {
+        match &self.oauth {
+            Some(session) => session.ensure(&self.http, &self.calls, false, txn, cancel),
+            None => Ok(Ok(())),
+        }
+    }
+
+    /// `page` for an OAuth 2 source: an access token had first (the committed one while
+    /// it is good, else a new one), and a new one asked for once when the API refuses it.
+    pub fn authorized_page(
+        &self,
+        position: &Position,
+        since: Option<&str>,
+        txn: Txn,
+        cancel: Cancel,
+    ) -> Result<std::result::Result<http::Answer, Failure>> {
+        if let Err(failure) = self.authorize(txn, cancel)? {
+            return Ok(Err(failure));
+        }
+        let Some(session) = &self.oauth else {
+            return self.page(position, since, cancel);
+        };
+        match self.page(position, since, cancel)? {
+            Err(failure) if failure.class == FailureClass::Auth => {}
+            answered => return Ok(answered),
+        }
+        // Refused (revoked, or expired early): one new token, one more try.
+        if let Err(failure) = session.ensure(&self.http, &self.calls, true, txn, cancel)? {
+            return Ok(Err(failure));
+        }
+        self.page(position, since, cancel)
     }
 
     /// One page at `position`, waiting out throttling as the API asks (Retry-After).
@@ -130,7 +181,9 @@ impl<'a> Api<'a> {
         if let (Some((param, value)), false) = (until, matches!(position, Position::Url { .. })) {
             url = incremental::with_param(url, param, value);
         }
+        let access = self.oauth.as_ref().and_then(|o| o.access_token());
         let (auth, header) = match (&c.auth, secret) {
+            (Auth::OAuth2(_), _) => (access.as_deref().map(RequestAuth::Bearer), None),
             (Auth::Bearer, Some(s)) => (Some(RequestAuth::Bearer(s)), None),
             (Auth::Basic { username }, Some(s)) => (Some(RequestAuth::Basic(username, s)), None),
             (Auth::HeaderKey { header }, Some(s)) => (None, Some((header.as_str(), s))),
@@ -169,10 +222,11 @@ fn read_page(
     api: &Api,
     position: &Position,
     since: Option<&str>,
+    txn: Txn,
     cancel: Cancel,
     each: impl FnMut(&RawValue, usize),
 ) -> Result<std::result::Result<Option<Position>, String>> {
-    let fetched = api.page(position, since, cancel)?;
+    let fetched = api.authorized_page(position, since, txn, cancel)?;
     Ok(walk_answer(api, position, fetched, each))
 }
 
@@ -252,11 +306,11 @@ impl Pages for Listing<'_> {
         Limit::Go
     }
 
-    fn fetch(&mut self, _: &Progress, _: Txn, cancel: Cancel) -> Result<Fetched<Rows>> {
+    fn fetch(&mut self, _: &Progress, txn: Txn, cancel: Cancel) -> Result<Fetched<Rows>> {
         let mut maker =
             RowMaker::new(&self.source.config).rereading(self.source.high_water.clone());
         let since = self.since.as_deref();
-        let read = read_page(self.api, &self.position, since, cancel, |r, of| {
+        let read = read_page(self.api, &self.position, since, txn, cancel, |r, of| {
             maker.add(r, of)
         })?;
         self.next = match read {
@@ -434,7 +488,7 @@ pub fn reconcile(name: &str, since: Option<&str>, txn: Txn, cancel: Cancel) -> R
     // Only a listing read to its last page may mark keys as deleted.
     let mut complete = false;
     for _ in 0..config.max_pages {
-        let read = read_page(&api, &position, since, cancel, |raw, _| {
+        let read = read_page(&api, &position, since, txn, cancel, |raw, _| {
             let Ok(record) = serde_json::from_str::<Value>(raw.get()) else {
                 return;
             };

@@ -41,11 +41,23 @@ pub static SPEC: SourceSpec = SourceSpec {
         condition:
             "t.resolved_at IS NOT NULL AND t.resolved_at < now() - make_interval(secs => $1)",
     }],
-    sealed: &[Sealed {
-        table: "pullsync.rest_sources",
-        column: "secret_encrypted",
-        what: "REST source secret",
-    }],
+    sealed: &[
+        Sealed {
+            table: "pullsync.rest_sources",
+            column: "secret_encrypted",
+            what: "REST source secret",
+        },
+        Sealed {
+            table: "pullsync.rest_sources",
+            column: "refresh_token_encrypted",
+            what: "REST source OAuth 2 refresh token",
+        },
+        Sealed {
+            table: "pullsync.rest_sources",
+            column: "access_token_encrypted",
+            what: "REST source OAuth 2 access token",
+        },
+    ],
     state_view: "pullsync.rest_source_state",
     // Each source is scheduled on its own (`rest_schedule`).
     schedules: &[],

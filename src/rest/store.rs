@@ -8,6 +8,7 @@ use crate::plumbing::prepared;
 use crate::plumbing::search_path;
 use crate::plumbing::txn::Txn;
 use crate::secrets::Secrets;
+use chrono::{DateTime, Utc};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use pullsync_core::rest::config::RestConfig;
@@ -283,15 +284,32 @@ pub fn save(
     let (parsed, secret) = RestConfig::parse(config, new_secret)?;
     check_target(owner, &parsed)?;
     let stored = RestConfig::without_secret(config);
-    let sealed = match &secret {
-        Some(s) => Some(Secrets::load()?.seal(s)),
-        None => None,
+    let refresh_token = if new_secret {
+        pullsync_core::rest::config::refresh_token_given(config)
+    } else {
+        None
     };
+    let (sealed, sealed_refresh) = match (&secret, &refresh_token) {
+        (None, None) => (None, None),
+        _ => {
+            let key = Secrets::load()?;
+            (
+                secret.as_deref().map(|s| key.seal(s)),
+                refresh_token.as_deref().map(|s| key.seal(s)),
+            )
+        }
+    };
+    // New credentials replace every token had with the old ones, and end a wait for them.
     Spi::run_with_args(
-        "INSERT INTO pullsync.rest_sources AS r (name, config, secret_encrypted, owner_role)
-         VALUES ($1, $2, $3, $4)
+        "INSERT INTO pullsync.rest_sources AS r (name, config, secret_encrypted, owner_role, refresh_token_encrypted)
+         VALUES ($1, $2, $3, $4, $6)
          ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, owner_role = EXCLUDED.owner_role,
                 secret_encrypted = CASE WHEN $5 THEN EXCLUDED.secret_encrypted ELSE r.secret_encrypted END,
+                refresh_token_encrypted = CASE WHEN $5 THEN EXCLUDED.refresh_token_encrypted ELSE r.refresh_token_encrypted END,
+                access_token_encrypted = CASE WHEN $5 THEN NULL ELSE r.access_token_encrypted END,
+                access_token_expires_at = CASE WHEN $5 THEN NULL ELSE r.access_token_expires_at END,
+                needs_reauth_at = CASE WHEN $5 THEN NULL ELSE r.needs_reauth_at END,
+                needs_reauth_reason = CASE WHEN $5 THEN NULL ELSE r.needs_reauth_reason END,
                 updated_at = now()",
         &[
             name.into(),
@@ -299,9 +317,91 @@ pub fn save(
             sealed.into(),
             owner.into(),
             new_secret.into(),
+            sealed_refresh.into(),
         ],
     )?;
     Ok(stored)
+}
+
+/// A source's OAuth 2 tokens as committed (another run may have renewed them since this
+/// one loaded the source), and why it waits for new credentials, if it does.
+pub struct Tokens {
+    pub refresh: Option<String>,
+    pub access: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub needs_reauth: Option<String>,
+}
+
+pub fn load_tokens(name: &str) -> Result<Tokens> {
+    let row = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT refresh_token_encrypted, access_token_encrypted, access_token_expires_at,
+                    CASE WHEN needs_reauth_at IS NOT NULL THEN coalesce(needs_reauth_reason, '') END
+               FROM pullsync.rest_sources WHERE name = $1",
+            Some(1),
+            &[name.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok::<_, PullsyncError>(None);
+        }
+        let r = rows.first();
+        Ok(Some((
+            r.get::<String>(1)?,
+            r.get::<String>(2)?,
+            r.get::<pgrx::datum::TimestampWithTimeZone>(3)?,
+            r.get::<String>(4)?,
+        )))
+    })?;
+    let (refresh, access, expires_at, needs_reauth) = row.ok_or_else(|| not_found(name))?;
+    let key = Secrets::load()?;
+    let open = |sealed: Option<String>, what: &str| {
+        sealed
+            .map(|s| key.open(&s, || format!("OAuth 2 {what} of REST source {name}")))
+            .transpose()
+    };
+    Ok(Tokens {
+        refresh: open(refresh, "refresh token")?,
+        access: open(access, "access token")?,
+        expires_at: expires_at.and_then(crate::pg_time::to_chrono),
+        needs_reauth,
+    })
+}
+
+/// Keeps a new access token, sealed, with its expiry, and the refresh token the server
+/// rotated to (sealed, in place of the spent one), in the caller's unit of work.
+pub fn save_tokens(
+    name: &str,
+    access: &str,
+    expires_at: Option<DateTime<Utc>>,
+    refresh: Option<&str>,
+) -> Result<()> {
+    let key = Secrets::load()?;
+    Spi::run_with_args(
+        "UPDATE pullsync.rest_sources
+            SET access_token_encrypted = $2, access_token_expires_at = $3,
+                refresh_token_encrypted = coalesce($4, refresh_token_encrypted)
+          WHERE name = $1",
+        &[
+            name.into(),
+            key.seal(access).into(),
+            expires_at.map(crate::pg_time::to_pg).into(),
+            refresh.map(|r| key.seal(r)).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Marks the source as waiting for new credentials (the authorization server refused its
+/// grant): its access token goes, and no request is made until `rest_alter_source`.
+pub fn needs_reauth(name: &str, reason: &str) -> Result<()> {
+    Spi::run_with_args(
+        "UPDATE pullsync.rest_sources
+            SET needs_reauth_at = now(), needs_reauth_reason = $2,
+                access_token_encrypted = NULL, access_token_expires_at = NULL
+          WHERE name = $1",
+        &[name.into(), reason.into()],
+    )?;
+    Ok(())
 }
 
 /// `rest_alter_source`: the stored configuration with `patch`'s top-level keys in place of

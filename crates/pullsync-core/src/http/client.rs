@@ -194,21 +194,42 @@ impl HttpClient {
         if let Some(gate) = gate {
             gate.admit()?;
         }
-        let outcome = self.send(req, classify, calls, gate).await;
+        let outcome = self.send(req, None, classify, calls, gate).await;
         if let Some(gate) = gate {
             gate.answered(&outcome);
         }
         outcome
     }
 
-    /// One request, sent and its answer read; the caller holds its connection slot.
+    /// POSTs a form (an OAuth 2 token request) once, under the same rules as a GET: a
+    /// request that changes the server's state (a rotating refresh token spent) is not
+    /// sent again blindly.
+    pub async fn post_form(
+        &self,
+        request: &Request<'_>,
+        form: &Form<'_>,
+        classify: Classifier,
+        calls: &AtomicU32,
+    ) -> Result<Answer, Failure> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closes");
+        self.send(request, Some(form), classify, calls, None).await
+    }
+
+    /// One request (a GET, or a POST of `form`), sent and its answer read; the caller
+    /// holds its connection slot.
     async fn send(
         &self,
         req: &Request<'_>,
+        form: Option<&Form<'_>>,
         classify: Classifier,
         calls: &AtomicU32,
         gate: Option<&dyn Gate>,
     ) -> Result<Answer, Failure> {
+        let method = if form.is_some() { "POST" } else { "GET" };
         let shown = redact_url(req.url);
         // Address literals never reach the resolver, where other hosts are checked.
         if let Ok(url) = reqwest::Url::parse(req.url) {
@@ -217,12 +238,27 @@ impl HttpClient {
                     .destinations
                     .check_target(host, port)
                     .map_err(|refused| {
-                        Failure::new(FailureClass::Refused, format!("GET {shown}: {refused}"))
+                        Failure::new(
+                            FailureClass::Refused,
+                            format!("{method} {shown}: {refused}"),
+                        )
                     })?;
             }
         }
         calls.fetch_add(1, Ordering::Relaxed);
-        let mut request = authorized(self.client.get(req.url), req.auth);
+        let builder = match form {
+            Some(form) => self
+                .client
+                .post(req.url)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .header(reqwest::header::ACCEPT, "application/json")
+                .body(form.body.to_string()),
+            None => self.client.get(req.url),
+        };
+        let mut request = authorized(builder, req.auth);
         if let Some((name, value)) = req.header {
             request = request.header(name, value);
         }
@@ -289,11 +325,14 @@ impl HttpClient {
             });
         }
         // Before the classifier cuts the body short, so no secret is cut in half.
-        let body = req.secrets().redact(&String::from_utf8_lossy(&body));
+        let mut body = req.secrets().redact(&String::from_utf8_lossy(&body));
+        if let Some(form) = form {
+            body = form.secrets.redact(&body);
+        }
         let (class, message) = classify(status, body.as_bytes());
         Err(Failure {
             class,
-            message: format!("GET {shown}{HTTP_STATUS}{status}: {message}"),
+            message: format!("{method} {shown}{HTTP_STATUS}{status}: {message}"),
             retry_after,
             attempts: 1,
         })
@@ -346,6 +385,13 @@ impl Request<'_> {
         }
         secrets
     }
+}
+
+/// A form POSTed (`application/x-www-form-urlencoded`), and the secrets it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Form<'a> {
+    pub body: &'a str,
+    pub secrets: &'a Secrets,
 }
 
 /// A successful answer: its body, its `Link` and `Date` headers, and the usage of its

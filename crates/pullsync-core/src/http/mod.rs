@@ -14,7 +14,7 @@ pub mod throttle;
 pub mod usage;
 
 pub use client::{
-    Answer, Classifier, Gate, HttpClient, HttpSettings, Request, RequestAuth, Verdict,
+    Answer, Classifier, Form, Gate, HttpClient, HttpSettings, Request, RequestAuth, Verdict,
 };
 
 /// A client for unit tests: no retries, one request at a time, a 1 MB answer cap, requests

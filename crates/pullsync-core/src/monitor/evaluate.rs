@@ -195,7 +195,7 @@ fn token_expired(state: &SourceState) -> Option<Breach> {
         AlertType::TokenExpired,
         Severity::Warning,
         format!(
-            "{}: {n} active account(s) have no usable token (expired or refused by Threads) and are not synced; authorise again: {}",
+            "{}: {n} active account(s) have no usable token (expired or refused by the API) and are not synced; authorise again: {}",
             state.source,
             first_names(names)
         ),

@@ -2,6 +2,7 @@
 //! every refusal names the key and says what it takes. The secret (token, key or
 //! password) is taken out to be sealed; what is stored and shown back never holds it.
 
+use super::oauth::{ClientAuth, Grant, OAuth2};
 use super::path::JsonPath;
 use super::responses::Responses;
 use crate::error::{InputError, Result};
@@ -53,6 +54,9 @@ pub enum Auth {
     Basic {
         username: String,
     },
+    /// `Authorization: Bearer <access token>`, the token asked of `token_url` (the client
+    /// secret is the sealed secret; a refresh token and the access token are sealed apart).
+    OAuth2(OAuth2),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -420,7 +424,7 @@ impl RestConfig {
     pub fn without_secret(value: &Value) -> Value {
         let mut shown = value.clone();
         if let Some(auth) = shown.get_mut("auth").and_then(Value::as_object_mut) {
-            for secret in ["token", "key", "password"] {
+            for secret in ["token", "key", "password", "client_secret", "refresh_token"] {
                 auth.remove(secret);
             }
         }
@@ -508,12 +512,117 @@ fn parse_auth(value: Option<&Value>, secret_required: bool) -> Result<(Auth, Opt
             }
             Ok((Auth::Basic { username }, password))
         }
+        "oauth2" => parse_oauth2(auth, secret_required).map(|(o, s)| (Auth::OAuth2(o), s)),
         other => Err(bad(
             "auth.type",
             format!("{other:?} is not a kind of authentication pg_pullsync knows"),
-            "Use \"bearer\", \"api_key\" or \"basic\"; leave auth out for none.",
+            "Use \"bearer\", \"api_key\", \"basic\" or \"oauth2\"; leave auth out for none.",
         )),
     }
+}
+
+/// `{"type": "oauth2", "grant", "token_url", "client_id", "client_secret", "refresh_token",
+/// "scope", "client_auth"}`: the client secret is returned as the secret; the refresh
+/// token, required for that grant, is read by [`refresh_token_given`].
+fn parse_oauth2(
+    auth: &Map<String, Value>,
+    secret_required: bool,
+) -> Result<(OAuth2, Option<String>)> {
+    let at = "auth.";
+    unknown_keys(
+        auth,
+        &[
+            "type",
+            "grant",
+            "token_url",
+            "client_id",
+            "client_secret",
+            "refresh_token",
+            "scope",
+            "client_auth",
+        ],
+        at,
+    )?;
+    let grant = match required_text(auth, "grant", at)? {
+        "client_credentials" => Grant::ClientCredentials,
+        "refresh_token" => Grant::RefreshToken,
+        other => {
+            return Err(bad(
+                "auth.grant",
+                format!("{other:?} is not a grant pg_pullsync asks tokens with"),
+                "Use \"client_credentials\" or \"refresh_token\" (with the refresh token an authorisation gave).",
+            ))
+        }
+    };
+    let token_url = required_text(auth, "token_url", at)?.to_string();
+    let host = token_url.split("://").nth(1).unwrap_or("");
+    if !(token_url.starts_with("https://") || token_url.starts_with("http://"))
+        || host.is_empty()
+        || host.starts_with('/')
+        || token_url.contains(['#', ' '])
+    {
+        return Err(bad(
+            "auth.token_url",
+            format!("{token_url:?} is not an http(s) URL"),
+            "Pass the authorization server's token endpoint, e.g. \"https://auth.example.com/oauth/token\".",
+        ));
+    }
+    let client_id = required_text(auth, "client_id", at)?.to_string();
+    let client_auth = match text(auth, "client_auth", at)? {
+        None | Some("basic") => ClientAuth::Basic,
+        Some("body") => ClientAuth::Body,
+        Some(other) => {
+            return Err(bad(
+                "auth.client_auth",
+                format!("{other:?} is not a way to send the client's credentials"),
+                "Use \"basic\" (HTTP Basic, the default) or \"body\" (client_id and client_secret in the form).",
+            ))
+        }
+    };
+    let scope = text(auth, "scope", at)?.map(str::to_string);
+    let missing = |key: &str| {
+        bad(
+            &format!("auth.{key}"),
+            "is missing",
+            format!("Pass the {key}; it is sealed at once and never shown back."),
+        )
+    };
+    let secret = text(auth, "client_secret", at)?.map(str::to_string);
+    if secret_required {
+        if secret.is_none() {
+            return Err(missing("client_secret"));
+        }
+        if grant == Grant::RefreshToken && text(auth, "refresh_token", at)?.is_none() {
+            return Err(missing("refresh_token"));
+        }
+    }
+    if grant == Grant::ClientCredentials && auth.contains_key("refresh_token") {
+        return Err(bad(
+            "auth.refresh_token",
+            "is for the refresh_token grant",
+            "Leave refresh_token out with \"grant\": \"client_credentials\".",
+        ));
+    }
+    let oauth = OAuth2 {
+        grant,
+        token_url,
+        client_id,
+        scope,
+        client_auth,
+    };
+    Ok((oauth, secret))
+}
+
+/// The refresh token a configuration carries (`auth.refresh_token` of an oauth2 auth), to
+/// be sealed apart from the client secret.
+pub fn refresh_token_given(config: &Value) -> Option<String> {
+    config
+        .get("auth")
+        .filter(|a| a.get("type").and_then(Value::as_str) == Some("oauth2"))
+        .and_then(|a| a.get("refresh_token"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_string)
 }
 
 /// Stripe's secret and restricted keys, which its API takes as the basic user: the
@@ -874,6 +983,52 @@ mod tests {
                 username: "u".into()
             }
         );
+    }
+
+    #[test]
+    fn oauth2_parses_and_its_secrets_are_neither_stored_nor_shown() {
+        let mut c = github();
+        c["auth"] = json!({ "type": "oauth2", "grant": "refresh_token",
+            "token_url": "https://auth.example.com/token", "client_id": "app",
+            "client_secret": "cs-secret", "refresh_token": "rt-secret", "scope": "read" });
+        let (config, secret) = RestConfig::parse(&c, true).unwrap();
+        assert_eq!(secret.as_deref(), Some("cs-secret"));
+        assert_eq!(refresh_token_given(&c).as_deref(), Some("rt-secret"));
+        let Auth::OAuth2(o) = &config.auth else {
+            panic!("{:?}", config.auth)
+        };
+        assert_eq!(
+            (&o.grant, &o.client_auth),
+            (&Grant::RefreshToken, &ClientAuth::Basic)
+        );
+        let stored = RestConfig::without_secret(&c);
+        assert!(!stored.to_string().contains("secret"), "{stored}");
+        assert_eq!(RestConfig::parse(&stored, false).unwrap().0, config);
+        assert_eq!(refresh_token_given(&stored), None);
+        // The refresh grant needs its token; client credentials take none.
+        c["auth"].as_object_mut().unwrap().remove("refresh_token");
+        assert!(RestConfig::parse(&c, true)
+            .unwrap_err()
+            .to_string()
+            .contains("config.auth.refresh_token"));
+        c["auth"]["grant"] = json!("client_credentials");
+        c["auth"]["client_auth"] = json!("body");
+        assert!(RestConfig::parse(&c, true).is_ok());
+        c["auth"]["refresh_token"] = json!("rt-secret");
+        assert!(RestConfig::parse(&c, true).is_err());
+        c["auth"]["grant"] = json!("password");
+        let e = format!("{:?}", RestConfig::parse(&c, true).unwrap_err());
+        assert!(
+            e.contains("config.auth.grant") && !e.contains("secret\""),
+            "{e}"
+        );
+        c["auth"]["grant"] = json!("client_credentials");
+        c["auth"].as_object_mut().unwrap().remove("refresh_token");
+        c["auth"]["token_url"] = json!("ftp://x");
+        assert!(RestConfig::parse(&c, true)
+            .unwrap_err()
+            .to_string()
+            .contains("config.auth.token_url"));
     }
 
     #[test]
