@@ -3,12 +3,12 @@
 //! name only its table, and then each record's top-level fields are its columns. The
 //! records become rows as a pull would map them, their columns typed as they go.
 
-use super::config::RestConfig;
+use super::config::{Auth, RestConfig};
 use super::extra;
 use super::infer::Columns;
 use super::paging::higher;
 use super::path::{scalar_text, JsonPath};
-use crate::error::Result;
+use crate::error::{InputError, Result};
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -76,6 +76,19 @@ impl PreviewConfig {
     /// given (nothing is stored to take it from). `target` may be left out, or give its
     /// `table` (and `extra`) without `columns`.
     pub fn parse(value: &Value) -> Result<PreviewConfig> {
+        let preview = Self::read(value)?;
+        if matches!(preview.config.auth, Auth::OAuth2(_)) {
+            // An exchange may hand out a new refresh token and spend the old one; a
+            // preview, which writes nothing, could not keep it.
+            return Err(InputError::invalid(
+                "config.auth of type \"oauth2\" cannot be previewed",
+                "A token exchange may rotate the refresh token, which a preview writes nowhere: add the source with pullsync.rest_add_source and run pullsync.rest_pull.",
+            ));
+        }
+        Ok(preview)
+    }
+
+    fn read(value: &Value) -> Result<PreviewConfig> {
         let target = value.get("target").filter(|t| !t.is_null());
         let has_columns = target
             .and_then(|t| t.get("columns"))
@@ -433,6 +446,12 @@ mod tests {
         not_object["target"] = json!("t");
         assert!(PreviewConfig::parse(&not_object).is_err());
         assert!(PreviewConfig::parse(&json!([1])).is_err());
+        let mut oauth = base();
+        oauth["auth"] = json!({ "type": "oauth2", "grant": "client_credentials",
+            "token_url": "https://auth.example.com/token", "client_id": "c",
+            "client_secret": "s3cret" });
+        let refused = PreviewConfig::parse(&oauth).unwrap_err().to_string();
+        assert!(refused.contains("oauth2") && !refused.contains("s3cret"), "{refused}");
     }
 
     #[test]
