@@ -17,6 +17,7 @@ pub mod pg_upgrade;
 pub mod ports;
 pub mod rest_api;
 pub mod rest_incremental_api;
+pub mod rest_listings_api;
 pub mod rest_responses_api;
 pub mod scratch_cluster;
 pub mod server;

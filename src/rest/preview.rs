@@ -12,7 +12,7 @@ use crate::jobs::session::{self, Call};
 use crate::plumbing::txn::Txn;
 use crate::runtime::Cancel;
 use pgrx::prelude::*;
-use pullsync_core::rest::config::Auth;
+use pullsync_core::rest::config::{Auth, Method};
 use pullsync_core::rest::infer::{self, Column, Proposal};
 use pullsync_core::rest::paging::{self, Position};
 use pullsync_core::rest::preview::{Mapping, PreviewConfig, Sample, MAX_PAGES};
@@ -181,7 +181,11 @@ fn read_page(
         .then_some(secret)
         .flatten();
     let url = api.redacted(&paging::request_url(config, position, since, query_key));
-    let mut request = json!({ "method": "GET", "url": url });
+    let method = match config.method {
+        Method::Get => "GET",
+        Method::Post => "POST",
+    };
+    let mut request = json!({ "method": method, "url": url });
     let fetched = api.page(position, since, cancel)?;
     request["status"] = json!(match &fetched {
         Ok(answer) => Some(answer.status),

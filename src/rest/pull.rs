@@ -18,7 +18,7 @@ use pullsync_core::http::{
 };
 use pullsync_core::rest::config::{Auth, RestConfig};
 use pullsync_core::rest::incremental;
-use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker, Rows};
+use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker, Rows, Seen};
 use pullsync_core::rest::responses::{self, Action};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -154,7 +154,8 @@ impl<'a> Api<'a> {
         self.page(position, since, cancel)
     }
 
-    /// One page at `position`, waiting out throttling as the API asks (Retry-After).
+    /// One page at `position` (a GET, or a POST of the body the position makes), waiting
+    /// out throttling as the API asks (Retry-After).
     pub fn page(
         &self,
         position: &Position,
@@ -195,16 +196,24 @@ impl<'a> Api<'a> {
             header,
             query_secret: query_key,
         };
-        let get = || {
-            self.http.get_gated(
-                &request,
-                self.limiter.as_ref(),
-                classify,
-                &self.calls,
-                Some(&c.responses),
-            )
+        let body = paging::request_body(c, position, since);
+        let gate = Some(&c.responses as &dyn http::Gate);
+        let send = || async {
+            let (limiter, calls) = (self.limiter.as_ref(), &self.calls);
+            match &body {
+                Some(body) => {
+                    self.http
+                        .post(&request, body.as_bytes(), limiter, classify, calls, gate)
+                        .await
+                }
+                None => {
+                    self.http
+                        .get_gated(&request, limiter, classify, calls, gate)
+                        .await
+                }
+            }
         };
-        throttle::waiting_out(get).await.map_err(|mut failure| {
+        throttle::waiting_out(send).await.map_err(|mut failure| {
             failure.message = self.redacted(&failure.message);
             failure
         })
@@ -216,18 +225,27 @@ impl<'a> Api<'a> {
 }
 
 /// Reads the page at `position`, hands each record (a slice of the body: a page is never
-/// one tree) to `each` with the page's number of records, and says where the next page is; the inner error says (without
-/// the secret) why the run stops there.
+/// one tree) to `each` with the page's number of records, and says where the next page is
+/// (noted in `seen`: a position read already stops the run); the inner error says
+/// (without the secret) why the run stops there.
 fn read_page(
     api: &Api,
     position: &Position,
+    seen: &mut Seen,
     since: Option<&str>,
     txn: Txn,
     cancel: Cancel,
     each: impl FnMut(&RawValue, usize),
 ) -> Result<std::result::Result<Option<Position>, String>> {
     let fetched = api.authorized_page(position, since, txn, cancel)?;
-    Ok(walk_answer(api, position, fetched, each))
+    let next = walk_answer(api, position, fetched, each).and_then(|next| match &next {
+        Some(at) => seen
+            .note(at)
+            .map(|()| next)
+            .map_err(|e| api.redacted(&e.to_string())),
+        None => Ok(None),
+    });
+    Ok(next)
 }
 
 /// The records of a page fetched at `position` to `each`, and where the next page is (the
@@ -256,7 +274,8 @@ pub(super) fn walk_answer(
         body,
         link: fetched.link.as_deref(),
     };
-    let next = paging::each_record(config, body, each)
+    let next = paging::check_answer(config, body)
+        .and_then(|()| paging::each_record(config, body, each))
         .and_then(|walked| paging::next(config, position, &answer, &walked));
     next.map_err(|e| api.redacted(&e.to_string()))
 }
@@ -275,6 +294,8 @@ struct Listing<'a> {
     clock: Instant,
     budget: Duration,
     position: Position,
+    /// The positions this run has read.
+    seen: Seen,
     /// The mark the run sends.
     since: Option<String>,
     /// The highest incremental value written so far.
@@ -310,9 +331,15 @@ impl Pages for Listing<'_> {
         let mut maker =
             RowMaker::new(&self.source.config).rereading(self.source.high_water.clone());
         let since = self.since.as_deref();
-        let read = read_page(self.api, &self.position, since, txn, cancel, |r, of| {
-            maker.add(r, of)
-        })?;
+        let read = read_page(
+            self.api,
+            &self.position,
+            &mut self.seen,
+            since,
+            txn,
+            cancel,
+            |r, of| maker.add(r, of),
+        )?;
         self.next = match read {
             Ok(next) => next,
             Err(message) => return Ok(Fetched::Failed(message)),
@@ -429,6 +456,7 @@ pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
         table: String::new(),
         clock,
         budget: super::settings::run_budget(),
+        seen: Seen::new(name, &position),
         position,
         since,
         run_high_water,
@@ -487,8 +515,9 @@ pub fn reconcile(name: &str, since: Option<&str>, txn: Txn, cancel: Cancel) -> R
     let mut position = Position::Start;
     // Only a listing read to its last page may mark keys as deleted.
     let mut complete = false;
+    let mut seen = Seen::new(name, &position);
     for _ in 0..config.max_pages {
-        let read = read_page(&api, &position, since, txn, cancel, |raw, _| {
+        let read = read_page(&api, &position, &mut seen, since, txn, cancel, |raw, _| {
             let Ok(record) = serde_json::from_str::<Value>(raw.get()) else {
                 return;
             };

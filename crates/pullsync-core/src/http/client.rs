@@ -1,10 +1,11 @@
 //! The HTTP client: bounded concurrency, timeouts, retries of transient failures, and the
 //! rules on where requests go: the destination policy (`destination`), redirects within
-//! the request's origin only, secrets out of every message.
+//! the request's origin only, secrets out of every message. GETs, and POSTs of a JSON body
+//! (a listing read by search or GraphQL), both under those rules.
 
 use super::destination::{DestinationRefused, Destinations, GuardedResolver};
 use super::quota::{Budget, Quota};
-use super::redirect::{same_origin_redirects, RedirectRefused};
+use super::redirect::{same_origin_post_redirects, same_origin_redirects, RedirectRefused};
 use super::usage::{Usage, APP_USAGE, BUSINESS_USAGE};
 use super::{redact_url, Failure, FailureClass, RateLimiter, RetryPolicy, Secrets};
 use chrono::{DateTime, Utc};
@@ -64,6 +65,8 @@ pub struct HttpSettings {
 
 pub struct HttpClient {
     client: reqwest::Client,
+    /// For POSTs, made at the first: its redirects keep the method and body, or stop.
+    post_client: tokio::sync::OnceCell<reqwest::Client>,
     settings: HttpSettings,
     permits: Arc<Semaphore>,
     entropy: AtomicU64,
@@ -73,33 +76,12 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(settings: HttpSettings) -> Result<Self, Failure> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("pg_pullsync/", env!("CARGO_PKG_VERSION")))
-            .redirect(same_origin_redirects())
-            // The policy checks the address connected to; through a proxy that would be
-            // the proxy's, so the environment's proxy settings are not used.
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                destinations: settings.destinations.clone(),
-            }));
-        if let Some(path) = &settings.ca_file {
-            for certificate in extra_roots(path)? {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let client = builder.build().map_err(|e| {
-            Failure::new(
-                FailureClass::Refused,
-                format!("cannot build HTTP client: {e}"),
-            )
-        })?;
         Ok(HttpClient {
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             entropy: AtomicU64::new(seed_entropy()),
             budget: Budget::default(),
-            client,
+            client: build(&settings, same_origin_redirects())?,
+            post_client: tokio::sync::OnceCell::new(),
             settings,
         })
     }
@@ -149,13 +131,46 @@ impl HttpClient {
         calls: &AtomicU32,
         gate: Option<&dyn Gate>,
     ) -> Result<Answer, Failure> {
+        self.exchange(request, Verb::Get, limiter, classify, calls, gate)
+            .await
+    }
+
+    /// POSTs `body` (JSON) as a request that reads: under the rules of a GET (destination,
+    /// size cap, secrets out of messages), its transient failures retried as a GET's are. A
+    /// redirect is followed only when it keeps the method and body (307, 308) and the
+    /// origin; a 301, 302 or 303, which would turn it into a GET without its body, ends it
+    /// with an error.
+    pub async fn post(
+        &self,
+        request: &Request<'_>,
+        body: &[u8],
+        limiter: Option<&RateLimiter>,
+        classify: Classifier,
+        calls: &AtomicU32,
+        gate: Option<&dyn Gate>,
+    ) -> Result<Answer, Failure> {
+        self.exchange(request, Verb::Post(body), limiter, classify, calls, gate)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        request: &Request<'_>,
+        verb: Verb<'_>,
+        limiter: Option<&RateLimiter>,
+        classify: Classifier,
+        calls: &AtomicU32,
+        gate: Option<&dyn Gate>,
+    ) -> Result<Answer, Failure> {
         let mut retry = 0;
         loop {
             if let Err(mut failure) = self.budget.admit(redact_url(request.url)).await {
                 failure.attempts = retry;
                 return Err(failure);
             }
-            let outcome = self.attempt(request, limiter, classify, calls, gate).await;
+            let outcome = self
+                .attempt(request, verb, limiter, classify, calls, gate)
+                .await;
             match outcome {
                 Err(mut failure)
                     if failure.class == FailureClass::Transient
@@ -178,6 +193,7 @@ impl HttpClient {
     async fn attempt(
         &self,
         req: &Request<'_>,
+        verb: Verb<'_>,
         limiter: Option<&RateLimiter>,
         classify: Classifier,
         calls: &AtomicU32,
@@ -194,7 +210,7 @@ impl HttpClient {
         if let Some(gate) = gate {
             gate.admit()?;
         }
-        let outcome = self.send(req, None, classify, calls, gate).await;
+        let outcome = self.send(req, verb, classify, calls, gate).await;
         if let Some(gate) = gate {
             gate.answered(&outcome);
         }
@@ -216,21 +232,30 @@ impl HttpClient {
             .acquire()
             .await
             .expect("semaphore never closes");
-        self.send(request, Some(form), classify, calls, None).await
+        self.send(request, Verb::Form(form), classify, calls, None)
+            .await
     }
 
-    /// One request (a GET, or a POST of `form`), sent and its answer read; the caller
-    /// holds its connection slot.
+    /// The client POSTs go through, made at the first: its redirects keep the method and
+    /// body, or stop.
+    async fn post_client(&self) -> Result<&reqwest::Client, Failure> {
+        self.post_client
+            .get_or_try_init(|| async { build(&self.settings, same_origin_post_redirects()) })
+            .await
+    }
+
+    /// One request (a GET, or a POST of a JSON body or a form), sent and its answer read;
+    /// the caller holds its connection slot.
     async fn send(
         &self,
         req: &Request<'_>,
-        form: Option<&Form<'_>>,
+        verb: Verb<'_>,
         classify: Classifier,
         calls: &AtomicU32,
         gate: Option<&dyn Gate>,
     ) -> Result<Answer, Failure> {
-        let method = if form.is_some() { "POST" } else { "GET" };
         let shown = redact_url(req.url);
+        let method = verb.name();
         // Address literals never reach the resolver, where other hosts are checked.
         if let Ok(url) = reqwest::Url::parse(req.url) {
             if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
@@ -246,9 +271,17 @@ impl HttpClient {
             }
         }
         calls.fetch_add(1, Ordering::Relaxed);
-        let builder = match form {
-            Some(form) => self
-                .client
+        let request = match verb {
+            Verb::Get => self.client.get(req.url),
+            Verb::Post(body) => self
+                .post_client()
+                .await?
+                .post(req.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec()),
+            Verb::Form(form) => self
+                .post_client()
+                .await?
                 .post(req.url)
                 .header(
                     reqwest::header::CONTENT_TYPE,
@@ -256,16 +289,15 @@ impl HttpClient {
                 )
                 .header(reqwest::header::ACCEPT, "application/json")
                 .body(form.body.to_string()),
-            None => self.client.get(req.url),
         };
-        let mut request = authorized(builder, req.auth);
+        let mut request = authorized(request, req.auth);
         if let Some((name, value)) = req.header {
             request = request.header(name, value);
         }
         let response = request
             .send()
             .await
-            .map_err(|e| transport_failure(shown, &e))?;
+            .map_err(|e| transport_failure(method, shown, &e))?;
         let status = response.status().as_u16();
         let header = |name: reqwest::header::HeaderName| {
             response
@@ -303,7 +335,7 @@ impl HttpClient {
             now,
         );
         self.budget.note(quota, std::time::Instant::now());
-        let body = read_capped(response, &self.settings, shown).await?;
+        let body = read_capped(response, &self.settings, method, shown).await?;
         let verdict = gate.map_or(Verdict::Usual, |g| g.judge(status, &body));
         if verdict == Verdict::Answer || (verdict == Verdict::Usual && (200..300).contains(&status))
         {
@@ -313,20 +345,21 @@ impl HttpClient {
                 link,
                 date,
                 usage,
+                method,
                 shown: shown.to_string(),
             });
         }
         if let Verdict::Failure(class, message) = verdict {
             return Err(Failure {
                 class,
-                message: format!("GET {shown}{HTTP_STATUS}{status}: {message}"),
+                message: format!("{method} {shown}{HTTP_STATUS}{status}: {message}"),
                 retry_after,
                 attempts: 1,
             });
         }
         // Before the classifier cuts the body short, so no secret is cut in half.
         let mut body = req.secrets().redact(&String::from_utf8_lossy(&body));
-        if let Some(form) = form {
+        if let Verb::Form(form) = verb {
             body = form.secrets.redact(&body);
         }
         let (class, message) = classify(status, body.as_bytes());
@@ -336,6 +369,52 @@ impl HttpClient {
             retry_after,
             attempts: 1,
         })
+    }
+}
+
+/// A client of `settings` with these redirect rules.
+fn build(
+    settings: &HttpSettings,
+    redirects: reqwest::redirect::Policy,
+) -> Result<reqwest::Client, Failure> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("pg_pullsync/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirects)
+        // The policy checks the address connected to; through a proxy that would be
+        // the proxy's, so the environment's proxy settings are not used.
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            destinations: settings.destinations.clone(),
+        }));
+    if let Some(path) = &settings.ca_file {
+        for certificate in extra_roots(path)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().map_err(|e| {
+        Failure::new(
+            FailureClass::Refused,
+            format!("cannot build HTTP client: {e}"),
+        )
+    })
+}
+
+/// What a request does: a GET, a POST of a JSON body, or a POST of a form.
+#[derive(Clone, Copy)]
+enum Verb<'a> {
+    Get,
+    Post(&'a [u8]),
+    Form(&'a Form<'a>),
+}
+
+impl Verb<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post(_) | Verb::Form(_) => "POST",
+        }
     }
 }
 
@@ -358,7 +437,7 @@ fn authorized(
     }
 }
 
-/// One GET: its URL, credentials and one extra header (an API key's).
+/// One request: its URL, credentials and one extra header (an API key's).
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     pub url: &'a str,
@@ -405,6 +484,7 @@ pub struct Answer {
     /// The server's clock when it answered.
     pub date: Option<DateTime<Utc>>,
     pub usage: Option<Usage>,
+    method: &'static str,
     shown: String,
 }
 
@@ -425,7 +505,7 @@ impl Answer {
         serde_json::from_slice(&self.body).map_err(|e| {
             Failure::new(
                 FailureClass::BadData,
-                format!("GET {}: malformed answer: {e}", self.shown),
+                format!("{} {}: malformed answer: {e}", self.method, self.shown),
             )
         })
     }
@@ -436,6 +516,7 @@ impl Answer {
 async fn read_capped(
     mut response: reqwest::Response,
     settings: &HttpSettings,
+    method: &str,
     shown: &str,
 ) -> Result<Vec<u8>, Failure> {
     let max = settings.max_response_bytes;
@@ -443,7 +524,7 @@ async fn read_capped(
         Failure::new(
             FailureClass::Refused,
             format!(
-                "GET {shown}: the answer is larger than {} ({} kB); raise it, or ask for smaller pages (a feed source's batch_size, a REST source's page size)",
+                "{method} {shown}: the answer is larger than {} ({} kB); raise it, or ask for smaller pages (a feed source's batch_size, a REST source's page size)",
                 settings.max_response_setting,
                 max / 1024
             ),
@@ -457,7 +538,7 @@ async fn read_capped(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport_failure(shown, &e))?
+        .map_err(|e| transport_failure(method, shown, &e))?
     {
         if body.len() + chunk.len() > max {
             return Err(too_large());
@@ -486,7 +567,7 @@ fn extra_roots(path: &str) -> Result<Vec<reqwest::Certificate>, Failure> {
 /// A failed exchange as a message. Refused, reset and not-HTTP all read "could not reach
 /// <host>": the text must not tell an open port from a closed one. A timeout (an open port
 /// as well as a filtered one) and an untrusted certificate (an operator's fix) say so.
-fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
+fn transport_failure(method: &str, url: &str, e: &reqwest::Error) -> Failure {
     let host = reqwest::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
@@ -495,10 +576,10 @@ fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
     let mut certificate = false;
     while let Some(inner) = cause {
         if let Some(refused) = inner.downcast_ref::<DestinationRefused>() {
-            return Failure::new(FailureClass::Refused, format!("GET {url}: {refused}"));
+            return Failure::new(FailureClass::Refused, format!("{method} {url}: {refused}"));
         }
         if let Some(refused) = inner.downcast_ref::<RedirectRefused>() {
-            return Failure::new(FailureClass::Refused, format!("GET {url}: {refused}"));
+            return Failure::new(FailureClass::Refused, format!("{method} {url}: {refused}"));
         }
         certificate |= inner.to_string().contains("certificate");
         cause = inner.source();
@@ -518,7 +599,7 @@ fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
     } else {
         (FailureClass::Transient, format!("could not reach {host}"))
     };
-    Failure::new(class, format!("GET {url}: {message}"))
+    Failure::new(class, format!("{method} {url}: {message}"))
 }
 
 fn seed_entropy() -> u64 {

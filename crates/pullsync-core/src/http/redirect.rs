@@ -1,6 +1,8 @@
 //! Redirects: followed only within the origin (scheme, host, port) a request went to, a
 //! few times. reqwest would follow ten across hosts and keep custom headers such as an
-//! API key's; here another origin ends the request unsent, with an error naming it.
+//! API key's; here another origin ends the request unsent, with an error naming it. A POST
+//! follows only the redirects that resend it as it is (307, 308): a 301, 302 or 303 would
+//! make it a GET without its body, a request other than the one configured.
 
 use reqwest::Url;
 
@@ -22,6 +24,8 @@ pub enum RedirectRefused {
     OtherOrigin(String),
     #[error("more than {MAX_REDIRECTS} redirects")]
     TooMany,
+    #[error("answered the POST with a redirect ({0}) that would resend it as a GET without its body, not followed: give the source the URL that answers the POST")]
+    PostAsGet(u16),
 }
 
 pub fn decide(previous: &[Url], next: &Url) -> Decision {
@@ -43,11 +47,30 @@ pub fn decide(previous: &[Url], next: &Url) -> Decision {
     }
 }
 
+/// What to do with a redirect of a POST of status `status`: `decide`, for the redirects
+/// that keep the method and the body.
+pub fn decide_post(previous: &[Url], next: &Url, status: u16) -> Decision {
+    match status {
+        307 | 308 => decide(previous, next),
+        other => Decision::Refuse(RedirectRefused::PostAsGet(other)),
+    }
+}
+
 /// The client's policy.
 pub(crate) fn same_origin_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| match decide(attempt.previous(), attempt.url()) {
         Decision::Follow => attempt.follow(),
         Decision::Refuse(why) => attempt.error(why),
+    })
+}
+
+/// The policy of the client that POSTs.
+pub(crate) fn same_origin_post_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        match decide_post(attempt.previous(), attempt.url(), attempt.status().as_u16()) {
+            Decision::Follow => attempt.follow(),
+            Decision::Refuse(why) => attempt.error(why),
+        }
     })
 }
 
@@ -111,6 +134,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_post_follows_only_redirects_that_keep_it() {
+        let from = [url("http://api.example/search")];
+        let same = url("http://api.example/v2/search");
+        for status in [307, 308] {
+            assert_eq!(decide_post(&from, &same, status), Decision::Follow);
+            assert!(matches!(
+                decide_post(&from, &url("http://other.example/search"), status),
+                Decision::Refuse(RedirectRefused::OtherOrigin(_))
+            ));
+        }
+        for status in [301, 302, 303] {
+            assert_eq!(
+                decide_post(&from, &same, status),
+                Decision::Refuse(RedirectRefused::PostAsGet(status))
+            );
+        }
+    }
+
     /// A one-shot HTTP server on loopback answering `reply` to each request and keeping
     /// the request heads it read.
     fn serve(reply: String) -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -166,5 +208,77 @@ mod tests {
         );
         assert!(seen_api.lock().unwrap()[0].contains("the-key"));
         assert!(seen_elsewhere.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_posted_secret_never_follows_a_redirect_to_another_origin() {
+        let (elsewhere, seen_elsewhere) =
+            serve("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]".into());
+        let (api, seen_api) = serve(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://localhost:{elsewhere}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ));
+        let http = client("loopback");
+        let request = Request {
+            url: &format!("http://127.0.0.1:{api}/search"),
+            auth: Some(RequestAuth::Bearer("the-token")),
+            header: None,
+            query_secret: None,
+        };
+        let failure = http
+            .post(
+                &request,
+                br#"{"q":1}"#,
+                None,
+                classify,
+                &AtomicU32::new(0),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            failure.message.starts_with(&format!(
+                "POST http://127.0.0.1:{api}/search: redirected to another origin"
+            )),
+            "{}",
+            failure.message
+        );
+        let head = seen_api.lock().unwrap()[0].clone();
+        assert!(head.starts_with("POST /search"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        assert!(seen_elsewhere.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_post_redirected_as_a_get_is_not_followed() {
+        let (api, seen_api) = serve(
+            "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+        );
+        let request = Request {
+            url: &format!("http://127.0.0.1:{api}/search"),
+            auth: None,
+            header: None,
+            query_secret: None,
+        };
+        let failure = client("loopback")
+            .post(&request, b"{}", None, classify, &AtomicU32::new(0), None)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, crate::http::FailureClass::Refused);
+        assert!(
+            failure
+                .message
+                .contains("(302) that would resend it as a GET"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(
+            seen_api.lock().unwrap().len(),
+            1,
+            "the redirect is not followed"
+        );
     }
 }

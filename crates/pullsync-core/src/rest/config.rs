@@ -14,6 +14,9 @@ pub struct RestConfig {
     pub path: String,
     /// Sent with every request, before the paging and incremental parameters.
     pub query: Vec<(String, String)>,
+    pub method: Method,
+    /// A POST's JSON object, before the paging and incremental values placed in it.
+    pub body: Option<Value>,
     pub auth: Auth,
     /// Where a page's array of records is (empty: the page is the array).
     pub records: JsonPath,
@@ -59,6 +62,21 @@ pub enum Auth {
     OAuth2(OAuth2),
 }
 
+/// How a listing is asked for: a search or GraphQL API is read with POSTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// Where a paging or incremental value goes: a query parameter of that name, or the JSON
+/// path of that text in a POST's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Query,
+    Body,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pagination {
     /// One request.
@@ -68,6 +86,7 @@ pub enum Pagination {
     /// `has_more` (when set) says true.
     Cursor {
         param: String,
+        place: Place,
         from: CursorFrom,
         has_more: Option<JsonPath>,
     },
@@ -78,6 +97,7 @@ pub enum Pagination {
     /// Pages numbered from `start`; a page shorter than `size` (or empty) is the last.
     PageNumber {
         param: String,
+        place: Place,
         start: u64,
         size_param: Option<String>,
         size: u64,
@@ -85,8 +105,15 @@ pub enum Pagination {
     /// Records `offset` to `offset + limit`; a shorter page is the last.
     Offset {
         param: String,
+        place: Place,
         limit_param: String,
         limit: u64,
+    },
+    /// A GraphQL relay connection: the cursor goes into the body's `variables.<variable>`,
+    /// `hasNextPage` and `endCursor` are read from the object at `page_info`.
+    GraphQl {
+        variable: String,
+        page_info: JsonPath,
     },
 }
 
@@ -102,6 +129,7 @@ pub enum CursorFrom {
 pub struct Incremental {
     pub field: JsonPath,
     pub param: String,
+    pub place: Place,
     pub initial: Option<String>,
     /// Lookback, boundary and backfill windows.
     pub options: super::incremental::Options,
@@ -153,7 +181,7 @@ const KEYS: [&str; 13] = [
     "timeout_ms",
     "retries",
 ];
-const MORE_KEYS: [&str; 3] = ["max_pages", "responses", "deletes"];
+const MORE_KEYS: [&str; 5] = ["max_pages", "responses", "deletes", "method", "body"];
 
 fn bad(key: &str, problem: impl std::fmt::Display, hint: impl Into<String>) -> InputError {
     InputError::invalid(format!("config.{key} {problem}"), hint)
@@ -366,6 +394,8 @@ impl RestConfig {
             .unwrap_or_else(|| JsonPath::parse("").expect("the empty path parses"));
         let primary_key = parse_key(obj.get("primary_key"))?;
         let pagination = parse_pagination(obj.get("pagination"))?;
+        let (method, body) = parse_method(obj, &pagination)?;
+        check_places(&pagination, method)?;
         let incremental = match obj.get("incremental").filter(|v| !v.is_null()) {
             None => None,
             Some(v) => {
@@ -373,16 +403,19 @@ impl RestConfig {
                 unknown_keys(
                     inc,
                     &[
-                        "field", "param", "initial", "lookback", "boundary", "windows",
+                        "field", "param", "in", "initial", "lookback", "boundary", "windows",
                     ],
                     "incremental.",
                 )?;
+                let place = place(inc, "incremental.", method)?;
                 Some(Incremental {
                     field: required_path(inc, "field", "incremental.")?,
-                    param: token_like(
+                    param: param(
                         required_text(inc, "param", "incremental.")?,
+                        place,
                         "incremental.param",
                     )?,
+                    place,
                     initial: match inc.get("initial") {
                         None | Some(Value::Null) => None,
                         Some(v) => Some(super::path::scalar_text(v).ok_or_else(|| {
@@ -403,6 +436,8 @@ impl RestConfig {
             base_url,
             path: endpoint,
             query,
+            method,
+            body,
             auth,
             records,
             primary_key,
@@ -688,8 +723,9 @@ fn parse_pagination(value: Option<&Value>) -> Result<Pagination> {
             Ok(Pagination::None)
         }
         "cursor" => {
-            unknown_keys(p, &["style", "param", "cursor_path", "last_record_field", "has_more_path"], at)?;
-            let param = token_like(required_text(p, "param", at)?, "pagination.param")?;
+            unknown_keys(p, &["style", "param", "in", "cursor_path", "last_record_field", "has_more_path"], at)?;
+            let place = place(p, at, Method::Post)?;
+            let param = param(required_text(p, "param", at)?, place, "pagination.param")?;
             let from = match (path(p, "cursor_path", at)?, path(p, "last_record_field", at)?) {
                 (Some(c), None) => CursorFrom::Page(c),
                 (None, Some(f)) => CursorFrom::LastRecord(f),
@@ -709,7 +745,7 @@ fn parse_pagination(value: Option<&Value>) -> Result<Pagination> {
                     "Continuing after the last record needs the page's has_more flag, e.g. \"has_more\".",
                 ));
             }
-            Ok(Pagination::Cursor { param, from, has_more })
+            Ok(Pagination::Cursor { param, place, from, has_more })
         }
         "next_url" => {
             unknown_keys(p, &["style", "next_url_path"], at)?;
@@ -722,28 +758,47 @@ fn parse_pagination(value: Option<&Value>) -> Result<Pagination> {
             Ok(Pagination::LinkHeader)
         }
         "page_number" => {
-            unknown_keys(p, &["style", "param", "start", "size_param", "size"], at)?;
+            unknown_keys(p, &["style", "param", "in", "start", "size_param", "size"], at)?;
+            let place = place(p, at, Method::Post)?;
             Ok(Pagination::PageNumber {
-                param: token_like(text(p, "param", at)?.unwrap_or("page"), "pagination.param")?,
+                param: param(text(p, "param", at)?.unwrap_or("page"), place, "pagination.param")?,
+                place,
                 start: number_at(p, "start", at, 0.0, 1.0, 1.0)? as u64,
                 size_param: text(p, "size_param", at)?
-                    .map(|s| token_like(s, "pagination.size_param"))
+                    .map(|s| param(s, place, "pagination.size_param"))
                     .transpose()?,
                 size: positive("size", 100)?,
             })
         }
         "offset" => {
-            unknown_keys(p, &["style", "param", "limit_param", "limit"], at)?;
+            unknown_keys(p, &["style", "param", "in", "limit_param", "limit"], at)?;
+            let place = place(p, at, Method::Post)?;
             Ok(Pagination::Offset {
-                param: token_like(text(p, "param", at)?.unwrap_or("offset"), "pagination.param")?,
-                limit_param: token_like(text(p, "limit_param", at)?.unwrap_or("limit"), "pagination.limit_param")?,
+                param: param(text(p, "param", at)?.unwrap_or("offset"), place, "pagination.param")?,
+                place,
+                limit_param: param(text(p, "limit_param", at)?.unwrap_or("limit"), place, "pagination.limit_param")?,
                 limit: positive("limit", 100)?,
+            })
+        }
+        "graphql" => {
+            unknown_keys(p, &["style", "cursor_variable", "page_info_path"], at)?;
+            let variable = text(p, "cursor_variable", at)?.unwrap_or("after");
+            if !graphql_name(variable) {
+                return Err(bad(
+                    "pagination.cursor_variable",
+                    format!("{variable:?} is not a GraphQL variable name"),
+                    "Name the query's cursor variable without its $, e.g. \"after\".",
+                ));
+            }
+            Ok(Pagination::GraphQl {
+                variable: variable.to_string(),
+                page_info: required_path(p, "page_info_path", at)?,
             })
         }
         other => Err(bad(
             "pagination.style",
             format!("{other:?} is not a paging style pg_pullsync knows"),
-            "Use \"cursor\", \"next_url\", \"link_header\", \"page_number\", \"offset\" or \"none\".",
+            "Use \"cursor\", \"next_url\", \"link_header\", \"page_number\", \"offset\", \"graphql\" or \"none\".",
         )),
     }
 }
@@ -764,6 +819,135 @@ fn parse_deletes(value: Option<&Value>, target: &Target) -> Result<Option<Delete
         ));
     }
     Ok(Some(Deletes { column }))
+}
+
+/// `method` and `body`: a body goes with a POST only, a GraphQL listing is POSTed (the
+/// method may be left out) with a body holding its `query`.
+fn parse_method(
+    obj: &Map<String, Value>,
+    pagination: &Pagination,
+) -> Result<(Method, Option<Value>)> {
+    let graphql = matches!(pagination, Pagination::GraphQl { .. });
+    let method = match text(obj, "method", "")? {
+        None if graphql => Method::Post,
+        None => Method::Get,
+        Some(m) if m.eq_ignore_ascii_case("get") => Method::Get,
+        Some(m) if m.eq_ignore_ascii_case("post") => Method::Post,
+        Some(m) => {
+            return Err(bad(
+                "method",
+                format!("{m:?} is not a method pg_pullsync lists with"),
+                "Use \"GET\" (the default) or \"POST\" (with config.body).",
+            ))
+        }
+    };
+    if graphql && method == Method::Get {
+        return Err(bad(
+            "method",
+            "must be POST for a GraphQL listing",
+            "Leave config.method out or set it to \"POST\".",
+        ));
+    }
+    let body = match obj.get("body").filter(|b| !b.is_null()) {
+        None => None,
+        Some(_) if method == Method::Get => {
+            return Err(bad(
+                "body",
+                "is sent with a POST only",
+                "Set config.method to \"POST\", or leave config.body out.",
+            ))
+        }
+        Some(b) => Some(Value::Object(object(b, "body")?.clone())),
+    };
+    if graphql {
+        let query = body.as_ref().and_then(|b| b.get("query"));
+        if query
+            .and_then(Value::as_str)
+            .is_none_or(|q| q.trim().is_empty())
+        {
+            return Err(bad(
+                "body.query",
+                "is missing",
+                "Put the GraphQL query in config.body.query, with $after for the cursor.",
+            ));
+        }
+        let variables = body.as_ref().and_then(|b| b.get("variables"));
+        if variables.is_some_and(|v| !v.is_object() && !v.is_null()) {
+            return Err(bad(
+                "body.variables",
+                "must be a JSON object",
+                "Write config.body.variables as {\"first\": 50, …}.",
+            ));
+        }
+    }
+    Ok((method, body))
+}
+
+/// A paging or incremental value's `in`: `query` (the default) or `body`, which takes a POST.
+fn place(obj: &Map<String, Value>, at: &str, method: Method) -> Result<Place> {
+    match text(obj, "in", at)? {
+        None | Some("query") => Ok(Place::Query),
+        Some("body") if method == Method::Post => Ok(Place::Body),
+        Some("body") => Err(bad(
+            &format!("{at}in"),
+            "is \"body\", and a GET has none",
+            "Set config.method to \"POST\", or leave in out for the query string.",
+        )),
+        Some(other) => Err(bad(
+            &format!("{at}in"),
+            format!("{other:?} is not a place for the value"),
+            "Use \"query\" (the default) or \"body\" (a POST's JSON body).",
+        )),
+    }
+}
+
+/// A parameter's name: a plain name in the query string, a JSON path into the body.
+fn param(value: &str, place: Place, key: &str) -> Result<String> {
+    match place {
+        Place::Query => token_like(value, key),
+        Place::Body => match JsonPath::parse(value).filter(|p| p.top().is_some()) {
+            Some(_) => Ok(value.trim().to_string()),
+            None => Err(bad(
+                key,
+                format!("{value:?} is not a JSON path into the body"),
+                "Name where the value goes in config.body, e.g. \"cursor\" or \"page.after\".",
+            )),
+        },
+    }
+}
+
+/// Paging placed in the body needs a POST; the method is parsed after the pagination.
+fn check_places(pagination: &Pagination, method: Method) -> Result<()> {
+    let in_body = matches!(
+        pagination,
+        Pagination::Cursor {
+            place: Place::Body,
+            ..
+        } | Pagination::PageNumber {
+            place: Place::Body,
+            ..
+        } | Pagination::Offset {
+            place: Place::Body,
+            ..
+        }
+    );
+    if in_body && method == Method::Get {
+        return Err(bad(
+            "pagination.in",
+            "is \"body\", and a GET has none",
+            "Set config.method to \"POST\", or leave in out for the query string.",
+        ));
+    }
+    Ok(())
+}
+
+fn graphql_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        && name.len() <= 128
 }
 
 fn parse_target(
@@ -943,6 +1127,96 @@ mod tests {
     }
 
     #[test]
+    fn posts_and_graphql_are_checked_key_by_key() {
+        let starts = |change: fn(&mut Value), key: &str| {
+            let message = refusal(change);
+            assert!(message.starts_with(key), "{key}: {message}");
+        };
+        starts(|c| c["method"] = json!("PUT"), "config.method");
+        starts(|c| c["body"] = json!({ "q": 1 }), "config.body");
+        starts(
+            |c| {
+                c["method"] = json!("POST");
+                c["body"] = json!([1]);
+            },
+            "config.body",
+        );
+        starts(
+            |c| {
+                c["pagination"] = json!({ "style": "cursor", "in": "body", "param": "after", "cursor_path": "next" })
+            },
+            "config.pagination.in",
+        );
+        starts(
+            |c| {
+                c["method"] = json!("POST");
+                c["pagination"] = json!({ "style": "cursor", "in": "form", "param": "after", "cursor_path": "next" });
+            },
+            "config.pagination.in",
+        );
+        starts(
+            |c| {
+                c["method"] = json!("POST");
+                c["pagination"] = json!({ "style": "cursor", "in": "body", "param": "a..b", "cursor_path": "next" });
+            },
+            "config.pagination.param",
+        );
+        starts(
+            |c| c["incremental"]["in"] = json!("body"),
+            "config.incremental.in",
+        );
+        starts(
+            |c| {
+                c["pagination"] = json!({ "style": "graphql", "page_info_path": "data.x.pageInfo" })
+            },
+            "config.body.query",
+        );
+        starts(
+            |c| {
+                c["method"] = json!("GET");
+                c["pagination"] = json!({ "style": "graphql", "page_info_path": "p" });
+            },
+            "config.method",
+        );
+        starts(
+            |c| {
+                c["body"] = json!({ "query": "q", "variables": [] });
+                c["pagination"] = json!({ "style": "graphql", "page_info_path": "p" });
+            },
+            "config.body.variables",
+        );
+        starts(
+            |c| {
+                c["body"] = json!({ "query": "q" });
+                c["pagination"] = json!({ "style": "graphql", "cursor_variable": "$after", "page_info_path": "p" });
+            },
+            "config.pagination.cursor_variable",
+        );
+        starts(
+            |c| {
+                c["body"] = json!({ "query": "q" });
+                c["pagination"] = json!({ "style": "graphql" });
+            },
+            "config.pagination.page_info_path",
+        );
+        let mut c = github();
+        c["body"] = json!({ "query": "query($after: String) { x }" });
+        c["pagination"] = json!({ "style": "graphql", "page_info_path": "data.x.pageInfo" });
+        c["incremental"]["in"] = json!("body");
+        c["incremental"]["param"] = json!("variables.since");
+        let (config, _) = RestConfig::parse(&c, true).unwrap();
+        assert_eq!(config.method, Method::Post);
+        assert_eq!(
+            config.pagination,
+            Pagination::GraphQl {
+                variable: "after".into(),
+                page_info: JsonPath::parse("data.x.pageInfo").unwrap()
+            }
+        );
+        assert_eq!(config.incremental.unwrap().place, Place::Body);
+    }
+
+    #[test]
     fn paging_styles_parse() {
         let mut c = github();
         c["pagination"] = json!({ "style": "cursor", "param": "starting_after", "last_record_field": "id", "has_more_path": "has_more" });
@@ -960,6 +1234,7 @@ mod tests {
             config.pagination,
             Pagination::PageNumber {
                 param: "page".into(),
+                place: Place::Query,
                 start: 1,
                 size_param: Some("per_page".into()),
                 size: 30

@@ -2,13 +2,13 @@
 //! was the last), and the records and rows of a page. A position is stored with each
 //! committed page, so a run resumes exactly after the last page it wrote.
 
-use super::config::{Auth, CursorFrom, Pagination, RestConfig};
+use super::config::{Auth, CursorFrom, Method, Pagination, Place, RestConfig};
 use super::path::{scalar_text, JsonPath};
 use crate::http::urlencode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// The most records a page may hold. A record costs its bytes several times over while
 /// its page is written (its slice, its row, its key); this bounds that cost whatever the
@@ -42,8 +42,10 @@ pub enum PagingError {
     NoRecords(String),
     #[error("the next page's URL {0:?} is on another origin than base_url; pg_pullsync does not send the source's credentials there")]
     ForeignUrl(String),
-    #[error("the API handed out the same position twice ({0}); the listing would never end")]
-    Repeated(String),
+    #[error("REST source {name}: the API handed out {position} again, a position already read in this run; its paging does not advance and the listing would never end")]
+    Repeated { name: String, position: String },
+    #[error("the GraphQL answer holds errors: {0}")]
+    GraphQl(String),
     #[error("the page holds more than {MAX_RECORDS_PER_PAGE} records; ask the API for smaller pages (config.query or the pagination's size or limit)")]
     TooManyRecords,
 }
@@ -76,48 +78,13 @@ pub fn request_url(
         Position::Url { url } => url.clone(),
         _ => {
             params.extend(config.query.iter().cloned());
-            if let (Some(inc), Some(since)) = (&config.incremental, since) {
-                params.push((inc.param.clone(), since.to_string()));
-            }
-            match (&config.pagination, position) {
-                (Pagination::Cursor { param, .. }, Position::Cursor { cursor }) => {
-                    params.push((param.clone(), cursor.clone()));
-                }
-                (
-                    Pagination::PageNumber {
-                        param,
-                        start,
-                        size_param,
-                        size,
-                    },
-                    _,
-                ) => {
-                    let page = match position {
-                        Position::Page { page } => *page,
-                        _ => *start,
-                    };
-                    params.push((param.clone(), page.to_string()));
-                    if let Some(sp) = size_param {
-                        params.push((sp.clone(), size.to_string()));
-                    }
-                }
-                (
-                    Pagination::Offset {
-                        param,
-                        limit_param,
-                        limit,
-                    },
-                    _,
-                ) => {
-                    let offset = match position {
-                        Position::Offset { offset } => *offset,
-                        _ => 0,
-                    };
-                    params.push((param.clone(), offset.to_string()));
-                    params.push((limit_param.clone(), limit.to_string()));
-                }
-                _ => {}
-            }
+            let placed = placed(config, position, since);
+            params.extend(
+                placed
+                    .into_iter()
+                    .filter(|p| p.place == Place::Query)
+                    .map(|p| (p.name, scalar_text(&p.value).unwrap_or_default())),
+            );
             format!("{}{}", config.base_url, config.path)
         }
     };
@@ -136,6 +103,102 @@ pub fn request_url(
         url.push_str(&urlencode(v));
     }
     url
+}
+
+/// A paging or incremental value of a request and where it goes.
+struct Placed {
+    name: String,
+    place: Place,
+    value: Value,
+}
+
+/// The incremental mark and the paging values of a request at `position`, in the order
+/// they are sent; a body takes numbers as numbers.
+fn placed(config: &RestConfig, position: &Position, since: Option<&str>) -> Vec<Placed> {
+    let mut out = Vec::new();
+    let mut put = |name: &str, place: Place, value: Value| {
+        out.push(Placed {
+            name: name.to_string(),
+            place,
+            value,
+        })
+    };
+    if let (Some(inc), Some(since)) = (&config.incremental, since) {
+        put(&inc.param, inc.place, Value::from(since));
+    }
+    match (&config.pagination, position) {
+        (Pagination::Cursor { param, place, .. }, Position::Cursor { cursor }) => {
+            put(param, *place, Value::from(cursor.as_str()));
+        }
+        (
+            Pagination::PageNumber {
+                param,
+                place,
+                start,
+                size_param,
+                size,
+            },
+            _,
+        ) => {
+            let page = match position {
+                Position::Page { page } => *page,
+                _ => *start,
+            };
+            put(param, *place, Value::from(page));
+            if let Some(sp) = size_param {
+                put(sp, *place, Value::from(*size));
+            }
+        }
+        (
+            Pagination::Offset {
+                param,
+                place,
+                limit_param,
+                limit,
+            },
+            _,
+        ) => {
+            let offset = match position {
+                Position::Offset { offset } => *offset,
+                _ => 0,
+            };
+            put(param, *place, Value::from(offset));
+            put(limit_param, *place, Value::from(*limit));
+        }
+        (Pagination::GraphQl { variable, .. }, Position::Cursor { cursor }) => {
+            // A GraphQL name holds no dot: the path is plain.
+            put(
+                &format!("variables.{variable}"),
+                Place::Body,
+                Value::from(cursor.as_str()),
+            );
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The JSON body of a POST at `position`: config.body with the values placed in it (a
+/// GraphQL cursor in `variables`); None for a GET.
+pub fn request_body(
+    config: &RestConfig,
+    position: &Position,
+    since: Option<&str>,
+) -> Option<String> {
+    if config.method == Method::Get {
+        return None;
+    }
+    let mut body = config
+        .body
+        .clone()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    for p in placed(config, position, since) {
+        // Body paths were checked with the configuration.
+        if let (Place::Body, Some(at)) = (p.place, JsonPath::parse(&p.name)) {
+            at.set(&mut body, p.value);
+        }
+    }
+    Some(body.to_string())
 }
 
 /// How many records a page held and its last one (where some APIs continue).
@@ -291,13 +354,122 @@ pub fn next(
                 offset: offset + records.count as u64,
             })
         }
+        Pagination::GraphQl { page_info, .. } => {
+            let info = page_info.get_value(answer.body);
+            let field = |name: &str| info.as_ref().and_then(|i| i.get(name));
+            let more = field("hasNextPage").and_then(Value::as_bool) == Some(true);
+            field("endCursor")
+                .and_then(scalar_text)
+                .filter(|c| more && !c.is_empty())
+                .map(|cursor| Position::Cursor { cursor })
+        }
     };
-    if next.as_ref() == Some(at) {
-        return Err(PagingError::Repeated(
-            serde_json::to_string(at).unwrap_or_default(),
-        ));
-    }
     Ok(next)
+}
+
+/// How many of a GraphQL answer's error messages a failure shows, and how much of each.
+const GRAPHQL_ERRORS_SHOWN: usize = 3;
+const GRAPHQL_ERROR_CHARS: usize = 200;
+
+/// Refuses a GraphQL answer that holds `errors`: GraphQL answers them with 200, and with
+/// whatever data it could give beside them, which is not the listing asked for.
+pub fn check_answer(config: &RestConfig, body: &RawValue) -> Result<(), PagingError> {
+    if !matches!(config.pagination, Pagination::GraphQl { .. }) {
+        return Ok(());
+    }
+    let errors = match JsonPath::parse("errors").and_then(|p| p.get_value(body)) {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(errors)) if errors.is_empty() => return Ok(()),
+        Some(Value::Array(errors)) => errors,
+        Some(other) => vec![other],
+    };
+    let mut shown: Vec<String> = errors
+        .iter()
+        .take(GRAPHQL_ERRORS_SHOWN)
+        .map(|e| {
+            let message = e.get("message").and_then(Value::as_str);
+            message
+                .unwrap_or("(an error without a message)")
+                .chars()
+                .take(GRAPHQL_ERROR_CHARS)
+                .collect()
+        })
+        .collect();
+    if errors.len() > GRAPHQL_ERRORS_SHOWN {
+        shown.push(format!("and {} more", errors.len() - GRAPHQL_ERRORS_SHOWN));
+    }
+    Err(PagingError::GraphQl(shown.join("; ")))
+}
+
+/// The positions a run has read, to catch a paginator that hands out one again (the same
+/// cursor, URL or page, at once or after a round): a run would read the same pages until
+/// max_pages. Bounded: past `SEEN_POSITIONS` the oldest are forgotten (max_pages still ends
+/// a longer round).
+pub struct Seen {
+    source: String,
+    hasher: std::collections::hash_map::RandomState,
+    order: VecDeque<u64>,
+    hashes: HashSet<u64>,
+}
+
+pub const SEEN_POSITIONS: usize = 4096;
+
+impl Seen {
+    /// For a run of `source` that starts at `start`.
+    pub fn new(source: &str, start: &Position) -> Seen {
+        let mut seen = Seen {
+            source: source.to_string(),
+            hasher: Default::default(),
+            order: VecDeque::new(),
+            hashes: HashSet::new(),
+        };
+        seen.insert(start);
+        seen
+    }
+
+    fn insert(&mut self, position: &Position) -> bool {
+        use std::hash::BuildHasher;
+        let hash = self
+            .hasher
+            .hash_one(serde_json::to_string(position).unwrap_or_default());
+        if !self.hashes.insert(hash) {
+            return false;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > SEEN_POSITIONS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.hashes.remove(&oldest);
+            }
+        }
+        true
+    }
+
+    /// Notes the position the run goes to next; an error when it was read already.
+    pub fn note(&mut self, next: &Position) -> Result<(), PagingError> {
+        if self.insert(next) {
+            return Ok(());
+        }
+        Err(PagingError::Repeated {
+            name: self.source.clone(),
+            position: shown(next),
+        })
+    }
+}
+
+/// A position as a message shows it: a URL without its query (which may hold a token the
+/// API put there), a cursor cut short.
+fn shown(position: &Position) -> String {
+    match position {
+        Position::Start => "the first page".into(),
+        Position::Cursor { cursor } => {
+            let cut: String = cursor.chars().take(100).collect();
+            let more = if cut.len() < cursor.len() { "…" } else { "" };
+            format!("cursor {:?}{more}", cut)
+        }
+        Position::Url { url } => format!("the URL {}", crate::http::redact_url(url)),
+        Position::Page { page } => format!("page {page}"),
+        Position::Offset { offset } => format!("offset {offset}"),
+    }
 }
 
 /// A page's rows as the target's columns take them, as the text of one JSON array, each
@@ -691,17 +863,6 @@ mod tests {
                 cursor: "c2".into()
             })
         );
-        assert!(matches!(
-            next(
-                &cursor,
-                &Position::Cursor {
-                    cursor: "c2".into()
-                },
-                &answer,
-                &records
-            ),
-            Err(PagingError::Repeated(_))
-        ));
         let pages = config(json!({ "style": "page_number", "size": 2 }));
         assert_eq!(
             next(&pages, &Position::Page { page: 4 }, &answer, &records).unwrap(),
@@ -741,6 +902,252 @@ mod tests {
                 url: "https://api.example.com/v1/items?page=2".into()
             })
         );
+    }
+
+    fn post(extra: Value) -> RestConfig {
+        let mut c = json!({
+            "base_url": "https://api.example.com",
+            "path": "/v1/search",
+            "query": { "v": "2" },
+            "method": "POST",
+            "body": { "filter": { "state": "open" }, "size": 50 },
+            "records": "hits",
+            "primary_key": "id",
+            "target": { "table": "t", "columns": { "id": "id", "updated": "updated" } }
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        RestConfig::parse(&c, true).unwrap().0
+    }
+
+    fn body_of(c: &RestConfig, at: &Position, since: Option<&str>) -> Value {
+        serde_json::from_str(&request_body(c, at, since).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_post_carries_its_cursor_and_mark_in_the_body() {
+        let c = post(json!({
+            "pagination": { "style": "cursor", "in": "body", "param": "page.after", "cursor_path": "next" },
+            "incremental": { "field": "updated", "param": "filter.since", "in": "body" }
+        }));
+        assert_eq!(
+            body_of(&c, &Position::Start, Some("2024-01-01")),
+            json!({ "filter": { "state": "open", "since": "2024-01-01" }, "size": 50 })
+        );
+        assert_eq!(
+            body_of(
+                &c,
+                &Position::Cursor {
+                    cursor: "c2".into()
+                },
+                None
+            ),
+            json!({ "filter": { "state": "open" }, "size": 50, "page": { "after": "c2" } })
+        );
+        // Nothing placed in the body reaches the query string.
+        assert_eq!(
+            request_url(
+                &c,
+                &Position::Cursor {
+                    cursor: "c2".into()
+                },
+                Some("s"),
+                None
+            ),
+            "https://api.example.com/v1/search?v=2"
+        );
+        // The mark may stay in the query while the paging goes in the body, numbers as numbers.
+        let c = post(json!({
+            "pagination": { "style": "offset", "in": "body", "param": "from", "limit_param": "size", "limit": 20 },
+            "incremental": { "field": "updated", "param": "since" }
+        }));
+        assert_eq!(
+            body_of(&c, &Position::Offset { offset: 40 }, Some("s")),
+            json!({ "filter": { "state": "open" }, "size": 20, "from": 40 })
+        );
+        assert_eq!(
+            request_url(&c, &Position::Offset { offset: 40 }, Some("s"), None),
+            "https://api.example.com/v1/search?v=2&since=s"
+        );
+        // A GET has no body.
+        assert_eq!(
+            request_body(&config(json!({ "style": "none" })), &Position::Start, None),
+            None
+        );
+    }
+
+    fn graphql() -> RestConfig {
+        post(json!({
+            "body": { "query": "query($after: String) { r { issues(first: 2, after: $after) { nodes { id } pageInfo { hasNextPage endCursor } } } }", "variables": { "first": 2 } },
+            "records": "data.r.issues.nodes",
+            "pagination": { "style": "graphql", "page_info_path": "data.r.issues.pageInfo" }
+        }))
+    }
+
+    #[test]
+    fn graphql_sends_the_cursor_as_a_variable_and_reads_page_info() {
+        let c = graphql();
+        let first = body_of(&c, &Position::Start, None);
+        assert_eq!(first["variables"], json!({ "first": 2 }));
+        let later = body_of(
+            &c,
+            &Position::Cursor {
+                cursor: "Y3Vy".into(),
+            },
+            None,
+        );
+        assert_eq!(later["variables"], json!({ "first": 2, "after": "Y3Vy" }));
+        let page = |info: Value| {
+            raw(
+                &json!({ "data": { "r": { "issues": { "nodes": [{ "id": 1 }], "pageInfo": info } } } }),
+            )
+        };
+        let at = |body: &RawValue| {
+            let walked = each_record(&c, body, |_, _| {}).unwrap();
+            next(&c, &Position::Start, &Answer { body, link: None }, &walked).unwrap()
+        };
+        assert_eq!(
+            at(&page(json!({ "hasNextPage": true, "endCursor": "Y2" }))),
+            Some(Position::Cursor {
+                cursor: "Y2".into()
+            })
+        );
+        for last in [
+            json!({ "hasNextPage": false, "endCursor": "Y2" }),
+            json!({ "hasNextPage": true, "endCursor": null }),
+            json!({ "hasNextPage": true }),
+            json!({ "endCursor": "Y2" }),
+            json!(null),
+        ] {
+            assert_eq!(at(&page(last.clone())), None, "{last}");
+        }
+    }
+
+    #[test]
+    fn graphql_errors_in_a_200_fail_the_page() {
+        let c = graphql();
+        let ok = raw(&json!({ "data": {}, "errors": [] }));
+        assert!(check_answer(&c, &ok).is_ok());
+        let failed = raw(&json!({ "data": null, "errors": [
+            { "message": "Field 'issuez' doesn't exist" }, { "path": ["x"] },
+            { "message": "c" }, { "message": "d" }
+        ] }));
+        let e = check_answer(&c, &failed).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the GraphQL answer holds errors: Field 'issuez' doesn't exist; (an error without a message); c; and 1 more"
+        );
+        // Other styles read no `errors` key.
+        assert!(check_answer(&config(json!({ "style": "none" })), &failed).is_ok());
+    }
+
+    #[test]
+    fn odata_next_links_are_followed_and_null_ends() {
+        let c = config(json!({ "style": "next_url", "next_url_path": "[\"@odata.nextLink\"]" }));
+        let at = |body: Value| {
+            let body = raw(&body);
+            next(
+                &c,
+                &Position::Start,
+                &Answer {
+                    body: &body,
+                    link: None,
+                },
+                &Walked::default(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            at(
+                json!({ "data": [], "@odata.nextLink": "https://api.example.com/v1/items?$skiptoken=2" })
+            ),
+            Some(Position::Url {
+                url: "https://api.example.com/v1/items?$skiptoken=2".into()
+            })
+        );
+        assert_eq!(at(json!({ "data": [], "@odata.nextLink": null })), None);
+        assert_eq!(at(json!({ "data": [] })), None);
+    }
+
+    #[test]
+    fn a_null_or_missing_cursor_ends_every_style() {
+        let body = raw(
+            &json!({ "data": [{ "id": null }, { "id": null }], "has_more": true, "next": null }),
+        );
+        let walked = walked(&records(&config(json!({ "style": "none" })), &body).unwrap());
+        let answer = Answer {
+            body: &body,
+            link: None,
+        };
+        for style in [
+            json!({ "style": "cursor", "param": "c", "cursor_path": "next" }),
+            json!({ "style": "cursor", "param": "c", "cursor_path": "missing" }),
+            json!({ "style": "cursor", "param": "c", "cursor_path": "next", "has_more_path": "has_more" }),
+            json!({ "style": "cursor", "param": "c", "last_record_field": "id", "has_more_path": "has_more" }),
+            json!({ "style": "next_url", "next_url_path": "next" }),
+            json!({ "style": "link_header" }),
+            json!({ "style": "none" }),
+        ] {
+            assert_eq!(
+                next(&config(style.clone()), &Position::Start, &answer, &walked).unwrap(),
+                None,
+                "{style}"
+            );
+        }
+        let empty = Answer {
+            body: &body,
+            link: Some(""),
+        };
+        assert_eq!(
+            next(
+                &config(json!({ "style": "link_header" })),
+                &Position::Start,
+                &empty,
+                &walked
+            )
+            .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_paginator_that_does_not_advance_is_caught() {
+        let cursor = |c: &str| Position::Cursor { cursor: c.into() };
+        let mut seen = Seen::new("search", &Position::Start);
+        seen.note(&cursor("c1")).unwrap();
+        let again = seen.note(&cursor("c1")).unwrap_err().to_string();
+        assert!(
+            again.starts_with("REST source search: the API handed out cursor \"c1\" again"),
+            "{again}"
+        );
+        // A round back to an earlier position, and a next URL's query kept out of the message.
+        let mut seen = Seen::new("odata", &Position::Start);
+        let url = |n: u32| Position::Url {
+            url: format!("https://h/items?token=t0k3n&page={n}"),
+        };
+        for n in 1..=3 {
+            seen.note(&url(n)).unwrap();
+        }
+        let round = seen.note(&url(2)).unwrap_err().to_string();
+        assert!(round.contains("the URL https://h/items again"), "{round}");
+        assert!(!round.contains("t0k3n"), "{round}");
+        // Bounded: the oldest positions are forgotten.
+        let mut seen = Seen::new("long", &Position::Start);
+        for page in 0..(SEEN_POSITIONS as u64 + 10) {
+            seen.note(&Position::Page { page }).unwrap();
+        }
+        assert!(seen.hashes.len() <= SEEN_POSITIONS);
+        assert!(seen.note(&Position::Page { page: 0 }).is_ok());
+        assert!(seen
+            .note(&Position::Page {
+                page: SEEN_POSITIONS as u64 + 9
+            })
+            .is_err());
+        let long = seen
+            .note(&cursor(&"x".repeat(500)))
+            .and_then(|_| seen.note(&cursor(&"x".repeat(500))));
+        assert!(long.unwrap_err().to_string().contains("…"));
     }
 
     #[test]

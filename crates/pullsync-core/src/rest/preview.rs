@@ -451,7 +451,10 @@ mod tests {
             "token_url": "https://auth.example.com/token", "client_id": "c",
             "client_secret": "s3cret" });
         let refused = PreviewConfig::parse(&oauth).unwrap_err().to_string();
-        assert!(refused.contains("oauth2") && !refused.contains("s3cret"), "{refused}");
+        assert!(
+            refused.contains("oauth2") && !refused.contains("s3cret"),
+            "{refused}"
+        );
     }
 
     #[test]
