@@ -1,8 +1,9 @@
 //! The REST source: declarative, incremental pulls of any JSON API into a table of the
 //! user's (docs/REST.md). Its configuration and the walk of a listing are pure
-//! (pullsync-core/src/rest); here are its row (store), its runs (pull) and first-run
-//! backfills (backfill), its job (source), a listing sampled before a source exists
-//! (preview), its SQL functions and who may call them (caller), its OAuth 2 tokens (oauth).
+//! (pullsync-core/src/rest); here are its row (store), its runs (run: a first run's
+//! backfill in windows, or the listing read on: backfill, pull), its job (source), a
+//! listing sampled before a source exists (preview), its SQL functions and who may call
+//! them (caller), its OAuth 2 tokens (oauth).
 
 pub mod backfill;
 pub mod caller;
@@ -10,6 +11,7 @@ pub mod functions;
 pub mod oauth;
 pub mod preview;
 pub mod pull;
+pub mod run;
 pub mod settings;
 pub mod source;
 pub mod store;

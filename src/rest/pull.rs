@@ -439,20 +439,16 @@ pub(super) fn notes(resumed: bool, quarantined: usize, keyless: usize) -> Vec<St
     notes
 }
 
-/// Runs `name` to the end of its listing (or to its first failure), each page in its own
+/// Runs `source` to the end of its listing (or to its first failure), each page in its own
 /// unit of work.
-pub fn pull(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
+pub fn pull(source: &Stored, api: &Api, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let started = Utc::now();
     let clock = Instant::now();
-    let source = txn.run(|| store::load(name))?;
-    let api = Api::new(&source)?;
-    if let Some(backfill) = super::backfill::pending(&source, txn)? {
-        return super::backfill::run(&source, &api, backfill, txn, cancel);
-    }
-    let (position, since, run_high_water) = start(&source, txn)?;
+    let name = source.name.as_str();
+    let (position, since, run_high_water) = start(source, txn)?;
     let mut listing = Listing {
-        source: &source,
-        api: &api,
+        source,
+        api,
         table: String::new(),
         clock,
         budget: super::settings::run_budget(),

@@ -70,7 +70,7 @@ impl JobKind for RestPull {
 
     fn run(&self, job: &Job, txn: Txn, cancel: Cancel) -> Result<Outcome> {
         let source: Named = job.payload()?;
-        super::pull::pull(&source.name, txn, cancel)
+        super::run::run(&source.name, txn, cancel)
     }
 }
 
@@ -97,7 +97,7 @@ pub const RECONCILE: Call = Call {
 
 fn pull_now(arguments: &Value, txn: Txn, cancel: Cancel) -> Result<Value> {
     let call: Named = session::arguments(arguments)?;
-    super::pull::pull(&call.name, txn, cancel).map(|outcome| outcome.result)
+    super::run::run(&call.name, txn, cancel).map(|outcome| outcome.result)
 }
 
 fn reconcile_now(arguments: &Value, txn: Txn, cancel: Cancel) -> Result<Value> {

@@ -1,0 +1,20 @@
+//! A REST source's run: a first run's backfill in date windows when the source has one
+//! to do (backfill), else its listing read on from where it stands (pull).
+
+use super::store;
+use super::{backfill, pull};
+use crate::error::Result;
+use crate::jobs::kind::Outcome;
+use crate::plumbing::txn::Txn;
+use crate::runtime::Cancel;
+
+/// Runs `name` to the end of its listing or its windows (or to its first failure), each
+/// page in its own unit of work.
+pub fn run(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
+    let source = txn.run(|| store::load(name))?;
+    let api = pull::Api::new(&source)?;
+    match backfill::pending(&source, txn)? {
+        Some(windows) => backfill::run(&source, &api, windows, txn, cancel),
+        None => pull::pull(&source, &api, txn, cancel),
+    }
+}
