@@ -468,7 +468,7 @@ pub fn pull(source: &Stored, api: &Api, txn: Txn, cancel: Cancel) -> Result<Outc
             listing.table = table;
             paged::read(&mut listing, &mut progress, txn, cancel)?;
         }
-        Err(e) => progress.error = Some(write_failed(&api, &e)),
+        Err(e) => progress.error = Some(write_failed(api, &e)),
     }
     let resumed = source.run.is_some();
     let notes = notes(resumed, progress.quarantined, listing.keyless);
