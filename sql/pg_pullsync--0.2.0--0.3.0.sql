@@ -525,3 +525,16 @@ SELECT s.source, s.configured_at, s.jobs_running, s.accounts_without_token,
                    THEN jsonb_build_object('since', r.needs_reauth_at, 'reason', r.needs_reauth_reason)
               END                                            AS needs_reauthorization
          FROM pullsync.rest_sources r) s;
+
+-- REST fan-out: each parent's position and high-water mark (sql/rest.sql says more).
+CREATE TABLE pullsync.rest_parent_state (
+    source_name    text NOT NULL REFERENCES pullsync.rest_sources (name) ON DELETE CASCADE,
+    parent_key     jsonb NOT NULL,
+    high_water     text,
+    run_position   jsonb,
+    run_since      text,
+    run_high_water text,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_name, parent_key)
+);
+SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_parent_state', '');

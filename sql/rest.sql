@@ -112,3 +112,18 @@ SELECT s.source, s.configured_at, s.jobs_running, s.accounts_without_token,
 SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_quarantine', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('pullsync.rest_quarantine', 'id')::regclass, '');
+
+-- Fan-out (docs/REST.md, "Fan-out"): where each parent's listing of children stands, by
+-- the parent's values (`{"repo": "42"}`): the mark its next run sends, and its unfinished
+-- run, written with each page of its children.
+CREATE TABLE pullsync.rest_parent_state (
+    source_name    text NOT NULL REFERENCES pullsync.rest_sources (name) ON DELETE CASCADE,
+    parent_key     jsonb NOT NULL,
+    high_water     text,
+    run_position   jsonb,
+    run_since      text,
+    run_high_water text,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_name, parent_key)
+);
+SELECT pg_catalog.pg_extension_config_dump('pullsync.rest_parent_state', '');

@@ -16,6 +16,7 @@ pub mod paged_api;
 pub mod pg_upgrade;
 pub mod ports;
 pub mod rest_api;
+pub mod rest_fanout_api;
 pub mod rest_incremental_api;
 pub mod rest_listings_api;
 pub mod rest_responses_api;

@@ -63,6 +63,7 @@ const ADDED: &[Added] = &[
             "workspace_threads_account_link_clicks",
             "workspace_threads_account_link_clicks_deltas",
             "workspace_threads_follower_demographics",
+            "rest_parent_state",
         ],
         sequences: &[
             "workspace_threads_account_link_clicks_id_seq",

@@ -110,7 +110,8 @@ pub fn run(
         }
         let answers = runtime::block_on_until(
             futures_util::future::join_all(requests.iter().map(|(i, at, since)| {
-                api.page_until(
+                api.request(
+                    config,
                     at,
                     Some(since),
                     Some((until_param, &state.windows[*i].until)),
@@ -124,7 +125,7 @@ pub fn run(
                 state.windows[i].since, state.windows[i].until
             );
             let mut maker = RowMaker::new(config);
-            let next = match walk_answer(api, &at, fetched, |r, of| maker.add(r, of)) {
+            let next = match walk_answer(api, config, &at, fetched, |r, of| maker.add(r, of)) {
                 Ok(next) => next,
                 Err(message) => {
                     failed.insert(i);

@@ -3,7 +3,7 @@
 //! (caller.rs), and every function that names a source checks that the caller may use it.
 
 use super::caller;
-use super::{preview, source, store};
+use super::{parents, preview, source, store};
 use crate::error::Result;
 use crate::jobs::session;
 use crate::pg_error::{required, OrRaise};
@@ -30,7 +30,7 @@ fn rest_add_source(name: Option<String>, config: Option<JsonB>) -> JsonB {
     let name = required(name, "name");
     let config = required(config, "config").0;
     let stored = caller::enter("rest_add_source", |caller| {
-        store::save(&name, &config, &caller.name, false, true)
+        store::save(&name, &config, &caller.name, (false, true), parents::check)
     });
     JsonB(stored.or_raise())
 }
@@ -77,7 +77,7 @@ fn rest_alter_source(name: Option<String>, config: Option<JsonB>) -> JsonB {
     let name = required(name, "name");
     let patch = required(config, "config").0;
     JsonB(on_source("rest_alter_source", &name, || {
-        store::alter(&name, &patch)
+        store::alter(&name, &patch, parents::check)
     }))
 }
 

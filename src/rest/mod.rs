@@ -7,8 +7,10 @@
 
 pub mod backfill;
 pub mod caller;
+pub mod fanout;
 pub mod functions;
 pub mod oauth;
+pub mod parents;
 pub mod preview;
 pub mod pull;
 pub mod run;

@@ -192,7 +192,7 @@ fn read_page(
         Err(failure) => failure.status(),
     });
     let mut records = 0;
-    let next = walk_answer(api, position, fetched, |r, of| {
+    let next = walk_answer(api, config, position, fetched, |r, of| {
         records = of;
         sample.add(r)
     });

@@ -162,18 +162,24 @@ impl<'a> Api<'a> {
         since: Option<&str>,
         cancel: Cancel,
     ) -> Result<std::result::Result<http::Answer, Failure>> {
-        runtime::block_on_until(self.page_until(position, since, None), cancel)
+        runtime::block_on_until(
+            self.request(&self.source.config, position, since, None),
+            cancel,
+        )
     }
 
-    /// `page`, as a future of its own (a backfill waits for several windows' pages at
-    /// once), with a window's end (`until`: its parameter and value) when it has one.
-    pub async fn page_until(
+    /// The request of the page at `position` of the listing `c` (the source's own, or a
+    /// fan-out parent's) as a future of its own (a backfill waits for several windows'
+    /// pages at once, a fan-out for several parents'), with a window's end (`until`: its
+    /// parameter and value) when it has one; throttling waited out, the failure's message
+    /// without the secret.
+    pub async fn request(
         &self,
+        c: &RestConfig,
         position: &Position,
         since: Option<&str>,
         until: Option<(&str, &str)>,
     ) -> std::result::Result<http::Answer, Failure> {
-        let c: &RestConfig = &self.source.config;
         let secret = self.source.secret.as_deref();
         let query_key = matches!(c.auth, Auth::QueryKey { .. })
             .then_some(secret)
@@ -238,7 +244,8 @@ fn read_page(
     each: impl FnMut(&RawValue, usize),
 ) -> Result<std::result::Result<Option<Position>, String>> {
     let fetched = api.authorized_page(position, since, txn, cancel)?;
-    let next = walk_answer(api, position, fetched, each).and_then(|next| match &next {
+    let config = &api.source.config;
+    let next = walk_answer(api, config, position, fetched, each).and_then(|next| match &next {
         Some(at) => seen
             .note(at)
             .map(|()| next)
@@ -248,15 +255,16 @@ fn read_page(
     Ok(next)
 }
 
-/// The records of a page fetched at `position` to `each`, and where the next page is (the
-/// error: why the listing stops there, without the secret).
+/// The records of a page of the listing `config` (the source's own, or a fan-out
+/// parent's) fetched at `position` to `each`, and where the next page is (the error: why
+/// the listing stops there, without the secret).
 pub(super) fn walk_answer(
     api: &Api,
+    config: &RestConfig,
     position: &Position,
     fetched: std::result::Result<http::Answer, Failure>,
     each: impl FnMut(&RawValue, usize),
 ) -> std::result::Result<Option<Position>, String> {
-    let config = &api.source.config;
     let fetched = fetched.map_err(|f| f.message)?;
     match config.responses.action(fetched.status, &fetched.body) {
         Some(Action::End) => return Ok(None),
@@ -498,6 +506,12 @@ pub fn pull(source: &Stored, api: &Api, txn: Txn, cancel: Cancel) -> Result<Outc
 /// parameter, or all of it) and names the keys the target lacks.
 pub fn reconcile(name: &str, since: Option<&str>, txn: Txn, cancel: Cancel) -> Result<Value> {
     let source = txn.run(|| store::load(name))?;
+    if source.config.for_each.is_some() {
+        return Err(PullsyncError::invalid(
+            format!("REST source {name} lists its children per parent (for_each): rest_reconcile does not list it"),
+            "Compare such a source's rows with the API yourself, or pull it again.",
+        ));
+    }
     let api = Api::new(&source)?;
     let config = &source.config;
     let mut out = crate::reconcile::runs::Outcome::begin(

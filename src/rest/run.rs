@@ -1,8 +1,9 @@
-//! A REST source's run: a first run's backfill in date windows when the source has one
-//! to do (backfill), else its listing read on from where it stands (pull).
+//! A REST source's run: a listing per parent for a fan-out source (fanout), a first
+//! run's backfill in date windows when the source has one to do (backfill), else its
+//! listing read on from where it stands (pull).
 
 use super::store;
-use super::{backfill, pull};
+use super::{backfill, fanout, pull};
 use crate::error::Result;
 use crate::jobs::kind::Outcome;
 use crate::plumbing::txn::Txn;
@@ -12,6 +13,9 @@ use crate::runtime::Cancel;
 /// page in its own unit of work.
 pub fn run(name: &str, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let source = txn.run(|| store::load(name))?;
+    if let Some(for_each) = &source.config.for_each {
+        return fanout::pull(&source, for_each, txn, cancel);
+    }
     let api = pull::Api::new(&source)?;
     match backfill::pending(&source, txn)? {
         Some(windows) => backfill::run(&source, &api, windows, txn, cancel),

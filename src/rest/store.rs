@@ -248,16 +248,21 @@ pub fn as_role<T>(role: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
+/// Checks a configuration's fan-out parent query as its owner would run it.
+pub type CheckParents = fn(owner: &str, config: &RestConfig) -> Result<()>;
+
 /// Stores a new source owned by `owner`, or replaces one (`rest_alter_source`, which keeps
 /// its owner), checked against the owner's rights. `new_secret`: the configuration carries
 /// the auth secret (always when adding; when altering, only if auth is changed), else the
-/// stored one is kept. Returns the stored configuration (no secret).
+/// stored one is kept. `check_parents` checks a fan-out's parent query as the owner runs it
+/// (parents.rs, which writes through this module). Returns the stored configuration (no
+/// secret).
 pub fn save(
     name: &str,
     config: &Value,
     owner: &str,
-    replace: bool,
-    new_secret: bool,
+    (replace, new_secret): (bool, bool),
+    check_parents: CheckParents,
 ) -> Result<Value> {
     pullsync_core::feed::validate::consumer_id(name).map_err(|_| {
         PullsyncError::invalid(
@@ -283,6 +288,7 @@ pub fn save(
     }
     let (parsed, secret) = RestConfig::parse(config, new_secret)?;
     check_target(owner, &parsed)?;
+    check_parents(owner, &parsed)?;
     let stored = RestConfig::without_secret(config);
     let refresh_token = if new_secret {
         pullsync_core::rest::config::refresh_token_given(config)
@@ -406,7 +412,7 @@ pub fn needs_reauth(name: &str, reason: &str) -> Result<()> {
 
 /// `rest_alter_source`: the stored configuration with `patch`'s top-level keys in place of
 /// its own, saved under the same owner. A new `base_url` takes the secret again.
-pub fn alter(name: &str, patch: &Value) -> Result<Value> {
+pub fn alter(name: &str, patch: &Value, check_parents: CheckParents) -> Result<Value> {
     let (stored, has_secret, owner) = Spi::connect(|client| {
         let rows = client.select(
             "SELECT config, secret_encrypted IS NOT NULL, owner_role::text
@@ -437,7 +443,8 @@ pub fn alter(name: &str, patch: &Value) -> Result<Value> {
             m.insert(k.clone(), v.clone());
         }
     }
-    save(name, &merged, &owner, true, patch.get("auth").is_some())
+    let new_secret = patch.get("auth").is_some();
+    save(name, &merged, &owner, (true, new_secret), check_parents)
 }
 
 pub fn drop_source(name: &str) -> Result<()> {
@@ -627,7 +634,7 @@ fn quarantine(source: &Stored, text: &str, reason: &str) -> Result<()> {
 /// Upserts rows set-based as the owner, a run of rows per statement; when a run fails for
 /// a reason in the data, its rows one by one, and a row that still fails goes to
 /// `pullsync.rest_quarantine` with the reason.
-fn upsert_or_quarantine(source: &Stored, table: &str, rows: &Rows) -> Result<Written> {
+pub(super) fn upsert_or_quarantine(source: &Stored, table: &str, rows: &Rows) -> Result<Written> {
     let mut written = Written::default();
     if rows.is_empty() {
         return Ok(written);

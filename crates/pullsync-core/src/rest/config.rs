@@ -36,6 +36,8 @@ pub struct RestConfig {
     pub responses: Responses,
     /// The column `rest_reconcile` marks rows with when their key is no longer listed.
     pub deletes: Option<Deletes>,
+    /// Fan-out: the query that lists the parents whose values fill `path`'s placeholders.
+    pub for_each: Option<super::fanout::ForEach>,
 }
 
 /// How requests authenticate; the secret itself is sealed apart.
@@ -181,7 +183,14 @@ const KEYS: [&str; 13] = [
     "timeout_ms",
     "retries",
 ];
-const MORE_KEYS: [&str; 5] = ["max_pages", "responses", "deletes", "method", "body"];
+const MORE_KEYS: [&str; 6] = [
+    "max_pages",
+    "responses",
+    "deletes",
+    "method",
+    "body",
+    "for_each",
+];
 
 fn bad(key: &str, problem: impl std::fmt::Display, hint: impl Into<String>) -> InputError {
     InputError::invalid(format!("config.{key} {problem}"), hint)
@@ -432,7 +441,7 @@ impl RestConfig {
         };
         let target = parse_target(obj.get("target"), &primary_key, incremental.as_ref())?;
         let deletes = parse_deletes(obj.get("deletes"), &target)?;
-        let config = RestConfig {
+        let mut config = RestConfig {
             base_url,
             path: endpoint,
             query,
@@ -451,7 +460,9 @@ impl RestConfig {
             max_pages: number(obj, "max_pages", 1.0, 1_000_000.0, 10_000.0)? as u32,
             responses: Responses::parse(obj.get("responses"))?,
             deletes,
+            for_each: None,
         };
+        config.for_each = super::fanout::parse(obj.get("for_each"), &config)?;
         Ok((config, secret))
     }
 

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod extra;
+pub mod fanout;
 pub mod incremental;
 pub mod infer;
 pub mod oauth;

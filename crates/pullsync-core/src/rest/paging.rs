@@ -543,6 +543,8 @@ pub struct RowMaker<'c> {
     keys: KeyIndex,
     /// The mark the run started from: records at or below it are counted as read again.
     mark: Option<String>,
+    /// The parent's values, for `$parent.` paths (fan-out).
+    parent: Option<&'c Map<String, Value>>,
 }
 
 /// Which row holds each key, in few allocations: a record's key would otherwise be an
@@ -597,11 +599,26 @@ impl<'c> RowMaker<'c> {
         out.rows.text.push('[');
         RowMaker {
             config,
-            mapped: config.target.columns.iter().map(|(_, p)| p).collect(),
+            mapped: config
+                .target
+                .columns
+                .iter()
+                .map(|(_, p)| p)
+                .filter(|p| p.top() != Some(super::fanout::PARENT))
+                .collect(),
             out,
             spans: Vec::new(),
             keys: KeyIndex::default(),
             mark: None,
+            parent: None,
+        }
+    }
+
+    /// The rows of a parent's children: `$parent.` paths read `parent`'s values.
+    pub fn for_parent(config: &'c RestConfig, parent: &'c Map<String, Value>) -> Self {
+        RowMaker {
+            parent: Some(parent),
+            ..RowMaker::new(config)
         }
     }
 
@@ -631,10 +648,14 @@ impl<'c> RowMaker<'c> {
             }
             out.high_water = higher(out.high_water.take(), value);
         }
+        let parent = self.parent;
+        let at = |path: &JsonPath| {
+            super::fanout::parent_value(path, parent).unwrap_or_else(|| path.get(&record))
+        };
         let key: Option<Vec<&Value>> = config
             .primary_key
             .iter()
-            .map(|k| k.get(&record).filter(|v| !v.is_null()))
+            .map(|k| at(k).filter(|v| !v.is_null()))
             .collect();
         let Some(key) = key else {
             out.keyless += 1;
@@ -643,10 +664,7 @@ impl<'c> RowMaker<'c> {
         let key = serde_json::to_string(&key).unwrap_or_default();
         let mut row = Map::new();
         for (column, path) in &config.target.columns {
-            row.insert(
-                column.clone(),
-                path.get(&record).cloned().unwrap_or(Value::Null),
-            );
+            row.insert(column.clone(), at(path).cloned().unwrap_or(Value::Null));
         }
         if let Some(extra) = &config.target.extra {
             let rest = super::extra::untaken(record, &self.mapped);
