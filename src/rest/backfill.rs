@@ -3,11 +3,11 @@
 //! with the state of every window (`rest_sources.run_position`), so a crash or a failed
 //! window resumes only the windows not finished. The mark is set when all are done.
 
-use super::pull::{metrics_source, notes, walk_answer, write_failed, Api};
+use super::pull::{finish, notes, walk_answer, write_failed, Api};
 use super::store::{self, Stored};
 use crate::error::Result;
 use crate::jobs::kind::Outcome;
-use crate::jobs::paged::{self, Progress, Tail};
+use crate::jobs::paged::Progress;
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
@@ -172,16 +172,5 @@ pub fn run(
         "windows".into(),
         json!({ "total": total, "done": total - open, "open": open }),
     );
-    let tail = Tail {
-        source: "rest",
-        job_type: "rest_pull",
-        subject: &source.name,
-        metrics_source: &metrics_source(&source.name),
-        started,
-        calls: api.calls(),
-        kept: progress.pages > 0,
-        notes: &notes,
-        result,
-    };
-    paged::finish(tail, progress, txn)
+    finish(api, started, progress, &notes, result, txn)
 }

@@ -11,7 +11,7 @@ use super::pull::{self, Api};
 use super::store::{self, Stored};
 use crate::error::Result;
 use crate::jobs::kind::Outcome;
-use crate::jobs::paged::{self, Progress, Tail};
+use crate::jobs::paged::Progress;
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
@@ -361,16 +361,5 @@ pub fn pull(source: &Stored, for_each: &ForEach, txn: Txn, cancel: Cancel) -> Re
             "left_out": parents.left_out,
         }),
     );
-    let tail = Tail {
-        source: "rest",
-        job_type: "rest_pull",
-        subject: name,
-        metrics_source: &pull::metrics_source(name),
-        started,
-        calls: api.calls(),
-        kept: progress.pages > 0,
-        notes: &notes,
-        result,
-    };
-    paged::finish(tail, progress, txn)
+    pull::finish(&api, started, progress, &notes, result, txn)
 }

@@ -11,7 +11,7 @@ use crate::jobs::paged::{self, Fetched, Limit, Pages, Progress, Tail};
 use crate::jobs::quarantine::Written;
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pullsync_core::http::{
     self, throttle, Failure, FailureClass, HttpClient, RateLimiter, Request, RequestAuth,
     RetryPolicy, Secrets,
@@ -486,8 +486,22 @@ pub fn pull(source: &Stored, api: &Api, txn: Txn, cancel: Cancel) -> Result<Outc
     result.insert("since".into(), json!(listing.since));
     result.insert("resumed".into(), json!(resumed));
     result.insert("left_out".into(), json!(listing.keyless));
-    result.insert("skipped".into(), json!(api.skipped.load(Ordering::Relaxed)));
     result.insert("reread".into(), json!(listing.reread));
+    finish(api, started, progress, &notes, result, txn)
+}
+
+/// A run's tail, the same for a listing, a backfill and a fan-out: the pages a `skip` rule
+/// left out added to its answer, then its status, `sync_logs` row, metrics and outcome.
+pub(super) fn finish(
+    api: &Api,
+    started: DateTime<Utc>,
+    progress: Progress,
+    notes: &[String],
+    mut result: Map<String, Value>,
+    txn: Txn,
+) -> Result<Outcome> {
+    let name = api.source.name.as_str();
+    result.insert("skipped".into(), json!(api.skipped.load(Ordering::Relaxed)));
     let tail = Tail {
         source: "rest",
         job_type: "rest_pull",
@@ -496,7 +510,7 @@ pub fn pull(source: &Stored, api: &Api, txn: Txn, cancel: Cancel) -> Result<Outc
         started,
         calls: api.calls(),
         kept: progress.pages > 0,
-        notes: &notes,
+        notes,
         result,
     };
     paged::finish(tail, progress, txn)
