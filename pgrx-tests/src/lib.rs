@@ -13,6 +13,7 @@ pub mod fill;
 pub mod local_server;
 pub mod oauth_api;
 pub mod paged_api;
+pub mod parallel_api;
 pub mod pg_upgrade;
 pub mod ports;
 pub mod rest_api;

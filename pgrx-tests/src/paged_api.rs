@@ -4,7 +4,8 @@
 //! one after another), and a count of the requests answered.
 //!
 //! - `GET /records?total=N&limit=L&cursor=C`: `{"data": [records C+1 ..= C+L], "next_cursor":
-//!   "C+L"}`, `next_cursor` null on the last page;
+//!   "C+L"}`, `next_cursor` null on the last page; `page=P` (from 1) instead of the cursor
+//!   reads records (P-1)·L+1 ..= P·L, an empty page past the last;
 //! - `GET /parents/{parent}/children?per_parent=K`: the parent's K children, one page;
 //! - `GET /admin/requests`: the API requests answered so far.
 
@@ -67,8 +68,11 @@ async fn records(
     answered(&api).await;
     let total = number(&query, "total", 1_000);
     let limit = number(&query, "limit", 100).max(1);
-    let after = number(&query, "cursor", 0);
-    let last = (after + limit).min(total);
+    let after = match query.get("page").and_then(|p| p.parse::<u64>().ok()) {
+        Some(page) => page.saturating_sub(1) * limit,
+        None => number(&query, "cursor", 0),
+    };
+    let last = (after + limit).min(total).max(after);
     let data: Vec<Value> = (after + 1..=last).map(record).collect();
     let next = (last < total).then(|| last.to_string());
     Json(json!({ "data": data, "next_cursor": next }))

@@ -3,7 +3,8 @@
 //! with the state of every window (`rest_sources.run_position`), so a crash or a failed
 //! window resumes only the windows not finished. The mark is set when all are done.
 
-use super::pull::{finish, notes, walk_answer, write_failed, Api};
+use super::api::{walk_answer, Api};
+use super::pull::{finish, notes, write_failed};
 use super::store::{self, Stored};
 use crate::error::Result;
 use crate::jobs::kind::Outcome;

@@ -6,8 +6,9 @@
 //! what it and every other parent committed. A parent with no state yet (one the query
 //! lists for the first time) starts at its first page with `incremental.initial`.
 
+use super::api::{self, Api};
 use super::parents::{self, State};
-use super::pull::{self, Api};
+use super::pull;
 use super::store::{self, Stored};
 use crate::error::Result;
 use crate::jobs::kind::Outcome;
@@ -123,7 +124,7 @@ type InFlight<'a> =
     Pin<Box<dyn Future<Output = (Child, std::result::Result<http::Answer, Failure>)> + 'a>>;
 
 /// The request of a child's next page; the future holds the child until it answers.
-fn fetch<'a>(api: &'a Api<'a>, child: Child) -> InFlight<'a> {
+fn fetch<'a>(api: &'a Api, child: Child) -> InFlight<'a> {
     Box::pin(async move {
         let answer = api
             .request(&child.config, &child.position, child.since.as_deref(), None)
@@ -135,7 +136,7 @@ fn fetch<'a>(api: &'a Api<'a>, child: Child) -> InFlight<'a> {
 /// A run's children, parent after parent, `concurrency` of them in flight.
 struct Fanout<'a> {
     source: &'a Stored,
-    api: &'a Api<'a>,
+    api: &'a Api,
     table: String,
     clock: Instant,
     budget: Duration,
@@ -152,7 +153,7 @@ impl<'a> Fanout<'a> {
         txn: Txn,
     ) -> Step {
         let mut maker = RowMaker::for_parent(&child.config, &child.values);
-        let read = pull::walk_answer(self.api, &child.config, &child.position, answer, |r, of| {
+        let read = api::walk_answer(self.api, &child.config, &child.position, answer, |r, of| {
             maker.add(r, of)
         });
         let next = match read {

@@ -5,12 +5,14 @@
 //! listing sampled before a source exists (preview), its SQL functions and who may call
 //! them (caller), its OAuth 2 tokens (oauth).
 
+pub mod api;
 pub mod backfill;
 pub mod caller;
 pub mod fanout;
 pub mod functions;
 pub mod oauth;
 pub mod parents;
+pub mod prefetch;
 pub mod preview;
 pub mod pull;
 pub mod run;

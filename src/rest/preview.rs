@@ -4,8 +4,8 @@
 //! process of their own, as `rest_pull` reads them (no transaction open across a request),
 //! and nothing is written. The secret goes with the requests, never into the answer.
 
+use super::api::{walk_answer, Api};
 use super::caller::Caller;
-use super::pull::{walk_answer, Api};
 use super::store::{self, Stored};
 use crate::error::{PullsyncError, Result};
 use crate::jobs::session::{self, Call};

@@ -3,232 +3,24 @@
 //! together, so a crash or cancel resumes after the last page written. An incremental
 //! source sends the high-water mark committed by its last complete run.
 
+use super::api::{walk_answer, Api};
+use super::prefetch::{self, Ahead, Read};
 use super::store::{self, Stored};
-use crate::config::{self, HttpOverrides};
+use crate::config;
 use crate::error::{PullsyncError, Result};
 use crate::jobs::kind::Outcome;
 use crate::jobs::paged::{self, Fetched, Limit, Pages, Progress, Tail};
 use crate::jobs::quarantine::Written;
 use crate::plumbing::txn::Txn;
-use crate::runtime::{self, Cancel};
+use crate::runtime::Cancel;
 use chrono::{DateTime, Utc};
-use pullsync_core::http::{
-    self, throttle, Failure, FailureClass, HttpClient, RateLimiter, Request, RequestAuth,
-    RetryPolicy, Secrets,
-};
-use pullsync_core::rest::config::{Auth, RestConfig};
 use pullsync_core::rest::incremental;
-use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker, Rows, Seen};
-use pullsync_core::rest::responses::{self, Action};
+use pullsync_core::rest::paging::{self, PageRows, Position, Rows, Seen};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How much of a JSON error answer a message shows.
-const ERROR_BODY_CHARS: usize = 200;
-
-/// An API's error answers → the HTTP layer's classes. The message shows the start of a
-/// JSON body (with the source's secret already taken out by the HTTP layer); any other
-/// body is not shown: whatever answered was not the API, and its text is not the caller's
-/// to read.
-fn classify(status: u16, body: &[u8]) -> (FailureClass, String) {
-    let class = match status {
-        401 | 403 => FailureClass::Auth,
-        429 => FailureClass::Throttled,
-        500..=599 => FailureClass::Transient,
-        _ => FailureClass::Refused,
-    };
-    let text = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        Ok(_) => String::from_utf8_lossy(body)
-            .chars()
-            .take(ERROR_BODY_CHARS)
-            .collect(),
-        Err(_) if body.is_empty() => "no body".to_string(),
-        Err(_) => "the answer is not JSON (not shown)".to_string(),
-    };
-    (class, text)
-}
-
-/// The source's HTTP client, limits and credentials.
-pub struct Api<'a> {
-    source: &'a Stored,
-    http: HttpClient,
-    limiter: Option<RateLimiter>,
-    /// The secret in every form the requests send it.
-    secrets: Secrets,
-    /// An OAuth 2 source's access token.
-    oauth: Option<super::oauth::Session>,
-    pub calls: AtomicU32,
-    /// Pages a `skip` rule of `config.responses` left out.
-    pub skipped: AtomicU32,
-}
-
-impl<'a> Api<'a> {
-    pub fn new(source: &'a Stored) -> Result<Self> {
-        let c = &source.config;
-        let delay = Duration::from_millis(500);
-        let http = config::http_client(HttpOverrides {
-            timeout: Some(Duration::from_millis(c.timeout_ms)),
-            retry: Some(RetryPolicy {
-                max_retries: c.retries,
-                base_delay: delay,
-                max_delay: Duration::from_secs(30),
-            }),
-            concurrency: Some(c.concurrency),
-            max_response: Some((
-                super::settings::max_response_bytes(),
-                "pullsync.rest_max_response_size",
-            )),
-        })?;
-        config::check_destination(&c.base_url)?;
-        let oauth = match &c.auth {
-            Auth::OAuth2(client) => {
-                // The token endpoint may be another origin: it is checked as the API is.
-                config::check_destination(&client.token_url)?;
-                let secret = source.secret.as_deref();
-                Some(super::oauth::Session::new(&source.name, client, secret))
-            }
-            _ => None,
-        };
-        let limiter = (c.rate_limit > 0.0).then(|| RateLimiter::new(c.rate_limit, 1));
-        let mut secrets = Secrets::default();
-        if let Some(secret) = &source.secret {
-            match &c.auth {
-                Auth::Basic { username } => secrets.add_basic(username, secret),
-                _ => secrets.add(secret),
-            }
-        }
-        Ok(Api {
-            source,
-            http,
-            limiter,
-            secrets,
-            oauth,
-            calls: AtomicU32::new(0),
-            skipped: AtomicU32::new(0),
-        })
-    }
-
-    /// The message of a failure with the secret, in any form an API echoed it, removed.
-    pub fn redacted(&self, message: &str) -> String {
-        let message = self.secrets.redact(message);
-        match &self.oauth {
-            Some(session) => session.redact(&message),
-            None => message,
-        }
-    }
-
-    /// An OAuth 2 source's access token had before requests are made: the committed one
-    /// while it is good, else a new one. Nothing for other sources.
-    pub fn authorize(&self, txn: Txn, cancel: Cancel) -> Result<std::result::Result<(), Failure>> {
-        match &self.oauth {
-            Some(session) => session.ensure(&self.http, &self.calls, false, txn, cancel),
-            None => Ok(Ok(())),
-        }
-    }
-
-    /// `page` for an OAuth 2 source: an access token had first (the committed one while
-    /// it is good, else a new one), and a new one asked for once when the API refuses it.
-    pub fn authorized_page(
-        &self,
-        position: &Position,
-        since: Option<&str>,
-        txn: Txn,
-        cancel: Cancel,
-    ) -> Result<std::result::Result<http::Answer, Failure>> {
-        if let Err(failure) = self.authorize(txn, cancel)? {
-            return Ok(Err(failure));
-        }
-        let Some(session) = &self.oauth else {
-            return self.page(position, since, cancel);
-        };
-        match self.page(position, since, cancel)? {
-            Err(failure) if failure.class == FailureClass::Auth => {}
-            answered => return Ok(answered),
-        }
-        // Refused (revoked, or expired early): one new token, one more try.
-        if let Err(failure) = session.ensure(&self.http, &self.calls, true, txn, cancel)? {
-            return Ok(Err(failure));
-        }
-        self.page(position, since, cancel)
-    }
-
-    /// One page at `position` (a GET, or a POST of the body the position makes), waiting
-    /// out throttling as the API asks (Retry-After).
-    pub fn page(
-        &self,
-        position: &Position,
-        since: Option<&str>,
-        cancel: Cancel,
-    ) -> Result<std::result::Result<http::Answer, Failure>> {
-        runtime::block_on_until(
-            self.request(&self.source.config, position, since, None),
-            cancel,
-        )
-    }
-
-    /// The request of the page at `position` of the listing `c` (the source's own, or a
-    /// fan-out parent's) as a future of its own (a backfill waits for several windows'
-    /// pages at once, a fan-out for several parents'), with a window's end (`until`: its
-    /// parameter and value) when it has one; throttling waited out, the failure's message
-    /// without the secret.
-    pub async fn request(
-        &self,
-        c: &RestConfig,
-        position: &Position,
-        since: Option<&str>,
-        until: Option<(&str, &str)>,
-    ) -> std::result::Result<http::Answer, Failure> {
-        let secret = self.source.secret.as_deref();
-        let query_key = matches!(c.auth, Auth::QueryKey { .. })
-            .then_some(secret)
-            .flatten();
-        let mut url = paging::request_url(c, position, since, query_key);
-        if let (Some((param, value)), false) = (until, matches!(position, Position::Url { .. })) {
-            url = incremental::with_param(url, param, value);
-        }
-        let access = self.oauth.as_ref().and_then(|o| o.access_token());
-        let (auth, header) = match (&c.auth, secret) {
-            (Auth::OAuth2(_), _) => (access.as_deref().map(RequestAuth::Bearer), None),
-            (Auth::Bearer, Some(s)) => (Some(RequestAuth::Bearer(s)), None),
-            (Auth::Basic { username }, Some(s)) => (Some(RequestAuth::Basic(username, s)), None),
-            (Auth::HeaderKey { header }, Some(s)) => (None, Some((header.as_str(), s))),
-            _ => (None, None),
-        };
-        let request = Request {
-            url: &url,
-            auth,
-            header,
-            query_secret: query_key,
-        };
-        let body = paging::request_body(c, position, since);
-        let gate = Some(&c.responses as &dyn http::Gate);
-        let send = || async {
-            let (limiter, calls) = (self.limiter.as_ref(), &self.calls);
-            match &body {
-                Some(body) => {
-                    self.http
-                        .post(&request, body.as_bytes(), limiter, classify, calls, gate)
-                        .await
-                }
-                None => {
-                    self.http
-                        .get_gated(&request, limiter, classify, calls, gate)
-                        .await
-                }
-            }
-        };
-        throttle::waiting_out(send).await.map_err(|mut failure| {
-            failure.message = self.redacted(&failure.message);
-            failure
-        })
-    }
-
-    pub fn calls(&self) -> u32 {
-        self.calls.load(Ordering::Relaxed)
-    }
-}
 
 /// Reads the page at `position`, hands each record (a slice of the body: a page is never
 /// one tree) to `each` with the page's number of records, and says where the next page is
@@ -244,7 +36,7 @@ fn read_page(
     each: impl FnMut(&RawValue, usize),
 ) -> Result<std::result::Result<Option<Position>, String>> {
     let fetched = api.authorized_page(position, since, txn, cancel)?;
-    let config = &api.source.config;
+    let config = api.config();
     let next = walk_answer(api, config, position, fetched, each).and_then(|next| match &next {
         Some(at) => seen
             .note(at)
@@ -255,39 +47,6 @@ fn read_page(
     Ok(next)
 }
 
-/// The records of a page of the listing `config` (the source's own, or a fan-out
-/// parent's) fetched at `position` to `each`, and where the next page is (the error: why
-/// the listing stops there, without the secret).
-pub(super) fn walk_answer(
-    api: &Api,
-    config: &RestConfig,
-    position: &Position,
-    fetched: std::result::Result<http::Answer, Failure>,
-    each: impl FnMut(&RawValue, usize),
-) -> std::result::Result<Option<Position>, String> {
-    let fetched = fetched.map_err(|f| f.message)?;
-    match config.responses.action(fetched.status, &fetched.body) {
-        Some(Action::End) => return Ok(None),
-        Some(Action::Skip) => {
-            api.skipped.fetch_add(1, Ordering::Relaxed);
-            let next = responses::after_skip(config, position, fetched.link.as_deref());
-            return next.map_err(|e| api.redacted(&e.to_string()));
-        }
-        _ => {}
-    }
-    let body = fetched
-        .json_borrowed::<&RawValue>()
-        .map_err(|f| api.redacted(&f.message))?;
-    let answer = Answer {
-        body,
-        link: fetched.link.as_deref(),
-    };
-    let next = paging::check_answer(config, body)
-        .and_then(|()| paging::each_record(config, body, each))
-        .and_then(|walked| paging::next(config, position, &answer, &walked));
-    next.map_err(|e| api.redacted(&e.to_string()))
-}
-
 /// A REST source's name in sync_metrics and alerts.
 pub fn metrics_source(name: &str) -> String {
     format!("rest:{name}")
@@ -296,7 +55,9 @@ pub fn metrics_source(name: &str) -> String {
 /// A run's listing, page by page.
 struct Listing<'a> {
     source: &'a Stored,
-    api: &'a Api<'a>,
+    api: &'a Api,
+    /// The pages requested ahead of the writes.
+    ahead: Ahead,
     /// The target, quoted and qualified.
     table: String,
     clock: Instant,
@@ -335,29 +96,34 @@ impl Pages for Listing<'_> {
         Limit::Go
     }
 
-    fn fetch(&mut self, _: &Progress, txn: Txn, cancel: Cancel) -> Result<Fetched<Rows>> {
-        let mut maker =
-            RowMaker::new(&self.source.config).rereading(self.source.high_water.clone());
-        let since = self.since.as_deref();
-        let read = read_page(
-            self.api,
-            &self.position,
-            &mut self.seen,
-            since,
-            txn,
-            cancel,
-            |r, of| maker.add(r, of),
-        )?;
-        self.next = match read {
-            Ok(next) => next,
+    fn fetch(&mut self, progress: &Progress, txn: Txn, cancel: Cancel) -> Result<Fetched<Rows>> {
+        // An OAuth 2 source reads page by page: a refused token is renewed (with a
+        // transaction) before the page is asked for again.
+        let read = match self.api.has_oauth() {
+            true => self.read_now(txn, cancel)?,
+            false => self.ahead.take(&self.position, cancel)?,
+        };
+        let Read { rows, next } = match read {
+            Ok(read) => read,
             Err(message) => return Ok(Fetched::Failed(message)),
         };
+        if let Some(at) = &next {
+            if let Err(e) = self.seen.note(at) {
+                self.ahead.stop();
+                return Ok(Fetched::Failed(self.api.redacted(&e.to_string())));
+            }
+        }
+        // The pages after this one are requested while it is written.
+        if !self.api.has_oauth() {
+            self.ahead.after(next.as_ref(), self.room(progress));
+        }
+        self.next = next;
         let PageRows {
             rows,
             keyless,
             high_water,
             reread,
-        } = maker.finish();
+        } = rows;
         self.keyless += keyless;
         self.reread += reread;
         self.run_high_water = paging::higher(self.run_high_water.take(), high_water);
@@ -390,6 +156,38 @@ impl Pages for Listing<'_> {
             }
             None => Ok(false),
         }
+    }
+}
+
+impl Listing<'_> {
+    /// How many pages the run's limits leave after the one being read: as many may be
+    /// requested ahead.
+    fn room(&self, progress: &Progress) -> usize {
+        if self.clock.elapsed() >= self.budget {
+            return 0;
+        }
+        let max_pages = self.source.config.max_pages;
+        max_pages.saturating_sub(progress.pages + 1) as usize
+    }
+
+    /// The page at the run's position, read now on this thread (its token had first).
+    fn read_now(&self, txn: Txn, cancel: Cancel) -> Result<prefetch::Outcome> {
+        let since = self.since.as_deref();
+        let fetched = self
+            .api
+            .authorized_page(&self.position, since, txn, cancel)?;
+        let mut maker = self.ahead.row_maker();
+        let next = walk_answer(
+            self.api,
+            self.api.config(),
+            &self.position,
+            fetched,
+            |r, of| maker.add(r, of),
+        );
+        Ok(next.map(|next| Read {
+            rows: maker.finish(),
+            next,
+        }))
     }
 }
 
@@ -449,7 +247,7 @@ pub(super) fn notes(resumed: bool, quarantined: usize, keyless: usize) -> Vec<St
 
 /// Runs `source` to the end of its listing (or to its first failure), each page in its own
 /// unit of work.
-pub fn pull(source: &Stored, api: &Api, txn: Txn, cancel: Cancel) -> Result<Outcome> {
+pub fn pull(source: &Stored, api: &Arc<Api>, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let started = Utc::now();
     let clock = Instant::now();
     let name = source.name.as_str();
@@ -457,6 +255,7 @@ pub fn pull(source: &Stored, api: &Api, txn: Txn, cancel: Cancel) -> Result<Outc
     let mut listing = Listing {
         source,
         api,
+        ahead: Ahead::new(api.clone(), since.clone(), source.high_water.clone()),
         table: String::new(),
         clock,
         budget: super::settings::run_budget(),
@@ -474,7 +273,9 @@ pub fn pull(source: &Stored, api: &Api, txn: Txn, cancel: Cancel) -> Result<Outc
     match txn.run(|| store::check_target(&source.owner, &source.config)) {
         Ok(table) => {
             listing.table = table;
-            paged::read(&mut listing, &mut progress, txn, cancel)?;
+            let read = paged::read(&mut listing, &mut progress, txn, cancel);
+            listing.ahead.stop();
+            read?;
         }
         Err(e) => progress.error = Some(write_failed(api, &e)),
     }
@@ -500,7 +301,7 @@ pub(super) fn finish(
     mut result: Map<String, Value>,
     txn: Txn,
 ) -> Result<Outcome> {
-    let name = api.source.name.as_str();
+    let name = api.source().name.as_str();
     result.insert("skipped".into(), json!(api.skipped.load(Ordering::Relaxed)));
     let tail = Tail {
         source: "rest",

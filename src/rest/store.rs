@@ -17,6 +17,7 @@ use pullsync_core::rest::paging::{Position, Rows};
 use serde_json::Value;
 
 /// A source as its runs read it: the configuration checked again, the secret opened.
+#[derive(Clone)]
 pub struct Stored {
     pub name: String,
     pub config: RestConfig,
@@ -29,6 +30,7 @@ pub struct Stored {
     pub backfill: Option<Backfill>,
 }
 
+#[derive(Clone)]
 pub struct Run {
     pub position: Position,
     pub since: Option<String>,

@@ -7,6 +7,8 @@ the bench created (dlt adds its `_dlt_load_id` and `_dlt_id` columns). Run by xt
                 table bench_parents (read by a plain dlt resource, not loaded) into
                 bench_children
   TOTAL, LIMIT  the listing's records and records per page (listing)
+  PAGINATION    "cursor" (the default) or "page_number" (`page` from 1, to the first
+                empty page) for the listing
   PER_PARENT    children per parent (fanout)
   PG_DSN        postgresql://user:password@host:port/database
   PIPELINES_DIR where dlt keeps its state
@@ -39,25 +41,34 @@ def tune():
     dlt.config["extract.max_parallel_items"] = 64
 
 
-def client(base_url):
-    return {
-        "base_url": base_url,
-        "paginator": {
-            "type": "cursor",
-            "cursor_path": "next_cursor",
-            "cursor_param": "cursor",
-        },
-    }
+PAGINATORS = {
+    "cursor": {
+        "type": "cursor",
+        "cursor_path": "next_cursor",
+        "cursor_param": "cursor",
+    },
+    "page_number": {
+        "type": "page_number",
+        "base_page": 1,
+        "page_param": "page",
+        "total_path": None,
+        "stop_after_empty_page": True,
+    },
+}
+
+
+def client(base_url, pagination="cursor"):
+    return {"base_url": base_url, "paginator": PAGINATORS[pagination]}
 
 
 # Upsert: pg_pullsync's own semantics (INSERT … ON CONFLICT DO UPDATE on the key).
 UPSERT = {"disposition": "merge", "strategy": "upsert"}
 
 
-def listing(base_url, total, limit):
+def listing(base_url, total, limit, pagination):
     return rest_api_source(
         {
-            "client": client(base_url),
+            "client": client(base_url, pagination),
             "resource_defaults": {"write_disposition": UPSERT, "parallelized": True},
             "resources": [
                 {
@@ -114,7 +125,8 @@ def main():
     dsn = os.environ["PG_DSN"]
     base_url = os.environ["REST_API"]
     if mode == "listing":
-        source = listing(base_url, int(os.environ["TOTAL"]), int(os.environ["LIMIT"]))
+        pagination = os.environ.get("PAGINATION", "cursor")
+        source = listing(base_url, int(os.environ["TOTAL"]), int(os.environ["LIMIT"]), pagination)
     elif mode == "fanout":
         source = fanout(base_url, dsn, int(os.environ["PER_PARENT"]))
     else:

@@ -1,8 +1,12 @@
-//! `cargo xtask bench --only rest [--records N] [--page-sizes N,N]`: a paged JSON API
-//! (`paged-api`, 20 ms a page, pages served concurrently) read into one table by
-//! pg_pullsync's REST source, by dlt's `rest_api` source tuned by dlt's performance guide,
-//! and, for the ceiling, COPY of the same rows; at 100 and 1,000 records a page (1,000,000
-//! records unless told); then a fan-out over 1,000 parents × 100 children. One run of each, side by side; prints the figures (docs/BENCHMARKS.md
+//! `cargo xtask bench --only rest [--records N] [--page-sizes N,N] [--paginations cursor,page_number]`:
+//! a paged JSON API (`paged-api`, 20 ms a page, pages served concurrently) read into one
+//! table by pg_pullsync's REST source, by dlt's `rest_api` source tuned by dlt's
+//! performance guide, and, for the ceiling, COPY of the same rows; at 100 and 1,000
+//! records a page (1,000,000 records unless told), each by a cursor (the next position in
+//! the answer: pg_pullsync requests one page ahead) and by page numbers (known ahead:
+//! pg_pullsync requests up to `concurrency`, 16, the most its configuration allows, at
+//! once; dlt's page-number paginator reads one after another); then a fan-out over 1,000
+//! parents × 100 children. One run of each, side by side; prints the figures (docs/BENCHMARKS.md
 //! holds them, written by hand, like the other `--only` benches).
 
 use super::memory::{Peak, Sampler};
@@ -93,6 +97,17 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let records = numbers("--records", "1000000")?[0];
     let page_sizes = numbers("--page-sizes", "100,1000")?;
+    let paginations: Vec<String> = crate::args::flag_value(args, "--paginations")?
+        .unwrap_or("cursor,page_number")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = paginations
+        .iter()
+        .find(|p| !["cursor", "page_number"].contains(&p.as_str()))
+    {
+        return Err(format!("--paginations: {bad:?} is neither cursor nor page_number").into());
+    }
     let tree = super::bench_tree();
     tree.ensure_copied()?;
     crate::install::build_and_install(&tree, crate::install::Profile::Release)?;
@@ -112,18 +127,27 @@ pub fn run(args: &[String]) -> Result<()> {
         ),
     )?;
     let api = Api::spawn(&bench.home.join("paged-api.log"))?;
-    let outcome = measure(&bench, &api, records, &page_sizes);
+    let outcome = measure(&bench, &api, records, &page_sizes, &paginations);
     drop(api);
     bench.cluster.stop()?;
     outcome
 }
 
-fn measure(bench: &Bench, api: &Api, records: u64, page_sizes: &[u64]) -> Result<()> {
+fn measure(
+    bench: &Bench,
+    api: &Api,
+    records: u64,
+    page_sizes: &[u64],
+    paginations: &[String],
+) -> Result<()> {
     let mut lines = Vec::new();
     let mut copy_per_second = None;
-    for &limit in page_sizes {
-        let (_, small_peak) = pullsync_listing(bench, api, SMALL, limit)?;
-        let (pull, peak) = pullsync_listing(bench, api, records, limit)?;
+    for (pagination, &limit) in paginations
+        .iter()
+        .flat_map(|p| page_sizes.iter().map(move |l| (p, l)))
+    {
+        let (_, small_peak) = pullsync_listing(bench, api, SMALL, limit, pagination)?;
+        let (pull, peak) = pullsync_listing(bench, api, records, limit, pagination)?;
         if copy_per_second.is_none() {
             copy_per_second = Some(copy(bench, records)?.rows_per_second());
         }
@@ -131,7 +155,11 @@ fn measure(bench: &Bench, api: &Api, records: u64, page_sizes: &[u64]) -> Result
             bench,
             api,
             "listing",
-            &[("TOTAL", records), ("LIMIT", limit)],
+            &[
+                ("TOTAL", records.to_string()),
+                ("LIMIT", limit.to_string()),
+                ("PAGINATION", pagination.clone()),
+            ],
             "bench_records",
             RECORDS_TABLE,
             records,
@@ -139,7 +167,7 @@ fn measure(bench: &Bench, api: &Api, records: u64, page_sizes: &[u64]) -> Result
         let copy_rate = copy_per_second.expect("measured above");
         let floor = (records.div_ceil(limit) * LATENCY_MS) as f64 / 1000.0;
         lines.push(format!(
-            "| {limit} | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} ({:.1}× faster) | {:.0}% | {floor:.1} | {} / {} | {} |",
+            "| {pagination} | {limit} | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} ({:.1}× faster) | {:.0}% | {floor:.1} | {} / {} | {} |",
             pull.seconds,
             pull.rows_per_second(),
             dlt.seconds,
@@ -156,8 +184,8 @@ fn measure(bench: &Bench, api: &Api, records: u64, page_sizes: &[u64]) -> Result
     let copy_rate = copy_per_second.expect("measured above");
     println!(
         "\nxtask: REST bench, {records} records, {LATENCY_MS} ms a page; COPY {copy_rate:.0} rows/s\n\
-         | records a page | pg_pullsync, s | rows/s | dlt rest_api, s | rows/s | pg_pullsync ÷ dlt, time | pg_pullsync ÷ COPY, rows/s | latency floor, s | requests: pg_pullsync / dlt | session process own memory, MiB: {SMALL} → {records} records | its peak RSS, MiB |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}",
+         | pagination | records a page | pg_pullsync, s | rows/s | dlt rest_api, s | rows/s | pg_pullsync ÷ dlt, time | pg_pullsync ÷ COPY, rows/s | latency floor, s | requests: pg_pullsync / dlt | session process own memory, MiB: {SMALL} → {records} records | its peak RSS, MiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}",
         lines.join("\n")
     );
     fan_out(bench, api)
@@ -224,15 +252,32 @@ fn timed_pull(
 
 /// A fresh extension and an empty `public.bench_records`, then one pull of `records` at
 /// `limit` a page.
-fn pullsync_listing(bench: &Bench, api: &Api, records: u64, limit: u64) -> Result<(Load, Peak)> {
-    let source = format!("records_{records}_{limit}");
+fn pullsync_listing(
+    bench: &Bench,
+    api: &Api,
+    records: u64,
+    limit: u64,
+    pagination: &str,
+) -> Result<(Load, Peak)> {
+    let source = format!("records_{records}_{limit}_{pagination}");
+    let (paging, concurrency) = match pagination {
+        "page_number" => (
+            serde_json::json!({"style": "page_number", "param": "page", "size": limit}),
+            16,
+        ),
+        _ => (
+            serde_json::json!({"style": "cursor", "param": "cursor", "cursor_path": "next_cursor"}),
+            1,
+        ),
+    };
     let config = serde_json::json!({
         "base_url": format!("http://127.0.0.1:{API_PORT}"),
         "path": "/records",
         "query": {"total": records.to_string(), "limit": limit.to_string()},
         "records": "data",
         "primary_key": "id",
-        "pagination": {"style": "cursor", "param": "cursor", "cursor_path": "next_cursor"},
+        "pagination": paging,
+        "concurrency": concurrency,
         "target": {
             "table": "public.bench_records",
             "columns": {"id": "id", "title": "title", "status": "status", "amount": "amount", "updated_at": "updated_at"},
@@ -290,7 +335,7 @@ fn dlt_load(
     bench: &Bench,
     api: &Api,
     mode: &str,
-    env: &[(&str, u64)],
+    env: &[(&str, String)],
     table: &str,
     definition: &str,
     rows: u64,
@@ -320,7 +365,7 @@ fn dlt_load(
         .env("PIPELINES_DIR", &state)
         .env("RUNTIME__LOG_LEVEL", "WARNING");
     for (name, value) in env {
-        command.env(name, value.to_string());
+        command.env(name, value);
     }
     let before = api.requests()?;
     let started = Instant::now();
@@ -382,7 +427,7 @@ fn fan_out(bench: &Bench, api: &Api) -> Result<()> {
         bench,
         api,
         "fanout",
-        &[("PER_PARENT", CHILDREN)],
+        &[("PER_PARENT", CHILDREN.to_string())],
         "bench_children",
         CHILDREN_TABLE,
         rows,
