@@ -172,6 +172,38 @@ fn fill(db: &mut Client, sim: &SimServer, provider: &mut Client) -> Counters {
         .get(0);
     assert_eq!(rest["quarantined"], 1, "{rest}");
 
+    // A fan-out source: each parent's position and mark in rest_parent_state.
+    db.batch_execute(
+        "DROP TABLE IF EXISTS public.backup_rest_teams, public.backup_teams;
+         CREATE TABLE public.backup_teams (team text PRIMARY KEY);
+         INSERT INTO public.backup_teams VALUES ('red'), ('blue');
+         CREATE TABLE public.backup_rest_teams (team text, id bigint, title text, PRIMARY KEY (team, id));",
+    )
+    .unwrap();
+    let fan_out = json!({
+        "base_url": api.base_url(),
+        "path": "/api/v2/tickets",
+        "query": { "tag": "{team}" },
+        "for_each": { "query": "SELECT team FROM public.backup_teams", "as": { "team": "team" } },
+        "auth": { "type": "api_key", "header": "X-Api-Key", "key": pullsync_tests::rest_api::TICKETS_KEY },
+        "records": "results",
+        "primary_key": ["$parent.team", "id"],
+        "pagination": { "style": "page_number", "size_param": "page_size", "size": 2 },
+        "target": { "table": "public.backup_rest_teams",
+                    "columns": { "team": "$parent.team", "id": "id", "title": "title" } },
+        "retries": 0
+    });
+    db.execute(
+        "SELECT pullsync.rest_add_source('backup-rest-teams', $1)",
+        &[&fan_out],
+    )
+    .unwrap();
+    let teams: Value = db
+        .query_one("SELECT pullsync.rest_pull('backup-rest-teams')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(teams["items"], 10, "{teams}");
+
     // A source that cannot be reached: its failed pull opens an error-rate alert.
     db.execute(
         "SELECT pullsync.feed_add_source('backup-unreachable', 'http://127.0.0.1:9', $1, max_retries => 0, timeout => '1 s')",
