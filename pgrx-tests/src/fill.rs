@@ -111,6 +111,42 @@ pub fn rest_pull(db: &mut Client) -> Value {
     json(db, "SELECT pullsync.rest_pull('tickets')")
 }
 
+/// Whether `version` has REST fan-out (0.3.0 and later).
+pub fn has_fan_out(version: &str) -> bool {
+    !older(version, "0.3.0")
+}
+
+/// A fan-out source over the same API, one listing per team (its `tag`), pulled once:
+/// each team's position and mark in rest_parent_state.
+fn add_fan_out_source(db: &mut Client, api: &RestApi) {
+    db.batch_execute(
+        "CREATE TABLE public.teams (team text PRIMARY KEY);
+         INSERT INTO public.teams VALUES ('red'), ('blue');
+         CREATE TABLE public.team_tickets (team text, id bigint, subject text, PRIMARY KEY (team, id));",
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "base_url": api.base_url(),
+        "path": "/api/v2/tickets",
+        "query": { "tag": "{team}" },
+        "for_each": { "query": "SELECT team FROM public.teams", "as": { "team": "team" } },
+        "auth": { "type": "api_key", "header": "X-Api-Key", "key": TICKETS_KEY },
+        "records": "results",
+        "primary_key": ["$parent.team", "id"],
+        "pagination": { "style": "page_number", "size_param": "page_size", "size": 8 },
+        "target": { "table": "public.team_tickets",
+                    "columns": { "team": "$parent.team", "id": "id", "subject": "title" } },
+        "retries": 0
+    });
+    db.execute(
+        "SELECT pullsync.rest_add_source('team-tickets', $1)",
+        &[&config],
+    )
+    .unwrap();
+    let pulled = json(db, "SELECT pullsync.rest_pull('team-tickets')");
+    assert_eq!(pulled["status"], "completed", "{pulled}");
+}
+
 /// The filled cluster's databases and the simulators its sources pull from, which must
 /// outlive any upgrade for the syncs after it.
 pub struct Filled {
@@ -195,6 +231,9 @@ pub fn fill(version_filled: &str, feed_url: &str) -> Filled {
             (Some("completed"), Some(1)),
             "{pulled}"
         );
+    }
+    if has_fan_out(version_filled) {
+        add_fan_out_source(&mut fx.db, &api);
     }
     Filled {
         fx,

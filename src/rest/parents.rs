@@ -70,29 +70,36 @@ fn wrapped(for_each: &ForEach, select: &str) -> Result<String> {
     Ok(sql)
 }
 
-/// Pins `transaction_read_only` in the current GUC nest level: the query cannot write,
-/// even through a function it calls. The nest level's end restores the setting.
-fn read_only() {
-    // SAFETY: a valid setting and value; turning read-only on is always allowed, and
-    // GUC_ACTION_SAVE ties it to the nest level store::as_role opened.
-    unsafe {
-        pg_sys::set_config_option(
-            c"transaction_read_only".as_ptr(),
-            c"on".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
+/// Puts the transaction's read-only flag back as it was, also when the query's error
+/// unwinds through it.
+struct ReadOnly {
+    before: bool,
+}
+
+impl ReadOnly {
+    /// The transaction read-only from here: the query cannot write, even through a
+    /// function it calls. The flag the writes check is set as `SET TRANSACTION READ ONLY`
+    /// sets it, not through `transaction_read_only`, which PostgreSQL 18 refuses to change
+    /// inside a function.
+    fn begin() -> ReadOnly {
+        // SAFETY: the main thread (SPI runs here); a plain flag of the current transaction.
+        let before = unsafe { pg_sys::XactReadOnly };
+        unsafe { pg_sys::XactReadOnly = true };
+        ReadOnly { before }
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        // SAFETY: as in begin.
+        unsafe { pg_sys::XactReadOnly = self.before };
     }
 }
 
 /// `work` as `owner`, read-only. A write the query tried reads as the owner's refusal.
 fn as_owner_reading<T>(owner: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     store::as_role(owner, || {
-        read_only();
+        let _read_only = ReadOnly::begin();
         work()
     })
     .map_err(|e| match e {
