@@ -12,9 +12,11 @@ use crate::jobs::paged::Progress;
 use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
+use pullsync_core::http::{self, Failure};
 use pullsync_core::rest::incremental::{self, Backfill, Options};
 use pullsync_core::rest::paging::{self, Position, RowMaker};
 use serde_json::{json, Map};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// The backfill this run does: one under way, or a new one when the source has windows
@@ -46,116 +48,203 @@ pub fn pending(source: &Stored, txn: Txn) -> Result<Option<(Backfill, bool)>> {
     Ok(Some((backfill, false)))
 }
 
+/// A backfill under way: its windows' state, what it has done, and why windows stopped.
+struct Backfilling<'a> {
+    source: &'a Stored,
+    api: &'a Api,
+    state: Backfill,
+    /// The target, quoted and qualified.
+    table: String,
+    /// A window's start takes the source's boundary: an exclusive API gets one step less.
+    bounds: Options,
+    until_param: &'a str,
+    clock: Instant,
+    budget: std::time::Duration,
+    progress: Progress,
+    failures: Vec<String>,
+    /// Windows that failed this run: left for the next one.
+    failed: BTreeSet<usize>,
+    keyless: usize,
+}
+
+/// A window's next request: which window, from where, with what start.
+struct Request {
+    window: usize,
+    at: Position,
+    since: String,
+}
+
+impl Backfilling<'_> {
+    /// Whether the run's limits leave room for another batch (else why not).
+    fn limited(&self) -> Option<String> {
+        let config = &self.source.config;
+        let pages = self.progress.pages;
+        (pages >= config.max_pages || (pages > 0 && self.clock.elapsed() >= self.budget)).then(|| {
+            format!(
+                "stopped after {pages} pages (config.max_pages or pullsync.rest_run_budget); the next run goes on with the windows not finished"
+            )
+        })
+    }
+
+    /// The next page of up to `concurrency` open windows that have not failed.
+    fn batch(&self) -> Vec<Request> {
+        self.state
+            .open()
+            .filter(|i| !self.failed.contains(i))
+            .take(self.source.config.concurrency.max(1))
+            .map(|window| {
+                let w = &self.state.windows[window];
+                Request {
+                    window,
+                    at: w.next.clone().unwrap_or(Position::Start),
+                    since: incremental::since_for(&w.since, &self.bounds)
+                        .unwrap_or_else(|_| w.since.clone()),
+                }
+            })
+            .collect()
+    }
+
+    /// The batch's pages, requested at once.
+    fn fetch(
+        &self,
+        batch: &[Request],
+        cancel: Cancel,
+    ) -> Result<Vec<std::result::Result<http::Answer, Failure>>> {
+        let config = &self.source.config;
+        runtime::block_on_until(
+            futures_util::future::join_all(batch.iter().map(|r| {
+                let until = &self.state.windows[r.window].until;
+                self.api.request(
+                    config,
+                    &r.at,
+                    Some(&r.since),
+                    Some((self.until_param, until)),
+                )
+            })),
+            cancel,
+        )
+    }
+
+    /// A window's page written with the state of every window (and the mark, once all are
+    /// done); a window whose page cannot be read or written is left for the next run.
+    fn write(
+        &mut self,
+        request: Request,
+        fetched: std::result::Result<http::Answer, Failure>,
+        txn: Txn,
+    ) {
+        let config = &self.source.config;
+        let i = request.window;
+        let window = format!(
+            "window {}..{}",
+            self.state.windows[i].since, self.state.windows[i].until
+        );
+        let mut maker = RowMaker::new(config);
+        let next = match walk_answer(self.api, config, &request.at, fetched, |r, of| {
+            maker.add(r, of)
+        }) {
+            Ok(next) => next,
+            Err(message) => {
+                self.failed.insert(i);
+                self.failures.push(format!("{window}: {message}"));
+                return;
+            }
+        };
+        let rows = maker.finish();
+        let mut after = self.state.clone();
+        after.windows[i].next = next;
+        after.high_water = paging::higher(after.high_water.take(), rows.high_water);
+        let mark = after.done().then(|| after.mark()).flatten();
+        let (source, table) = (self.source, &self.table);
+        match txn
+            .run(|| store::write_backfill_page(source, table, &rows.rows, &after, mark.as_deref()))
+        {
+            Ok(written) => {
+                self.state = after;
+                self.keyless += rows.keyless;
+                self.progress.pages += 1;
+                self.progress.items += written.stored as i64;
+                self.progress.quarantined += written.quarantined;
+            }
+            Err(e) => {
+                self.failed.insert(i);
+                self.failures
+                    .push(format!("{window}: {}", write_failed(self.api, &e)));
+            }
+        }
+    }
+
+    /// Batch after batch until every window is done, failed, or a limit is reached.
+    fn read(&mut self, txn: Txn, cancel: Cancel) -> Result<()> {
+        loop {
+            if cancel.requested() {
+                return Err(crate::error::PullsyncError::Interrupted);
+            }
+            if let Some(stop) = self.limited() {
+                self.failures.push(stop);
+                return Ok(());
+            }
+            let batch = self.batch();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            // The windows' requests share one access token (an OAuth 2 source's).
+            if let Err(failure) = self.api.authorize(txn, cancel)? {
+                self.failures.push(failure.message);
+                return Ok(());
+            }
+            let answers = self.fetch(&batch, cancel)?;
+            for (request, fetched) in batch.into_iter().zip(answers) {
+                self.write(request, fetched, txn);
+            }
+        }
+    }
+}
+
 /// Reads the open windows to their ends (or to the run's limits), a window that fails
 /// left for the next run while the others go on.
 pub fn run(
     source: &Stored,
     api: &Api,
-    (mut state, resumed): (Backfill, bool),
+    (state, resumed): (Backfill, bool),
     txn: Txn,
     cancel: Cancel,
 ) -> Result<Outcome> {
     let started = Utc::now();
-    let clock = Instant::now();
-    let budget = super::settings::run_budget();
     let config = &source.config;
     let options = config.incremental.as_ref().map(|i| &i.options);
     let windows = options.and_then(|o| o.windows.as_ref());
-    let until_param = windows.map_or("until", |w| w.until_param.as_str());
-    // A window's start takes the source's boundary: an exclusive API gets one step less.
-    let bounds = Options {
-        boundary: options.map(|o| o.boundary).unwrap_or_default(),
-        ..Options::default()
+    let mut run = Backfilling {
+        source,
+        api,
+        state,
+        table: String::new(),
+        bounds: Options {
+            boundary: options.map(|o| o.boundary).unwrap_or_default(),
+            ..Options::default()
+        },
+        until_param: windows.map_or("until", |w| w.until_param.as_str()),
+        clock: Instant::now(),
+        budget: super::settings::run_budget(),
+        progress: Progress::default(),
+        failures: Vec::new(),
+        failed: BTreeSet::new(),
+        keyless: 0,
     };
-    let mut progress = Progress::default();
-    let mut failures: Vec<String> = Vec::new();
-    let mut failed = std::collections::BTreeSet::new();
-    let mut keyless = 0;
-    let table = match txn.run(|| store::check_target(&source.owner, config)) {
-        Ok(table) => Some(table),
-        Err(e) => {
-            failures.push(write_failed(api, &e));
-            None
+    match txn.run(|| store::check_target(&source.owner, config)) {
+        Ok(table) => {
+            run.table = table;
+            run.read(txn, cancel)?;
         }
-    };
-    while let Some(table) = &table {
-        if cancel.requested() {
-            return Err(crate::error::PullsyncError::Interrupted);
-        }
-        if progress.pages >= config.max_pages || (progress.pages > 0 && clock.elapsed() >= budget) {
-            failures.push(format!(
-                "stopped after {} pages (config.max_pages or pullsync.rest_run_budget); the next run goes on with the windows not finished",
-                progress.pages
-            ));
-            break;
-        }
-        let batch: Vec<usize> = state
-            .open()
-            .filter(|i| !failed.contains(i))
-            .take(config.concurrency.max(1))
-            .collect();
-        if batch.is_empty() {
-            break;
-        }
-        let mut requests = Vec::new();
-        for &i in &batch {
-            let w = &state.windows[i];
-            let since =
-                incremental::since_for(&w.since, &bounds).unwrap_or_else(|_| w.since.clone());
-            requests.push((i, w.next.clone().unwrap_or(Position::Start), since));
-        }
-        // The windows' requests share one access token (an OAuth 2 source's).
-        if let Err(failure) = api.authorize(txn, cancel)? {
-            failures.push(failure.message);
-            break;
-        }
-        let answers = runtime::block_on_until(
-            futures_util::future::join_all(requests.iter().map(|(i, at, since)| {
-                api.request(
-                    config,
-                    at,
-                    Some(since),
-                    Some((until_param, &state.windows[*i].until)),
-                )
-            })),
-            cancel,
-        )?;
-        for ((i, at, _), fetched) in requests.into_iter().zip(answers) {
-            let window = format!(
-                "window {}..{}",
-                state.windows[i].since, state.windows[i].until
-            );
-            let mut maker = RowMaker::new(config);
-            let next = match walk_answer(api, config, &at, fetched, |r, of| maker.add(r, of)) {
-                Ok(next) => next,
-                Err(message) => {
-                    failed.insert(i);
-                    failures.push(format!("{window}: {message}"));
-                    continue;
-                }
-            };
-            let rows = maker.finish();
-            let mut after = state.clone();
-            after.windows[i].next = next;
-            after.high_water = paging::higher(after.high_water.take(), rows.high_water);
-            let mark = after.done().then(|| after.mark()).flatten();
-            match txn.run(|| {
-                store::write_backfill_page(source, table, &rows.rows, &after, mark.as_deref())
-            }) {
-                Ok(written) => {
-                    state = after;
-                    keyless += rows.keyless;
-                    progress.pages += 1;
-                    progress.items += written.stored as i64;
-                    progress.quarantined += written.quarantined;
-                }
-                Err(e) => {
-                    failed.insert(i);
-                    failures.push(format!("{window}: {}", write_failed(api, &e)));
-                }
-            }
-        }
+        Err(e) => run.failures.push(write_failed(api, &e)),
     }
+    let Backfilling {
+        state,
+        mut progress,
+        failures,
+        keyless,
+        ..
+    } = run;
     if !failures.is_empty() {
         progress.error = Some(failures.join("; "));
     }

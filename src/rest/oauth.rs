@@ -106,9 +106,21 @@ impl Session {
                 return Ok(Ok(()));
             }
         }
-        let asked = self
-            .client
-            .request(&self.client_secret, committed.refresh.as_deref());
+        self.exchange(http, calls, committed.refresh.as_deref(), txn, cancel)
+    }
+
+    /// A new access token from the token endpoint (with `refresh`, the committed refresh
+    /// token, for that grant), committed with a rotated refresh token before it is used;
+    /// `invalid_grant` marks the source as needing re-authorisation.
+    fn exchange(
+        &self,
+        http: &HttpClient,
+        calls: &AtomicU32,
+        refresh: Option<&str>,
+        txn: Txn,
+        cancel: Cancel,
+    ) -> Result<std::result::Result<(), Failure>> {
+        let asked = self.client.request(&self.client_secret, refresh);
         let basic = asked.basic.as_ref();
         if let Some((id, secret)) = basic {
             // As the Basic header carries them (form-encoded first).

@@ -256,21 +256,75 @@ impl HttpClient {
     ) -> Result<Answer, Failure> {
         let shown = redact_url(req.url);
         let method = verb.name();
-        // Address literals never reach the resolver, where other hosts are checked.
-        if let Ok(url) = reqwest::Url::parse(req.url) {
-            if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
-                self.settings
-                    .destinations
-                    .check_target(host, port)
-                    .map_err(|refused| {
-                        Failure::new(
-                            FailureClass::Refused,
-                            format!("{method} {shown}: {refused}"),
-                        )
-                    })?;
-            }
-        }
+        self.check_address_literal(req.url, method, shown)?;
         calls.fetch_add(1, Ordering::Relaxed);
+        let response = self
+            .builder(req, verb)
+            .await?
+            .send()
+            .await
+            .map_err(|e| transport_failure(method, shown, &e))?;
+        let status = response.status().as_u16();
+        let heads = self.heads(&response);
+        let body = read_capped(response, &self.settings, method, shown).await?;
+        let verdict = gate.map_or(Verdict::Usual, |g| g.judge(status, &body));
+        if verdict == Verdict::Answer || (verdict == Verdict::Usual && (200..300).contains(&status))
+        {
+            return Ok(Answer {
+                status,
+                body,
+                link: heads.link,
+                date: heads.date,
+                usage: heads.usage,
+                method,
+                shown: shown.to_string(),
+            });
+        }
+        let (class, message) = match verdict {
+            Verdict::Failure(class, message) => (class, message),
+            _ => {
+                // Before the classifier cuts the body short, so no secret is cut in half.
+                let mut body = req.secrets().redact(&String::from_utf8_lossy(&body));
+                if let Verb::Form(form) = verb {
+                    body = form.secrets.redact(&body);
+                }
+                classify(status, body.as_bytes())
+            }
+        };
+        Err(Failure {
+            class,
+            message: format!("{method} {shown}{HTTP_STATUS}{status}: {message}"),
+            retry_after: heads.retry_after,
+            attempts: 1,
+        })
+    }
+
+    /// An address literal never reaches the resolver, where other hosts are checked: it
+    /// is checked against the destination policy here.
+    fn check_address_literal(&self, url: &str, method: &str, shown: &str) -> Result<(), Failure> {
+        let Ok(url) = reqwest::Url::parse(url) else {
+            return Ok(());
+        };
+        if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+            self.settings
+                .destinations
+                .check_target(host, port)
+                .map_err(|refused| {
+                    Failure::new(
+                        FailureClass::Refused,
+                        format!("{method} {shown}: {refused}"),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The request as it goes out: its method and body, its credentials and header.
+    async fn builder(
+        &self,
+        req: &Request<'_>,
+        verb: Verb<'_>,
+    ) -> Result<reqwest::RequestBuilder, Failure> {
         let request = match verb {
             Verb::Get => self.client.get(req.url),
             Verb::Post(body) => self
@@ -294,12 +348,13 @@ impl HttpClient {
         if let Some((name, value)) = req.header {
             request = request.header(name, value);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_failure(method, shown, &e))?;
-        let status = response.status().as_u16();
-        let header = |name: reqwest::header::HeaderName| {
+        Ok(request)
+    }
+
+    /// What an answer's headers say, the rate limit it announces noted for the requests
+    /// after it.
+    fn heads(&self, response: &reqwest::Response) -> Heads {
+        let header = |name: &str| {
             response
                 .headers()
                 .get(name)
@@ -307,69 +362,39 @@ impl HttpClient {
                 .map(str::to_string)
         };
         let usage = Usage::from_headers(
-            header(reqwest::header::HeaderName::from_static(APP_USAGE)).as_deref(),
-            header(reqwest::header::HeaderName::from_static(BUSINESS_USAGE)).as_deref(),
+            header(APP_USAGE).as_deref(),
+            header(BUSINESS_USAGE).as_deref(),
         );
         // Retry-After, else the time Meta estimates until access is regained.
-        let retry_after = header(reqwest::header::RETRY_AFTER)
+        let retry_after = header(reqwest::header::RETRY_AFTER.as_str())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs)
             .or(usage.and_then(|u| u.regain));
-        let date = header(reqwest::header::DATE)
+        let date = header(reqwest::header::DATE.as_str())
             .and_then(|v| DateTime::parse_from_rfc2822(&v).ok())
             .map(|d| d.with_timezone(&Utc));
-        let link = header(reqwest::header::LINK);
         // An absolute reset counts from the server's clock, which set it.
         let now = date.map_or_else(
             || Utc::now().timestamp_millis() as f64 / 1000.0,
             |d| d.timestamp() as f64,
         );
-        let quota = Quota::from_headers(
-            |name| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            },
-            now,
-        );
+        let quota = Quota::from_headers(|name| header(name), now);
         self.budget.note(quota, std::time::Instant::now());
-        let body = read_capped(response, &self.settings, method, shown).await?;
-        let verdict = gate.map_or(Verdict::Usual, |g| g.judge(status, &body));
-        if verdict == Verdict::Answer || (verdict == Verdict::Usual && (200..300).contains(&status))
-        {
-            return Ok(Answer {
-                status,
-                body,
-                link,
-                date,
-                usage,
-                method,
-                shown: shown.to_string(),
-            });
-        }
-        if let Verdict::Failure(class, message) = verdict {
-            return Err(Failure {
-                class,
-                message: format!("{method} {shown}{HTTP_STATUS}{status}: {message}"),
-                retry_after,
-                attempts: 1,
-            });
-        }
-        // Before the classifier cuts the body short, so no secret is cut in half.
-        let mut body = req.secrets().redact(&String::from_utf8_lossy(&body));
-        if let Verb::Form(form) = verb {
-            body = form.secrets.redact(&body);
-        }
-        let (class, message) = classify(status, body.as_bytes());
-        Err(Failure {
-            class,
-            message: format!("{method} {shown}{HTTP_STATUS}{status}: {message}"),
+        Heads {
+            usage,
             retry_after,
-            attempts: 1,
-        })
+            date,
+            link: header(reqwest::header::LINK.as_str()),
+        }
     }
+}
+
+/// What a client reads of an answer's headers.
+struct Heads {
+    usage: Option<Usage>,
+    retry_after: Option<Duration>,
+    date: Option<DateTime<Utc>>,
+    link: Option<String>,
 }
 
 /// A client of `settings` with these redirect rules.

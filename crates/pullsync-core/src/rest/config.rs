@@ -405,40 +405,7 @@ impl RestConfig {
         let pagination = parse_pagination(obj.get("pagination"))?;
         let (method, body) = parse_method(obj, &pagination)?;
         check_places(&pagination, method)?;
-        let incremental = match obj.get("incremental").filter(|v| !v.is_null()) {
-            None => None,
-            Some(v) => {
-                let inc = object(v, "incremental")?;
-                unknown_keys(
-                    inc,
-                    &[
-                        "field", "param", "in", "initial", "lookback", "boundary", "windows",
-                    ],
-                    "incremental.",
-                )?;
-                let place = place(inc, "incremental.", method)?;
-                Some(Incremental {
-                    field: required_path(inc, "field", "incremental.")?,
-                    param: param(
-                        required_text(inc, "param", "incremental.")?,
-                        place,
-                        "incremental.param",
-                    )?,
-                    place,
-                    initial: match inc.get("initial") {
-                        None | Some(Value::Null) => None,
-                        Some(v) => Some(super::path::scalar_text(v).ok_or_else(|| {
-                            bad(
-                                "incremental.initial",
-                                "must be a scalar",
-                                "Pass e.g. \"2024-01-01T00:00:00Z\".",
-                            )
-                        })?),
-                    },
-                    options: super::incremental::parse_options(inc)?,
-                })
-            }
-        };
+        let incremental = parse_incremental(obj.get("incremental"), method)?;
         let target = parse_target(obj.get("target"), &primary_key, incremental.as_ref())?;
         let deletes = parse_deletes(obj.get("deletes"), &target)?;
         let mut config = RestConfig {
@@ -710,6 +677,106 @@ fn parse_key(value: Option<&Value>) -> Result<Vec<JsonPath>> {
         .collect()
 }
 
+/// `incremental`: the field whose highest value is the mark, where the mark is sent (a
+/// POST's body takes it with `"in": "body"`), the first run's `initial`, and the options.
+fn parse_incremental(value: Option<&Value>, method: Method) -> Result<Option<Incremental>> {
+    Ok(match value.filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => {
+            let inc = object(v, "incremental")?;
+            unknown_keys(
+                inc,
+                &[
+                    "field", "param", "in", "initial", "lookback", "boundary", "windows",
+                ],
+                "incremental.",
+            )?;
+            let place = place(inc, "incremental.", method)?;
+            Some(Incremental {
+                field: required_path(inc, "field", "incremental.")?,
+                param: param(
+                    required_text(inc, "param", "incremental.")?,
+                    place,
+                    "incremental.param",
+                )?,
+                place,
+                initial: match inc.get("initial") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(super::path::scalar_text(v).ok_or_else(|| {
+                        bad(
+                            "incremental.initial",
+                            "must be a scalar",
+                            "Pass e.g. \"2024-01-01T00:00:00Z\".",
+                        )
+                    })?),
+                },
+                options: super::incremental::parse_options(inc)?,
+            })
+        }
+    })
+}
+
+/// `{"style": "cursor"}`: the next cursor from a path of the page, or from a field of the
+/// page's last record while `has_more` says true.
+fn parse_cursor(p: &Map<String, Value>, at: &str) -> Result<Pagination> {
+    unknown_keys(
+        p,
+        &[
+            "style",
+            "param",
+            "in",
+            "cursor_path",
+            "last_record_field",
+            "has_more_path",
+        ],
+        at,
+    )?;
+    let place = place(p, at, Method::Post)?;
+    let param = param(required_text(p, "param", at)?, place, "pagination.param")?;
+    let from = match (path(p, "cursor_path", at)?, path(p, "last_record_field", at)?) {
+        (Some(c), None) => CursorFrom::Page(c),
+        (None, Some(f)) => CursorFrom::LastRecord(f),
+        _ => {
+            return Err(bad(
+                "pagination",
+                "of style cursor needs either cursor_path or last_record_field",
+                "cursor_path: where the page holds the next cursor (\"meta.next_cursor\"); last_record_field: the field of the last record to continue after (\"id\").",
+            ))
+        }
+    };
+    let has_more = path(p, "has_more_path", at)?;
+    if matches!(from, CursorFrom::LastRecord(_)) && has_more.is_none() {
+        return Err(bad(
+            "pagination.has_more_path",
+            "is missing",
+            "Continuing after the last record needs the page's has_more flag, e.g. \"has_more\".",
+        ));
+    }
+    Ok(Pagination::Cursor {
+        param,
+        place,
+        from,
+        has_more,
+    })
+}
+
+/// `{"style": "graphql"}`: a relay connection, the cursor in a variable of the query.
+fn parse_graphql(p: &Map<String, Value>, at: &str) -> Result<Pagination> {
+    unknown_keys(p, &["style", "cursor_variable", "page_info_path"], at)?;
+    let variable = text(p, "cursor_variable", at)?.unwrap_or("after");
+    if !graphql_name(variable) {
+        return Err(bad(
+            "pagination.cursor_variable",
+            format!("{variable:?} is not a GraphQL variable name"),
+            "Name the query's cursor variable without its $, e.g. \"after\".",
+        ));
+    }
+    Ok(Pagination::GraphQl {
+        variable: variable.to_string(),
+        page_info: required_path(p, "page_info_path", at)?,
+    })
+}
+
 fn parse_pagination(value: Option<&Value>) -> Result<Pagination> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(Pagination::None);
@@ -733,31 +800,7 @@ fn parse_pagination(value: Option<&Value>) -> Result<Pagination> {
             unknown_keys(p, &["style"], at)?;
             Ok(Pagination::None)
         }
-        "cursor" => {
-            unknown_keys(p, &["style", "param", "in", "cursor_path", "last_record_field", "has_more_path"], at)?;
-            let place = place(p, at, Method::Post)?;
-            let param = param(required_text(p, "param", at)?, place, "pagination.param")?;
-            let from = match (path(p, "cursor_path", at)?, path(p, "last_record_field", at)?) {
-                (Some(c), None) => CursorFrom::Page(c),
-                (None, Some(f)) => CursorFrom::LastRecord(f),
-                _ => {
-                    return Err(bad(
-                        "pagination",
-                        "of style cursor needs either cursor_path or last_record_field",
-                        "cursor_path: where the page holds the next cursor (\"meta.next_cursor\"); last_record_field: the field of the last record to continue after (\"id\").",
-                    ))
-                }
-            };
-            let has_more = path(p, "has_more_path", at)?;
-            if matches!(from, CursorFrom::LastRecord(_)) && has_more.is_none() {
-                return Err(bad(
-                    "pagination.has_more_path",
-                    "is missing",
-                    "Continuing after the last record needs the page's has_more flag, e.g. \"has_more\".",
-                ));
-            }
-            Ok(Pagination::Cursor { param, place, from, has_more })
-        }
+        "cursor" => parse_cursor(p, at),
         "next_url" => {
             unknown_keys(p, &["style", "next_url_path"], at)?;
             Ok(Pagination::NextUrl {
@@ -791,21 +834,7 @@ fn parse_pagination(value: Option<&Value>) -> Result<Pagination> {
                 limit: positive("limit", 100)?,
             })
         }
-        "graphql" => {
-            unknown_keys(p, &["style", "cursor_variable", "page_info_path"], at)?;
-            let variable = text(p, "cursor_variable", at)?.unwrap_or("after");
-            if !graphql_name(variable) {
-                return Err(bad(
-                    "pagination.cursor_variable",
-                    format!("{variable:?} is not a GraphQL variable name"),
-                    "Name the query's cursor variable without its $, e.g. \"after\".",
-                ));
-            }
-            Ok(Pagination::GraphQl {
-                variable: variable.to_string(),
-                page_info: required_path(p, "page_info_path", at)?,
-            })
-        }
+        "graphql" => parse_graphql(p, at),
         other => Err(bad(
             "pagination.style",
             format!("{other:?} is not a paging style pg_pullsync knows"),
