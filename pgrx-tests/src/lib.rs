@@ -17,6 +17,7 @@ pub mod parallel_api;
 pub mod pg_upgrade;
 pub mod ports;
 pub mod rest_api;
+pub mod rest_calls;
 pub mod rest_fanout_api;
 pub mod rest_incremental_api;
 pub mod rest_listings_api;

@@ -6,6 +6,7 @@
 
 use postgres::Client;
 use pullsync_tests::db::{connect_as, fresh_extension_database, fresh_role};
+use pullsync_tests::rest_calls::pull;
 use pullsync_tests::rest_fanout_api::{self, FanoutApi};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -32,12 +33,6 @@ fn config(api: &FanoutApi, query: &str, repo_column: &str, table: &str) -> Value
 fn add(db: &mut Client, name: &str, config: &Value) -> Result<Value, postgres::Error> {
     db.query_one("SELECT pullsync.rest_add_source($1, $2)", &[&name, config])
         .map(|r| r.get(0))
-}
-
-fn pull(db: &mut Client, name: &str) -> Value {
-    db.query_one("SELECT pullsync.rest_pull($1)", &[&name])
-        .unwrap()
-        .get(0)
 }
 
 fn sqlstate(e: &postgres::Error) -> String {

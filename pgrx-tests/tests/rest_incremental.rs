@@ -7,6 +7,7 @@
 
 use postgres::Client;
 use pullsync_tests::db::fresh_extension_database;
+use pullsync_tests::rest_calls::{add, pull};
 use pullsync_tests::rest_incremental_api::{self, Event, EventsApi};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -38,17 +39,6 @@ fn table(db: &mut Client, name: &str) {
         "CREATE TABLE {name} (id bigint PRIMARY KEY, title text, updated_at text, deleted_at timestamptz)"
     ))
     .unwrap();
-}
-
-fn add(db: &mut Client, name: &str, config: &Value) {
-    db.execute("SELECT pullsync.rest_add_source($1, $2)", &[&name, config])
-        .unwrap();
-}
-
-fn pull(db: &mut Client, name: &str) -> Value {
-    db.query_one("SELECT pullsync.rest_pull($1)", &[&name])
-        .unwrap()
-        .get(0)
 }
 
 fn mark(db: &mut Client, name: &str) -> Option<String> {

@@ -5,6 +5,7 @@
 
 use postgres::Client;
 use pullsync_tests::db::fresh_extension_database;
+use pullsync_tests::rest_calls::pull;
 use pullsync_tests::rest_listings_api::{
     self, ListingsApi, GRAPHQL_TOKEN, ODATA_KEY, SEARCH_TOKEN,
 };
@@ -17,12 +18,6 @@ const TABLES: &str = "
 
 fn add(db: &mut Client, name: &str, config: &Value) -> Value {
     db.query_one("SELECT pullsync.rest_add_source($1, $2)", &[&name, config])
-        .unwrap()
-        .get(0)
-}
-
-fn pull(db: &mut Client, name: &str) -> Value {
-    db.query_one("SELECT pullsync.rest_pull($1)", &[&name])
         .unwrap()
         .get(0)
 }

@@ -6,6 +6,7 @@
 use postgres::Client;
 use pullsync_tests::db::fresh_extension_database;
 use pullsync_tests::oauth_api::{self, OAuthApi, CLIENT_ID, CLIENT_SECRET, MARK};
+use pullsync_tests::rest_calls::pull;
 use serde_json::{json, Value};
 
 fn config(api: &OAuthApi, auth: Value) -> Value {
@@ -36,12 +37,6 @@ fn database(name: &str) -> Client {
 
 fn add(db: &mut Client, name: &str, config: &Value) -> Value {
     db.query_one("SELECT pullsync.rest_add_source($1, $2)", &[&name, config])
-        .unwrap()
-        .get(0)
-}
-
-fn pull(db: &mut Client, name: &str) -> Value {
-    db.query_one("SELECT pullsync.rest_pull($1)", &[&name])
         .unwrap()
         .get(0)
 }

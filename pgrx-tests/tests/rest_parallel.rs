@@ -7,6 +7,7 @@
 use postgres::Client;
 use pullsync_tests::db::fresh_extension_database;
 use pullsync_tests::parallel_api::{self, ParallelApi};
+use pullsync_tests::rest_calls::{add, pull};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -44,17 +45,6 @@ fn database(name: &str) -> Client {
     )
     .unwrap();
     db
-}
-
-fn add(db: &mut Client, name: &str, config: &Value) {
-    db.execute("SELECT pullsync.rest_add_source($1, $2)", &[&name, config])
-        .unwrap();
-}
-
-fn pull(db: &mut Client, name: &str) -> Value {
-    db.query_one("SELECT pullsync.rest_pull($1)", &[&name])
-        .unwrap()
-        .get(0)
 }
 
 /// The ids as written, in order.

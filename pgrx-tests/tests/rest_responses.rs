@@ -6,6 +6,7 @@
 
 use postgres::Client;
 use pullsync_tests::db::fresh_extension_database;
+use pullsync_tests::rest_calls::{add, pull};
 use pullsync_tests::rest_responses_api::{self, ResponsesApi, Shape};
 use serde_json::{json, Value};
 
@@ -27,17 +28,6 @@ fn database(name: &str) -> Client {
     db.batch_execute("CREATE TABLE public.items (id bigint PRIMARY KEY, title text)")
         .unwrap();
     db
-}
-
-fn add(db: &mut Client, name: &str, config: &Value) {
-    db.execute("SELECT pullsync.rest_add_source($1, $2)", &[&name, config])
-        .unwrap();
-}
-
-fn pull(db: &mut Client, name: &str) -> Value {
-    db.query_one("SELECT pullsync.rest_pull($1)", &[&name])
-        .unwrap()
-        .get(0)
 }
 
 fn ids(db: &mut Client) -> Vec<i64> {
