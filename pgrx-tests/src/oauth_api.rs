@@ -2,7 +2,8 @@
 //! source's OAuth tests (tests/rest_oauth.rs), on one local server:
 //! - `POST /oauth/token` (form-encoded): the `client_credentials` and `refresh_token`
 //!   grants, the client by HTTP Basic or in the form; every refresh rotates the refresh
-//!   token, and the spent one is refused with `invalid_grant` from then on;
+//!   token, and the spent one is refused with `invalid_grant` from then on; a test can
+//!   make it slow;
 //! - `GET /v1/items`: `{"data": [...]}` for an access token it issued, 401 otherwise; a
 //!   test can make it fail (500), as an API that breaks right after the token exchange.
 //!
@@ -50,6 +51,8 @@ pub struct Data {
     pub api_requests: Vec<Option<String>>,
     /// The API answers 500.
     pub api_fails: bool,
+    /// How long the token endpoint takes before it looks at a request.
+    pub token_delay: std::time::Duration,
 }
 
 pub struct OAuthApi {
@@ -85,6 +88,10 @@ impl OAuthApi {
 
     pub fn set_expires_in(&self, seconds: u64) {
         self.data.lock().unwrap().expires_in = seconds;
+    }
+
+    pub fn set_token_delay(&self, delay: std::time::Duration) {
+        self.data.lock().unwrap().token_delay = delay;
     }
 
     /// Forgets every access token issued: the API refuses them (401) from now on.
@@ -159,6 +166,10 @@ async fn token(State(data): State<Shared>, headers: HeaderMap, body: String) -> 
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
     let sent_refresh = form.get("refresh_token").cloned();
     let who = client(&headers, &form);
+    // Slow, as a remote authorization server is: two requests sent at once both wait
+    // here, and the second is judged after the first rotated the refresh token.
+    let delay = data.lock().unwrap().token_delay;
+    tokio::time::sleep(delay).await;
     let mut d = data.lock().unwrap();
     let (status, answer) = match who {
         _ if !form_encoded => (400, oauth_error(StatusCode::BAD_REQUEST, "invalid_request")),

@@ -1,7 +1,8 @@
 //! REST sources that authenticate with OAuth 2 (pgrx-tests/src/oauth_api.rs): client
 //! credentials asked once and cached, a new token when the API refuses one, a rotated
 //! refresh token committed before the API is called, invalid_grant marking the source
-//! (an alert, no more requests) until rest_alter_source, and no secret anywhere shown.
+//! (an alert, no more requests) until rest_alter_source, runs of one source at once
+//! renewing one at a time, and no secret anywhere shown.
 
 use postgres::Client;
 use pullsync_tests::db::fresh_extension_database;
@@ -246,5 +247,72 @@ fn invalid_grant_marks_the_source_alerts_and_stops_requests_until_reauthorised()
         ),
         0
     );
+    assert_no_secret(&mut db);
+}
+
+/// `pull` of `name` from two sessions at once (a scheduled run and a manual one): both
+/// answers.
+fn pull_twice_at_once(database: &str, name: &str) -> [Value; 2] {
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (database, name) = (database.to_string(), name.to_string());
+            std::thread::spawn(move || {
+                let mut db = pullsync_tests::db::connect(&database);
+                pull(&mut db, &name)
+            })
+        })
+        .collect();
+    let answers: Vec<Value> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    [answers[0].clone(), answers[1].clone()]
+}
+
+#[test]
+fn runs_at_once_renew_a_rotating_refresh_token_once_and_share_it() {
+    let api = oauth_api::start();
+    let database_name = "it_rest_oauth_at_once";
+    let mut db = database(database_name);
+    add(
+        &mut db,
+        "shared",
+        &config(&api, refresh_auth(&api, &api.refresh_token())),
+    );
+    // Both runs find no access token; the first exchange takes a second, so the other
+    // run wants a token meanwhile. Sending the same refresh token twice would have the
+    // second refused (invalid_grant) and the source marked as needing re-authorisation.
+    api.set_token_delay(std::time::Duration::from_millis(1000));
+    for answer in pull_twice_at_once(database_name, "shared") {
+        assert_eq!(answer["status"], "completed", "{answer}");
+        assert_eq!(answer["items"], 5, "{answer}");
+    }
+    let grants = api.grants();
+    assert_eq!(
+        grants.len(),
+        1,
+        "one exchange, its token shared: {grants:?}"
+    );
+    assert_eq!(grants[0].status, 200);
+
+    // The API refuses the token both runs hold: each wants a new one, and the run that
+    // comes second takes the one the first committed instead of spending the refresh
+    // token the first already rotated.
+    api.revoke_access_tokens();
+    for answer in pull_twice_at_once(database_name, "shared") {
+        assert_eq!(answer["status"], "completed", "{answer}");
+    }
+    let grants = api.grants();
+    assert!(
+        grants.iter().all(|g| g.status == 200),
+        "no refresh token sent twice: {grants:?}"
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM pullsync.rest_sources WHERE needs_reauth_at IS NULL"
+        ),
+        1
+    );
+    // The lock is let go: a third run renews when it must.
+    api.revoke_access_tokens();
+    assert_eq!(pull(&mut db, "shared")["status"], "completed");
     assert_no_secret(&mut db);
 }

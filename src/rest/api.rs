@@ -83,7 +83,12 @@ impl Api {
                 // The token endpoint may be another origin: it is checked as the API is.
                 config::check_destination(&client.token_url)?;
                 let secret = source.secret.as_deref();
-                Some(super::oauth::Session::new(&source.name, client, secret))
+                Some(super::oauth::Session::new(
+                    &source.name,
+                    client,
+                    secret,
+                    Duration::from_millis(c.timeout_ms),
+                ))
             }
             _ => None,
         };

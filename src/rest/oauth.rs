@@ -4,6 +4,7 @@
 //! token is used: a rotated refresh token replaces the spent one, so a crash after the
 //! exchange never loses the only valid one. A refused grant (`invalid_grant`) marks the
 //! source, and no request is made for it until `rest_alter_source` gives new credentials.
+//! Runs of one source at once (a worker's and a session's) renew one at a time.
 
 use super::store;
 use crate::error::Result;
@@ -14,6 +15,7 @@ use pullsync_core::http::{Failure, FailureClass, Form, HttpClient, Request, Requ
 use pullsync_core::rest::oauth::{self, OAuth2};
 use std::sync::atomic::AtomicU32;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The access token in use.
 struct Current {
@@ -30,10 +32,18 @@ pub struct Session {
     current: Mutex<Option<Current>>,
     /// Every token seen, to take out of messages.
     secrets: Mutex<Secrets>,
+    /// How long a run waits for another run of the source to renew its token: one token
+    /// request (the source's timeout) and a commit.
+    renewal_wait: Duration,
 }
 
 impl Session {
-    pub fn new(name: &str, client: &OAuth2, client_secret: Option<&str>) -> Session {
+    pub fn new(
+        name: &str,
+        client: &OAuth2,
+        client_secret: Option<&str>,
+        timeout: Duration,
+    ) -> Session {
         let client_secret = client_secret.unwrap_or_default().to_string();
         let mut secrets = Secrets::default();
         secrets.add_basic(&client.client_id, &client_secret);
@@ -43,6 +53,7 @@ impl Session {
             client_secret,
             current: Mutex::new(None),
             secrets: Mutex::new(secrets),
+            renewal_wait: timeout + Duration::from_secs(5),
         }
     }
 
@@ -72,8 +83,8 @@ impl Session {
     }
 
     /// A usable access token at hand: the one in use, the one committed, or a new one
-    /// (`renew`: a new one whatever the others, the API having refused the one in use).
-    /// The inner error is why the run cannot go on, without any secret.
+    /// (`renew`: the API refused the one in use, so not that one again). The inner error
+    /// is why the run cannot go on, without any secret.
     pub fn ensure(
         &self,
         http: &HttpClient,
@@ -85,6 +96,52 @@ impl Session {
         if !renew && self.usable() {
             return Ok(Ok(()));
         }
+        // Under the source's renewal lock: a rotating refresh token is spent by the run
+        // that sends it first, and a second run sending it too would be refused
+        // (invalid_grant) and mark the source; it takes the token the first committed.
+        if !self.lock_renewal(txn, cancel)? {
+            return Ok(Err(Failure::new(
+                FailureClass::Transient,
+                format!(
+                    "REST source {}: another run has been renewing its OAuth 2 token for {} s; this run stops here",
+                    self.name,
+                    self.renewal_wait.as_secs()
+                ),
+            )));
+        }
+        let refused = if renew { self.access_token() } else { None };
+        let outcome = self.ensure_locked(http, calls, refused, txn, cancel);
+        let released = txn.run(|| store::unlock_token_renewal(&self.name));
+        let outcome = outcome?;
+        released?;
+        Ok(outcome)
+    }
+
+    /// Takes the source's renewal lock, waiting (without a transaction open) while
+    /// another run holds it; false when that run held it past `renewal_wait`.
+    fn lock_renewal(&self, txn: Txn, cancel: Cancel) -> Result<bool> {
+        let started = Instant::now();
+        loop {
+            if txn.run(|| store::try_lock_token_renewal(&self.name))? {
+                return Ok(true);
+            }
+            if started.elapsed() >= self.renewal_wait {
+                return Ok(false);
+            }
+            runtime::sleep(Duration::from_millis(50), cancel)?;
+        }
+    }
+
+    /// `ensure` under the renewal lock: the committed access token unless it is the one
+    /// the API `refused`, else a new one.
+    fn ensure_locked(
+        &self,
+        http: &HttpClient,
+        calls: &AtomicU32,
+        refused: Option<String>,
+        txn: Txn,
+        cancel: Cancel,
+    ) -> Result<std::result::Result<(), Failure>> {
         let committed = txn.run(|| store::load_tokens(&self.name))?;
         for secret in [&committed.refresh, &committed.access]
             .into_iter()
@@ -95,7 +152,7 @@ impl Session {
         if let Some(reason) = committed.needs_reauth {
             return Ok(Err(self.needs_reauth(&reason)));
         }
-        if let (false, Some(token)) = (renew, committed.access) {
+        if let Some(token) = committed.access.filter(|t| Some(t) != refused.as_ref()) {
             let cached = Current {
                 token,
                 expires_at: committed.expires_at,

@@ -375,6 +375,25 @@ pub fn load_tokens(name: &str) -> Result<Tokens> {
     })
 }
 
+/// Takes the lock under which one run of source `name` at a time renews its OAuth 2
+/// tokens: held by the process (not the transaction), across the token request, until
+/// `unlock_token_renewal` or the process's end; false while another process holds it.
+pub fn try_lock_token_renewal(name: &str) -> Result<bool> {
+    let taken = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pullsync.rest_oauth'), pg_catalog.hashtext($1))",
+        &[name.into()],
+    )?;
+    Ok(taken.unwrap_or(false))
+}
+
+pub fn unlock_token_renewal(name: &str) -> Result<()> {
+    Spi::run_with_args(
+        "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pullsync.rest_oauth'), pg_catalog.hashtext($1))",
+        &[name.into()],
+    )?;
+    Ok(())
+}
+
 /// Keeps a new access token, sealed, with its expiry, and the refresh token the server
 /// rotated to (sealed, in place of the spent one), in the caller's unit of work.
 pub fn save_tokens(

@@ -396,7 +396,7 @@ fn fan_out(bench: &Bench, api: &Api) -> Result<()> {
         "base_url": format!("http://127.0.0.1:{API_PORT}"),
         "path": "/parents/{parent}/children",
         "query": {"per_parent": CHILDREN.to_string()},
-        "for_each": {"query": "SELECT id FROM bench_parents", "as": {"parent": "id"}},
+        "for_each": {"query": "SELECT id FROM public.bench_parents", "as": {"parent": "id"}},
         "records": "data",
         "primary_key": "id",
         "pagination": {"style": "cursor", "param": "cursor", "cursor_path": "next_cursor"},
@@ -408,21 +408,15 @@ fn fan_out(bench: &Bench, api: &Api) -> Result<()> {
         "max_pages": 1_000_000,
     });
     let rows = PARENTS * CHILDREN;
-    let added = bench.cluster.psql_quiet(
+    bench.cluster.psql_quiet(
         DB,
         &format!(
             "DROP TABLE IF EXISTS public.bench_children;
              CREATE TABLE public.{CHILDREN_TABLE};
              SELECT pullsync.rest_add_source('children', '{config}');"
         ),
-    );
-    let pull = match added {
-        Ok(()) => Some(timed_pull(bench, api, "children", "public.bench_children", rows)?.0),
-        Err(_) => {
-            println!("xtask: REST fan-out: not available: rest_add_source refused for_each (psql's error above)");
-            None
-        }
-    };
+    )?;
+    let (pull, _) = timed_pull(bench, api, "children", "public.bench_children", rows)?;
     let dlt = dlt_load(
         bench,
         api,
@@ -433,27 +427,19 @@ fn fan_out(bench: &Bench, api: &Api) -> Result<()> {
         rows,
     )?;
     let floor = (PARENTS * LATENCY_MS) as f64 / 1000.0;
-    match pull {
-        Some(pull) => println!(
-            "\nxtask: REST fan-out, {PARENTS} parents × {CHILDREN} children ({LATENCY_MS} ms a page, one page each; {floor:.0} s of latency one after another)\n\
-             | pg_pullsync, s | rows/s | dlt rest_api, s | rows/s | pg_pullsync ÷ dlt, time | requests: pg_pullsync / dlt |\n\
-             |---:|---:|---:|---:|---:|---:|\n\
-             | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} ({:.1}× faster) | {} / {} |",
-            pull.seconds,
-            pull.rows_per_second(),
-            dlt.seconds,
-            dlt.rows_per_second(),
-            pull.seconds / dlt.seconds,
-            dlt.seconds / pull.seconds,
-            pull.requests,
-            dlt.requests
-        ),
-        None => println!(
-            "\nxtask: REST fan-out, {PARENTS} parents × {CHILDREN} children: pg_pullsync not available; dlt rest_api {:.1} s ({:.0} rows/s, {} requests)",
-            dlt.seconds,
-            dlt.rows_per_second(),
-            dlt.requests
-        ),
-    }
+    println!(
+        "\nxtask: REST fan-out, {PARENTS} parents × {CHILDREN} children ({LATENCY_MS} ms a page, one page each; {floor:.0} s of latency one after another)\n\
+         | pg_pullsync, s | rows/s | dlt rest_api, s | rows/s | pg_pullsync ÷ dlt, time | requests: pg_pullsync / dlt |\n\
+         |---:|---:|---:|---:|---:|---:|\n\
+         | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} ({:.1}× faster) | {} / {} |",
+        pull.seconds,
+        pull.rows_per_second(),
+        dlt.seconds,
+        dlt.rows_per_second(),
+        pull.seconds / dlt.seconds,
+        dlt.seconds / pull.seconds,
+        pull.requests,
+        dlt.requests
+    );
     Ok(())
 }
