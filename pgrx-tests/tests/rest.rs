@@ -575,3 +575,33 @@ fn rest_schedule_makes_a_pg_cron_job_that_queues_the_pull() {
     db.execute("SELECT cron.unschedule($1::bigint)", &[&job])
         .unwrap();
 }
+
+/// A long pull's last statements (over tables grown by the pull) crossed
+/// `jit_above_cost` and loaded LLVM into the pulling process; its statements are never
+/// compiled, whatever the database's settings.
+#[test]
+fn a_pull_runs_without_jit_compilation() {
+    let api = rest_api::start(rest_api::records(10));
+    let mut db = fresh_extension_database("it_rest_no_jit");
+    db.batch_execute(TABLES).unwrap();
+    db.batch_execute(
+        "ALTER DATABASE it_rest_no_jit SET jit = on;
+         CREATE TABLE public.jit_seen (setting text);
+         CREATE FUNCTION public.note_jit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO public.jit_seen VALUES (pg_catalog.current_setting('jit'));
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER note_jit BEFORE INSERT ON public.tickets
+             FOR EACH ROW EXECUTE FUNCTION public.note_jit();",
+    )
+    .unwrap();
+    add(&mut db, "tickets", &tickets(&api, 0));
+    let answer = pull(&mut db, "tickets");
+    assert_eq!(answer["status"], "completed", "{answer}");
+    let seen = json_of(
+        &mut db,
+        "SELECT jsonb_build_object('rows', count(*), 'settings', jsonb_agg(DISTINCT setting)) FROM public.jit_seen",
+    );
+    assert_eq!(seen, json!({"rows": 10, "settings": ["off"]}));
+}

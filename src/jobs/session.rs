@@ -309,6 +309,7 @@ pub extern "C-unwind" fn pullsync_session_main(argument: pg_sys::Datum) {
         None,
     );
     crate::plumbing::search_path::restrict_for_session();
+    crate::plumbing::bgworker::without_jit();
     let outcome = Txn::Transaction
         .run(|| apply(&request.settings))
         .and_then(|()| work(&request));

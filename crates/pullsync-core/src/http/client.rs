@@ -164,7 +164,11 @@ impl HttpClient {
     ) -> Result<Answer, Failure> {
         let mut retry = 0;
         loop {
-            if let Err(mut failure) = self.budget.admit(redact_url(request.url)).await {
+            if let Err(mut failure) = self
+                .budget
+                .admit(verb.name(), redact_url(request.url))
+                .await
+            {
                 failure.attempts = retry;
                 return Err(failure);
             }

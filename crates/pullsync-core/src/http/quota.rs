@@ -141,9 +141,9 @@ impl Budget {
         }
     }
 
-    /// Waits out a spent budget before a request to `shown`; a reset past the cap is a
-    /// throttled failure made without a request, as a 429 past its waits ends a run.
-    pub async fn admit(&self, shown: &str) -> Result<(), Failure> {
+    /// Waits out a spent budget before a `method` request to `shown`; a reset past the cap
+    /// is a throttled failure made without a request, as a 429 past its waits ends a run.
+    pub async fn admit(&self, method: &str, shown: &str) -> Result<(), Failure> {
         match self.turn(Instant::now()) {
             Turn::Go => Ok(()),
             Turn::Wait(left) => {
@@ -156,7 +156,7 @@ impl Budget {
                 ..Failure::new(
                     FailureClass::Throttled,
                     format!(
-                        "GET {shown}: deferred without a request: the API's rate limit is spent ({from}: 0) until its reset in {} s, longer than a request waits ({} s)",
+                        "{method} {shown}: deferred without a request: the API's rate limit is spent ({from}: 0) until its reset in {} s, longer than a request waits ({} s)",
                         left.as_secs(),
                         WAIT_CAP.as_secs()
                     ),
@@ -277,12 +277,13 @@ mod tests {
         let budget = Budget::default();
         budget.note(quota(0, Some(Duration::from_millis(50))), Instant::now());
         let t0 = Instant::now();
-        budget.admit("http://h/x").await.unwrap();
+        budget.admit("GET", "http://h/x").await.unwrap();
         assert!(t0.elapsed() >= Duration::from_millis(40));
         budget.note(quota(0, secs(600)), Instant::now());
-        let refused = budget.admit("http://h/x").await.unwrap_err();
+        let refused = budget.admit("POST", "http://h/x").await.unwrap_err();
         assert_eq!(refused.class, FailureClass::Throttled);
         assert_eq!(refused.attempts, 0);
+        assert!(refused.message.starts_with("POST http://h/x: deferred"));
         assert!(
             refused.message.contains("X-RateLimit-Remaining: 0"),
             "{}",
