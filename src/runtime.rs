@@ -125,6 +125,18 @@ fn finished<T>(joined: std::result::Result<T, tokio::task::JoinError>) -> Result
     joined.map_err(|e| PullsyncError::Internal(format!("background HTTP work failed: {e}")))
 }
 
+/// Awaited among others (a fan-out's parents): its result as `wait` gives it.
+impl<T> Future for Background<T> {
+    type Output = Result<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(finished)
+    }
+}
+
 impl<T> Drop for Background<T> {
     fn drop(&mut self) {
         self.0.abort();

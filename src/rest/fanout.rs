@@ -17,14 +17,12 @@ use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use pullsync_core::http::{self, Failure};
 use pullsync_core::rest::config::RestConfig;
 use pullsync_core::rest::fanout::{self, ForEach, Parent};
 use pullsync_core::rest::paging::{self, PageRows, Position, RowMaker};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One parent's listing of children.
@@ -120,23 +118,31 @@ enum Step {
     Failed(String),
 }
 
-type InFlight<'a> =
-    Pin<Box<dyn Future<Output = (Child, std::result::Result<http::Answer, Failure>)> + 'a>>;
+/// A child's page as read: its rows and where its next page is (None: it was the last),
+/// or why its listing stops there.
+type Read = std::result::Result<(PageRows, Option<Position>), String>;
 
-/// The request of a child's next page; the future holds the child until it answers.
-fn fetch<'a>(api: &'a Api, child: Child) -> InFlight<'a> {
-    Box::pin(async move {
+/// A child's next page, requested and its rows made on the background runtime; the work
+/// holds the child until it answers.
+fn fetch(api: &Arc<Api>, child: Child) -> runtime::Background<(Child, Read)> {
+    let api = api.clone();
+    runtime::spawn(async move {
         let answer = api
             .request(&child.config, &child.position, child.since.as_deref(), None)
             .await;
-        (child, answer)
+        let mut maker = RowMaker::for_parent(&child.config, &child.values);
+        let next = api::walk_answer(&api, &child.config, &child.position, answer, |r, of| {
+            maker.add(r, of)
+        });
+        let read = next.map(|next| (maker.finish(), next));
+        (child, read)
     })
 }
 
 /// A run's children, parent after parent, `concurrency` of them in flight.
 struct Fanout<'a> {
     source: &'a Stored,
-    api: &'a Api,
+    api: &'a Arc<Api>,
     table: String,
     clock: Instant,
     budget: Duration,
@@ -145,19 +151,10 @@ struct Fanout<'a> {
 }
 
 impl<'a> Fanout<'a> {
-    /// Reads and writes the page `answer` brought for `child`.
-    fn step(
-        &mut self,
-        child: &mut Child,
-        answer: std::result::Result<http::Answer, Failure>,
-        txn: Txn,
-    ) -> Step {
-        let mut maker = RowMaker::for_parent(&child.config, &child.values);
-        let read = api::walk_answer(self.api, &child.config, &child.position, answer, |r, of| {
-            maker.add(r, of)
-        });
-        let next = match read {
-            Ok(next) => next,
+    /// Writes the page read for `child`.
+    fn step(&mut self, child: &mut Child, read: Read, txn: Txn) -> Step {
+        let (page, next) = match read {
+            Ok(read) => read,
             Err(message) => return Step::Failed(message),
         };
         let PageRows {
@@ -165,7 +162,7 @@ impl<'a> Fanout<'a> {
             keyless,
             high_water,
             ..
-        } = maker.finish();
+        } = page;
         self.parents.keyless += keyless;
         child.run_high_water = paging::higher(child.run_high_water.take(), high_water);
         let written = txn.run(|| {
@@ -222,7 +219,7 @@ impl<'a> Fanout<'a> {
         let api = self.api;
         let concurrency = self.source.config.concurrency.max(1);
         let mut waiting = children.into_iter();
-        let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+        let mut in_flight = FuturesUnordered::new();
         loop {
             while in_flight.len() < concurrency {
                 if let Some(stop) = self.over_budget() {
@@ -243,13 +240,12 @@ impl<'a> Fanout<'a> {
             if cancel.requested() {
                 return Err(crate::error::PullsyncError::Interrupted);
             }
-            // The others' requests stay in flight while one answer is written; their
-            // answers wait in the connection until the next wait polls them.
-            let Some((mut child, answer)) = runtime::block_on_until(in_flight.next(), cancel)?
-            else {
+            // The others' requests go on while one answer is written.
+            let Some(joined) = runtime::block_on_until(in_flight.next(), cancel)? else {
                 return Ok(());
             };
-            match self.step(&mut child, answer, txn) {
+            let (mut child, read) = joined?;
+            match self.step(&mut child, read, txn) {
                 Step::More => match self.limit(&child) {
                     None => in_flight.push(fetch(api, child)),
                     Some(stop) => {
@@ -294,7 +290,7 @@ fn children(
 /// Runs a fan-out source: every parent the query lists, each from where it stands.
 pub fn pull(source: &Stored, for_each: &ForEach, txn: Txn, cancel: Cancel) -> Result<Outcome> {
     let started = Utc::now();
-    let api = Api::new(source)?;
+    let api = Arc::new(Api::new(source)?);
     let mut run = Fanout {
         source,
         api: &api,
