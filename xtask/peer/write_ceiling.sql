@@ -74,28 +74,25 @@ BEGIN
     CALL pg_temp.report('JSON upsert', started);
 END $$;
 
-TRUNCATE ceiling_target;
-CALL pg_temp.copy_load();
-TRUNCATE ceiling_target;
-CALL pg_temp.typed_insert();
-TRUNCATE ceiling_target;
-CALL pg_temp.typed_upsert();
-TRUNCATE ceiling_target;
-CALL pg_temp.json_upsert();
-TRUNCATE ceiling_target;
-CALL pg_temp.copy_load();
-TRUNCATE ceiling_target;
-CALL pg_temp.typed_insert();
-TRUNCATE ceiling_target;
-CALL pg_temp.typed_upsert();
-TRUNCATE ceiling_target;
-CALL pg_temp.json_upsert();
-TRUNCATE ceiling_target;
-CALL pg_temp.copy_load();
-TRUNCATE ceiling_target;
-CALL pg_temp.typed_insert();
-TRUNCATE ceiling_target;
-CALL pg_temp.typed_upsert();
-TRUNCATE ceiling_target;
-CALL pg_temp.json_upsert();
+-- Each load is a transaction of its own, on the table emptied.
+CREATE PROCEDURE pg_temp.rounds() LANGUAGE plpgsql AS $$
+BEGIN
+    FOR round IN 1..3 LOOP
+        TRUNCATE ceiling_target;
+        COMMIT;
+        CALL pg_temp.copy_load();
+        TRUNCATE ceiling_target;
+        COMMIT;
+        CALL pg_temp.typed_insert();
+        TRUNCATE ceiling_target;
+        COMMIT;
+        CALL pg_temp.typed_upsert();
+        TRUNCATE ceiling_target;
+        COMMIT;
+        CALL pg_temp.json_upsert();
+        COMMIT;
+    END LOOP;
+END $$;
+
+CALL pg_temp.rounds();
 DROP TABLE ceiling_target, ceiling_typed, ceiling_pages;

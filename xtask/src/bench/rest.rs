@@ -167,13 +167,8 @@ fn measure(
         let copy_rate = copy_per_second.expect("measured above");
         let floor = (records.div_ceil(limit) * LATENCY_MS) as f64 / 1000.0;
         lines.push(format!(
-            "| {pagination} | {limit} | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} ({:.1}× faster) | {:.0}% | {floor:.1} | {} / {} | {} |",
-            pull.seconds,
-            pull.rows_per_second(),
-            dlt.seconds,
-            dlt.rows_per_second(),
-            pull.seconds / dlt.seconds,
-            dlt.seconds / pull.seconds,
+            "| {pagination} | {limit} | {} | {:.0}% | {floor:.1} | {} / {} | {} |",
+            versus(&pull, &dlt),
             100.0 * pull.rows_per_second() / copy_rate,
             pull.requests,
             dlt.requests,
@@ -189,6 +184,20 @@ fn measure(
         lines.join("\n")
     );
     fan_out(bench, api)
+}
+
+/// pg_pullsync's load beside dlt's, as table cells: each one's seconds and rows/s, then
+/// their ratio.
+fn versus(pull: &Load, dlt: &Load) -> String {
+    format!(
+        "{:.1} | {:.0} | {:.1} | {:.0} | {:.2} ({:.1}× faster)",
+        pull.seconds,
+        pull.rows_per_second(),
+        dlt.seconds,
+        dlt.rows_per_second(),
+        pull.seconds / dlt.seconds,
+        dlt.seconds / pull.seconds
+    )
 }
 
 /// The small pull's figure → the large one's, in MiB: own memory, then peak RSS.
@@ -416,7 +425,7 @@ fn fan_out(bench: &Bench, api: &Api) -> Result<()> {
              SELECT pullsync.rest_add_source('children', '{config}');"
         ),
     )?;
-    let (pull, _) = timed_pull(bench, api, "children", "public.bench_children", rows)?;
+    let (pull, peak) = timed_pull(bench, api, "children", "public.bench_children", rows)?;
     let dlt = dlt_load(
         bench,
         api,
@@ -429,17 +438,13 @@ fn fan_out(bench: &Bench, api: &Api) -> Result<()> {
     let floor = (PARENTS * LATENCY_MS) as f64 / 1000.0;
     println!(
         "\nxtask: REST fan-out, {PARENTS} parents × {CHILDREN} children ({LATENCY_MS} ms a page, one page each; {floor:.0} s of latency one after another)\n\
-         | pg_pullsync, s | rows/s | dlt rest_api, s | rows/s | pg_pullsync ÷ dlt, time | requests: pg_pullsync / dlt |\n\
-         |---:|---:|---:|---:|---:|---:|\n\
-         | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} ({:.1}× faster) | {} / {} |",
-        pull.seconds,
-        pull.rows_per_second(),
-        dlt.seconds,
-        dlt.rows_per_second(),
-        pull.seconds / dlt.seconds,
-        dlt.seconds / pull.seconds,
+         | pg_pullsync, s | rows/s | dlt rest_api, s | rows/s | pg_pullsync ÷ dlt, time | requests: pg_pullsync / dlt | pg_pullsync's own memory, MiB |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n\
+         | {} | {} / {} | {:.1} |",
+        versus(&pull, &dlt),
         pull.requests,
-        dlt.requests
+        dlt.requests,
+        peak.anon_kib as f64 / 1024.0
     );
     Ok(())
 }
