@@ -5,11 +5,13 @@
 //!   token, and the spent one is refused with `invalid_grant` from then on; a test can
 //!   make it slow;
 //! - `GET /v1/items`: `{"data": [...]}` for an access token it issued, 401 otherwise; a
-//!   test can make it fail (500), as an API that breaks right after the token exchange.
+//!   test can make it fail (500), as an API that breaks right after the token exchange;
+//! - `GET /v1/groups/{group}/items`: the same for one group (a fan-out's children), the
+//!   ids numbered from the group's.
 //!
 //! Every secret it knows or issues holds `oauth-test`, so a test can look for any of them.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -118,6 +120,7 @@ pub fn start() -> OAuthApi {
     let app = axum::Router::new()
         .route("/oauth/token", post(token))
         .route("/v1/items", get(list))
+        .route("/v1/groups/{group}/items", get(group_list))
         .with_state(data.clone());
     let server =
         crate::local_server::LocalServer::start(app, 0, 2, "oauth-api").expect("OAuth API");
@@ -214,6 +217,22 @@ async fn token(State(data): State<Shared>, headers: HeaderMap, body: String) -> 
 }
 
 async fn list(State(data): State<Shared>, headers: HeaderMap) -> Response {
+    listed(&data, &headers, items())
+}
+
+async fn group_list(
+    State(data): State<Shared>,
+    Path(group): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let records = (1..=5)
+        .map(|n| json!({ "id": group * 100 + n, "name": format!("group {group} item {n}") }))
+        .collect();
+    listed(&data, &headers, records)
+}
+
+/// `records` for an access token the server issued; 401 otherwise, 500 while it fails.
+fn listed(data: &Shared, headers: &HeaderMap, records: Vec<Value>) -> Response {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -230,7 +249,7 @@ async fn list(State(data): State<Shared>, headers: HeaderMap) -> Response {
     }
     match bearer {
         Some(token) if d.access_tokens.contains(&token) => {
-            axum::Json(json!({ "data": items() })).into_response()
+            axum::Json(json!({ "data": records })).into_response()
         }
         _ => (
             StatusCode::UNAUTHORIZED,

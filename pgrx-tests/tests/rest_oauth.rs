@@ -2,7 +2,8 @@
 //! credentials asked once and cached, a new token when the API refuses one, a rotated
 //! refresh token committed before the API is called, invalid_grant marking the source
 //! (an alert, no more requests) until rest_alter_source, runs of one source at once
-//! renewing one at a time, and no secret anywhere shown.
+//! renewing one at a time, a fan-out's parents sharing one renewal, and no secret
+//! anywhere shown.
 
 use postgres::Client;
 use pullsync_tests::db::fresh_extension_database;
@@ -314,5 +315,60 @@ fn runs_at_once_renew_a_rotating_refresh_token_once_and_share_it() {
     // The lock is let go: a third run renews when it must.
     api.revoke_access_tokens();
     assert_eq!(pull(&mut db, "shared")["status"], "completed");
+    assert_no_secret(&mut db);
+}
+
+#[test]
+fn a_fan_out_renews_a_refused_token_once_for_the_parents_refused_together() {
+    let api = oauth_api::start();
+    let mut db = database("it_rest_oauth_fan_out");
+    db.batch_execute(
+        "CREATE TABLE public.groups (id int PRIMARY KEY);
+         INSERT INTO public.groups SELECT generate_series(1, 6);
+         CREATE TABLE public.group_items (id bigint PRIMARY KEY, name text);",
+    )
+    .unwrap();
+    let auth = json!({
+        "type": "oauth2", "grant": "client_credentials", "token_url": api.token_url(),
+        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET
+    });
+    let config = json!({
+        "base_url": api.base_url(),
+        "path": "/v1/groups/{group}/items",
+        "for_each": { "query": "SELECT id FROM public.groups", "as": { "group": "id" } },
+        "auth": auth,
+        "records": "data",
+        "primary_key": "id",
+        "target": { "table": "public.group_items", "columns": { "id": "id", "name": "name" } },
+        "concurrency": 3,
+        "retries": 0
+    });
+    add(&mut db, "groups", &config);
+    let first = pull(&mut db, "groups");
+    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!(first["items"], 30, "{first}");
+    assert_eq!(api.grants().len(), 1);
+
+    // The token is revoked: the three parents in flight are refused together; one new
+    // token is asked for, the other two take it, and every parent is read.
+    api.revoke_access_tokens();
+    let second = pull(&mut db, "groups");
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(second["parents"]["done"], 6, "{second}");
+    let grants = api.grants();
+    assert_eq!(grants.len(), 2, "one renewal for the run: {grants:?}");
+    let requests = api.api_requests();
+    let refused = requests[6..]
+        .iter()
+        .filter(|token| *token == &requests[0])
+        .count();
+    assert_eq!(
+        refused, 3,
+        "only the three sent together had the revoked token"
+    );
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM public.group_items"),
+        30
+    );
     assert_no_secret(&mut db);
 }

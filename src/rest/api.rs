@@ -124,7 +124,28 @@ impl Api {
     /// while it is good, else a new one. Nothing for other sources.
     pub fn authorize(&self, txn: Txn, cancel: Cancel) -> Result<std::result::Result<(), Failure>> {
         match &self.oauth {
-            Some(session) => session.ensure(&self.http, &self.calls, false, txn, cancel),
+            Some(session) => session.ensure(&self.http, &self.calls, txn, cancel),
+            None => Ok(Ok(())),
+        }
+    }
+
+    /// The access token an OAuth 2 source's requests send now.
+    pub fn access_token(&self) -> Option<String> {
+        self.oauth
+            .as_ref()
+            .and_then(|session| session.access_token())
+    }
+
+    /// After the API refused the access token `refused`: a good one again (another run's,
+    /// or a new one). Nothing for other sources.
+    pub fn renew(
+        &self,
+        refused: Option<String>,
+        txn: Txn,
+        cancel: Cancel,
+    ) -> Result<std::result::Result<(), Failure>> {
+        match &self.oauth {
+            Some(session) => session.renew(&self.http, &self.calls, refused, txn, cancel),
             None => Ok(Ok(())),
         }
     }
@@ -149,7 +170,7 @@ impl Api {
             answered => return Ok(answered),
         }
         // Refused (revoked, or expired early): one new token, one more try.
-        if let Err(failure) = session.ensure(&self.http, &self.calls, true, txn, cancel)? {
+        if let Err(failure) = self.renew(session.access_token(), txn, cancel)? {
             return Ok(Err(failure));
         }
         self.page(position, since, cancel)

@@ -17,6 +17,7 @@ use crate::plumbing::txn::Txn;
 use crate::runtime::{self, Cancel};
 use chrono::Utc;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use pullsync_core::http::FailureClass;
 use pullsync_core::rest::config::RestConfig;
 use pullsync_core::rest::fanout::{self, ForEach, Parent};
 use pullsync_core::rest::paging::{self, PageRows, Position, RowMaker};
@@ -38,6 +39,10 @@ struct Child {
     run_high_water: Option<String>,
     /// Pages of it written by this run.
     pages: u32,
+    /// The access token its request sends (an OAuth 2 source's), and whether the API's
+    /// refusal of it had a new one asked for, once a page.
+    token: Option<String>,
+    renewed: bool,
 }
 
 impl Child {
@@ -71,6 +76,8 @@ impl Child {
             since,
             run_high_water,
             pages: 0,
+            token: None,
+            renewed: false,
         };
         Ok((child, resumed))
     }
@@ -120,21 +127,39 @@ enum Step {
 
 /// A child's page as read: its rows and where its next page is (None: it was the last),
 /// or why its listing stops there.
-type Read = std::result::Result<(PageRows, Option<Position>), String>;
+/// A child's page as read.
+enum Read {
+    /// Its rows, and where its next page is (None: it was the last).
+    Page(PageRows, Option<Position>),
+    /// The API refused an OAuth 2 source's access token; the message says how.
+    Refused(String),
+    /// Why its listing stops here.
+    Failed(String),
+}
 
 /// A child's next page, requested and its rows made on the background runtime; the work
 /// holds the child until it answers.
-fn fetch(api: &Arc<Api>, child: Child) -> runtime::Background<(Child, Read)> {
+fn fetch(api: &Arc<Api>, mut child: Child) -> runtime::Background<(Child, Read)> {
+    child.token = api.access_token();
     let api = api.clone();
     runtime::spawn(async move {
         let answer = api
             .request(&child.config, &child.position, child.since.as_deref(), None)
             .await;
+        if let Err(failure) = &answer {
+            if api.has_oauth() && failure.class == FailureClass::Auth {
+                let refused = Read::Refused(failure.message.clone());
+                return (child, refused);
+            }
+        }
         let mut maker = RowMaker::for_parent(&child.config, &child.values);
         let next = api::walk_answer(&api, &child.config, &child.position, answer, |r, of| {
             maker.add(r, of)
         });
-        let read = next.map(|next| (maker.finish(), next));
+        let read = match next {
+            Ok(next) => Read::Page(maker.finish(), next),
+            Err(message) => Read::Failed(message),
+        };
         (child, read)
     })
 }
@@ -154,8 +179,8 @@ impl<'a> Fanout<'a> {
     /// Writes the page read for `child`.
     fn step(&mut self, child: &mut Child, read: Read, txn: Txn) -> Step {
         let (page, next) = match read {
-            Ok(read) => read,
-            Err(message) => return Step::Failed(message),
+            Read::Page(page, next) => (page, next),
+            Read::Refused(message) | Read::Failed(message) => return Step::Failed(message),
         };
         let PageRows {
             rows,
@@ -184,6 +209,7 @@ impl<'a> Fanout<'a> {
         self.progress.items += written.stored as i64;
         self.progress.quarantined += written.quarantined;
         child.pages += 1;
+        child.renewed = false;
         match next {
             Some(next) => {
                 child.position = next;
@@ -212,6 +238,24 @@ impl<'a> Fanout<'a> {
                 self.budget.as_secs()
             )
         })
+    }
+
+    /// A page the API refused for its access token: once a page, a good token again (the
+    /// one another parent's refusal renewed already, or a new one) and None, the page to be
+    /// asked again; else why the parent stops.
+    fn renew(
+        &self,
+        child: &mut Child,
+        refusal: String,
+        txn: Txn,
+        cancel: Cancel,
+    ) -> Result<Option<String>> {
+        if child.renewed {
+            return Ok(Some(refusal));
+        }
+        child.renewed = true;
+        let renewed = self.api.renew(child.token.take(), txn, cancel)?;
+        Ok(renewed.err().map(|failure| failure.message))
     }
 
     /// Reads every child to its end, its failure or a limit.
@@ -245,6 +289,16 @@ impl<'a> Fanout<'a> {
                 return Ok(());
             };
             let (mut child, read) = joined?;
+            let read = match read {
+                Read::Refused(refusal) => match self.renew(&mut child, refusal, txn, cancel)? {
+                    None => {
+                        in_flight.push(fetch(api, child));
+                        continue;
+                    }
+                    Some(why) => Read::Failed(why),
+                },
+                read => read,
+            };
             match self.step(&mut child, read, txn) {
                 Step::More => match self.limit(&child) {
                     None => in_flight.push(fetch(api, child)),

@@ -82,23 +82,45 @@ impl Session {
             .is_some_and(|c| oauth::still_usable(c.expires_at, c.obtained_at, Utc::now()))
     }
 
-    /// A usable access token at hand: the one in use, the one committed, or a new one
-    /// (`renew`: the API refused the one in use, so not that one again). The inner error
-    /// is why the run cannot go on, without any secret.
+    /// A usable access token at hand: the one in use, the one committed, or a new one.
+    /// The inner error is why the run cannot go on, without any secret.
     pub fn ensure(
         &self,
         http: &HttpClient,
         calls: &AtomicU32,
-        renew: bool,
         txn: Txn,
         cancel: Cancel,
     ) -> Result<std::result::Result<(), Failure>> {
-        if !renew && self.usable() {
+        if self.usable() {
             return Ok(Ok(()));
         }
-        // Under the source's renewal lock: a rotating refresh token is spent by the run
-        // that sends it first, and a second run sending it too would be refused
-        // (invalid_grant) and mark the source; it takes the token the first committed.
+        self.under_renewal_lock(http, calls, None, txn, cancel)
+    }
+
+    /// After the API refused the access token `refused` (revoked, or expired early): the
+    /// one another run committed since, else a new one.
+    pub fn renew(
+        &self,
+        http: &HttpClient,
+        calls: &AtomicU32,
+        refused: Option<String>,
+        txn: Txn,
+        cancel: Cancel,
+    ) -> Result<std::result::Result<(), Failure>> {
+        self.under_renewal_lock(http, calls, refused, txn, cancel)
+    }
+
+    /// `ensure_locked` under the source's renewal lock: a rotating refresh token is spent
+    /// by the run that sends it first, and a second run sending it too would be refused
+    /// (invalid_grant) and mark the source; it takes the token the first committed.
+    fn under_renewal_lock(
+        &self,
+        http: &HttpClient,
+        calls: &AtomicU32,
+        refused: Option<String>,
+        txn: Txn,
+        cancel: Cancel,
+    ) -> Result<std::result::Result<(), Failure>> {
         if !self.lock_renewal(txn, cancel)? {
             return Ok(Err(Failure::new(
                 FailureClass::Transient,
@@ -109,7 +131,6 @@ impl Session {
                 ),
             )));
         }
-        let refused = if renew { self.access_token() } else { None };
         let outcome = self.ensure_locked(http, calls, refused, txn, cancel);
         let released = txn.run(|| store::unlock_token_renewal(&self.name));
         let outcome = outcome?;
