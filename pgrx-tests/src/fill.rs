@@ -9,6 +9,7 @@
 use crate::catalog::table_digests;
 use crate::db::connect;
 use crate::rest_api::{self, RestApi, TICKETS_KEY};
+use crate::rest_calls;
 use crate::sim::SimConfig;
 use crate::threads::{count, threads_fixture, ThreadsFixture, QUICK_HTTP};
 use postgres::Client;
@@ -138,12 +139,8 @@ fn add_fan_out_source(db: &mut Client, api: &RestApi) {
                     "columns": { "team": "$parent.team", "id": "id", "subject": "title" } },
         "retries": 0
     });
-    db.execute(
-        "SELECT pullsync.rest_add_source('team-tickets', $1)",
-        &[&config],
-    )
-    .unwrap();
-    let pulled = json(db, "SELECT pullsync.rest_pull('team-tickets')");
+    rest_calls::add(db, "team-tickets", &config);
+    let pulled = rest_calls::pull(db, "team-tickets");
     assert_eq!(pulled["status"], "completed", "{pulled}");
 }
 

@@ -9,6 +9,7 @@ use pullsync_tests::catalog::{sequence_values, table_digests, tables};
 use pullsync_tests::db::{connect, connect_as, conninfo, fresh_database};
 use pullsync_tests::feed::rows;
 use pullsync_tests::ports::feed_url;
+use pullsync_tests::rest_calls;
 use pullsync_tests::sim::{Counters, SimConfig, SimServer};
 use pullsync_tests::threads::{count, run_scheduled_sync, threads_fixture, QUICK_HTTP};
 use serde_json::{json, Value};
@@ -161,15 +162,8 @@ fn fill(db: &mut Client, sim: &SimServer, provider: &mut Client) -> Counters {
         "target": { "table": "public.backup_rest", "columns": { "id": "id", "title": "title" } },
         "retries": 0
     });
-    db.execute(
-        "SELECT pullsync.rest_add_source('backup-rest', $1)",
-        &[&config],
-    )
-    .unwrap();
-    let rest: Value = db
-        .query_one("SELECT pullsync.rest_pull('backup-rest')", &[])
-        .unwrap()
-        .get(0);
+    rest_calls::add(db, "backup-rest", &config);
+    let rest = rest_calls::pull(db, "backup-rest");
     assert_eq!(rest["quarantined"], 1, "{rest}");
 
     // A fan-out source: each parent's position and mark in rest_parent_state.
@@ -193,15 +187,8 @@ fn fill(db: &mut Client, sim: &SimServer, provider: &mut Client) -> Counters {
                     "columns": { "team": "$parent.team", "id": "id", "title": "title" } },
         "retries": 0
     });
-    db.execute(
-        "SELECT pullsync.rest_add_source('backup-rest-teams', $1)",
-        &[&fan_out],
-    )
-    .unwrap();
-    let teams: Value = db
-        .query_one("SELECT pullsync.rest_pull('backup-rest-teams')", &[])
-        .unwrap()
-        .get(0);
+    rest_calls::add(db, "backup-rest-teams", &fan_out);
+    let teams = rest_calls::pull(db, "backup-rest-teams");
     assert_eq!(teams["items"], 10, "{teams}");
 
     // A source that cannot be reached: its failed pull opens an error-rate alert.

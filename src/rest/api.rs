@@ -14,7 +14,7 @@ use pullsync_core::http::{
 };
 use pullsync_core::rest::config::{Auth, RestConfig};
 use pullsync_core::rest::incremental;
-use pullsync_core::rest::paging::{self, Answer, Position};
+use pullsync_core::rest::paging::{self, Answer, PageRows, Position, RowMaker};
 use pullsync_core::rest::responses::{self, Action};
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -263,6 +263,19 @@ impl Api {
     pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::Relaxed)
     }
+}
+
+/// A page's rows as `maker` makes them of its records, and where the next page is (the
+/// error: why the listing stops there, without the secret).
+pub fn page_rows(
+    api: &Api,
+    config: &RestConfig,
+    position: &Position,
+    fetched: std::result::Result<http::Answer, Failure>,
+    mut maker: RowMaker,
+) -> std::result::Result<(PageRows, Option<Position>), String> {
+    let next = walk_answer(api, config, position, fetched, |r, of| maker.add(r, of))?;
+    Ok((maker.finish(), next))
 }
 
 /// The records of a page of the listing `config` (the source's own, or a fan-out

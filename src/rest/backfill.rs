@@ -3,7 +3,7 @@
 //! with the state of every window (`rest_sources.run_position`), so a crash or a failed
 //! window resumes only the windows not finished. The mark is set when all are done.
 
-use super::api::{walk_answer, Api};
+use super::api::{page_rows, Api};
 use super::pull::{finish, notes, write_failed};
 use super::store::{self, Stored};
 use crate::error::Result;
@@ -139,18 +139,15 @@ impl Backfilling<'_> {
             "window {}..{}",
             self.state.windows[i].since, self.state.windows[i].until
         );
-        let mut maker = RowMaker::new(config);
-        let next = match walk_answer(self.api, config, &request.at, fetched, |r, of| {
-            maker.add(r, of)
-        }) {
-            Ok(next) => next,
+        let maker = RowMaker::new(config);
+        let (rows, next) = match page_rows(self.api, config, &request.at, fetched, maker) {
+            Ok(read) => read,
             Err(message) => {
                 self.failed.insert(i);
                 self.failures.push(format!("{window}: {message}"));
                 return;
             }
         };
-        let rows = maker.finish();
         let mut after = self.state.clone();
         after.windows[i].next = next;
         after.high_water = paging::higher(after.high_water.take(), rows.high_water);

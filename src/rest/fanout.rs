@@ -152,12 +152,9 @@ fn fetch(api: &Arc<Api>, mut child: Child) -> runtime::Background<(Child, Read)>
                 return (child, refused);
             }
         }
-        let mut maker = RowMaker::for_parent(&child.config, &child.values);
-        let next = api::walk_answer(&api, &child.config, &child.position, answer, |r, of| {
-            maker.add(r, of)
-        });
-        let read = match next {
-            Ok(next) => Read::Page(maker.finish(), next),
+        let maker = RowMaker::for_parent(&child.config, &child.values);
+        let read = match api::page_rows(&api, &child.config, &child.position, answer, maker) {
+            Ok((rows, next)) => Read::Page(rows, next),
             Err(message) => Read::Failed(message),
         };
         (child, read)

@@ -94,26 +94,15 @@ impl Session {
         if self.usable() {
             return Ok(Ok(()));
         }
-        self.under_renewal_lock(http, calls, None, txn, cancel)
+        self.renew(http, calls, None, txn, cancel)
     }
 
-    /// After the API refused the access token `refused` (revoked, or expired early): the
-    /// one another run committed since, else a new one.
+    /// A good access token again, after the API refused `refused` (revoked, or expired
+    /// early), or with none in use: the one another run committed since, else a new one.
+    /// Under the source's renewal lock: a rotating refresh token is spent by the run that
+    /// sends it first, and a second run sending it too would be refused (invalid_grant)
+    /// and mark the source; it takes the token the first committed.
     pub fn renew(
-        &self,
-        http: &HttpClient,
-        calls: &AtomicU32,
-        refused: Option<String>,
-        txn: Txn,
-        cancel: Cancel,
-    ) -> Result<std::result::Result<(), Failure>> {
-        self.under_renewal_lock(http, calls, refused, txn, cancel)
-    }
-
-    /// `ensure_locked` under the source's renewal lock: a rotating refresh token is spent
-    /// by the run that sends it first, and a second run sending it too would be refused
-    /// (invalid_grant) and mark the source; it takes the token the first committed.
-    fn under_renewal_lock(
         &self,
         http: &HttpClient,
         calls: &AtomicU32,

@@ -6,7 +6,7 @@
 //! ahead. Pages are still handed on, and written, strictly in listing order; requests
 //! past the listing's end (at most concurrency − 1) are dropped, which aborts them.
 
-use super::api::{walk_answer, Api};
+use super::api::{page_rows, Api};
 use crate::error::Result;
 use crate::runtime::{self, Background, Cancel};
 use pullsync_core::rest::config::Pagination;
@@ -113,12 +113,9 @@ impl Ahead {
             // Off the main thread, on the background runtime's one worker: a thread of
             // its own per page would give the allocator an arena per thread, each
             // holding memory long after its page.
-            let mut maker = RowMaker::new(config).rereading(mark);
-            let next = walk_answer(&api, config, &position, answer, |r, of| maker.add(r, of));
-            next.map(|next| Read {
-                rows: maker.finish(),
-                next,
-            })
+            let maker = RowMaker::new(config).rereading(mark);
+            page_rows(&api, config, &position, answer, maker)
+                .map(|(rows, next)| Read { rows, next })
         })
     }
 }

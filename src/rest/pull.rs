@@ -3,7 +3,7 @@
 //! together, so a crash or cancel resumes after the last page written. An incremental
 //! source sends the high-water mark committed by its last complete run.
 
-use super::api::{walk_answer, Api};
+use super::api::{page_rows, walk_answer, Api};
 use super::prefetch::{self, Ahead, Read};
 use super::store::{self, Stored};
 use crate::config;
@@ -176,18 +176,9 @@ impl Listing<'_> {
         let fetched = self
             .api
             .authorized_page(&self.position, since, txn, cancel)?;
-        let mut maker = self.ahead.row_maker();
-        let next = walk_answer(
-            self.api,
-            self.api.config(),
-            &self.position,
-            fetched,
-            |r, of| maker.add(r, of),
-        );
-        Ok(next.map(|next| Read {
-            rows: maker.finish(),
-            next,
-        }))
+        let maker = self.ahead.row_maker();
+        let read = page_rows(self.api, self.api.config(), &self.position, fetched, maker);
+        Ok(read.map(|(rows, next)| Read { rows, next }))
     }
 }
 
